@@ -1,0 +1,13 @@
+module github.com/statewire/statewire
+
+go 1.26.0
+
+require (
+	github.com/asavie/xdp v0.3.3 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/cilium/ebpf v0.22.0 // indirect
+	github.com/google/gopacket v1.1.19 // indirect
+	github.com/vishvananda/netlink v1.1.0 // indirect
+	github.com/vishvananda/netns v0.0.0-20191106174202-0a2b9b5464df // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
