@@ -92,6 +92,7 @@ type Packet struct {
 	Src, Dst  Addr
 	IPLen     uint32 // IP total length (IPv4) or 40 + payload length (IPv6), from the header
 	L4Off     uint16 // offset of the L4 header in the frame
+	Truncated bool   // fewer bytes captured than the IP header says (snaplen)
 
 	// Fragments. A datagram that is not a fragment has Fragment == false.
 	Fragment   bool
