@@ -9,5 +9,6 @@ require (
 	github.com/google/gopacket v1.1.19 // indirect
 	github.com/vishvananda/netlink v1.1.0 // indirect
 	github.com/vishvananda/netns v0.0.0-20191106174202-0a2b9b5464df // indirect
+	golang.org/x/net v0.48.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )
