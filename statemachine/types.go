@@ -62,6 +62,12 @@ const (
 	TCPFlagSimultaneousOp uint8 = 0x80 // per connection (kept in TCPConn.Flags)
 )
 
+// The kernel keeps EXP_CHALLENGE_ACK and SIMULTANEOUS_OPEN in last_flags,
+// next to the window-scale/SACK options of the last ignored SYN. We keep
+// them apart (TCPConn.Flags vs TCPConn.LastFlags) and clear TCPConn.Flags
+// wherever the kernel zeroes last_flags (an ignored original SYN), so the
+// behaviour is the same.
+
 // TCPPeer is the window-tracking state of one direction (kernel struct
 // ip_ct_tcp_state).
 type TCPPeer struct {
@@ -99,4 +105,86 @@ type Conn struct {
 	Proto   uint8    // L4 protocol number
 	State   TCPState // TCP only
 	Status  uint8    // Status* bits
+}
+
+var ctStateNames = [...]string{"INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
+
+// String returns the iptables name of a single state ("NEW", ...), or
+// "UNKNOWN" for zero or a combination of bits.
+func (s CtState) String() string {
+	for i, n := range ctStateNames {
+		if s == 1<<i {
+			return n
+		}
+	}
+	return "UNKNOWN"
+}
+
+var tcpStateNames = [NumTCPStates]string{
+	"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT",
+	"CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2",
+}
+
+// String returns the kernel's name of the state, as in /proc/net/nf_conntrack.
+func (s TCPState) String() string {
+	if s < NumTCPStates {
+		return tcpStateNames[s]
+	}
+	switch s {
+	case tcpIV:
+		return "INVALID"
+	case tcpIG:
+		return "IGNORE"
+	}
+	return "UNKNOWN"
+}
+
+// InvalidReason says why a packet was INVALID. It is a small integer so it
+// can index counter arrays; String is for reports only.
+type InvalidReason uint8
+
+// Reasons for INVALID. Keep invalidReasonNames in sync.
+const (
+	ReasonNone            InvalidReason = iota
+	ReasonTCPFlags                      // invalid TCP flag combination
+	ReasonTCPDataOffset                 // data offset × 4 < 20
+	ReasonTCPNewNotSyn                  // first packet not a SYN and loose pickup is off
+	ReasonTCPNewState                   // first packet is SYN/ACK, FIN, RST or no flags
+	ReasonTCPState                      // the transition table says INVALID
+	ReasonTCPInvalidRST                 // RST with seq before the peer's highest ACK
+	ReasonTCPSeqOverUpper               // window check I: SEQ over the receiver's window
+	ReasonTCPAckOverUpper               // window check III: ACKs data not seen yet
+	ReasonICMPNotRequest                // first ICMP packet of a flow is not a request type
+	ReasonProto                         // packet protocol does not match the connection
+	NumInvalidReasons
+)
+
+var invalidReasonNames = [...]string{
+	ReasonNone:            "none",
+	ReasonTCPFlags:        "tcp-invalid-flags",
+	ReasonTCPDataOffset:   "tcp-bad-data-offset",
+	ReasonTCPNewNotSyn:    "tcp-new-not-syn",
+	ReasonTCPNewState:     "tcp-new-invalid-state",
+	ReasonTCPState:        "tcp-invalid-state",
+	ReasonTCPInvalidRST:   "tcp-invalid-rst",
+	ReasonTCPSeqOverUpper: "tcp-seq-over-upper-bound",
+	ReasonTCPAckOverUpper: "tcp-ack-over-upper-bound",
+	ReasonICMPNotRequest:  "icmp-not-request",
+	ReasonProto:           "proto-mismatch",
+}
+
+func (r InvalidReason) String() string {
+	if int(r) < len(invalidReasonNames) {
+		return invalidReasonNames[r]
+	}
+	return "unknown"
+}
+
+// Result is the outcome of New or Update for one packet.
+type Result struct {
+	State   CtState       // user-land state of this packet (StateNew, StateEstablished, StateRelated, StateInvalid)
+	Reason  InvalidReason // why INVALID, or ReasonNone
+	Ignored bool          // accepted with no state change and no timeout refresh (kernel IGNORE)
+	Kill    bool          // the caller must delete the entry after this packet (RST before SEEN_REPLY)
+	Reopen  bool          // the caller must delete the entry and call New with this packet; State is StateNew then
 }
