@@ -1,0 +1,39 @@
+// Package flowtable is the connection table: entries keyed by a canonical
+// tuple (both directions of a flow give one Key), hashed with seeded xxhash,
+// held in fixed memory allocated once by New, split into shards, with lazy
+// and incremental expiry, a maximum size enforced by early drop of
+// non-ASSURED entries, and the expectation table the helpers fill.
+//
+// # Ownership
+//
+// Shard i belongs to one goroutine, worker i (its owner). Only the owner
+// calls Lookup, LookupBatch, Insert, Delete, Expire, Range, Ref, Resolve,
+// Len, Stats and ServeReads on the shard, and only the owner touches an
+// *Entry of the shard. No shard method takes a lock or waits for another
+// goroutine.
+//
+// Other goroutines read through the owner: Table.Snapshot posts a request
+// (an atomic pointer in the shard) and waits; the owner, between batches,
+// calls ServeReads, which copies a bounded number of entries into the
+// request's buffer and signals on a channel with room for the signal. The
+// channel hand-off orders the owner's writes before the reader's reads, so
+// the exchange is race-free without the owner ever waiting. ServeReads also
+// publishes the shard's counters into atomics, read by Table.Stats and
+// Table.Len from any goroutine. A Snapshot therefore completes only while
+// the workers run; when they do not (replay, tests, after shutdown) the
+// single goroutine that drives the table uses Shard.Range directly.
+//
+// Table.HashKey, Table.ShardFor, Table.Config and everything on
+// Expectations are safe from any goroutine. Expectations are shared by all
+// shards because an expected connection may land on any of them: lookups
+// read an immutable slice through one atomic pointer; the rare writers
+// copy it under a mutex that lookups never take.
+//
+// # Per batch
+//
+// A worker, per batch: for each packet KeyFromPacket (or KeyFromInner for
+// an ICMP error), HashKey, Lookup (or LookupBatch for the whole batch);
+// on a miss Expect.Match then Insert; Entry.DirOf for the direction; Delete
+// when the state machine kills the entry. After the batch: Shard.Expire(now,
+// budget), Expect.Expire(now), Shard.ServeReads(budget).
+package flowtable

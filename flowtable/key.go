@@ -1,0 +1,281 @@
+package flowtable
+
+import (
+	"encoding/binary"
+
+	"github.com/statewire/statewire/packet"
+)
+
+// L4 protocols whose tracker keys on ports (kernel: tcp, udp, udplite, sctp,
+// dccp). Every other protocol except ICMP/ICMPv6 is generic: addresses and
+// protocol only.
+const (
+	protoDCCP    uint8 = 33
+	protoSCTP    uint8 = 132
+	protoUDPLite uint8 = 136
+)
+
+// Key is the canonical tuple of a connection: both directions of a flow
+// produce the same Key, so one lookup finds the entry whatever the direction.
+//
+// For port protocols (TCP, UDP, UDP-Lite, SCTP, DCCP) the (address, port)
+// pairs are ordered: (A, PortA) is the smaller of the two endpoints. For
+// generic protocols the ports are zero and the addresses are ordered. For
+// ICMP and ICMPv6 A is the requester (source of the request, destination of
+// the reply), PortA the identifier and PortB the request type << 8 | code,
+// so an echo request and its reply share a key while an echo in the other
+// direction with the same identifier is another connection, as in the
+// kernel.
+//
+// The VLAN id is the zone: the same 5-tuple on another VLAN is another
+// connection. Key has no padding (key_test asserts it), so == and the hash
+// over its 40 bytes see every field and nothing else.
+type Key struct {
+	_     [0]uint64 // 8-byte alignment: keys are compared and hashed as five words
+	A, B  packet.Addr
+	PortA uint16
+	PortB uint16
+	Proto uint8
+	L3    uint8 // 4 or 6
+	VLAN  uint16
+}
+
+// keySize is the size of Key in bytes; the hash and the comparison read
+// exactly this many bytes.
+const keySize = 40
+
+// Tuple is one direction of a connection as packets of that direction carry
+// it: source, destination, ports. For ICMP and ICMPv6 SrcPort is the
+// identifier and DstPort is Type << 8 | Code (see ICMPType, ICMPCode).
+// An entry keeps the tuple of its original direction (Entry.Tuple).
+type Tuple struct {
+	_                [0]uint64
+	Src, Dst         packet.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+	L3               uint8
+	VLAN             uint16
+}
+
+// ICMPType returns the ICMP type of an ICMP/ICMPv6 tuple.
+func (t *Tuple) ICMPType() uint8 { return uint8(t.DstPort >> 8) }
+
+// ICMPCode returns the ICMP code of an ICMP/ICMPv6 tuple.
+func (t *Tuple) ICMPCode() uint8 { return uint8(t.DstPort) }
+
+// ICMPID returns the ICMP identifier of an ICMP/ICMPv6 tuple.
+func (t *Tuple) ICMPID() uint16 { return t.SrcPort }
+
+// IsICMP reports whether the tuple is ICMP over IPv4 or ICMPv6 over IPv6,
+// whose "ports" are identifier and type/code.
+func (t *Tuple) IsICMP() bool { return isICMP(t.Proto, t.L3) }
+
+// HasPorts reports whether the protocol of the tuple has ports.
+func (t *Tuple) HasPorts() bool { return hasPorts(t.Proto) }
+
+// IsICMP reports whether the key is ICMP over IPv4 or ICMPv6 over IPv6.
+func (k *Key) IsICMP() bool { return isICMP(k.Proto, k.L3) }
+
+func isICMP(proto, l3 uint8) bool {
+	return (proto == packet.ProtoICMP && l3 == 4) || (proto == packet.ProtoICMPv6 && l3 == 6)
+}
+
+func hasPorts(proto uint8) bool {
+	switch proto {
+	case packet.ProtoTCP, packet.ProtoUDP, protoUDPLite, protoSCTP, protoDCCP:
+		return true
+	}
+	return false
+}
+
+// icmpRequest maps an ICMP/ICMPv6 request or reply type to the request type
+// of its pair (spec §4). ok is false for every other type (errors, and the
+// types that create no entry): they have no key of their own.
+func icmpRequest(l3, typ uint8) (req uint8, reply, ok bool) {
+	if l3 == 4 {
+		switch typ {
+		case 8, 13, 15, 17:
+			return typ, false, true
+		case 0:
+			return 8, true, true
+		case 14, 16, 18:
+			return typ - 1, true, true
+		}
+		return 0, false, false
+	}
+	switch typ {
+	case 128, 139:
+		return typ, false, true
+	case 129, 140:
+		return typ - 1, true, true
+	}
+	return 0, false, false
+}
+
+// icmpReplyType returns the reply type of an ICMP/ICMPv6 request type (and
+// the request type of a reply type).
+func icmpReplyType(l3, typ uint8) uint8 {
+	req, reply, ok := icmpRequest(l3, typ)
+	if !ok {
+		return typ
+	}
+	if reply {
+		return req
+	}
+	if req == 8 {
+		return 0
+	}
+	return req + 1
+}
+
+// after reports whether endpoint (a, ap) orders after (b, bp). Any total
+// order serves; this one decides on the low address word first, which for
+// IPv4-mapped addresses holds the whole address.
+func after(a *packet.Addr, ap uint16, b *packet.Addr, bp uint16) bool {
+	a1, b1 := binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:])
+	if a1 != b1 {
+		return a1 > b1
+	}
+	a0, b0 := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])
+	if a0 != b0 {
+		return a0 > b0
+	}
+	return ap > bp
+}
+
+// KeyFromPacket returns the canonical key of a parsed packet. ok is false
+// when the packet has no key: not IP, a non-first fragment (no L4 header),
+// or an ICMP/ICMPv6 type that is neither a request nor a reply (errors are
+// looked up with KeyFromInner; the rest never create entries).
+func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
+	if p.IPVersion != 4 && p.IPVersion != 6 {
+		return k, false
+	}
+	if p.Fragment && p.FragOffset != 0 {
+		return k, false
+	}
+	k.Proto, k.L3, k.VLAN = p.Proto, p.IPVersion, p.VLAN
+	switch {
+	case hasPorts(p.Proto):
+		if after(&p.Src, p.SrcPort, &p.Dst, p.DstPort) {
+			k.A, k.B, k.PortA, k.PortB = p.Dst, p.Src, p.DstPort, p.SrcPort
+		} else {
+			k.A, k.B, k.PortA, k.PortB = p.Src, p.Dst, p.SrcPort, p.DstPort
+		}
+	case isICMP(p.Proto, p.IPVersion):
+		req, reply, found := icmpRequest(p.IPVersion, p.ICMP.Type)
+		if !found {
+			return k, false
+		}
+		if reply {
+			k.A, k.B = p.Dst, p.Src
+		} else {
+			k.A, k.B = p.Src, p.Dst
+		}
+		k.PortA, k.PortB = p.ICMP.ID, uint16(req)<<8|uint16(p.ICMP.Code)
+	default:
+		if after(&p.Src, 0, &p.Dst, 0) {
+			k.A, k.B = p.Dst, p.Src
+		} else {
+			k.A, k.B = p.Src, p.Dst
+		}
+	}
+	return k, true
+}
+
+// KeyFromInner returns the key of the connection an ICMP or ICMPv6 error
+// refers to: the key of the packet quoted inside it (canonical keys make
+// the kernel's inversion of the inner tuple implicit). ok is false when the
+// packet carries no parsed quoted packet, the quoted packet is a non-first
+// fragment, or it is ICMP but not a request or reply (spec §4: INVALID).
+// The zone is the outer packet's VLAN.
+func KeyFromInner(p *packet.Packet) (k Key, ok bool) {
+	in := &p.Inner
+	if !p.HasInner || in.NonFirstFragment || (in.IPVersion != 4 && in.IPVersion != 6) {
+		return k, false
+	}
+	k.Proto, k.L3, k.VLAN = in.Proto, in.IPVersion, p.VLAN
+	switch {
+	case hasPorts(in.Proto):
+		if after(&in.Src, in.SrcPort, &in.Dst, in.DstPort) {
+			k.A, k.B, k.PortA, k.PortB = in.Dst, in.Src, in.DstPort, in.SrcPort
+		} else {
+			k.A, k.B, k.PortA, k.PortB = in.Src, in.Dst, in.SrcPort, in.DstPort
+		}
+	case isICMP(in.Proto, in.IPVersion):
+		req, reply, found := icmpRequest(in.IPVersion, in.ICMP.Type)
+		if !found {
+			return k, false
+		}
+		if reply {
+			k.A, k.B = in.Dst, in.Src
+		} else {
+			k.A, k.B = in.Src, in.Dst
+		}
+		k.PortA, k.PortB = in.ICMP.ID, uint16(req)<<8|uint16(in.ICMP.Code)
+	default:
+		if after(&in.Src, 0, &in.Dst, 0) {
+			k.A, k.B = in.Dst, in.Src
+		} else {
+			k.A, k.B = in.Src, in.Dst
+		}
+	}
+	return k, true
+}
+
+// TupleFromPacket returns the tuple of the packet in its own direction
+// (for ICMP with its own type: a reply keeps the reply type). ok is false
+// exactly when KeyFromPacket's is.
+func TupleFromPacket(p *packet.Packet) (t Tuple, ok bool) {
+	if p.IPVersion != 4 && p.IPVersion != 6 {
+		return t, false
+	}
+	if p.Fragment && p.FragOffset != 0 {
+		return t, false
+	}
+	t.Src, t.Dst, t.Proto, t.L3, t.VLAN = p.Src, p.Dst, p.Proto, p.IPVersion, p.VLAN
+	switch {
+	case hasPorts(p.Proto):
+		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
+	case isICMP(p.Proto, p.IPVersion):
+		if _, _, found := icmpRequest(p.IPVersion, p.ICMP.Type); !found {
+			return t, false
+		}
+		t.SrcPort, t.DstPort = p.ICMP.ID, uint16(p.ICMP.Type)<<8|uint16(p.ICMP.Code)
+	}
+	return t, true
+}
+
+// Key returns the canonical key of the connection the tuple belongs to.
+func (t *Tuple) Key() Key {
+	k := Key{Proto: t.Proto, L3: t.L3, VLAN: t.VLAN}
+	switch {
+	case t.IsICMP():
+		req, reply, _ := icmpRequest(t.L3, t.ICMPType())
+		if reply {
+			k.A, k.B = t.Dst, t.Src
+		} else {
+			k.A, k.B = t.Src, t.Dst
+		}
+		k.PortA, k.PortB = t.SrcPort, uint16(req)<<8|uint16(t.ICMPCode())
+	case after(&t.Src, t.SrcPort, &t.Dst, t.DstPort):
+		k.A, k.B, k.PortA, k.PortB = t.Dst, t.Src, t.DstPort, t.SrcPort
+	default:
+		k.A, k.B, k.PortA, k.PortB = t.Src, t.Dst, t.SrcPort, t.DstPort
+	}
+	return k
+}
+
+// Reverse returns the tuple of the other direction: addresses and ports
+// swapped; for ICMP the identifier and code kept and the type mapped to its
+// pair (echo 8 becomes 0), as the kernel inverts a tuple.
+func (t Tuple) Reverse() Tuple {
+	r := t
+	r.Src, r.Dst = t.Dst, t.Src
+	if t.IsICMP() {
+		r.DstPort = uint16(icmpReplyType(t.L3, t.ICMPType()))<<8 | uint16(t.ICMPCode())
+		return r
+	}
+	r.SrcPort, r.DstPort = t.DstPort, t.SrcPort
+	return r
+}

@@ -1,0 +1,344 @@
+package flowtable
+
+import (
+	"sync/atomic"
+
+	"github.com/statewire/statewire/statemachine"
+)
+
+// InsertResult says what Insert did.
+type InsertResult uint8
+
+const (
+	// Inserted: a new entry was created.
+	Inserted InsertResult = iota
+	// InsertedAfterEarlyDrop: the shard was full; non-ASSURED entries near
+	// the key's bucket were evicted to make room, then the entry was created.
+	InsertedAfterEarlyDrop
+	// InsertExists: a live entry with this key exists; it is returned.
+	InsertExists
+	// TableFull: the shard was full and nothing could be evicted; the packet
+	// must be dropped (kernel "table full, dropping packet").
+	TableFull
+)
+
+// earlyDropBuckets is how many consecutive buckets early drop scans
+// (kernel NF_CT_EVICTION_RANGE).
+const earlyDropBuckets = 8
+
+// batchChunk is how many lookups LookupBatch overlaps at once.
+const batchChunk = 64
+
+// Stats are a shard's counters, named after /proc/net/stat/nf_conntrack.
+type Stats struct {
+	Found        uint64 // lookups that found a live entry
+	Insert       uint64 // entries created (kernel "new" and "insert": we confirm on creation)
+	InsertFailed uint64 // Insert found the key already present
+	Drop         uint64 // Insert failed: table full and nothing to early-drop
+	EarlyDrop    uint64 // non-ASSURED (or closing TCP under pressure) entries evicted
+	Delete       uint64 // entries removed for any reason (expiry, Delete, early drop)
+	Expired      uint64 // entries removed because their timeout passed (part of Delete)
+	Count        uint64 // live entries
+}
+
+// add accumulates o into s.
+func (s *Stats) add(o *Stats) {
+	s.Found += o.Found
+	s.Insert += o.Insert
+	s.InsertFailed += o.InsertFailed
+	s.Drop += o.Drop
+	s.EarlyDrop += o.EarlyDrop
+	s.Delete += o.Delete
+	s.Expired += o.Expired
+	s.Count += o.Count
+}
+
+// Shard is one single-writer part of the table. Every method except the
+// ones documented otherwise may be called only by the goroutine that owns
+// the shard (its worker). See the package documentation.
+type Shard struct {
+	entries []Entry  // preallocated slots; no pointers, so the GC never scans them
+	buckets []uint32 // chain heads: index+1 into entries, 0 = empty
+	mask    uint32   // len(buckets)-1
+	hwm     uint32   // slots [0, hwm) have been allocated at least once
+	free    uint32   // index+1 of the first free slot below hwm, chained through next
+	count   int
+	max     int
+	max95   int // sweep evicts while count >= max95 (0: never)
+	cursor  uint32
+	id      uint16
+	seed    uint64
+	exp     *Expectations
+	stats   Stats
+	sink    uint32 // keeps LookupBatch's touching loads alive
+
+	// Published for other goroutines by ServeReads; see reads.go.
+	pub     [numPub]atomic.Uint64
+	lastPub Stats
+	req     atomic.Pointer[readRequest]
+
+	_ [64]byte // keep neighbouring shards' hot fields off this cache line
+}
+
+// ID returns the shard's index in its table.
+func (s *Shard) ID() int { return int(s.id) }
+
+// Len returns the number of live entries. Owner only; Table.Len for others.
+func (s *Shard) Len() int { return s.count }
+
+// Max returns the most entries the shard holds.
+func (s *Shard) Max() int { return s.max }
+
+// Stats returns the shard's counters. Owner only; Table.Stats for others.
+func (s *Shard) Stats() Stats {
+	st := s.stats
+	st.Count = uint64(s.count)
+	return st
+}
+
+// Lookup returns the live entry with key k (hash = Table.HashKey(k)), or
+// nil. An entry found expired (Expires <= now) is deleted and nil returned:
+// lazy expiry, so a stale connection is never resurrected by a late packet.
+func (s *Shard) Lookup(k *Key, hash uint64, now int64) *Entry {
+	b := uint32(hash) & s.mask
+	for i := s.buckets[b]; i != 0; {
+		e := &s.entries[i-1]
+		if keyEqual(&e.key, k) {
+			if e.Conn.Expires <= now {
+				s.remove(i-1, b)
+				s.stats.Expired++
+				return nil
+			}
+			s.stats.Found++
+			return e
+		}
+		i = e.next
+	}
+	return nil
+}
+
+// LookupBatch looks up keys[i] (with hashes[i]) into out[i] for every i
+// below the shortest of the three lengths, with Lookup's semantics. It
+// overlaps the cache misses of the batch: it first loads every bucket head,
+// then touches the first entry of every chain, then walks; the loads of
+// each pass are independent, so the CPU keeps many misses in flight.
+func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64) {
+	n := min(len(keys), len(hashes), len(out))
+	var heads [batchChunk]uint32
+	for base := 0; base < n; base += batchChunk {
+		m := min(n-base, batchChunk)
+		hs := hashes[base : base+m]
+		for i := range hs {
+			heads[i] = s.buckets[uint32(hs[i])&s.mask]
+		}
+		var sink uint32
+		for i := range m {
+			if h := heads[i]; h != 0 && int(h) <= len(s.entries) {
+				sink += s.entries[h-1].next
+			}
+		}
+		s.sink += sink
+		ks, os := keys[base:base+m], out[base:base+m]
+		for i := range ks {
+			os[i] = s.walk(heads[i], &ks[i], uint32(hs[i])&s.mask, now)
+		}
+	}
+}
+
+// walk is Lookup from a chain head already loaded.
+func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
+	for i != 0 {
+		e := &s.entries[i-1]
+		if keyEqual(&e.key, k) {
+			if e.Conn.Expires <= now {
+				s.remove(i-1, b)
+				s.stats.Expired++
+				return nil
+			}
+			s.stats.Found++
+			return e
+		}
+		i = e.next
+	}
+	return nil
+}
+
+// Insert creates the entry for key k (hash = Table.HashKey(k)) whose
+// original direction is t, at time now. Conn is zero except Proto and
+// Created; the caller sets Expires (an entry with Expires <= now is gone at
+// the next lookup). When the shard is full it early-drops non-ASSURED
+// entries from the key's bucket and the next seven (stopping at the first
+// bucket that yielded a drop); if none could go, it returns nil, TableFull.
+// An existing live entry with the key is returned with InsertExists.
+func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, InsertResult) {
+	b := uint32(hash) & s.mask
+	for i := s.buckets[b]; i != 0; {
+		e := &s.entries[i-1]
+		next := e.next
+		if keyEqual(&e.key, k) {
+			if e.Conn.Expires > now {
+				s.stats.InsertFailed++
+				return e, InsertExists
+			}
+			s.remove(i-1, b)
+			s.stats.Expired++
+			break
+		}
+		i = next
+	}
+	res := Inserted
+	if s.count >= s.max {
+		if !s.earlyDrop(b, now) {
+			s.stats.Drop++
+			return nil, TableFull
+		}
+		res = InsertedAfterEarlyDrop
+	}
+	var idx uint32
+	if s.free != 0 {
+		idx = s.free - 1
+		s.free = s.entries[idx].next
+	} else {
+		idx = s.hwm
+		s.hwm++
+	}
+	e := &s.entries[idx]
+	gen := e.gen + 1
+	*e = Entry{next: s.buckets[b], gen: gen, key: *k, flags: flagUsed}
+	if !k.IsICMP() && !(t.Src == k.A && t.SrcPort == k.PortA) {
+		e.flags |= flagSwapped
+	}
+	e.Conn.Proto = k.Proto
+	e.Conn.Created = now
+	s.buckets[b] = idx + 1
+	s.count++
+	s.stats.Insert++
+	return e, res
+}
+
+// earlyDrop frees room for an insert into bucket b (kernel early_drop):
+// scanning b and the next seven buckets, it removes expired entries and
+// evicts every non-ASSURED one, stopping after the first bucket where it
+// removed anything. It reports whether the shard has room now.
+func (s *Shard) earlyDrop(b uint32, now int64) bool {
+	for n := uint32(0); n < earlyDropBuckets; n++ {
+		bi := (b + n) & s.mask
+		removed := false
+		for i := s.buckets[bi]; i != 0; {
+			e := &s.entries[i-1]
+			next := e.next
+			switch {
+			case e.Conn.Expires <= now:
+				s.remove(i-1, bi)
+				s.stats.Expired++
+				removed = true
+			case e.Conn.Status&statemachine.StatusAssured == 0:
+				s.remove(i-1, bi)
+				s.stats.EarlyDrop++
+				removed = true
+			}
+			i = next
+		}
+		if removed {
+			break
+		}
+	}
+	return s.count < s.max
+}
+
+// Delete removes e, an entry of this shard returned by Lookup or Insert. A
+// pointer that is not a live entry of this shard is ignored.
+func (s *Shard) Delete(e *Entry) {
+	idx := entryIndex(s.entries, e)
+	if idx < 0 || e.flags&flagUsed == 0 {
+		return
+	}
+	s.remove(uint32(idx), uint32(hashKey(s.seed, &e.key))&s.mask)
+}
+
+// remove unlinks slot idx from bucket b and frees it. The entry keeps its
+// contents (with StatusDying set) until the slot is reused.
+func (s *Shard) remove(idx, b uint32) {
+	e := &s.entries[idx]
+	for p := &s.buckets[b]; *p != 0; p = &s.entries[*p-1].next {
+		if *p == idx+1 {
+			*p = e.next
+			break
+		}
+	}
+	if e.Helper != 0 && s.exp != nil && s.exp.list.Load() != nil {
+		s.exp.RemoveMaster(EntryRef{Shard: s.id, Index: idx, Gen: e.gen})
+	}
+	e.flags = 0
+	e.Conn.Status |= statemachine.StatusDying
+	e.next = s.free
+	s.free = idx + 1
+	s.count--
+	s.stats.Delete++
+}
+
+// Expire is the incremental sweep: it visits at most budget slots from a
+// cursor that wraps around the used part of the slot array, and deletes
+// entries whose timeout passed. While the shard holds at least 95% of its
+// maximum it also evicts entries that may be early-dropped (not ASSURED, or
+// TCP in a closing state), as the kernel's gc worker does. It returns how
+// many entries it removed. The worker calls it once per batch.
+func (s *Shard) Expire(now int64, budget int) int {
+	removed := 0
+	for ; budget > 0 && s.hwm > 0; budget-- {
+		if s.cursor >= s.hwm {
+			s.cursor = 0
+		}
+		idx := s.cursor
+		s.cursor++
+		e := &s.entries[idx]
+		if e.flags&flagUsed == 0 {
+			continue
+		}
+		switch {
+		case e.Conn.Expires <= now:
+			s.stats.Expired++
+		case s.max95 > 0 && s.count >= s.max95 && canEarlyDrop(e):
+			s.stats.EarlyDrop++
+		default:
+			continue
+		}
+		s.remove(idx, uint32(hashKey(s.seed, &e.key))&s.mask)
+		removed++
+	}
+	return removed
+}
+
+// Range calls fn for every live entry until fn returns false. Owner only
+// (replay, tests, a stopped table); fn must not insert or delete.
+func (s *Shard) Range(fn func(*Entry) bool) {
+	for i := uint32(0); i < s.hwm; i++ {
+		e := &s.entries[i]
+		if e.flags&flagUsed != 0 && !fn(e) {
+			return
+		}
+	}
+}
+
+// Ref returns the reference other shards and the expectation table use to
+// name e.
+func (s *Shard) Ref(e *Entry) EntryRef {
+	idx := entryIndex(s.entries, e)
+	if idx < 0 {
+		return EntryRef{}
+	}
+	return EntryRef{Shard: s.id, Index: uint32(idx), Gen: e.gen}
+}
+
+// Resolve returns the live entry r names, or nil when r belongs to another
+// shard, or its slot was freed or reused since. Owner only.
+func (s *Shard) Resolve(r EntryRef) *Entry {
+	if r.Shard != s.id || r.Index >= s.hwm {
+		return nil
+	}
+	e := &s.entries[r.Index]
+	if e.flags&flagUsed == 0 || e.gen != r.Gen {
+		return nil
+	}
+	return e
+}

@@ -1,0 +1,182 @@
+package flowtable
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+)
+
+// Config sizes a table. Zero fields take the kernel's defaults (spec §6).
+type Config struct {
+	// MaxEntries is the most live entries (nf_conntrack_max), split evenly
+	// over the shards. Default: Buckets, or 8 × Buckets when Buckets was
+	// given explicitly.
+	MaxEntries int
+	// Buckets is the hash size (nf_conntrack_buckets). Default from RAM:
+	// RAM/16384/8, 65536 above 1 GiB, 262144 above 4 GiB, at least 1024.
+	// Each shard gets Buckets/Shards rounded up to a power of two.
+	Buckets int
+	// Shards is the number of single-writer shards, one per worker.
+	// Default: runtime.NumCPU().
+	Shards int
+	// Seed keys the hash. 0 draws a random seed (crypto/rand); tests set
+	// it for reproducible placement.
+	Seed uint64
+	// MaxExpect is the most expectations (nf_ct_expect_max). Default
+	// 4 × max(Buckets/256, 1).
+	MaxExpect int
+}
+
+// ErrConfig is wrapped by New for an impossible configuration.
+var ErrConfig = errors.New("flowtable: bad config")
+
+// maxShardEntries keeps slot indices (stored +1 in uint32) in range.
+const maxShardEntries = 1<<32 - 2
+
+// DefaultBuckets returns the kernel's default hash size for a machine with
+// ramBytes of memory (nf_conntrack_init_start).
+func DefaultBuckets(ramBytes uint64) int {
+	const gib = 1 << 30
+	n := int(ramBytes / 16384 / 8)
+	switch {
+	case ramBytes > 4*gib:
+		n = 262144
+	case ramBytes > gib:
+		n = 65536
+	}
+	return max(n, 1024)
+}
+
+// memTotal returns MemTotal from /proc/meminfo in bytes, or 0.
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) >= 2 && string(f[0]) == "MemTotal:" {
+			kb, err := strconv.ParseUint(string(f[1]), 10, 64)
+			if err == nil {
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// withDefaults resolves the zero fields of c.
+func (c Config) withDefaults() Config {
+	if c.Shards <= 0 {
+		c.Shards = runtime.NumCPU()
+	}
+	bucketsGiven := c.Buckets > 0
+	if !bucketsGiven {
+		c.Buckets = DefaultBuckets(memTotal())
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = c.Buckets
+		if bucketsGiven {
+			c.MaxEntries = 8 * c.Buckets
+		}
+	}
+	if c.MaxExpect <= 0 {
+		c.MaxExpect = 4 * max(c.Buckets/256, 1)
+	}
+	return c
+}
+
+// Table is the connection table: Shards single-writer shards, sharing one
+// hash seed and one expectation table.
+type Table struct {
+	seed   uint64
+	shards []*Shard
+	cfg    Config
+	readMu sync.Mutex // serialises Snapshot callers; never taken by workers
+
+	// Expect holds the expectations of all shards.
+	Expect *Expectations
+}
+
+// New allocates a table: all entry slots and buckets are allocated here,
+// once; nothing is allocated afterwards. The memory is
+// MaxEntries × unsafe.Sizeof(Entry) plus 4 bytes per bucket.
+func New(cfg Config) (*Table, error) {
+	c := cfg.withDefaults()
+	if c.Shards > 1<<16 {
+		return nil, fmt.Errorf("%w: %d shards", ErrConfig, c.Shards)
+	}
+	per := c.MaxEntries / c.Shards
+	if per < 1 || per > maxShardEntries {
+		return nil, fmt.Errorf("%w: %d entries over %d shards", ErrConfig, c.MaxEntries, c.Shards)
+	}
+	nb := 1 << bits.Len(uint((c.Buckets+c.Shards-1)/c.Shards-1))
+	if nb > 1<<31 {
+		return nil, fmt.Errorf("%w: %d buckets", ErrConfig, c.Buckets)
+	}
+	if c.Seed == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("flowtable: seed: %w", err)
+		}
+		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	t := &Table{seed: c.Seed, cfg: c, Expect: NewExpectations(c.MaxExpect)}
+	t.shards = make([]*Shard, c.Shards)
+	for i := range t.shards {
+		t.shards[i] = &Shard{
+			entries: make([]Entry, per),
+			buckets: make([]uint32, nb),
+			mask:    uint32(nb - 1),
+			max:     per,
+			max95:   per * 95 / 100,
+			id:      uint16(i),
+			seed:    c.Seed,
+			exp:     t.Expect,
+		}
+	}
+	return t, nil
+}
+
+// Config returns the configuration with defaults resolved (and the seed).
+func (t *Table) Config() Config { return t.cfg }
+
+// NumShards returns the number of shards.
+func (t *Table) NumShards() int { return len(t.shards) }
+
+// Shard returns shard i, for its owner.
+func (t *Table) Shard(i int) *Shard { return t.shards[i] }
+
+// HashKey returns the seeded xxhash64 of k. Safe from any goroutine.
+func (t *Table) HashKey(k *Key) uint64 { return hashKey(t.seed, k) }
+
+// ShardFor returns the shard that owns a key with hash h. It uses the high
+// 32 bits (the low bits pick the bucket inside the shard), mapped onto the
+// shard count by multiplication rather than modulo.
+func (t *Table) ShardFor(h uint64) int {
+	return int((h >> 32) * uint64(len(t.shards)) >> 32)
+}
+
+// Stats returns the sum of the counters the shards last published (in
+// ServeReads). Safe from any goroutine.
+func (t *Table) Stats() Stats {
+	var st Stats
+	for _, s := range t.shards {
+		p := s.PublishedStats()
+		st.add(&p)
+	}
+	return st
+}
+
+// Len returns the number of live entries as last published. Safe from any
+// goroutine.
+func (t *Table) Len() int { return int(t.Stats().Count) }
