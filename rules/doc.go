@@ -1,0 +1,17 @@
+// Package rules reads an iptables-save / ip6tables-save rule set, compiles
+// it into flat per-rule match structs, and evaluates it per packet: the raw
+// table (NOTRACK, CT --helper) before conntrack and the filter table's
+// FORWARD chain after it.
+//
+// Ownership: a Loader is used by one goroutine while rules are loaded. A
+// compiled *RuleSet is immutable: any number of workers may call Raw, Filter
+// and the accessors on it concurrently without locks. Replacing the rule set
+// means compiling a new one (it gets a new Generation) and publishing the
+// pointer; verdicts cached under the old generation then miss by themselves.
+//
+// The bridge has exactly two ports, A (index 0) and B (index 1). Interface
+// names in --physdev-in/--physdev-out and in -i/-o are resolved to port
+// indices at Compile time. On a Linux bridge with br_netfilter, -i/-o in the
+// FORWARD chain would name the bridge device (br0); statewire has no bridge
+// device, so -i/-o are treated exactly like --physdev-in/--physdev-out.
+package rules

@@ -1,0 +1,239 @@
+package rules
+
+import (
+	"encoding/binary"
+
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+func (x *prefix) contains(a *packet.Addr) bool {
+	return binary.BigEndian.Uint64(a[0:8])&x.mask[0] == x.addr[0] &&
+		binary.BigEndian.Uint64(a[8:16])&x.mask[1] == x.addr[1]
+}
+
+func (pr portRange) has(p uint16) bool { return p >= pr.lo && p <= pr.hi }
+
+func (r *crule) multiMatch(p *packet.Packet) bool {
+	n := int(r.nmulti)
+	if n > len(r.multi) {
+		n = len(r.multi)
+	}
+	for _, pr := range r.multi[:n] {
+		switch {
+		case r.has&mMultiSrc != 0:
+			if pr.has(p.SrcPort) {
+				return true
+			}
+		case r.has&mMultiDst != 0:
+			if pr.has(p.DstPort) {
+				return true
+			}
+		default:
+			if pr.has(p.SrcPort) || pr.has(p.DstPort) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// match tests one rule. Flow-invariant matches come first; perPacket
+// reports whether the result depended on a per-packet field (it did only if
+// evaluation reached one). A match "fails" when its test equals its
+// negation bit: (test == neg) is false-xor-not-negated or true-and-negated.
+func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (ok, perPacket bool) {
+	h, neg := r.has, r.neg
+	if h == 0 {
+		return true, false
+	}
+	if h&mNever != 0 {
+		return false, false
+	}
+	if h&mProto != 0 && (p.Proto == r.proto) == (neg&mProto != 0) {
+		return false, false
+	}
+	if h&mSrc != 0 && r.src.contains(&p.Src) == (neg&mSrc != 0) {
+		return false, false
+	}
+	if h&mDst != 0 && r.dst.contains(&p.Dst) == (neg&mDst != 0) {
+		return false, false
+	}
+	if h&mPorts != 0 && r.ports&(1<<inPort) == 0 {
+		return false, false
+	}
+	if h&mState != 0 && (st&r.states != 0) == (neg&mState != 0) {
+		return false, false
+	}
+	if h&l4Bits != 0 {
+		// No L4 header in a non-first fragment: the L4 matches fail
+		// whatever their negation, as in the kernel.
+		if p.Fragment && p.FragOffset != 0 {
+			return false, false
+		}
+		if h&mSport != 0 && r.sport.has(p.SrcPort) == (neg&mSport != 0) {
+			return false, false
+		}
+		if h&mDport != 0 && r.dport.has(p.DstPort) == (neg&mDport != 0) {
+			return false, false
+		}
+		const multi = mMultiSrc | mMultiDst | mMultiAny
+		if h&multi != 0 && r.multiMatch(p) == (neg&multi != 0) {
+			return false, false
+		}
+		if h&mICMP != 0 {
+			t := (r.icmpType == 0xff && p.IPVersion == 4) ||
+				(p.ICMP.Type == r.icmpType && p.ICMP.Code >= r.icmpMin && p.ICMP.Code <= r.icmpMax)
+			if t == (neg&mICMP != 0) {
+				return false, false
+			}
+		}
+	}
+	if h&perPacketBits != 0 {
+		if h&mFrag != 0 && (p.Fragment && p.FragOffset != 0) == (neg&mFrag != 0) {
+			return false, true
+		}
+		if h&mTCPFlags != 0 && (p.TCP.Flags&r.tcpMask == r.tcpComp) == (neg&mTCPFlags != 0) {
+			return false, true
+		}
+		return true, true
+	}
+	return true, false
+}
+
+// frame is a return address on the chain call stack.
+type frame struct{ chain, next int32 }
+
+// walk runs a compiled table from its entry chain. For the raw table, res
+// collects NOTRACK/CT results (the first one set wins, as xt_CT ignores a
+// packet that already has a conntrack template, and traversal continues);
+// for filter it is nil.
+func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, inPort uint8, res *RawResult) (act Action, rule int32, cacheable bool) {
+	chains := t.chains
+	rules := rs.rules
+	cacheable = true
+	if len(chains) == 0 {
+		return Accept, PolicyRule, true
+	}
+	var stack [maxDepth]frame
+	sp := 0
+	ci := int32(0)
+	i, end := chains[0].start, chains[0].end
+	for {
+		if i >= end {
+			// End of a chain: an implicit RETURN.
+			if sp == 0 {
+				return chains[0].policy, PolicyRule, cacheable
+			}
+			sp--
+			ci, i = stack[sp].chain, stack[sp].next
+			end = chains[ci].end
+			continue
+		}
+		if i < 0 || int(i) >= len(rules) {
+			return chains[0].policy, PolicyRule, cacheable // unreachable: compile keeps ranges in bounds
+		}
+		r := &rules[i]
+		i++
+		ok, pp := r.match(p, st, inPort)
+		if pp {
+			cacheable = false
+		}
+		if !ok {
+			continue
+		}
+		switch r.target {
+		case tAccept:
+			return Accept, r.id, cacheable
+		case tDrop:
+			return Drop, r.id, cacheable
+		case tReturn:
+			if sp == 0 {
+				return chains[0].policy, PolicyRule, cacheable
+			}
+			sp--
+			ci, i = stack[sp].chain, stack[sp].next
+			end = chains[ci].end
+		case tJump, tGoto:
+			if r.jump < 0 || int(r.jump) >= len(chains) {
+				continue
+			}
+			if r.target == tJump {
+				if sp >= len(stack) {
+					continue // unreachable: the parser bounds nesting to maxDepth
+				}
+				stack[sp] = frame{ci, i}
+				sp++
+			}
+			ci = r.jump
+			i, end = chains[ci].start, chains[ci].end
+		case tNoTrack, tCTNoTrack, tCTHelper:
+			if res != nil && !res.NoTrack && res.Helper == HelperNone {
+				res.NoTrack = r.target != tCTHelper
+				res.Helper = r.helper
+				res.Rule = r.id
+			}
+		}
+	}
+}
+
+// Filter evaluates the filter table's FORWARD chain for a packet in
+// conntrack state st that arrived on port inPort (0: A, 1: B). It returns
+// the verdict and whether it may be cached in the flow entry under
+// (direction, st, Generation()).
+//
+// Cacheable is false when any rule consulted on the way read a per-packet
+// field (-f, --syn, --tcp-flags), and always for non-first fragments and
+// ICMP/ICMPv6 error messages: an error is judged as RELATED to the
+// connection it quotes but its own addresses and type belong to that one
+// packet. Everything else a rule can read (addresses, protocol, ports, ICMP
+// type and code of echo/info queries, which are fixed per flow direction,
+// ingress port, conntrack state) is fixed for a (flow, direction, state).
+//
+// Non-IP frames never reach iptables on a Linux bridge (br_netfilter hands
+// only IPv4/IPv6 to it): Filter accepts them with PolicyRule.
+//
+// Filter does not allocate and is safe for concurrent use.
+func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint8) (v Verdict, cacheable bool) {
+	var t *ctable
+	switch p.IPVersion {
+	case 4:
+		t = &rs.filter[0]
+	case 6:
+		t = &rs.filter[1]
+	default:
+		return Verdict{Accept, PolicyRule}, true
+	}
+	act, rule, cacheable := rs.walk(t, p, st, inPort, nil)
+	if (p.Fragment && p.FragOffset != 0) || isICMPError(p.Proto, p.ICMP.Type) {
+		cacheable = false
+	}
+	return Verdict{act, rule}, cacheable
+}
+
+// Raw evaluates the raw table's PREROUTING chain, before conntrack, for a
+// packet that arrived on port inPort. Conntrack state matches see INVALID
+// there, as in the kernel (no conntrack entry is attached yet). A family
+// with no raw rules costs one branch.
+//
+// Raw does not allocate and is safe for concurrent use.
+func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
+	var fi int
+	switch p.IPVersion {
+	case 4:
+		fi = 0
+	case 6:
+		fi = 1
+	default:
+		return RawResult{Rule: PolicyRule}
+	}
+	res := RawResult{Rule: PolicyRule}
+	if rs.trivRaw[fi] {
+		return res
+	}
+	act, rule, _ := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res)
+	if act == Drop {
+		res.Drop, res.Rule = true, rule
+	}
+	return res
+}

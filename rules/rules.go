@@ -1,0 +1,301 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Family selects which IP version a loaded file applies to.
+type Family uint8
+
+// Families. FamilyBoth is for a single file serving both IP versions: each
+// rule applies to the families its addresses and protocol allow (a rule with
+// -s 10.0.0.0/8 or -p icmp is IPv4 only, one with -p ipv6-icmp IPv6 only,
+// one with neither applies to both).
+const (
+	FamilyIPv4 Family = 1 << iota
+	FamilyIPv6
+	FamilyBoth = FamilyIPv4 | FamilyIPv6
+)
+
+// String returns "ipv4", "ipv6" or "ipv4+ipv6".
+func (f Family) String() string {
+	switch f {
+	case FamilyIPv4:
+		return "ipv4"
+	case FamilyIPv6:
+		return "ipv6"
+	case FamilyBoth:
+		return "ipv4+ipv6"
+	}
+	return fmt.Sprintf("family(%d)", uint8(f))
+}
+
+// famIndex maps a single family to 0 (IPv4) or 1 (IPv6).
+func famIndex(f Family) int {
+	if f == FamilyIPv6 {
+		return 1
+	}
+	return 0
+}
+
+// Action is what the filter table decides for a packet.
+type Action uint8
+
+// Actions.
+const (
+	Accept Action = iota
+	Drop
+)
+
+// String returns "ACCEPT" or "DROP".
+func (a Action) String() string {
+	if a == Drop {
+		return "DROP"
+	}
+	return "ACCEPT"
+}
+
+// PolicyRule is Verdict.Rule and RawResult.Rule when no rule decided: the
+// chain policy did (or the family has no rules at all).
+const PolicyRule int32 = -1
+
+// Verdict is the filter decision for one packet.
+type Verdict struct {
+	Action Action
+	// Rule is the index of the deciding rule (see RuleSet.RuleText and
+	// NumRules, so workers can keep per-rule counters in a plain slice), or
+	// PolicyRule.
+	Rule int32
+}
+
+// RawResult is the outcome of the raw table's PREROUTING chain, evaluated
+// before conntrack.
+type RawResult struct {
+	NoTrack bool     // -j NOTRACK or -j CT --notrack: the packet is UNTRACKED
+	Drop    bool     // -j DROP (or a DROP policy) in the raw table
+	Helper  HelperID // -j CT --helper NAME: attach this helper to a new connection
+	// Rule is the index of the rule that set NoTrack/Helper or dropped the
+	// packet, or PolicyRule.
+	Rule int32
+}
+
+// Sentinel errors. Every error from Load and Compile wraps exactly one of
+// them (errors.Is) and, when it comes from a line of input, is a *ParseError.
+var (
+	ErrSyntax      = errors.New("rules: syntax error")
+	ErrUnknown     = errors.New("rules: unknown word")
+	ErrUnsupported = errors.New("rules: unsupported by statewire")
+	ErrChainLoop   = errors.New("rules: chain loop or nesting too deep")
+	ErrUnknownPort = errors.New("rules: interface is not a bridge port")
+	ErrFamily      = errors.New("rules: family already loaded")
+)
+
+// ParseError is an error tied to one line of a rules file. Error returns
+// "file:line: message" where the message quotes the offending word.
+type ParseError struct {
+	File string
+	Line int
+	Msg  string
+	Err  error // the sentinel
+}
+
+// Error formats the error as "file:line: message".
+func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+
+// Unwrap returns the sentinel error.
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// generation is the process-wide rule set generation counter. 0 is never
+// handed out so a zeroed cache slot in a flow entry never matches.
+var generation atomic.Uint32
+
+func nextGeneration() uint32 {
+	for {
+		if g := generation.Add(1); g != 0 {
+			return g
+		}
+	}
+}
+
+// matchBits says which matches a rule carries (has) and which are negated
+// (neg): one bit per match kind.
+type matchBits uint32
+
+const (
+	mNever     matchBits = 1 << iota // compile-time false (e.g. ! --physdev-is-bridged in FORWARD)
+	mProto                           // -p
+	mSrc                             // -s
+	mDst                             // -d
+	mPorts                           // compiled: allowed in-port mask (from -i/-o/--physdev-*)
+	mIfIn                            // -i
+	mIfOut                           // -o
+	mPhysIn                          // --physdev-in
+	mPhysOut                         // --physdev-out
+	mIsIn                            // --physdev-is-in
+	mIsOut                           // --physdev-is-out
+	mIsBridged                       // --physdev-is-bridged
+	mSport                           // --sport
+	mDport                           // --dport
+	mMultiSrc                        // -m multiport --sports
+	mMultiDst                        // -m multiport --dports
+	mMultiAny                        // -m multiport --ports
+	mICMP                            // --icmp-type / --icmpv6-type
+	mState                           // --state / --ctstate
+	mFrag                            // -f (per packet)
+	mTCPFlags                        // --syn / --tcp-flags (per packet)
+	mComment                         // --comment (no effect on matching)
+)
+
+// perPacketBits are the matches that read fields which change from packet to
+// packet within one flow direction. A verdict that consulted one of them is
+// not cacheable.
+const perPacketBits = mFrag | mTCPFlags
+
+// l4Bits are matches that need the L4 header: they fail on non-first
+// fragments, as xt_tcpudp, xt_multiport and xt_icmp do (fragoff != 0 →
+// no match, before any inversion).
+const l4Bits = mSport | mDport | mMultiSrc | mMultiDst | mMultiAny | mICMP | mTCPFlags
+
+type targetKind uint8
+
+const (
+	tNone      targetKind = iota // no -j: count and continue
+	tAccept                      // ACCEPT
+	tDrop                        // DROP
+	tReturn                      // RETURN
+	tJump                        // -j CHAIN
+	tGoto                        // -g CHAIN
+	tNoTrack                     // -j NOTRACK (raw)
+	tCTNoTrack                   // -j CT --notrack (raw)
+	tCTHelper                    // -j CT --helper NAME (raw)
+	tCT                          // -j CT seen, option not yet read (parser only)
+)
+
+// portRange is an inclusive port range.
+type portRange struct{ lo, hi uint16 }
+
+// maxMultiport is xt_multiport's XT_MULTI_PORTS: at most 15 ports, a range
+// counting as two.
+const maxMultiport = 15
+
+// rule is one parsed rule in source form: what Save prints and Compile reads.
+// It is immutable once its table is committed.
+type rule struct {
+	file  string
+	line  int
+	chain *chain
+	fam   Family // families the rule applies to
+
+	has, neg         matchBits
+	proto            uint8
+	src, dst         netip.Prefix
+	ifIn, ifOut      string
+	physIn, physOut  string
+	sport, dport     portRange
+	multi            []portRange
+	tcpMask, tcpComp uint8
+	icmpType         uint8
+	icmpMin, icmpMax uint8
+	states           statemachine.CtState
+	stateModule      bool // written as -m state --state rather than -m conntrack --ctstate
+	comment          string
+
+	target targetKind
+	jump   *chain
+	helper HelperID
+}
+
+// tableID indexes the two tables statewire evaluates.
+type tableID uint8
+
+const (
+	tableFilter tableID = iota
+	tableRaw
+	numTables
+)
+
+var tableNames = [numTables]string{"filter", "raw"}
+
+// builtinChains lists each table's built-in chains in iptables-save order;
+// the first one named in entryChain is the one statewire evaluates.
+var builtinChains = [numTables][]string{
+	tableFilter: {"INPUT", "FORWARD", "OUTPUT"},
+	tableRaw:    {"PREROUTING", "OUTPUT"},
+}
+
+var entryChain = [numTables]string{tableFilter: "FORWARD", tableRaw: "PREROUTING"}
+
+type chain struct {
+	name    string
+	builtin bool
+	policy  Action
+	line    int
+	rules   []*rule
+}
+
+type table struct {
+	id     tableID
+	line   int
+	chains []*chain
+	byName map[string]*chain
+}
+
+// source is one loaded file.
+type source struct {
+	name   string
+	fam    Family
+	tables [numTables]*table
+}
+
+// Loader collects rule files for one or both families and compiles them into
+// a RuleSet. The zero value is ready to use. A Loader is not safe for
+// concurrent use.
+//
+// Typical use, one file per family (iptables-save and ip6tables-save):
+//
+//	var l rules.Loader
+//	err := l.Load("v4.rules", f4, rules.FamilyIPv4)
+//	err = l.Load("v6.rules", f6, rules.FamilyIPv6)
+//	rs, err := l.Compile([2]string{"enp1s0f0", "enp1s0f1"})
+//
+// or a single file for both: l.Load("all.rules", f, rules.FamilyBoth).
+type Loader struct {
+	srcs []*source
+}
+
+// Load parses one iptables-save formatted file for the given family (or
+// FamilyBoth). It fails with a *ParseError naming the file, line and
+// offending word on the first line it cannot read, and with ErrFamily when a
+// family was already loaded. On error the Loader is unchanged.
+func (l *Loader) Load(name string, r io.Reader, family Family) error {
+	if family == 0 || family&^FamilyBoth != 0 {
+		return fmt.Errorf("%w: bad family %d for %s", ErrSyntax, family, name)
+	}
+	for _, s := range l.srcs {
+		if s.fam&family != 0 {
+			return fmt.Errorf("%w: %s already loaded from %s", ErrFamily, s.fam&family, s.name)
+		}
+	}
+	src, err := parse(name, r, family)
+	if err != nil {
+		return err
+	}
+	l.srcs = append(l.srcs, src)
+	return nil
+}
+
+// sourceFor returns the loaded file covering family f, or nil.
+func (l *Loader) sourceFor(f Family) *source {
+	for _, s := range l.srcs {
+		if s.fam&f != 0 {
+			return s
+		}
+	}
+	return nil
+}
