@@ -1,0 +1,257 @@
+package xdpprog
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/statewire/statewire/lab"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const childEnv = "SWT_XDPPROG_CHILD"
+
+// TestMain doubles as the "previous run" in TestKilledProcessDoesNotBlock:
+// with childEnv set, the binary attaches a program and waits to be killed.
+func TestMain(m *testing.M) {
+	if v := os.Getenv(childEnv); v != "" {
+		if err := child(v); err != nil {
+			fmt.Println("child error:", err)
+			os.Exit(1)
+		}
+		time.Sleep(time.Minute) // killed long before
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func child(spec string) error {
+	f := strings.Split(spec, "|")
+	if len(f) != 3 {
+		return fmt.Errorf("bad child spec %q", spec)
+	}
+	ns, ifname, how := f[0], f[1], f[2]
+	return lab.Do(ns, func() error {
+		p, err := Load(Options{})
+		if err != nil {
+			return err
+		}
+		switch how {
+		case "link":
+			if err := p.Attach(ifname, Native); err != nil {
+				return err
+			}
+		case "netlink":
+			l, err := netlink.LinkByName(ifname)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetXdpFdWithFlags(l, p.EBPF().FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
+				return err
+			}
+		}
+		fmt.Println("ready")
+		return nil
+	})
+}
+
+func TestInstructions(t *testing.T) {
+	for _, tc := range []struct {
+		pass bool
+		want int64
+	}{{false, actionDrop}, {true, actionPass}} {
+		t.Run(fmt.Sprintf("pass=%v", tc.pass), func(t *testing.T) {
+			insns := Instructions(tc.pass)
+			if len(insns) != 5 {
+				t.Fatalf("got %d instructions, want 5:\n%v", len(insns), insns)
+			}
+			if c := insns[0]; c.OpCode.Class() != asm.LdXClass || c.Offset != offRxQueueIndex {
+				t.Errorf("first instruction got %v, want a load of rx_queue_index", c)
+			}
+			if got := insns[2].Constant; got != tc.want {
+				t.Errorf("fallback flags got %d, want %d", got, tc.want)
+			}
+			if !insns[3].IsBuiltinCall() || insns[3].Constant != int64(asm.FnRedirectMap) {
+				t.Errorf("call got %v, want bpf_redirect_map", insns[3])
+			}
+		})
+	}
+}
+
+// TestMissAction runs the program on a frame with an empty XSKMAP: the
+// action must be the requested fallback.
+func TestMissAction(t *testing.T) {
+	lab.RequireRoot(t)
+	frame := make([]byte, 64)
+	for _, tc := range []struct {
+		pass bool
+		want uint32
+	}{{false, actionDrop}, {true, actionPass}} {
+		t.Run(fmt.Sprintf("pass=%v", tc.pass), func(t *testing.T) {
+			p, err := Load(Options{PassOnMiss: tc.pass, Queues: 4})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			defer p.Close()
+			got, err := p.EBPF().Run(&ebpf.RunOptions{Data: frame})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("action got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func attachedIn(t *testing.T, ns, ifname string) (bool, uint32) {
+	t.Helper()
+	var att bool
+	var id uint32
+	err := lab.Do(ns, func() (err error) {
+		att, id, err = XDPAttached(ifname)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("XDPAttached %s: %v", ifname, err)
+	}
+	return att, id
+}
+
+func TestAttachClose(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Bare: true})
+	for _, mode := range []Mode{Native, Generic} {
+		t.Run(mode.String(), func(t *testing.T) {
+			p, err := Load(Options{})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			err = lab.Do(l.BridgeNS, func() error { return p.Attach(l.PortA, mode) })
+			if err != nil {
+				p.Close()
+				t.Fatalf("Attach: %v", err)
+			}
+			if att, _ := attachedIn(t, l.BridgeNS, l.PortA); !att {
+				t.Errorf("after Attach: netlink shows no XDP program on %s", l.PortA)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if att, id := attachedIn(t, l.BridgeNS, l.PortA); att {
+				t.Errorf("after Close: XDP program id %d still on %s, want none", id, l.PortA)
+			}
+		})
+	}
+}
+
+// TestKilledProcessDoesNotBlock: a previous run attached a program and was
+// killed with SIGKILL. With a bpf_link the program is gone with the process;
+// with a netlink attach it stays, and Attach must replace it and log it.
+func TestKilledProcessDoesNotBlock(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Bare: true})
+	for _, tc := range []struct {
+		how         string
+		wantStale   bool
+		wantLogLine bool
+	}{
+		{"link", false, false},
+		{"netlink", true, true},
+	} {
+		t.Run(tc.how, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), childEnv+"="+l.BridgeNS+"|"+l.PortA+"|"+tc.how)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatalf("start child: %v", err)
+			}
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			if line != "ready\n" {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("child said %q, want ready", line)
+			}
+			if att, _ := attachedIn(t, l.BridgeNS, l.PortA); !att {
+				t.Fatalf("child's program not attached")
+			}
+			cmd.Process.Kill() // SIGKILL: no cleanup runs
+			cmd.Wait()
+			// The bpf_link is released when the last fd goes; give the
+			// kernel's deferred cleanup a moment.
+			var stale bool
+			for i := 0; i < 50; i++ {
+				if stale, _ = attachedIn(t, l.BridgeNS, l.PortA); !stale || tc.wantStale {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if stale != tc.wantStale {
+				t.Fatalf("after kill: program attached got %v, want %v", stale, tc.wantStale)
+			}
+			var mu sync.Mutex
+			var logs []string
+			p, err := Load(Options{Logf: func(f string, a ...any) {
+				mu.Lock()
+				logs = append(logs, fmt.Sprintf(f, a...))
+				mu.Unlock()
+			}})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			defer p.Close()
+			if err := lab.Do(l.BridgeNS, func() error { return p.Attach(l.PortA, Native) }); err != nil {
+				t.Fatalf("Attach after killed run: %v", err)
+			}
+			if got := len(logs) == 1 && strings.Contains(logs[0], "replaced stale XDP program"); got != tc.wantLogLine {
+				t.Errorf("log lines got %q, want a replacement line: %v", logs, tc.wantLogLine)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if att, id := attachedIn(t, l.BridgeNS, l.PortA); att {
+				t.Errorf("after Close: program id %d still attached", id)
+			}
+		})
+	}
+}
+
+// TestLiveLinkNotStolen: a program held by a live bpf_link (another running
+// instance) must not be removed; Attach fails instead.
+func TestLiveLinkNotStolen(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Bare: true})
+	first, err := Load(Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer first.Close()
+	second, err := Load(Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer second.Close()
+	err = lab.Do(l.BridgeNS, func() error {
+		if err := first.Attach(l.PortA, Native); err != nil {
+			return err
+		}
+		if err := second.Attach(l.PortA, Native); err == nil {
+			return fmt.Errorf("second Attach got nil error, want a refusal")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att, _ := attachedIn(t, l.BridgeNS, l.PortA); !att {
+		t.Fatal("first program was removed by the second Attach")
+	}
+}
