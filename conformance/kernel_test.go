@@ -1,0 +1,160 @@
+package conformance
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/lab"
+)
+
+const pcapDir = "/work/shared/pcaps"
+
+// readTSV reads a kernel-states fixture: number<TAB>state per line.
+func readTSV(t testing.TB, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		num, st, ok := strings.Cut(sc.Text(), "\t")
+		if !ok {
+			t.Fatalf("%s: bad line %q", path, sc.Text())
+		}
+		if n, err := strconv.Atoi(num); err != nil || n != len(out)+1 {
+			t.Fatalf("%s: line %d numbered %q", path, len(out)+1, num)
+		}
+		out = append(out, st)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// compare returns how many labels agree and a description of the first
+// few differences.
+func compare(got, want []string) (agree int, diffs []string) {
+	for i := range want {
+		g := "<missing>"
+		if i < len(got) {
+			g = got[i]
+		}
+		if g == want[i] {
+			agree++
+			continue
+		}
+		if len(diffs) < 8 {
+			diffs = append(diffs, "#"+strconv.Itoa(i+1)+": got "+g+", want "+want[i])
+		}
+	}
+	return agree, diffs
+}
+
+// smallCaptures must match their nohelper fixtures exactly.
+var smallCaptures = []string{
+	"dns-udp-query-response.pcap",
+	"icmp-echo-ping.pcap",
+	"tcp-http-handshake-data-fin.pcap",
+	"tcp-syn-ack-rst.pcap",
+	"tcp-nmap-scans-null-fin-xmas.pcap",
+}
+
+func TestKernelStatesSmall(t *testing.T) {
+	lab.RequireRoot(t)
+	ctx := context.Background()
+	o, err := NewOracle(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	for _, name := range smallCaptures {
+		t.Run(name, func(t *testing.T) {
+			want := readTSV(t, filepath.Join(pcapDir, "kernel-states/nohelper", name+".tsv"))
+			start := time.Now()
+			got, err := o.States(ctx, filepath.Join(pcapDir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Errorf("got %d labels, want %d", len(got), len(want))
+			}
+			agree, diffs := compare(got, want)
+			t.Logf("%d/%d agree in %v", agree, len(want), time.Since(start).Round(time.Millisecond))
+			for _, d := range diffs {
+				t.Error(d)
+			}
+		})
+	}
+}
+
+// TestKernelStatesAll replays every capture, with and without helpers, and
+// reports the agreement with the committed fixtures. Differences are
+// logged, not failed (some depend on the exact kernel build); the test
+// fails only if the oracle errors or agreement drops below 95%.
+func TestKernelStatesAll(t *testing.T) {
+	lab.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("replays every capture twice; skipped with -short")
+	}
+	ctx := context.Background()
+	pcaps, err := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
+	if err != nil || len(pcaps) == 0 {
+		t.Fatalf("no captures in %s: %v", pcapDir, err)
+	}
+	for _, mode := range []struct {
+		dir     string
+		helpers bool
+	}{{"nohelper", false}, {"helpers", true}} {
+		t.Run(mode.dir, func(t *testing.T) {
+			o, err := NewOracle(ctx, Options{Helpers: mode.helpers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Close()
+			total, agreeAll := 0, 0
+			for _, p := range pcaps {
+				name := filepath.Base(p)
+				want := readTSV(t, filepath.Join(pcapDir, "kernel-states", mode.dir, name+".tsv"))
+				start := time.Now()
+				got, err := o.States(ctx, p)
+				if err != nil {
+					t.Errorf("%s: %v", name, err)
+					continue
+				}
+				agree, diffs := compare(got, want)
+				total += len(want)
+				agreeAll += agree
+				t.Logf("%-50s %4d/%-4d %v", name, agree, len(want), time.Since(start).Round(time.Millisecond))
+				for _, d := range diffs {
+					t.Logf("    %s", d)
+				}
+			}
+			t.Logf("%s: %d/%d packets agree (%.2f%%)", mode.dir, agreeAll, total, 100*float64(agreeAll)/float64(total))
+			if float64(agreeAll) < 0.95*float64(total) {
+				t.Errorf("agreement %d/%d, want at least 95%%", agreeAll, total)
+			}
+		})
+	}
+}
+
+func TestKernelStatesOneShot(t *testing.T) {
+	lab.RequireRoot(t)
+	got, err := KernelStates(context.Background(), filepath.Join(pcapDir, "tcp-syn-ack-rst.pcap"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"NEW", "ESTABLISHED", "ESTABLISHED"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
