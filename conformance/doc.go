@@ -12,7 +12,9 @@
 // tftp, irc) are attached by rule when asked. IPv4 header checksums are
 // fixed and snaplen-truncated frames padded to wire length before
 // injection; MAC addresses are rewritten to two fixed per-side addresses
-// (conntrack ignores them, the bridge needs valid, consistent ones).
+// (conntrack ignores them, the bridge needs valid, consistent ones). Non-IP
+// frames and IP fragments are not sent (Options.InjectFragments sends
+// fragments; the fixtures were made without).
 //
 // Ownership: an Oracle (its lab and two sockets) belongs to one goroutine
 // at a time. Needs root.

@@ -100,7 +100,8 @@ func TestKernelStatesSmall(t *testing.T) {
 // TestKernelStatesAll replays every capture, with and without helpers, and
 // reports the agreement with the committed fixtures. Differences are
 // logged, not failed (some depend on the exact kernel build); the test
-// fails only if the oracle errors or agreement drops below 95%.
+// fails if the oracle errors or agreement drops below 99% (on Linux 6.18
+// it is 100%; the margin is for a loaded machine missing a 200ms wait).
 func TestKernelStatesAll(t *testing.T) {
 	lab.RequireRoot(t)
 	if testing.Short() {
@@ -140,8 +141,8 @@ func TestKernelStatesAll(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d/%d packets agree (%.2f%%)", mode.dir, agreeAll, total, 100*float64(agreeAll)/float64(total))
-			if float64(agreeAll) < 0.95*float64(total) {
-				t.Errorf("agreement %d/%d, want at least 95%%", agreeAll, total)
+			if float64(agreeAll) < 0.99*float64(total) {
+				t.Errorf("agreement %d/%d, want at least 99%%", agreeAll, total)
 			}
 		})
 	}
@@ -156,5 +157,25 @@ func TestKernelStatesOneShot(t *testing.T) {
 	want := []string{"NEW", "ESTABLISHED", "ESTABLISHED"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// With fragments injected the kernel reassembles the NFS writes, tracks
+// them, and the replies are ESTABLISHED: the difference InjectFragments
+// documents.
+func TestKernelStatesInjectFragments(t *testing.T) {
+	lab.RequireRoot(t)
+	got, err := KernelStates(context.Background(), filepath.Join(pcapDir, "ipv4-frag-udp-nfs.pcap"),
+		Options{InjectFragments: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{29, 41, 51} {
+		if got[n-1] != "ESTABLISHED" {
+			t.Errorf("#%d: got %s, want ESTABLISHED (reassembled request tracked)", n, got[n-1])
+		}
+	}
+	if got[0] != SkipFragment {
+		t.Errorf("#1: got %s, want %s", got[0], SkipFragment)
 	}
 }
