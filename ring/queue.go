@@ -137,6 +137,13 @@ func (r *idx) account(n uint32) {
 	*r.to += int64(n)
 }
 
+// loadConsumer reads the kernel's consumer index (A) and refreshes the
+// cached copy.
+func (r *idx) loadConsumer() uint32 {
+	r.cachedCons = atomic.LoadUint32(r.consumer)
+	return r.cachedCons
+}
+
 // needWakeup reports whether the kernel asked to be woken up for this ring.
 func (r *idx) needWakeup() bool {
 	return r.flags != nil && atomic.LoadUint32(r.flags)&xdpRingNeedWakeup != 0

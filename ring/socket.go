@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +36,7 @@ type Socket struct {
 	pfd    [1]unix.PollFd
 	closed bool
 
-	kicks, kickErrors, fillWakeups uint64
+	kicks, kickAgain, kickErrors, fillWakeups uint64
 }
 
 // ErrZeroCopy is wrapped when ModeZeroCopy was asked for and the driver
@@ -89,8 +90,8 @@ func (u *UMEM) Open(ifindex, queue int) (*Socket, error) {
 
 // open makes one attempt with the given bind flags. On failure everything
 // it made is undone, so the caller may retry with other flags.
-func (u *UMEM) open(ifindex, queue int, flags uint16) (s *Socket, err error) {
-	s = &Socket{umem: u, fd: -1, ifindex: ifindex, queue: queue}
+func (u *UMEM) open(ifindex, queue int, flags uint16) (_ *Socket, err error) {
+	s := &Socket{umem: u, fd: -1, ifindex: ifindex, queue: queue}
 	defer func() {
 		if err != nil {
 			s.release()
@@ -112,7 +113,17 @@ func (u *UMEM) open(ifindex, queue int, flags uint16) (s *Socket, err error) {
 	if shared {
 		sharedFD = u.fd
 	}
-	if err = bindXSK(s.fd, ifindex, queue, flags, sharedFD); err != nil {
+	// EBUSY: the queue still holds the buffer pool of a socket closed a
+	// moment ago (the kernel releases it from a workqueue), e.g. when a
+	// previous instance just exited. Retry for up to a second.
+	for try := 0; ; try++ {
+		err = bindXSK(s.fd, ifindex, queue, flags, sharedFD)
+		if err != unix.EBUSY || try == bindRetries {
+			break
+		}
+		time.Sleep(bindRetryWait)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("bind flags %#x: %w", flags, err)
 	}
 	opts, err := xdpOptions(s.fd)
@@ -132,6 +143,11 @@ func (u *UMEM) open(ifindex, queue int, flags uint16) (s *Socket, err error) {
 	u.sockets = append(u.sockets, s)
 	return s, nil
 }
+
+const (
+	bindRetries   = 40
+	bindRetryWait = 25 * time.Millisecond
+)
 
 // FD returns the socket's file descriptor (for the XSKMAP).
 func (s *Socket) FD() int { return s.fd }
@@ -196,16 +212,31 @@ func (s *Socket) Complete(max uint32) uint32 {
 
 // KickTX tells the kernel to process the TX ring, with a non-blocking
 // sendto, when it asked for it (XDP_RING_NEED_WAKEUP on the TX ring) or
-// always when need_wakeup is off. Transient errors (EAGAIN, EBUSY, ENOBUFS,
-// ENETDOWN) are counted, not returned: the next kick retries.
+// always when need_wakeup is off. In copy mode one sendto sends at most a
+// budget of frames (32 by default) and answers EAGAIN when more are left,
+// and EBUSY/ENOBUFS when the device queue is full: those are counted as
+// KickAgain, the rest as KickErrors, and nothing is returned, because the
+// remedy is always the same: kick again later (see TXPending).
 func (s *Socket) KickTX() {
 	if s.wakeup && !s.tx.NeedWakeup() {
 		return
 	}
 	s.kicks++
-	if err := kick(s.fd); err != nil {
+	switch err := kick(s.fd); err {
+	case nil:
+	case unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+		s.kickAgain++
+	default:
 		s.kickErrors++
 	}
+}
+
+// TXPending reports whether descriptors submitted on the TX ring have not
+// been taken by the kernel yet (one atomic load). In copy mode they leave
+// only during a sendto, so a worker must KickTX while this is true, even
+// when it has nothing new to send, or frames stay stuck in the ring.
+func (s *Socket) TXPending() bool {
+	return s.tx.cachedProd != s.tx.loadConsumer()
 }
 
 // WakeFill wakes the driver with a non-blocking recvfrom when the fill ring
@@ -236,7 +267,9 @@ type Stats struct {
 	TxRingEmptyDescs     uint64 // the kernel found the TX ring empty
 	// Ours.
 	RX, TX, Filled, Completed uint64 // frames through each ring
-	Kicks, KickErrors         uint64 // TX sendto calls and their failures
+	Kicks                     uint64 // TX sendto calls
+	KickAgain                 uint64 // of which EAGAIN/EBUSY/ENOBUFS: more left to send
+	KickErrors                uint64 // of which other errors
 	FillWakeups               uint64 // fill-ring recvfrom wakeups
 }
 
@@ -261,6 +294,7 @@ func (s *Socket) Stats() (Stats, error) {
 		Filled:               s.fill.moved,
 		Completed:            s.comp.moved,
 		Kicks:                s.kicks,
+		KickAgain:            s.kickAgain,
 		KickErrors:           s.kickErrors,
 		FillWakeups:          s.fillWakeups,
 	}, nil
