@@ -48,7 +48,7 @@ func TestSPSCBatchesAndWrap(t *testing.T) {
 // TestSPSCRace runs a producer and a consumer concurrently; run with -race.
 func TestSPSCRace(t *testing.T) {
 	r, _ := NewSPSC[*int](64)
-	const total = 200000
+	const total = 50000
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

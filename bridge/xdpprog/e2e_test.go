@@ -277,6 +277,16 @@ func TestForwardEndToEnd(t *testing.T) {
 			}
 
 			f.drain(t)
+			// The per-batch work, syscalls included, must not allocate.
+			if a := testing.AllocsPerRun(100, func() {
+				f.moveBatch(f.a, f.b)
+				f.moveBatch(f.b, f.a)
+				f.housekeep()
+				f.a.KickTX()
+			}); a != 0 {
+				t.Errorf("forwarder batch allocs got %v, want 0", a)
+			}
+			f.drain(t)
 			if err := u.Check(); err != nil {
 				t.Errorf("Check after traffic: %v", err)
 			}
