@@ -1,0 +1,349 @@
+package bridge
+
+import (
+	"sync/atomic"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/helpers"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/rules"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Settings are the knobs every worker reads. A Settings value is immutable
+// once published through Control: changing a knob publishes a new value,
+// and workers pick it up on their next packet.
+type Settings struct {
+	Conntrack      statemachine.Config
+	Rules          *rules.RuleSet
+	VerifyChecksum bool    // verify L4 checksums (nf_conntrack_checksum)
+	NonIP          Verdict // what to do with ARP, LLDP, STP and other non-IP frames
+	AutoHelpers    bool    // attach helpers by their classic ports (ftp 21, irc 6667, tftp 69, amanda 10080)
+}
+
+// DefaultSettings returns the kernel's defaults, an empty rule set (policy
+// ACCEPT) and non-IP frames forwarded: with nothing configured the bridge is
+// a wire that tracks.
+func DefaultSettings() *Settings {
+	return &Settings{
+		Conntrack:      statemachine.DefaultConfig(),
+		Rules:          rules.Empty(),
+		VerifyChecksum: true,
+		NonIP:          Accept,
+	}
+}
+
+// Control publishes Settings to the workers. Store may be called from any
+// goroutine; workers Load once per packet (an atomic pointer load).
+type Control struct{ p atomic.Pointer[Settings] }
+
+// NewControl returns a Control publishing s.
+func NewControl(s *Settings) *Control {
+	c := &Control{}
+	c.p.Store(s)
+	return c
+}
+
+// Load returns the current settings.
+func (c *Control) Load() *Settings { return c.p.Load() }
+
+// Store publishes s; the next packet of every worker uses it.
+func (c *Control) Store(s *Settings) { c.p.Store(s) }
+
+// Pipeline is the per-packet function of DESIGN.md: frame bytes, ingress
+// port and time in, state and verdict out. It owns one flow-table shard;
+// a Pipeline and its shard may be used by one goroutine only (the worker
+// that owns shard i). The fragment cache and the expectation table are
+// shared by all pipelines of a table and are safe for concurrent use.
+type Pipeline struct {
+	table *flowtable.Table
+	shard *flowtable.Shard
+	ctl   *Control
+	frags *FragCache
+	pkt   packet.Packet
+	stats Stats
+
+	helperState helperStates
+}
+
+// NewPipeline returns the pipeline of shard i of t.
+func NewPipeline(t *flowtable.Table, i int, ctl *Control, frags *FragCache) *Pipeline {
+	return &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, helperState: helperStates{}}
+}
+
+// Shard returns the flow-table shard this pipeline owns.
+func (pl *Pipeline) Shard() *flowtable.Shard { return pl.shard }
+
+// Stats returns the pipeline's counters. Only the owner may call it; other
+// goroutines read the copy the datapath publishes.
+func (pl *Pipeline) Stats() *Stats { return &pl.stats }
+
+// Packet returns the parse of the last frame processed (owner only).
+func (pl *Pipeline) Packet() *packet.Packet { return &pl.pkt }
+
+// Process runs one frame through parse, raw table, conntrack, helpers and
+// the FORWARD rules. wireLen is the frame's length on the wire (0: len(frame)).
+// now is monotonic nanoseconds. Process never allocates.
+func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Result {
+	s := pl.ctl.Load()
+	p := &pl.pkt
+	st := &pl.stats
+	st.Packets[in]++
+
+	var r Result
+	r.Rule = rules.PolicyRule
+	r.Parse = packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
+	st.Parse[r.Parse]++
+	switch {
+	case r.Parse == packet.ReasonNotIP:
+		// Not IP: no tracking and no FORWARD rules (br_netfilter hands only
+		// IP to iptables); a wire forwards it unless told otherwise.
+		r.Verdict = s.NonIP
+		if r.Verdict == Drop {
+			r.Drop = DropNonIP
+		}
+		return pl.count(r)
+	case r.Parse != packet.ReasonOK && !invalidInConntrack(r.Parse):
+		// A broken L2/L3 header never reaches conntrack: the kernel's IP
+		// layer drops it first.
+		r.Drop = DropMalformed
+		return pl.count(r)
+	}
+
+	raw := s.Rules.Raw(p, uint8(in))
+	if raw.Drop {
+		r.Drop = DropRaw
+		r.Rule = raw.Rule
+		return pl.count(r)
+	}
+
+	switch {
+	case r.Parse != packet.ReasonOK:
+		// A broken L4 header, bad checksum or tiny first fragment: the
+		// tracker cannot make a tuple, so the packet is INVALID and the
+		// rules decide (the kernel's nf_conntrack_in returns NF_ACCEPT with
+		// no ct).
+		r.State = statemachine.StateInvalid
+		st.Invalid++
+	case raw.NoTrack:
+		r.State = statemachine.StateUntracked
+	case p.Fragment && p.FragOffset != 0:
+		return pl.count(pl.laterFragment(s, p, in, now, r))
+	default:
+		pl.track(s, frame, p, in, raw.Helper, now, &r)
+		if r.Verdict == Accept || r.Drop != DropNone {
+			// track decided (cached verdict, helper drop, full table).
+			pl.noteFirstFragment(p, now, &r)
+			return pl.count(r)
+		}
+	}
+	if r.Drop == DropNone && r.Verdict != Accept {
+		pl.filter(s, p, in, &r)
+	}
+	pl.noteFirstFragment(p, now, &r)
+	return pl.count(r)
+}
+
+// invalidInConntrack reports whether a parse failure is one conntrack sees
+// (the IP header was fine, so the packet reaches the tracker, which calls it
+// INVALID) rather than one the IP layer drops before conntrack.
+func invalidInConntrack(r packet.Reason) bool {
+	switch r {
+	case packet.ReasonTruncatedTCP, packet.ReasonTCPBadDataOffset,
+		packet.ReasonTruncatedUDP, packet.ReasonUDPBadLength,
+		packet.ReasonTruncatedICMP, packet.ReasonICMPBadInner,
+		packet.ReasonBadChecksum, packet.ReasonTinyFragment,
+		packet.ReasonFragmentOverlap, packet.ReasonNonFirstFragment:
+		return true
+	}
+	return false
+}
+
+// filter evaluates the FORWARD chain for r.State, unless a verdict was
+// already decided.
+func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
+	v, _ := s.Rules.Filter(p, r.State, uint8(in))
+	r.Rule = v.Rule
+	if v.Action == rules.Accept {
+		r.Verdict = Accept
+	} else {
+		r.Verdict, r.Drop = Drop, DropRule
+	}
+}
+
+// cached verdict encoding in an entry: bit 0 accept, bits 1.. the CtState
+// the verdict was computed for (zero means "nothing cached").
+func encodeVerdict(v Verdict, st statemachine.CtState) uint8 {
+	return uint8(v) | uint8(st)<<1
+}
+
+// verdictFor returns the verdict for a packet of entry e in direction dir
+// with state st, from the entry's cache when the rule set generation and
+// state match, else by walking the rules (and caching the answer when it
+// depended on nothing but the flow).
+func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, r *Result) {
+	gen := s.Rules.Generation()
+	if c, ok := e.CachedVerdict(r.Dir, gen); ok && statemachine.CtState(c>>1) == r.State {
+		pl.stats.VerdictCacheHits++
+		if c&1 != 0 {
+			r.Verdict = Accept
+		} else {
+			r.Verdict, r.Drop = Drop, DropRule
+		}
+		return
+	}
+	v, cacheable := s.Rules.Filter(p, r.State, uint8(in))
+	r.Rule = v.Rule
+	if v.Action == rules.Accept {
+		r.Verdict = Accept
+	} else {
+		r.Verdict, r.Drop = Drop, DropRule
+	}
+	if cacheable {
+		e.CacheVerdict(r.Dir, gen, encodeVerdict(r.Verdict, r.State))
+	}
+}
+
+// track runs the tracker for a parsed, tracked-protocol packet and, for
+// packets of an existing or newly confirmed entry, the verdict.
+func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, r *Result) {
+	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 {
+		switch statemachine.ICMPClass(p.IPVersion, p.ICMP.Type, p.ICMP.Code) {
+		case statemachine.ICMPUntracked:
+			r.State = statemachine.StateUntracked
+			return
+		case statemachine.ICMPError:
+			pl.icmpError(p, now, r)
+			return
+		}
+	}
+	key, ok := flowtable.KeyFromPacket(p)
+	if !ok {
+		r.State = statemachine.StateInvalid
+		pl.stats.Invalid++
+		return
+	}
+	hash := pl.table.HashKey(&key)
+	if e := pl.shard.Lookup(&key, hash, now); e != nil {
+		r.Tracked = true
+		r.Dir = e.DirOf(p)
+		res := statemachine.Update(&e.Conn, p, r.Dir, now, &s.Conntrack)
+		r.TCPState = e.Conn.State
+		if !res.Reopen {
+			pl.existing(s, e, p, in, res, r)
+			if !res.Kill {
+				pl.inspect(e, frame, p, now, r)
+			}
+			return
+		}
+		// A SYN reopening a closed connection replaces the old entry.
+		pl.shard.Delete(e)
+		r.Tracked, r.Dir = false, statemachine.Original
+	}
+	pl.create(s, frame, p, in, &key, hash, helper, now, r)
+}
+
+// existing finishes a packet of an existing entry after Update.
+func (pl *Pipeline) existing(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, res statemachine.Result, r *Result) {
+	r.State = res.State
+	r.Invalid = res.Reason
+	if res.State == statemachine.StateInvalid {
+		pl.stats.Invalid++
+		pl.stats.InvalidBy[res.Reason]++
+	} else if res.Ignored {
+		pl.stats.Ignore++
+	}
+	pl.verdictFor(s, e, p, in, r)
+	if res.Kill {
+		pl.shard.Delete(e)
+	}
+}
+
+// create handles the first packet of a would-be connection: the tracker
+// validates it, an expectation may make it RELATED, the rules decide, and
+// only an accepted packet creates ("confirms") the entry.
+func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port, key *flowtable.Key, hash uint64, helper rules.HelperID, now int64, r *Result) {
+	var c statemachine.Conn
+	res := statemachine.New(&c, p, now, &s.Conntrack)
+	r.State, r.Invalid = res.State, res.Reason
+	if res.State == statemachine.StateInvalid {
+		pl.stats.Invalid++
+		pl.stats.InvalidBy[res.Reason]++
+		return // rules decide; no entry
+	}
+	if pl.table.Expect.Len() > 0 {
+		if _, ok := pl.table.Expect.Match(p, now); ok {
+			c.Status |= statemachine.StatusExpected
+			r.State = statemachine.StateRelated
+			pl.stats.ExpectNew++
+		}
+	}
+	pl.filter(s, p, in, r)
+	if r.Verdict != Accept {
+		return // a dropped first packet creates no entry
+	}
+	t, _ := flowtable.TupleFromPacket(p)
+	e, ir := pl.shard.Insert(key, hash, &t, now)
+	if ir == flowtable.TableFull {
+		r.Verdict, r.Drop = Drop, DropTableFull
+		return
+	}
+	e.Conn = c
+	id := helperOfRule[helper%rules.NumHelpers]
+	if id == helpers.IDNone && s.AutoHelpers {
+		id = helpers.ByPort(p.IPVersion, p.Proto, p.DstPort)
+	}
+	e.Helper = uint8(id)
+	r.Tracked = true
+	r.TCPState = c.State
+	pl.inspect(e, frame, p, now, r)
+}
+
+// icmpError classifies an ICMP/ICMPv6 error by the connection its quoted
+// packet belongs to (kernel nf_conntrack_inet_error): RELATED when the
+// inverted inner tuple finds an entry and the error is addressed to that
+// connection's endpoint, INVALID otherwise. It refreshes nothing.
+func (pl *Pipeline) icmpError(p *packet.Packet, now int64, r *Result) {
+	pl.stats.ICMPError++
+	r.State = statemachine.StateInvalid
+	if !p.HasInner || p.Inner.NonFirstFragment {
+		return
+	}
+	if p.Proto == packet.ProtoICMPv6 && p.ICMP.Type == 137 && !validRedirect(p) {
+		return
+	}
+	key, ok := flowtable.KeyFromInner(p)
+	if !ok {
+		return
+	}
+	e := pl.shard.Lookup(&key, pl.table.HashKey(&key), now)
+	if e == nil {
+		return
+	}
+	// The inverted inner tuple's destination is the quoted packet's source:
+	// the error must be addressed there ("outer daddr mismatch").
+	if p.Dst != p.Inner.Src {
+		return
+	}
+	r.State = statemachine.StateRelated
+	r.Dir = e.InnerDir(p)
+	r.Tracked = true
+	r.TCPState = e.Conn.State
+}
+
+// validRedirect applies the kernel's ICMPv6 redirect checks (RFC 4861
+// 8.1): code 0, hop limit 255, a link-local source.
+func validRedirect(p *packet.Packet) bool {
+	return p.ICMP.Code == 0 && p.TTL == 255 && p.Src[0] == 0xfe && p.Src[1]&0xc0 == 0x80
+}
+
+func (pl *Pipeline) count(r Result) Result {
+	st := &pl.stats
+	if r.Verdict == Accept {
+		st.Accepted++
+	} else {
+		st.Drops[r.Drop]++
+	}
+	st.States[stateIndex(r.State)]++
+	return r
+}

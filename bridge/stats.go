@@ -1,0 +1,86 @@
+package bridge
+
+import (
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Stats are a pipeline's counters. They are plain integers written by the
+// owning worker only; the datapath publishes copies for other goroutines.
+type Stats struct {
+	Packets          [2]uint64 // frames in, by ingress port
+	Accepted         uint64
+	Drops            [NumDropReasons]uint64
+	States           [numStateIndexes]uint64 // by user-land state (see StateNames)
+	Parse            [packet.NumReasons]uint64
+	InvalidBy        [statemachine.NumInvalidReasons]uint64
+	Invalid          uint64 // kernel "invalid": packets with no usable tuple or rejected by the tracker
+	Ignore           uint64 // kernel "ignore": accepted with no state change
+	ICMPError        uint64 // kernel "icmp_error": ICMP errors examined
+	ExpectNew        uint64 // kernel "expect_new": connections created from an expectation
+	ExpectCreate     uint64 // kernel "expect_create": expectations added by helpers
+	ExpectFailed     uint64 // expectations a helper found that the table refused (full or clash)
+	VerdictCacheHits uint64 // verdicts served from the flow entry without walking the rules
+	FragCached       uint64 // later fragments given their first fragment's verdict
+	FragUnknown      uint64 // later fragments whose first fragment was not seen
+}
+
+// state indexes: 0 none (non-IP, malformed), then one per CtState bit.
+const numStateIndexes = 6
+
+// StateNames names the entries of Stats.States.
+var StateNames = [numStateIndexes]string{"none", "INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED"}
+
+func stateIndex(s statemachine.CtState) int {
+	switch s {
+	case statemachine.StateInvalid:
+		return 1
+	case statemachine.StateNew:
+		return 2
+	case statemachine.StateEstablished:
+		return 3
+	case statemachine.StateRelated:
+		return 4
+	case statemachine.StateUntracked:
+		return 5
+	}
+	return 0
+}
+
+// Add adds o's counters to s (for totals over workers).
+func (s *Stats) Add(o *Stats) {
+	for i := range s.Packets {
+		s.Packets[i] += o.Packets[i]
+	}
+	s.Accepted += o.Accepted
+	for i := range s.Drops {
+		s.Drops[i] += o.Drops[i]
+	}
+	for i := range s.States {
+		s.States[i] += o.States[i]
+	}
+	for i := range s.Parse {
+		s.Parse[i] += o.Parse[i]
+	}
+	for i := range s.InvalidBy {
+		s.InvalidBy[i] += o.InvalidBy[i]
+	}
+	s.Invalid += o.Invalid
+	s.Ignore += o.Ignore
+	s.ICMPError += o.ICMPError
+	s.ExpectNew += o.ExpectNew
+	s.ExpectCreate += o.ExpectCreate
+	s.ExpectFailed += o.ExpectFailed
+	s.VerdictCacheHits += o.VerdictCacheHits
+	s.FragCached += o.FragCached
+	s.FragUnknown += o.FragUnknown
+}
+
+// Dropped returns the total of all drop reasons.
+func (s *Stats) Dropped() uint64 {
+	var n uint64
+	for _, d := range s.Drops {
+		n += d
+	}
+	return n
+}

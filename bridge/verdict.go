@@ -1,0 +1,91 @@
+package bridge
+
+import (
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Port is one of the two bridge ports. Frames accepted on one leave by the
+// other.
+type Port uint8
+
+const (
+	PortA Port = 0
+	PortB Port = 1
+)
+
+func (p Port) String() string {
+	if p == PortA {
+		return "A"
+	}
+	return "B"
+}
+
+// Other returns the port a frame received on p leaves by.
+func (p Port) Other() Port { return p ^ 1 }
+
+// Verdict is what happens to a frame. The zero value drops: a result that
+// was never filled in never forwards.
+type Verdict uint8
+
+const (
+	Drop Verdict = iota
+	Accept
+)
+
+func (v Verdict) String() string {
+	if v == Accept {
+		return "ACCEPT"
+	}
+	return "DROP"
+}
+
+// DropReason says why a frame was dropped. Every drop has one and a counter.
+type DropReason uint8
+
+const (
+	DropNone         DropReason = iota
+	DropMalformed               // the L2/L3 header is broken: the kernel drops these before conntrack
+	DropRule                    // a FORWARD rule or the FORWARD policy said DROP
+	DropRaw                     // a raw-table rule said DROP
+	DropTableFull               // no room for a new connection and nothing could be early-dropped
+	DropHelper                  // a helper found a command it could not parse (kernel NF_DROP)
+	DropNonIP                   // a non-IP frame while --non-ip=drop
+	DropOversize                // the frame is larger than the datapath's frame size
+	DropNoTXSpace               // the egress port's TX ring was full
+	DropReopenFailed            // a TCP reopen could not replace the old entry
+	NumDropReasons
+)
+
+var dropReasonNames = [...]string{
+	DropNone:         "none",
+	DropMalformed:    "malformed",
+	DropRule:         "rule",
+	DropRaw:          "raw-rule",
+	DropTableFull:    "table-full",
+	DropHelper:       "helper",
+	DropNonIP:        "non-ip",
+	DropOversize:     "oversize",
+	DropNoTXSpace:    "tx-ring-full",
+	DropReopenFailed: "reopen-failed",
+}
+
+func (r DropReason) String() string {
+	if int(r) < len(dropReasonNames) {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// Result is the pipeline's answer for one frame.
+type Result struct {
+	Verdict  Verdict
+	Drop     DropReason // why dropped, when Verdict is Drop
+	State    statemachine.CtState
+	Dir      statemachine.Dir
+	TCPState statemachine.TCPState // the connection's TCP state after the packet (TCP only)
+	Parse    packet.Reason         // the parser's finding (ReasonOK, ReasonNotIP, or why broken)
+	Invalid  statemachine.InvalidReason
+	Tracked  bool  // the packet belongs to (or created) a flow-table entry
+	Rule     int32 // the deciding FORWARD rule, or rules.PolicyRule
+}

@@ -1,0 +1,176 @@
+// Package ctlist formats connection-table entries and expectations the way
+// operators know them: the lines of /proc/net/nf_conntrack, of
+// `conntrack -L`, of /proc/net/nf_conntrack_expect, and JSON.
+//
+// Everything here runs off the hot path, on snapshots: the functions take
+// copies (flowtable.EntrySnapshot, flowtable.Expect) and may allocate.
+package ctlist
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/helpers"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Snapshot copies the listing-relevant fields of a live entry. Only the
+// owner of e's shard may call it.
+func Snapshot(e *flowtable.Entry) flowtable.EntrySnapshot {
+	return flowtable.EntrySnapshot{Orig: e.Tuple(), Conn: e.Conn, Helper: e.Helper}
+}
+
+// L3Name returns the kernel's name and number for an IP version.
+func L3Name(v uint8) (string, int) {
+	if v == 6 {
+		return "ipv6", 10
+	}
+	return "ipv4", 2
+}
+
+// L4Name returns the kernel's name of an L4 protocol ("unknown" for the
+// generic tracker's protocols).
+func L4Name(proto uint8) string {
+	switch proto {
+	case packet.ProtoTCP:
+		return "tcp"
+	case packet.ProtoUDP:
+		return "udp"
+	case packet.ProtoICMP:
+		return "icmp"
+	case packet.ProtoICMPv6:
+		return "icmpv6"
+	case 132:
+		return "sctp"
+	case 33:
+		return "dccp"
+	case 136:
+		return "udplite"
+	case 47:
+		return "gre"
+	}
+	return "unknown"
+}
+
+// Timeout returns the seconds until the entry expires, as the kernel
+// prints them (truncated, never negative).
+func Timeout(c *statemachine.Conn, now int64) int64 {
+	d := c.Expires - now
+	if d < 0 {
+		return 0
+	}
+	return d / 1e9
+}
+
+// Format selects a listing format.
+type Format int
+
+const (
+	// Proc is /proc/net/nf_conntrack: L3 name and number first.
+	Proc Format = iota
+	// Conntrack is `conntrack -L`.
+	Conntrack
+)
+
+// Line formats one entry (no trailing newline).
+func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
+	var b strings.Builder
+	c := &es.Conn
+	if f == Proc {
+		name, num := L3Name(es.Orig.L3)
+		b.WriteString(pad(name, 8))
+		b.WriteByte(' ')
+		b.WriteString(strconv.Itoa(num))
+		b.WriteByte(' ')
+	}
+	b.WriteString(pad(L4Name(es.Orig.Proto), 8))
+	b.WriteByte(' ')
+	b.WriteString(strconv.Itoa(int(es.Orig.Proto)))
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatInt(Timeout(c, now), 10))
+	b.WriteByte(' ')
+	if es.Orig.Proto == packet.ProtoTCP {
+		b.WriteString(c.State.String())
+		b.WriteByte(' ')
+	}
+	b.WriteString(es.Orig.String())
+	b.WriteByte(' ')
+	if c.Status&statemachine.StatusSeenReply == 0 {
+		b.WriteString("[UNREPLIED] ")
+	}
+	b.WriteString(es.Reply().String())
+	b.WriteByte(' ')
+	if c.Status&statemachine.StatusAssured != 0 {
+		b.WriteString("[ASSURED] ")
+	}
+	b.WriteString("mark=0 ")
+	if f == Proc {
+		// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
+		// connections (the kernel needs explicit zones for that).
+		b.WriteString("zone=")
+		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
+		b.WriteByte(' ')
+	} else if es.Orig.VLAN != 0 {
+		b.WriteString("zone=")
+		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
+		b.WriteByte(' ')
+	}
+	if f == Conntrack && es.Helper != 0 {
+		b.WriteString("helper=")
+		b.WriteString(helpers.ID(es.Helper).String())
+		b.WriteByte(' ')
+	}
+	if f == Proc && es.Helper != 0 {
+		b.WriteString("helper=")
+		b.WriteString(helpers.ID(es.Helper).String())
+		b.WriteByte(' ')
+	}
+	b.WriteString("use=1")
+	return b.String()
+}
+
+func pad(s string, n int) string {
+	if len(s) >= n {
+		return s
+	}
+	return s + strings.Repeat(" ", n-len(s))
+}
+
+// ExpectLine formats an expectation as /proc/net/nf_conntrack_expect does:
+// seconds left, L3 and L4 numbers, the expected tuple (source port 0 and
+// source address 0.0.0.0 or :: when any), the helper name.
+func ExpectLine(x *flowtable.Expect, now int64) string {
+	var b strings.Builder
+	left := (x.Expires - now) / 1e9
+	if left < 0 {
+		left = 0
+	}
+	_, l3 := L3Name(x.L3)
+	b.WriteString(strconv.FormatInt(left, 10))
+	b.WriteString(" l3proto = ")
+	b.WriteString(strconv.Itoa(l3))
+	b.WriteString(" proto=")
+	b.WriteString(strconv.Itoa(int(x.Proto)))
+	src := x.Src
+	if !x.SrcMask {
+		src = packet.Addr{}
+		if x.L3 == 4 {
+			src = packet.AddrFrom4([4]byte{})
+		}
+	}
+	b.WriteString(" src=")
+	b.WriteString(flowtable.AddrString(src))
+	b.WriteString(" dst=")
+	b.WriteString(flowtable.AddrString(x.Dst))
+	b.WriteString(" sport=")
+	b.WriteString(strconv.Itoa(int(x.SrcPort)))
+	b.WriteString(" dport=")
+	b.WriteString(strconv.Itoa(int(x.DstPort)))
+	if x.Helper != 0 {
+		b.WriteByte(' ')
+		b.WriteString(helpers.ID(x.Helper).String())
+	}
+	return b.String()
+}

@@ -1,0 +1,41 @@
+// Package testenv finds the shared fixtures next to the repository and
+// turns "cannot run here" into a skip locally and a failure in CI.
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// RepoRoot returns the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Shared returns the path of the shared/ folder beside the repository
+// (SHARED_DIR overrides). A test that needs it fails in CI and skips
+// elsewhere when it is missing.
+func Shared(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("SHARED_DIR")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "..", "shared")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pcaps", "MANIFEST.tsv")); err != nil {
+		Unavailable(t, "shared fixtures not found at "+dir+" (set SHARED_DIR)")
+	}
+	return dir
+}
+
+// Unavailable skips the test with reason, or fails it when CI=true: in CI
+// every test must run.
+func Unavailable(t testing.TB, reason string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and this test cannot run: %s", reason)
+	}
+	t.Skip(reason)
+}

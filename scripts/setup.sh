@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# setup.sh installs what statewire's build, demo and tests need on a fresh
+# Debian 12 machine: the Debian packages that provide the lab's tools and the
+# real peers of the end-to-end tests, and the Go modules. It installs only
+# what is missing, so it is cheap to run before every build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it.
+declare -A need=(
+  [ip]=iproute2
+  [nft]=nftables
+  [conntrack]=conntrack
+  [ping]=iputils-ping
+  [tcpdump]=tcpdump
+  [ethtool]=ethtool
+  [socat]=socat
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages ${missing[*]}; run as root (or install them) first" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null 2>&1 || { echo "setup: go is not on PATH (Go 1.26 expected at /usr/local/go/bin)" >&2; exit 1; }
+go mod download
