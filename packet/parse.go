@@ -132,7 +132,13 @@ func parseIPv4(frame []byte, off, wireLen int, opt Options, p *Packet) Reason {
 		return ReasonIPv4BadVersion
 	}
 	ihl := int(h[0]&0x0f) * 4
-	if ihl < ipv4MinHdrLen || ihl > len(h) {
+	if ihl < ipv4MinHdrLen {
+		return ReasonIPv4BadIHL
+	}
+	if ihl > len(h) {
+		if off+ihl <= wireLen {
+			return ReasonTruncatedIPv4 // options cut by the snaplen
+		}
 		return ReasonIPv4BadIHL
 	}
 	tot := int(binary.BigEndian.Uint16(h[2:]))

@@ -104,6 +104,8 @@ func parseCases() []parseCase {
 		{name: "ipv4 version 5", frame: edit(udp4, func(b []byte) { b[14] = 0x55 }), want: packet.ReasonIPv4BadVersion},
 		{name: "ipv4 ihl 4", frame: edit(udp4, func(b []byte) { b[14] = 0x44 }), want: packet.ReasonIPv4BadIHL},
 		{name: "ipv4 ihl beyond frame", frame: edit(cut(udp4, 14+24), func(b []byte) { b[14] = 0x47 }), want: packet.ReasonIPv4BadIHL},
+		{name: "ipv4 options cut by snaplen", frame: cut(pt.IPv4Options(udp4, make([]byte, 8)), 14+24), wireLen: len(udp4) + 8,
+			want: packet.ReasonTruncatedIPv4},
 		{name: "ipv4 total length below ihl", frame: edit(udp4, func(b []byte) { setIPv4Len(b, 19) }), want: packet.ReasonIPv4BadLength},
 		{name: "ipv4 total length beyond wire", frame: edit(udp4, func(b []byte) { setIPv4Len(b, len(udp4)-14+1) }), want: packet.ReasonIPv4BadLength},
 		{name: "ipv4 total length beyond wire length", frame: cut(udp4, 40), wireLen: 41, want: packet.ReasonIPv4BadLength},
