@@ -657,8 +657,8 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			if v, err = value(); err != nil {
 				return nil, err
 			}
-			st, bad := parseStates(v)
-			if bad != "" {
+			st, bad, ok := parseStates(v)
+			if !ok {
 				if bad == "SNAT" || bad == "DNAT" {
 					return nil, p.errf(ErrUnsupported, "state %q is not supported (statewire does no NAT)", bad)
 				}
@@ -998,8 +998,9 @@ var stateNames = []struct {
 	{"UNTRACKED", statemachine.StateUntracked},
 }
 
-// parseStates reads "NEW,ESTABLISHED"; bad is the first unknown name.
-func parseStates(s string) (st statemachine.CtState, bad string) {
+// parseStates reads "NEW,ESTABLISHED"; on failure bad is the first unknown
+// name (possibly empty).
+func parseStates(s string) (st statemachine.CtState, bad string, ok bool) {
 	for _, f := range strings.Split(s, ",") {
 		found := false
 		for _, n := range stateNames {
@@ -1009,8 +1010,8 @@ func parseStates(s string) (st statemachine.CtState, bad string) {
 			}
 		}
 		if !found {
-			return 0, f
+			return 0, f, false
 		}
 	}
-	return st, ""
+	return st, "", true
 }

@@ -1,0 +1,69 @@
+package rules
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/packet"
+)
+
+// FuzzLoad: no input panics Load, Compile, Save, Filter or Raw; every error
+// is a *ParseError; and whatever loads saves to text that loads again and
+// saves identically.
+func FuzzLoad(f *testing.F) {
+	for _, p := range []string{"testdata/bridge.rules", "testdata/bridge6.rules"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(string(b), uint8(0))
+		}
+	}
+	f.Add(statefulV4, uint8(0))
+	f.Add(wrap("filter", `-A FORWARD -p tcp -m multiport --dports 1,2:3 -m comment --comment "x \"y\"" -j ACCEPT`), uint8(2))
+	f.Add(wrap("raw", "-A PREROUTING -p udp --dport 69 -j CT --helper tftp"), uint8(1))
+	f.Add(wrap("filter", "-A FORWARD -s 2001:db8::/32 -p ipv6-icmp --icmpv6-type 1/4 -j DROP"), uint8(1))
+	f.Add(wrap("filter", "[1:2] -A FORWARD ! -i eth+ -m physdev ! --physdev-is-bridged -j user"), uint8(2))
+	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
+	pkts := []*packet.Packet{
+		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),
+		udpPkt("2001:db8::1", "2001:db8::2", 53, 69),
+		icmpPkt("10.0.0.1", "10.0.0.2", 3, 4),
+		frag(udpPkt("10.1.1.1", "172.16.0.1", 5000, 1500), 8),
+	}
+	f.Fuzz(func(t *testing.T, text string, fsel uint8) {
+		fam := fams[int(fsel)%len(fams)]
+		var l Loader
+		if err := l.Load("f.rules", strings.NewReader(text), fam); err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("got %T %v, want *ParseError", err, err)
+			}
+			return
+		}
+		rs, err := l.Compile(testPorts)
+		if err != nil {
+			if !errors.Is(err, ErrUnknownPort) {
+				t.Fatalf("compile: got %v, want ErrUnknownPort", err)
+			}
+			return
+		}
+		for _, p := range pkts {
+			for in := uint8(0); in < 3; in++ {
+				rs.Filter(p, stNew, in)
+				rs.Raw(p, in)
+			}
+		}
+		s1 := saveString(t, rs, fam)
+		var l2 Loader
+		if err := l2.Load("saved", strings.NewReader(s1), fam); err != nil {
+			t.Fatalf("saved form does not load: %v\n%s", err, s1)
+		}
+		rs2, err := l2.Compile(testPorts)
+		if err != nil {
+			t.Fatalf("saved form does not compile: %v", err)
+		}
+		if s2 := saveString(t, rs2, fam); s1 != s2 {
+			t.Fatalf("round trip differs:\n%s\nvs\n%s", s1, s2)
+		}
+	})
+}
