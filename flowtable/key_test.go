@@ -1,6 +1,7 @@
 package flowtable
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"unsafe"
@@ -222,16 +223,31 @@ func TestTupleString(t *testing.T) {
 
 // TestHashSeeded pins the hash to seeded xxhash64 over the key bytes.
 func TestHashSeeded(t *testing.T) {
-	k := mustKey(t, pkt(packet.ProtoTCP, "198.18.0.1", 1, "198.18.0.2", 2))
-	d := xxhash.NewWithSeed(7)
-	d.Write(k.bytes())
-	if got, want := hashKey(7, &k), d.Sum64(); got != want {
-		t.Errorf("hashKey: got %#x, want xxhash64 seed 7 %#x", got, want)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range 10000 {
+		var k Key
+		w := k.words()
+		for j := range w {
+			w[j] = r.Uint64()
+		}
+		seed := r.Uint64()
+		if i == 0 {
+			seed = 0
+		}
+		d := xxhash.NewWithSeed(seed)
+		d.Write(k.bytes())
+		if got, want := hashKey(seed, &k), d.Sum64(); got != want {
+			t.Fatalf("hashKey(%#x, %x): got %#x, want xxhash64 %#x", seed, k.bytes(), got, want)
+		}
+		if got, want := hashKeyDigest(seed, &k), d.Sum64(); got != want {
+			t.Fatalf("hashKeyDigest: got %#x, want %#x", got, want)
+		}
 	}
+	k := mustKey(t, pkt(packet.ProtoTCP, "198.18.0.1", 1, "198.18.0.2", 2))
 	if hashKey(1, &k) == hashKey(2, &k) {
 		t.Error("hash ignores the seed")
 	}
-	if got := testing.AllocsPerRun(100, func() { _ = hashKey(7, &k) }); got != 0 {
-		t.Errorf("hashKey allocs: got %v, want 0", got)
+	if got := testing.AllocsPerRun(100, func() { _ = hashKey(7, &k) + hashKeyDigest(7, &k) }); got != 0 {
+		t.Errorf("hash allocs: got %v, want 0", got)
 	}
 }

@@ -133,9 +133,12 @@ func New(cfg Config) (*Table, error) {
 	t := &Table{seed: c.Seed, cfg: c, Expect: NewExpectations(c.MaxExpect)}
 	t.shards = make([]*Shard, c.Shards)
 	for i := range t.shards {
+		entries, buckets := make([]Entry, per), make([]uint32, nb)
+		adviseHugePages(entries)
+		adviseHugePages(buckets)
 		t.shards[i] = &Shard{
-			entries: make([]Entry, per),
-			buckets: make([]uint32, nb),
+			entries: entries,
+			buckets: buckets,
 			mask:    uint32(nb - 1),
 			max:     per,
 			max95:   per * 95 / 100,

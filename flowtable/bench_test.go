@@ -1,0 +1,199 @@
+package flowtable
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/statewire/statewire/packet"
+)
+
+// benchTable fills one shard with n UDP flows and returns it with the keys
+// and hashes in a random order (so lookups miss the cache as traffic does).
+func benchTable(b *testing.B, n int) (*Table, *Shard, []Key, []uint64) {
+	b.Helper()
+	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1})
+	s := tb.Shard(0)
+	keys := make([]Key, n)
+	hashes := make([]uint64, n)
+	for i, j := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+		k, tu := udpFlow(j)
+		h := tb.HashKey(&k)
+		e, _ := s.Insert(&k, h, &tu, 0)
+		e.Conn.Expires = 1 << 62
+		keys[i], hashes[i] = k, h
+	}
+	rand.New(rand.NewPCG(3, 4)).Shuffle(n, func(i, j int) {
+		keys[i], keys[j] = keys[j], keys[i]
+		hashes[i], hashes[j] = hashes[j], hashes[i]
+	})
+	return tb, s, keys, hashes
+}
+
+func pktsPerSec(b *testing.B, n int) {
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "pkts/s")
+}
+
+var sizes = []int{10_000, 1_000_000}
+
+// BenchmarkLookupHit: Lookup with the hash already computed.
+func BenchmarkLookupHit(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			_, s, keys, hashes := benchTable(b, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for range b.N {
+				if s.Lookup(&keys[i], hashes[i], 1) == nil {
+					b.Fatal("miss")
+				}
+				if i++; i == n {
+					i = 0
+				}
+			}
+			pktsPerSec(b, b.N)
+		})
+	}
+}
+
+// BenchmarkLookupPath: what the pipeline does per packet: key from the
+// parsed packet, hash, lookup, direction.
+func BenchmarkLookupPath(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			tb, s, keys, _ := benchTable(b, n)
+			pkts := make([]packet.Packet, min(n, 1<<16))
+			for i := range pkts {
+				k := &keys[i]
+				pkts[i] = packet.Packet{IPVersion: 4, Proto: k.Proto, Src: k.B, Dst: k.A, SrcPort: k.PortB, DstPort: k.PortA}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for range b.N {
+				p := &pkts[i]
+				k, _ := KeyFromPacket(p)
+				e := s.Lookup(&k, tb.HashKey(&k), 1)
+				if e == nil {
+					b.Fatal("miss")
+				}
+				_ = e.DirOf(p)
+				if i++; i == len(pkts) {
+					i = 0
+				}
+			}
+			pktsPerSec(b, b.N)
+		})
+	}
+}
+
+// BenchmarkLookupBatch: LookupBatch over batches of 64.
+func BenchmarkLookupBatch(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			_, s, keys, hashes := benchTable(b, n)
+			var out [batchChunk]*Entry
+			b.ReportAllocs()
+			b.ResetTimer()
+			i, pkts := 0, 0
+			for pkts < b.N {
+				s.LookupBatch(keys[i:i+batchChunk], hashes[i:i+batchChunk], out[:], 1)
+				if out[0] == nil {
+					b.Fatal("miss")
+				}
+				pkts += batchChunk
+				if i += batchChunk; i+batchChunk > n {
+					i = 0
+				}
+			}
+			pktsPerSec(b, pkts)
+		})
+	}
+}
+
+// BenchmarkLookupLoop64 is the baseline for LookupBatch: the same batches
+// of 64 with one Lookup after another.
+func BenchmarkLookupLoop64(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			_, s, keys, hashes := benchTable(b, n)
+			var out [batchChunk]*Entry
+			b.ReportAllocs()
+			b.ResetTimer()
+			i, pkts := 0, 0
+			for pkts < b.N {
+				for j := range batchChunk {
+					out[j] = s.Lookup(&keys[i+j], hashes[i+j], 1)
+				}
+				if out[0] == nil {
+					b.Fatal("miss")
+				}
+				pkts += batchChunk
+				if i += batchChunk; i+batchChunk > n {
+					i = 0
+				}
+			}
+			pktsPerSec(b, pkts)
+		})
+	}
+}
+
+// BenchmarkInsert: new flows per second (hash + insert) into a table of 1M
+// slots; the table is emptied (untimed) when full.
+func BenchmarkInsert(b *testing.B) {
+	const n = 1 << 20
+	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1})
+	s := tb.Shard(0)
+	keys := make([]Key, n)
+	tuples := make([]Tuple, n)
+	for i := range n {
+		keys[i], tuples[i] = udpFlow(i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for range b.N {
+		if i == n {
+			b.StopTimer()
+			s.Expire(1<<62, n)
+			i = 0
+			b.StartTimer()
+		}
+		e, _ := s.Insert(&keys[i], tb.HashKey(&keys[i]), &tuples[i], 0)
+		e.Conn.Expires = 1 << 61
+		i++
+	}
+	pktsPerSec(b, b.N)
+}
+
+func BenchmarkHashKey(b *testing.B) {
+	tb := newTable(b, Config{MaxEntries: 16, Buckets: 16, Shards: 1})
+	k, _ := udpFlow(1)
+	var sink uint64
+	b.ReportAllocs()
+	for range b.N {
+		sink += tb.HashKey(&k)
+		k.PortA++
+	}
+	_ = sink
+}
+
+func BenchmarkHashKeyDigest(b *testing.B) {
+	k, _ := udpFlow(1)
+	var sink uint64
+	b.ReportAllocs()
+	for range b.N {
+		sink += hashKeyDigest(1, &k)
+		k.PortA++
+	}
+	_ = sink
+}
+
+func BenchmarkServeReadsIdle(b *testing.B) {
+	_, s, _, _ := benchTable(b, 10_000)
+	b.ReportAllocs()
+	for range b.N {
+		s.ServeReads(64)
+	}
+}
