@@ -386,3 +386,49 @@ func TestAllocs(t *testing.T) {
 		t.Errorf("Raw: got %v allocs per run, want 0", n)
 	}
 }
+
+func TestFilterMultiport(t *testing.T) {
+	const in = `*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -p udp -m multiport --sports 53,123 -j DROP
+-A FORWARD -p tcp -m multiport --ports 25,110:111 -j DROP
+-A FORWARD -p tcp -m multiport ! --dports 1:1000 -j DROP
+COMMIT
+`
+	rs := mustLoad(t, in, FamilyIPv4)
+	runFilter(t, rs, []filterCase{
+		{"sports hit", udpPkt("1.1.1.1", "2.2.2.2", 123, 5000), stNew, portA, Drop, 3, true},
+		{"sports miss on dport", udpPkt("1.1.1.1", "2.2.2.2", 5000, 123), stNew, portA, Accept, 0, true},
+		{"ports by source", tcpPkt("1.1.1.1", "2.2.2.2", 111, 5000, ack), stEstablished, portA, Drop, 4, true},
+		{"ports by destination", tcpPkt("1.1.1.1", "2.2.2.2", 5000, 25, syn), stNew, portA, Drop, 4, true},
+		{"negated dports hit", tcpPkt("1.1.1.1", "2.2.2.2", 5000, 1001, syn), stNew, portA, Drop, 5, true},
+		{"negated dports miss", tcpPkt("1.1.1.1", "2.2.2.2", 5000, 1000, syn), stNew, portA, Accept, 0, true},
+	})
+}
+
+func TestLoadFiles(t *testing.T) {
+	rs, err := LoadFiles("testdata/bridge.rules", "testdata/bridge6.rules", testPorts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rs.Ports(); got != testPorts {
+		t.Errorf("Ports() = %v, want %v", got, testPorts)
+	}
+	if r := rs.Raw(udpPkt("10.0.0.1", "10.0.1.1", 5000, 69), portA); r.Helper != HelperTFTP {
+		t.Errorf("v4 tftp: got helper %v, want tftp", r.Helper)
+	}
+	if v, _ := rs.Filter(tcpPkt("2001:db8:a::1", "2001:db8:b::1", 5000, 443, syn), stNew, portA); v.Action != Accept || line(rs, v.Rule) != 11 {
+		t.Errorf("v6 https from A: got %v line %d, want ACCEPT line 11", v.Action, line(rs, v.Rule))
+	}
+	// A single file serves both families.
+	rs, err = LoadFiles("testdata/bridge.rules", "", testPorts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := rs.Filter(udpPkt("2001:db8::1", "2001:db8::2", 5000, 69), stNew, portA); v.Action != Accept || line(rs, v.Rule) != 22 {
+		t.Errorf("v6 tftp via v4 file: got %v line %d, want ACCEPT line 22", v.Action, line(rs, v.Rule))
+	}
+	if _, err := LoadFiles("testdata/missing.rules", "", testPorts); err == nil {
+		t.Errorf("missing file: got no error")
+	}
+}

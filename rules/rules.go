@@ -36,14 +36,6 @@ func (f Family) String() string {
 	return fmt.Sprintf("family(%d)", uint8(f))
 }
 
-// famIndex maps a single family to 0 (IPv4) or 1 (IPv6).
-func famIndex(f Family) int {
-	if f == FamilyIPv6 {
-		return 1
-	}
-	return 0
-}
-
 // Action is what the filter table decides for a packet.
 type Action uint8
 
