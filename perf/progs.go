@@ -1,0 +1,233 @@
+package perf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// XDP actions, from enum xdp_action.
+const (
+	xdpDrop = 1
+	xdpPass = 2
+	xdpTX   = 3
+)
+
+// Offsets into struct xdp_md.
+const (
+	offData    = 0
+	offDataEnd = 4
+)
+
+// Offsets into the test frame: Ethernet (14) + IPv4 without options (20) +
+// UDP (8), then the payload that carries the magic and the timestamp.
+const (
+	offSport   = 34
+	offDport   = 36
+	offPayload = 42
+	offMagic   = offPayload     // 4 bytes, Magic
+	offStamp   = offPayload + 4 // 8 bytes, bpf_ktime_get_ns at the generator
+	// minFrame is the shortest frame the programs accept: up to the end of
+	// the timestamp.
+	minFrame = offStamp + 8
+)
+
+// Magic marks the harness's frames in the payload, so the sink counts only
+// them and never a stray frame of the hosts.
+const Magic = 0x53575046 // "SWPF" read as a little-endian u32 is what the sink compares
+
+// HistBuckets is the number of 1 µs latency buckets at the sink; the last
+// one collects everything at or above HistBuckets-1 µs.
+const HistBuckets = 4096
+
+// genProgram returns the generator: for every run it takes a per-CPU
+// counter c, writes the flow index i = c mod flows into the UDP ports
+// (sport = 0x8000|i&0x7fff, dport = 0x4000 + i>>15, so up to 2^29 distinct
+// flows without touching the IPv4 checksum; the UDP checksum is 0, "none"),
+// optionally stamps bpf_ktime_get_ns into the payload, and returns XDP_TX,
+// which BPF_PROG_RUN in live-frames mode turns into a transmit on the
+// ingress device named in the context.
+func genProgram(counter *ebpf.Map, flows uint32, stamp bool) (*ebpf.Program, error) {
+	if flows == 0 {
+		flows = 1
+	}
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		// key 0 on the stack
+		asm.StoreImm(asm.R10, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("counter"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.DWord),
+		asm.Mov.Reg(asm.R8, asm.R7),
+		asm.Add.Imm(asm.R8, 1),
+		asm.StoreMem(asm.R0, 0, asm.R8, asm.DWord),
+		// r7 = flow index
+		asm.Mod.Imm(asm.R7, int32(flows)),
+	}
+	if stamp {
+		insns = append(insns,
+			asm.FnKtimeGetNs.Call(),
+			asm.Mov.Reg(asm.R9, asm.R0),
+		)
+	}
+	insns = append(insns,
+		// bounds check after the helper calls (they clobber r1-r5)
+		asm.LoadMem(asm.R2, asm.R6, offData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, offDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, minFrame),
+		asm.JGT.Reg(asm.R4, asm.R3, "drop"),
+		// sport
+		asm.Mov.Reg(asm.R8, asm.R7),
+		asm.And.Imm(asm.R8, 0x7fff),
+		asm.Or.Imm(asm.R8, 0x8000),
+		asm.HostTo(asm.BE, asm.R8, asm.Half),
+		asm.StoreMem(asm.R2, offSport, asm.R8, asm.Half),
+		// dport
+		asm.Mov.Reg(asm.R8, asm.R7),
+		asm.RSh.Imm(asm.R8, 15),
+		asm.Add.Imm(asm.R8, 0x4000),
+		asm.HostTo(asm.BE, asm.R8, asm.Half),
+		asm.StoreMem(asm.R2, offDport, asm.R8, asm.Half),
+	)
+	if stamp {
+		insns = append(insns, asm.StoreMem(asm.R2, offStamp, asm.R9, asm.DWord))
+	}
+	insns = append(insns,
+		asm.Mov.Imm(asm.R0, xdpTX),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
+		asm.Return(),
+	)
+	return loadXDP("swperf_gen", insns, map[string]*ebpf.Map{"counter": counter})
+}
+
+// sinkProgram returns the sink: frames with the magic increment per-CPU
+// counter 0 (others counter 1) and are dropped. With hist, the delay since
+// the generator's stamp goes into a per-CPU histogram of 1 µs buckets.
+func sinkProgram(counter, hist *ebpf.Map) (*ebpf.Program, error) {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R7, 1), // counter key: 1 = other
+		asm.LoadMem(asm.R2, asm.R6, offData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, offDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, minFrame),
+		asm.JGT.Reg(asm.R4, asm.R3, "count"),
+		asm.LoadMem(asm.R4, asm.R2, offMagic, asm.Word),
+		asm.JNE.Imm(asm.R4, Magic, "count"),
+		asm.Mov.Imm(asm.R7, 0),
+		asm.LoadMem(asm.R8, asm.R2, offStamp, asm.DWord),
+		// count
+		asm.StoreMem(asm.R10, -4, asm.R7, asm.Word).WithSymbol("count"),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("counter"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+	}
+	if hist != nil {
+		insns = append(insns,
+			asm.JNE.Imm(asm.R7, 0, "drop"),
+			asm.JEq.Imm(asm.R8, 0, "drop"), // not stamped
+			asm.FnKtimeGetNs.Call(),
+			asm.Sub.Reg(asm.R0, asm.R8),
+			asm.Div.Imm(asm.R0, 1000),
+			asm.JLT.Imm(asm.R0, HistBuckets-1, "bucket"),
+			asm.Mov.Imm(asm.R0, HistBuckets-1),
+			asm.StoreMem(asm.R10, -8, asm.R0, asm.Word).WithSymbol("bucket"),
+			asm.LoadMapPtr(asm.R1, 0).WithReference("hist"),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -8),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "drop"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+			asm.Add.Imm(asm.R1, 1),
+			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		)
+	}
+	insns = append(insns,
+		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
+		asm.Return(),
+	)
+	return loadXDP("swperf_sink", insns, map[string]*ebpf.Map{"counter": counter, "hist": hist})
+}
+
+// redirectProgram returns bpf_redirect(ifindex, 0): every frame leaves by
+// the other port, the kernel's XDP forwarding ceiling.
+func redirectProgram(ifindex int) (*ebpf.Program, error) {
+	return loadXDP("swperf_redir", asm.Instructions{
+		asm.Mov.Imm(asm.R1, int32(ifindex)),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+	}, nil)
+}
+
+// passProgram returns XDP_PASS. Attached to a veth it turns on the veth's
+// NAPI, which the generator's XDP transmit into its peer needs.
+func passProgram() (*ebpf.Program, error) {
+	return loadXDP("swperf_pass", asm.Instructions{
+		asm.Mov.Imm(asm.R0, xdpPass),
+		asm.Return(),
+	}, nil)
+}
+
+func loadXDP(name string, insns asm.Instructions, maps map[string]*ebpf.Map) (*ebpf.Program, error) {
+	for i := range insns {
+		if ref := insns[i].Reference(); ref != "" && insns[i].IsLoadFromMap() {
+			m := maps[ref]
+			if m == nil {
+				return nil, fmt.Errorf("perf: %s: no map %q", name, ref)
+			}
+			if err := insns[i].AssociateMap(m); err != nil {
+				return nil, fmt.Errorf("perf: %s: associate %s: %w", name, ref, err)
+			}
+		}
+	}
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         name,
+		Type:         ebpf.XDP,
+		Instructions: insns,
+		License:      "Dual MIT/GPL",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("perf: load %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// newPerCPUArray makes a per-CPU array of n u64 counters.
+func newPerCPUArray(name string, n uint32) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       name,
+		Type:       ebpf.PerCPUArray,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: n,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("perf: create map %s: %w", name, err)
+	}
+	return m, nil
+}
+
+// sumPerCPU returns the sum over CPUs of entry key of a per-CPU u64 array.
+func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
+	var vals []uint64
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0, fmt.Errorf("perf: read %v[%d]: %w", m, key, err)
+	}
+	var s uint64
+	for _, v := range vals {
+		s += v
+	}
+	return s, nil
+}
