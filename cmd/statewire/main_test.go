@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/internal/testenv"
+)
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = mainWithArgs(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestReplayCommand(t *testing.T) {
+	pcap := filepath.Join(testenv.Shared(t), "pcaps", "tcp-http-handshake-data-fin.pcap")
+	code, out, errs := run(t, "replay", pcap)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(out, "\n")
+	if want := "1\tA>B\toriginal\tNEW\tSYN_SENT\tACCEPT\t-"; lines[0] != want {
+		t.Errorf("first line: got %q, want %q", lines[0], want)
+	}
+	if want := "3\tA>B\toriginal\tESTABLISHED\tESTABLISHED\tACCEPT\t-"; lines[2] != want {
+		t.Errorf("third line: got %q, want %q", lines[2], want)
+	}
+	if !strings.Contains(out, "ipv4     2 tcp      6 ") || !strings.Contains(out, " TIME_WAIT src=128.232.110.120 dst=66.35.250.204 sport=34855 dport=80 src=66.35.250.204 dst=128.232.110.120 sport=80 dport=34855 [ASSURED] mark=0 zone=0 use=1") {
+		t.Errorf("final table missing the TIME_WAIT entry:\n%s", out)
+	}
+
+	code, out, errs = run(t, "replay", "--format=json", "--no-timestamps", pcap)
+	if code != 0 {
+		t.Fatalf("json: exit %d: %s", code, errs)
+	}
+	var j struct {
+		Packets []struct{ State, Verdict string }
+		Table   []struct{ State string }
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	if len(j.Packets) != 12 || j.Packets[0].State != "NEW" || len(j.Table) != 1 || j.Table[0].State != "TIME_WAIT" {
+		t.Errorf("json: %d packets, table %+v", len(j.Packets), j.Table)
+	}
+}
+
+func TestReplayRulesAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	pcap := filepath.Join(testenv.Shared(t), "pcaps", "tcp-http-handshake-data-fin.pcap")
+	bad := filepath.Join(dir, "bad.rules")
+	writeFile(t, bad, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD --frobnicate -j ACCEPT\nCOMMIT\n")
+	code, _, errs := run(t, "replay", "--rules", bad, pcap)
+	if code != 1 || !strings.Contains(errs, "bad.rules:3") {
+		t.Errorf("bad rules: exit %d, stderr %q; want 1 and the file:line", code, errs)
+	}
+	// A policy that drops everything but NEW from port A: the reply
+	// direction is dropped and no entry survives the SYN/ACK drop.
+	drop := filepath.Join(dir, "drop.rules")
+	writeFile(t, drop, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m physdev --physdev-in A -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n")
+	code, out, errs := run(t, "replay", "--rules", drop, pcap)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "2\tB>A\treply\tESTABLISHED\tSYN_RECV\tDROP\trule") {
+		t.Errorf("SYN/ACK not dropped by rule:\n%s", out)
+	}
+	if code, _, _ := run(t, "replay", "--format=xml", pcap); code == 0 {
+		t.Errorf("--format=xml accepted")
+	}
+	if code, _, _ := run(t, "replay", filepath.Join(dir, "missing.pcap")); code != 1 {
+		t.Errorf("missing file: exit %d, want 1", code)
+	}
+	if code, _, _ := run(t, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

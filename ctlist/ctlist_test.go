@@ -1,0 +1,55 @@
+package ctlist
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+func addr4(a, b, c, d byte) packet.Addr { return packet.AddrFrom4([4]byte{a, b, c, d}) }
+
+func TestLineFormats(t *testing.T) {
+	const now = int64(1000e9)
+	ssh := flowtable.EntrySnapshot{
+		Orig: flowtable.Tuple{Src: addr4(192, 168, 1, 2), Dst: addr4(192, 168, 1, 35), SrcPort: 1031, DstPort: 23, Proto: packet.ProtoTCP, L3: 4},
+		Conn: statemachine.Conn{Expires: now + 117e9 + 5e8, Proto: packet.ProtoTCP, State: statemachine.TCPSynSent},
+	}
+	est := ssh
+	est.Conn.State = statemachine.TCPEstablished
+	est.Conn.Status = statemachine.StatusSeenReply | statemachine.StatusAssured
+	est.Conn.Expires = now + 431999e9
+	est.Helper = 1 // ftp
+	ping := flowtable.EntrySnapshot{
+		Orig: flowtable.Tuple{Src: addr4(10, 0, 0, 1), Dst: addr4(10, 0, 0, 2), SrcPort: 77, DstPort: 8 << 8, Proto: packet.ProtoICMP, L3: 4},
+		Conn: statemachine.Conn{Expires: now + 29e9, Proto: packet.ProtoICMP, Status: statemachine.StatusSeenReply},
+	}
+	tests := []struct {
+		name string
+		es   flowtable.EntrySnapshot
+		f    Format
+		want string
+	}{
+		// The seeds' /proc/net/ip_conntrack example, in today's proc format.
+		{"syn_sent proc", ssh, Proc, "ipv4     2 tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=0 use=1"},
+		{"syn_sent conntrack -L", ssh, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 use=1"},
+		{"established with helper", est, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 helper=ftp use=1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Line(&tt.es, now, tt.f); got != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+	// ICMP tuples carry type, code and id; the reply maps the type.
+	got := Line(&ping, now, Proc)
+	if !strings.Contains(got, "icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=77 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=77 mark=0") {
+		t.Errorf("icmp line: %s", got)
+	}
+	if j := JSON(&est, now); j.State != "ESTABLISHED" || j.Helper != "ftp" || len(j.Status) != 1 || j.Status[0] != "ASSURED" || *j.Orig.SrcPort != 1031 {
+		t.Errorf("json: %+v", j)
+	}
+}
