@@ -1,0 +1,432 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/ring"
+)
+
+// ErrDatapathConfig is wrapped by every DatapathConfig validation error.
+var ErrDatapathConfig = errors.New("bridge: invalid datapath config")
+
+// DatapathConfig sizes and places the AF_XDP datapath. Zero fields take the
+// defaults of DefaultDatapathConfig.
+type DatapathConfig struct {
+	// PortA and PortB are the interface names of the two ports. Frames
+	// accepted on one leave by the other.
+	PortA, PortB string
+	// Cores is the number of workers, each a goroutine locked to its OS
+	// thread, and the number of flow-table shards (worker i owns shard i).
+	Cores int
+	// Queues is the number of device queues served on each port; worker i
+	// serves queues i, i+Cores, i+2*Cores... of both ports. It must be at
+	// least Cores and should cover every queue the NIC receives on: the XDP
+	// program drops frames of queues without a socket.
+	Queues int
+	// RXSize, TXSize, FillSize and CompletionSize are the AF_XDP ring
+	// sizes of every socket (powers of two).
+	RXSize, TXSize, FillSize, CompletionSize int
+	// FrameSize is the UMEM frame size (2048 or 4096); a frame larger than
+	// what fits is dropped (by the kernel, or counted as DropOversize).
+	FrameSize int
+	// Frames is the number of UMEM frames of each queue, shared by the
+	// sockets of port A and port B of that queue (a power of two).
+	Frames int
+	// Batch is the most descriptors taken from an RX ring at once.
+	Batch int
+	// BusyPoll keeps workers spinning when idle; otherwise an idle worker
+	// sleeps briefly between polls (lower CPU, higher latency).
+	BusyPoll bool
+	// XDPMode is the AF_XDP bind mode: auto (zero-copy, else copy),
+	// zerocopy (fail without it) or copy.
+	XDPMode ring.Mode
+	// Attach is the XDP attach mode: native (driver) or generic (skb).
+	Attach xdpprog.Mode
+	// Handoff is the size of each SPSC ring between two workers (a power of
+	// two); unused with one worker.
+	Handoff int
+	// Settings are the pipeline knobs (rules, conntrack, non-IP); nil
+	// means DefaultSettings.
+	Settings *Settings
+	// Table sizes the flow table; Shards is forced to Cores.
+	Table flowtable.Config
+	// Logf receives notable events (bind mode obtained, stale programs
+	// replaced). nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// DefaultDatapathConfig returns one worker on one queue, 2048-entry rings,
+// 8192 frames of 2048 bytes per queue, batches of 64, auto bind mode and
+// native attach. The ports must still be named.
+func DefaultDatapathConfig() DatapathConfig {
+	return DatapathConfig{
+		Cores: 1, Queues: 1,
+		RXSize: 2048, TXSize: 2048, FillSize: 2048, CompletionSize: 2048,
+		FrameSize: 2048, Frames: 8192, Batch: 64,
+		XDPMode: ring.ModeAuto, Attach: xdpprog.Native, Handoff: 1024,
+	}
+}
+
+// withDefaults fills zero fields.
+func (c DatapathConfig) withDefaults() DatapathConfig {
+	d := DefaultDatapathConfig()
+	if c.Cores == 0 {
+		c.Cores = d.Cores
+	}
+	if c.Queues == 0 {
+		c.Queues = c.Cores
+	}
+	for _, f := range []struct{ v, def *int }{
+		{&c.RXSize, &d.RXSize}, {&c.TXSize, &d.TXSize}, {&c.FillSize, &d.FillSize},
+		{&c.CompletionSize, &d.CompletionSize}, {&c.FrameSize, &d.FrameSize},
+		{&c.Frames, &d.Frames}, {&c.Batch, &d.Batch}, {&c.Handoff, &d.Handoff},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.Settings == nil {
+		c.Settings = DefaultSettings()
+	}
+	return c
+}
+
+// maxBatch bounds Batch so the per-batch scratch arrays are fixed-size.
+const maxBatch = 256
+
+// l2Overhead is what a frame carries beyond the MTU: Ethernet header and
+// two VLAN tags (802.1ad + 802.1Q).
+const l2Overhead = 14 + 8
+
+// xdpHeadroom is the kernel's XDP_PACKET_HEADROOM, reserved in every frame.
+const xdpHeadroom = 256
+
+func isPow2(n int) bool { return n > 0 && n&(n-1) == 0 }
+
+// ringConfig is the UMEM configuration of one queue.
+func (c *DatapathConfig) ringConfig() ring.Config {
+	return ring.Config{
+		Frames: c.Frames, FrameSize: c.FrameSize,
+		FillSize: c.FillSize, CompletionSize: c.CompletionSize,
+		RXSize: c.RXSize, TXSize: c.TXSize, Mode: c.XDPMode,
+	}
+}
+
+// Validate reports the first problem with c (defaults filled in) that can
+// be found without touching the interfaces, wrapping ErrDatapathConfig.
+func (c DatapathConfig) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrDatapathConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.PortA == "" || c.PortB == "":
+		return bad("both ports must be named (port A %q, port B %q)", c.PortA, c.PortB)
+	case c.PortA == c.PortB:
+		return bad("port A and port B are both %q: they must differ", c.PortA)
+	case c.Cores < 1:
+		return bad("cores %d: must be at least 1", c.Cores)
+	case c.Queues < c.Cores:
+		return bad("queues %d fewer than cores %d: every worker needs a queue", c.Queues, c.Cores)
+	case c.Queues > xdpprog.DefaultQueues:
+		return bad("queues %d: at most %d", c.Queues, xdpprog.DefaultQueues)
+	case c.Batch < 1 || c.Batch > maxBatch:
+		return bad("batch %d: must be in [1, %d]", c.Batch, maxBatch)
+	case !isPow2(c.Handoff):
+		return bad("handoff ring size %d: must be a power of two", c.Handoff)
+	case c.Attach != xdpprog.Native && c.Attach != xdpprog.Generic:
+		return bad("attach mode %d: must be native or generic", int(c.Attach))
+	}
+	rc := c.ringConfig()
+	if err := rc.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrDatapathConfig, err)
+	}
+	// Both sockets of a queue fill their fill rings from one UMEM and
+	// frames sit in TX rings and hand-offs too: with fewer frames the fill
+	// rings run dry under load.
+	if need := 2 * (c.FillSize + c.TXSize); c.Frames < need {
+		return bad("frames %d per queue: need at least 2*(fill %d + tx %d) = %d for the two ports",
+			c.Frames, c.FillSize, c.TXSize, need)
+	}
+	if c.Batch > c.RXSize {
+		return bad("batch %d larger than the RX ring (%d)", c.Batch, c.RXSize)
+	}
+	return nil
+}
+
+// maxFrameLen is the largest frame a UMEM frame can take.
+func (c *DatapathConfig) maxFrameLen() int { return c.FrameSize - xdpHeadroom }
+
+// checkInterfaces verifies that the ports exist in the calling thread's
+// namespace and that their MTU fits the frame size.
+func (c *DatapathConfig) checkInterfaces() ([2]int, error) {
+	var idx [2]int
+	for i, name := range []string{c.PortA, c.PortB} {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return idx, fmt.Errorf("%w: port %s %q: %w", ErrDatapathConfig, Port(i), name, err)
+		}
+		if ifc.MTU+l2Overhead > c.maxFrameLen() {
+			return idx, fmt.Errorf("%w: port %s %q: MTU %d needs frames of %d bytes, frame size %d leaves %d (raise --frame-size to 4096 or lower the MTU)",
+				ErrDatapathConfig, Port(i), name, ifc.MTU, ifc.MTU+l2Overhead, c.FrameSize, c.maxFrameLen())
+		}
+		idx[i] = ifc.Index
+	}
+	return idx, nil
+}
+
+// Datapath is the AF_XDP bridge: XDP programs on both ports redirect every
+// frame to the AF_XDP socket of its queue; pinned workers run the pipeline on
+// RX batches and move accepted descriptors to the other port's TX ring.
+//
+// Ownership: NewDatapath, Start and Stop are called by one controlling
+// goroutine. Each worker owns its pipeline, its flow-table shard, the UMEMs
+// and sockets of its queues and its counters. Table (for Snapshot), Control,
+// Stats and Now are safe from any goroutine while the datapath runs.
+type Datapath struct {
+	cfg     DatapathConfig
+	table   *flowtable.Table
+	ctl     *Control
+	frags   *FragCache
+	epoch   time.Time
+	workers []*worker
+	progs   [2]*xdpprog.Program
+
+	stop      atomic.Bool  // workers stop taking RX
+	rxStopped atomic.Int32 // workers that saw stop and take no more RX
+	inflight  atomic.Int64 // frames handed to another worker, reply not handled yet
+	wg        sync.WaitGroup
+	started   bool
+	stopped   bool
+	final     DatapathStats
+}
+
+// NewDatapath validates cfg and allocates the table and pipelines. Nothing
+// touches the interfaces until Start.
+func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	tc := cfg.Table
+	tc.Shards = cfg.Cores
+	t, err := flowtable.New(tc)
+	if err != nil {
+		return nil, err
+	}
+	dp := &Datapath{
+		cfg:   cfg,
+		table: t,
+		ctl:   NewControl(cfg.Settings),
+		frags: NewFragCache(1024, t.Config().Seed),
+		epoch: time.Now(),
+	}
+	for i := range cfg.Cores {
+		dp.workers = append(dp.workers, newWorker(dp, i))
+	}
+	for q := range cfg.Queues {
+		w := dp.workers[q%cfg.Cores]
+		w.queues = append(w.queues, &dpQueue{id: q, idx: len(w.queues)})
+	}
+	if cfg.Cores > 1 {
+		if err := dp.linkWorkers(); err != nil {
+			return nil, err
+		}
+	}
+	return dp, nil
+}
+
+// linkWorkers makes the request and reply SPSC rings between every ordered
+// pair of workers.
+func (dp *Datapath) linkWorkers() error {
+	n := len(dp.workers)
+	for _, w := range dp.workers {
+		w.reqOut = make([]*ring.SPSC[handoff], n)
+		w.reqIn = make([]*ring.SPSC[handoff], n)
+		w.repOut = make([]*ring.SPSC[handoff], n)
+		w.repIn = make([]*ring.SPSC[handoff], n)
+		w.pending = make([]int, n)
+		w.outBuf = make([][]handoff, n)
+	}
+	for _, from := range dp.workers {
+		for _, to := range dp.workers {
+			if from == to {
+				continue
+			}
+			req, err := ring.NewSPSC[handoff](dp.cfg.Handoff)
+			if err != nil {
+				return err
+			}
+			rep, err := ring.NewSPSC[handoff](dp.cfg.Handoff)
+			if err != nil {
+				return err
+			}
+			from.reqOut[to.id], to.reqIn[from.id] = req, req
+			to.repOut[from.id], from.repIn[to.id] = rep, rep
+			from.outBuf[to.id] = make([]handoff, 0, maxBatch)
+		}
+	}
+	return nil
+}
+
+// Config returns the configuration with defaults filled in.
+func (dp *Datapath) Config() DatapathConfig { return dp.cfg }
+
+// Table returns the connection table (Snapshot and Stats are safe from any
+// goroutine while the workers run).
+func (dp *Datapath) Table() *flowtable.Table { return dp.table }
+
+// Control returns the settings publisher: Store a new *Settings to change
+// rules or knobs while running.
+func (dp *Datapath) Control() *Control { return dp.ctl }
+
+// Now returns the datapath's clock (monotonic nanoseconds), the time base
+// of every entry in the table: pass it to ctlist.Line.
+func (dp *Datapath) Now() int64 { return int64(time.Since(dp.epoch)) + clockBase }
+
+// clockBase keeps the datapath clock away from zero, which some code reads
+// as "never".
+const clockBase = int64(time.Second)
+
+func (dp *Datapath) logf(format string, args ...any) {
+	if dp.cfg.Logf != nil {
+		dp.cfg.Logf(format, args...)
+	}
+}
+
+// Start opens the sockets of every queue on both ports, loads and attaches
+// one XDP program per port and starts the workers. It must run on an OS
+// thread in the ports' network namespace (sockets and XDP links keep their
+// namespace afterwards; the workers may run anywhere). On error everything
+// opened is closed again.
+func (dp *Datapath) Start() error {
+	if dp.started {
+		return errors.New("bridge: datapath already started")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	idx, err := dp.cfg.checkInterfaces()
+	if err != nil {
+		return err
+	}
+	if err := dp.open(idx); err != nil {
+		dp.closeAll()
+		return err
+	}
+	dp.started = true
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			for _, s := range q.sock {
+				s.Refill(uint32(dp.cfg.FillSize))
+			}
+		}
+		w.publish(dp.Now())
+	}
+	dp.wg.Add(len(dp.workers))
+	for _, w := range dp.workers {
+		go w.run()
+	}
+	return nil
+}
+
+// open makes the UMEMs, sockets and programs.
+func (dp *Datapath) open(idx [2]int) error {
+	rc := dp.cfg.ringConfig()
+	names := [2]string{dp.cfg.PortA, dp.cfg.PortB}
+	for p := range dp.progs {
+		prog, err := xdpprog.Load(xdpprog.Options{Queues: xdpprog.DefaultQueues, Logf: dp.cfg.Logf})
+		if err != nil {
+			return fmt.Errorf("load XDP program for %s: %w", names[p], err)
+		}
+		dp.progs[p] = prog
+	}
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			u, err := ring.NewUMEM(rc)
+			if err != nil {
+				return err
+			}
+			q.umem = u
+			for p := range q.sock {
+				s, err := u.Open(idx[p], q.id)
+				if err != nil {
+					return fmt.Errorf("open AF_XDP socket on %s queue %d: %w", names[p], q.id, err)
+				}
+				q.sock[p] = s
+				if err := dp.progs[p].Register(q.id, s.FD()); err != nil {
+					return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
+				}
+			}
+			q.mode = q.sock[0].Mode()
+		}
+	}
+	for p, prog := range dp.progs {
+		if err := prog.Attach(names[p], dp.cfg.Attach); err != nil {
+			return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
+		}
+	}
+	dp.logf("statewire: %s <-> %s, %d workers, %d queues, AF_XDP %s, XDP %s",
+		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach)
+	return nil
+}
+
+// closeAll detaches the programs and closes sockets and UMEMs. Only after
+// the workers stopped (or before they started).
+func (dp *Datapath) closeAll() error {
+	var errs []error
+	for p, prog := range dp.progs {
+		if prog != nil {
+			errs = append(errs, prog.Close())
+			dp.progs[p] = nil
+		}
+	}
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			for p, s := range q.sock {
+				if s != nil {
+					errs = append(errs, s.Close())
+					q.sock[p] = nil
+				}
+			}
+			if q.umem != nil {
+				errs = append(errs, q.umem.Close())
+				q.umem = nil
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopDrainTimeout bounds how long Stop waits for frames in flight (TX rings,
+// hand-offs) to complete.
+const stopDrainTimeout = 2 * time.Second
+
+// Stop detaches the XDP programs (no new frame reaches the sockets), lets the
+// workers finish the hand-offs and transmissions in flight, stops them,
+// closes sockets and UMEMs and returns the final totals. It is idempotent.
+func (dp *Datapath) Stop() (DatapathStats, error) {
+	if dp.stopped || !dp.started {
+		return dp.final, nil
+	}
+	dp.stopped = true
+	var errs []error
+	for p, prog := range dp.progs {
+		if prog != nil {
+			errs = append(errs, prog.Close())
+			dp.progs[p] = nil
+		}
+	}
+	dp.stop.Store(true)
+	dp.wg.Wait()
+	dp.final = dp.Stats()
+	errs = append(errs, dp.closeAll())
+	return dp.final, errors.Join(errs...)
+}

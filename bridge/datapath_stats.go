@@ -1,0 +1,143 @@
+package bridge
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/statewire/statewire/ring"
+)
+
+// PortCounters count the frames received on one port of one queue and what
+// became of them. Every received frame ends in exactly one of Forwarded or a
+// drop (Drops by reason, HandoffFull), or is still InFlight (handed to
+// another worker, verdict not back yet): that is the conservation law
+// CheckConservation verifies.
+type PortCounters struct {
+	RX, RXBytes uint64                 // frames (and bytes) taken from the RX ring
+	Forwarded   uint64                 // accepted and put on the other port's TX ring
+	FwdBytes    uint64                 // bytes of the forwarded frames
+	Drops       [NumDropReasons]uint64 // dropped, by reason
+	HandoffFull uint64                 // dropped: the SPSC ring to the owning worker was full
+	HandedOff   uint64                 // of RX, processed by another worker's shard
+	InFlight    uint64                 // handed off, verdict not back yet
+}
+
+// Dropped returns every counted drop.
+func (c *PortCounters) Dropped() uint64 {
+	n := c.HandoffFull
+	for _, d := range c.Drops {
+		n += d
+	}
+	return n
+}
+
+func (c *PortCounters) add(o *PortCounters) {
+	c.RX += o.RX
+	c.RXBytes += o.RXBytes
+	c.Forwarded += o.Forwarded
+	c.FwdBytes += o.FwdBytes
+	for i := range c.Drops {
+		c.Drops[i] += o.Drops[i]
+	}
+	c.HandoffFull += o.HandoffFull
+	c.HandedOff += o.HandedOff
+	c.InFlight += o.InFlight
+}
+
+// QueueStats are the counters of one queue of both ports: Port[p] counts the
+// frames received on port p; Socket[p] is port p's AF_XDP socket (kernel
+// XDP_STATISTICS and ring counters: Socket[p].TX counts frames sent out of
+// port p).
+type QueueStats struct {
+	Queue, Worker int
+	Mode          ring.Mode
+	Port          [2]PortCounters
+	Socket        [2]ring.Stats
+}
+
+// DatapathStats is a copy of every counter, published by the workers (about
+// every 50 ms and when they stop) for other goroutines.
+type DatapathStats struct {
+	Now      int64        // datapath clock of the newest publication
+	Queues   []QueueStats // by queue id
+	Pipeline Stats        // the pipelines' counters summed over workers
+	Kicks    uint64       // TX sendto calls
+}
+
+// Total returns port p's counters summed over queues.
+func (s *DatapathStats) Total(p Port) PortCounters {
+	var t PortCounters
+	for i := range s.Queues {
+		t.add(&s.Queues[i].Port[p])
+	}
+	return t
+}
+
+// Sent returns the frames submitted on port p's TX rings, over all queues.
+func (s *DatapathStats) Sent(p Port) uint64 {
+	var n uint64
+	for i := range s.Queues {
+		n += s.Queues[i].Socket[p].TX
+	}
+	return n
+}
+
+// KernelDrops returns the frames the kernel dropped before they reached
+// port p's RX rings (RX ring full, no fill frame, other reasons).
+func (s *DatapathStats) KernelDrops(p Port) uint64 {
+	var n uint64
+	for i := range s.Queues {
+		st := &s.Queues[i].Socket[p]
+		n += st.RxDropped + st.RxRingFull
+	}
+	return n
+}
+
+// CheckConservation verifies, for each direction, that every frame taken
+// from port p's RX rings was forwarded, dropped with a counted reason or is
+// in flight, and that the frames forwarded from p equal the frames submitted
+// on the other port's TX rings. After Stop nothing is in flight.
+func (s *DatapathStats) CheckConservation() error {
+	for _, p := range []Port{PortA, PortB} {
+		t := s.Total(p)
+		if out := t.Forwarded + t.Dropped() + t.InFlight; t.RX != out {
+			return fmt.Errorf("direction %s->%s: %d frames in, %d out (forwarded %d + dropped %d + in flight %d)",
+				p, p.Other(), t.RX, out, t.Forwarded, t.Dropped(), t.InFlight)
+		}
+		if sent := s.Sent(p.Other()); sent != t.Forwarded {
+			return fmt.Errorf("direction %s->%s: %d frames forwarded but %d submitted on %s's TX rings",
+				p, p.Other(), t.Forwarded, sent, p.Other())
+		}
+	}
+	return nil
+}
+
+// published is a worker's last published copy of its counters.
+type published struct {
+	mu     sync.Mutex
+	now    int64
+	queues []QueueStats
+	pl     Stats
+}
+
+// Stats returns the counters as last published by the workers (a copy;
+// safe from any goroutine). After Stop it returns the final totals.
+func (dp *Datapath) Stats() DatapathStats {
+	if dp.stopped && dp.final.Queues != nil {
+		return dp.final
+	}
+	out := DatapathStats{Queues: make([]QueueStats, dp.cfg.Queues)}
+	for _, w := range dp.workers {
+		w.pub.mu.Lock()
+		for _, q := range w.pub.queues {
+			out.Queues[q.Queue] = q
+			for p := range q.Socket {
+				out.Kicks += q.Socket[p].Kicks
+			}
+		}
+		out.Pipeline.Add(&w.pub.pl)
+		out.Now = max(out.Now, w.pub.now)
+		w.pub.mu.Unlock()
+	}
+	return out
+}

@@ -1,0 +1,379 @@
+package bridge
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/ring"
+)
+
+// dpQueue is one device queue of both ports: a UMEM shared by the AF_XDP
+// socket of port A and the one of port B, so a received descriptor can be
+// put on the other port's TX ring unchanged. It belongs to one worker.
+type dpQueue struct {
+	id   int
+	idx  int // position in the worker's queue list (what hand-offs carry)
+	umem *ring.UMEM
+	sock [2]*ring.Socket
+	mode ring.Mode
+	ctr  [2]PortCounters // by ingress port; owner-only plain counters
+}
+
+// handoff is a frame handed to the worker owning its flow (request), and
+// the same item coming back with the verdict (reply). The frame stays in
+// the sender's UMEM and is only read by the owner: the sender alone moves it
+// to a TX ring or frees it, so each UMEM keeps a single owner.
+type handoff struct {
+	addr    uint64
+	len     uint32
+	qi      uint16 // index of the queue in the sender's list
+	in      Port
+	verdict Verdict
+	drop    DropReason
+}
+
+// worker is one pinned goroutine: it serves its queues of both ports, owns
+// flow-table shard id through its Pipeline, and all of its fields. Only
+// pub is shared (under its mutex); the SPSC rings have one producer and one
+// consumer each.
+type worker struct {
+	id     int
+	dp     *Datapath
+	pl     *Pipeline
+	shard  *flowtable.Shard
+	table  *flowtable.Table
+	queues []*dpQueue
+	batch  uint32
+	maxLen uint32
+
+	// Cross-shard hand-off (nil with one worker). reqOut[o] carries our
+	// frames to worker o, reqIn[o] brings o's frames to us; repOut/repIn
+	// carry the verdicts back. pending[o] counts our frames o holds.
+	reqOut, reqIn, repOut, repIn []*ring.SPSC[handoff]
+	pending                      []int
+	outBuf                       [][]handoff
+	popBuf                       []handoff
+	steerPkt                     packet.Packet
+
+	free [maxBatch]uint64 // frames to free after the RX release
+
+	rxStopped bool
+	pub       published
+}
+
+func newWorker(dp *Datapath, id int) *worker {
+	return &worker{
+		id:     id,
+		dp:     dp,
+		pl:     NewPipeline(dp.table, id, dp.ctl, dp.frags),
+		shard:  dp.table.Shard(id),
+		table:  dp.table,
+		batch:  uint32(dp.cfg.Batch),
+		maxLen: uint32(dp.cfg.maxFrameLen()),
+		popBuf: make([]handoff, maxBatch),
+	}
+}
+
+const (
+	expireBudget    = 64   // slots swept per loop
+	readBudget      = 4096 // slots copied per loop for Snapshot readers
+	publishInterval = int64(50 * time.Millisecond)
+	expectInterval  = int64(100 * time.Millisecond)
+	idleSpins       = 256 // empty loops before an idle worker sleeps
+	idleSleep       = 50 * time.Microsecond
+)
+
+// run is the worker loop: one clock read per iteration, then RX batches of
+// every queue and port, the hand-offs, the socket housekeeping, expiry and
+// snapshot reads, and a periodic publication of the counters.
+func (w *worker) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer w.dp.wg.Done()
+	dp := w.dp
+	var lastPub, lastExpect, deadline int64
+	idle := 0
+	for {
+		now := dp.Now()
+		if !w.rxStopped && dp.stop.Load() {
+			w.rxStopped = true
+			dp.rxStopped.Add(1)
+			deadline = now + int64(stopDrainTimeout)
+		}
+		moved := 0
+		if !w.rxStopped {
+			for _, q := range w.queues {
+				moved += w.rxBatch(q, PortA, now)
+				moved += w.rxBatch(q, PortB, now)
+			}
+		}
+		if w.reqIn != nil {
+			moved += w.serveRequests(now)
+			moved += w.handleReplies()
+		}
+		w.housekeep()
+		w.shard.Expire(now, expireBudget)
+		w.shard.ServeReads(readBudget)
+		if w.id == 0 && now-lastExpect >= expectInterval {
+			w.table.Expect.Expire(now)
+			lastExpect = now
+		}
+		if now-lastPub >= publishInterval {
+			w.publish(now)
+			lastPub = now
+		}
+		if w.rxStopped {
+			done := dp.rxStopped.Load() == int32(len(dp.workers)) && dp.inflight.Load() == 0 && w.txDrained()
+			if done || now > deadline {
+				w.publish(now)
+				return
+			}
+		}
+		if moved > 0 {
+			idle = 0
+			continue
+		}
+		idle++
+		switch {
+		case !dp.cfg.BusyPoll && idle > idleSpins:
+			time.Sleep(idleSleep)
+		case idle%16 == 0:
+			runtime.Gosched()
+		}
+	}
+}
+
+// rxBatch moves one batch from port in of q to the other port: accepted
+// descriptors go to the other port's TX ring unchanged (shared UMEM, no
+// copy), dropped frames and those that do not fit the TX ring go back to the
+// free stack, frames of flows owned by another shard are handed to their
+// owner. It returns the frames taken.
+func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
+	rx := q.sock[in].RX()
+	n, s := rx.Peek(w.batch)
+	if n == 0 {
+		return 0
+	}
+	out := q.sock[in.Other()]
+	tx := out.TX()
+	got, t := tx.Reserve(n)
+	var k uint32
+	nfree := 0
+	c := &q.ctr[in]
+	for i := uint32(0); i < n; i++ {
+		d := rx.Desc(s + i)
+		c.RX++
+		c.RXBytes += uint64(d.Len)
+		frame := q.umem.Frame(d.Addr, d.Len)
+		if frame == nil || d.Len > w.maxLen {
+			c.Drops[DropOversize]++
+			w.free[nfree] = d.Addr
+			nfree++
+			continue
+		}
+		if w.reqOut != nil {
+			if o := w.owner(frame); o != w.id {
+				if w.pending[o]+len(w.outBuf[o]) < w.dp.cfg.Handoff {
+					w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, qi: uint16(q.idx), in: in})
+					c.HandedOff++
+					c.InFlight++
+				} else {
+					c.HandoffFull++
+					w.free[nfree] = d.Addr
+					nfree++
+				}
+				continue
+			}
+		}
+		r := w.pl.Process(frame, 0, in, now)
+		if r.Verdict == Accept {
+			if k < got {
+				tx.Set(t+k, d)
+				k++
+				c.Forwarded++
+				c.FwdBytes += uint64(d.Len)
+				continue
+			}
+			c.Drops[DropNoTXSpace]++
+		} else {
+			c.Drops[r.Drop]++
+		}
+		w.free[nfree] = d.Addr
+		nfree++
+	}
+	rx.Release(n) // frames: fill -> application
+	tx.Submit(k)  // accepted frames: application -> TX
+	for _, a := range w.free[:nfree] {
+		q.umem.Free(a)
+	}
+	if k > 0 {
+		out.KickTX()
+	}
+	if w.reqOut != nil {
+		w.flushHandoffs()
+	}
+	return int(n)
+}
+
+// owner returns the worker owning the flow of frame: the shard of the
+// canonical key (of the quoted connection for ICMP errors). Frames without a
+// key (non-IP, broken, later fragments) stay with the receiving worker: they
+// create no entry.
+func (w *worker) owner(frame []byte) int {
+	p := &w.steerPkt
+	if packet.Parse(frame, 0, packet.Options{}, p) != packet.ReasonOK {
+		return w.id
+	}
+	var k flowtable.Key
+	var ok bool
+	if p.IsICMPError() {
+		k, ok = flowtable.KeyFromInner(p)
+	} else {
+		k, ok = flowtable.KeyFromPacket(p)
+	}
+	if !ok {
+		return w.id
+	}
+	return w.table.ShardFor(w.table.HashKey(&k))
+}
+
+// flushHandoffs pushes the batch's hand-offs to their owners.
+func (w *worker) flushHandoffs() {
+	for o, buf := range w.outBuf {
+		if len(buf) == 0 {
+			continue
+		}
+		pushed := w.reqOut[o].Push(buf)
+		w.pending[o] += pushed
+		w.dp.inflight.Add(int64(pushed))
+		// Push cannot come up short (we counted pending against the ring
+		// size), but a frame must never leak if it did.
+		for _, h := range buf[pushed:] {
+			q := w.queues[h.qi]
+			q.ctr[h.in].InFlight--
+			q.ctr[h.in].HandedOff--
+			q.ctr[h.in].HandoffFull++
+			q.umem.Free(h.addr)
+		}
+		w.outBuf[o] = buf[:0]
+	}
+}
+
+// serveRequests runs the frames other workers handed us through our
+// pipeline (our shard owns their flows) and sends the verdicts back.
+func (w *worker) serveRequests(now int64) int {
+	total := 0
+	for f, in := range w.reqIn {
+		if in == nil {
+			continue
+		}
+		n := in.Pop(w.popBuf)
+		if n == 0 {
+			continue
+		}
+		src := w.dp.workers[f]
+		for i := range w.popBuf[:n] {
+			h := &w.popBuf[i]
+			frame := src.queues[h.qi].umem.Frame(h.addr, h.len)
+			r := w.pl.Process(frame, 0, h.in, now)
+			h.verdict, h.drop = r.Verdict, r.Drop
+		}
+		// The reply ring is as large as the request ring and the sender
+		// never has more than that outstanding, so this always fits.
+		rest := w.popBuf[:n]
+		for len(rest) > 0 {
+			rest = rest[w.repOut[f].Push(rest):]
+		}
+		total += n
+	}
+	return total
+}
+
+// handleReplies finishes our handed-off frames with the owners' verdicts.
+func (w *worker) handleReplies() int {
+	total := 0
+	for o, in := range w.repIn {
+		if in == nil {
+			continue
+		}
+		n := in.Pop(w.popBuf)
+		if n == 0 {
+			continue
+		}
+		for i := range w.popBuf[:n] {
+			h := &w.popBuf[i]
+			q := w.queues[h.qi]
+			c := &q.ctr[h.in]
+			c.InFlight--
+			if h.verdict == Accept {
+				tx := q.sock[h.in.Other()].TX()
+				if got, t := tx.Reserve(1); got == 1 {
+					tx.Set(t, ring.Desc{Addr: h.addr, Len: h.len})
+					tx.Submit(1)
+					c.Forwarded++
+					c.FwdBytes += uint64(h.len)
+					continue
+				}
+				c.Drops[DropNoTXSpace]++
+			} else {
+				c.Drops[h.drop]++
+			}
+			q.umem.Free(h.addr)
+		}
+		w.pending[o] -= n
+		w.dp.inflight.Add(-int64(n))
+		total += n
+	}
+	return total
+}
+
+// housekeep reaps completions, keeps copy-mode TX moving (it sends only
+// inside sendto, 32 frames at a time), refills the fill rings and wakes
+// zero-copy drivers that ran dry.
+func (w *worker) housekeep() {
+	for _, q := range w.queues {
+		for _, s := range q.sock {
+			s.Complete(uint32(w.dp.cfg.CompletionSize))
+			if s.TXPending() {
+				s.KickTX()
+			}
+			s.Refill(uint32(w.dp.cfg.FillSize))
+			s.WakeFill()
+		}
+	}
+}
+
+// txDrained reports whether every frame this worker sent has completed.
+func (w *worker) txDrained() bool {
+	for _, q := range w.queues {
+		if q.umem.Counts().TX != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// publish copies the counters for other goroutines.
+func (w *worker) publish(now int64) {
+	w.pub.mu.Lock()
+	defer w.pub.mu.Unlock()
+	if w.pub.queues == nil {
+		w.pub.queues = make([]QueueStats, len(w.queues))
+	}
+	for i, q := range w.queues {
+		qs := &w.pub.queues[i]
+		qs.Queue, qs.Worker, qs.Mode, qs.Port = q.id, w.id, q.mode, q.ctr
+		for p, s := range q.sock {
+			if s == nil {
+				continue
+			}
+			if st, err := s.Stats(); err == nil {
+				qs.Socket[p] = st
+			}
+		}
+	}
+	w.pub.pl = *w.pl.Stats()
+	w.pub.now = now
+}

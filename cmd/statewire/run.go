@@ -1,0 +1,212 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/ring"
+)
+
+// datapathFlags are the flags that size and place the AF_XDP datapath.
+type datapathFlags struct {
+	portA, portB  string
+	cores, queues int
+	ringSize      int
+	rxSize        int
+	txSize        int
+	fillSize      int
+	compSize      int
+	frameSize     int
+	frames        int
+	batch         int
+	busyPoll      bool
+	xdpMode       string
+	attach        string
+}
+
+func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
+	d := bridge.DefaultDatapathConfig()
+	df := &datapathFlags{}
+	if ports {
+		fs.StringVar(&df.portA, "port-a", "", "interface of port A (required)")
+		fs.StringVar(&df.portB, "port-b", "", "interface of port B (required)")
+	}
+	fs.IntVar(&df.cores, "cores", d.Cores, "workers, one pinned OS thread and one flow-table shard each")
+	fs.IntVar(&df.queues, "queues", 0, "device queues served on each port (default: --cores); worker i serves queues i, i+cores, ...")
+	fs.IntVar(&df.ringSize, "ring-size", d.RXSize, "size of every AF_XDP ring (RX, TX, fill, completion); a power of two")
+	fs.IntVar(&df.rxSize, "rx-size", 0, "RX ring size (default --ring-size)")
+	fs.IntVar(&df.txSize, "tx-size", 0, "TX ring size (default --ring-size)")
+	fs.IntVar(&df.fillSize, "fill-size", 0, "fill ring size (default --ring-size)")
+	fs.IntVar(&df.compSize, "completion-size", 0, "completion ring size (default --ring-size)")
+	fs.IntVar(&df.frameSize, "frame-size", d.FrameSize, "UMEM frame size, 2048 or 4096; MTU + 22 must fit in frame-size - 256")
+	fs.IntVar(&df.frames, "frames", 0, "UMEM frames per queue, shared by both ports (default 4 x ring size); a power of two")
+	fs.IntVar(&df.batch, "batch", d.Batch, "most descriptors taken from an RX ring at once")
+	fs.BoolVar(&df.busyPoll, "busy-poll", false, "spin when idle instead of sleeping 50us (lower latency, one full core per worker)")
+	fs.StringVar(&df.xdpMode, "xdp-mode", "auto", "AF_XDP bind mode: auto (zero-copy, else copy), zerocopy or copy")
+	fs.StringVar(&df.attach, "attach", "native", "XDP attach mode: native (driver) or generic (skb, any device)")
+	return df
+}
+
+// config turns the flags into a datapath configuration.
+func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
+	c := bridge.DefaultDatapathConfig()
+	c.PortA, c.PortB = df.portA, df.portB
+	c.Cores, c.Queues = df.cores, df.queues
+	pick := func(v int) int {
+		if v != 0 {
+			return v
+		}
+		return df.ringSize
+	}
+	c.RXSize, c.TXSize = pick(df.rxSize), pick(df.txSize)
+	c.FillSize, c.CompletionSize = pick(df.fillSize), pick(df.compSize)
+	c.FrameSize, c.Batch, c.BusyPoll = df.frameSize, df.batch, df.busyPoll
+	c.Frames = df.frames
+	if c.Frames == 0 {
+		c.Frames = 2 * (c.FillSize + c.TXSize)
+	}
+	m, err := ring.ParseMode(df.xdpMode)
+	if err != nil {
+		return c, fmt.Errorf("--xdp-mode: %w", err)
+	}
+	c.XDPMode = m
+	switch df.attach {
+	case "native":
+		c.Attach = xdpprog.Native
+	case "generic":
+		c.Attach = xdpprog.Generic
+	default:
+		return c, fmt.Errorf("--attach must be native or generic, got %q", df.attach)
+	}
+	return c, nil
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	df := addDatapathFlags(fs, true)
+	cf := addConntrackFlags(fs, true)
+	interval := fs.Duration("stats-interval", 0, "print a throughput line this often (e.g. 1s); 0: only the totals at exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: statewire run --port-a IF --port-b IF [flags]\n\n"+
+			"Bridges two interfaces over AF_XDP: every frame is tracked with Linux conntrack\n"+
+			"semantics, judged by the FORWARD rules and, when accepted, sent out of the other\n"+
+			"port unchanged. SIGINT or SIGTERM detaches the XDP programs and prints the totals.\n\n"+
+			"Example:\n  statewire run --port-a enp1s0f0 --port-b enp1s0f1 --cores 4 --queues 4 \\\n"+
+			"      --rules fw.rules --stats-interval 1s\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 || df.portA == "" || df.portB == "" {
+		fmt.Fprintf(stderr, "statewire run: --port-a and --port-b are required\n\n")
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := df.config()
+	if err != nil {
+		return err
+	}
+	settings, tcfg, err := cf.settings([2]string{df.portA, df.portB})
+	if err != nil {
+		return err
+	}
+	cfg.Settings, cfg.Table = settings, tcfg
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	dp, err := bridge.NewDatapath(cfg)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	if err := dp.Start(); err != nil {
+		return err
+	}
+	var tick <-chan time.Time
+	if *interval > 0 {
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	meter := newMeter(dp.Stats())
+	for {
+		select {
+		case <-tick:
+			fmt.Fprintln(stdout, meter.line(dp.Stats(), dp.Table().Len()))
+		case s := <-sig:
+			fmt.Fprintf(stderr, "statewire: %v: stopping\n", s)
+			st, err := dp.Stop()
+			printTotals(stdout, &st)
+			if cerr := st.CheckConservation(); cerr != nil {
+				fmt.Fprintf(stderr, "statewire: frame accounting: %v\n", cerr)
+			}
+			return err
+		}
+	}
+}
+
+// meter turns successive counter snapshots into rates.
+type meter struct {
+	last bridge.DatapathStats
+	at   time.Time
+}
+
+func newMeter(s bridge.DatapathStats) *meter { return &meter{last: s, at: time.Now()} }
+
+// line returns one throughput line since the previous call.
+func (m *meter) line(s bridge.DatapathStats, flows int) string {
+	now := time.Now()
+	dt := now.Sub(m.at).Seconds()
+	if dt <= 0 {
+		dt = 1
+	}
+	var b [2]string
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		cur, prev := s.Total(p), m.last.Total(p)
+		b[p] = fmt.Sprintf("%s>%s %.0f pps %.1f Mbit/s fwd %.0f pps drop %.0f pps",
+			p, p.Other(), float64(cur.RX-prev.RX)/dt, float64(cur.RXBytes-prev.RXBytes)*8/dt/1e6,
+			float64(cur.Forwarded-prev.Forwarded)/dt, float64(cur.Dropped()-prev.Dropped())/dt)
+	}
+	m.last, m.at = s, now
+	return fmt.Sprintf("%s | %s | flows %d", b[0], b[1], flows)
+}
+
+// printTotals prints the final counters per direction and drop reason.
+func printTotals(w io.Writer, s *bridge.DatapathStats) {
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		t := s.Total(p)
+		fmt.Fprintf(w, "%s->%s: %d frames in (%d bytes), %d forwarded, %d dropped", p, p.Other(),
+			t.RX, t.RXBytes, t.Forwarded, t.Dropped())
+		for i, n := range t.Drops {
+			if n > 0 {
+				fmt.Fprintf(w, " %s=%d", bridge.DropReason(i), n)
+			}
+		}
+		if t.HandoffFull > 0 {
+			fmt.Fprintf(w, " handoff-full=%d", t.HandoffFull)
+		}
+		if t.HandedOff > 0 {
+			fmt.Fprintf(w, "; %d via another core", t.HandedOff)
+		}
+		if k := s.KernelDrops(p); k > 0 {
+			fmt.Fprintf(w, "; kernel dropped %d before RX", k)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "states:")
+	for i, n := range s.Pipeline.States {
+		if n > 0 {
+			fmt.Fprintf(w, " %s=%d", bridge.StateNames[i], n)
+		}
+	}
+	fmt.Fprintln(w)
+}
