@@ -1,23 +1,18 @@
 package conformance
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/replay"
 )
 
 // Labels KernelStates gives a packet besides the five conntrack states.
@@ -61,6 +56,17 @@ type Options struct {
 	// FragmentWait is how long to collect output after an injected
 	// fragment (default 20ms); an incomplete datagram produces nothing.
 	FragmentWait time.Duration
+	// HelperPorts attach helpers on further ports by rule (nft `ct helper
+	// set`), e.g. ftp on TCP 2121 as in the kernel's nft_conntrack_helper
+	// selftest. Independent of Helpers.
+	HelperPorts []HelperPort
+}
+
+// HelperPort attaches a kernel helper (ftp, tftp, irc) to one L4 port by rule.
+type HelperPort struct {
+	Helper string // "ftp", "tftp" or "irc"
+	Proto  string // "tcp" or "udp"
+	Port   uint16
 }
 
 func (o *Options) defaults() {
@@ -75,9 +81,27 @@ func (o *Options) defaults() {
 // Ruleset returns the nftables ruleset of the oracle: every forwarded
 // packet gets the DSCP of its ct state, nothing is dropped by rule.
 func Ruleset(helpers bool) string {
+	return ruleset(Options{Helpers: helpers})
+}
+
+func ruleset(opts Options) string {
 	var b bytes.Buffer
 	b.WriteString("table inet sworacle {\n")
-	if helpers {
+	for i, hp := range opts.HelperPorts {
+		l3 := "inet"
+		if hp.Helper == "irc" {
+			l3 = "ip"
+		}
+		fmt.Fprintf(&b, "\tct helper h_x%d { type %q protocol %s; l3proto %s; }\n", i, hp.Helper, hp.Proto, l3)
+	}
+	if len(opts.HelperPorts) > 0 {
+		b.WriteString("\tchain helpers_extra {\n\t\ttype filter hook prerouting priority filter; policy accept;\n")
+		for i, hp := range opts.HelperPorts {
+			fmt.Fprintf(&b, "\t\t%s dport %d ct helper set \"h_x%d\"\n", hp.Proto, hp.Port, i)
+		}
+		b.WriteString("\t}\n")
+	}
+	if opts.Helpers {
 		// irc is IPv4-only in the kernel, hence l3proto ip.
 		b.WriteString("\tct helper h_ftp { type \"ftp\" protocol tcp; l3proto inet; }\n")
 		b.WriteString("\tct helper h_tftp { type \"tftp\" protocol udp; l3proto inet; }\n")
@@ -119,8 +143,10 @@ type Oracle struct {
 	lab  *lab.Lab
 	opts Options
 	fd   [2]int // AF_PACKET sockets on the left and right host veths
-	idx  [2]int // their ifindexes
-	buf  []byte
+	// sider assigns frames to sides; it lives from one flush to the next.
+	sider *sider
+	idx   [2]int // their ifindexes
+	buf   []byte
 }
 
 // NewOracle builds the lab and the sockets. Close it when done.
@@ -130,13 +156,13 @@ func NewOracle(ctx context.Context, opts Options) (*Oracle, error) {
 		Mode:    lab.KernelBridgeConntrack,
 		Bare:    true,
 		MTU:     9000,
-		Ruleset: Ruleset(opts.Helpers),
+		Ruleset: ruleset(opts),
 		Sysctls: Sysctls,
 	})
 	if err != nil {
 		return nil, err
 	}
-	o := &Oracle{lab: l, opts: opts, fd: [2]int{-1, -1}, buf: make([]byte, 1<<16)}
+	o := &Oracle{lab: l, opts: opts, fd: [2]int{-1, -1}, buf: make([]byte, 1<<16), sider: newSider()}
 	for i, h := range []struct{ ns, ifc string }{{l.LeftNS, l.LeftIf}, {l.RightNS, l.RightIf}} {
 		err := l.Do(h.ns, func() error {
 			ifi, err := net.InterfaceByName(h.ifc)
@@ -200,10 +226,22 @@ func (o *Oracle) States(ctx context.Context, pcapPath string) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
+	return o.StatesFrames(ctx, frames)
+}
+
+// StatesFrames is States for frames already in memory (Ethernet framing,
+// padded to wire length): captures read with ReadFrames, or scenarios built
+// with packettest. The frames are not modified.
+func (o *Oracle) StatesFrames(ctx context.Context, frames [][]byte) ([]string, error) {
 	if err := o.flush(ctx); err != nil {
 		return nil, err
 	}
-	sd := newSider()
+	return o.inject(ctx, frames)
+}
+
+// inject sends frames one at a time and reads their states (see States).
+func (o *Oracle) inject(ctx context.Context, frames [][]byte) ([]string, error) {
+	sd := o.sider
 	out := make([]string, len(frames))
 	for i, f := range frames {
 		if err := ctx.Err(); err != nil {
@@ -312,6 +350,18 @@ func (o *Oracle) drain(h int) {
 	}
 }
 
+// Flush empties conntrack, expectations and the bridge's learned MACs, as
+// States does before a capture.
+func (o *Oracle) Flush(ctx context.Context) error { return o.flush(ctx) }
+
+// Continue injects more frames like StatesFrames but without flushing
+// first: the table the earlier frames built stays (scenarios that wait
+// between packets, e.g. for a timeout to pass). The side of each frame is
+// decided afresh, by its MAC addresses first.
+func (o *Oracle) Continue(ctx context.Context, frames [][]byte) ([]string, error) {
+	return o.inject(ctx, frames)
+}
+
 // flush empties conntrack, expectations and the bridge's learned MACs so
 // one capture cannot influence the next.
 func (o *Oracle) flush(ctx context.Context) error {
@@ -326,59 +376,37 @@ func (o *Oracle) flush(ctx context.Context) error {
 	}
 	o.drain(0)
 	o.drain(1)
+	o.sider = newSider()
 	return nil
 }
 
-// ReadFrames reads every frame of a pcap or pcapng file with Ethernet link
-// type. Frames captured shorter than their wire length (snaplen) are padded
-// with zeros to the wire length, so that the kernel sees the lengths the IP
-// header announces.
+// ReadFrames reads every frame of a pcap or pcapng file as an Ethernet
+// frame (replay.ReadFile: raw-IP and Linux cooked captures get a
+// synthesised Ethernet header with zero MAC addresses; other link types are
+// an error wrapping replay.ErrLinkType). Frames captured shorter than their
+// wire length (snaplen) are padded with zeros to the wire length, so that
+// the kernel sees the lengths the IP header announces.
 func ReadFrames(path string) ([][]byte, error) {
-	f, err := os.Open(path)
+	frs, err := replay.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("conformance: %w", err)
 	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	magic, err := br.Peek(4)
-	if err != nil {
-		return nil, fmt.Errorf("conformance: %s: %w", path, err)
-	}
-	var src interface {
-		ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	}
-	var lt layers.LinkType
-	if string(magic) == "\x0a\x0d\x0d\x0a" {
-		r, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			return nil, fmt.Errorf("conformance: %s: %w", path, err)
-		}
-		src, lt = r, r.LinkType()
-	} else {
-		r, err := pcapgo.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("conformance: %s: %w", path, err)
-		}
-		src, lt = r, r.LinkType()
-	}
-	if lt != layers.LinkTypeEthernet {
-		return nil, fmt.Errorf("conformance: %s: link type %v, want Ethernet", path, lt)
-	}
-	var frames [][]byte
-	for {
-		data, ci, err := src.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("conformance: %s: packet %d: %w", path, len(frames)+1, err)
-		}
-		n := max(len(data), ci.Length)
-		fr := make([]byte, n)
-		copy(fr, data)
-		frames = append(frames, fr)
+	frames := make([][]byte, len(frs))
+	for i, f := range frs {
+		frames[i] = Padded(f)
 	}
 	return frames, nil
+}
+
+// Padded returns f's bytes padded with zeros to its wire length (a copy
+// when padding is needed), the frame both sides of a comparison see.
+func Padded(f replay.Frame) []byte {
+	if len(f.Data) >= f.WireLen {
+		return f.Data
+	}
+	fr := make([]byte, f.WireLen)
+	copy(fr, f.Data)
+	return fr
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
