@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/packet"
+)
+
+func stateCount(st *bridge.DatapathStats, name string) uint64 {
+	for i, n := range bridge.StateNames {
+		if n == name {
+			return st.Pipeline.States[i]
+		}
+	}
+	return 0
+}
+
+// TestPing: ICMP echo both ways through the bridge, accept-all rules.
+func TestPing(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		for _, tc := range []struct{ name, ns, to string }{
+			{"left to right", r.l.LeftNS, rightIP.String()},
+			{"right to left", r.l.RightNS, leftIP.String()},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if ok, out := r.ping(t, tc.ns, tc.to, 3); !ok {
+					t.Errorf("ping got %q, want 3 received", out)
+				}
+			})
+		}
+	})
+}
+
+// TestARP: the hosts resolve each other's MAC through the bridge (ARP is
+// non-IP and forwarded by default).
+func TestARP(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		c := ctx(t, 10*time.Second)
+		if _, err := r.l.Run(c, r.l.LeftNS, "ip", "neigh", "flush", "all"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 1); !ok {
+			t.Fatalf("ping got %q, want 1 received", out)
+		}
+		for _, tc := range []struct {
+			ns, ip string
+			mac    net.HardwareAddr
+		}{
+			{r.l.LeftNS, rightIP.String(), r.l.RightMAC},
+			{r.l.RightNS, leftIP.String(), r.l.LeftMAC},
+		} {
+			out, err := r.l.Run(c, tc.ns, "ip", "neigh", "show", tc.ip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, tc.mac.String()) {
+				t.Errorf("neighbour entry in %s for %s got %q, want lladdr %s", tc.ns, tc.ip, out, tc.mac)
+			}
+		}
+		st, _ := r.dp.Stop()
+		if n := st.Pipeline.Parse[packet.ReasonNotIP]; n < 2 {
+			t.Errorf("non-IP frames through the pipeline got %d, want at least 2 (ARP request and reply)", n)
+		}
+	})
+}
+
+// TestTCPTransfer: 10 MB left to right, SHA-256 compared at the far end.
+func TestTCPTransfer(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		const size = 10 << 20
+		t0 := time.Now()
+		sent, got, n := transfer(t, r.l, r.l.LeftNS, r.l.RightNS, net.JoinHostPort(rightIP.String(), "5001"), size)
+		dt := time.Since(t0)
+		if n != size {
+			t.Fatalf("received %d bytes, want %d", n, size)
+		}
+		if got != sent {
+			t.Fatalf("SHA-256 at the far end got %x, want %x", got, sent)
+		}
+		t.Logf("10 MB in %v (%.0f Mbit/s)", dt.Round(time.Millisecond), size*8/dt.Seconds()/1e6)
+		st, _ := r.dp.Stop()
+		if stateCount(&st, "ESTABLISHED") == 0 {
+			t.Errorf("ESTABLISHED packets got 0, want the transfer's")
+		}
+	})
+}
+
+// TestUDP: datagrams left to right and their echoes back.
+func TestUDP(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		addr := &net.UDPAddr{IP: rightIP.AsSlice(), Port: 5002}
+		udpEcho(t, r.l, r.l.RightNS, addr)
+		c := dialUDP(t, r.l, r.l.LeftNS, addr)
+		buf := make([]byte, 2048)
+		const n = 50
+		echoed := 0
+		for i := range n {
+			msg := fmt.Sprintf("statewire e2e udp %d", i)
+			if _, err := c.Write([]byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			k, err := c.Read(buf)
+			if err == nil && string(buf[:k]) == msg {
+				echoed++
+			}
+		}
+		if echoed != n {
+			t.Errorf("echoed datagrams got %d, want %d", echoed, n)
+		}
+	})
+}
+
+// statefulRules allow new connections from port A only, and replies and
+// related packets both ways.
+const statefulRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -m physdev --physdev-in {PortA} -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+`
+
+// TestStatefulRules: with NEW allowed only from the left, a connection from
+// the right is refused, one from the left works, and the ICMP port
+// unreachable answering a left-initiated UDP flow reaches the left host.
+func TestStatefulRules(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRigRules(t, cores)
+		l := r.l
+
+		t.Run("tcp from right refused", func(t *testing.T) {
+			listenTCP(t, l, l.LeftNS, net.JoinHostPort(leftIP.String(), "6001"))
+			c, err := dialTCP(l, l.RightNS, net.JoinHostPort(leftIP.String(), "6001"), time.Second)
+			if err == nil {
+				c.Close()
+				t.Fatalf("dial from the right got a connection, want it dropped")
+			}
+		})
+		t.Run("ping from right refused", func(t *testing.T) {
+			if ok, out := r.ping(t, l.RightNS, leftIP.String(), 1); ok {
+				t.Errorf("ping from the right got %q, want no reply", out)
+			}
+		})
+		t.Run("tcp from left works", func(t *testing.T) {
+			sent, got, n := transfer(t, l, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), "6002"), 1<<20)
+			if n != 1<<20 || got != sent {
+				t.Errorf("transfer got %d bytes sha %x, want %d bytes sha %x", n, got, 1<<20, sent)
+			}
+		})
+		t.Run("icmp port unreachable is related", func(t *testing.T) {
+			c := dialUDP(t, l, l.LeftNS, &net.UDPAddr{IP: rightIP.AsSlice(), Port: 6003})
+			var err error
+			for range 3 {
+				c.Write([]byte("anyone?"))
+				c.SetReadDeadline(time.Now().Add(time.Second))
+				_, err = c.Read(make([]byte, 64))
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					break
+				}
+			}
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("read after sending to a closed port got %v, want ECONNREFUSED (the ICMP error passed)", err)
+			}
+		})
+		st, _ := r.dp.Stop()
+		if n := stateCount(&st, "RELATED"); n == 0 {
+			t.Errorf("RELATED packets got 0, want the ICMP port unreachable")
+		}
+		if b := st.Total(bridge.PortB); b.Drops[bridge.DropRule] == 0 {
+			t.Errorf("rule drops on port B got 0, want the right host's SYNs and echo request")
+		}
+	})
+}
+
+// newRigRules builds a rig whose rules name the lab's port A.
+func newRigRules(t *testing.T, cores int) *rig {
+	t.Helper()
+	return newRig(t, rigOptions{cores: cores, rulesFor: func(portA, portB string) string {
+		return strings.ReplaceAll(statefulRules, "{PortA}", portA)
+	}})
+}

@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/rules"
+)
+
+// rig is one lab with the datapath running on its bridge ports.
+type rig struct {
+	l  *lab.Lab
+	dp *bridge.Datapath
+}
+
+// rigOptions vary a rig.
+type rigOptions struct {
+	cores int
+	// rulesFor returns iptables-save text for the lab's port names; nil
+	// accepts everything.
+	rulesFor func(portA, portB string) string
+}
+
+// coreCounts are the worker counts every scenario runs with, on 2-queue veths.
+var coreCounts = []int{1, 2}
+
+// forEachCores runs fn as a subtest per worker count.
+func forEachCores(t *testing.T, fn func(t *testing.T, cores int)) {
+	for _, c := range coreCounts {
+		t.Run(fmt.Sprintf("cores=%d", c), func(t *testing.T) { fn(t, c) })
+	}
+}
+
+// newRig builds a 2-queue lab, starts the datapath in its bridge namespace,
+// and registers the end-of-test checks: frame conservation per direction,
+// no XDP program left on the ports, and (after the lab is gone) no namespace
+// left.
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	lab.RequireRoot(t)
+	var prefix string
+	// Registered before the lab's own cleanup, so it runs after it.
+	t.Cleanup(func() {
+		if prefix == "" {
+			return
+		}
+		out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+		if err != nil {
+			t.Errorf("ip netns list: %v: %s", err, out)
+			return
+		}
+		if strings.Contains(string(out), prefix) {
+			t.Errorf("namespaces of lab %s still present after the test:\n%s", prefix, out)
+		}
+	})
+	l := lab.NewT(t, lab.Options{Queues: 2})
+	prefix = l.Prefix
+	cfg := bridge.DefaultDatapathConfig()
+	cfg.PortA, cfg.PortB = l.PortA, l.PortB
+	cfg.Cores, cfg.Queues = o.cores, 2
+	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
+	cfg.Logf = t.Logf
+	cfg.Table.Buckets = 4096
+	s := bridge.DefaultSettings()
+	if o.rulesFor != nil {
+		var ld rules.Loader
+		text := o.rulesFor(l.PortA, l.PortB)
+		if err := ld.Load("e2e.rules", strings.NewReader(text), rules.FamilyBoth); err != nil {
+			t.Fatalf("load rules: %v", err)
+		}
+		rs, err := ld.Compile([2]string{l.PortA, l.PortB})
+		if err != nil {
+			t.Fatalf("compile rules: %v", err)
+		}
+		s.Rules = rs
+	}
+	cfg.Settings = s
+	dp, err := bridge.NewDatapath(cfg)
+	if err != nil {
+		t.Fatalf("NewDatapath: %v", err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	r := &rig{l: l, dp: dp}
+	t.Cleanup(func() { r.finish(t) })
+	return r
+}
+
+// finish stops the datapath and checks the accounting and the ports.
+func (r *rig) finish(t *testing.T) {
+	t.Helper()
+	st, err := r.dp.Stop()
+	if err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		c := st.Total(p)
+		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%v), via another core %d, kernel drops %d",
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), nonZeroDrops(&c), c.HandedOff, st.KernelDrops(p))
+		if c.InFlight != 0 {
+			t.Errorf("%s: %d frames still in flight after Stop, want 0", p, c.InFlight)
+		}
+	}
+	if err := st.CheckConservation(); err != nil {
+		t.Errorf("frame conservation: %v", err)
+	}
+	err = r.l.Do(r.l.BridgeNS, func() error {
+		for _, ifc := range []string{r.l.PortA, r.l.PortB} {
+			att, id, err := xdpprog.XDPAttached(ifc)
+			if err != nil {
+				return err
+			}
+			if att {
+				return fmt.Errorf("XDP program %d still attached to %s after Stop", id, ifc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+func nonZeroDrops(c *bridge.PortCounters) string {
+	var b []string
+	for i, n := range c.Drops {
+		if n > 0 {
+			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
+		}
+	}
+	if c.HandoffFull > 0 {
+		b = append(b, fmt.Sprintf("handoff-full=%d", c.HandoffFull))
+	}
+	return strings.Join(b, " ")
+}
+
+func ctx(t *testing.T, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return c
+}
+
+// ping runs ping in ns towards to and reports whether all count replies came.
+func (r *rig) ping(t *testing.T, ns, to string, count int) (bool, string) {
+	t.Helper()
+	out, err := r.l.Run(ctx(t, 20*time.Second), ns, "ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", to)
+	return err == nil && strings.Contains(out, fmt.Sprintf("%d received", count)), out
+}
+
+// listenTCP opens a TCP listener in ns.
+func listenTCP(t *testing.T, l *lab.Lab, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := l.Do(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialTCP connects from ns to addr within timeout.
+func dialTCP(l *lab.Lab, ns, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := l.Do(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, timeout)
+		return err
+	})
+	return c, err
+}
+
+// transfer sends size random bytes from fromNS to a listener in toNS and
+// returns the SHA-256 of what was sent and of what arrived.
+func transfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, size int) (sent, got [32]byte, n int64) {
+	t.Helper()
+	ln := listenTCP(t, l, toNS, addr)
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		var r result
+		r.n, r.err = io.Copy(h, c)
+		copy(r.sum[:], h.Sum(nil))
+		done <- r
+	}()
+	data := make([]byte, size)
+	rand.Read(data)
+	sent = sha256.Sum256(data)
+	c, err := dialTCP(l, fromNS, addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
+		c.Close()
+		t.Fatalf("send: %v", err)
+	}
+	c.Close()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("receive: %v", res.err)
+	}
+	return sent, res.sum, res.n
+}
+
+// udpEcho starts an echo server on addr in ns.
+func udpEcho(t *testing.T, l *lab.Lab, ns string, addr *net.UDPAddr) {
+	t.Helper()
+	var srv *net.UDPConn
+	if err := l.Do(ns, func() (err error) { srv, err = net.ListenUDP("udp4", addr); return err }); err != nil {
+		t.Fatalf("udp listen: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:k], from)
+		}
+	}()
+}
+
+// dialUDP makes a connected UDP socket in ns.
+func dialUDP(t *testing.T, l *lab.Lab, ns string, to *net.UDPAddr) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := l.Do(ns, func() (err error) { c, err = net.DialUDP("udp4", nil, to); return err }); err != nil {
+		t.Fatalf("udp dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readCounter reads an interface statistic inside ns.
+func readCounter(t *testing.T, l *lab.Lab, ns, ifc, name string) uint64 {
+	t.Helper()
+	out, err := l.Run(context.Background(), ns, "cat", "/sys/class/net/"+ifc+"/statistics/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+var (
+	leftIP  = lab.LeftIPv4.Addr()
+	rightIP = lab.RightIPv4.Addr()
+)
