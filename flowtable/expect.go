@@ -13,18 +13,18 @@ import (
 // connection (spec §6, §7): the first packet from Src:SrcPort to
 // Dst:DstPort (L3, Proto, VLAN exact) creates a RELATED entry.
 type Expect struct {
-	Dst     packet.Addr
-	Src     packet.Addr
-	Expires int64 // ns, absolute
-	Master  EntryRef
-	DstPort uint16
-	SrcPort uint16 // 0: any source port
-	VLAN    uint16 // zone of the master
-	L3      uint8  // 4 or 6
-	Proto   uint8
-	SrcMask bool  // true: Src must match; false: any source address
-	Helper  uint8 // helper id of the master
-	Class   uint8 // helper-defined expectation class
+	Dst      packet.Addr
+	Src      packet.Addr
+	Expires  int64 // ns, absolute
+	Master   EntryRef
+	DstPort  uint16
+	SrcPort  uint16 // 0: any source port
+	VLAN     uint16 // zone of the master
+	L3       uint8  // 4 or 6
+	Proto    uint8
+	SrcMask  bool  // true: Src must match; false: any source address
+	HelperID uint8 // helper id of the master
+	Class    uint8 // helper-defined expectation class
 
 	seq uint64 // creation order, to find the oldest of a master
 }

@@ -14,7 +14,7 @@ func ftpData(master EntryRef, port uint16, expires int64) Expect {
 		L3: 4, Proto: packet.ProtoTCP,
 		Dst: addr("198.18.0.1"), DstPort: port,
 		Src: addr("198.18.1.1"), SrcMask: true,
-		Master: master, Helper: 1, Expires: expires,
+		Master: master, HelperID: 1, Expires: expires,
 	}
 }
 

@@ -167,12 +167,14 @@ func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
 }
 
 // Insert creates the entry for key k (hash = Table.HashKey(k)) whose
-// original direction is t, at time now. Conn is zero except Proto and
-// Created; the caller sets Expires (an entry with Expires <= now is gone at
-// the next lookup). When the shard is full it early-drops non-ASSURED
-// entries from the key's bucket and the next seven (stopping at the first
-// bucket that yielded a drop); if none could go, it returns nil, TableFull.
-// An existing live entry with the key is returned with InsertExists.
+// original direction is t (nil: from (A, PortA) to (B, PortB); ignored for
+// ICMP, whose request is always original), at time now. Conn is zero except
+// Proto and Created; the caller sets Expires (an entry with Expires <= now
+// is gone at the next lookup). When the shard is full it early-drops
+// non-ASSURED entries from the key's bucket and the next seven (stopping at
+// the first bucket that yielded a drop); if none could go, it returns nil,
+// TableFull. An existing live entry with the key is returned with
+// InsertExists.
 func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, InsertResult) {
 	b := uint32(hash) & s.mask
 	for i := s.buckets[b]; i != 0; {
@@ -208,7 +210,7 @@ func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, Insert
 	e := &s.entries[idx]
 	gen := e.gen + 1
 	*e = Entry{next: s.buckets[b], gen: gen, key: *k, flags: flagUsed}
-	if !k.IsICMP() && !(t.Src == k.A && t.SrcPort == k.PortA) {
+	if t != nil && !k.IsICMP() && !(t.Src == k.A && t.SrcPort == k.PortA) {
 		e.flags |= flagSwapped
 	}
 	e.Conn.Proto = k.Proto
