@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"unsafe"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // The unsafe views in this file rely on Key being exactly keySize bytes,
@@ -70,15 +68,6 @@ func xxRound(acc, in uint64) uint64 {
 
 func xxMerge(acc, v uint64) uint64 {
 	return (acc^xxRound(0, v))*prime1 + prime4
-}
-
-// hashKeyDigest is hashKey through the library's streaming Digest, kept
-// as the reference the unrolled version is tested and benchmarked against.
-func hashKeyDigest(seed uint64, k *Key) uint64 {
-	var d xxhash.Digest
-	d.ResetWithSeed(seed)
-	d.Write(k.bytes())
-	return d.Sum64()
 }
 
 // entryIndex returns the slot index of e in entries, or -1 when e does not
