@@ -260,3 +260,49 @@ func hashKeyDigest(seed uint64, k *Key) uint64 {
 	d.Write(k.bytes())
 	return d.Sum64()
 }
+
+// TestRandomFlowsBothDirections: for random flows (equal addresses and
+// ports included), the reversed packet has the same key, and the entry
+// created by the first packet calls it Original and the reverse Reply.
+func TestRandomFlowsBothDirections(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	tb := newTable(t, Config{MaxEntries: 1 << 14, Buckets: 1 << 12, Shards: 1})
+	s := tb.Shard(0)
+	icmpPairs := [][2]uint8{{8, 0}, {13, 14}, {15, 16}, {17, 18}}
+	for i := range 5000 {
+		p := &packet.Packet{IPVersion: 4, Proto: []uint8{packet.ProtoTCP, packet.ProtoUDP, 47, packet.ProtoICMP}[r.IntN(4)]}
+		p.Src = packet.AddrFrom4([4]byte{198, 18, 0, byte(r.IntN(4))})
+		p.Dst = packet.AddrFrom4([4]byte{198, 18, 0, byte(r.IntN(4))})
+		p.SrcPort, p.DstPort = uint16(r.IntN(4)), uint16(r.IntN(4))
+		p.VLAN = uint16(i) // every flow distinct
+		pair := icmpPairs[r.IntN(len(icmpPairs))]
+		p.ICMP = packet.ICMP{Type: pair[0], ID: uint16(r.IntN(4))}
+		q := *p
+		q.Src, q.Dst, q.SrcPort, q.DstPort = p.Dst, p.Src, p.DstPort, p.SrcPort
+		q.ICMP.Type = pair[1]
+		kp, kq := mustKey(t, p), mustKey(t, &q)
+		if kp != kq {
+			t.Fatalf("flow %d: key %+v, reverse %+v", i, kp, kq)
+		}
+		tu := mustTuple(t, p)
+		if tu.Key() != kp || tu.Reverse() != mustTuple(t, &q) {
+			t.Fatalf("flow %d: tuple key or reverse disagrees", i)
+		}
+		h := tb.HashKey(&kp)
+		e, res := s.Insert(&kp, h, &tu, 0)
+		if res != Inserted {
+			t.Fatalf("flow %d: insert %v", i, res)
+		}
+		e.Conn.Expires = 10
+		if e.Tuple() != tu {
+			t.Fatalf("flow %d: entry tuple %v, want %v", i, e.Tuple(), tu)
+		}
+		same := p.Proto != packet.ProtoICMP && p.Src == p.Dst && (p.Proto == 47 || p.SrcPort == p.DstPort)
+		if d := e.DirOf(p); d != 0 {
+			t.Fatalf("flow %d: DirOf(first packet) = %d, want Original", i, d)
+		}
+		if d := e.DirOf(&q); d != 1 && !same {
+			t.Fatalf("flow %d (%v): DirOf(reverse) = %d, want Reply", i, tu, d)
+		}
+	}
+}
