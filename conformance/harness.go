@@ -228,8 +228,9 @@ func OurSettings(opts Options) (*bridge.Settings, error) {
 // oracle's settings and a clock the caller advances (scenarios) or holds
 // still (captures).
 type Ours struct {
-	rp  *replay.Replayer
-	now int64
+	rp   *replay.Replayer
+	now  int64 // the fake clock, ns since the first frame
+	last int64 // the clock at the last frame
 }
 
 // NewOurs returns statewire's side with settings from OurSettings(opts)
@@ -263,6 +264,7 @@ func (o *Ours) Replayer() *replay.Replayer { return o.rp }
 // Step runs one frame after advancing the clock by advance nanoseconds.
 func (o *Ours) Step(frame []byte, advance int64) replay.Packet {
 	o.now += advance
+	o.last = o.now
 	return o.rp.Step(replay.Frame{Data: frame, WireLen: len(frame), Time: o.now})
 }
 
@@ -275,15 +277,22 @@ func (o *Ours) Labels(frames [][]byte) []string {
 	return out
 }
 
-// Advance moves the clock on by ns nanoseconds (applied with the next
-// frame; Table reads the clock of the last frame).
+// Advance moves the clock on by ns nanoseconds.
 func (o *Ours) Advance(ns int64) { o.now += ns }
 
-// Table lists statewire's live entries through ctlist.Line and the same
-// parser as the kernel's.
+// Table lists statewire's entries live at the current clock through
+// ctlist.Line and the same parser as the kernel's. Entries past their
+// timeout are left out, as the kernel's dump leaves them out before its
+// garbage collector reaps them.
 func (o *Ours) Table() []Entry {
-	es := o.rp.Entries()
-	now := o.rp.Now()
+	now := o.rp.Now() + o.now - o.last
+	var es []flowtable.EntrySnapshot
+	o.rp.Pipeline.Shard().Range(func(e *flowtable.Entry) bool {
+		if e.Conn.Expires > now {
+			es = append(es, ctlist.Snapshot(e))
+		}
+		return true
+	})
 	var b strings.Builder
 	for i := range es {
 		b.WriteString(ctlist.Line(&es[i], now, ctlist.Proc))

@@ -141,8 +141,23 @@ func (o *Oracle) KernelTable(ctx context.Context) ([]Entry, error) {
 // the oracle's conntrack lives. It fails for a sysctl the namespace does
 // not own (e.g. one that is read-only outside the initial namespace).
 func (o *Oracle) Sysctl(ctx context.Context, kv string) error {
-	_, err := o.lab.Run(ctx, o.lab.BridgeNS, "sysctl", "-q", "-w", kv)
-	return err
+	key, val, ok := strings.Cut(kv, "=")
+	if !ok {
+		return fmt.Errorf("conformance: sysctl %q: want key=value", kv)
+	}
+	// sysctl(8) exits 0 even when the write is refused (a read-only
+	// entry), so the value is read back.
+	if _, err := o.lab.Run(ctx, o.lab.BridgeNS, "sysctl", "-q", "-w", kv); err != nil {
+		return err
+	}
+	got, err := o.lab.Run(ctx, o.lab.BridgeNS, "sysctl", "-n", key)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(got) != val {
+		return fmt.Errorf("conformance: sysctl %s in namespace %s: still %s after writing %s (not writable there)", key, o.lab.BridgeNS, strings.TrimSpace(got), val)
+	}
+	return nil
 }
 
 // TableDiff is one difference between the final tables.
