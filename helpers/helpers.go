@@ -217,6 +217,9 @@ type State struct {
 // filter hooks.
 func Inspect(id ID, st *State, p *packet.Packet, payload []byte, dir statemachine.Dir, established bool, out *[MaxExpectPerPacket]Expectation) (n int, drop bool, reason DropReason) {
 	dlen := int(p.PayloadLen)
+	if dlen > maxPayload {
+		dlen = maxPayload // no IP header can say more; bounds every scan
+	}
 	if len(payload) > dlen {
 		payload = payload[:dlen]
 	}
@@ -233,6 +236,10 @@ func Inspect(id ID, st *State, p *packet.Packet, payload []byte, dir statemachin
 	}
 	return 0, false, DropNone
 }
+
+// maxPayload is the largest L4 payload an IPv4 or (non-jumbo) IPv6 header
+// can announce.
+const maxPayload = 0xffff
 
 // view is a payload of n bytes of which b were captured; bytes past the
 // capture read as zero. Every helper reads through at, so no index can

@@ -196,3 +196,26 @@ func TestInspectAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestHugePayloadLen: a PayloadLen no IP header can carry is clamped, so a
+// scan over the uncaptured (zero) bytes stays short.
+func TestHugePayloadLen(t *testing.T) {
+	for _, id := range []ID{IDFTP, IDIRC, IDAmanda} {
+		c := newConn(t, id, packet.ProtoTCP, "10.0.0.1", "10.0.0.2", 40000, 21)
+		if id == IDAmanda {
+			c.proto = packet.ProtoUDP
+		}
+		p := c.pkt(orig, 0)
+		p.PayloadLen = 0xffffffff
+		c.st.updateNL(p.TCP.Seq, orig)
+		var out [MaxExpectPerPacket]Expectation
+		n, drop, reason := Inspect(id, &c.st, &p, []byte("PORT"), orig, true, &out)
+		// "PORT" then zeros: the skip to ' ' runs off the end: partial.
+		if id == IDFTP && (!drop || reason != DropFTPPort || n != 0) {
+			t.Errorf("ftp: got n=%d drop=%v reason=%v; want 0, true, %v", n, drop, reason, DropFTPPort)
+		}
+		if id != IDFTP && (n != 0 || drop) {
+			t.Errorf("%v: got n=%d drop=%v; want 0, false", id, n, drop)
+		}
+	}
+}
