@@ -212,9 +212,12 @@ type State struct {
 // packet is a reply), false for NEW and RELATED. st is the connection's
 // State. The master's addresses and ports are taken from p and dir.
 //
-// Call it after the state machine accepted the packet (not INVALID) and the
-// rules accepted it: the kernel runs helpers at confirmation, after the
-// filter hooks.
+// Call it for every packet of a connection with a helper attached (NEW ones
+// included: TFTP acts on the first packet) once the state machine accepted
+// it (not INVALID) and the rules accepted it: the kernel runs helpers at
+// confirmation, after the filter hooks. Do not call it for an ICMP error
+// related to the connection (the kernel skips helpers for those, and only
+// TFTP would read them). After it, apply MasterTimeout.
 func Inspect(id ID, st *State, p *packet.Packet, payload []byte, dir statemachine.Dir, established bool, out *[MaxExpectPerPacket]Expectation) (n int, drop bool, reason DropReason) {
 	dlen := int(p.PayloadLen)
 	if dlen > maxPayload {
