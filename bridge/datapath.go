@@ -207,6 +207,9 @@ type Datapath struct {
 	started   bool
 	stopped   bool
 	final     DatapathStats
+	// manual (tests only): Start runs no worker goroutines; the test
+	// drives worker.step, and Stop steps the workers until they are done.
+	manual bool
 }
 
 // NewDatapath validates cfg and allocates the table and pipelines. Nothing
@@ -330,6 +333,9 @@ func (dp *Datapath) Start() error {
 		}
 		w.publish(dp.Now())
 	}
+	if dp.manual {
+		return nil
+	}
 	dp.wg.Add(len(dp.workers))
 	for _, w := range dp.workers {
 		go w.run()
@@ -425,8 +431,28 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 		}
 	}
 	dp.stop.Store(true)
+	if dp.manual {
+		dp.stepUntilDone()
+	}
 	dp.wg.Wait()
 	dp.final = dp.Stats()
 	errs = append(errs, dp.closeAll())
 	return dp.final, errors.Join(errs...)
+}
+
+// stepUntilDone drives the workers of a manual datapath round-robin from the
+// calling goroutine until every one is done.
+func (dp *Datapath) stepUntilDone() {
+	done := make([]bool, len(dp.workers))
+	for left := len(done); left > 0; {
+		for i, w := range dp.workers {
+			if done[i] {
+				continue
+			}
+			if _, d := w.step(dp.Now()); d {
+				done[i] = true
+				left--
+			}
+		}
+	}
 }

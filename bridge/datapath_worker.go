@@ -59,8 +59,9 @@ type worker struct {
 
 	free [maxBatch]uint64 // frames to free after the RX release
 
-	rxStopped bool
-	pub       published
+	rxStopped                     bool
+	deadline, lastPub, lastExpect int64
+	pub                           published
 }
 
 func newWorker(dp *Datapath, id int) *worker {
@@ -85,51 +86,17 @@ const (
 	idleSleep       = 50 * time.Microsecond
 )
 
-// run is the worker loop: one clock read per iteration, then RX batches of
-// every queue and port, the hand-offs, the socket housekeeping, expiry and
-// snapshot reads, and a periodic publication of the counters.
+// run is the worker loop: iterations of step until the datapath stops and
+// the frames in flight are done, spinning or sleeping briefly when idle.
 func (w *worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer w.dp.wg.Done()
-	dp := w.dp
-	var lastPub, lastExpect, deadline int64
 	idle := 0
 	for {
-		now := dp.Now()
-		if !w.rxStopped && dp.stop.Load() {
-			w.rxStopped = true
-			dp.rxStopped.Add(1)
-			deadline = now + int64(stopDrainTimeout)
-		}
-		moved := 0
-		if !w.rxStopped {
-			for _, q := range w.queues {
-				moved += w.rxBatch(q, PortA, now)
-				moved += w.rxBatch(q, PortB, now)
-			}
-		}
-		if w.reqIn != nil {
-			moved += w.serveRequests(now)
-			moved += w.handleReplies()
-		}
-		w.housekeep()
-		w.shard.Expire(now, expireBudget)
-		w.shard.ServeReads(readBudget)
-		if w.id == 0 && now-lastExpect >= expectInterval {
-			w.table.Expect.Expire(now)
-			lastExpect = now
-		}
-		if now-lastPub >= publishInterval {
-			w.publish(now)
-			lastPub = now
-		}
-		if w.rxStopped {
-			done := dp.rxStopped.Load() == int32(len(dp.workers)) && dp.inflight.Load() == 0 && w.txDrained()
-			if done || now > deadline {
-				w.publish(now)
-				return
-			}
+		moved, done := w.step(w.dp.Now())
+		if done {
+			return
 		}
 		if moved > 0 {
 			idle = 0
@@ -137,12 +104,55 @@ func (w *worker) run() {
 		}
 		idle++
 		switch {
-		case !dp.cfg.BusyPoll && idle > idleSpins:
+		case !w.dp.cfg.BusyPoll && idle > idleSpins:
 			time.Sleep(idleSleep)
 		case idle%16 == 0:
 			runtime.Gosched()
 		}
 	}
+}
+
+// step is one iteration of the worker loop at time now (the clock is read
+// once per iteration, by the caller): RX batches of every queue and port,
+// the hand-offs, the socket housekeeping, expiry and snapshot reads, and a
+// periodic publication of the counters. It returns the frames it moved and
+// whether the worker is done (stopped and drained, or out of time).
+func (w *worker) step(now int64) (moved int, done bool) {
+	dp := w.dp
+	if !w.rxStopped && dp.stop.Load() {
+		w.rxStopped = true
+		dp.rxStopped.Add(1)
+		w.deadline = now + int64(stopDrainTimeout)
+	}
+	if !w.rxStopped {
+		for _, q := range w.queues {
+			moved += w.rxBatch(q, PortA, now)
+			moved += w.rxBatch(q, PortB, now)
+		}
+	}
+	if w.reqIn != nil {
+		moved += w.serveRequests(now)
+		moved += w.handleReplies()
+	}
+	w.housekeep()
+	w.shard.Expire(now, expireBudget)
+	w.shard.ServeReads(readBudget)
+	if w.id == 0 && now-w.lastExpect >= expectInterval {
+		w.table.Expect.Expire(now)
+		w.lastExpect = now
+	}
+	if now-w.lastPub >= publishInterval {
+		w.publish(now)
+		w.lastPub = now
+	}
+	if w.rxStopped {
+		drained := dp.rxStopped.Load() == int32(len(dp.workers)) && dp.inflight.Load() == 0 && w.txDrained()
+		if drained || now > w.deadline {
+			w.publish(now)
+			return moved, true
+		}
+	}
+	return moved, false
 }
 
 // rxBatch moves one batch from port in of q to the other port: accepted

@@ -1,0 +1,171 @@
+package bridge
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/packet/packettest"
+	"github.com/statewire/statewire/ring"
+)
+
+func validConfig() DatapathConfig {
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = "eth0", "eth1"
+	return c
+}
+
+func TestDatapathConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mod     func(*DatapathConfig)
+		wantErr string // "" means valid
+	}{
+		{"defaults", func(*DatapathConfig) {}, ""},
+		{"zero values take defaults", func(c *DatapathConfig) { *c = DatapathConfig{PortA: "a", PortB: "b"} }, ""},
+		{"four cores eight queues", func(c *DatapathConfig) { c.Cores, c.Queues = 4, 8 }, ""},
+		{"port A missing", func(c *DatapathConfig) { c.PortA = "" }, "both ports must be named"},
+		{"same port", func(c *DatapathConfig) { c.PortB = c.PortA }, "must differ"},
+		{"negative cores", func(c *DatapathConfig) { c.Cores = -1 }, "cores -1"},
+		{"fewer queues than cores", func(c *DatapathConfig) { c.Cores, c.Queues = 4, 2 }, "queues 2 fewer than cores 4"},
+		{"too many queues", func(c *DatapathConfig) { c.Queues = 65 }, "queues 65"},
+		{"batch too large", func(c *DatapathConfig) { c.Batch = 1024 }, "batch 1024"},
+		{"batch over RX ring", func(c *DatapathConfig) { c.RXSize, c.Batch = 128, 256 }, "larger than the RX ring"},
+		{"RX ring not a power of two", func(c *DatapathConfig) { c.RXSize = 1000 }, "RXSize 1000"},
+		{"TX ring not a power of two", func(c *DatapathConfig) { c.TXSize = 3 }, "TXSize 3"},
+		{"fill ring not a power of two", func(c *DatapathConfig) { c.FillSize = 1500 }, "FillSize 1500"},
+		{"completion ring not a power of two", func(c *DatapathConfig) { c.CompletionSize = 100 }, "CompletionSize 100"},
+		{"frame size", func(c *DatapathConfig) { c.FrameSize = 1500 }, "FrameSize 1500"},
+		{"too few frames", func(c *DatapathConfig) { c.Frames = 4096 }, "need at least 2*(fill 2048 + tx 2048) = 8192"},
+		{"handoff not a power of two", func(c *DatapathConfig) { c.Handoff = 1000 }, "handoff ring size 1000"},
+		{"attach mode", func(c *DatapathConfig) { c.Attach = xdpprog.Mode(7) }, "attach mode 7"},
+		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Validate got %v, want nil", err)
+			case tc.wantErr == "":
+				return
+			case err == nil:
+				t.Fatalf("Validate got nil, want an error containing %q", tc.wantErr)
+			case !errors.Is(err, ErrDatapathConfig):
+				t.Errorf("Validate got %v, want it to wrap ErrDatapathConfig", err)
+			case !strings.Contains(err.Error(), tc.wantErr):
+				t.Errorf("Validate got %q, want it to contain %q", err, tc.wantErr)
+			}
+			if _, nerr := NewDatapath(c); nerr == nil {
+				t.Errorf("NewDatapath accepted a config Validate refuses")
+			}
+		})
+	}
+}
+
+func TestCheckInterfaces(t *testing.T) {
+	for _, tc := range []struct {
+		name, a, b, wantErr string
+	}{
+		{"missing port", "sw-no-such-port", "lo", `port A "sw-no-such-port"`},
+		// lo has an MTU of 65536: no UMEM frame holds that.
+		{"MTU over frame size", "lo", "sw-no-such-port-2", "MTU 65536"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig().withDefaults()
+			c.PortA, c.PortB = tc.a, tc.b
+			_, err := c.checkInterfaces()
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("checkInterfaces got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestSteering: both directions of a flow, and the ICMP errors quoting it,
+// are processed by the same worker (the owner of the flow's shard); frames
+// without a key stay where they arrived.
+func TestSteering(t *testing.T) {
+	c := validConfig()
+	c.Cores, c.Queues = 4, 4
+	c.Table.Seed = 42
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := dp.workers[0]
+	owners := map[int]int{}
+	for sport := uint16(1000); sport < 1200; sport++ {
+		fwd := packettest.UDP4("198.18.0.1", "198.18.0.2", sport, 53, []byte("q"))
+		rev := packettest.UDP4("198.18.0.2", "198.18.0.1", 53, sport, []byte("a"))
+		unreach := packettest.ICMP4Error("198.18.0.2", "198.18.0.1", 3, 3, packettest.Quote(fwd, 64))
+		o := w.owner(fwd)
+		if o < 0 || o >= c.Cores {
+			t.Fatalf("sport %d: owner got %d, want a worker in [0, %d)", sport, o, c.Cores)
+		}
+		if got := w.owner(rev); got != o {
+			t.Errorf("sport %d: reply owner got %d, want %d (the original's)", sport, got, o)
+		}
+		if got := w.owner(unreach); got != o {
+			t.Errorf("sport %d: ICMP error owner got %d, want %d (the quoted flow's)", sport, got, o)
+		}
+		owners[o]++
+	}
+	if len(owners) != c.Cores {
+		t.Errorf("200 flows spread over %d workers (%v), want all %d", len(owners), owners, c.Cores)
+	}
+	arp := make([]byte, 60)
+	arp[12], arp[13] = 0x08, 0x06
+	for i, wk := range dp.workers {
+		if got := wk.owner(arp); got != i {
+			t.Errorf("ARP on worker %d: owner got %d, want %d (stays local)", i, got, i)
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		w.owner(packettest.UDP4("198.18.0.1", "198.18.0.2", 7, 7, nil))
+	}); a > 1 {
+		// The frame builder allocates once; owner must add nothing.
+		t.Errorf("owner allocs got %v, want at most the frame's 1", a)
+	}
+}
+
+func TestCheckConservation(t *testing.T) {
+	base := func() DatapathStats {
+		var s DatapathStats
+		s.Queues = make([]QueueStats, 2)
+		s.Queues[0].Port[PortA] = PortCounters{RX: 10, Forwarded: 7, HandoffFull: 1}
+		s.Queues[0].Port[PortA].Drops[DropRule] = 2
+		s.Queues[1].Port[PortA] = PortCounters{RX: 5, Forwarded: 4, InFlight: 1}
+		s.Queues[0].Socket[PortB].TX = 6
+		s.Queues[1].Socket[PortB].TX = 5
+		s.Queues[0].Port[PortB] = PortCounters{RX: 3, Forwarded: 3}
+		s.Queues[1].Socket[PortA].TX = 3
+		return s
+	}
+	for _, tc := range []struct {
+		name    string
+		mod     func(*DatapathStats)
+		wantErr string
+	}{
+		{"balanced", func(*DatapathStats) {}, ""},
+		{"a frame lost A to B", func(s *DatapathStats) { s.Queues[1].Port[PortA].RX++ }, "direction A->B: 16 frames in, 15 out"},
+		{"an uncounted send on A", func(s *DatapathStats) { s.Queues[0].Socket[PortA].TX++ }, "direction B->A: 3 frames forwarded but 4 submitted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base()
+			tc.mod(&s)
+			err := s.CheckConservation()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckConservation got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("CheckConservation got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
