@@ -9,12 +9,25 @@
 // timestamps in the payload.
 //
 // Traffic: BPF_PROG_RUN in XDP live-frames mode (Generator) on the left
-// host's veth; the frame goes through veth's XDP transmit into the ring of
-// the bridge-side port A. Port A runs threaded NAPI, its thread pinned to
-// the device CPU, so the generator (pinned to its own CPU) only fills the
-// ring and the device's work is done by another core: the offered rate is
-// the generator's, and frames the device cannot take are lost at the ring,
-// as on a NIC.
+// host's veth, pinned to the generator CPU; the frame goes through veth's
+// XDP transmit into the ring of the bridge-side port A, whose NAPI poll
+// runs in the generator's softirq on the same CPU (veth schedules NAPI
+// where the transmit happened). What the device does on port A's receive
+// therefore shares the generator's CPU, and each device is arranged so that
+// its forwarding work runs on the other CPU (DUTCPU):
+//   - kernel bridges: XDP_PASS on port A (veth needs an XDP program for
+//     XDP transmit into it), then RPS steers the skb to DUTCPU, where the
+//     bridge, br_netfilter/conntrack, port B and the sink run; a device
+//     that falls behind loses frames at DUTCPU's backlog;
+//   - statewire: its XDP program and the copy into the AF_XDP ring run on
+//     the generator CPU, its workers on DUTCPU (taskset), its transmit and
+//     the sink there too; it loses frames at its RX ring;
+//   - xdp-redirect: everything stays on the generator CPU (there is no
+//     queue to steer by); it is the ceiling, generator included.
+//
+// Threaded NAPI would move port A's poll to another CPU, but live frames
+// then return their pages to the generator's page pool from a remote CPU
+// and the generator falls below 0.5 Mpps, so it is not used.
 //
 // Counting: only at the Sink, an XDP program on the right host's veth that
 // counts frames carrying the harness's magic and drops them. Nothing is

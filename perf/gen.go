@@ -128,6 +128,10 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 				return fmt.Errorf("perf: pin generator to CPU %d: %w", g.cfg.CPU, err)
 			}
 		}
+		// Thread-directed: on Linux PRIO_PROCESS with 0 is this thread.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, Nice); err != nil {
+			return fmt.Errorf("perf: renice generator: %w", err)
+		}
 		opts := ebpf.RunOptions{
 			Data:    g.frame,
 			Flags:   bpfFTestXDPLiveFrames,

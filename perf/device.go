@@ -1,0 +1,352 @@
+package perf
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/statewire/statewire/lab"
+	"golang.org/x/sys/unix"
+)
+
+// Device names, as given to --devices and used in reports.
+const (
+	Statewire       = "statewire"
+	KernelBridge    = "kernel-bridge"
+	KernelBridgeCT  = "kernel-bridge-ct"
+	XDPRedirect     = "xdp-redirect"
+	generatorDevice = "null" // the generator calibration: sink on port A itself
+)
+
+// AllDevices is the default device list, in report order.
+var AllDevices = []string{Statewire, KernelBridge, KernelBridgeCT, XDPRedirect}
+
+// Nice is the nice value of every thread of the harness that does the
+// measured work: the generator, the devices' NAPI threads and statewire.
+// On a shared machine it keeps other processes from deciding the figures.
+const Nice = -20
+
+// StatewireRules is the iptables-save rule set statewire gets unless
+// --statewire-args names its own --rules: the same policy as
+// lab.DefaultRuleset (new connections from port A only, replies and
+// related traffic both ways). {PortA} is replaced by the port name.
+const StatewireRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i {PortA} -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+`
+
+// device is one device under test in its own lab.
+type device struct {
+	name  string
+	lab   *lab.Lab
+	sink  *Sink
+	links []link.Link
+	progs []*ebpf.Program
+	cmd   *exec.Cmd
+	out   *bytes.Buffer // statewire's stdout+stderr
+	dir   string        // temporary files (statewire rules)
+	// steered is set once port A's RPS points at the device CPU.
+	steered bool
+}
+
+// newDevice builds the lab for name and attaches what the device needs.
+// statewire is started (then stopped with SIGSTOP until its first trial).
+func newDevice(ctx context.Context, name string, o *Options) (_ *device, err error) {
+	d := &device{name: name}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	lo := lab.Options{Bare: true, Queues: o.Queues}
+	switch name {
+	case KernelBridge:
+		lo.Mode = lab.KernelBridge
+	case KernelBridgeCT:
+		lo.Mode = lab.KernelBridgeConntrack
+	case Statewire, XDPRedirect, generatorDevice:
+		lo.Mode = lab.None
+	default:
+		return nil, fmt.Errorf("perf: unknown device %q (want one of %s)", name, strings.Join(AllDevices, ", "))
+	}
+	if d.lab, err = lab.New(ctx, lo); err != nil {
+		return nil, err
+	}
+	l := d.lab
+	sinkNS, sinkIf := l.RightNS, l.RightIf
+	if name == generatorDevice {
+		sinkNS, sinkIf = l.BridgeNS, l.PortA
+	}
+	if d.sink, err = AttachSink(sinkNS, sinkIf, o.Latency); err != nil {
+		return nil, err
+	}
+	switch name {
+	case KernelBridge, KernelBridgeCT:
+		// XDP_PASS on port A enables its NAPI, which the generator's
+		// XDP transmit into the veth needs; frames then take the normal
+		// stack path into the bridge.
+		if err := d.attach(passProgram, l.PortA); err != nil {
+			return nil, err
+		}
+	case XDPRedirect:
+		var ia, ib int
+		if err := lab.Do(l.BridgeNS, func() error {
+			var err error
+			if ia, err = ifindexOf(l.PortA); err != nil {
+				return err
+			}
+			ib, err = ifindexOf(l.PortB)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if err := d.attach(func() (*ebpf.Program, error) { return redirectProgram(ib) }, l.PortA); err != nil {
+			return nil, err
+		}
+		if err := d.attach(func() (*ebpf.Program, error) { return redirectProgram(ia) }, l.PortB); err != nil {
+			return nil, err
+		}
+	case Statewire:
+		if err := d.startStatewire(o); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func ifindexOf(name string) (int, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return ifc.Index, nil
+}
+
+func (d *device) attach(mk func() (*ebpf.Program, error), ifname string) error {
+	p, err := mk()
+	if err != nil {
+		return err
+	}
+	d.progs = append(d.progs, p)
+	lk, err := attachXDP(d.lab.BridgeNS, ifname, p)
+	if err != nil {
+		return err
+	}
+	d.links = append(d.links, lk)
+	return nil
+}
+
+// startStatewire runs `ip netns exec BRIDGE [taskset -c CPUS] statewire run
+// --port-a A --port-b B [--rules FILE] ARGS...`.
+func (d *device) startStatewire(o *Options) error {
+	bin := o.Statewire
+	if bin == "" {
+		return errors.New("perf: no statewire binary (Options.Statewire)")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("perf: statewire binary: %w", err)
+	}
+	l := d.lab
+	args := []string{"run", "--port-a", l.PortA, "--port-b", l.PortB}
+	if !hasFlag(o.StatewireArgs, "rules") {
+		dir, err := os.MkdirTemp("", "swperf")
+		if err != nil {
+			return err
+		}
+		d.dir = dir
+		f := filepath.Join(dir, "rules.v4")
+		rs := strings.ReplaceAll(StatewireRules, "{PortA}", l.PortA)
+		if err := os.WriteFile(f, []byte(rs), 0o644); err != nil {
+			return err
+		}
+		args = append(args, "--rules", f)
+	}
+	args = append(args, o.StatewireArgs...)
+	argv := []string{"netns", "exec", l.BridgeNS, "nice", "-n", strconv.Itoa(Nice)}
+	if o.StatewireCPUs != "" {
+		argv = append(argv, "taskset", "-c", o.StatewireCPUs)
+	}
+	argv = append(argv, bin)
+	argv = append(argv, args...)
+	d.cmd = exec.Command("ip", argv...)
+	d.out = &bytes.Buffer{}
+	d.cmd.Stdout = d.out
+	d.cmd.Stderr = d.out
+	// Own process group, so SIGSTOP/SIGCONT reach statewire behind ip
+	// netns exec and taskset (both exec, so it is one process anyway).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("perf: start statewire: %w", err)
+	}
+	return nil
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// exited reports whether statewire is gone, with its output.
+func (d *device) exited() error {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return nil
+	}
+	var ws unix.WaitStatus
+	pid, err := unix.Wait4(d.cmd.Process.Pid, &ws, unix.WNOHANG, nil)
+	if err != nil || pid == 0 {
+		return nil
+	}
+	d.cmd.Process = nil
+	return fmt.Errorf("perf: statewire exited (%v): %s", exitString(ws), tail(d.out.String(), 800))
+}
+
+func exitString(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return "status " + strconv.Itoa(ws.ExitStatus())
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// pause stops statewire between its trials so that its busy workers do not
+// take CPU from the other devices' trials; resume continues it.
+func (d *device) pause() {
+	if d.cmd != nil && d.cmd.Process != nil {
+		_ = unix.Kill(-d.cmd.Process.Pid, unix.SIGSTOP)
+	}
+}
+
+func (d *device) resume() error {
+	if d.cmd == nil {
+		return nil
+	}
+	if d.cmd.Process == nil {
+		return fmt.Errorf("perf: statewire is not running: %s", tail(d.out.String(), 800))
+	}
+	_ = unix.Kill(-d.cmd.Process.Pid, unix.SIGCONT)
+	return d.exited()
+}
+
+// steer sends port A's received skbs to cpu with RPS (kernel devices only:
+// XDP devices never build an skb on port A). The generator's CPU then only
+// generates and takes the frame off the veth ring; the bridge, conntrack,
+// port B and the sink run on the device CPU, and frames the device cannot
+// take are dropped at that CPU's backlog, as on a NIC with RSS.
+func (d *device) steer(cpu int) error {
+	if d.steered || cpu < 0 || (d.name != KernelBridge && d.name != KernelBridgeCT) {
+		return nil
+	}
+	l := d.lab
+	mask := fmt.Sprintf("%x", uint64(1)<<uint(cpu))
+	if _, err := l.Run(context.Background(), l.BridgeNS, "sh", "-c",
+		"for q in /sys/class/net/"+l.PortA+"/queues/rx-*; do echo "+mask+" > $q/rps_cpus; done"); err != nil {
+		return fmt.Errorf("perf: RPS on %s: %w", l.PortA, err)
+	}
+	d.steered = true
+	return nil
+}
+
+// reniceKsoftirqd sets the nice value of ksoftirqd on each cpu and returns
+// a function restoring the old values. Softirq work that overflows its time
+// slice moves to ksoftirqd; at nice 0 on a shared machine it would get a
+// fraction of the CPU and the figures would measure the neighbours.
+func reniceKsoftirqd(cpus []int, nice int) (restore func(), err error) {
+	type old struct{ pid, nice int }
+	var olds []old
+	restore = func() {
+		for _, o := range olds {
+			_ = unix.Setpriority(unix.PRIO_PROCESS, o.pid, o.nice)
+		}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return restore, err
+	}
+	want := map[string]bool{}
+	for _, c := range cpus {
+		if c >= 0 {
+			want["ksoftirqd/"+strconv.Itoa(c)] = true
+		}
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || !want[strings.TrimSpace(string(b))] {
+			continue
+		}
+		// getpriority returns 20-nice.
+		p, err := unix.Getpriority(unix.PRIO_PROCESS, pid)
+		if err != nil {
+			return restore, err
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, pid, nice); err != nil {
+			return restore, fmt.Errorf("perf: renice ksoftirqd pid %d: %w", pid, err)
+		}
+		olds = append(olds, old{pid, 20 - p})
+	}
+	return restore, nil
+}
+
+// close stops statewire and removes everything the device made.
+func (d *device) close() error {
+	var errs []error
+	if d.cmd != nil && d.cmd.Process != nil {
+		pid := d.cmd.Process.Pid
+		_ = unix.Kill(-pid, unix.SIGCONT)
+		_ = unix.Kill(-pid, unix.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = unix.Kill(-pid, unix.SIGKILL)
+			<-done
+		}
+	}
+	if d.sink != nil {
+		errs = append(errs, d.sink.Close())
+	}
+	for _, lk := range d.links {
+		errs = append(errs, lk.Close())
+	}
+	for _, p := range d.progs {
+		errs = append(errs, p.Close())
+	}
+	if d.lab != nil {
+		errs = append(errs, d.lab.Close())
+	}
+	if d.dir != "" {
+		errs = append(errs, os.RemoveAll(d.dir))
+	}
+	return errors.Join(errs...)
+}

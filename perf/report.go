@@ -1,0 +1,242 @@
+package perf
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"slices"
+	"strings"
+)
+
+// WriteTable prints the comparison: one row per frame size, flow count and
+// device, with Mpps and the ratios to the kernel devices.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
+	sizes := r.sizes()
+	for _, s := range sizes {
+		fmt.Fprintf(&b, "generator ceiling %dB: %.3f Mpps (sink on port A, no device)\n", s, r.GeneratorPPS[s]/1e6)
+	}
+	fmt.Fprintf(&b, "\n%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s\n",
+		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct")
+	fmt.Fprintf(&b, "%5s %7s  %-17s %8s %8s %8s %8s %8s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR")
+	for _, x := range r.Results {
+		ndr, pdr := "-", "-"
+		if x.Searched {
+			ndr, pdr = mpps(x.NDR.Delivered), mpps(x.PDR.Delivered)
+		}
+		ns := "-"
+		if x.NDR.DUTCPUNsPerPkt > 0 {
+			ns = fmt.Sprintf("%.0f", x.NDR.DUTCPUNsPerPkt)
+		}
+		fmt.Fprintf(&b, "%5d %7d  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s",
+			x.FrameSize, x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
+			r.ratio(x, KernelBridge, false), r.ratio(x, KernelBridgeCT, false),
+			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true))
+		if x.Error != "" {
+			fmt.Fprintf(&b, "  error: %s", firstLine(x.Error))
+		}
+		b.WriteByte('\n')
+		for _, l := range x.Latency {
+			fmt.Fprintf(&b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples)\n",
+				"", "", l.Load*100, l.RatePPS/1e6, l.P50us, l.P99us, l.P999us, l.Samples)
+		}
+	}
+	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {
+		fmt.Fprintf(&b, "%s: not measured: %s\n", name, firstLine(r.Errors[name]))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func mapsKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func mpps(pps float64) string { return fmt.Sprintf("%.3f", pps/1e6) }
+
+// ratio is x's rate over the kernel device's at the same size and flows.
+func (r *Report) ratio(x Result, kernel string, ndr bool) string {
+	k := r.Result(kernel, x.FrameSize, x.Flows)
+	if k == nil {
+		return "-"
+	}
+	a, b := x.Throughput.Delivered, k.Throughput.Delivered
+	if ndr {
+		if !x.Searched || !k.Searched {
+			return "-"
+		}
+		a, b = x.NDR.Delivered, k.NDR.Delivered
+	}
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+func (r *Report) sizes() []int {
+	var s []int
+	for _, x := range r.Results {
+		if !slices.Contains(s, x.FrameSize) {
+			s = append(s, x.FrameSize)
+		}
+	}
+	return s
+}
+
+func (r *Report) flows() []int {
+	var s []int
+	for _, x := range r.Results {
+		if !slices.Contains(s, x.Flows) {
+			s = append(s, x.Flows)
+		}
+	}
+	return s
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// deviceColors are the bar colours, in AllDevices order.
+var deviceColors = map[string]string{
+	Statewire:      "#d9534f",
+	KernelBridge:   "#5bc0de",
+	KernelBridgeCT: "#337ab7",
+	XDPRedirect:    "#5cb85c",
+}
+
+// WriteSVG draws two grouped bar charts: throughput by frame size (at the
+// first flow count) and by flow count (at the first frame size), one bar
+// per device; a black tick on a bar marks its NDR.
+func (r *Report) WriteSVG(w io.Writer) error {
+	const width, height, panelH = 900, 760, 330
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="15" text-anchor="middle">statewire perf, %s, kernel %s, %d CPUs (bars: Mpps at full offered load; tick: NDR)</text>`+"\n",
+		width/2, r.Date.Format("2006-01-02"), html.EscapeString(r.Kernel), r.CPUs)
+	sizes, flows := r.sizes(), r.flows()
+	if len(sizes) > 0 && len(flows) > 0 {
+		var g1, g2 []group
+		for _, s := range sizes {
+			g1 = append(g1, r.group(fmt.Sprintf("%d B", s), s, flows[0]))
+		}
+		for _, f := range flows {
+			g2 = append(g2, r.group(fmt.Sprintf("%d flows", f), sizes[0], f))
+		}
+		panel(&b, 40, panelH, width, fmt.Sprintf("by frame size (%d flows)", flows[0]), g1, r.Devices)
+		panel(&b, 40+panelH+40, panelH, width, fmt.Sprintf("by flow count (%d B frames)", sizes[0]), g2, r.Devices)
+	}
+	// legend
+	x := 70
+	for _, d := range r.Devices {
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
+			x, height-22, deviceColors[d], x+16, height-12, html.EscapeString(d))
+		x += 30 + 8*len(d)
+	}
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+type bar struct {
+	device   string
+	thr, ndr float64
+}
+
+type group struct {
+	label string
+	bars  []bar
+}
+
+func (r *Report) group(label string, size, flows int) group {
+	g := group{label: label}
+	for _, d := range r.Devices {
+		x := r.Result(d, size, flows)
+		if x == nil {
+			continue
+		}
+		br := bar{device: d, thr: x.Throughput.Delivered / 1e6}
+		if x.Searched {
+			br.ndr = x.NDR.Delivered / 1e6
+		}
+		g.bars = append(g.bars, br)
+	}
+	return g
+}
+
+func panel(b *strings.Builder, top, h, width int, title string, groups []group, devices []string) {
+	const left, right = 70, 20
+	plotTop, plotH := top+25, h-60
+	maxV := 0.0
+	for _, g := range groups {
+		for _, br := range g.bars {
+			maxV = math.Max(maxV, math.Max(br.thr, br.ndr))
+		}
+	}
+	maxV = niceCeil(maxV)
+	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="13" font-weight="bold">%s</text>`+"\n", left, top+12, html.EscapeString(title))
+	plotW := width - left - right
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		y := plotTop + plotH - int(float64(plotH)*float64(i)/4)
+		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ddd"/><text x="%d" y="%d" text-anchor="end">%.2f</text>`+"\n",
+			left, y, left+plotW, y, left-5, y+4, v)
+	}
+	fmt.Fprintf(b, `<text x="15" y="%d" transform="rotate(-90 15 %d)" text-anchor="middle">Mpps</text>`+"\n", plotTop+plotH/2, plotTop+plotH/2)
+	if len(groups) == 0 || maxV <= 0 {
+		return
+	}
+	gw := plotW / len(groups)
+	bw := (gw - 30) / max(1, len(devices))
+	for gi, g := range groups {
+		gx := left + gi*gw + 15
+		for _, br := range g.bars {
+			di := slices.Index(devices, br.device)
+			x := gx + di*bw
+			bh := int(float64(plotH) * br.thr / maxV)
+			fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s %s: %.3f Mpps, NDR %.3f</title></rect>`+"\n",
+				x, plotTop+plotH-bh, bw-4, bh, deviceColors[br.device], html.EscapeString(br.device), html.EscapeString(g.label), br.thr, br.ndr)
+			fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="10">%.2f</text>`+"\n", x+(bw-4)/2, plotTop+plotH-bh-3, br.thr)
+			if br.ndr > 0 {
+				ny := plotTop + plotH - int(float64(plotH)*br.ndr/maxV)
+				fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-width="3"/>`+"\n", x, ny, x+bw-4, ny)
+			}
+		}
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", gx+(gw-30)/2, plotTop+plotH+16, html.EscapeString(g.label))
+	}
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, plotTop+plotH, left+plotW, plotTop+plotH)
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}

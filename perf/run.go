@@ -1,0 +1,583 @@
+package perf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/statewire/statewire/lab"
+)
+
+// Options configure Run.
+type Options struct {
+	// Devices to compare (default AllDevices).
+	Devices []string
+	// FrameSizes in bytes including FCS (64, 512, 1518).
+	FrameSizes []int
+	// Flows are the flow counts (1, 1000, 100000, ...).
+	Flows []int
+	// Trial is the length of one trial.
+	Trial time.Duration
+	// NDRSteps and PDRSteps are the binary-search iterations (0: no search,
+	// throughput at the generator's full rate only).
+	NDRSteps, PDRSteps int
+	// PDRLoss is the loss ratio PDR tolerates (0.005).
+	PDRLoss float64
+	// Latency measures latency percentiles at LatencyLoads of NDR.
+	Latency bool
+	// LatencyLoads are the fractions of NDR for latency (0.1, 0.5, 0.9).
+	LatencyLoads []float64
+	// Statewire is the statewire binary; StatewireArgs are passed to
+	// `statewire run` after --port-a/--port-b (and --rules, unless given).
+	Statewire     string
+	StatewireArgs []string
+	// StatewireCPUs is the taskset CPU list for statewire ("" leaves it
+	// unpinned).
+	StatewireCPUs string
+	// GenCPU is the generator's CPU; DUTCPU the CPU the kernel devices'
+	// port A steers its packets to with RPS (-1: no pinning, no RPS).
+	GenCPU, DUTCPU int
+	// Inline leaves the kernel devices' work on the generator CPU (no RPS):
+	// they then pace the generator and never lose a frame, and their
+	// "throughput" is what one CPU does generating and forwarding.
+	Inline bool
+	// Queues is the veth queue count.
+	Queues int
+	// ReadyTimeout bounds the wait for statewire to forward its first frame.
+	ReadyTimeout time.Duration
+	// Progress receives one line per trial (nil: silent).
+	Progress io.Writer
+}
+
+// QuickOptions is the one-minute comparison.
+func QuickOptions() Options {
+	return Options{
+		Devices:    AllDevices,
+		FrameSizes: []int{64, 1518},
+		Flows:      []int{1, 1000},
+		Trial:      200 * time.Millisecond,
+		NDRSteps:   4, PDRSteps: 3,
+		PDRLoss: 0.005,
+		GenCPU:  0, DUTCPU: 1, StatewireCPUs: "1",
+		ReadyTimeout: 15 * time.Second,
+		LatencyLoads: []float64{0.1, 0.5, 0.9},
+	}
+}
+
+// FullOptions is the standard set for RESULTS.md.
+func FullOptions() Options {
+	o := QuickOptions()
+	o.FrameSizes = []int{64, 512, 1518}
+	o.Flows = []int{1, 1000, 100000}
+	o.Trial = time.Second
+	o.NDRSteps, o.PDRSteps = 7, 5
+	o.Latency = true
+	return o
+}
+
+// Trial is one measurement: the target rate, what the generator offered
+// and what the sink counted.
+type Trial struct {
+	// Target is the rate asked of the generator (0: as fast as it can), pps.
+	Target float64 `json:"target_pps"`
+	// Offered is what the generator sent per second.
+	Offered float64 `json:"offered_pps"`
+	// Delivered is what the sink counted per second.
+	Delivered float64 `json:"delivered_pps"`
+	Sent      uint64  `json:"sent"`
+	Received  uint64  `json:"received"`
+	// Loss is 1 - received/sent.
+	Loss float64 `json:"loss"`
+	// DUTCPUNsPerPkt is busy time of the device CPU per delivered packet
+	// (/proc/stat, all processes on that CPU); UserShare its user part.
+	DUTCPUNsPerPkt float64 `json:"dut_cpu_ns_per_pkt"`
+	UserShare      float64 `json:"dut_cpu_user_share"`
+	// SoftirqShare is the softirq+system part of the device CPU's busy time.
+	SoftirqShare float64 `json:"dut_cpu_kernel_share"`
+}
+
+// Latency is one latency point.
+type Latency struct {
+	Load    float64 `json:"load_of_ndr"`
+	RatePPS float64 `json:"rate_pps"`
+	Samples uint64  `json:"samples"`
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
+	P999us  float64 `json:"p99_9_us"`
+}
+
+// Result is one device at one frame size and flow count.
+type Result struct {
+	Device    string `json:"device"`
+	FrameSize int    `json:"frame_size"`
+	Flows     int    `json:"flows"`
+	// Throughput is the trial at the generator's full rate.
+	Throughput Trial `json:"throughput"`
+	// NDR and PDR are the best passing trials (zero when none passed or
+	// not searched).
+	NDR       Trial     `json:"ndr"`
+	PDR       Trial     `json:"pdr"`
+	Searched  bool      `json:"searched"`
+	Latency   []Latency `json:"latency,omitempty"`
+	Trials    []Trial   `json:"trials"`
+	Error     string    `json:"error,omitempty"`
+	GenLimits int       `json:"generator_limited_trials"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Date    time.Time `json:"date"`
+	Host    string    `json:"host"`
+	Kernel  string    `json:"kernel"`
+	CPUs    int       `json:"cpus"`
+	Command string    `json:"command"`
+	Devices []string  `json:"devices"`
+	// GeneratorPPS is the generator's rate into a sink on port A itself
+	// (no device), per frame size: the offered-load ceiling.
+	GeneratorPPS map[int]float64 `json:"generator_pps"`
+	Results      []Result        `json:"results"`
+	// Errors are devices that could not be measured, with the reason.
+	Errors map[string]string `json:"errors,omitempty"`
+	// TrialSeconds is the trial length.
+	TrialSeconds float64 `json:"trial_seconds"`
+}
+
+// Result returns the result of device at size and flows, or nil.
+func (r *Report) Result(device string, size, flows int) *Result {
+	for i := range r.Results {
+		x := &r.Results[i]
+		if x.Device == device && x.FrameSize == size && x.Flows == flows {
+			return x
+		}
+	}
+	return nil
+}
+
+type runner struct {
+	o       Options
+	devs    []*device
+	rep     *Report
+	n       int
+	settle  time.Duration
+	clkTck  float64
+	nullDev *device
+}
+
+// Run measures every device in o at every frame size and flow count,
+// interleaving the devices trial by trial, and returns the report. A device
+// that cannot be set up (statewire binary missing, datapath failing) is
+// recorded in Report.Errors and the others are still measured.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if len(o.Devices) == 0 {
+		o.Devices = AllDevices
+	}
+	if o.PDRLoss == 0 {
+		o.PDRLoss = 0.005
+	}
+	if o.Trial <= 0 {
+		return nil, errors.New("perf: Trial must be positive")
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 15 * time.Second
+	}
+	if len(o.FrameSizes) == 0 || len(o.Flows) == 0 {
+		return nil, errors.New("perf: need at least one frame size and one flow count")
+	}
+	host, _ := os.Hostname()
+	rep := &Report{
+		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
+		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
+		TrialSeconds: o.Trial.Seconds(),
+	}
+	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
+	if _, err := lab.RemoveStale(); err != nil {
+		r.logf("perf: removing stale labs: %v", err)
+	}
+	defer r.closeAll()
+	if restore, err := reniceKsoftirqd([]int{o.GenCPU, o.DUTCPU}, Nice); err != nil {
+		r.logf("perf: %v", err)
+	} else {
+		defer restore()
+	}
+	var err error
+	if r.nullDev, err = newDevice(ctx, generatorDevice, &o); err != nil {
+		return nil, fmt.Errorf("perf: generator calibration lab: %w", err)
+	}
+	for _, name := range o.Devices {
+		if slices.ContainsFunc(r.devs, func(d *device) bool { return d.name == name }) {
+			continue
+		}
+		d, err := newDevice(ctx, name, &o)
+		if err != nil {
+			rep.Errors[name] = err.Error()
+			r.logf("%s: not measured: %v", name, err)
+			continue
+		}
+		d.pause()
+		r.devs = append(r.devs, d)
+		rep.Devices = append(rep.Devices, name)
+	}
+	if len(r.devs) == 0 {
+		return rep, errors.New("perf: no device could be set up")
+	}
+	for _, size := range o.FrameSizes {
+		for _, flows := range o.Flows {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			if err := r.config(ctx, size, flows); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}
+
+func kernelRelease() string {
+	var u [65]byte
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return string(u[:0])
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (r *runner) logf(format string, args ...any) {
+	if r.o.Progress != nil {
+		fmt.Fprintf(r.o.Progress, format+"\n", args...)
+	}
+}
+
+func (r *runner) closeAll() {
+	for _, d := range r.devs {
+		if err := d.close(); err != nil {
+			r.logf("perf: close %s: %v", d.name, err)
+		}
+	}
+	if r.nullDev != nil {
+		if err := r.nullDev.close(); err != nil {
+			r.logf("perf: close generator lab: %v", err)
+		}
+	}
+}
+
+func (r *runner) genFor(d *device, size, flows int, stamp bool) (*Generator, error) {
+	l := d.lab
+	return NewGenerator(GenConfig{
+		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
+		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU,
+	})
+}
+
+// active is a device in the current configuration.
+type active struct {
+	d   *device
+	g   *Generator
+	res *Result
+	err error
+}
+
+// config measures every device at one frame size and flow count.
+func (r *runner) config(ctx context.Context, size, flows int) error {
+	o := r.o
+	// Generator ceiling, once per frame size.
+	if _, ok := r.rep.GeneratorPPS[size]; !ok {
+		g, err := r.genFor(r.nullDev, size, flows, false)
+		if err != nil {
+			return err
+		}
+		t, err := r.trial(r.nullDev, g, 0)
+		g.Close()
+		if err != nil {
+			return err
+		}
+		r.rep.GeneratorPPS[size] = t.Delivered
+		r.logf("generator %dB: %.3f Mpps offered, %.3f Mpps counted at port A", size, t.Offered/1e6, t.Delivered/1e6)
+	}
+	var as []*active
+	defer func() {
+		for _, a := range as {
+			if a.g != nil {
+				a.g.Close()
+			}
+			if a.err != nil {
+				a.res.Error = a.err.Error()
+			}
+			r.rep.Results = append(r.rep.Results, *a.res)
+		}
+	}()
+	for _, d := range r.devs {
+		a := &active{d: d, res: &Result{Device: d.name, FrameSize: size, Flows: flows}}
+		as = append(as, a)
+		if a.g, a.err = r.genFor(d, size, flows, false); a.err != nil {
+			continue
+		}
+		a.err = r.warm(ctx, a, flows)
+	}
+	ok := func(a *active) bool { return a.err == nil && ctx.Err() == nil }
+	// Throughput at the generator's full rate.
+	for _, a := range as {
+		if !ok(a) {
+			continue
+		}
+		t, err := r.trial(a.d, a.g, 0)
+		if err != nil {
+			a.err = err
+			continue
+		}
+		a.res.Throughput = t
+		r.record(a, t, "throughput")
+	}
+	// NDR then PDR: every device takes one trial per step, in turn.
+	for _, phase := range []struct {
+		name  string
+		steps int
+		loss  float64
+		best  func(*Result) *Trial
+	}{
+		{"NDR", o.NDRSteps, 0, func(x *Result) *Trial { return &x.NDR }},
+		{"PDR", o.PDRSteps, o.PDRLoss, func(x *Result) *Trial { return &x.PDR }},
+	} {
+		if phase.steps <= 0 {
+			continue
+		}
+		type bounds struct{ lo, hi float64 }
+		b := make([]bounds, len(as))
+		for i, a := range as {
+			hi := min(a.res.Throughput.Offered, 1.5*a.res.Throughput.Delivered)
+			lo := 0.0
+			if phase.name == "PDR" && a.res.NDR.Delivered > 0 {
+				lo = a.res.NDR.Target
+				*phase.best(a.res) = a.res.NDR
+			}
+			b[i] = bounds{lo, hi}
+			a.res.Searched = true
+		}
+		for step := 0; step < phase.steps; step++ {
+			for i, a := range as {
+				if !ok(a) || b[i].hi <= 0 {
+					continue
+				}
+				rate := (b[i].lo + b[i].hi) / 2
+				t, err := r.trial(a.d, a.g, rate)
+				if err != nil {
+					a.err = err
+					continue
+				}
+				r.record(a, t, fmt.Sprintf("%s %d/%d", phase.name, step+1, phase.steps))
+				if t.Loss <= phase.loss {
+					b[i].lo = rate
+					if best := phase.best(a.res); t.Delivered > best.Delivered {
+						*best = t
+					}
+				} else {
+					b[i].hi = rate
+				}
+			}
+		}
+	}
+	if o.Latency {
+		r.latency(ctx, as, size, flows)
+	}
+	return nil
+}
+
+// latency runs stamped trials at fractions of each device's NDR.
+func (r *runner) latency(ctx context.Context, as []*active, size, flows int) {
+	for _, load := range r.o.LatencyLoads {
+		for _, a := range as {
+			if a.err != nil || ctx.Err() != nil || a.res.NDR.Delivered <= 0 || a.d.sink.hist == nil {
+				continue
+			}
+			g, err := r.genFor(a.d, size, flows, true)
+			if err != nil {
+				a.err = err
+				continue
+			}
+			rate := load * a.res.NDR.Target
+			if _, err := a.d.sink.Hist(); err != nil { // clear
+				a.err = err
+				g.Close()
+				continue
+			}
+			t, err := r.trial(a.d, g, rate)
+			g.Close()
+			if err != nil {
+				a.err = err
+				continue
+			}
+			h, err := a.d.sink.Hist()
+			if err != nil {
+				a.err = err
+				continue
+			}
+			lat := Latency{Load: load, RatePPS: t.Offered}
+			lat.Samples, lat.P50us, lat.P99us, lat.P999us = percentiles(h)
+			a.res.Latency = append(a.res.Latency, lat)
+			r.record(a, t, fmt.Sprintf("latency %.0f%% NDR: p50 %.0fus p99 %.0fus p99.9 %.0fus", load*100, lat.P50us, lat.P99us, lat.P999us))
+		}
+	}
+}
+
+// percentiles returns the sample count and p50, p99, p99.9 in µs (upper
+// bucket edges) of a 1 µs histogram.
+func percentiles(h []uint64) (n uint64, p50, p99, p999 float64) {
+	for _, c := range h {
+		n += c
+	}
+	if n == 0 {
+		return 0, 0, 0, 0
+	}
+	q := func(f float64) float64 {
+		want := uint64(f*float64(n) + 0.5)
+		if want == 0 {
+			want = 1
+		}
+		var acc uint64
+		for i, c := range h {
+			acc += c
+			if acc >= want {
+				return float64(i + 1)
+			}
+		}
+		return float64(len(h))
+	}
+	return n, q(0.5), q(0.99), q(0.999)
+}
+
+func (r *runner) record(a *active, t Trial, what string) {
+	a.res.Trials = append(a.res.Trials, t)
+	limited := ""
+	if t.Target > 0 && t.Offered < 0.97*t.Target {
+		a.res.GenLimits++
+		limited = " (generator below target)"
+	}
+	r.n++
+	r.logf("[%3d] %4dB %7d flows %-17s %-12s offered %7.3f Mpps delivered %7.3f Mpps loss %6.2f%%%s",
+		r.n, a.res.FrameSize, a.res.Flows, a.d.name, what, t.Offered/1e6, t.Delivered/1e6, t.Loss*100, limited)
+}
+
+// warm makes the device ready and its flows known: for statewire it waits
+// until the first frames arrive at the sink; then every flow is sent twice
+// at a moderate rate so the conntrack devices have their entries.
+func (r *runner) warm(ctx context.Context, a *active, flows int) error {
+	d := a.d
+	if err := d.resume(); err != nil {
+		return err
+	}
+	defer d.pause()
+	if d.cmd != nil {
+		deadline := time.Now().Add(r.o.ReadyTimeout)
+		for {
+			if err := d.exited(); err != nil {
+				return err
+			}
+			c0, err := d.sink.Count()
+			if err != nil {
+				return err
+			}
+			if _, _, err := a.g.Send(100e3, 50*time.Millisecond); err != nil {
+				return err
+			}
+			time.Sleep(r.settle)
+			c1, err := d.sink.Count()
+			if err != nil {
+				return err
+			}
+			if c1 > c0 {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("perf: statewire forwarded nothing within %v: %s", r.o.ReadyTimeout, tail(d.out.String(), 800))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !r.o.Inline {
+		if err := d.steer(r.o.DUTCPU); err != nil {
+			return err
+		}
+	}
+	const warmRate = 200e3
+	dur := time.Duration(float64(2*flows) / warmRate * float64(time.Second))
+	dur = max(dur, 100*time.Millisecond)
+	_, _, err := a.g.Send(warmRate, dur)
+	time.Sleep(r.settle)
+	return err
+}
+
+// trial runs one trial of the device at rate (0: full rate).
+func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
+	if err := d.resume(); err != nil {
+		return Trial{}, err
+	}
+	defer d.pause()
+	c0, err := d.sink.Count()
+	if err != nil {
+		return Trial{}, err
+	}
+	s0, _ := readCPUStat(r.o.DUTCPU)
+	sent, el, err := g.Send(rate, r.o.Trial)
+	if err != nil {
+		return Trial{}, err
+	}
+	time.Sleep(r.settle)
+	c1, err := d.sink.Count()
+	if err != nil {
+		return Trial{}, err
+	}
+	s1, _ := readCPUStat(r.o.DUTCPU)
+	rx := c1 - c0
+	t := Trial{Target: rate, Sent: sent, Received: rx}
+	if sec := el.Seconds(); sec > 0 {
+		t.Offered = float64(sent) / sec
+		t.Delivered = float64(rx) / sec
+	}
+	if sent > 0 && rx < sent {
+		t.Loss = 1 - float64(rx)/float64(sent)
+	}
+	if busy := s1.busy() - s0.busy(); busy > 0 && rx > 0 {
+		t.DUTCPUNsPerPkt = float64(busy) / r.clkTck * 1e9 / float64(rx)
+		t.UserShare = float64(s1.user-s0.user) / float64(busy)
+		t.SoftirqShare = float64((s1.system+s1.irq+s1.softirq)-(s0.system+s0.irq+s0.softirq)) / float64(busy)
+	}
+	return t, nil
+}
+
+// cpuStat is one line of /proc/stat, in USER_HZ ticks.
+type cpuStat struct {
+	user, nice, system, idle, iowait, irq, softirq, steal uint64
+}
+
+func (s cpuStat) busy() uint64 { return s.user + s.nice + s.system + s.irq + s.softirq + s.steal }
+
+// readCPUStat reads the line of cpu (or the total line for cpu < 0).
+func readCPUStat(cpu int) (cpuStat, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuStat{}, err
+	}
+	want := "cpu "
+	if cpu >= 0 {
+		want = "cpu" + strconv.Itoa(cpu) + " "
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, want) {
+			continue
+		}
+		f := strings.Fields(line)[1:]
+		var v [8]uint64
+		for i := 0; i < len(v) && i < len(f); i++ {
+			v[i], _ = strconv.ParseUint(f[i], 10, 64)
+		}
+		return cpuStat{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}, nil
+	}
+	return cpuStat{}, fmt.Errorf("perf: no %q line in /proc/stat", strings.TrimSpace(want))
+}
