@@ -71,7 +71,7 @@ func (pl *Pipeline) inspect(e *flowtable.Entry, frame []byte, p *packet.Packet, 
 		err := pl.table.Expect.Add(flowtable.Expect{
 			Dst: x.Dst, Src: x.Src, Expires: now + x.Timeout, Master: ref,
 			DstPort: x.DstPort, SrcPort: x.SrcPort, VLAN: p.VLAN,
-			L3: x.L3, Proto: x.Proto, SrcMask: !x.SrcAny, Helper: uint8(x.Helper),
+			L3: x.L3, Proto: x.Proto, SrcMask: !x.SrcAny, HelperID: uint8(x.Helper),
 		}, max)
 		if err == nil {
 			pl.stats.ExpectCreate++

@@ -168,9 +168,9 @@ func ExpectLine(x *flowtable.Expect, now int64) string {
 	b.WriteString(strconv.Itoa(int(x.SrcPort)))
 	b.WriteString(" dport=")
 	b.WriteString(strconv.Itoa(int(x.DstPort)))
-	if x.Helper != 0 {
+	if x.HelperID != 0 {
 		b.WriteByte(' ')
-		b.WriteString(helpers.ID(x.Helper).String())
+		b.WriteString(helpers.ID(x.HelperID).String())
 	}
 	return b.String()
 }
