@@ -73,10 +73,13 @@ func (pl *Pipeline) inspect(e *flowtable.Entry, frame []byte, p *packet.Packet, 
 			DstPort: x.DstPort, SrcPort: x.SrcPort, VLAN: p.VLAN,
 			L3: x.L3, Proto: x.Proto, SrcMask: !x.SrcAny, HelperID: uint8(x.Helper),
 		}, max)
-		if err == nil {
-			pl.stats.ExpectCreate++
-		} else {
+		if err != nil {
+			// The kernel drops a packet whose expectation cannot be
+			// registered (nf_ct_expect_related failing → NF_DROP).
 			pl.stats.ExpectFailed++
+			r.Verdict, r.Drop = Drop, DropHelper
+			return
 		}
+		pl.stats.ExpectCreate++
 	}
 }
