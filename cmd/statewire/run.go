@@ -172,7 +172,7 @@ func (m *meter) line(s bridge.DatapathStats, flows int) string {
 	var b [2]string
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		cur, prev := s.Total(p), m.last.Total(p)
-		b[p] = fmt.Sprintf("%s>%s %.0f pps %.1f Mbit/s fwd %.0f pps drop %.0f pps",
+		b[p] = fmt.Sprintf("%s->%s %.0f pps %.1f Mbit/s fwd %.0f pps drop %.0f pps",
 			p, p.Other(), float64(cur.RX-prev.RX)/dt, float64(cur.RXBytes-prev.RXBytes)*8/dt/1e6,
 			float64(cur.Forwarded-prev.Forwarded)/dt, float64(cur.Dropped()-prev.Dropped())/dt)
 	}
