@@ -32,6 +32,7 @@ func commands() []command {
 		{"run", "bridge two interfaces over AF_XDP with connection tracking", runCmd},
 		{"demo", "build a lab of namespaces and veth pairs, bridge it, drive traffic, clean up", demoCmd},
 		{"replay", "run a pcap/pcapng capture through the conntrack pipeline", replayCmd},
+		{"perf", "compare Mpps with the kernel bridge (+conntrack) and XDP_REDIRECT in a lab, counted at an XDP sink", perfCmd},
 		{"conformance", "compare statewire with the Linux kernel on captures (per-packet states, final tables)", conformanceCmd},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) error {
 			fmt.Println("statewire", version)

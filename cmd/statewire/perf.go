@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/statewire/statewire/perf"
+)
+
+// perfCmd is `statewire perf`: the comparison of statewire with the kernel
+// bridge, the kernel bridge with conntrack and XDP_REDIRECT, counted at an
+// XDP sink (see package perf).
+func perfCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perf", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "the one-minute version: 64 and 1518 B, 1 and 1000 flows, short trials")
+	devices := fs.String("devices", strings.Join(perf.AllDevices, ","), "devices to compare: "+strings.Join(perf.AllDevices, ","))
+	jsonOut := fs.String("json", "", "write the report as JSON to this file")
+	svgOut := fs.String("svg", "", "write the plot (SVG) to this file")
+	bin := fs.String("statewire", "", "statewire binary to run as the device under test (default: this executable)")
+	swArgs := fs.String("statewire-args", "", "extra flags for `statewire run`, space separated (e.g. \"--cores 1 --ring-size 2048\"); --rules defaults to the equivalent of the kernel device's ruleset")
+	swCPUs := fs.String("statewire-cpus", "", "taskset CPU list for statewire (default: --dut-cpu)")
+	sizes := fs.String("frame-sizes", "", "frame sizes in bytes incl. FCS, comma separated (default 64,512,1518; quick 64,1518)")
+	flows := fs.String("flows", "", "flow counts, comma separated (default 1,1000,100000; quick 1,1000)")
+	trial := fs.Duration("trial", 0, "length of one trial (default 1s; quick 200ms)")
+	ndr := fs.Int("ndr-steps", -1, "binary-search steps for NDR (0: throughput only; default 7, quick 4)")
+	pdr := fs.Int("pdr-steps", -1, "binary-search steps for PDR (default 5, quick 3)")
+	latency := fs.Bool("latency", false, "measure latency percentiles at 10/50/90% of NDR (default on without --quick)")
+	noLatency := fs.Bool("no-latency", false, "skip the latency trials")
+	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
+	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
+	inline := fs.Bool("inline", false, "no RPS: the kernel bridges forward on the generator's CPU and pace it (no loss, one-CPU capacity)")
+	quiet := fs.Bool("q", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "statewire perf: unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	o := perf.FullOptions()
+	if *quick {
+		o = perf.QuickOptions()
+	}
+	o.Devices = perfSplitList(*devices)
+	for _, d := range o.Devices {
+		if !perfContains(perf.AllDevices, d) {
+			return fmt.Errorf("--devices: unknown device %q (want %s)", d, strings.Join(perf.AllDevices, ","))
+		}
+	}
+	var err error
+	if *sizes != "" {
+		if o.FrameSizes, err = perfIntList(*sizes); err != nil {
+			return fmt.Errorf("--frame-sizes: %w", err)
+		}
+	}
+	if *flows != "" {
+		if o.Flows, err = perfIntList(*flows); err != nil {
+			return fmt.Errorf("--flows: %w", err)
+		}
+	}
+	if *trial > 0 {
+		o.Trial = *trial
+	}
+	if *ndr >= 0 {
+		o.NDRSteps = *ndr
+	}
+	if *pdr >= 0 {
+		o.PDRSteps = *pdr
+	}
+	if *latency {
+		o.Latency = true
+	}
+	if *noLatency {
+		o.Latency = false
+	}
+	o.GenCPU, o.DUTCPU, o.Inline = *genCPU, *dutCPU, *inline
+	o.StatewireCPUs = *swCPUs
+	if o.StatewireCPUs == "" && o.DUTCPU >= 0 {
+		o.StatewireCPUs = strconv.Itoa(o.DUTCPU)
+	}
+	o.Statewire = *bin
+	if o.Statewire == "" {
+		if o.Statewire, err = os.Executable(); err != nil {
+			return fmt.Errorf("--statewire: %w", err)
+		}
+	}
+	o.StatewireArgs = strings.Fields(*swArgs)
+	if !*quiet {
+		o.Progress = stderr
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, XDP, nftables)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, runErr := perf.Run(ctx, o)
+	if rep == nil {
+		return runErr
+	}
+	rep.Command = "statewire perf " + strings.Join(args, " ")
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := perfWriteFile(*jsonOut, rep.WriteJSON); err != nil {
+			return err
+		}
+	}
+	if *svgOut != "" {
+		if err := perfWriteFile(*svgOut, rep.WriteSVG); err != nil {
+			return err
+		}
+	}
+	return runErr
+}
+
+func perfWriteFile(name string, write func(io.Writer) error) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func perfSplitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func perfIntList(s string) ([]int, error) {
+	var out []int
+	for _, f := range perfSplitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad number %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func perfContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
