@@ -133,12 +133,9 @@ func New(cfg Config) (*Table, error) {
 	t := &Table{seed: c.Seed, cfg: c, Expect: NewExpectations(c.MaxExpect)}
 	t.shards = make([]*Shard, c.Shards)
 	for i := range t.shards {
-		entries, buckets := make([]Entry, per), make([]uint32, nb)
-		adviseHugePages(entries)
-		adviseHugePages(buckets)
 		t.shards[i] = &Shard{
-			entries: entries,
-			buckets: buckets,
+			entries: make([]Entry, per),
+			buckets: make([]uint32, nb),
 			mask:    uint32(nb - 1),
 			max:     per,
 			max95:   per * 95 / 100,
