@@ -32,6 +32,7 @@ type rigOptions struct {
 	// rulesFor returns iptables-save text for the lab's port names; nil
 	// accepts everything.
 	rulesFor func(portA, portB string) string
+	attach   xdpprog.Mode // XDP attach mode (default native)
 }
 
 // coreCounts are the worker counts every scenario runs with, on 2-queue veths.
@@ -71,6 +72,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	cfg := bridge.DefaultDatapathConfig()
 	cfg.PortA, cfg.PortB = l.PortA, l.PortB
 	cfg.Cores, cfg.Queues = o.cores, 2
+	cfg.Attach = o.attach
 	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
 	cfg.Logf = t.Logf
 	cfg.Table.Buckets = 4096
