@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/statewire/statewire/packet"
 )
@@ -17,7 +18,7 @@ func benchTable(b *testing.B, n int) (*Table, *Shard, []Key, []uint64) {
 	if bt, ok := benchTables[n]; ok {
 		return bt.tb, bt.tb.Shard(0), bt.keys, bt.hashes
 	}
-	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1})
+	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1, Prefault: true})
 	s := tb.Shard(0)
 	keys := make([]Key, n)
 	hashes := make([]uint64, n)
@@ -157,7 +158,7 @@ func BenchmarkLookupLoop64(b *testing.B) {
 // slots; the table is emptied (untimed) when full.
 func BenchmarkInsert(b *testing.B) {
 	const n = 1 << 20
-	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1})
+	tb := newTable(b, Config{MaxEntries: n, Buckets: n, Shards: 1, Prefault: true})
 	s := tb.Shard(0)
 	keys := make([]Key, n)
 	tuples := make([]Tuple, n)
@@ -243,6 +244,50 @@ func BenchmarkLookupPathBatch(b *testing.B) {
 				}
 			}
 			pktsPerSec(b, done)
+		})
+	}
+}
+
+// BenchmarkBatchVsLoop interleaves LookupBatch and a loop of Lookup in
+// short alternating rounds over the same keys and reports both per-packet
+// costs: on a shared machine the load shifts between runs, and
+// interleaving makes the comparison fair.
+func BenchmarkBatchVsLoop(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			_, s, keys, hashes := benchTable(b, n)
+			var out [batchChunk]*Entry
+			const rounds = 32 // batches per timed round
+			var tLoop, tBatch time.Duration
+			i, pkts := 0, 0
+			b.ResetTimer()
+			// Each round looks up keys the other method did not just touch,
+			// so neither finds the other's entries in the cache.
+			for pkts < b.N {
+				t0 := time.Now()
+				for range rounds {
+					for j := range batchChunk {
+						out[j] = s.Lookup(&keys[i+j], hashes[i+j], 1)
+					}
+					if i += batchChunk; i+batchChunk > n {
+						i = 0
+					}
+				}
+				t1 := time.Now()
+				for range rounds {
+					s.LookupBatch(keys[i:i+batchChunk], hashes[i:i+batchChunk], out[:], 1)
+					if i += batchChunk; i+batchChunk > n {
+						i = 0
+					}
+				}
+				tBatch += time.Since(t1)
+				tLoop += t1.Sub(t0)
+				pkts += 2 * rounds * batchChunk
+			}
+			per := float64(pkts / 2)
+			b.ReportMetric(float64(tLoop.Nanoseconds())/per, "loop-ns/pkt")
+			b.ReportMetric(float64(tBatch.Nanoseconds())/per, "batch-ns/pkt")
+			b.ReportMetric(float64(tLoop)/float64(tBatch), "speedup")
 		})
 	}
 }

@@ -408,6 +408,10 @@ func TestConfigDefaults(t *testing.T) {
 	if got := len(tb.Shard(0).buckets); got != 64 {
 		t.Errorf("per-shard buckets: got %d, want 64 (34 rounded up)", got)
 	}
+	pf := newTable(t, Config{MaxEntries: 5000, Buckets: 1000, Shards: 2, Prefault: true})
+	if pf.Shard(1).Len() != 0 || pf.Shard(1).Max() != 2500 {
+		t.Errorf("prefaulted table: Len %d, Max %d, want 0, 2500", pf.Shard(1).Len(), pf.Shard(1).Max())
+	}
 	if _, err := New(Config{MaxEntries: 1, Buckets: 1, Shards: 2}); err == nil {
 		t.Error("New with fewer entries than shards: got nil error")
 	}
