@@ -102,12 +102,12 @@ func (w *worker) run() {
 			idle = 0
 			continue
 		}
+		// No runtime.Gosched while spinning: on a locked thread it hands the
+		// P to another thread and costs two futex calls. Async preemption
+		// still stops a spinning worker for the GC.
 		idle++
-		switch {
-		case !w.dp.cfg.BusyPoll && idle > idleSpins:
+		if !w.dp.cfg.BusyPoll && idle > idleSpins {
 			time.Sleep(idleSleep)
-		case idle%16 == 0:
-			runtime.Gosched()
 		}
 	}
 }
