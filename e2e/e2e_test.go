@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
 )
 
@@ -35,6 +37,44 @@ func TestPing(t *testing.T) {
 					t.Errorf("ping got %q, want 3 received", out)
 				}
 			})
+		}
+	})
+}
+
+// TestIPv6: neighbour discovery, ping6 both ways and a TCP transfer over
+// IPv6.
+func TestIPv6(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores, ipv6: true})
+		l6, r6 := lab.LeftIPv6.Addr().String(), lab.RightIPv6.Addr().String()
+		for _, tc := range []struct{ ns, to string }{{r.l.LeftNS, r6}, {r.l.RightNS, l6}} {
+			if ok, out := r.ping(t, tc.ns, tc.to, 2); !ok {
+				t.Errorf("ping %s from %s got %q, want 2 received", tc.to, tc.ns, out)
+			}
+		}
+		var ln net.Listener
+		if err := r.l.Do(r.l.RightNS, func() (err error) { ln, err = net.Listen("tcp6", net.JoinHostPort(r6, "5003")); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Write([]byte("hello over v6"))
+				c.Close()
+			}
+		}()
+		var c net.Conn
+		if err := r.l.Do(r.l.LeftNS, func() (err error) {
+			c, err = net.DialTimeout("tcp6", net.JoinHostPort(r6, "5003"), 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("dial over IPv6: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "hello over v6" {
+			t.Errorf("read over IPv6 got %q, %v, want %q", got, err, "hello over v6")
 		}
 	})
 }

@@ -33,6 +33,7 @@ type rigOptions struct {
 	// accepts everything.
 	rulesFor func(portA, portB string) string
 	attach   xdpprog.Mode // XDP attach mode (default native)
+	ipv6     bool         // give the hosts IPv6 addresses too
 }
 
 // coreCounts are the worker counts every scenario runs with, on 2-queue veths.
@@ -67,7 +68,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			t.Errorf("namespaces of lab %s still present after the test:\n%s", prefix, out)
 		}
 	})
-	l := lab.NewT(t, lab.Options{Queues: 2})
+	l := lab.NewT(t, lab.Options{Queues: 2, IPv6: o.ipv6})
 	prefix = l.Prefix
 	cfg := bridge.DefaultDatapathConfig()
 	cfg.PortA, cfg.PortB = l.PortA, l.PortB
