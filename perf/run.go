@@ -513,12 +513,22 @@ func (r *runner) warm(ctx context.Context, a *active, flows int) error {
 	return err
 }
 
+// leadIn is the uncounted traffic before each trial.
+const leadIn = 30 * time.Millisecond
+
 // trial runs one trial of the device at rate (0: full rate).
 func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 	if err := d.resume(); err != nil {
 		return Trial{}, err
 	}
 	defer d.pause()
+	// Lead-in at the trial's rate, not counted: a device just continued
+	// (statewire after SIGSTOP) or idle since its last trial gets its
+	// caches and rings going before the measurement, as every device.
+	if _, _, err := g.Send(rate, leadIn); err != nil {
+		return Trial{}, err
+	}
+	time.Sleep(r.settle)
 	c0, err := d.sink.Count()
 	if err != nil {
 		return Trial{}, err

@@ -1,0 +1,409 @@
+package perf
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/statewire/statewire/lab"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	macL = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+	macR = net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+)
+
+func TestFrame(t *testing.T) {
+	for _, size := range []int{64, 512, 1518} {
+		t.Run(strings.TrimSpace(time.Duration(size).String()), func(t *testing.T) {
+			f := Frame(macL, macR, size)
+			if got, want := len(f), size-4; got != want {
+				t.Fatalf("len = %d, want %d", got, want)
+			}
+			if got := net.HardwareAddr(f[0:6]).String(); got != macR.String() {
+				t.Errorf("dst = %s, want %s", got, macR)
+			}
+			var sum uint32
+			for i := 14; i < 34; i += 2 {
+				sum += uint32(binary.BigEndian.Uint16(f[i:]))
+			}
+			for sum > 0xffff {
+				sum = sum>>16 + sum&0xffff
+			}
+			if sum != 0xffff {
+				t.Errorf("IPv4 header checksum does not verify: folded sum %#x, want 0xffff", sum)
+			}
+			if got, want := int(binary.BigEndian.Uint16(f[16:])), size-4-14; got != want {
+				t.Errorf("IPv4 total length = %d, want %d", got, want)
+			}
+			if got, want := int(binary.BigEndian.Uint16(f[38:])), size-4-34; got != want {
+				t.Errorf("UDP length = %d, want %d", got, want)
+			}
+			if got := binary.LittleEndian.Uint32(f[offMagic:]); got != Magic {
+				t.Errorf("magic = %#x, want %#x", got, Magic)
+			}
+		})
+	}
+	if _, err := NewGenerator(GenConfig{FrameSize: 40, Flows: 1}); err == nil {
+		t.Error("NewGenerator accepted a 40-byte frame")
+	}
+}
+
+// onCPU0 runs f on a thread pinned to CPU 0, so per-CPU maps see one CPU.
+func onCPU0(t *testing.T, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(0)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			t.Errorf("pin: %v", err)
+			return
+		}
+		f()
+	}()
+	<-done
+}
+
+func TestGeneratorProgram(t *testing.T) {
+	lab.RequireRoot(t)
+	for _, tc := range []struct {
+		name  string
+		flows uint32
+		// want are (sport, dport) for the first runs.
+		want [][2]uint16
+	}{
+		{"one flow", 1, [][2]uint16{{0x8000, 0x4000}, {0x8000, 0x4000}, {0x8000, 0x4000}}},
+		{"three flows", 3, [][2]uint16{{0x8000, 0x4000}, {0x8001, 0x4000}, {0x8002, 0x4000}, {0x8000, 0x4000}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cnt, err := newPerCPUArray("t_gcnt", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cnt.Close()
+			prog, err := genProgram(cnt, tc.flows, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+			in := Frame(macL, macR, 64)
+			onCPU0(t, func() {
+				for i, w := range tc.want {
+					out := make([]byte, len(in)+256)
+					opts := ebpf.RunOptions{Data: in, DataOut: out, Repeat: 1}
+					ret, err := prog.Run(&opts)
+					if err != nil {
+						t.Errorf("run %d: %v", i, err)
+						return
+					}
+					if ret != xdpTX {
+						t.Errorf("run %d: action %d, want XDP_TX (%d)", i, ret, xdpTX)
+					}
+					out = opts.DataOut
+					sp, dp := binary.BigEndian.Uint16(out[offSport:]), binary.BigEndian.Uint16(out[offDport:])
+					if sp != w[0] || dp != w[1] {
+						t.Errorf("run %d: ports %#x/%#x, want %#x/%#x", i, sp, dp, w[0], w[1])
+					}
+					if binary.LittleEndian.Uint64(out[offStamp:]) == 0 {
+						t.Errorf("run %d: no timestamp", i)
+					}
+				}
+			})
+		})
+	}
+	t.Run("flow index above 2^15 moves the destination port", func(t *testing.T) {
+		cnt, err := newPerCPUArray("t_gcnt", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cnt.Close()
+		prog, err := genProgram(cnt, 100000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer prog.Close()
+		onCPU0(t, func() {
+			ncpu, _ := ebpf.PossibleCPU()
+			vals := make([]uint64, ncpu)
+			vals[0] = 40000
+			if err := cnt.Put(uint32(0), vals); err != nil {
+				t.Errorf("seed counter: %v", err)
+				return
+			}
+			in := Frame(macL, macR, 64)
+			opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Repeat: 1}
+			if _, err := prog.Run(&opts); err != nil {
+				t.Errorf("run: %v", err)
+				return
+			}
+			sp, dp := binary.BigEndian.Uint16(opts.DataOut[offSport:]), binary.BigEndian.Uint16(opts.DataOut[offDport:])
+			// 40000 = 1<<15 + 7232
+			if sp != 0x8000|7232 || dp != 0x4001 {
+				t.Errorf("ports %#x/%#x, want %#x/%#x", sp, dp, 0x8000|7232, 0x4001)
+			}
+		})
+	})
+}
+
+func TestSinkProgram(t *testing.T) {
+	lab.RequireRoot(t)
+	s := &Sink{}
+	var err error
+	if s.counter, err = newPerCPUArray("t_scnt", 2); err != nil {
+		t.Fatal(err)
+	}
+	if s.hist, err = newPerCPUArray("t_hist", HistBuckets); err != nil {
+		t.Fatal(err)
+	}
+	if s.prog, err = sinkProgram(s.counter, s.hist); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stamped := Frame(macL, macR, 64)
+	// A stamp 5 ms in the past lands in bucket 4999 or the overflow bucket
+	// (HistBuckets-1 = 4095): the overflow one.
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint64(stamped[offStamp:], uint64(now.Nano()-5e6))
+	other := Frame(macL, macR, 64)
+	binary.LittleEndian.PutUint32(other[offMagic:], 0)
+	short := Frame(macL, macR, 64)[:40]
+	for _, tc := range []struct {
+		name         string
+		frame        []byte
+		count, other uint64
+	}{
+		{"harness frame", Frame(macL, macR, 64), 1, 0},
+		{"stamped harness frame", stamped, 1, 0},
+		{"frame without magic", other, 0, 1},
+		{"short frame", short, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c0, _ := s.Count()
+			o0, _ := s.Other()
+			ret, err := s.prog.Run(&ebpf.RunOptions{Data: tc.frame, Repeat: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != xdpDrop {
+				t.Errorf("action %d, want XDP_DROP", ret)
+			}
+			c1, _ := s.Count()
+			o1, _ := s.Other()
+			if c1-c0 != tc.count || o1-o0 != tc.other {
+				t.Errorf("counted %d harness, %d other; want %d, %d", c1-c0, o1-o0, tc.count, tc.other)
+			}
+		})
+	}
+	h, err := s.Hist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h[HistBuckets-1]; got != 1 {
+		t.Errorf("overflow bucket = %d, want 1 (the stamped frame)", got)
+	}
+	var n uint64
+	for _, c := range h {
+		n += c
+	}
+	if n != 1 {
+		t.Errorf("histogram holds %d samples, want 1", n)
+	}
+	if h2, _ := s.Hist(); h2[HistBuckets-1] != 0 {
+		t.Errorf("Hist did not clear: overflow bucket %d", h2[HistBuckets-1])
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		h              []uint64
+		n              uint64
+		p50, p99, p999 float64
+	}{
+		{"empty", make([]uint64, 10), 0, 0, 0, 0},
+		{"one bucket", []uint64{0, 0, 100}, 100, 3, 3, 3},
+		{"tail", func() []uint64 { h := make([]uint64, 100); h[10] = 990; h[50] = 9; h[99] = 1; return h }(), 1000, 11, 11, 51},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, p50, p99, p999 := percentiles(tc.h)
+			if n != tc.n || p50 != tc.p50 || p99 != tc.p99 || p999 != tc.p999 {
+				t.Errorf("got n=%d p50=%v p99=%v p99.9=%v, want n=%d p50=%v p99=%v p99.9=%v",
+					n, p50, p99, p999, tc.n, tc.p50, tc.p99, tc.p999)
+			}
+		})
+	}
+}
+
+func testReport() *Report {
+	mk := func(dev string, size, flows int, thr, ndr float64) Result {
+		return Result{Device: dev, FrameSize: size, Flows: flows, Searched: true,
+			Throughput: Trial{Offered: 3e6, Delivered: thr}, NDR: Trial{Delivered: ndr}, PDR: Trial{Delivered: ndr}}
+	}
+	return &Report{
+		Date: time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC), Kernel: "6.18", CPUs: 2, TrialSeconds: 1,
+		Devices:      []string{Statewire, KernelBridge, KernelBridgeCT},
+		GeneratorPPS: map[int]float64{64: 3.6e6},
+		Results: []Result{
+			mk(Statewire, 64, 1, 1.2e6, 0.8e6), mk(KernelBridge, 64, 1, 0.6e6, 0.4e6), mk(KernelBridgeCT, 64, 1, 0.3e6, 0.2e6),
+			mk(Statewire, 64, 1000, 1e6, 0.5e6), mk(KernelBridge, 64, 1000, 0.5e6, 0.5e6), mk(KernelBridgeCT, 64, 1000, 0.25e6, 0.1e6),
+		},
+		Errors: map[string]string{XDPRedirect: "not built\nsecond line"},
+	}
+}
+
+func TestReportTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := testReport().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		// statewire 64B 1 flow: thr 2x bridge, 4x ct; NDR 2x, 4x
+		"   64       1  statewire            3.000    1.200    0.800    0.800        -    2.00x   4.00x   2.00x   4.00x",
+		"   64    1000  kernel-bridge-ct     3.000    0.250    0.100    0.100        -    0.50x   1.00x   0.20x   1.00x",
+		"xdp-redirect: not measured: not built\n",
+		"generator ceiling 64B: 3.600 Mpps",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q; got:\n%s", want, out)
+		}
+	}
+}
+
+func TestReportJSONAndSVG(t *testing.T) {
+	r := testReport()
+	var j bytes.Buffer
+	if err := r.WriteJSON(&j); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(j.Bytes(), &back); err != nil {
+		t.Fatalf("JSON does not read back: %v", err)
+	}
+	if got, want := len(back.Results), len(r.Results); got != want {
+		t.Errorf("JSON results = %d, want %d", got, want)
+	}
+	if got := back.Result(Statewire, 64, 1000); got == nil || got.Throughput.Delivered != 1e6 {
+		t.Errorf("JSON statewire 64B/1000 = %+v, want throughput 1e6", got)
+	}
+	var s bytes.Buffer
+	if err := r.WriteSVG(&s); err != nil {
+		t.Fatal(err)
+	}
+	// Well-formed XML, and one bar per device per group: 2 panels x 2 groups x 3 devices.
+	dec := xml.NewDecoder(bytes.NewReader(s.Bytes()))
+	bars := 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			for _, a := range se.Attr {
+				if a.Name.Local == "fill" && a.Value != "white" {
+					bars++
+				}
+			}
+		}
+	}
+	// 2 panels: by frame size (1 group) and by flows (2 groups), 3 devices
+	// each, plus 3 legend swatches.
+	if want := (1+2)*3 + 3; bars != want {
+		t.Errorf("SVG has %d coloured rects, want %d", bars, want)
+	}
+}
+
+// statewireBinary returns a built statewire binary, or "".
+func statewireBinary() string {
+	for _, p := range []string{os.Getenv("STATEWIRE_BIN"), filepath.Join("..", "statewire")} {
+		if p == "" {
+			continue
+		}
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			abs, _ := filepath.Abs(p)
+			return abs
+		}
+	}
+	return ""
+}
+
+// TestQuickComparison runs a very short comparison of the kernel bridge and
+// the kernel bridge with conntrack (and statewire when a binary is built)
+// and checks the harness's two promises: the sink counts what the devices
+// deliver, and the generator offers more than they deliver.
+func TestQuickComparison(t *testing.T) {
+	lab.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("builds labs and floods them for ~15 s")
+	}
+	o := QuickOptions()
+	o.Devices = []string{KernelBridge, KernelBridgeCT}
+	if bin := statewireBinary(); bin != "" {
+		o.Devices = append(o.Devices, Statewire)
+		o.Statewire = bin
+	} else {
+		t.Log("no statewire binary (../statewire or $STATEWIRE_BIN): kernel devices only")
+	}
+	o.FrameSizes, o.Flows = []int{64}, []int{100}
+	o.Trial = 200 * time.Millisecond
+	o.NDRSteps, o.PDRSteps = 2, 0
+	var log bytes.Buffer
+	o.Progress = &log
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, o)
+	t.Log("\n" + log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("devices not measured: %v", rep.Errors)
+	}
+	if got := rep.GeneratorPPS[64]; got < 1e6 {
+		t.Errorf("generator ceiling %.3f Mpps, want > 1 Mpps", got/1e6)
+	}
+	for _, dev := range o.Devices {
+		t.Run(dev, func(t *testing.T) {
+			x := rep.Result(dev, 64, 100)
+			if x == nil {
+				t.Fatalf("no result")
+			}
+			if x.Error != "" {
+				t.Fatalf("error: %s", x.Error)
+			}
+			if x.Throughput.Received == 0 {
+				t.Errorf("sink counted 0 packets, want > 0")
+			}
+			if !(x.Throughput.Offered > x.Throughput.Delivered) {
+				t.Errorf("offered %.3f Mpps, delivered %.3f Mpps: want the generator to offer more than the device delivers",
+					x.Throughput.Offered/1e6, x.Throughput.Delivered/1e6)
+			}
+			if x.Throughput.Received > x.Throughput.Sent {
+				t.Errorf("sink counted %d > %d sent", x.Throughput.Received, x.Throughput.Sent)
+			}
+		})
+	}
+}
