@@ -2,6 +2,7 @@ package flowtable
 
 import (
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/statewire/statewire/statemachine"
 )
@@ -28,6 +29,11 @@ const earlyDropBuckets = 8
 
 // batchChunk is how many lookups LookupBatch overlaps at once.
 const batchChunk = 64
+
+// smallShardBytes: below this much used slot memory LookupBatch just loops
+// (measured: at 10k entries, 1.4 MB, the three passes were 3% slower than
+// the loop; at 1M entries they were 1.4× faster).
+const smallShardBytes = 2 << 20
 
 // Stats are a shard's counters, named after /proc/net/stat/nf_conntrack.
 type Stats struct {
@@ -124,6 +130,14 @@ func (s *Shard) Lookup(k *Key, hash uint64, now int64) *Entry {
 // each pass are independent, so the CPU keeps many misses in flight.
 func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64) {
 	n := min(len(keys), len(hashes), len(out))
+	if uintptr(s.hwm)*unsafe.Sizeof(Entry{}) <= smallShardBytes {
+		// The used slots fit in the caches: the extra passes cost more
+		// than the misses they would overlap.
+		for i := range n {
+			out[i] = s.Lookup(&keys[i], hashes[i], now)
+		}
+		return
+	}
 	var heads [batchChunk]uint32
 	for base := 0; base < n; base += batchChunk {
 		m := min(n-base, batchChunk)

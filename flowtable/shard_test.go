@@ -337,9 +337,15 @@ func TestAllocs(t *testing.T) {
 }
 
 func TestLookupBatchMatchesLookup(t *testing.T) {
-	tb := newTable(t, Config{MaxEntries: 4096, Buckets: 512, Shards: 1})
+	// 20000 entries (2.7 MB) take LookupBatch's overlapped path, not the
+	// small-table loop.
+	const flows = 20000
+	tb := newTable(t, Config{MaxEntries: flows, Buckets: 4096, Shards: 1})
 	s := tb.Shard(0)
-	for i := range 3000 {
+	if uintptr(flows)*unsafe.Sizeof(Entry{}) <= smallShardBytes {
+		t.Fatal("table too small to exercise the batched path")
+	}
+	for i := range flows {
 		k, tu := udpFlow(i)
 		e, _ := s.Insert(&k, tb.HashKey(&k), &tu, 0)
 		e.Conn.Expires = int64(1 + i%2) // odd flows live longer
@@ -347,19 +353,22 @@ func TestLookupBatchMatchesLookup(t *testing.T) {
 	const n = 150 // more than one chunk
 	keys, hashes, out := make([]Key, n), make([]uint64, n), make([]*Entry, n)
 	for i := range n {
-		keys[i], _ = udpFlow(i * 20) // hits and misses (i*20 >= 3000 misses)
+		keys[i], _ = udpFlow(i*200 + i%2) // hits and misses (>= flows misses)
 		hashes[i] = tb.HashKey(&keys[i])
 	}
 	s.LookupBatch(keys, hashes, out, 1)
 	for i := range n {
-		j := i * 20
-		want := j < 3000 && j%2 == 1
+		j := i*200 + i%2
+		want := j < flows && j%2 == 1
 		if (out[i] != nil) != want {
 			t.Fatalf("flow %d: found %v, want %v", j, out[i] != nil, want)
 		}
 		if out[i] != nil && out[i].Key() != keys[i] {
 			t.Fatalf("flow %d: wrong entry", j)
 		}
+	}
+	if got := testing.AllocsPerRun(100, func() { s.LookupBatch(keys, hashes, out, 1) }); got != 0 {
+		t.Errorf("LookupBatch allocs: got %v, want 0", got)
 	}
 }
 
