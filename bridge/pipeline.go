@@ -64,6 +64,7 @@ type Pipeline struct {
 	stats Stats
 
 	helperState helperStates
+	batch       *batchState
 }
 
 // NewPipeline returns the pipeline of shard i of t.
@@ -87,12 +88,29 @@ func (pl *Pipeline) Packet() *packet.Packet { return &pl.pkt }
 func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Result {
 	s := pl.ctl.Load()
 	p := &pl.pkt
+	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
+	return pl.processParsed(s, frame, p, reason, in, now, nil)
+}
+
+// flowHash is a frame's flow-table key and hash, computed ahead by
+// ProcessBatch so the table's cache lines can be loaded for a whole batch
+// before any frame is processed.
+type flowHash struct {
+	key  flowtable.Key
+	hash uint64
+	ok   bool
+}
+
+// processParsed is Process after the parse. fh, when not nil, holds the key
+// and hash of the flow the frame belongs to (for an ICMP error: of the
+// quoted flow).
+func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash) Result {
 	st := &pl.stats
 	st.Packets[in]++
 
 	var r Result
 	r.Rule = rules.PolicyRule
-	r.Parse = packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
+	r.Parse = reason
 	st.Parse[r.Parse]++
 	switch {
 	case r.Parse == packet.ReasonNotIP:
@@ -130,7 +148,7 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	case p.Fragment && p.FragOffset != 0:
 		return pl.count(pl.laterFragment(s, p, in, now, r))
 	default:
-		pl.track(s, frame, p, in, raw.Helper, now, &r)
+		pl.track(s, frame, p, in, raw.Helper, now, fh, &r)
 		if r.Verdict == Accept || r.Drop != DropNone {
 			// track decided (cached verdict, helper drop, full table).
 			pl.noteFirstFragment(p, now, &r)
@@ -142,6 +160,67 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	}
 	pl.noteFirstFragment(p, now, &r)
 	return pl.count(r)
+}
+
+// MaxBatch is the most frames ProcessBatch takes at once.
+const MaxBatch = 64
+
+// batchState is ProcessBatch's scratch space, allocated once per pipeline.
+type batchState struct {
+	pkts    [MaxBatch]packet.Packet
+	reasons [MaxBatch]packet.Reason
+	flows   [MaxBatch]flowHash
+	keys    [MaxBatch]flowtable.Key
+	hashes  [MaxBatch]uint64
+	found   [MaxBatch]*flowtable.Entry
+}
+
+// ProcessBatch runs up to MaxBatch frames received on port in and writes
+// their results to out (which must be at least as long). It parses and
+// hashes the whole batch first and loads the table's buckets and entries
+// for all of it in one pass, so that the cache misses of the batch overlap
+// instead of stalling one frame at a time; then it processes the frames in
+// order, each seeing what the earlier ones did. Results are exactly those of
+// calling Process on each frame in turn.
+func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Result) {
+	s := pl.ctl.Load()
+	b := pl.batch
+	if b == nil {
+		b = new(batchState)
+		pl.batch = b
+	}
+	n := min(len(frames), len(out), MaxBatch)
+	opt := packet.Options{VerifyChecksum: s.VerifyChecksum}
+	m := 0
+	for i := range n {
+		p := &b.pkts[i]
+		b.reasons[i] = packet.Parse(frames[i], 0, opt, p)
+		fh := &b.flows[i]
+		fh.ok = false
+		if b.reasons[i] != packet.ReasonOK || (p.Fragment && p.FragOffset != 0) {
+			continue
+		}
+		if p.IsICMPError() {
+			fh.key, fh.ok = flowtable.KeyFromInner(p)
+		} else {
+			fh.key, fh.ok = flowtable.KeyFromPacket(p)
+		}
+		if fh.ok {
+			fh.hash = pl.table.HashKey(&fh.key)
+			b.keys[m], b.hashes[m] = fh.key, fh.hash
+			m++
+		}
+	}
+	// Warm the cache: the walk's results are not used, since a frame may
+	// create or delete the entry a later frame of the batch finds.
+	pl.shard.LookupBatch(b.keys[:m], b.hashes[:m], b.found[:m], now)
+	for i := range n {
+		fh := &b.flows[i]
+		if !fh.ok {
+			fh = nil
+		}
+		out[i] = pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh)
+	}
 }
 
 // invalidInConntrack reports whether a parse failure is one conntrack sees
@@ -206,24 +285,30 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 
 // track runs the tracker for a parsed, tracked-protocol packet and, for
 // packets of an existing or newly confirmed entry, the verdict.
-func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, r *Result) {
+func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, fh *flowHash, r *Result) {
 	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 {
 		switch statemachine.ICMPClass(p.IPVersion, p.ICMP.Type, p.ICMP.Code) {
 		case statemachine.ICMPUntracked:
 			r.State = statemachine.StateUntracked
 			return
 		case statemachine.ICMPError:
-			pl.icmpError(p, now, r)
+			pl.icmpError(p, now, fh, r)
 			return
 		}
 	}
-	key, ok := flowtable.KeyFromPacket(p)
-	if !ok {
-		r.State = statemachine.StateInvalid
-		pl.stats.Invalid++
-		return
+	var key flowtable.Key
+	var hash uint64
+	if fh != nil {
+		key, hash = fh.key, fh.hash
+	} else {
+		var ok bool
+		if key, ok = flowtable.KeyFromPacket(p); !ok {
+			r.State = statemachine.StateInvalid
+			pl.stats.Invalid++
+			return
+		}
+		hash = pl.table.HashKey(&key)
 	}
-	hash := pl.table.HashKey(&key)
 	if e := pl.shard.Lookup(&key, hash, now); e != nil {
 		r.Tracked = true
 		r.Dir = e.DirOf(p)
@@ -303,7 +388,7 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 // packet belongs to (kernel nf_conntrack_inet_error): RELATED when the
 // inverted inner tuple finds an entry and the error is addressed to that
 // connection's endpoint, INVALID otherwise. It refreshes nothing.
-func (pl *Pipeline) icmpError(p *packet.Packet, now int64, r *Result) {
+func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Result) {
 	pl.stats.ICMPError++
 	r.State = statemachine.StateInvalid
 	if !p.HasInner || p.Inner.NonFirstFragment {
@@ -312,11 +397,12 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, r *Result) {
 	if p.Proto == packet.ProtoICMPv6 && p.ICMP.Type == 137 && !validRedirect(p) {
 		return
 	}
-	key, ok := flowtable.KeyFromInner(p)
-	if !ok {
-		return
+	var e *flowtable.Entry
+	if fh != nil {
+		e = pl.shard.Lookup(&fh.key, fh.hash, now)
+	} else if key, ok := flowtable.KeyFromInner(p); ok {
+		e = pl.shard.Lookup(&key, pl.table.HashKey(&key), now)
 	}
-	e := pl.shard.Lookup(&key, pl.table.HashKey(&key), now)
 	if e == nil {
 		return
 	}

@@ -1,0 +1,48 @@
+package replay
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/internal/testenv"
+)
+
+// TestBatchEqualsSingle runs every capture of the corpus through two
+// pipelines, one frame at a time and in batches of bridge.MaxBatch, and
+// requires identical results: batching is an optimisation, never a change
+// of behaviour.
+func TestBatchEqualsSingle(t *testing.T) {
+	pcaps, _ := filepath.Glob(filepath.Join(testenv.Shared(t), "pcaps", "*.pcap*"))
+	if len(pcaps) == 0 {
+		t.Fatal("no captures")
+	}
+	compared := 0
+	for _, path := range pcaps {
+		frames, err := ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		single, _ := New(Options{NoTimestamps: true})
+		batched, _ := New(Options{NoTimestamps: true})
+		const now = epoch
+		var out [bridge.MaxBatch]bridge.Result
+		for start := 0; start < len(frames); start += bridge.MaxBatch {
+			end := min(start+bridge.MaxBatch, len(frames))
+			// One ingress port per batch, as a datapath RX ring delivers.
+			var data [][]byte
+			for _, f := range frames[start:end] {
+				data = append(data, f.Data)
+			}
+			batched.Pipeline.ProcessBatch(data, bridge.PortA, now, out[:])
+			for i, f := range frames[start:end] {
+				want := single.Pipeline.Process(f.Data, 0, bridge.PortA, now)
+				if out[i] != want {
+					t.Fatalf("%s #%d: batch %+v, single %+v", filepath.Base(path), start+i+1, out[i], want)
+				}
+				compared++
+			}
+		}
+	}
+	t.Logf("%d frames identical", compared)
+}
