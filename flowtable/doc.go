@@ -31,9 +31,12 @@
 //
 // # Per batch
 //
-// A worker, per batch: for each packet KeyFromPacket (or KeyFromInner for
-// an ICMP error), HashKey, Lookup (or LookupBatch for the whole batch);
-// on a miss Expect.Match then Insert; Entry.DirOf for the direction; Delete
-// when the state machine kills the entry. After the batch: Shard.Expire(now,
-// budget), Expect.Expire(now), Shard.ServeReads(budget).
+// A worker, per batch: for each packet KeyFromPacket (KeyFromInner for an
+// ICMP error) and Table.HashKey into arrays, then one Shard.LookupBatch
+// (it overlaps the cache misses of large shards); per packet Entry.DirOf
+// (Entry.InnerDir for an error); on a miss Table.Expect.Match, then
+// Shard.Insert with the packet's Tuple and setting Conn.Expires; Shard.Delete
+// when the state machine kills the entry. After the batch, with the batch's
+// now: Shard.Expire(now, budget), Table.Expect.Expire(now),
+// Shard.ServeReads(budget).
 package flowtable
