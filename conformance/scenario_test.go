@@ -635,7 +635,7 @@ func TestScenarios(t *testing.T) {
 	}
 	t.Cleanup(func() { o.Close() })
 	sides := []impl{&kernelSide{o: o, ctx: ctx}, &oursSide{opts: opts}}
-	for _, sc := range append(packetdrill(), shell()...) {
+	for _, sc := range append(append(packetdrill(), shell()...), openScenarios()...) {
 		t.Run(sc.name, func(t *testing.T) {
 			for _, s := range sides {
 				t.Run(s.Name(), func(t *testing.T) {
