@@ -15,6 +15,7 @@ import (
 func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
+	fmt.Fprintf(&b, "load average before: %s, after: %s\n", r.LoadBefore, r.LoadAfter)
 	sizes := r.sizes()
 	for _, s := range sizes {
 		fmt.Fprintf(&b, "generator ceiling %dB: %.3f Mpps (sink on port A, no device)\n", s, r.GeneratorPPS[s]/1e6)
@@ -42,6 +43,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, l := range x.Latency {
 			fmt.Fprintf(&b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples)\n",
 				"", "", l.Load*100, l.RatePPS/1e6, l.P50us, l.P99us, l.P999us, l.Samples)
+		}
+		for _, p := range x.Profile {
+			fmt.Fprintf(&b, "%5s %7s    profile %s\n", "", "", p)
 		}
 	}
 	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {

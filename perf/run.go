@@ -52,6 +52,11 @@ type Options struct {
 	Queues int
 	// ReadyTimeout bounds the wait for statewire to forward its first frame.
 	ReadyTimeout time.Duration
+	// ProfileDir, when set, gets a `perf record -g` of the device CPU during
+	// one extra full-rate trial per device at the first frame size (files
+	// DEVICE-SIZE-FLOWS.perf.data); the top symbols go into the report.
+	// The profiled trial is not one of the measurements.
+	ProfileDir string
 	// Progress receives one line per trial (nil: silent).
 	Progress io.Writer
 }
@@ -122,13 +127,16 @@ type Result struct {
 	Throughput Trial `json:"throughput"`
 	// NDR and PDR are the best passing trials (zero when none passed or
 	// not searched).
-	NDR       Trial     `json:"ndr"`
-	PDR       Trial     `json:"pdr"`
-	Searched  bool      `json:"searched"`
-	Latency   []Latency `json:"latency,omitempty"`
-	Trials    []Trial   `json:"trials"`
-	Error     string    `json:"error,omitempty"`
-	GenLimits int       `json:"generator_limited_trials"`
+	NDR      Trial     `json:"ndr"`
+	PDR      Trial     `json:"pdr"`
+	Searched bool      `json:"searched"`
+	Latency  []Latency `json:"latency,omitempty"`
+	Trials   []Trial   `json:"trials"`
+	Error    string    `json:"error,omitempty"`
+	// Profile is the top of `perf report` for the device CPU during a
+	// full-rate trial: shares by command and DSO, then by symbol.
+	Profile   []string `json:"profile,omitempty"`
+	GenLimits int      `json:"generator_limited_trials"`
 }
 
 // Report is the outcome of Run.
@@ -145,6 +153,10 @@ type Report struct {
 	Results      []Result        `json:"results"`
 	// Errors are devices that could not be measured, with the reason.
 	Errors map[string]string `json:"errors,omitempty"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// on a shared machine, other processes' load is part of the figures.
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
 	// TrialSeconds is the trial length.
 	TrialSeconds float64 `json:"trial_seconds"`
 }
@@ -165,6 +177,7 @@ type runner struct {
 	devs    []*device
 	rep     *Report
 	n       int
+	total   int // trials expected, for the progress lines
 	settle  time.Duration
 	clkTck  float64
 	nullDev *device
@@ -194,8 +207,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
-		TrialSeconds: o.Trial.Seconds(),
+		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(),
 	}
+	defer func() { rep.LoadAfter = loadavg() }()
 	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
 	if _, err := lab.RemoveStale(); err != nil {
 		r.logf("perf: removing stale labs: %v", err)
@@ -227,6 +241,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(r.devs) == 0 {
 		return rep, errors.New("perf: no device could be set up")
 	}
+	per := 1 + o.NDRSteps + o.PDRSteps
+	if o.Latency {
+		per += len(o.LatencyLoads)
+	}
+	r.total = per * len(r.devs) * len(o.FrameSizes) * len(o.Flows)
 	for _, size := range o.FrameSizes {
 		for _, flows := range o.Flows {
 			if err := ctx.Err(); err != nil {
@@ -238,6 +257,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func kernelRelease() string {
@@ -386,6 +413,19 @@ func (r *runner) config(ctx context.Context, size, flows int) error {
 	if o.Latency {
 		r.latency(ctx, as, size, flows)
 	}
+	if o.ProfileDir != "" && size == o.FrameSizes[0] {
+		for _, a := range as {
+			if !ok(a) {
+				continue
+			}
+			p, err := r.profile(a, size, flows)
+			if err != nil {
+				r.logf("%s: profile: %v", a.d.name, err)
+				continue
+			}
+			a.res.Profile = p
+		}
+	}
 	return nil
 }
 
@@ -460,8 +500,8 @@ func (r *runner) record(a *active, t Trial, what string) {
 		limited = " (generator below target)"
 	}
 	r.n++
-	r.logf("[%3d] %4dB %7d flows %-17s %-12s offered %7.3f Mpps delivered %7.3f Mpps loss %6.2f%%%s",
-		r.n, a.res.FrameSize, a.res.Flows, a.d.name, what, t.Offered/1e6, t.Delivered/1e6, t.Loss*100, limited)
+	r.logf("[%3d/%d] %4dB %7d flows %-17s %-12s offered %7.3f Mpps delivered %7.3f Mpps loss %6.2f%%%s",
+		r.n, r.total, a.res.FrameSize, a.res.Flows, a.d.name, what, t.Offered/1e6, t.Delivered/1e6, t.Loss*100, limited)
 }
 
 // warm makes the device ready and its flows known: for statewire it waits

@@ -38,6 +38,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
 	inline := fs.Bool("inline", false, "no RPS: the kernel bridges forward on the generator's CPU and pace it (no loss, one-CPU capacity)")
+	profile := fs.String("profile", "", "directory for `perf record -g` files of the device CPU during one extra full-rate trial per device at the first frame size; top symbols go into the report")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,6 +95,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	o.StatewireArgs = strings.Fields(*swArgs)
+	o.ProfileDir = *profile
 	if !*quiet {
 		o.Progress = stderr
 	}
