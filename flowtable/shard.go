@@ -228,7 +228,6 @@ func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, Insert
 		e.flags |= flagSwapped
 	}
 	e.Conn.Proto = k.Proto
-	e.Conn.Created = now
 	s.buckets[b] = idx + 1
 	s.count++
 	s.stats.Insert++

@@ -39,6 +39,9 @@ func TestBytesPerEntry(t *testing.T) {
 			}
 			// Budget: Key (40) + Conn + 16 bytes of link, slot generation,
 			// verdict cache, helper and flags, rounded to 8.
+			if entry > 128 {
+				t.Errorf("Entry: got %d bytes, want ≤ 128 (two cache lines)", entry)
+			}
 			if budget := 40 + unsafe.Sizeof(statemachine.Conn{}) + 16; entry > budget {
 				t.Errorf("Entry: got %d bytes, budget %d", entry, budget)
 			}

@@ -33,12 +33,15 @@ func invalid(r InvalidReason) Result { return Result{State: StateInvalid, Reason
 // gives SYN_SENT, an ACK-class packet ESTABLISHED with loose pickup, else
 // INVALID; UDP and generic protocols always start; ICMP and ICMPv6 only
 // from a request type. c is reset except for the StatusExpected bit the
-// flow table may have set; c.Created is now and c.Expires now + timeout.
+// flow table may have set; c.Expires is now + timeout.
 //
 // The result is StateNew (StateRelated when c has StatusExpected), or
 // StateInvalid with a reason, in which case the caller creates no entry.
 func New(c *Conn, p *packet.Packet, now int64, cfg *Config) Result {
-	*c = Conn{Created: now, Proto: p.Proto, Status: c.Status & StatusExpected}
+	*c = Conn{Proto: p.Proto, Status: c.Status & StatusExpected}
+	if p.Proto == packet.ProtoUDP || p.Proto == packet.ProtoUDPLite {
+		c.setUDPCreated(now)
+	}
 	switch p.Proto {
 	case packet.ProtoTCP:
 		if r := tcpError(&p.TCP); r != ReasonNone {
@@ -109,7 +112,7 @@ func Update(c *Conn, p *packet.Packet, dir Dir, now int64, cfg *Config) Result {
 // until a reply was seen; after that 30 s within 2 s of creation, then the
 // stream timeout and ASSURED.
 func udpPacket(c *Conn, now int64, cfg *Config) {
-	if c.Status&StatusSeenReply == 0 || now-c.Created <= udpStreamAfter {
+	if c.Status&StatusSeenReply == 0 || now-c.udpCreated() <= udpStreamAfter {
 		c.Expires = now + int64(cfg.Timeouts.UDP)
 		return
 	}
@@ -122,4 +125,16 @@ func icmpTimeout(proto uint8, cfg *Config) time.Duration {
 		return cfg.Timeouts.ICMPv6
 	}
 	return cfg.Timeouts.ICMP
+}
+
+// A UDP connection has no TCP state, so its creation time (for the 2 s
+// stream rule) is kept in the TCP part, as the kernel keeps each
+// protocol's data in one union (struct nf_conntrack ct->proto). This keeps
+// Conn, and so a flow-table entry, at 128 bytes.
+func (c *Conn) setUDPCreated(now int64) {
+	c.TCP.LastSeq, c.TCP.LastAck = uint32(uint64(now)>>32), uint32(now)
+}
+
+func (c *Conn) udpCreated() int64 {
+	return int64(uint64(c.TCP.LastSeq)<<32 | uint64(c.TCP.LastAck))
 }

@@ -99,7 +99,6 @@ type TCPConn struct {
 // state machines read and write. It lives inside a flow-table entry and is
 // owned by the goroutine that owns that entry's shard.
 type Conn struct {
-	Created int64 // ns, time the entry was created (UDP stream rule)
 	Expires int64 // ns, absolute expiry time
 	TCP     TCPConn
 	Proto   uint8    // L4 protocol number

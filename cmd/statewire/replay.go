@@ -64,7 +64,7 @@ func replayCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	entries := rp.Entries()
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Conn.Created < entries[j].Conn.Created })
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Orig.String() < entries[j].Orig.String() })
 	now := rp.Now()
 	var exps []flowtable.Expect
 	rp.Table.Expect.Range(func(x flowtable.Expect) bool {
