@@ -206,7 +206,7 @@ type Datapath struct {
 	wg        sync.WaitGroup
 	started   bool
 	stopped   bool
-	final     DatapathStats
+	final     atomic.Pointer[DatapathStats] // set once by Stop; Stats serves it after
 	// manual (tests only): Start runs no worker goroutines; the test
 	// drives worker.step, and Stop steps the workers until they are done.
 	manual bool
@@ -420,7 +420,10 @@ const stopDrainTimeout = 2 * time.Second
 // closes sockets and UMEMs and returns the final totals. It is idempotent.
 func (dp *Datapath) Stop() (DatapathStats, error) {
 	if dp.stopped || !dp.started {
-		return dp.final, nil
+		if f := dp.final.Load(); f != nil {
+			return *f, nil
+		}
+		return DatapathStats{}, nil
 	}
 	dp.stopped = true
 	var errs []error
@@ -435,9 +438,10 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 		dp.stepUntilDone()
 	}
 	dp.wg.Wait()
-	dp.final = dp.Stats()
+	final := dp.Stats()
+	dp.final.Store(&final)
 	errs = append(errs, dp.closeAll())
-	return dp.final, errors.Join(errs...)
+	return final, errors.Join(errs...)
 }
 
 // stepUntilDone drives the workers of a manual datapath round-robin from the

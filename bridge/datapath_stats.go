@@ -123,8 +123,8 @@ type published struct {
 // Stats returns the counters as last published by the workers (a copy;
 // safe from any goroutine). After Stop it returns the final totals.
 func (dp *Datapath) Stats() DatapathStats {
-	if dp.stopped && dp.final.Queues != nil {
-		return dp.final
+	if f := dp.final.Load(); f != nil {
+		return *f
 	}
 	out := DatapathStats{Queues: make([]QueueStats, dp.cfg.Queues)}
 	for _, w := range dp.workers {
