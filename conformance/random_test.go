@@ -109,10 +109,14 @@ func pick(b bool, x, y uint16) uint16 {
 // differs. The remaining differences are RSTs in SYN_SENT/SYN_SENT2 after a
 // reply was ignored (CONFORMANCE.md, "Open: RST in SYN_SENT"); the floor
 // of 99.5% per seed keeps them from growing until they are fixed. Use
-// -random-seed and -random-conns to explore, TestTraceRandomTCP to follow
-// one connection.
+// -random-seed and -random-conns to explore, -trace-port to follow one
+// connection packet by packet.
 func TestDifferentialRandomTCP(t *testing.T) {
 	lab.RequireRoot(t)
+	if *tracePort != 0 {
+		traceRandomTCP(t)
+		return
+	}
 	ctx := context.Background()
 	h, err := NewHarness(ctx, Options{}, 0)
 	if err != nil {
@@ -142,7 +146,7 @@ func TestDifferentialRandomTCP(t *testing.T) {
 	}
 }
 
-var tracePort = flag.Int("trace-port", 0, "TestTraceRandomTCP: the client port of the random connection to trace packet by packet")
+var tracePort = flag.Int("trace-port", 0, "TestDifferentialRandomTCP: trace (instead of comparing) the client port of the random connection to trace packet by packet")
 
 // describe formats a TCP frame for a trace.
 func describe(f []byte) string {
@@ -159,14 +163,11 @@ func describe(f []byte) string {
 	return fmt.Sprintf("%5d>%-5d %-4s seq=%d ack=%d win=%d len=%d", p.SrcPort, p.DstPort, fl, p.TCP.Seq, p.TCP.Ack, p.TCP.Window, p.PayloadLen)
 }
 
-// TestTraceRandomTCP replays one connection of TestDifferentialRandomTCP
+// traceRandomTCP replays one connection of TestDifferentialRandomTCP
 // packet by packet on both sides and logs each side's label and TCP state
-// after every packet (a debugging aid: run with -trace-port).
-func TestTraceRandomTCP(t *testing.T) {
-	if *tracePort == 0 {
-		t.Skip("debugging aid: give -trace-port (and -random-seed, -random-conns)")
-	}
-	lab.RequireRoot(t)
+// after every packet, marking the lines where they differ (a debugging
+// aid: go test -run TestDifferentialRandomTCP -random-seed N -trace-port P).
+func traceRandomTCP(t *testing.T) {
 	ctx := context.Background()
 	o, err := NewOracle(ctx, Options{})
 	if err != nil {
