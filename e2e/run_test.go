@@ -44,6 +44,24 @@ func TestRunCommand(t *testing.T) {
 			}
 		}
 	})
+	t.Run("warns about unserved queues", func(t *testing.T) {
+		l := lab.NewT(t, lab.Options{Queues: 2})
+		var stderr bytes.Buffer
+		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "1", "--ring-size", "512")
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("statewire run after SIGTERM: %v, want exit 0\nstderr: %s", err, stderr.String())
+		}
+		want := "has 2 RX queues but --queues is 1"
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr got %q, want a warning containing %q", stderr.String(), want)
+		}
+	})
 	for _, cores := range coreCounts {
 		t.Run(map[int]string{1: "cores=1", 2: "cores=2"}[cores], func(t *testing.T) {
 			l := lab.NewT(t, lab.Options{Queues: 2})

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -125,6 +127,13 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, ifc := range []string{df.portA, df.portB} {
+		if n := rxQueues(ifc); n > dp.Config().Queues {
+			fmt.Fprintf(stderr, "statewire: warning: %s has %d RX queues but --queues is %d: frames on queues %d..%d are dropped "+
+				"(raise --queues or reduce the NIC's queues with ethtool -L %s combined %d)\n",
+				ifc, n, dp.Config().Queues, dp.Config().Queues, n-1, ifc, dp.Config().Queues)
+		}
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -152,6 +161,22 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+}
+
+// rxQueues returns the number of RX queues sysfs shows for ifc (0 when it
+// cannot tell).
+func rxQueues(ifc string) int {
+	ents, err := os.ReadDir(filepath.Join("/sys/class/net", ifc, "queues"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "rx-") {
+			n++
+		}
+	}
+	return n
 }
 
 // meter turns successive counter snapshots into rates.
