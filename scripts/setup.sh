@@ -15,6 +15,14 @@ declare -A need=(
   [tcpdump]=tcpdump
   [ethtool]=ethtool
   [socat]=socat
+  # Real peers of the helper tests (e2e/alg). Their postinst may start the
+  # services in the root namespace; the tests run their own copies inside the
+  # lab's namespaces, which the root-namespace ones cannot reach.
+  [vsftpd]=vsftpd
+  [curl]=curl
+  [in.tftpd]=tftpd-hpa
+  [tftp]=tftp-hpa
+  [ngircd]=ngircd
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -1,0 +1,276 @@
+package alg
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/rules"
+)
+
+// rig is one lab with the datapath running on its bridge ports.
+type rig struct {
+	l  *lab.Lab
+	dp *bridge.Datapath
+}
+
+// rulesText is the policy of every test: NEW only from the left (PortA) and
+// only to the control ports, ESTABLISHED,RELATED both ways. With helpers, the
+// raw table attaches ftp, tftp and irc to their control connections. NEW is
+// restricted to the control ports so that even a passive FTP data connection,
+// which the left opens, passes only as RELATED.
+func rulesText(portA string, helpers bool) string {
+	var b strings.Builder
+	if helpers {
+		b.WriteString("*raw\n:PREROUTING ACCEPT [0:0]\n" +
+			"-A PREROUTING -p tcp --dport 21 -j CT --helper ftp\n" +
+			"-A PREROUTING -p udp --dport 69 -j CT --helper tftp\n" +
+			"-A PREROUTING -p tcp --dport 6667 -j CT --helper irc\n" +
+			"COMMIT\n")
+	}
+	fmt.Fprintf(&b, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"+
+		"-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"+
+		"-A FORWARD -m physdev --physdev-in %[1]s -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT\n"+
+		"-A FORWARD -m physdev --physdev-in %[1]s -p udp --dport 69 -m conntrack --ctstate NEW -j ACCEPT\n"+
+		"-A FORWARD -m physdev --physdev-in %[1]s -p tcp --dport 6667 -m conntrack --ctstate NEW -j ACCEPT\n"+
+		"COMMIT\n", portA)
+	return b.String()
+}
+
+// newRig builds a 2-queue lab and starts the datapath (2 workers, so a data
+// connection may land on another shard than its master) in its bridge
+// namespace, with or without the helper rules.
+func newRig(t *testing.T, helpers bool) *rig {
+	t.Helper()
+	lab.RequireRoot(t)
+	l := lab.NewT(t, lab.Options{Queues: 2})
+	cfg := bridge.DefaultDatapathConfig()
+	cfg.PortA, cfg.PortB = l.PortA, l.PortB
+	cfg.Cores, cfg.Queues = 2, 2
+	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
+	cfg.Logf = t.Logf
+	cfg.Table.Buckets = 4096
+	s := bridge.DefaultSettings()
+	var ld rules.Loader
+	if err := ld.Load("alg.rules", strings.NewReader(rulesText(l.PortA, helpers)), rules.FamilyBoth); err != nil {
+		t.Fatalf("load rules: %v", err)
+	}
+	rs, err := ld.Compile([2]string{l.PortA, l.PortB})
+	if err != nil {
+		t.Fatalf("compile rules: %v", err)
+	}
+	s.Rules = rs
+	cfg.Settings = s
+	dp, err := bridge.NewDatapath(cfg)
+	if err != nil {
+		t.Fatalf("NewDatapath: %v", err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	r := &rig{l: l, dp: dp}
+	t.Cleanup(func() {
+		st, err := dp.Stop()
+		if err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+		p := &st.Pipeline
+		t.Logf("pipeline: expect_create %d, expect_new %d, expect_failed %d, states %v, drops %d",
+			p.ExpectCreate, p.ExpectNew, p.ExpectFailed, states(p), p.Dropped())
+		if err := st.CheckConservation(); err != nil {
+			t.Errorf("frame conservation: %v", err)
+		}
+	})
+	return r
+}
+
+func states(p *bridge.Stats) string {
+	var b []string
+	for i, n := range p.States {
+		if n > 0 {
+			b = append(b, fmt.Sprintf("%s=%d", bridge.StateNames[i], n))
+		}
+	}
+	return strings.Join(b, " ")
+}
+
+// expectCounts are the expectation counters of the pipeline at one moment.
+type expectCounts struct{ create, new, related uint64 }
+
+func (r *rig) counts() expectCounts {
+	p := r.dp.Stats().Pipeline
+	return expectCounts{p.ExpectCreate, p.ExpectNew, p.States[related]}
+}
+
+// related is the index of RELATED in Stats.States.
+var related = func() int {
+	for i, n := range bridge.StateNames {
+		if n == "RELATED" {
+			return i
+		}
+	}
+	panic("no RELATED in bridge.StateNames")
+}()
+
+// waitCounts waits (the workers publish their counters periodically) until
+// the counters moved past before by at least want in every field, and returns
+// the last difference seen.
+func (r *rig) waitCounts(before expectCounts, want expectCounts) expectCounts {
+	var d expectCounts
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		c := r.counts()
+		d = expectCounts{c.create - before.create, c.new - before.new, c.related - before.related}
+		if (d.create >= want.create && d.new >= want.new && d.related >= want.related) || time.Now().After(deadline) {
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkRelated asserts that a transfer with the helper created an
+// expectation, used it for a new connection, and saw RELATED packets.
+func (r *rig) checkRelated(t *testing.T, before expectCounts) {
+	t.Helper()
+	d := r.waitCounts(before, expectCounts{1, 1, 1})
+	if d.create < 1 || d.new < 1 || d.related < 1 {
+		t.Errorf("with the helper: expect_create +%d, expect_new +%d, RELATED packets +%d; want each >= 1", d.create, d.new, d.related)
+	}
+}
+
+// checkNoRelated asserts that nothing was expected or RELATED without the
+// helper (after giving the workers time to publish).
+func (r *rig) checkNoRelated(t *testing.T, before expectCounts) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	d := r.waitCounts(before, expectCounts{})
+	if d.create != 0 || d.new != 0 || d.related != 0 {
+		t.Errorf("without the helper: expect_create +%d, expect_new +%d, RELATED packets +%d; want 0", d.create, d.new, d.related)
+	}
+}
+
+// daemon starts a foreground daemon in ns and kills it in t.Cleanup. Its
+// output is logged when the test fails.
+func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Fatalf("%s not installed (scripts/setup.sh installs it): %v", name, err)
+	}
+	cmd := r.l.Command(ns, name, args...)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s (pid %d) did not exit after SIGKILL", name, cmd.Process.Pid)
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, out.String())
+		}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for the writer goroutines of exec.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// waitListen waits until something accepts TCP connections on addr, dialled
+// from inside ns (so without crossing the bridge).
+func (r *rig) waitListen(t *testing.T, ns, addr string) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		err = r.l.Do(ns, func() error {
+			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return
+		}
+	}
+	t.Fatalf("nothing listens on %s in %s: %v", addr, ns, err)
+}
+
+// waitUDP waits until a UDP socket is bound to port (ss inside ns).
+func (r *rig) waitUDP(t *testing.T, ns string, port int) {
+	t.Helper()
+	want := fmt.Sprintf(":%d ", port)
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, _ = r.l.Run(context.Background(), ns, "ss", "-uln")
+		if strings.Contains(out, want) {
+			return
+		}
+	}
+	t.Fatalf("nothing bound to udp port %d in %s:\n%s", port, ns, out)
+}
+
+// publicDir returns a fresh temporary directory that unprivileged daemon
+// users (ftp, nobody, irc) can read: t.TempDir is 0700 down from its parent.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, p := range []string{d, filepath.Dir(d)} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// randomFile writes size random bytes to dir/name and returns their SHA-256.
+func randomFile(t *testing.T, dir, name string, size int) [32]byte {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(data)
+}
+
+// fileSum returns the SHA-256 and size of a file ("" sum if unreadable).
+func fileSum(path string) ([32]byte, int, error) {
+	data, err := os.ReadFile(path)
+	return sha256.Sum256(data), len(data), err
+}
+
+var (
+	leftIP  = lab.LeftIPv4.Addr()
+	rightIP = lab.RightIPv4.Addr()
+)
