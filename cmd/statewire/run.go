@@ -72,7 +72,12 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 	c.FrameSize, c.Batch, c.BusyPoll = df.frameSize, df.batch, df.busyPoll
 	c.Frames = df.frames
 	if c.Frames == 0 {
-		c.Frames = 2 * (c.FillSize + c.TXSize)
+		// Enough for both ports' fill and TX rings, rounded up to a power
+		// of two so that a bad ring size is what the error names.
+		c.Frames = 1
+		for c.Frames < 2*(c.FillSize+c.TXSize) {
+			c.Frames <<= 1
+		}
 	}
 	m, err := ring.ParseMode(df.xdpMode)
 	if err != nil {

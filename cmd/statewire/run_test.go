@@ -1,0 +1,60 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestRunCommandErrors: every configuration mistake is refused before any
+// interface is touched (or, for missing interfaces, before anything is
+// attached), with a message naming the problem.
+func TestRunCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"no ports", []string{"run"}, 2, "--port-a and --port-b are required"},
+		{"one port", []string{"run", "--port-a", "eth0"}, 2, "--port-a and --port-b are required"},
+		{"stray argument", []string{"run", "--port-a", "a", "--port-b", "b", "extra"}, 2, "required"},
+		{"same port", []string{"run", "--port-a", "x", "--port-b", "x"}, 1, "must differ"},
+		{"ring size", []string{"run", "--port-a", "a", "--port-b", "b", "--ring-size", "1000"}, 1, "FillSize 1000"},
+		{"tx size", []string{"run", "--port-a", "a", "--port-b", "b", "--tx-size", "100"}, 1, "TXSize 100"},
+		{"frame size", []string{"run", "--port-a", "a", "--port-b", "b", "--frame-size", "1500"}, 1, "FrameSize 1500"},
+		{"frames", []string{"run", "--port-a", "a", "--port-b", "b", "--frames", "4096"}, 1, "frames 4096 per queue"},
+		{"queues below cores", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "1"}, 1, "queues 1 fewer than cores 2"},
+		{"xdp mode", []string{"run", "--port-a", "a", "--port-b", "b", "--xdp-mode", "fast"}, 1, "--xdp-mode"},
+		{"attach", []string{"run", "--port-a", "a", "--port-b", "b", "--attach", "offload"}, 1, "--attach must be native or generic"},
+		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
+		{"missing interface", []string{"run", "--port-a", "sw-nosuch-a", "--port-b", "sw-nosuch-b"}, 1, `port A "sw-nosuch-a"`},
+		{"MTU over frame size", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b"}, 1, "MTU 65536"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := run(t, tc.args...)
+			if code != tc.wantCode {
+				t.Errorf("exit code got %d, want %d (stderr %q)", code, tc.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("stderr got %q, want it to contain %q", stderr, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunHelp: --help exits 0 and shows the example and the defaults.
+func TestRunHelp(t *testing.T) {
+	for _, cmd := range []string{"run", "demo"} {
+		t.Run(cmd, func(t *testing.T) {
+			code, _, stderr := run(t, cmd, "--help")
+			if code != 0 {
+				t.Errorf("exit code got %d, want 0", code)
+			}
+			for _, want := range []string{"Example:", "-cores int", "(default 1)", "-ring-size int", "(default 2048)", "-xdp-mode string", `(default "auto")`} {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("%s --help lacks %q", cmd, want)
+				}
+			}
+		})
+	}
+}
