@@ -18,7 +18,8 @@ import (
 var ErrDatapathConfig = errors.New("bridge: invalid datapath config")
 
 // DatapathConfig sizes and places the AF_XDP datapath. Zero fields take the
-// defaults of DefaultDatapathConfig.
+// defaults of DefaultDatapathConfig. It is a plain value: NewDatapath keeps a
+// copy, so the caller may reuse or change its own afterwards.
 type DatapathConfig struct {
 	// PortA and PortB are the interface names of the two ports. Frames
 	// accepted on one leave by the other.

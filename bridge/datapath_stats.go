@@ -56,7 +56,8 @@ type QueueStats struct {
 }
 
 // DatapathStats is a copy of every counter, published by the workers (about
-// every 50 ms and when they stop) for other goroutines.
+// every 50 ms and when they stop) for other goroutines. Datapath.Stats
+// returns a fresh value each call, owned by the caller.
 type DatapathStats struct {
 	Now      int64        // datapath clock of the newest publication
 	Queues   []QueueStats // by queue id
@@ -112,7 +113,8 @@ func (s *DatapathStats) CheckConservation() error {
 	return nil
 }
 
-// published is a worker's last published copy of its counters.
+// published is a worker's last published copy of its counters: written by
+// the worker, read by Datapath.Stats, both under mu.
 type published struct {
 	mu     sync.Mutex
 	now    int64
