@@ -11,7 +11,8 @@ import (
 // became of them. Every received frame ends in exactly one of Forwarded or a
 // drop (Drops by reason, HandoffFull), or is still InFlight (handed to
 // another worker, verdict not back yet): that is the conservation law
-// CheckConservation verifies.
+// CheckConservation verifies. Workers count in their own copy (plain
+// integers, owner only) and publish snapshots; what callers get is theirs.
 type PortCounters struct {
 	RX, RXBytes uint64                 // frames (and bytes) taken from the RX ring
 	Forwarded   uint64                 // accepted and put on the other port's TX ring
