@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,8 +161,8 @@ func (r *rig) checkNoRelated(t *testing.T, before expectCounts) {
 	}
 }
 
-// daemon starts a foreground daemon in ns and kills it in t.Cleanup. Its
-// output is logged when the test fails.
+// daemon starts a foreground daemon in ns and kills it and its children in
+// t.Cleanup. Its output is logged when the test fails.
 func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
@@ -170,13 +171,17 @@ func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
 	cmd := r.l.Command(ns, name, args...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// Its own process group, so that the cleanup also kills the children
+	// (vsftpd's sessions, in.tftpd's transfer processes) that hold the
+	// output pipe and would otherwise outlive the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
