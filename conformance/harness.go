@@ -10,6 +10,7 @@ import (
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/ctlist"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/replay"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
@@ -317,7 +318,7 @@ func (o *Ours) diff(num int, kernel string, pk replay.Packet) PacketDiff {
 			d.Tuple += fmt.Sprintf(" vlan=%d", t.VLAN)
 		}
 	} else {
-		d.Tuple = "-"
+		d.Tuple = describeUntupled(o.rp.Pipeline.Packet())
 	}
 	r := &pk.Result
 	switch {
@@ -335,4 +336,33 @@ func (o *Ours) diff(num int, kernel string, pk replay.Packet) PacketDiff {
 		d.Detail += "tcp=" + r.TCPState.String()
 	}
 	return d
+}
+
+// describeUntupled formats a packet that has no tuple of its own (ICMP
+// errors, malformed packets): addresses, ICMP type and code, and the
+// quoted packet when it parsed.
+func describeUntupled(p *packet.Packet) string {
+	if p == nil || p.IPVersion == 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%s src=%s dst=%s", ctlist.L4Name(p.Proto), flowtable.AddrString(p.Src), flowtable.AddrString(p.Dst))
+	if p.Proto != packet.ProtoICMP && p.Proto != packet.ProtoICMPv6 {
+		return s
+	}
+	s += fmt.Sprintf(" type=%d code=%d", p.ICMP.Type, p.ICMP.Code)
+	if p.HasInner {
+		in := &p.Inner
+		s += fmt.Sprintf(" quoting %s src=%s dst=%s", ctlist.L4Name(in.Proto), flowtable.AddrString(in.Src), flowtable.AddrString(in.Dst))
+		switch {
+		case in.NonFirstFragment:
+			s += " (non-first fragment)"
+		case in.Proto == packet.ProtoICMP || in.Proto == packet.ProtoICMPv6:
+			s += fmt.Sprintf(" type=%d code=%d id=%d", in.ICMP.Type, in.ICMP.Code, in.ICMP.ID)
+		default:
+			s += fmt.Sprintf(" sport=%d dport=%d", in.SrcPort, in.DstPort)
+		}
+	} else if p.InnerReason != packet.ReasonOK {
+		s += " quoting (" + p.InnerReason.String() + ")"
+	}
+	return s
 }

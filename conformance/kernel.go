@@ -268,9 +268,7 @@ func (o *Oracle) inject(ctx context.Context, frames [][]byte) ([]string, error) 
 		}
 		far := int(d ^ 1)
 		o.drain(far)
-		if err := unix.Sendto(o.fd[d], frame, 0, &unix.SockaddrLinklayer{
-			Protocol: htons(unix.ETH_P_ALL), Ifindex: o.idx[d],
-		}); err != nil {
+		if err := o.send(d, frame); err != nil {
 			return nil, fmt.Errorf("conformance: packet %d: send: %w", i+1, err)
 		}
 		if k == kindFragment {
@@ -285,6 +283,19 @@ func (o *Oracle) inject(ctx context.Context, frames [][]byte) ([]string, error) 
 		out[i] = label(got)
 	}
 	return out, nil
+}
+
+// send injects frame on host d. ENOBUFS (the veth's queue momentarily
+// full, e.g. after a burst of flooded multicast) is retried for a while.
+func (o *Oracle) send(d side, frame []byte) error {
+	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: o.idx[d]}
+	for try := 0; ; try++ {
+		err := unix.Sendto(o.fd[d], frame, 0, sa)
+		if err == nil || !errors.Is(err, unix.ENOBUFS) || try == 100 {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // label turns the far-side frame (nil: none) into a label.
