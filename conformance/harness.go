@@ -154,7 +154,7 @@ func (h *Harness) Compare(ctx context.Context, name string, frames []replay.Fram
 			r.Fragments = append(r.Fragments, i+1)
 			continue
 		case strings.HasPrefix(k, "DSCP"):
-			r.Unseen = append(r.Unseen, ours.diff(i+1, k, pk))
+			r.Unseen = append(r.Unseen, ours.diff(i+1, k, f, pk))
 			continue
 		}
 		r.Compared++
@@ -162,7 +162,7 @@ func (h *Harness) Compare(ctx context.Context, name string, frames []replay.Fram
 			r.Equal++
 			continue
 		}
-		r.Diffs = append(r.Diffs, ours.diff(i+1, k, pk))
+		r.Diffs = append(r.Diffs, ours.diff(i+1, k, f, pk))
 	}
 	r.OurTable = ours.Table()
 	r.TableDiffs = CompareTables(r.KernelTable, r.OurTable, h.tolerance)
@@ -309,7 +309,7 @@ func (o *Ours) Table() []Entry {
 }
 
 // diff describes packet num from statewire's view.
-func (o *Ours) diff(num int, kernel string, pk replay.Packet) PacketDiff {
+func (o *Ours) diff(num int, kernel string, frame []byte, pk replay.Packet) PacketDiff {
 	d := PacketDiff{Num: num, Kernel: kernel, Ours: Label(pk.Result)}
 	if t, ok := flowtable.TupleFromPacket(o.rp.Pipeline.Packet()); ok {
 		name := ctlist.L4Name(t.Proto)
@@ -318,7 +318,7 @@ func (o *Ours) diff(num int, kernel string, pk replay.Packet) PacketDiff {
 			d.Tuple += fmt.Sprintf(" vlan=%d", t.VLAN)
 		}
 	} else {
-		d.Tuple = describeUntupled(o.rp.Pipeline.Packet())
+		d.Tuple = describeUntupled(o.rp.Pipeline.Packet(), frame)
 	}
 	r := &pk.Result
 	switch {
@@ -341,7 +341,7 @@ func (o *Ours) diff(num int, kernel string, pk replay.Packet) PacketDiff {
 // describeUntupled formats a packet that has no tuple of its own (ICMP
 // errors, malformed packets): addresses, ICMP type and code, and the
 // quoted packet when it parsed.
-func describeUntupled(p *packet.Packet) string {
+func describeUntupled(p *packet.Packet, frame []byte) string {
 	if p == nil || p.IPVersion == 0 {
 		return "-"
 	}
@@ -362,7 +362,18 @@ func describeUntupled(p *packet.Packet) string {
 			s += fmt.Sprintf(" sport=%d dport=%d", in.SrcPort, in.DstPort)
 		}
 	} else if p.InnerReason != packet.ReasonOK {
-		s += " quoting (" + p.InnerReason.String() + ")"
+		s += " quoting"
+		// The parser keeps nothing of a quote it refused: read the
+		// quoted IP header's protocol from the frame.
+		if q := int(p.L4Off) + 8; q < len(frame) {
+			switch v := frame[q] >> 4; {
+			case v == 4 && q+9 < len(frame):
+				s += " " + ctlist.L4Name(frame[q+9])
+			case v == 6 && q+6 < len(frame):
+				s += " " + ctlist.L4Name(frame[q+6])
+			}
+		}
+		s += " (" + p.InnerReason.String() + ")"
 	}
 	return s
 }
