@@ -1,0 +1,294 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/rules"
+	"github.com/statewire/statewire/statemachine"
+)
+
+const (
+	established = statemachine.TCPState(3)
+	synSent     = statemachine.TCPState(1)
+	assured     = statemachine.StatusSeenReply | statemachine.StatusAssured
+)
+
+// table3 fills f with three connections: an ASSURED TCP one, an UNREPLIED
+// TCP one and a UDP one.
+func table3(t *testing.T, f *fakeBridge) {
+	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: established, status: assured, timeout: 300 * time.Second})
+	f.add(t, conn{proto: 6, src: "198.18.0.2", dst: "198.18.1.2", sport: 40001, dport: 22, state: synSent, timeout: 120 * time.Second})
+	f.add(t, conn{proto: 17, src: "198.18.0.1", dst: "198.18.1.3", sport: 5353, dport: 53, status: statemachine.StatusSeenReply, timeout: 30 * time.Second})
+}
+
+func call(t *testing.T, path string, req Request) ([]string, int, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var lines []string
+	n, err := Do(ctx, path, req, func(l string) { lines = append(lines, l) })
+	return lines, n, err
+}
+
+func TestSocketMode(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("socket mode: got %o, want 600", got)
+	}
+	if _, err := Listen(path, f, Options{}); err == nil {
+		t.Errorf("second Listen on a live socket: got no error, want one")
+	}
+}
+
+func TestListFilters(t *testing.T) {
+	f := newFake(t, 2)
+	table3(t, f)
+	path := serve(t, f, Options{})
+	tests := []struct {
+		name   string
+		filter Filter
+		want   []string // substrings, one per expected line (any order)
+	}{
+		{"all", Filter{}, []string{"dport=80", "dport=22", "dport=53"}},
+		{"proto tcp", Filter{Proto: 6}, []string{"dport=80", "dport=22"}},
+		{"src", Filter{Src: "198.18.0.1"}, []string{"dport=80", "dport=53"}},
+		{"src prefix", Filter{Src: "198.18.0.0/24", Proto: 17}, []string{"dport=53"}},
+		{"dst", Filter{Dst: "198.18.1.2"}, []string{"dport=22"}},
+		{"sport", Filter{SPort: 5353}, []string{"dport=53"}},
+		{"dport", Filter{DPort: 80}, []string{"dport=80"}},
+		{"state", Filter{State: "syn_sent"}, []string{"dport=22"}},
+		{"assured", Filter{Status: "ASSURED"}, []string{"dport=80"}},
+		{"unreplied", Filter{Status: "UNREPLIED"}, []string{"dport=22"}},
+		{"family 6", Filter{Family: 6}, nil},
+		{"no match", Filter{DPort: 8080}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			lines, n, err := call(t, path, Request{Op: OpList, Filter: tc.filter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(tc.want) || len(lines) != len(tc.want) {
+				t.Fatalf("got %d lines (count %d): %q, want %d", len(lines), n, lines, len(tc.want))
+			}
+			for _, w := range tc.want {
+				found := 0
+				for _, l := range lines {
+					if strings.Contains(l, w+" ") {
+						found++
+					}
+				}
+				if found != 1 {
+					t.Errorf("got %q, want one line with %q", lines, w)
+				}
+			}
+			_, c, err := call(t, path, Request{Op: OpCount, Filter: tc.filter})
+			if err != nil || c != len(tc.want) {
+				t.Errorf("count: got %d, %v; want %d", c, err, len(tc.want))
+			}
+		})
+	}
+}
+
+func TestListFormats(t *testing.T) {
+	f := newFake(t, 1)
+	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: established, status: assured, timeout: 300 * time.Second})
+	path := serve(t, f, Options{})
+	tests := []struct{ format, want string }{
+		{"", "tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 use=1"},
+		{FormatProc, "ipv4     2 tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 zone=0 use=1"},
+		{FormatJSON, `"state":"ESTABLISHED"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.format, func(t *testing.T) {
+			lines, _, err := call(t, path, Request{Op: OpList, Format: tc.format})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Errorf("got %q, want a line containing %q", lines, tc.want)
+			}
+		})
+	}
+	if _, _, err := call(t, path, Request{Op: OpList, Format: "xml"}); err == nil || !errors.Is(err, ErrServer) {
+		t.Errorf("format xml: got %v, want a server error", err)
+	}
+}
+
+func TestCountDeleteFlush(t *testing.T) {
+	f := newFake(t, 2)
+	table3(t, f)
+	path := serve(t, f, Options{})
+	count := func(fl Filter) int {
+		t.Helper()
+		_, n, err := call(t, path, Request{Op: OpCount, Filter: fl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := count(Filter{Proto: 6}); got != 2 {
+		t.Errorf("count tcp: got %d, want 2", got)
+	}
+	if _, _, err := call(t, path, Request{Op: OpDelete}); err == nil {
+		t.Errorf("delete without filter: got no error, want one")
+	}
+	lines, n, err := call(t, path, Request{Op: OpDelete, Filter: Filter{DPort: 22}})
+	if err != nil || n != 1 || len(lines) != 1 {
+		t.Fatalf("delete dport 22: got %d deleted, %q, %v; want 1", n, lines, err)
+	}
+	if got := count(Filter{Proto: 6}); got != 1 {
+		t.Errorf("count tcp after delete: got %d, want 1", got)
+	}
+	if _, n, err := call(t, path, Request{Op: OpDelete, Filter: Filter{DPort: 22}}); err != nil || n != 0 {
+		t.Errorf("delete again: got %d, %v; want 0, nil", n, err)
+	}
+	if _, n, err := call(t, path, Request{Op: OpFlush}); err != nil || n != 2 {
+		t.Errorf("flush: got %d, %v; want 2, nil", n, err)
+	}
+	if got := count(Filter{Proto: 17}); got != 0 {
+		t.Errorf("count udp after flush: got %d, want 0", got)
+	}
+}
+
+func TestSysctl(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{})
+	tests := []struct {
+		name, value string
+		want        string // line, or error substring with wantErr
+		wantErr     bool
+	}{
+		{"net.netfilter.nf_conntrack_tcp_timeout_established", "", "net.netfilter.nf_conntrack_tcp_timeout_established = 432000", false},
+		{"nf_conntrack_tcp_timeout_established", "600", "net.netfilter.nf_conntrack_tcp_timeout_established = 600", false},
+		{"net/netfilter/nf_conntrack_tcp_loose", "0", "net.netfilter.nf_conntrack_tcp_loose = 0", false},
+		{"nf_conntrack_checksum", "0", "net.netfilter.nf_conntrack_checksum = 0", false},
+		{"nf_conntrack_max", "10", "fixed at start", true},
+		{"nf_conntrack_bogus", "", "unknown sysctl", true},
+		{"nf_conntrack_udp_timeout", "abc", "udp_timeout", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			op := OpSysctlGet
+			if tc.value != "" {
+				op = OpSysctlSet
+			}
+			lines, _, err := call(t, path, Request{Op: op, Name: tc.name, Value: tc.value})
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("got %v, want an error containing %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil || len(lines) != 1 || lines[0] != tc.want {
+				t.Errorf("got %q, %v; want %q", lines, err, tc.want)
+			}
+		})
+	}
+	st := f.Control().Load()
+	if st.Conntrack.Timeouts.TCPEstablished != 600*time.Second || st.Conntrack.Loose || st.VerifyChecksum {
+		t.Errorf("published settings: got established %v loose %v checksum %v, want 10m0s false false",
+			st.Conntrack.Timeouts.TCPEstablished, st.Conntrack.Loose, st.VerifyChecksum)
+	}
+	lines, n, err := call(t, path, Request{Op: OpSysctlGet})
+	if err != nil || n != len(SysctlNames()) || len(lines) != n {
+		t.Errorf("all sysctls: got %d lines, count %d, %v; want %d", len(lines), n, err, len(SysctlNames()))
+	}
+}
+
+func TestRulesLoad(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{Ports: [2]string{"ethA", "ethB"}})
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.rules")
+	bad := filepath.Join(dir, "bad.rules")
+	os.WriteFile(good, []byte("*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n-A FORWARD -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"), 0o644)
+	os.WriteFile(bad, []byte("*filter\n:FORWARD DROP [0:0]\n-A FORWARD -p tcp --bogus 22 -j ACCEPT\nCOMMIT\n"), 0o644)
+
+	want, err := rules.LoadFiles(good, "", [2]string{"ethA", "ethB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, err := call(t, path, Request{Op: OpRulesLoad, Path: good})
+	if err != nil || n != want.NumRules() {
+		t.Fatalf("load good: got %d rules, %v; want %d, nil", n, err, want.NumRules())
+	}
+	before := f.Control().Load().Rules
+	_, _, err = call(t, path, Request{Op: OpRulesLoad, Path: bad})
+	if err == nil || !strings.Contains(err.Error(), "bad.rules:3") {
+		t.Errorf("load bad: got %v, want an error naming bad.rules:3", err)
+	}
+	if got := f.Control().Load().Rules; got != before {
+		t.Errorf("after a bad load the running rules changed (generation %d, want %d)", got.Generation(), before.Generation())
+	}
+	lines, _, err := call(t, path, Request{Op: OpRulesShow})
+	if err != nil || !strings.Contains(strings.Join(lines, "\n"), "--dport 22") {
+		t.Errorf("rules show: got %q, %v; want the loaded rules", lines, err)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{EventInterval: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lines := make(chan string, 16)
+	go Do(ctx, path, Request{Op: OpEvents, Filter: Filter{Proto: 6}}, func(l string) { lines <- l })
+	next := func() string {
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5s")
+			return ""
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the first snapshot (no events) pass
+	f.add(t, conn{proto: 17, src: "198.18.0.1", dst: "198.18.1.3", sport: 5353, dport: 53, timeout: 30 * time.Second})
+	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: synSent, timeout: 120 * time.Second})
+	if l := next(); !strings.HasPrefix(l, "    [NEW] tcp") || !strings.Contains(l, "SYN_SENT") {
+		t.Errorf("got %q, want [NEW] tcp ... SYN_SENT", l)
+	}
+	f.owner(func() {
+		f.t.Shard(0).Range(func(e *flowtable.Entry) bool {
+			if e.Conn.Proto == 6 {
+				e.Conn.State, e.Conn.Status = established, assured
+			}
+			return true
+		})
+	})
+	if l := next(); !strings.HasPrefix(l, " [UPDATE] tcp") || !strings.Contains(l, "ESTABLISHED") || !strings.Contains(l, "[ASSURED]") {
+		t.Errorf("got %q, want [UPDATE] tcp ... ESTABLISHED ... [ASSURED]", l)
+	}
+	if _, n, err := call(t, path, Request{Op: OpFlush}); err != nil || n != 2 {
+		t.Fatalf("flush: got %d, %v", n, err)
+	}
+	if l := next(); !strings.HasPrefix(l, "[DESTROY] tcp") {
+		t.Errorf("got %q, want [DESTROY] tcp", l)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{})
+	for _, req := range []Request{{Op: "nope"}, {Op: OpList, Filter: Filter{State: "FOO"}}, {Op: OpList, Filter: Filter{Src: "1.2.3"}}, {Op: OpList, Filter: Filter{Status: "X"}}} {
+		if _, _, err := call(t, path, req); !errors.Is(err, ErrServer) {
+			t.Errorf("%+v: got %v, want a server error", req, err)
+		}
+	}
+	if _, err := Do(context.Background(), filepath.Join(t.TempDir(), "none.sock"), Request{Op: OpList}, func(string) {}); err == nil {
+		t.Errorf("no socket: got no error, want one")
+	}
+}
