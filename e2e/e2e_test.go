@@ -13,6 +13,7 @@ import (
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/rules"
 )
 
 func stateCount(st *bridge.DatapathStats, name string) uint64 {
@@ -231,4 +232,35 @@ func newRigRules(t *testing.T, cores int) *rig {
 	return newRig(t, rigOptions{cores: cores, rulesFor: func(portA, portB string) string {
 		return strings.ReplaceAll(statefulRules, "{PortA}", portA)
 	}})
+}
+
+// TestLiveRuleChange: a rule set published through Control while the
+// workers run applies to the next packet, including to flows whose accept
+// verdict was cached under the previous rule set.
+func TestLiveRuleChange(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); !ok {
+			t.Fatalf("ping before the change got %q, want 2 received", out)
+		}
+		var ld rules.Loader
+		const dropICMP = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -j DROP\nCOMMIT\n"
+		if err := ld.Load("drop-icmp.rules", strings.NewReader(dropICMP), rules.FamilyIPv4); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := ld.Compile([2]string{r.l.PortA, r.l.PortB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := *r.dp.Control().Load()
+		s.Rules = rs
+		r.dp.Control().Store(&s)
+		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); ok {
+			t.Errorf("ping after publishing a DROP rule for ICMP got %q, want no reply", out)
+		}
+		st, _ := r.dp.Stop()
+		if n := st.Total(bridge.PortA).Drops[bridge.DropRule]; n < 2 {
+			t.Errorf("rule drops from port A got %d, want at least the 2 echo requests", n)
+		}
+	})
 }
