@@ -86,6 +86,8 @@ type Report struct {
 	KernelTable      []Entry
 	OurTable         []Entry
 	TableDiffs       []TableDiff
+	// KernelLabels and OurLabels are every packet's label on each side.
+	KernelLabels, OurLabels []string
 }
 
 // Agreement is Equal/Compared (1 when nothing was compared).
@@ -142,9 +144,10 @@ func (h *Harness) Compare(ctx context.Context, name string, frames []replay.Fram
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Capture: name, Packets: len(frames), KernelTable: ktab}
+	r := &Report{Capture: name, Packets: len(frames), KernelTable: ktab, KernelLabels: kernel}
 	for i, f := range padded {
 		pk := ours.Step(f, 0)
+		r.OurLabels = append(r.OurLabels, Label(pk.Result))
 		k := kernel[i]
 		switch {
 		case k == SkipNonIP:
