@@ -114,8 +114,8 @@ func (w *worker) run() {
 
 // step is one iteration of the worker loop at time now (the clock is read
 // once per iteration, by the caller): RX batches of every queue and port,
-// the hand-offs, the socket housekeeping, expiry and snapshot reads, and a
-// periodic publication of the counters. It returns the frames it moved and
+// the hand-offs, the socket housekeeping, expiry, snapshot reads, control
+// requests (delete, flush) and a periodic publication of the counters. It returns the frames it moved and
 // whether the worker is done (stopped and drained, or out of time).
 func (w *worker) step(now int64) (moved int, done bool) {
 	dp := w.dp
@@ -137,6 +137,7 @@ func (w *worker) step(now int64) (moved int, done bool) {
 	w.housekeep()
 	w.shard.Expire(now, expireBudget)
 	w.shard.ServeReads(readBudget)
+	ServeControl(w.table, w.shard) // conntrack -D / -F requests for our shard
 	if w.id == 0 && now-w.lastExpect >= expectInterval {
 		w.table.Expect.Expire(now)
 		w.lastExpect = now

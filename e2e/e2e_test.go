@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/rules"
@@ -261,6 +262,38 @@ func TestLiveRuleChange(t *testing.T) {
 		st, _ := r.dp.Stop()
 		if n := st.Total(bridge.PortA).Drops[bridge.DropRule]; n < 2 {
 			t.Errorf("rule drops from port A got %d, want at least the 2 echo requests", n)
+		}
+	})
+}
+
+// TestFlushWhileRunning: entries deleted through bridge.FlushEntries (the
+// `conntrack -F` path) are deleted by the owning workers while they run.
+func TestFlushWhileRunning(t *testing.T) {
+	forEachCores(t, func(t *testing.T, cores int) {
+		r := newRig(t, rigOptions{cores: cores})
+		for _, ns := range []string{r.l.LeftNS, r.l.RightNS} {
+			to := rightIP.String()
+			if ns == r.l.RightNS {
+				to = leftIP.String()
+			}
+			if ok, out := r.ping(t, ns, to, 1); !ok {
+				t.Fatalf("ping from %s got %q, want 1 received", ns, out)
+			}
+		}
+		c := ctx(t, 5*time.Second)
+		n, err := bridge.FlushEntries(c, r.dp.Table())
+		if err != nil {
+			t.Fatalf("FlushEntries: %v", err)
+		}
+		if n != 2 {
+			t.Errorf("flushed entries got %d, want 2 (one ping each way)", n)
+		}
+		left := 0
+		if err := r.dp.Table().Snapshot(c, func(*flowtable.EntrySnapshot) { left++ }); err != nil {
+			t.Fatal(err)
+		}
+		if left != 0 {
+			t.Errorf("entries after flush got %d, want 0", left)
 		}
 	})
 }
