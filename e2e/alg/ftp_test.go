@@ -12,14 +12,17 @@ import (
 // ftpSize is the file every FTP mode downloads.
 const ftpSize = 5 << 20
 
+// ftpMode is one way to open the data connection: curl's arguments.
+type ftpMode struct {
+	name string
+	args []string
+}
+
 // ftpModes are curl's ways to open the data connection. Active modes make
 // the server (right) connect to the client (left): NEW from the right, which
 // only RELATED lets through. Passive modes make the client connect to a high
 // port on the server: NEW from the left, but not to a control port.
-var ftpModes = []struct {
-	name string
-	args []string
-}{
+var ftpModes = []ftpMode{
 	{"active-PORT", []string{"--ftp-port", "198.18.0.1", "--disable-eprt"}},
 	{"active-EPRT", []string{"--ftp-port", "198.18.0.1"}},
 	{"passive-PASV", []string{"--ftp-pasv", "--disable-epsv"}},
@@ -71,44 +74,49 @@ data_connection_timeout=10
 func TestFTP(t *testing.T) {
 	for _, helpers := range []bool{true, false} {
 		t.Run(map[bool]string{true: "helper", false: "nohelper"}[helpers], func(t *testing.T) {
-			r := newRig(t, helpers)
-			dir := publicDir(t)
-			want := randomFile(t, dir, "file.bin", ftpSize)
-			r.startVsftpd(t, dir)
-			for _, m := range ftpModes {
-				t.Run(m.name, func(t *testing.T) {
-					out := filepath.Join(t.TempDir(), "out.bin")
-					maxTime := "60"
-					if !helpers {
-						maxTime = "4"
-					}
-					args := append([]string{"-sS", "--max-time", maxTime, "-o", out}, m.args...)
-					args = append(args, fmt.Sprintf("ftp://%s/file.bin", rightIP))
-					before := r.counts()
-					start := time.Now()
-					ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-					defer cancel()
-					_, err := r.l.Run(ctx, r.l.LeftNS, "curl", args...)
-					took := time.Since(start)
-					if helpers {
-						if err != nil {
-							t.Fatalf("curl with the helper: %v", err)
-						}
-						got, n, err := fileSum(out)
-						if err != nil || got != want {
-							t.Fatalf("downloaded %d bytes (err %v), sha256 %x; want %d bytes, sha256 %x", n, err, got, ftpSize, want)
-						}
-						t.Logf("%d bytes in %v (%.0f Mbit/s)", n, took, float64(n)*8/took.Seconds()/1e6)
-						r.checkRelated(t, before)
-						return
-					}
-					if err == nil {
-						t.Fatalf("curl without the helper succeeded in %v; want the data connection dropped", took)
-					}
-					t.Logf("without the helper curl failed after %v as it should: %v", took, err)
-					r.checkNoRelated(t, before)
-				})
+			runFTP(t, newRig(t, helpers), helpers, ftpModes)
+		})
+	}
+}
+
+// runFTP serves a 5 MB file with vsftpd on the right and downloads it with
+// curl on the left in each mode, as a subtest per mode.
+func runFTP(t *testing.T, r *rig, helpers bool, modes []ftpMode) {
+	dir := publicDir(t)
+	want := randomFile(t, dir, "file.bin", ftpSize)
+	r.startVsftpd(t, dir)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.bin")
+			maxTime := "60"
+			if !helpers {
+				maxTime = "4"
 			}
+			args := append([]string{"-sS", "--max-time", maxTime, "-o", out}, m.args...)
+			args = append(args, fmt.Sprintf("ftp://%s/file.bin", rightIP))
+			before := r.counts()
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			_, err := r.l.Run(ctx, r.l.LeftNS, "curl", args...)
+			took := time.Since(start)
+			if helpers {
+				if err != nil {
+					t.Fatalf("curl with the helper: %v", err)
+				}
+				got, n, err := fileSum(out)
+				if err != nil || got != want {
+					t.Fatalf("downloaded %d bytes (err %v), sha256 %x; want %d bytes, sha256 %x", n, err, got, ftpSize, want)
+				}
+				t.Logf("%d bytes in %v (%.0f Mbit/s)", n, took, float64(n)*8/took.Seconds()/1e6)
+				r.checkRelated(t, before)
+				return
+			}
+			if err == nil {
+				t.Fatalf("curl without the helper succeeded in %v; want the data connection dropped", took)
+			}
+			t.Logf("without the helper curl failed after %v as it should: %v", took, err)
+			r.checkNoRelated(t, before)
 		})
 	}
 }

@@ -124,92 +124,97 @@ func (ic *ircClient) waitLine(match func(string) bool) string {
 func TestIRCDCC(t *testing.T) {
 	for _, helpers := range []bool{true, false} {
 		t.Run(map[bool]string{true: "helper", false: "nohelper"}[helpers], func(t *testing.T) {
-			r := newRig(t, helpers)
-			r.startNgircd(t)
-			bob := r.ircLogin(t, r.l.RightNS, "bob")
-			alice := r.ircLogin(t, r.l.LeftNS, "alice")
-
-			// Alice's DCC listener, on the left.
-			ln := func() net.Listener {
-				var ln net.Listener
-				if err := r.l.Do(r.l.LeftNS, func() (err error) {
-					ln, err = net.Listen("tcp4", leftIP.String()+":0")
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { ln.Close() })
-				return ln
-			}()
-			data := make([]byte, dccSize)
-			rand.Read(data)
-			want := sha256.Sum256(data)
-			sent := make(chan error, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					sent <- err
-					return
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				_, err = c.Write(data)
-				sent <- err
-			}()
-
-			ip4 := leftIP.As4()
-			port := ln.Addr().(*net.TCPAddr).Port
-			before := r.counts()
-			alice.send(fmt.Sprintf("PRIVMSG bob :\x01DCC SEND file.bin %d %d %d\x01\r\n",
-				binary.BigEndian.Uint32(ip4[:]), port, dccSize))
-			offer := bob.waitLine(func(l string) bool { return strings.Contains(l, "\x01DCC SEND ") })
-			addr, size, err := parseDCCSend(offer)
-			if err != nil {
-				t.Fatalf("bob got %q: %v", offer, err)
-			}
-			if want := fmt.Sprintf("%s:%d", leftIP, port); addr != want || size != dccSize {
-				t.Fatalf("bob got offer of %d bytes at %s, want %d bytes at %s", size, addr, dccSize, want)
-			}
-
-			timeout := 10 * time.Second
-			if !helpers {
-				timeout = 3 * time.Second
-			}
-			start := time.Now()
-			var c net.Conn
-			err = r.l.Do(r.l.RightNS, func() (err error) {
-				c, err = net.DialTimeout("tcp4", addr, timeout)
-				return err
-			})
-			if !helpers {
-				if err == nil {
-					c.Close()
-					t.Fatalf("bob's DCC connection without the helper succeeded; want it dropped")
-				}
-				t.Logf("without the helper bob's DCC connection failed after %v as it should: %v", time.Since(start), err)
-				r.checkNoRelated(t, before)
-				return
-			}
-			if err != nil {
-				t.Fatalf("bob's DCC connection with the helper: %v", err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(30 * time.Second))
-			h := sha256.New()
-			n, err := io.CopyN(h, c, int64(size))
-			if err != nil {
-				t.Fatalf("DCC receive: %d bytes, %v", n, err)
-			}
-			if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
-				t.Fatalf("DCC data sha256 %x, want %x", got, want)
-			}
-			if err := <-sent; err != nil {
-				t.Fatalf("DCC send: %v", err)
-			}
-			t.Logf("%d bytes over DCC in %v", n, time.Since(start))
-			r.checkRelated(t, before)
+			runDCC(t, newRig(t, helpers), helpers)
 		})
 	}
+}
+
+// runDCC starts ngircd on the right, logs bob in from the right and alice
+// from the left, and has bob fetch alice's DCC SEND offer.
+func runDCC(t *testing.T, r *rig, helpers bool) {
+	r.startNgircd(t)
+	bob := r.ircLogin(t, r.l.RightNS, "bob")
+	alice := r.ircLogin(t, r.l.LeftNS, "alice")
+
+	// Alice's DCC listener, on the left.
+	ln := func() net.Listener {
+		var ln net.Listener
+		if err := r.l.Do(r.l.LeftNS, func() (err error) {
+			ln, err = net.Listen("tcp4", leftIP.String()+":0")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		return ln
+	}()
+	data := make([]byte, dccSize)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	sent := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Write(data)
+		sent <- err
+	}()
+
+	ip4 := leftIP.As4()
+	port := ln.Addr().(*net.TCPAddr).Port
+	before := r.counts()
+	alice.send(fmt.Sprintf("PRIVMSG bob :\x01DCC SEND file.bin %d %d %d\x01\r\n",
+		binary.BigEndian.Uint32(ip4[:]), port, dccSize))
+	offer := bob.waitLine(func(l string) bool { return strings.Contains(l, "\x01DCC SEND ") })
+	addr, size, err := parseDCCSend(offer)
+	if err != nil {
+		t.Fatalf("bob got %q: %v", offer, err)
+	}
+	if want := fmt.Sprintf("%s:%d", leftIP, port); addr != want || size != dccSize {
+		t.Fatalf("bob got offer of %d bytes at %s, want %d bytes at %s", size, addr, dccSize, want)
+	}
+
+	timeout := 10 * time.Second
+	if !helpers {
+		timeout = 3 * time.Second
+	}
+	start := time.Now()
+	var c net.Conn
+	err = r.l.Do(r.l.RightNS, func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, timeout)
+		return err
+	})
+	if !helpers {
+		if err == nil {
+			c.Close()
+			t.Fatalf("bob's DCC connection without the helper succeeded; want it dropped")
+		}
+		t.Logf("without the helper bob's DCC connection failed after %v as it should: %v", time.Since(start), err)
+		r.checkNoRelated(t, before)
+		return
+	}
+	if err != nil {
+		t.Fatalf("bob's DCC connection with the helper: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	h := sha256.New()
+	n, err := io.CopyN(h, c, int64(size))
+	if err != nil {
+		t.Fatalf("DCC receive: %d bytes, %v", n, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+		t.Fatalf("DCC data sha256 %x, want %x", got, want)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("DCC send: %v", err)
+	}
+	t.Logf("%d bytes over DCC in %v", n, time.Since(start))
+	r.checkRelated(t, before)
 }
 
 // parseDCCSend reads "... :\x01DCC SEND name ip port size\x01" and returns
