@@ -59,6 +59,10 @@ type DatapathConfig struct {
 	Settings *Settings
 	// Table sizes the flow table; Shards is forced to Cores.
 	Table flowtable.Config
+	// CPUs, when set, pins worker i's OS thread to CPU CPUs[i] (one entry
+	// per worker). Empty: workers are locked to their threads but the
+	// scheduler places the threads.
+	CPUs []int
 	// Logf receives notable events (bind mode obtained, stale programs
 	// replaced). nil discards them.
 	Logf func(format string, args ...any)
@@ -145,6 +149,18 @@ func (c DatapathConfig) Validate() error {
 		return bad("handoff ring size %d: must be a power of two", c.Handoff)
 	case c.Attach != xdpprog.Native && c.Attach != xdpprog.Generic:
 		return bad("attach mode %d: must be native or generic", int(c.Attach))
+	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
+		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
+	}
+	seen := map[int]bool{}
+	for _, cpu := range c.CPUs {
+		if cpu < 0 || cpu >= runtime.NumCPU() {
+			return bad("CPU %d: must be in [0, %d)", cpu, runtime.NumCPU())
+		}
+		if seen[cpu] {
+			return bad("CPU %d listed twice: one worker per CPU", cpu)
+		}
+		seen[cpu] = true
 	}
 	rc := c.ringConfig()
 	if err := rc.Validate(); err != nil {

@@ -41,6 +41,10 @@ func TestDatapathConfigValidate(t *testing.T) {
 		{"handoff not a power of two", func(c *DatapathConfig) { c.Handoff = 1000 }, "handoff ring size 1000"},
 		{"attach mode", func(c *DatapathConfig) { c.Attach = xdpprog.Mode(7) }, "attach mode 7"},
 		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},
+		{"one CPU per worker", func(c *DatapathConfig) { c.CPUs = []int{0} }, ""},
+		{"CPUs for fewer workers", func(c *DatapathConfig) { c.Cores, c.Queues, c.CPUs = 2, 2, []int{0} }, "1 CPUs listed for 2 workers"},
+		{"CPU out of range", func(c *DatapathConfig) { c.CPUs = []int{4096} }, "CPU 4096"},
+		{"CPU twice", func(c *DatapathConfig) { c.Cores, c.Queues, c.CPUs = 2, 2, []int{0, 0} }, "CPU 0 listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

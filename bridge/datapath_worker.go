@@ -7,6 +7,7 @@ import (
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/ring"
+	"golang.org/x/sys/unix"
 )
 
 // dpQueue is one device queue of both ports: a UMEM shared by the AF_XDP
@@ -90,8 +91,18 @@ const (
 // the frames in flight are done, spinning or sleeping briefly when idle.
 func (w *worker) run() {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer w.dp.wg.Done()
+	if cpus := w.dp.cfg.CPUs; len(cpus) > w.id {
+		// A pinned thread must not go back to the scheduler's pool with
+		// its affinity: exiting locked makes the runtime end the thread.
+		var set unix.CPUSet
+		set.Set(cpus[w.id])
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			w.dp.logf("statewire: worker %d: pin to CPU %d: %v (running unpinned)", w.id, cpus[w.id], err)
+		}
+	} else {
+		defer runtime.UnlockOSThread()
+	}
 	idle := 0
 	for {
 		moved, done := w.step(w.dp.Now())

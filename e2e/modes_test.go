@@ -2,7 +2,13 @@ package e2e
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/bridge/xdpprog"
@@ -50,4 +56,54 @@ func TestZeroCopyRefused(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+// threadsPinnedTo counts this process's threads whose affinity is exactly
+// the CPU list want (as /proc prints it, e.g. "1").
+func threadsPinnedTo(t *testing.T, want string) int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", d.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok && strings.TrimSpace(v) == want {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestPinnedWorkers: with CPUs set, each worker's thread runs on its CPU
+// only, and traffic flows.
+func TestPinnedWorkers(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs")
+	}
+	forEachCores(t, func(t *testing.T, cores int) {
+		cpus := []int{1, 0}[:cores]
+		r := newRig(t, rigOptions{cores: cores, cpus: cpus})
+		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); !ok {
+			t.Fatalf("ping got %q, want 2 received", out)
+		}
+		for _, cpu := range cpus {
+			if n := threadsPinnedTo(t, strconv.Itoa(cpu)); n != 1 {
+				t.Errorf("threads pinned to CPU %d got %d, want 1 (its worker)", cpu, n)
+			}
+		}
+		r.dp.Stop()
+		time.Sleep(50 * time.Millisecond) // the runtime ends exited locked threads
+		for _, cpu := range cpus {
+			if n := threadsPinnedTo(t, strconv.Itoa(cpu)); n != 0 {
+				t.Errorf("after Stop: threads pinned to CPU %d got %d, want 0 (no pinned thread back in the pool)", cpu, n)
+			}
+		}
+	})
 }

@@ -34,6 +34,7 @@ type rigOptions struct {
 	rulesFor func(portA, portB string) string
 	attach   xdpprog.Mode // XDP attach mode (default native)
 	ipv6     bool         // give the hosts IPv6 addresses too
+	cpus     []int        // pin worker i to cpus[i]
 }
 
 // coreCounts are the worker counts every scenario runs with, on 2-queue veths.
@@ -74,6 +75,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	cfg.PortA, cfg.PortB = l.PortA, l.PortB
 	cfg.Cores, cfg.Queues = o.cores, 2
 	cfg.Attach = o.attach
+	cfg.CPUs = o.cpus
 	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
 	cfg.Logf = t.Logf
 	cfg.Table.Buckets = 4096

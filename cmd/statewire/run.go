@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type datapathFlags struct {
 	busyPoll      bool
 	xdpMode       string
 	attach        string
+	cpus          string
 }
 
 func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
@@ -53,6 +55,7 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.BoolVar(&df.busyPoll, "busy-poll", false, "spin when idle instead of sleeping 50us (lower latency, one full core per worker)")
 	fs.StringVar(&df.xdpMode, "xdp-mode", "auto", "AF_XDP bind mode: auto (zero-copy, else copy), zerocopy or copy")
 	fs.StringVar(&df.attach, "attach", "native", "XDP attach mode: native (driver) or generic (skb, any device)")
+	fs.StringVar(&df.cpus, "cpus", "", "comma-separated CPU per worker to pin its thread to, e.g. 2,3 (default: unpinned threads)")
 	return df
 }
 
@@ -77,6 +80,15 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 		c.Frames = 1
 		for c.Frames < 2*(c.FillSize+c.TXSize) {
 			c.Frames <<= 1
+		}
+	}
+	if df.cpus != "" {
+		for _, f := range strings.Split(df.cpus, ",") {
+			cpu, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return c, fmt.Errorf("--cpus: %q is not a CPU number", f)
+			}
+			c.CPUs = append(c.CPUs, cpu)
 		}
 	}
 	m, err := ring.ParseMode(df.xdpMode)

@@ -26,6 +26,8 @@ func TestRunCommandErrors(t *testing.T) {
 		{"queues below cores", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "1"}, 1, "queues 1 fewer than cores 2"},
 		{"xdp mode", []string{"run", "--port-a", "a", "--port-b", "b", "--xdp-mode", "fast"}, 1, "--xdp-mode"},
 		{"attach", []string{"run", "--port-a", "a", "--port-b", "b", "--attach", "offload"}, 1, "--attach must be native or generic"},
+		{"cpus not numbers", []string{"run", "--port-a", "a", "--port-b", "b", "--cpus", "0,x"}, 1, `--cpus: "x" is not a CPU number`},
+		{"cpus per worker", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "2", "--cpus", "0"}, 1, "1 CPUs listed for 2 workers"},
 		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
 		{"missing interface", []string{"run", "--port-a", "sw-nosuch-a", "--port-b", "sw-nosuch-b"}, 1, `port A "sw-nosuch-a"`},
 		{"MTU over frame size", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b"}, 1, "MTU 65536"},
