@@ -343,11 +343,6 @@ func (dp *Datapath) Start() error {
 	}
 	dp.started = true
 	for _, w := range dp.workers {
-		for _, q := range w.queues {
-			for _, s := range q.sock {
-				s.Refill(uint32(dp.cfg.FillSize))
-			}
-		}
 		w.publish(dp.Now())
 	}
 	if dp.manual {
@@ -389,6 +384,11 @@ func (dp *Datapath) open(idx [2]int) error {
 				}
 			}
 			q.mode = q.sock[0].Mode()
+			// Fill before the programs are attached: the first frames
+			// must find receive buffers.
+			for _, sk := range q.sock {
+				sk.Refill(uint32(dp.cfg.FillSize))
+			}
 		}
 	}
 	for p, prog := range dp.progs {
