@@ -109,15 +109,16 @@ func states(p *bridge.Stats) string {
 	return strings.Join(b, " ")
 }
 
-// expectCounts are the expectation counters of the pipeline at one moment.
-type expectCounts struct{ create, new, related uint64 }
+// expectCounts are the expectation counters of the pipeline at one moment,
+// with the RELATED packets and the frames the FORWARD rules dropped.
+type expectCounts struct{ create, new, related, ruleDrops uint64 }
 
 func (r *rig) counts() expectCounts {
 	if r.dp == nil {
 		return expectCounts{}
 	}
 	p := r.dp.Stats().Pipeline
-	return expectCounts{p.ExpectCreate, p.ExpectNew, p.States[related]}
+	return expectCounts{p.ExpectCreate, p.ExpectNew, p.States[related], p.Drops[bridge.DropRule]}
 }
 
 // related is the index of RELATED in Stats.States.
@@ -137,8 +138,9 @@ func (r *rig) waitCounts(before expectCounts, want expectCounts) expectCounts {
 	var d expectCounts
 	for deadline := time.Now().Add(3 * time.Second); ; {
 		c := r.counts()
-		d = expectCounts{c.create - before.create, c.new - before.new, c.related - before.related}
-		if (d.create >= want.create && d.new >= want.new && d.related >= want.related) || time.Now().After(deadline) {
+		d = expectCounts{c.create - before.create, c.new - before.new, c.related - before.related, c.ruleDrops - before.ruleDrops}
+		if (d.create >= want.create && d.new >= want.new && d.related >= want.related && d.ruleDrops >= want.ruleDrops) ||
+			time.Now().After(deadline) {
 			return d
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -152,23 +154,27 @@ func (r *rig) checkRelated(t *testing.T, before expectCounts) {
 	if r.dp == nil {
 		return // statewire run: checked in the totals at exit
 	}
-	d := r.waitCounts(before, expectCounts{1, 1, 1})
+	d := r.waitCounts(before, expectCounts{1, 1, 1, 0})
 	if d.create < 1 || d.new < 1 || d.related < 1 {
 		t.Errorf("with the helper: expect_create +%d, expect_new +%d, RELATED packets +%d; want each >= 1", d.create, d.new, d.related)
 	}
 }
 
 // checkNoRelated asserts that nothing was expected or RELATED without the
-// helper (after giving the workers time to publish).
+// helper (after giving the workers time to publish), and that the FORWARD
+// rules dropped frames: the transfer failed because of the firewall.
 func (r *rig) checkNoRelated(t *testing.T, before expectCounts) {
 	t.Helper()
 	if r.dp == nil {
 		return // statewire run: checked in the totals at exit
 	}
 	time.Sleep(300 * time.Millisecond)
-	d := r.waitCounts(before, expectCounts{})
+	d := r.waitCounts(before, expectCounts{0, 0, 0, 1})
 	if d.create != 0 || d.new != 0 || d.related != 0 {
 		t.Errorf("without the helper: expect_create +%d, expect_new +%d, RELATED packets +%d; want 0", d.create, d.new, d.related)
+	}
+	if d.ruleDrops == 0 {
+		t.Errorf("without the helper: no frame dropped by the FORWARD rules; want the data connection's")
 	}
 }
 
