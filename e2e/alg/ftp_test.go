@@ -110,6 +110,7 @@ func runFTP(t *testing.T, r *rig, helpers bool, modes []ftpMode) {
 				}
 				t.Logf("%d bytes in %v (%.0f Mbit/s)", n, took, float64(n)*8/took.Seconds()/1e6)
 				r.checkRelated(t, before)
+				r.checkHelperEntry(t, 21, "ftp")
 				return
 			}
 			if err == nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/ctlist"
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/rules"
 )
@@ -176,6 +178,42 @@ func (r *rig) checkNoRelated(t *testing.T, before expectCounts) {
 	if d.ruleDrops == 0 {
 		t.Errorf("without the helper: no frame dropped by the FORWARD rules; want the data connection's")
 	}
+}
+
+// tableLines returns the connection table in /proc/net/nf_conntrack format
+// (nil for a statewire run rig, whose table this process cannot see).
+func (r *rig) tableLines(t *testing.T) []string {
+	t.Helper()
+	if r.dp == nil {
+		return nil
+	}
+	var lines []string
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := r.dp.Now()
+	err := r.dp.Table().Snapshot(ctx, func(es *flowtable.EntrySnapshot) {
+		lines = append(lines, ctlist.Line(es, now, ctlist.Proc))
+	})
+	if err != nil {
+		t.Fatalf("table snapshot: %v", err)
+	}
+	return lines
+}
+
+// checkHelperEntry asserts that the table holds a connection to port dport
+// with helper=name, as the kernel's listing shows masters.
+func (r *rig) checkHelperEntry(t *testing.T, dport int, name string) {
+	t.Helper()
+	if r.dp == nil {
+		return
+	}
+	lines := r.tableLines(t)
+	for _, l := range lines {
+		if strings.Contains(l, fmt.Sprintf(" dport=%d ", dport)) && strings.Contains(l, "helper="+name) {
+			return
+		}
+	}
+	t.Errorf("no entry with dport=%d and helper=%s in the table:\n%s", dport, name, strings.Join(lines, "\n"))
 }
 
 // daemon starts a foreground daemon in ns and kills it and its children in
