@@ -17,12 +17,14 @@ import (
 // fakeBridge is a Backend whose single goroutine owns every shard of a
 // small table, serving reads and control requests as the workers do.
 type fakeBridge struct {
-	t    *flowtable.Table
-	ctl  *bridge.Control
-	now  atomic.Int64
-	do   chan func()
-	stop chan struct{}
-	done chan struct{}
+	t   *flowtable.Table
+	ctl *bridge.Control
+	// stats is what Stats returns; set it before starting a server.
+	stats bridge.DatapathStats
+	now   atomic.Int64
+	do    chan func()
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 func newFake(t *testing.T, shards int) *fakeBridge {
@@ -69,7 +71,7 @@ func (f *fakeBridge) owner(fn func()) {
 func (f *fakeBridge) Table() *flowtable.Table     { return f.t }
 func (f *fakeBridge) Control() *bridge.Control    { return f.ctl }
 func (f *fakeBridge) Now() int64                  { return f.now.Load() }
-func (f *fakeBridge) Stats() bridge.DatapathStats { return bridge.DatapathStats{} }
+func (f *fakeBridge) Stats() bridge.DatapathStats { return f.stats }
 
 type conn struct {
 	proto        uint8

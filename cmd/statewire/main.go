@@ -34,6 +34,9 @@ func commands() []command {
 		{"replay", "run a pcap/pcapng capture through the conntrack pipeline", replayCmd},
 		{"perf", "compare Mpps with the kernel bridge (+conntrack) and XDP_REDIRECT in a lab, counted at an XDP sink", perfCmd},
 		{"conformance", "compare statewire with the Linux kernel on captures (per-packet states, final tables)", conformanceCmd},
+		{"conntrack", "list, count, delete, flush and watch the live connection table (conntrack -L/-C/-D/-F/-E/-S)", conntrackCmd},
+		{"sysctl", "read or set conntrack timeouts and switches of the running bridge", sysctlCmd},
+		{"rules", "load (atomically) or show the rules of the running bridge", rulesCmd},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) error {
 			fmt.Println("statewire", version)
 			return nil

@@ -1,0 +1,73 @@
+package control
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+)
+
+// Flags are the operator-interface flags of `statewire run`.
+type Flags struct {
+	Name        string // instance name: the default socket is /run/statewire/NAME.sock
+	Socket      string // control socket path ("" for the default, "none" for no socket)
+	MetricsAddr string // Prometheus listen address ("" off)
+}
+
+// AddFlags registers --name, --control-socket and --metrics-addr on fs.
+func AddFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.StringVar(&f.Name, "name", "statewire", "instance name; the control socket is /run/statewire/NAME.sock")
+	fs.StringVar(&f.Socket, "control-socket", "", `control socket for statewire conntrack/sysctl/rules (default /run/statewire/NAME.sock; "none": no socket)`)
+	fs.StringVar(&f.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477); off by default")
+	return f
+}
+
+// Path returns the control socket path the flags select ("" for none).
+func (f *Flags) Path() string {
+	switch f.Socket {
+	case "none":
+		return ""
+	case "":
+		return DefaultPath(f.Name)
+	}
+	return f.Socket
+}
+
+// Start serves the control socket and, with --metrics-addr, the metrics
+// endpoint, each from its own goroutine, for the running bridge b. stop
+// closes both (call it before stopping the datapath: -L and -D need the
+// workers).
+func (f *Flags) Start(b Backend, opt Options) (stop func(), err error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	var closers []func()
+	stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	if p := f.Path(); p != "" {
+		s, err := Listen(p, b, opt)
+		if err != nil {
+			return nil, fmt.Errorf("control socket: %w", err)
+		}
+		go func() {
+			if err := s.Serve(); err != nil {
+				opt.Logger.Error("control socket", "err", err)
+			}
+		}()
+		closers = append(closers, func() { s.Close() })
+		opt.Logger.Info("control socket", "path", p)
+	}
+	if f.MetricsAddr != "" {
+		m, err := ServeMetrics(f.MetricsAddr, b, opt.Ports)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		closers = append(closers, func() { m.Close() })
+		opt.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
+	}
+	return stop, nil
+}

@@ -1,0 +1,174 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/statewire/statewire/bridge"
+)
+
+// Metrics are exported by a collector that reads, at each scrape, the
+// counters the workers already publish (bridge.DatapathStats, the table's
+// published shard counters, the expectation table): the packet path pays
+// nothing for them.
+
+// MetricsServer is the HTTP endpoint of the metrics.
+type MetricsServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Addr returns the address the endpoint listens on.
+func (m *MetricsServer) Addr() string { return m.ln.Addr().String() }
+
+// Close stops the endpoint.
+func (m *MetricsServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return m.srv.Shutdown(ctx)
+}
+
+// ServeMetrics serves b's metrics at http://addr/metrics from a goroutine.
+// ports names port A and B in the labels ("" keeps "A" and "B").
+func ServeMetrics(addr string, b Backend, ports [2]string) (*MetricsServer, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(NewCollector(b, ports)); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	m := &MetricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener is gone; nothing to report to
+		}
+	}()
+	return m, nil
+}
+
+// Collector is a prometheus.Collector over a running bridge.
+type Collector struct {
+	b     Backend
+	ports [2]string
+	d     map[string]*prometheus.Desc
+}
+
+type metricDef struct {
+	name, help string
+	labels     []string
+}
+
+var metricDefs = []metricDef{
+	{"rx_packets_total", "Frames taken from the RX rings, by ingress port and queue.", []string{"port", "queue"}},
+	{"rx_bytes_total", "Bytes of the frames taken from the RX rings.", []string{"port", "queue"}},
+	{"tx_packets_total", "Frames submitted on the TX rings, by egress port and queue.", []string{"port", "queue"}},
+	{"forwarded_packets_total", "Frames accepted and put on the other port's TX ring, by ingress port and queue.", []string{"port", "queue"}},
+	{"forwarded_bytes_total", "Bytes of the forwarded frames, by ingress port and queue.", []string{"port", "queue"}},
+	{"drops_total", "Frames dropped, by ingress port, queue and reason.", []string{"port", "queue", "reason"}},
+	{"kernel_drops_total", "Frames the kernel dropped before the RX ring (XDP_STATISTICS), by port, queue and kind.", []string{"port", "queue", "kind"}},
+	{"ring_events_total", "AF_XDP ring events: fill ring empty, TX ring empty, TX kicks, fill wakeups.", []string{"port", "queue", "event"}},
+	{"verdicts_total", "Pipeline verdicts.", []string{"verdict"}},
+	{"packets_by_state_total", "Packets by conntrack state (ctstate).", []string{"state"}},
+	{"conntrack_entries", "Live connection-table entries.", nil},
+	{"conntrack_max", "Most entries the table holds (nf_conntrack_max).", nil},
+	{"conntrack_fill_ratio", "conntrack_entries / conntrack_max.", nil},
+	{"conntrack_stat_total", "Table counters under /proc/net/stat/nf_conntrack names.", []string{"counter"}},
+	{"expectations", "Live expectations.", nil},
+}
+
+// NewCollector returns a collector of b's counters.
+func NewCollector(b Backend, ports [2]string) *Collector {
+	c := &Collector{b: b, ports: ports, d: map[string]*prometheus.Desc{}}
+	for _, m := range metricDefs {
+		c.d[m.name] = prometheus.NewDesc("statewire_"+m.name, m.help, m.labels, nil)
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.d {
+		ch <- d
+	}
+}
+
+func (c *Collector) port(p bridge.Port) string {
+	if c.ports[p] != "" {
+		return c.ports[p]
+	}
+	return p.String()
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(name string, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.d[name], prometheus.GaugeValue, v, labels...)
+	}
+	st := c.b.Stats()
+	for _, q := range st.Queues {
+		qs := strconv.Itoa(q.Queue)
+		for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+			pc, sk, pn := &q.Port[p], &q.Socket[p], c.port(p)
+			counter("rx_packets_total", pc.RX, pn, qs)
+			counter("rx_bytes_total", pc.RXBytes, pn, qs)
+			counter("tx_packets_total", sk.TX, pn, qs)
+			counter("forwarded_packets_total", pc.Forwarded, pn, qs)
+			counter("forwarded_bytes_total", pc.FwdBytes, pn, qs)
+			for r := bridge.DropReason(1); r < bridge.NumDropReasons; r++ {
+				counter("drops_total", pc.Drops[r], pn, qs, r.String())
+			}
+			counter("drops_total", pc.HandoffFull, pn, qs, "handoff-full")
+			counter("kernel_drops_total", sk.RxDropped, pn, qs, "rx_dropped")
+			counter("kernel_drops_total", sk.RxRingFull, pn, qs, "rx_ring_full")
+			counter("kernel_drops_total", sk.RxInvalidDescs, pn, qs, "rx_invalid_descs")
+			counter("kernel_drops_total", sk.TxInvalidDescs, pn, qs, "tx_invalid_descs")
+			counter("ring_events_total", sk.RxFillRingEmptyDescs, pn, qs, "fill_ring_empty")
+			counter("ring_events_total", sk.TxRingEmptyDescs, pn, qs, "tx_ring_empty")
+			counter("ring_events_total", sk.Kicks, pn, qs, "tx_kick")
+			counter("ring_events_total", sk.FillWakeups, pn, qs, "fill_wakeup")
+		}
+	}
+	pl := &st.Pipeline
+	counter("verdicts_total", pl.Accepted, "accept")
+	counter("verdicts_total", pl.Dropped(), "drop")
+	for i, n := range pl.States {
+		if i > 0 {
+			counter("packets_by_state_total", n, bridge.StateNames[i])
+		}
+	}
+	t := c.b.Table()
+	ts := t.Stats()
+	max := t.Config().MaxEntries
+	gauge("conntrack_entries", float64(ts.Count))
+	gauge("conntrack_max", float64(max))
+	if max > 0 {
+		gauge("conntrack_fill_ratio", float64(ts.Count)/float64(max))
+	}
+	x := t.Expect.Stats()
+	for _, kv := range []struct {
+		n string
+		v uint64
+	}{
+		{"found", ts.Found}, {"insert", ts.Insert}, {"insert_failed", ts.InsertFailed},
+		{"drop", ts.Drop}, {"early_drop", ts.EarlyDrop}, {"delete", ts.Delete},
+		{"invalid", pl.Invalid}, {"ignore", pl.Ignore}, {"icmp_error", pl.ICMPError},
+		{"expect_new", x.New}, {"expect_create", x.Create}, {"expect_delete", x.Delete},
+	} {
+		counter("conntrack_stat_total", kv.v, kv.n)
+	}
+	gauge("expectations", float64(t.Expect.Len()))
+}

@@ -1,0 +1,61 @@
+package control
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+)
+
+func TestMetricsScrape(t *testing.T) {
+	f := newFake(t, 2)
+	table3(t, f)
+	var q bridge.QueueStats
+	q.Port[bridge.PortA].RX, q.Port[bridge.PortA].RXBytes = 10, 1000
+	q.Port[bridge.PortA].Forwarded = 7
+	q.Port[bridge.PortA].Drops[bridge.DropRule] = 3
+	q.Socket[bridge.PortB].TX = 7
+	f.stats.Queues = []bridge.QueueStats{q}
+	f.stats.Pipeline.Accepted = 7
+	f.stats.Pipeline.Drops[bridge.DropRule] = 3
+	// The table publishes its counters from the owner's ServeReads: wait
+	// for the three entries to show.
+	for end := time.Now().Add(5 * time.Second); f.t.Len() != 3 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	m, err := ServeMetrics("127.0.0.1:0", f, [2]string{"ethA", "ethB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	resp, err := http.Get("http://" + m.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := string(body)
+	for _, want := range []string{
+		`statewire_rx_packets_total{port="ethA",queue="0"} 10`,
+		`statewire_rx_bytes_total{port="ethA",queue="0"} 1000`,
+		`statewire_forwarded_packets_total{port="ethA",queue="0"} 7`,
+		`statewire_tx_packets_total{port="ethB",queue="0"} 7`,
+		`statewire_drops_total{port="ethA",queue="0",reason="` + bridge.DropRule.String() + `"} 3`,
+		`statewire_verdicts_total{verdict="accept"} 7`,
+		`statewire_verdicts_total{verdict="drop"} 3`,
+		`statewire_conntrack_entries 3`,
+		`statewire_conntrack_max 4096`,
+		`statewire_conntrack_stat_total{counter="insert"} 3`,
+		`statewire_expectations 0`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("scrape: missing %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("scrape:\n%s", got)
+	}
+}
