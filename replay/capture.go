@@ -63,6 +63,7 @@ func Read(r io.Reader) ([]Frame, error) {
 	}
 	var (
 		link layers.LinkType
+		wide int // a link type that does not fit gopacket's 8 bits
 		next func() ([]byte, int, int64, error)
 	)
 	if binary.LittleEndian.Uint32(magic) == 0x0a0d0d0a {
@@ -76,11 +77,28 @@ func Read(r io.Reader) ([]Frame, error) {
 			return data, ci.Length, ci.Timestamp.UnixNano(), err
 		}
 	} else {
+		// gopacket's LinkType is 8 bits wide: read the 32-bit field of
+		// the pcap header ourselves so that, say, Linux cooked v2 (276)
+		// is not mistaken for 20.
+		hdr, err := br.Peek(24)
+		if err != nil {
+			return nil, fmt.Errorf("pcap: short header: %w", err)
+		}
+		var fileLink uint32
+		switch binary.LittleEndian.Uint32(hdr[0:4]) {
+		case 0xa1b2c3d4, 0xa1b23c4d:
+			fileLink = binary.LittleEndian.Uint32(hdr[20:24])
+		default:
+			fileLink = binary.BigEndian.Uint32(hdr[20:24])
+		}
 		pr, err := pcapgo.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("pcap: %w", err)
 		}
-		link = pr.LinkType()
+		link = layers.LinkType(fileLink & 0xff)
+		if fileLink > 0xff {
+			wide = int(fileLink)
+		}
 		next = func() ([]byte, int, int64, error) {
 			data, ci, err := pr.ReadPacketData()
 			return data, ci.Length, ci.Timestamp.UnixNano(), err
@@ -95,7 +113,11 @@ func Read(r io.Reader) ([]Frame, error) {
 		if err != nil {
 			return frames, fmt.Errorf("packet %d: %w", len(frames)+1, err)
 		}
-		fr, err := toEthernet(int(link), data, wire)
+		lt := int(link)
+		if wide != 0 {
+			lt = wide
+		}
+		fr, err := toEthernet(lt, data, wire)
 		if err != nil {
 			return nil, err
 		}
