@@ -3,7 +3,9 @@ package control
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"time"
 )
 
 // Flags are the operator-interface flags of `statewire run`.
@@ -11,15 +13,26 @@ type Flags struct {
 	Name        string // instance name: the default socket is /run/statewire/NAME.sock
 	Socket      string // control socket path ("" for the default, "none" for no socket)
 	MetricsAddr string // Prometheus listen address ("" off)
+	LogFormat   string // text or json
+	LogLevel    string // debug, info, warn, error
 }
 
-// AddFlags registers --name, --control-socket and --metrics-addr on fs.
+// AddFlags registers --name, --control-socket, --metrics-addr, --log-format
+// and --log-level on fs.
 func AddFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{}
 	fs.StringVar(&f.Name, "name", "statewire", "instance name; the control socket is /run/statewire/NAME.sock")
 	fs.StringVar(&f.Socket, "control-socket", "", `control socket for statewire conntrack/sysctl/rules (default /run/statewire/NAME.sock; "none": no socket)`)
 	fs.StringVar(&f.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477); off by default")
+	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json (log/slog, on stderr)")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return f
+}
+
+// Logger returns the logger the flags select, writing to w, with each
+// message limited to 10 records per 10 s.
+func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
+	return NewLogger(w, f.LogFormat, f.LogLevel, 10, 10*time.Second)
 }
 
 // Path returns the control socket path the flags select ("" for none).
