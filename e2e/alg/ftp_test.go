@@ -56,6 +56,8 @@ secure_chroot_dir=/var/run/vsftpd/empty
 xferlog_enable=NO
 dirmessage_enable=NO
 data_connection_timeout=10
+accept_timeout=5
+connect_timeout=5
 `, rightIP, dir)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -237,6 +238,16 @@ func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// vsftpd's session processes call setsid and leave the group: kill
+		// whatever else runs in the lab's namespace, all of it ours, except
+		// this process (lab.Do may have left a thread of it there).
+		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
