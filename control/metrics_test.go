@@ -18,12 +18,12 @@ func TestMetricsScrape(t *testing.T) {
 	q.Port[bridge.PortA].Forwarded = 7
 	q.Port[bridge.PortA].Drops[bridge.DropRule] = 3
 	q.Socket[bridge.PortB].TX = 7
-	f.stats.Queues = []bridge.QueueStats{q}
-	f.stats.Pipeline.Accepted = 7
-	f.stats.Pipeline.Drops[bridge.DropRule] = 3
+	f.DPStats.Queues = []bridge.QueueStats{q}
+	f.DPStats.Pipeline.Accepted = 7
+	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	// The table publishes its counters from the owner's ServeReads: wait
 	// for the three entries to show.
-	for end := time.Now().Add(5 * time.Second); f.t.Len() != 3 && time.Now().Before(end); {
+	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
 		time.Sleep(time.Millisecond)
 	}
 	m, err := ServeMetrics("127.0.0.1:0", f, [2]string{"ethA", "ethB"})

@@ -23,9 +23,9 @@ const (
 // table3 fills f with three connections: an ASSURED TCP one, an UNREPLIED
 // TCP one and a UDP one.
 func table3(t *testing.T, f *fakeBridge) {
-	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: established, status: assured, timeout: 300 * time.Second})
-	f.add(t, conn{proto: 6, src: "198.18.0.2", dst: "198.18.1.2", sport: 40001, dport: 22, state: synSent, timeout: 120 * time.Second})
-	f.add(t, conn{proto: 17, src: "198.18.0.1", dst: "198.18.1.3", sport: 5353, dport: 53, status: statemachine.StatusSeenReply, timeout: 30 * time.Second})
+	f.add(t, conn{Proto: 6, Src: "198.18.0.1", Dst: "198.18.1.1", SPort: 40000, DPort: 80, State: established, Status: assured, Timeout: 300 * time.Second})
+	f.add(t, conn{Proto: 6, Src: "198.18.0.2", Dst: "198.18.1.2", SPort: 40001, DPort: 22, State: synSent, Timeout: 120 * time.Second})
+	f.add(t, conn{Proto: 17, Src: "198.18.0.1", Dst: "198.18.1.3", SPort: 5353, DPort: 53, Status: statemachine.StatusSeenReply, Timeout: 30 * time.Second})
 }
 
 func call(t *testing.T, path string, req Request) ([]string, int, error) {
@@ -104,7 +104,7 @@ func TestListFilters(t *testing.T) {
 
 func TestListFormats(t *testing.T) {
 	f := newFake(t, 1)
-	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: established, status: assured, timeout: 300 * time.Second})
+	f.add(t, conn{Proto: 6, Src: "198.18.0.1", Dst: "198.18.1.1", SPort: 40000, DPort: 80, State: established, Status: assured, Timeout: 300 * time.Second})
 	path := serve(t, f, Options{})
 	tests := []struct{ format, want string }{
 		{"", "tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 use=1"},
@@ -256,13 +256,13 @@ func TestEvents(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond) // let the first snapshot (no events) pass
-	f.add(t, conn{proto: 17, src: "198.18.0.1", dst: "198.18.1.3", sport: 5353, dport: 53, timeout: 30 * time.Second})
-	f.add(t, conn{proto: 6, src: "198.18.0.1", dst: "198.18.1.1", sport: 40000, dport: 80, state: synSent, timeout: 120 * time.Second})
+	f.add(t, conn{Proto: 17, Src: "198.18.0.1", Dst: "198.18.1.3", SPort: 5353, DPort: 53, Timeout: 30 * time.Second})
+	f.add(t, conn{Proto: 6, Src: "198.18.0.1", Dst: "198.18.1.1", SPort: 40000, DPort: 80, State: synSent, Timeout: 120 * time.Second})
 	if l := next(); !strings.HasPrefix(l, "    [NEW] tcp") || !strings.Contains(l, "SYN_SENT") {
 		t.Errorf("got %q, want [NEW] tcp ... SYN_SENT", l)
 	}
 	f.owner(func() {
-		f.t.Shard(0).Range(func(e *flowtable.Entry) bool {
+		f.T.Shard(0).Range(func(e *flowtable.Entry) bool {
 			if e.Conn.Proto == 6 {
 				e.Conn.State, e.Conn.Status = established, assured
 			}
