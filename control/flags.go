@@ -21,7 +21,7 @@ type Flags struct {
 // and --log-level on fs.
 func AddFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{}
-	fs.StringVar(&f.Name, "name", "statewire", "instance name; the control socket is /run/statewire/NAME.sock")
+	fs.StringVar(&f.Name, "name", "", "instance name; the control socket is /run/statewire/NAME.sock (default PORTA-PORTB)")
 	fs.StringVar(&f.Socket, "control-socket", "", `control socket for statewire conntrack/sysctl/rules (default /run/statewire/NAME.sock; "none": no socket)`)
 	fs.StringVar(&f.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477); off by default")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json (log/slog, on stderr)")
@@ -35,13 +35,19 @@ func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	return NewLogger(w, f.LogFormat, f.LogLevel, 10, 10*time.Second)
 }
 
-// Path returns the control socket path the flags select ("" for none).
-func (f *Flags) Path() string {
+// Path returns the control socket path the flags select for a bridge of
+// ports ("" for none). The default instance name is "PORTA-PORTB": unique
+// per pair of ports, so several bridges on one machine do not collide.
+func (f *Flags) Path(ports [2]string) string {
 	switch f.Socket {
 	case "none":
 		return ""
 	case "":
-		return DefaultPath(f.Name)
+		name := f.Name
+		if name == "" {
+			name = ports[0] + "-" + ports[1]
+		}
+		return DefaultPath(name)
 	}
 	return f.Socket
 }
@@ -60,7 +66,7 @@ func (f *Flags) Start(b Backend, opt Options) (stop func(), err error) {
 			closers[i]()
 		}
 	}
-	if p := f.Path(); p != "" {
+	if p := f.Path(opt.Ports); p != "" {
 		s, err := Listen(p, b, opt)
 		if err != nil {
 			return nil, fmt.Errorf("control socket: %w", err)

@@ -40,7 +40,7 @@ func TestLabControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	path := f.Path()
+	path := f.Path([2]string{})
 
 	right := lab.RightIPv4.Addr().String()
 	var ln net.Listener

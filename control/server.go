@@ -56,7 +56,27 @@ type Options struct {
 
 // DefaultPath returns the control socket of the bridge instance name.
 func DefaultPath(name string) string {
-	return filepath.Join("/run/statewire", name+".sock")
+	return filepath.Join(SocketDir, name+".sock")
+}
+
+// SocketDir is where the control sockets live by default.
+const SocketDir = "/run/statewire"
+
+// FindSocket returns the only control socket in dir, for clients given no
+// instance name; with none or several it says which names there are.
+func FindSocket(dir string) (string, error) {
+	m, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
+	switch len(m) {
+	case 1:
+		return m[0], nil
+	case 0:
+		return "", fmt.Errorf("no control socket in %s: is `statewire run` running (and are you root)?", dir)
+	}
+	names := make([]string, len(m))
+	for i, p := range m {
+		names[i] = strings.TrimSuffix(filepath.Base(p), ".sock")
+	}
+	return "", fmt.Errorf("several bridges run (%s): choose one with --name", strings.Join(names, ", "))
 }
 
 // Server serves the control socket of one bridge.

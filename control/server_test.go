@@ -292,3 +292,18 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("no socket: got no error, want one")
 	}
 }
+
+func TestFindSocket(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := FindSocket(dir); err == nil || !strings.Contains(err.Error(), "no control socket") {
+		t.Errorf("empty dir: got %v, want 'no control socket'", err)
+	}
+	os.WriteFile(filepath.Join(dir, "ethA-ethB.sock"), nil, 0o600)
+	if got, err := FindSocket(dir); err != nil || got != filepath.Join(dir, "ethA-ethB.sock") {
+		t.Errorf("one socket: got %q, %v; want ethA-ethB.sock", got, err)
+	}
+	os.WriteFile(filepath.Join(dir, "fw1.sock"), nil, 0o600)
+	if _, err := FindSocket(dir); err == nil || !strings.Contains(err.Error(), "ethA-ethB, fw1") {
+		t.Errorf("two sockets: got %v, want both names", err)
+	}
+}

@@ -19,16 +19,19 @@ type clientFlags struct {
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	cf := &clientFlags{}
-	fs.StringVar(&cf.name, "name", "statewire", "instance name given to `statewire run --name`")
+	fs.StringVar(&cf.name, "name", "", "instance name (`statewire run --name`, default PORTA-PORTB); default: the only bridge running")
 	fs.StringVar(&cf.socket, "socket", os.Getenv("STATEWIRE_SOCKET"), "control socket (default $STATEWIRE_SOCKET, else /run/statewire/NAME.sock)")
 	return cf
 }
 
-func (cf *clientFlags) path() string {
-	if cf.socket != "" {
-		return cf.socket
+func (cf *clientFlags) path() (string, error) {
+	switch {
+	case cf.socket != "":
+		return cf.socket, nil
+	case cf.name != "":
+		return control.DefaultPath(cf.name), nil
 	}
-	return control.DefaultPath(cf.name)
+	return control.FindSocket(control.SocketDir)
 }
 
 // do sends one request, printing the output lines on stdout; SIGINT and
@@ -36,7 +39,11 @@ func (cf *clientFlags) path() string {
 func (cf *clientFlags) do(req control.Request, stdout io.Writer) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	n, err := control.Do(ctx, cf.path(), req, func(l string) { fmt.Fprintln(stdout, l) })
+	path, err := cf.path()
+	if err != nil {
+		return 0, err
+	}
+	n, err := control.Do(ctx, path, req, func(l string) { fmt.Fprintln(stdout, l) })
 	if err != nil && ctx.Err() != nil && req.Op == control.OpEvents {
 		return n, nil // interrupted event stream: a normal end
 	}
