@@ -396,7 +396,7 @@ func (dp *Datapath) open(idx [2]int) error {
 			return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
 		}
 	}
-	dp.logf("statewire: %s <-> %s, %d workers, %d queues, AF_XDP %s, XDP %s",
+	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s",
 		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach)
 	return nil
 }

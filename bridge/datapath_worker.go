@@ -98,7 +98,7 @@ func (w *worker) run() {
 		var set unix.CPUSet
 		set.Set(cpus[w.id])
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			w.dp.logf("statewire: worker %d: pin to CPU %d: %v (running unpinned)", w.id, cpus[w.id], err)
+			w.dp.logf("datapath: worker %d: pin to CPU %d: %v (running unpinned)", w.id, cpus[w.id], err)
 		}
 	} else {
 		defer runtime.UnlockOSThread()

@@ -47,7 +47,8 @@ func TestRunCommand(t *testing.T) {
 	t.Run("warns about unserved queues", func(t *testing.T) {
 		l := lab.NewT(t, lab.Options{Queues: 2})
 		var stderr bytes.Buffer
-		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "1", "--ring-size", "512")
+		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "1", "--ring-size", "512",
+			"--control-socket", "none")
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -66,9 +67,10 @@ func TestRunCommand(t *testing.T) {
 		t.Run(map[int]string{1: "cores=1", 2: "cores=2"}[cores], func(t *testing.T) {
 			l := lab.NewT(t, lab.Options{Queues: 2})
 			var stdout, stderr bytes.Buffer
+			sock := filepath.Join(t.TempDir(), "ctl.sock")
 			cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
 				"--cores", map[int]string{1: "1", 2: "2"}[cores], "--queues", "2", "--ring-size", "512",
-				"--stats-interval", "200ms")
+				"--stats-interval", "200ms", "--control-socket", sock)
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -93,6 +95,14 @@ func TestRunCommand(t *testing.T) {
 			if !ok {
 				t.Fatalf("ping through statewire run got %q\nstderr: %s", out, stderr.String())
 			}
+			// The control socket lists the live table (conntrack -L).
+			list, err := exec.Command(bin, "conntrack", "--socket", sock, "-L", "-o", "proc").Output()
+			if err != nil {
+				t.Errorf("statewire conntrack -L: %v", err)
+			}
+			if !strings.Contains(string(list), "icmp") || !strings.Contains(string(list), "src="+leftIP.String()) {
+				t.Errorf("conntrack -L through the control socket got %q, want the ping's icmp entry", list)
+			}
 			time.Sleep(300 * time.Millisecond) // at least one stats line
 			cmd.Process.Signal(syscall.SIGINT)
 			select {
@@ -112,7 +122,7 @@ func TestRunCommand(t *testing.T) {
 			if strings.Contains(stderr.String(), "frame accounting") {
 				t.Errorf("statewire reported unbalanced accounting: %s", stderr.String())
 			}
-			err := l.Do(l.BridgeNS, func() error {
+			err = l.Do(l.BridgeNS, func() error {
 				for _, ifc := range []string{l.PortA, l.PortB} {
 					if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
 						t.Errorf("after exit: XDP on %s got attached=%v id %d err %v, want none", ifc, att, id, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/control"
 	"github.com/statewire/statewire/ring"
 )
 
@@ -112,12 +113,15 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	df := addDatapathFlags(fs, true)
 	cf := addConntrackFlags(fs, true)
+	ctlf := control.AddFlags(fs)
 	interval := fs.Duration("stats-interval", 0, "print a throughput line this often (e.g. 1s); 0: only the totals at exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: statewire run --port-a IF --port-b IF [flags]\n\n"+
 			"Bridges two interfaces over AF_XDP: every frame is tracked with Linux conntrack\n"+
 			"semantics, judged by the FORWARD rules and, when accepted, sent out of the other\n"+
 			"port unchanged. SIGINT or SIGTERM detaches the XDP programs and prints the totals.\n\n"+
+			"The control socket (--name, --control-socket) serves statewire conntrack,\n"+
+			"sysctl and rules; SIGHUP reloads the --rules files.\n\n"+
 			"Example:\n  statewire run --port-a enp1s0f0 --port-b enp1s0f1 --cores 4 --queues 4 \\\n"+
 			"      --rules fw.rules --stats-interval 1s\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -139,7 +143,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Settings, cfg.Table = settings, tcfg
-	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	logger, err := ctlf.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Logf = func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) }
 	dp, err := bridge.NewDatapath(cfg)
 	if err != nil {
 		return err
@@ -157,6 +165,18 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err := dp.Start(); err != nil {
 		return err
 	}
+	// The control socket (conntrack -L/-D/-F, sysctl, rules; SIGHUP reloads
+	// the rule files) and metrics need running workers: they start after
+	// the datapath and stop before it.
+	stopCtl, err := ctlf.Start(dp, control.Options{
+		Ports:     [2]string{df.portA, df.portB},
+		RulesPath: cf.rules, Rules6Path: cf.rules6,
+		ReloadOnSIGHUP: true, Logger: logger,
+	})
+	if err != nil {
+		dp.Stop()
+		return err
+	}
 	var tick <-chan time.Time
 	if *interval > 0 {
 		t := time.NewTicker(*interval)
@@ -170,6 +190,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, meter.line(dp.Stats(), dp.Table().Len()))
 		case s := <-sig:
 			fmt.Fprintf(stderr, "statewire: %v: stopping\n", s)
+			stopCtl()
 			st, err := dp.Stop()
 			printTotals(stdout, &st)
 			if cerr := st.CheckConservation(); cerr != nil {
