@@ -12,6 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/ctlist"
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
 )
 
 // Metrics are exported by a collector that reads, at each scrape, the
@@ -85,7 +89,13 @@ var metricDefs = []metricDef{
 	{"conntrack_fill_ratio", "conntrack_entries / conntrack_max.", nil},
 	{"conntrack_stat_total", "Table counters under /proc/net/stat/nf_conntrack names.", []string{"counter"}},
 	{"expectations", "Live expectations.", nil},
+	{"conntrack_entries_by_state", "Live entries by L4 protocol and TCP state (from a table snapshot; absent above 262144 entries).", []string{"proto", "state"}},
 }
+
+// maxStateScan is the largest table the collector walks for
+// conntrack_entries_by_state: a snapshot costs the workers one copy of every
+// entry, which is not worth it at every scrape of a huge table.
+const maxStateScan = 1 << 18
 
 // NewCollector returns a collector of b's counters.
 func NewCollector(b Backend, ports [2]string) *Collector {
@@ -171,4 +181,29 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("conntrack_stat_total", kv.v, kv.n)
 	}
 	gauge("expectations", float64(t.Expect.Len()))
+	if ts.Count <= maxStateScan {
+		type ps struct {
+			proto uint8
+			state statemachine.TCPState
+		}
+		by := map[ps]int{}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := t.Snapshot(ctx, func(es *flowtable.EntrySnapshot) {
+			k := ps{proto: es.Orig.Proto}
+			if k.proto == packet.ProtoTCP {
+				k.state = es.Conn.State
+			}
+			by[k]++
+		})
+		if err == nil {
+			for k, n := range by {
+				st := ""
+				if k.proto == packet.ProtoTCP {
+					st = k.state.String()
+				}
+				gauge("conntrack_entries_by_state", float64(n), ctlist.L4Name(k.proto), st)
+			}
+		}
+	}
 }

@@ -50,6 +50,9 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_conntrack_max 4096`,
 		`statewire_conntrack_stat_total{counter="insert"} 3`,
 		`statewire_expectations 0`,
+		`statewire_conntrack_entries_by_state{proto="tcp",state="ESTABLISHED"} 1`,
+		`statewire_conntrack_entries_by_state{proto="tcp",state="SYN_SENT"} 1`,
+		`statewire_conntrack_entries_by_state{proto="udp",state=""} 1`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("scrape: missing %q", want)
