@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,46 @@ func TestRunCommand(t *testing.T) {
 		want := "has 2 RX queues but --queues is 1"
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr got %q, want a warning containing %q", stderr.String(), want)
+		}
+	})
+	t.Run("SIGHUP reloads the rules", func(t *testing.T) {
+		l := lab.NewT(t, lab.Options{Queues: 2})
+		rulesFile := filepath.Join(t.TempDir(), "fw.rules")
+		write := func(text string) {
+			if err := os.WriteFile(rulesFile, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
+		var stderr bytes.Buffer
+		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "2",
+			"--ring-size", "512", "--rules", rulesFile, "--control-socket", filepath.Join(t.TempDir(), "ctl.sock"))
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("statewire run after SIGTERM: %v, want exit 0\nstderr: %s", err, stderr.String())
+			}
+		}()
+		r := &rig{l: l}
+		ok := false
+		for range 10 {
+			if ok, _ = r.ping(t, l.LeftNS, rightIP.String(), 1); ok {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !ok {
+			t.Fatalf("ping with accept-all rules failed\nstderr: %s", stderr.String())
+		}
+		write("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -j DROP\nCOMMIT\n")
+		cmd.Process.Signal(syscall.SIGHUP)
+		time.Sleep(300 * time.Millisecond)
+		if ok, out := r.ping(t, l.LeftNS, rightIP.String(), 2); ok {
+			t.Errorf("ping after SIGHUP with an ICMP DROP rule got %q, want no reply\nstderr: %s", out, stderr.String())
 		}
 	})
 	for _, cores := range coreCounts {
