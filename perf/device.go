@@ -273,6 +273,28 @@ func (d *device) steer(cpu int) error {
 	return nil
 }
 
+// reniceAutogroup sets the nice value of this process's scheduler
+// autogroup (kernel.sched_autogroup_enabled=1 puts every session in its own
+// group, and groups share the CPU equally whatever the nice values inside
+// them) and returns a function restoring the old value. Without it, a
+// nice -20 generator still gets only its session's share of a busy CPU and
+// stalls for tens of milliseconds.
+func reniceAutogroup(nice int) (restore func(), err error) {
+	const f = "/proc/self/autogroup"
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return func() {}, nil // no autogroups: nothing to do
+	}
+	old := 0
+	if fs := strings.Fields(string(b)); len(fs) == 3 && fs[1] == "nice" {
+		old, _ = strconv.Atoi(fs[2])
+	}
+	if err := os.WriteFile(f, []byte(strconv.Itoa(nice)), 0); err != nil {
+		return func() {}, fmt.Errorf("perf: renice autogroup: %w", err)
+	}
+	return func() { _ = os.WriteFile(f, []byte(strconv.Itoa(old)), 0) }, nil
+}
+
 // reniceKsoftirqd sets the nice value of ksoftirqd on each cpu and returns
 // a function restoring the old values. Softirq work that overflows its time
 // slice moves to ksoftirqd; at nice 0 on a shared machine it would get a

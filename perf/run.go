@@ -215,6 +215,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.logf("perf: removing stale labs: %v", err)
 	}
 	defer r.closeAll()
+	if restore, err := reniceAutogroup(Nice); err != nil {
+		r.logf("perf: %v", err)
+	} else {
+		defer restore()
+	}
 	if restore, err := reniceKsoftirqd([]int{o.GenCPU, o.DUTCPU}, Nice); err != nil {
 		r.logf("perf: %v", err)
 	} else {
