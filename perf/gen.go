@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +53,6 @@ type Generator struct {
 	counter *ebpf.Map
 	frame   []byte
 	ifindex int
-	anchor  link.Link
 }
 
 // NewGenerator loads the generator program for cfg.
@@ -82,17 +80,6 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	}
 	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp); err != nil {
 		g.counter.Close()
-		return nil, err
-	}
-	// BPF_PROG_RUN with repeat > 1 adds the program to the kernel's XDP
-	// dispatcher and removes it afterwards, rewriting the dispatcher's
-	// code each time: about 1 ms of CPU per call, which would make every
-	// paced call a millisecond burst. A program attached in driver mode
-	// stays in the dispatcher, so the test runs find it there and patch
-	// nothing. The left host's veth receives nothing in the lab (the hosts
-	// are bare and the sink drops everything), so the anchor never runs.
-	if g.anchor, err = attachXDP(cfg.NS, cfg.Ifname, g.prog); err != nil {
-		g.Close()
 		return nil, err
 	}
 	return g, nil
@@ -139,6 +126,24 @@ const minBatch = 8
 // for d and returns how many it sent and the time it took. Pacing runs
 // BPF_PROG_RUN calls on a schedule; see the comment inside on bursts.
 func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
+	// BPF_PROG_RUN with repeat > 1 adds the program to the kernel's XDP
+	// dispatcher and removes it afterwards, rewriting the dispatcher's
+	// code each time: about 1 ms of CPU per call, which would cap the
+	// generator and make every paced call a millisecond burst. A program
+	// attached in driver mode stays in the dispatcher, so the test runs
+	// find it there and patch nothing: the program is attached to the left
+	// host's veth for the duration of Send. That veth receives nothing in
+	// the lab (the hosts are bare and the sink drops everything), so the
+	// anchor never runs. One Send at a time per interface.
+	anchor, err := attachXDP(g.cfg.NS, g.cfg.Ifname, g.prog)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if cerr := anchor.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("perf: detach generator anchor: %w", cerr)
+		}
+	}()
 	err = lab.Do(g.cfg.NS, func() error {
 		if g.cfg.CPU >= 0 {
 			var set unix.CPUSet
@@ -200,9 +205,5 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 
 // Close releases the program and its map.
 func (g *Generator) Close() error {
-	var errs []error
-	if g.anchor != nil {
-		errs = append(errs, g.anchor.Close())
-	}
-	return errors.Join(append(errs, g.prog.Close(), g.counter.Close())...)
+	return errors.Join(g.prog.Close(), g.counter.Close())
 }

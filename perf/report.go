@@ -15,7 +15,7 @@ import (
 func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
-	fmt.Fprintf(&b, "load average before: %s, after: %s\n", r.LoadBefore, r.LoadAfter)
+	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
 	sizes := r.sizes()
 	for _, s := range sizes {
 		fmt.Fprintf(&b, "generator ceiling %dB: %.3f Mpps (sink on port A, no device)\n", s, r.GeneratorPPS[s]/1e6)

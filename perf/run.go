@@ -44,10 +44,9 @@ type Options struct {
 	// GenCPU is the generator's CPU; DUTCPU the CPU the kernel devices'
 	// port A steers its packets to with RPS (-1: no pinning, no RPS).
 	GenCPU, DUTCPU int
-	// Inline leaves the kernel devices' work on the generator CPU (no RPS):
-	// they then pace the generator and never lose a frame, and their
-	// "throughput" is what one CPU does generating and forwarding.
-	Inline bool
+	// Steer is where port A's receive work runs: SteerRPS (default),
+	// SteerNAPI or SteerInline (see their doc comments).
+	Steer string
 	// Queues is the veth queue count.
 	Queues int
 	// ReadyTimeout bounds the wait for statewire to forward its first frame.
@@ -146,6 +145,7 @@ type Report struct {
 	Kernel  string    `json:"kernel"`
 	CPUs    int       `json:"cpus"`
 	Command string    `json:"command"`
+	Steer   string    `json:"steer"`
 	Devices []string  `json:"devices"`
 	// GeneratorPPS is the generator's rate into a sink on port A itself
 	// (no device), per frame size: the offered-load ceiling.
@@ -191,6 +191,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Devices) == 0 {
 		o.Devices = AllDevices
 	}
+	switch o.Steer {
+	case "":
+		o.Steer = SteerRPS
+	case SteerNAPI, SteerRPS, SteerInline:
+	default:
+		return nil, fmt.Errorf("perf: steering %q: want %s, %s or %s", o.Steer, SteerNAPI, SteerRPS, SteerInline)
+	}
 	if o.PDRLoss == 0 {
 		o.PDRLoss = 0.005
 	}
@@ -207,7 +214,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
-		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(),
+		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer,
 	}
 	defer func() { rep.LoadAfter = loadavg() }()
 	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
@@ -545,8 +552,8 @@ func (r *runner) warm(ctx context.Context, a *active, flows int) error {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	if !r.o.Inline {
-		if err := d.steer(r.o.DUTCPU); err != nil {
+	if r.o.Steer != SteerInline {
+		if err := d.steer(r.o.DUTCPU, r.o.Steer); err != nil {
 			return err
 		}
 	}

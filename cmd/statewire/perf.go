@@ -37,7 +37,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	noLatency := fs.Bool("no-latency", false, "skip the latency trials")
 	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
-	inline := fs.Bool("inline", false, "no RPS: the kernel bridges forward on the generator's CPU and pace it (no loss, one-CPU capacity)")
+	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
 	profile := fs.String("profile", "", "directory for `perf record -g` files of the device CPU during one extra full-rate trial per device at the first frame size; top symbols go into the report")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -83,7 +83,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	if *noLatency {
 		o.Latency = false
 	}
-	o.GenCPU, o.DUTCPU, o.Inline = *genCPU, *dutCPU, *inline
+	o.GenCPU, o.DUTCPU, o.Steer = *genCPU, *dutCPU, *steer
 	o.StatewireCPUs = *swCPUs
 	if o.StatewireCPUs == "" && o.DUTCPU >= 0 {
 		o.StatewireCPUs = strconv.Itoa(o.DUTCPU)
