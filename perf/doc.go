@@ -3,31 +3,40 @@
 // bridge with br_netfilter and nftables ct state, and XDP_REDIRECT between
 // the ports as the kernel's ceiling), offers the same UDP traffic to each,
 // interleaved trial by trial, and counts what arrives at a sink in XDP on
-// the far host. It reports throughput at a fixed offered load, NDR (no
+// the far host. It reports throughput at the generator's full rate, NDR (no
 // loss) and PDR (0.5% loss) by binary search over the offered rate, CPU
-// time per packet from /proc/stat and, optionally, latency percentiles from
-// timestamps in the payload.
+// time per packet on the device CPU from /proc/stat, latency percentiles
+// from timestamps in the payload and, optionally, a perf profile.
 //
 // Traffic: BPF_PROG_RUN in XDP live-frames mode (Generator) on the left
-// host's veth, pinned to the generator CPU; the frame goes through veth's
-// XDP transmit into the ring of the bridge-side port A, whose NAPI poll
-// runs in the generator's softirq on the same CPU (veth schedules NAPI
-// where the transmit happened). What the device does on port A's receive
-// therefore shares the generator's CPU, and each device is arranged so that
-// its forwarding work runs on the other CPU (DUTCPU):
-//   - kernel bridges: XDP_PASS on port A (veth needs an XDP program for
-//     XDP transmit into it), then RPS steers the skb to DUTCPU, where the
-//     bridge, br_netfilter/conntrack, port B and the sink run; a device
-//     that falls behind loses frames at DUTCPU's backlog;
-//   - statewire: its XDP program and the copy into the AF_XDP ring run on
-//     the generator CPU, its workers on DUTCPU (taskset), its transmit and
-//     the sink there too; it loses frames at its RX ring;
-//   - xdp-redirect: everything stays on the generator CPU (there is no
-//     queue to steer by); it is the ceiling, generator included.
+// host's veth, pinned to the generator CPU. The program rewrites the UDP
+// ports from a per-CPU counter modulo the flow count and returns XDP_TX,
+// which live-frames mode turns into a transmit out of that veth, i.e. into
+// the ring of the bridge-side port A. For the duration of a Send the
+// program is also attached to that veth: BPF_PROG_RUN otherwise adds it to
+// and removes it from the kernel's XDP dispatcher on every call, which
+// costs ~1 ms of CPU per call and caps the generator near 3 Mpps; anchored,
+// a call costs ~20 µs and the generator reaches 15-24 Mpps into a sink.
+// Pacing spins between calls (no sleep: a sleep on a busy machine
+// oversleeps and the catch-up burst overflows the device's queues).
 //
-// Threaded NAPI would move port A's poll to another CPU, but live frames
-// then return their pages to the generator's page pool from a remote CPU
-// and the generator falls below 0.5 Mpps, so it is not used.
+// Where the work runs (Steer): veth schedules port A's NAPI poll on the CPU
+// that transmitted, i.e. the generator's. In the default SteerRPS the
+// kernel bridges' port A has an XDP_PASS program (veth needs one for XDP
+// transmit into it) and RPS to the device CPU, where the bridge,
+// br_netfilter and conntrack, port B and the sink run; statewire's XDP
+// program and its copy into the AF_XDP ring run on the generator CPU, its
+// workers (taskset) on the device CPU; XDP_REDIRECT runs entirely on the
+// generator CPU (it is the ceiling, generator included). A device that
+// falls behind loses frames at its queue (RPS backlog, AF_XDP RX ring,
+// veth ring), as on a NIC.
+//
+// Shared machine: the generator, the devices' threads, statewire and
+// ksoftirqd run at nice -20 and the harness's scheduler autogroup is
+// reniced too (with kernel.sched_autogroup_enabled every session is a
+// group and groups share a CPU equally whatever the nice values inside);
+// both are restored at the end. Interleaving trials spreads the remaining
+// drift over all devices alike.
 //
 // Counting: only at the Sink, an XDP program on the right host's veth that
 // counts frames carrying the harness's magic and drops them. Nothing is

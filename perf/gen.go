@@ -122,6 +122,13 @@ const maxLag = 2 * time.Millisecond
 // minBatch is the smallest paced call.
 const minBatch = 8
 
+// minInterval is the shortest time between paced calls. Every
+// BPF_PROG_RUN call registers a page pool under a memory-model id, and a
+// pool whose pages are still in flight (in a backlog on the other CPU) is
+// released up to a second later; at 50 000 calls a second the 65 534 ids
+// run out and the call fails with ENOSPC. 5 000 calls a second stay clear.
+const minInterval = 200 * time.Microsecond
+
 // Send transmits frames at rate frames per second (0: as fast as it can)
 // for d and returns how many it sent and the time it took. Pacing runs
 // BPF_PROG_RUN calls on a schedule; see the comment inside on bursts.
@@ -184,7 +191,7 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 					slipped += late
 					due -= late
 				}
-				if due < minBatch {
+				if due < max(minBatch, rate*minInterval.Seconds()) {
 					continue // spin
 				}
 				n = min(uint64(due), 1<<14)
@@ -194,7 +201,7 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 				if errors.Is(err, unix.EINTR) {
 					continue
 				}
-				return fmt.Errorf("perf: BPF_PROG_RUN live frames: %w", err)
+				return fmt.Errorf("perf: BPF_PROG_RUN live frames (%d frames): %w", n, err)
 			}
 			sent += n
 		}
