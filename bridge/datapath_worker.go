@@ -60,6 +60,12 @@ type worker struct {
 
 	free [maxBatch]uint64 // frames to free after the RX release
 
+	// Frames of the current RX batch that this worker's shard owns, and
+	// the pipeline's results for them.
+	local   [maxBatch]ring.Desc
+	frames  [maxBatch][]byte
+	results [maxBatch]Result
+
 	rxStopped                     bool
 	deadline, lastPub, lastExpect int64
 	pub                           published
@@ -182,7 +188,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	tx := out.TX()
 	got, t := tx.Reserve(n)
 	var k uint32
-	nfree := 0
+	nfree, nlocal := 0, 0
 	c := &q.ctr[in]
 	for i := uint32(0); i < n; i++ {
 		d := rx.Desc(s + i)
@@ -209,7 +215,17 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 				continue
 			}
 		}
-		r := w.pl.Process(frame, 0, in, now)
+		w.local[nlocal], w.frames[nlocal] = d, frame
+		nlocal++
+	}
+	// The pipeline takes the frames this worker owns in batches, so the
+	// flow-table cache misses of a batch overlap (ProcessBatch).
+	for base := 0; base < nlocal; base += MaxBatch {
+		end := min(base+MaxBatch, nlocal)
+		w.pl.ProcessBatch(w.frames[base:end], in, now, w.results[base:end])
+	}
+	for i := range nlocal {
+		d, r := w.local[i], &w.results[i]
 		if r.Verdict == Accept {
 			if k < got {
 				tx.Set(t+k, d)
