@@ -191,13 +191,23 @@ func (r *Report) group(label string, size, flows int) group {
 func panel(b *strings.Builder, top, h, width int, title string, groups []group, devices []string) {
 	const left, right = 70, 20
 	plotTop, plotH := top+25, h-60
-	maxV := 0.0
+	// The axis fits the devices other than the XDP_REDIRECT ceiling, which
+	// is an order of magnitude above them; its bars are cut at the top and
+	// keep their value as a label.
+	maxV, maxAll := 0.0, 0.0
 	for _, g := range groups {
 		for _, br := range g.bars {
-			maxV = math.Max(maxV, math.Max(br.thr, br.ndr))
+			v := math.Max(br.thr, br.ndr)
+			maxAll = math.Max(maxAll, v)
+			if br.device != XDPRedirect {
+				maxV = math.Max(maxV, v)
+			}
 		}
 	}
-	maxV = niceCeil(maxV)
+	if maxV == 0 {
+		maxV = maxAll
+	}
+	maxV = niceCeil(maxV * 1.1)
 	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="13" font-weight="bold">%s</text>`+"\n", left, top+12, html.EscapeString(title))
 	plotW := width - left - right
 	for i := 0; i <= 4; i++ {
@@ -217,11 +227,15 @@ func panel(b *strings.Builder, top, h, width int, title string, groups []group, 
 		for _, br := range g.bars {
 			di := slices.Index(devices, br.device)
 			x := gx + di*bw
-			bh := int(float64(plotH) * br.thr / maxV)
+			bh := int(float64(plotH) * math.Min(br.thr, maxV) / maxV)
+			cut := ""
+			if br.thr > maxV {
+				cut = " (cut)"
+			}
 			fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s %s: %.3f Mpps, NDR %.3f</title></rect>`+"\n",
 				x, plotTop+plotH-bh, bw-4, bh, deviceColors[br.device], html.EscapeString(br.device), html.EscapeString(g.label), br.thr, br.ndr)
-			fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="10">%.2f</text>`+"\n", x+(bw-4)/2, plotTop+plotH-bh-3, br.thr)
-			if br.ndr > 0 {
+			fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="10">%.2f%s</text>`+"\n", x+(bw-4)/2, plotTop+plotH-bh-3, br.thr, cut)
+			if br.ndr > 0 && br.ndr <= maxV {
 				ny := plotTop + plotH - int(float64(plotH)*br.ndr/maxV)
 				fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-width="3"/>`+"\n", x, ny, x+bw-4, ny)
 			}
