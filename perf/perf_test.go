@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -28,7 +29,7 @@ var (
 
 func TestFrame(t *testing.T) {
 	for _, size := range []int{64, 512, 1518} {
-		t.Run(strings.TrimSpace(time.Duration(size).String()), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%dB", size), func(t *testing.T) {
 			f := Frame(macL, macR, size)
 			if got, want := len(f), size-4; got != want {
 				t.Fatalf("len = %d, want %d", got, want)
@@ -403,6 +404,55 @@ func TestQuickComparison(t *testing.T) {
 			}
 			if x.Throughput.Received > x.Throughput.Sent {
 				t.Errorf("sink counted %d > %d sent", x.Throughput.Received, x.Throughput.Sent)
+			}
+		})
+	}
+}
+
+// TestGeneratorPacing checks the paced generator against a sink on port A
+// (no device): the offered rate is the target within 5%, and the sink
+// counts every frame sent.
+func TestGeneratorPacing(t *testing.T) {
+	lab.RequireRoot(t)
+	o := QuickOptions()
+	d, err := newDevice(context.Background(), generatorDevice, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	restore, err := reniceAutogroup(Nice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+	for _, tc := range []struct {
+		rate  float64
+		flows int
+	}{
+		{50e3, 1},
+		{500e3, 1000},
+	} {
+		t.Run(fmt.Sprintf("%.0fkpps %d flows", tc.rate/1e3, tc.flows), func(t *testing.T) {
+			l := d.lab
+			g, err := NewGenerator(GenConfig{NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
+				FrameSize: 64, Flows: tc.flows, CPU: 0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			c0, _ := d.sink.Count()
+			sent, el, err := g.Send(tc.rate, 300*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(30 * time.Millisecond)
+			c1, _ := d.sink.Count()
+			got := float64(sent) / el.Seconds()
+			if got < 0.95*tc.rate || got > 1.05*tc.rate {
+				t.Errorf("offered %.0f pps, want %.0f ± 5%%", got, tc.rate)
+			}
+			if c1-c0 != sent {
+				t.Errorf("sink counted %d, want %d (every frame sent)", c1-c0, sent)
 			}
 		})
 	}
