@@ -349,6 +349,9 @@ func (r *runner) config(ctx context.Context, size, flows int) error {
 			if a.err != nil {
 				a.res.Error = a.err.Error()
 			}
+			if len(a.res.Trials) == 0 && a.res.Error == "" {
+				continue // cancelled before its first trial
+			}
 			r.rep.Results = append(r.rep.Results, *a.res)
 		}
 	}()
