@@ -39,6 +39,10 @@ type GenConfig struct {
 	Stamp bool
 	// CPU pins the generating thread (-1: no pinning).
 	CPU int
+
+	// tmpl and lay replace Frame and udpLayout (TCP traffic, see tcp.go).
+	tmpl []byte
+	lay  *layout
 }
 
 // Generator injects frames with BPF_PROG_RUN in XDP live-frames mode: the
@@ -57,13 +61,24 @@ type Generator struct {
 
 // NewGenerator loads the generator program for cfg.
 func NewGenerator(cfg GenConfig) (*Generator, error) {
-	if cfg.FrameSize-4 < minFrame {
-		return nil, fmt.Errorf("perf: frame size %d below minimum %d", cfg.FrameSize, minFrame+4)
+	lay := udpLayout
+	if cfg.lay != nil {
+		lay = *cfg.lay
+	}
+	frame := cfg.tmpl
+	if frame == nil {
+		if cfg.FrameSize-4 < minFrame {
+			return nil, fmt.Errorf("perf: frame size %d below minimum %d", cfg.FrameSize, minFrame+4)
+		}
+		frame = Frame(cfg.Src, cfg.Dst, cfg.FrameSize)
+	}
+	if len(frame) < lay.need(cfg.Stamp) {
+		return nil, fmt.Errorf("perf: frame of %d bytes too short for its fields (%d)", len(frame), lay.need(cfg.Stamp))
 	}
 	if cfg.Flows <= 0 || cfg.Flows > 1<<29 {
 		return nil, fmt.Errorf("perf: flows %d out of range 1..2^29", cfg.Flows)
 	}
-	g := &Generator{cfg: cfg, frame: Frame(cfg.Src, cfg.Dst, cfg.FrameSize)}
+	g := &Generator{cfg: cfg, frame: frame}
 	err := lab.Do(cfg.NS, func() error {
 		ifc, err := net.InterfaceByName(cfg.Ifname)
 		if err != nil {
@@ -78,7 +93,7 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if g.counter, err = newPerCPUArray("swperf_gcnt", 1); err != nil {
 		return nil, err
 	}
-	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp); err != nil {
+	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp, lay); err != nil {
 		g.counter.Close()
 		return nil, err
 	}
@@ -142,15 +157,16 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 	// host's veth for the duration of Send. That veth receives nothing in
 	// the lab (the hosts are bare and the sink drops everything), so the
 	// anchor never runs. One Send at a time per interface.
-	anchor, err := attachXDP(g.cfg.NS, g.cfg.Ifname, g.prog)
-	if err != nil {
-		return 0, 0, err
+	// An interface that already has a program (the right host's veth,
+	// with the sink, when it sends TCP handshake replies) goes without:
+	// slower, and those phases are slow anyway.
+	if anchor, aerr := attachXDP(g.cfg.NS, g.cfg.Ifname, g.prog); aerr == nil {
+		defer func() {
+			if cerr := anchor.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("perf: detach generator anchor: %w", cerr)
+			}
+		}()
 	}
-	defer func() {
-		if cerr := anchor.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("perf: detach generator anchor: %w", cerr)
-		}
-	}()
 	err = lab.Do(g.cfg.NS, func() error {
 		if g.cfg.CPU >= 0 {
 			var set unix.CPUSet

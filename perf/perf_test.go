@@ -99,7 +99,7 @@ func TestGeneratorProgram(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cnt.Close()
-			prog, err := genProgram(cnt, tc.flows, true)
+			prog, err := genProgram(cnt, tc.flows, true, udpLayout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestGeneratorProgram(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cnt.Close()
-		prog, err := genProgram(cnt, 100000, false)
+		prog, err := genProgram(cnt, 100000, false, udpLayout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestSinkProgram(t *testing.T) {
 	if s.hist, err = newPerCPUArray("t_hist", HistBuckets); err != nil {
 		t.Fatal(err)
 	}
-	if s.prog, err = sinkProgram(s.counter, s.hist); err != nil {
+	if s.prog, err = sinkProgram(s.counter, s.hist, udpLayout); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

@@ -33,6 +33,35 @@ const (
 	minFrame = offStamp + 8
 )
 
+// layout says where the generator and the sink find their fields in a
+// template frame.
+type layout struct {
+	// sport and dport are where the flow's source and destination port
+	// values go (swapped for frames of the reply direction).
+	sport, dport int
+	// csum is the offset of an L4 checksum to update for the new ports
+	// (0: none, UDP sends checksum 0).
+	csum int
+	// magic and stamp are the payload offsets of Magic and of the
+	// timestamp (stamp 0: the frame has no room for one).
+	magic, stamp int
+}
+
+// udpLayout is the layout of Frame.
+var udpLayout = layout{sport: offSport, dport: offDport, magic: offMagic, stamp: offStamp}
+
+// need returns the frame length the generator needs.
+func (l layout) need(stamp bool) int {
+	n := max(l.sport, l.dport) + 2
+	if l.csum > 0 {
+		n = max(n, l.csum+2)
+	}
+	if stamp && l.stamp > 0 {
+		n = max(n, l.stamp+8)
+	}
+	return n
+}
+
 // Magic marks the harness's frames in the payload, so the sink counts only
 // them and never a stray frame of the hosts.
 const Magic = 0x53575046 // "SWPF" read as a little-endian u32 is what the sink compares
@@ -48,9 +77,17 @@ const HistBuckets = 4096
 // optionally stamps bpf_ktime_get_ns into the payload, and returns XDP_TX,
 // which BPF_PROG_RUN in live-frames mode turns into a transmit on the
 // ingress device named in the context.
-func genProgram(counter *ebpf.Map, flows uint32, stamp bool) (*ebpf.Program, error) {
+//
+// With lay.csum the L4 checksum is updated incrementally (RFC 1624 with
+// the template's ports at 0): csum' = ~(~csum + sport + dport), in the
+// same 16-bit memory view for every operand, which one's complement
+// arithmetic allows.
+func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.Program, error) {
 	if flows == 0 {
 		flows = 1
+	}
+	if lay.stamp == 0 {
+		stamp = false
 	}
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
@@ -79,23 +116,41 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool) (*ebpf.Program, err
 		asm.LoadMem(asm.R2, asm.R6, offData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, offDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, minFrame),
+		asm.Add.Imm(asm.R4, int32(lay.need(stamp))),
 		asm.JGT.Reg(asm.R4, asm.R3, "drop"),
 		// sport
 		asm.Mov.Reg(asm.R8, asm.R7),
 		asm.And.Imm(asm.R8, 0x7fff),
 		asm.Or.Imm(asm.R8, 0x8000),
 		asm.HostTo(asm.BE, asm.R8, asm.Half),
-		asm.StoreMem(asm.R2, offSport, asm.R8, asm.Half),
+		asm.StoreMem(asm.R2, int16(lay.sport), asm.R8, asm.Half),
 		// dport
-		asm.Mov.Reg(asm.R8, asm.R7),
-		asm.RSh.Imm(asm.R8, 15),
-		asm.Add.Imm(asm.R8, 0x4000),
-		asm.HostTo(asm.BE, asm.R8, asm.Half),
-		asm.StoreMem(asm.R2, offDport, asm.R8, asm.Half),
+		asm.Mov.Reg(asm.R5, asm.R7),
+		asm.RSh.Imm(asm.R5, 15),
+		asm.Add.Imm(asm.R5, 0x4000),
+		asm.HostTo(asm.BE, asm.R5, asm.Half),
+		asm.StoreMem(asm.R2, int16(lay.dport), asm.R5, asm.Half),
 	)
+	if lay.csum > 0 {
+		insns = append(insns,
+			asm.LoadMem(asm.R3, asm.R2, int16(lay.csum), asm.Half),
+			asm.Xor.Imm(asm.R3, 0xffff),
+			asm.Add.Reg(asm.R3, asm.R8),
+			asm.Add.Reg(asm.R3, asm.R5),
+			asm.Mov.Reg(asm.R4, asm.R3),
+			asm.RSh.Imm(asm.R4, 16),
+			asm.And.Imm(asm.R3, 0xffff),
+			asm.Add.Reg(asm.R3, asm.R4),
+			asm.Mov.Reg(asm.R4, asm.R3),
+			asm.RSh.Imm(asm.R4, 16),
+			asm.And.Imm(asm.R3, 0xffff),
+			asm.Add.Reg(asm.R3, asm.R4),
+			asm.Xor.Imm(asm.R3, 0xffff),
+			asm.StoreMem(asm.R2, int16(lay.csum), asm.R3, asm.Half),
+		)
+	}
 	if stamp {
-		insns = append(insns, asm.StoreMem(asm.R2, offStamp, asm.R9, asm.DWord))
+		insns = append(insns, asm.StoreMem(asm.R2, int16(lay.stamp), asm.R9, asm.DWord))
 	}
 	insns = append(insns,
 		asm.Mov.Imm(asm.R0, xdpTX),
@@ -109,20 +164,31 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool) (*ebpf.Program, err
 // sinkProgram returns the sink: frames with the magic increment per-CPU
 // counter 0 (others counter 1) and are dropped. With hist, the delay since
 // the generator's stamp goes into a per-CPU histogram of 1 µs buckets.
-func sinkProgram(counter, hist *ebpf.Map) (*ebpf.Program, error) {
+func sinkProgram(counter, hist *ebpf.Map, lay layout) (*ebpf.Program, error) {
+	if lay.stamp == 0 {
+		hist = nil
+	}
+	need := lay.magic + 4
+	if hist != nil {
+		need = max(need, lay.stamp+8)
+	}
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.Mov.Imm(asm.R7, 1), // counter key: 1 = other
+		asm.Mov.Imm(asm.R8, 0), // stamp
 		asm.LoadMem(asm.R2, asm.R6, offData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, offDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, minFrame),
+		asm.Add.Imm(asm.R4, int32(need)),
 		asm.JGT.Reg(asm.R4, asm.R3, "count"),
-		asm.LoadMem(asm.R4, asm.R2, offMagic, asm.Word),
+		asm.LoadMem(asm.R4, asm.R2, int16(lay.magic), asm.Word),
 		asm.JNE.Imm(asm.R4, Magic, "count"),
 		asm.Mov.Imm(asm.R7, 0),
-		asm.LoadMem(asm.R8, asm.R2, offStamp, asm.DWord),
-		// count
+	}
+	if hist != nil {
+		insns = append(insns, asm.LoadMem(asm.R8, asm.R2, int16(lay.stamp), asm.DWord))
+	}
+	insns = append(insns,
 		asm.StoreMem(asm.R10, -4, asm.R7, asm.Word).WithSymbol("count"),
 		asm.LoadMapPtr(asm.R1, 0).WithReference("counter"),
 		asm.Mov.Reg(asm.R2, asm.R10),
@@ -132,7 +198,7 @@ func sinkProgram(counter, hist *ebpf.Map) (*ebpf.Program, error) {
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-	}
+	)
 	if hist != nil {
 		insns = append(insns,
 			asm.JNE.Imm(asm.R7, 0, "drop"),

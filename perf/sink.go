@@ -24,6 +24,10 @@ type Sink struct {
 // AttachSink attaches a sink to ifname in namespace ns (native XDP). With
 // hist it also keeps a 1 µs latency histogram from the generator's stamps.
 func AttachSink(ns, ifname string, hist bool) (*Sink, error) {
+	return attachSink(ns, ifname, hist, udpLayout)
+}
+
+func attachSink(ns, ifname string, hist bool, lay layout) (*Sink, error) {
 	s := &Sink{}
 	var err error
 	if s.counter, err = newPerCPUArray("swperf_scnt", 2); err != nil {
@@ -35,7 +39,7 @@ func AttachSink(ns, ifname string, hist bool) (*Sink, error) {
 			return nil, err
 		}
 	}
-	if s.prog, err = sinkProgram(s.counter, s.hist); err != nil {
+	if s.prog, err = sinkProgram(s.counter, s.hist, lay); err != nil {
 		s.Close()
 		return nil, err
 	}
