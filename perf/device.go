@@ -109,7 +109,11 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 	if name == generatorDevice {
 		sinkNS, sinkIf = l.BridgeNS, l.PortA
 	}
-	if d.sink, err = AttachSink(sinkNS, sinkIf, o.Latency); err != nil {
+	lay := udpLayout
+	if o.Proto == "tcp" && name != generatorDevice {
+		lay = tcpLayout(false)
+	}
+	if d.sink, err = attachSink(sinkNS, sinkIf, o.Latency, lay); err != nil {
 		return nil, err
 	}
 	switch name {
@@ -118,6 +122,10 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		// XDP transmit into the veth needs; frames then take the normal
 		// stack path into the bridge.
 		if err := d.attach(passProgram, l.PortA); err != nil {
+			return nil, err
+		}
+		// And on port B, for the TCP handshake's replies from the right.
+		if err := d.attach(passProgram, l.PortB); err != nil {
 			return nil, err
 		}
 	case XDPRedirect:

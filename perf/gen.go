@@ -72,6 +72,9 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 		}
 		frame = Frame(cfg.Src, cfg.Dst, cfg.FrameSize)
 	}
+	if lay.csum > 0 && len(frame) >= lay.csum+2 {
+		lay.csumBase = binary.LittleEndian.Uint16(frame[lay.csum:])
+	}
 	if len(frame) < lay.need(cfg.Stamp) {
 		return nil, fmt.Errorf("perf: frame of %d bytes too short for its fields (%d)", len(frame), lay.need(cfg.Stamp))
 	}
@@ -148,6 +151,17 @@ const minInterval = 200 * time.Microsecond
 // for d and returns how many it sent and the time it took. Pacing runs
 // BPF_PROG_RUN calls on a schedule; see the comment inside on bursts.
 func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
+	return g.send(rate, d, 0)
+}
+
+// SendCount transmits exactly count frames at rate (each flow once when
+// count is the flow count: the counter starts at 0 for a new Generator).
+func (g *Generator) SendCount(rate float64, count uint64) (sent uint64, elapsed time.Duration, err error) {
+	return g.send(rate, time.Hour, count)
+}
+
+// send is Send, stopping after limit frames when limit > 0.
+func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint64, elapsed time.Duration, err error) {
 	// BPF_PROG_RUN with repeat > 1 adds the program to the kernel's XDP
 	// dispatcher and removes it afterwards, rewriting the dispatcher's
 	// code each time: about 1 ms of CPU per call, which would cap the
@@ -196,7 +210,7 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 		var slipped float64 // frames the schedule gave up on
 		for {
 			now := time.Since(start)
-			if now >= d {
+			if now >= d || (limit > 0 && sent >= limit) {
 				elapsed = now
 				return nil
 			}
@@ -211,6 +225,9 @@ func (g *Generator) Send(rate float64, d time.Duration) (sent uint64, elapsed ti
 					continue // spin
 				}
 				n = min(uint64(due), 1<<14)
+			}
+			if limit > 0 {
+				n = min(n, limit-sent)
 			}
 			opts.Repeat = uint32(n)
 			if _, err := g.prog.Run(&opts); err != nil {

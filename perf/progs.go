@@ -40,8 +40,13 @@ type layout struct {
 	// values go (swapped for frames of the reply direction).
 	sport, dport int
 	// csum is the offset of an L4 checksum to update for the new ports
-	// (0: none, UDP sends checksum 0).
-	csum int
+	// (0: none, UDP sends checksum 0); csumBase is the template's value
+	// there, in the 16-bit memory view. The update starts from csumBase,
+	// never from the frame: live-frames mode recycles pages without
+	// re-initialising them, so after the first batch the frame holds the
+	// previous flow's ports and checksum.
+	csum     int
+	csumBase uint16
 	// magic and stamp are the payload offsets of Magic and of the
 	// timestamp (stamp 0: the frame has no room for one).
 	magic, stamp int
@@ -79,7 +84,7 @@ const HistBuckets = 4096
 // ingress device named in the context.
 //
 // With lay.csum the L4 checksum is updated incrementally (RFC 1624 with
-// the template's ports at 0): csum' = ~(~csum + sport + dport), in the
+// the template's ports at 0): csum' = ~(~csumBase + sport + dport), in the
 // same 16-bit memory view for every operand, which one's complement
 // arithmetic allows.
 func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.Program, error) {
@@ -133,7 +138,7 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.
 	)
 	if lay.csum > 0 {
 		insns = append(insns,
-			asm.LoadMem(asm.R3, asm.R2, int16(lay.csum), asm.Half),
+			asm.Mov.Imm(asm.R3, int32(lay.csumBase)),
 			asm.Xor.Imm(asm.R3, 0xffff),
 			asm.Add.Reg(asm.R3, asm.R8),
 			asm.Add.Reg(asm.R3, asm.R5),

@@ -47,6 +47,11 @@ type Options struct {
 	// Steer is where port A's receive work runs: SteerRPS (default),
 	// SteerNAPI or SteerInline (see their doc comments).
 	Steer string
+	// Proto is the traffic: "udp" (default) or "tcp" (every flow opened
+	// with a three-way handshake first, then data segments, so they are
+	// ESTABLISHED in every device; no latency: a 64-byte TCP frame has no
+	// room for the stamp).
+	Proto string
 	// Queues is the veth queue count.
 	Queues int
 	// ReadyTimeout bounds the wait for statewire to forward its first frame.
@@ -146,6 +151,7 @@ type Report struct {
 	CPUs    int       `json:"cpus"`
 	Command string    `json:"command"`
 	Steer   string    `json:"steer"`
+	Proto   string    `json:"proto"`
 	Devices []string  `json:"devices"`
 	// GeneratorPPS is the generator's rate into a sink on port A itself
 	// (no device), per frame size: the offered-load ceiling.
@@ -191,6 +197,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Devices) == 0 {
 		o.Devices = AllDevices
 	}
+	switch o.Proto {
+	case "":
+		o.Proto = "udp"
+	case "udp":
+	case "tcp":
+		o.Latency = false
+	default:
+		return nil, fmt.Errorf("perf: proto %q: want udp or tcp", o.Proto)
+	}
 	switch o.Steer {
 	case "":
 		o.Steer = SteerRPS
@@ -214,7 +229,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
-		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer,
+		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer, Proto: o.Proto,
 	}
 	defer func() { rep.LoadAfter = loadavg() }()
 	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
@@ -296,7 +311,11 @@ func (r *runner) logf(format string, args ...any) {
 
 func (r *runner) closeAll() {
 	for _, d := range r.devs {
-		if err := d.close(); err != nil {
+		err := d.close()
+		if d.out != nil {
+			r.logf("statewire output (tail):\n%s", tail(d.out.String(), 2000))
+		}
+		if err != nil {
 			r.logf("perf: close %s: %v", d.name, err)
 		}
 	}
@@ -309,10 +328,17 @@ func (r *runner) closeAll() {
 
 func (r *runner) genFor(d *device, size, flows int, stamp bool) (*Generator, error) {
 	l := d.lab
-	return NewGenerator(GenConfig{
+	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
 		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU,
-	})
+	}
+	if r.o.Proto == "tcp" && d != r.nullDev {
+		lay := tcpLayout(false)
+		cfg.tmpl = tcpFrame(l.LeftMAC, l.RightMAC, lab.LeftIPv4.Addr(), lab.RightIPv4.Addr(), size,
+			tcpACK|tcpPSH, isnLeft+1, isnRight+1, true)
+		cfg.lay = &lay
+	}
+	return NewGenerator(cfg)
 }
 
 // active is a device in the current configuration.
@@ -529,36 +555,17 @@ func (r *runner) warm(ctx context.Context, a *active, flows int) error {
 	}
 	defer d.pause()
 	if d.cmd != nil {
-		deadline := time.Now().Add(r.o.ReadyTimeout)
-		for {
-			if err := d.exited(); err != nil {
-				return err
-			}
-			c0, err := d.sink.Count()
-			if err != nil {
-				return err
-			}
-			if _, _, err := a.g.Send(100e3, 50*time.Millisecond); err != nil {
-				return err
-			}
-			time.Sleep(r.settle)
-			c1, err := d.sink.Count()
-			if err != nil {
-				return err
-			}
-			if c1 > c0 {
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("perf: statewire forwarded nothing within %v: %s", r.o.ReadyTimeout, tail(d.out.String(), 800))
-			}
-			time.Sleep(200 * time.Millisecond)
+		if err := r.ready(ctx, d); err != nil {
+			return err
 		}
 	}
 	if r.o.Steer != SteerInline {
 		if err := d.steer(r.o.DUTCPU, r.o.Steer); err != nil {
 			return err
 		}
+	}
+	if r.o.Proto == "tcp" {
+		return r.handshake(d, flows)
 	}
 	const warmRate = 200e3
 	dur := time.Duration(float64(2*flows) / warmRate * float64(time.Second))
@@ -570,6 +577,53 @@ func (r *runner) warm(ctx context.Context, a *active, flows int) error {
 
 // leadIn is the uncounted traffic before each trial.
 const leadIn = 30 * time.Millisecond
+
+// ready waits until statewire forwards: UDP probes on flows of their own
+// (source port 0x8000 downwards are the harness's; the probe uses the
+// same template, so with TCP traffic its frames are "other" at the sink)
+// until the sink sees one.
+func (r *runner) ready(ctx context.Context, d *device) error {
+	l := d.lab
+	g, err := NewGenerator(GenConfig{NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
+		FrameSize: 64, Flows: 1, CPU: r.o.GenCPU})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	seen := func() (uint64, error) {
+		c, err := d.sink.Count()
+		if err != nil {
+			return 0, err
+		}
+		o, err := d.sink.Other()
+		return c + o, err
+	}
+	deadline := time.Now().Add(r.o.ReadyTimeout)
+	for {
+		if err := d.exited(); err != nil {
+			return err
+		}
+		c0, err := seen()
+		if err != nil {
+			return err
+		}
+		if _, _, err := g.Send(100e3, 50*time.Millisecond); err != nil {
+			return err
+		}
+		time.Sleep(r.settle)
+		c1, err := seen()
+		if err != nil {
+			return err
+		}
+		if c1 > c0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("perf: statewire forwarded nothing within %v: %s", r.o.ReadyTimeout, tail(d.out.String(), 800))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
 
 // trial runs one trial of the device at rate (0: full rate).
 func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {

@@ -39,6 +39,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
 	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
 	profile := fs.String("profile", "", "directory for `perf record -g` files of the device CPU during one extra full-rate trial per device at the first frame size; top symbols go into the report")
+	proto := fs.String("proto", "udp", "traffic: udp, or tcp (flows opened with three-way handshakes, then data segments: ESTABLISHED in every device; no latency)")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,6 +97,7 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	o.StatewireArgs = strings.Fields(*swArgs)
 	o.ProfileDir = *profile
+	o.Proto = *proto
 	if !*quiet {
 		o.Progress = stderr
 	}
