@@ -100,8 +100,9 @@ type Trial struct {
 	Offered float64 `json:"offered_pps"`
 	// Delivered is what the sink counted per second.
 	Delivered float64 `json:"delivered_pps"`
-	Sent      uint64  `json:"sent"`
-	Received  uint64  `json:"received"`
+	// Sent and Received are the frame counts of the generator and the sink.
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
 	// Loss is 1 - received/sent.
 	Loss float64 `json:"loss"`
 	// DUTCPUNsPerPkt is busy time of the device CPU per delivered packet
