@@ -81,7 +81,11 @@ func (s *Sink) Hist() ([]uint64, error) {
 	}
 	out := make([]uint64, HistBuckets)
 	var vals []uint64
-	zero := make([]uint64, len(mustCPUs()))
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("perf: possible CPUs: %w", err)
+	}
+	zero := make([]uint64, ncpu)
 	for i := range uint32(HistBuckets) {
 		if err := s.hist.Lookup(i, &vals); err != nil {
 			return nil, fmt.Errorf("perf: read histogram: %w", err)
@@ -98,30 +102,18 @@ func (s *Sink) Hist() ([]uint64, error) {
 	return out, nil
 }
 
-func mustCPUs() []struct{} {
-	n, err := ebpf.PossibleCPU()
-	if err != nil || n < 1 {
-		n = 1
-	}
-	return make([]struct{}, n)
-}
-
 // Close detaches the sink and frees its maps.
 func (s *Sink) Close() error {
 	var errs []error
 	if s.link != nil {
 		errs = append(errs, s.link.Close())
 	}
-	for _, c := range []interface{ Close() error }{s.prog, s.counter, s.hist} {
-		switch v := c.(type) {
-		case *ebpf.Program:
-			if v != nil {
-				errs = append(errs, v.Close())
-			}
-		case *ebpf.Map:
-			if v != nil {
-				errs = append(errs, v.Close())
-			}
+	if s.prog != nil {
+		errs = append(errs, s.prog.Close())
+	}
+	for _, m := range []*ebpf.Map{s.counter, s.hist} {
+		if m != nil {
+			errs = append(errs, m.Close())
 		}
 	}
 	return errors.Join(errs...)
