@@ -35,7 +35,7 @@
 // ksoftirqd run at nice -20 and the harness's scheduler autogroup is
 // reniced too (with kernel.sched_autogroup_enabled every session is a
 // group and groups share a CPU equally whatever the nice values inside);
-// both are restored at the end. Interleaving trials spreads the remaining
+// both are restored at the end (not after a SIGKILL). Interleaving trials spreads the remaining
 // drift over all devices alike.
 //
 // Counting: only at the Sink, an XDP program on the right host's veth that

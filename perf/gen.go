@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -199,13 +198,14 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 			Context: xdpMD{DataEnd: uint32(len(g.frame)), IngressIfindex: uint32(g.ifindex)},
 		}
 		// Paced sending: one BPF_PROG_RUN per turn with every frame due
-		// by now, spinning while fewer than minBatch are due (the
-		// generator owns its CPU; a sleep on a busy machine oversleeps by
-		// milliseconds). Each call costs about 1 ms of CPU whatever its
-		// size (measured on 6.18), so frames leave in bursts of about
-		// rate x 1 ms at the generator's full speed; a turn more than
-		// maxLag late does not grow the burst further: the schedule slips
-		// and Offered shows the shortfall.
+		// by now, spinning while fewer than max(minBatch, rate x
+		// minInterval) are due (the generator owns its CPU; a sleep on a
+		// busy machine oversleeps by milliseconds and the catch-up burst
+		// would overflow the device's queues). A call runs its frames
+		// back to back at the generator's full speed, so frames leave in
+		// bursts of about rate x 200 µs; a turn more than maxLag late
+		// does not grow the burst further: the schedule slips and Offered
+		// shows the shortfall.
 		start := time.Now()
 		var slipped float64 // frames the schedule gave up on
 		for {
@@ -239,7 +239,6 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 			sent += n
 		}
 	})
-	runtime.Gosched()
 	return sent, elapsed, err
 }
 
