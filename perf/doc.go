@@ -1,7 +1,8 @@
 // Package perf is statewire's performance harness: it builds one lab per
 // device under test (statewire as a subprocess, the Linux bridge, the Linux
 // bridge with br_netfilter and nftables ct state, and XDP_REDIRECT between
-// the ports as the kernel's ceiling), offers the same UDP traffic to each,
+// the ports as the kernel's ceiling), offers the same traffic to each (UDP,
+// or TCP data on connections opened by real handshakes: Options.Proto),
 // interleaved trial by trial, and counts what arrives at a sink in XDP on
 // the far host. It reports throughput at the generator's full rate, NDR (no
 // loss) and PDR (0.5% loss) by binary search over the offered rate, CPU
