@@ -148,39 +148,10 @@ func after(a *packet.Addr, ap uint16, b *packet.Addr, bp uint16) bool {
 // or an ICMP/ICMPv6 type that is neither a request nor a reply (errors are
 // looked up with KeyFromInner; the rest never create entries).
 func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
-	if p.IPVersion != 4 && p.IPVersion != 6 {
-		return k, false
-	}
 	if p.Fragment && p.FragOffset != 0 {
 		return k, false
 	}
-	k.Proto, k.L3, k.VLAN = p.Proto, p.IPVersion, p.VLAN
-	switch {
-	case hasPorts(p.Proto):
-		if after(&p.Src, p.SrcPort, &p.Dst, p.DstPort) {
-			k.A, k.B, k.PortA, k.PortB = p.Dst, p.Src, p.DstPort, p.SrcPort
-		} else {
-			k.A, k.B, k.PortA, k.PortB = p.Src, p.Dst, p.SrcPort, p.DstPort
-		}
-	case isICMP(p.Proto, p.IPVersion):
-		req, reply, found := icmpRequest(p.IPVersion, p.ICMP.Type)
-		if !found {
-			return k, false
-		}
-		if reply {
-			k.A, k.B = p.Dst, p.Src
-		} else {
-			k.A, k.B = p.Src, p.Dst
-		}
-		k.PortA, k.PortB = p.ICMP.ID, uint16(req)<<8|uint16(p.ICMP.Code)
-	default:
-		if after(&p.Src, 0, &p.Dst, 0) {
-			k.A, k.B = p.Dst, p.Src
-		} else {
-			k.A, k.B = p.Src, p.Dst
-		}
-	}
-	return k, true
+	return canonicalKey(p.IPVersion, p.Proto, &p.Src, &p.Dst, p.SrcPort, p.DstPort, &p.ICMP, p.VLAN)
 }
 
 // KeyFromInner returns the key of the connection an ICMP or ICMPv6 error
@@ -191,33 +162,43 @@ func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
 // The zone is the outer packet's VLAN.
 func KeyFromInner(p *packet.Packet) (k Key, ok bool) {
 	in := &p.Inner
-	if !p.HasInner || in.NonFirstFragment || (in.IPVersion != 4 && in.IPVersion != 6) {
+	if !p.HasInner || in.NonFirstFragment {
 		return k, false
 	}
-	k.Proto, k.L3, k.VLAN = in.Proto, in.IPVersion, p.VLAN
+	return canonicalKey(in.IPVersion, in.Proto, &in.Src, &in.Dst, in.SrcPort, in.DstPort, &in.ICMP, p.VLAN)
+}
+
+// canonicalKey builds the key of one direction's tuple: the same key for
+// both directions of a connection. One function serves the outer packet
+// and the quoted one, so the two can never drift apart.
+func canonicalKey(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, icmp *packet.ICMP, vlan uint16) (k Key, ok bool) {
+	if l3 != 4 && l3 != 6 {
+		return k, false
+	}
+	k.Proto, k.L3, k.VLAN = proto, l3, vlan
 	switch {
-	case hasPorts(in.Proto):
-		if after(&in.Src, in.SrcPort, &in.Dst, in.DstPort) {
-			k.A, k.B, k.PortA, k.PortB = in.Dst, in.Src, in.DstPort, in.SrcPort
+	case hasPorts(proto):
+		if after(src, sport, dst, dport) {
+			k.A, k.B, k.PortA, k.PortB = *dst, *src, dport, sport
 		} else {
-			k.A, k.B, k.PortA, k.PortB = in.Src, in.Dst, in.SrcPort, in.DstPort
+			k.A, k.B, k.PortA, k.PortB = *src, *dst, sport, dport
 		}
-	case isICMP(in.Proto, in.IPVersion):
-		req, reply, found := icmpRequest(in.IPVersion, in.ICMP.Type)
+	case isICMP(proto, l3):
+		req, reply, found := icmpRequest(l3, icmp.Type)
 		if !found {
 			return k, false
 		}
 		if reply {
-			k.A, k.B = in.Dst, in.Src
+			k.A, k.B = *dst, *src
 		} else {
-			k.A, k.B = in.Src, in.Dst
+			k.A, k.B = *src, *dst
 		}
-		k.PortA, k.PortB = in.ICMP.ID, uint16(req)<<8|uint16(in.ICMP.Code)
+		k.PortA, k.PortB = icmp.ID, uint16(req)<<8|uint16(icmp.Code)
 	default:
-		if after(&in.Src, 0, &in.Dst, 0) {
-			k.A, k.B = in.Dst, in.Src
+		if after(src, 0, dst, 0) {
+			k.A, k.B = *dst, *src
 		} else {
-			k.A, k.B = in.Src, in.Dst
+			k.A, k.B = *src, *dst
 		}
 	}
 	return k, true
