@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/statewire/statewire/flowtable"
@@ -29,11 +28,7 @@ func newTestPipeline(t testing.TB, s *Settings, max int) *Pipeline {
 
 func loadRules(t testing.TB, text string) *rules.RuleSet {
 	t.Helper()
-	var l rules.Loader
-	if err := l.Load("test.rules", strings.NewReader(text), rules.FamilyBoth); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := l.Compile([2]string{"porta", "portb"})
+	rs, err := rules.FromText("test.rules", text, [2]string{"porta", "portb"})
 	if err != nil {
 		t.Fatal(err)
 	}

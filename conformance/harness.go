@@ -215,11 +215,7 @@ func OurSettings(opts Options) (*bridge.Settings, error) {
 	s.Conntrack.Loose = true
 	s.Conntrack.BeLiberal = false
 	if txt := HelperRules(opts); txt != "" {
-		var l rules.Loader
-		if err := l.Load("helpers.rules", strings.NewReader(txt), rules.FamilyBoth); err != nil {
-			return nil, fmt.Errorf("conformance: helper rules: %w", err)
-		}
-		rs, err := l.Compile([2]string{"A", "B"})
+		rs, err := rules.FromText("helpers.rules", txt, [2]string{"A", "B"})
 		if err != nil {
 			return nil, fmt.Errorf("conformance: helper rules: %w", err)
 		}

@@ -81,14 +81,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	cfg.Table.Buckets = 4096
 	s := bridge.DefaultSettings()
 	if o.rulesFor != nil {
-		var ld rules.Loader
-		text := o.rulesFor(l.PortA, l.PortB)
-		if err := ld.Load("e2e.rules", strings.NewReader(text), rules.FamilyBoth); err != nil {
-			t.Fatalf("load rules: %v", err)
-		}
-		rs, err := ld.Compile([2]string{l.PortA, l.PortB})
+		rs, err := rules.FromText("e2e.rules", o.rulesFor(l.PortA, l.PortB), [2]string{l.PortA, l.PortB})
 		if err != nil {
-			t.Fatalf("compile rules: %v", err)
+			t.Fatalf("rules: %v", err)
 		}
 		s.Rules = rs
 	}

@@ -94,11 +94,7 @@ func runCorpus(t *testing.T, variant string) (agree, total int, diffs []diff) {
 		s := bridge.DefaultSettings()
 		s.VerifyChecksum = false
 		if variant == "helpers" {
-			var l rules.Loader
-			if err := l.Load("helpers.rules", strings.NewReader(helperRules), rules.FamilyBoth); err != nil {
-				t.Fatal(err)
-			}
-			rs, err := l.Compile([2]string{"A", "B"})
+			rs, err := rules.FromText("helpers.rules", helperRules, [2]string{"A", "B"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -99,6 +99,17 @@ func Empty() *RuleSet {
 	return &RuleSet{gen: nextGeneration(), trivRaw: [2]bool{true, true}}
 }
 
+// FromText loads one iptables-save text for both families and compiles it
+// for the bridge's two ports: the form for rule sets built in code (tests,
+// the conformance harness). name is used in error messages.
+func FromText(name, text string, ports [2]string) (*RuleSet, error) {
+	var l Loader
+	if err := l.Load(name, strings.NewReader(text), FamilyBoth); err != nil {
+		return nil, err
+	}
+	return l.Compile(ports)
+}
+
 // LoadFiles is the command-line form. With only rulesPath, that file serves
 // both families (FamilyBoth); with both paths, rulesPath is the
 // iptables-save file and rules6Path the ip6tables-save file; with only

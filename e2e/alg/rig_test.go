@@ -69,13 +69,9 @@ func newRig(t *testing.T, helpers bool) *rig {
 	cfg.Logf = t.Logf
 	cfg.Table.Buckets = 4096
 	s := bridge.DefaultSettings()
-	var ld rules.Loader
-	if err := ld.Load("alg.rules", strings.NewReader(rulesText(l.PortA, helpers)), rules.FamilyBoth); err != nil {
-		t.Fatalf("load rules: %v", err)
-	}
-	rs, err := ld.Compile([2]string{l.PortA, l.PortB})
+	rs, err := rules.FromText("alg.rules", rulesText(l.PortA, helpers), [2]string{l.PortA, l.PortB})
 	if err != nil {
-		t.Fatalf("compile rules: %v", err)
+		t.Fatalf("rules: %v", err)
 	}
 	s.Rules = rs
 	cfg.Settings = s
