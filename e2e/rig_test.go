@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"strconv"
@@ -186,45 +183,13 @@ func dialTCP(l *lab.Lab, ns, addr string, timeout time.Duration) (net.Conn, erro
 // returns the SHA-256 of what was sent and of what arrived.
 func transfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, size int) (sent, got [32]byte, n int64) {
 	t.Helper()
-	ln := listenTCP(t, l, toNS, addr)
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		var r result
-		r.n, r.err = io.Copy(h, c)
-		copy(r.sum[:], h.Sum(nil))
-		done <- r
-	}()
 	data := make([]byte, size)
 	rand.Read(data)
-	sent = sha256.Sum256(data)
-	c, err := dialTCP(l, fromNS, addr, 5*time.Second)
+	tr, err := l.TransferTCP(context.Background(), fromNS, toNS, addr, data)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		t.Fatal(err)
 	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
-		c.Close()
-		t.Fatalf("send: %v", err)
-	}
-	c.Close()
-	res := <-done
-	if res.err != nil {
-		t.Fatalf("receive: %v", res.err)
-	}
-	return sent, res.sum, res.n
+	return tr.Sent, tr.Got, tr.N
 }
 
 // udpEcho starts an echo server on addr in ns.

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -146,63 +144,19 @@ func pingSummary(out string) string {
 	return strings.TrimSpace(out)
 }
 
-// tcpTransfer sends size random bytes from the left host to a listener on
-// the right host and compares the SHA-256 of what arrived.
+// tcpTransfer sends size random bytes from the left host to the right host
+// and checks that what arrived has the same SHA-256.
 func tcpTransfer(ctx context.Context, l *lab.Lab, size int) error {
-	addr := net.JoinHostPort(lab.RightIPv4.Addr().String(), "5001")
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		return err
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
 	data := make([]byte, size)
 	rand.Read(data)
-	want := sha256.Sum256(data)
-	var c net.Conn
-	if err := l.Do(l.LeftNS, func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp4", addr)
-		return err
-	}); err != nil {
-		return err
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
-		c.Close()
-		return err
-	}
-	c.Close()
-	r := <-got
+	addr := net.JoinHostPort(lab.RightIPv4.Addr().String(), "5001")
+	tr, err := l.TransferTCP(ctx, l.LeftNS, l.RightNS, addr, data)
 	switch {
-	case r.err != nil:
-		return r.err
-	case r.n != int64(size):
-		return fmt.Errorf("right host got %d bytes, want %d", r.n, size)
-	case r.sum != want:
+	case err != nil:
+		return err
+	case tr.N != int64(size):
+		return fmt.Errorf("right host got %d bytes, want %d", tr.N, size)
+	case tr.Got != tr.Sent:
 		return errors.New("SHA-256 of the received bytes differs from the sent ones")
 	}
 	return nil
