@@ -115,7 +115,8 @@ func (s *DatapathStats) CheckConservation() error {
 }
 
 // published is a worker's last published copy of its counters: written by
-// the worker, read by Datapath.Stats, both under mu.
+// the worker, read by Datapath.Stats, both under mu. While forwarding, the
+// worker only TryLocks mu, so a reader never makes it wait.
 type published struct {
 	mu     sync.Mutex
 	now    int64

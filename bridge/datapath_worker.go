@@ -165,8 +165,12 @@ func (w *worker) step(now int64) (moved int, done bool) {
 		w.table.Expect.Expire(now)
 		w.lastExpect = now
 	}
-	if now-w.lastPub >= publishInterval {
-		w.publish(now)
+	// The periodic publication never waits for a reader holding the
+	// lock: it is skipped and retried next loop. The final one (below)
+	// runs when forwarding has stopped and may wait.
+	if now-w.lastPub >= publishInterval && w.pub.mu.TryLock() {
+		w.publishLocked(now)
+		w.pub.mu.Unlock()
 		w.lastPub = now
 	}
 	if w.rxStopped {
@@ -403,6 +407,11 @@ func (w *worker) txDrained() bool {
 func (w *worker) publish(now int64) {
 	w.pub.mu.Lock()
 	defer w.pub.mu.Unlock()
+	w.publishLocked(now)
+}
+
+// publishLocked is publish with w.pub.mu held.
+func (w *worker) publishLocked(now int64) {
 	if w.pub.queues == nil {
 		w.pub.queues = make([]QueueStats, len(w.queues))
 	}
