@@ -420,11 +420,14 @@ func TestGeneratorPacing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.close()
-	restore, err := reniceAutogroup(Nice)
-	if err != nil {
-		t.Fatal(err)
+	// Renicing the autogroup helps on a busy machine but is not what this
+	// test checks; some kernels refuse it (EINVAL when this process is not
+	// in an autogroup), and Run only logs that too.
+	if restore, err := reniceAutogroup(Nice); err != nil {
+		t.Logf("pacing without the autogroup renice: %v", err)
+	} else {
+		defer restore()
 	}
-	defer restore()
 	for _, tc := range []struct {
 		rate  float64
 		flows int
