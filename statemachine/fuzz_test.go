@@ -57,11 +57,20 @@ func FuzzTrack(f *testing.F) {
 			p.PayloadLen = uint32(b[12] & 0x3f * 23)
 			p.ICMP = packet.ICMP{Type: b[1], Code: b[2]}
 			var r Result
+			if exists && c.Expires <= now {
+				// The flow table never hands out an expired entry:
+				// the packet finds none and starts a new one.
+				exists = false
+			}
 			if !exists {
 				r = New(&c, p, now, &cfg)
 				exists = r.State != StateInvalid && !r.Kill
 			} else {
-				r = Update(&c, p, Dir(b[0]&1), now, &cfg)
+				before, dir := c.State, Dir(b[0]&1)
+				r = Update(&c, p, dir, now, &cfg)
+				if proto == packet.ProtoTCP && !r.Reopen && !r.Kill {
+					checkAlongTable(t, before, c.State, dir, p.TCP.Flags)
+				}
 				if r.Reopen {
 					r = New(&c, p, now, &cfg)
 					exists = r.State != StateInvalid && !r.Kill
@@ -85,8 +94,28 @@ func FuzzTrack(f *testing.F) {
 				t.Fatalf("window scale beyond 14: %d %d", c.TCP.Peer[0].Scale, c.TCP.Peer[1].Scale)
 			}
 			if exists && r.State != StateInvalid && !r.Ignored && c.Expires < now {
-				t.Fatalf("accepted packet left the entry expired")
+				t.Fatalf("accepted packet left the entry expired: state %v expires %d now %d result %+v flags %#x", c.State, c.Expires, now, r, p.TCP.Flags)
 			}
 		}
 	})
+}
+
+// checkAlongTable fails unless a TCP entry moved from before to after along
+// the kernel's table for this packet: it stayed, it took the table's
+// transition, or it is the ignored-SYN resync (a SYN/ACK answering a SYN
+// that was ignored moves to SYN_RECV whatever the state).
+func checkAlongTable(t *testing.T, before, after TCPState, dir Dir, flags uint8) {
+	t.Helper()
+	if after == before {
+		return
+	}
+	class := tcpClass(flags)
+	if after == tcpConntracks[dir&1][class][before] {
+		return
+	}
+	if class == classSynAck && after == TCPSynRecv {
+		return
+	}
+	t.Fatalf("TCP state %v -> %v on flags %#x dir %v: not along the table (want %v or unchanged)",
+		before, after, flags, dir, tcpConntracks[dir&1][class][before])
 }
