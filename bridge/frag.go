@@ -5,6 +5,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -14,6 +15,20 @@ import (
 // the same datagram (same addresses, protocol and IP ID) get it too. A later
 // fragment whose first fragment was not seen (or was forgotten) is INVALID
 // and the rules decide. See CONFORMANCE.md.
+//
+// Overlaps (RFC 1858, RFC 3128, RFC 5722). The kernel's reassembly
+// (inet_frag_queue_insert) drops a fragment that lies wholly inside data it
+// already holds (a duplicate: the queue is kept) and discards the whole
+// datagram when a fragment overlaps part of it, or contradicts its known
+// end. Without reassembly statewire cannot compare bytes, but it can do the
+// same arithmetic: each datagram's slot remembers the byte ranges seen so
+// far as a few coalesced runs. A duplicate fragment is INVALID; a partial
+// overlap makes that fragment and every later one of the datagram INVALID
+// (the fragments forwarded before it cannot be recalled, but the receiver
+// never gets a complete datagram). Both carry packet.ReasonFragmentOverlap
+// and are dropped whatever the rules say (DropMalformed), as the kernel's
+// defragmentation drops them before conntrack (spec/conntrack.md §8 calls
+// them INVALID; they are counted so).
 
 // Fragment memory lifetimes, as the kernel's reassembly timeouts
 // (net.ipv4.ipfrag_time, net.ipv6.ip6frag_time).
@@ -21,6 +36,13 @@ const (
 	fragTimeoutV4 = 30e9
 	fragTimeoutV6 = 60e9
 )
+
+// maxFragRuns is how many disjoint byte ranges a datagram's slot holds. A
+// sender emits fragments in order, so they coalesce into one run; more
+// holes than this only come from reordering on a scale no real path shows,
+// or from an attacker, and the datagram is then treated as overlapping (a
+// bounded slot must not let a ninth hole hide an overlap).
+const maxFragRuns = 8
 
 type fragKey struct {
 	src, dst packet.Addr
@@ -30,24 +52,43 @@ type fragKey struct {
 	l3       uint8
 }
 
+// fragRun is a byte range [start, end) of a datagram's fragmentable part.
+type fragRun struct{ start, end uint32 }
+
 type fragSlot struct {
 	key     fragKey
 	expires int64
 	res     Result
+	runs    [maxFragRuns]fragRun // disjoint, unsorted, never adjacent
+	nruns   uint8
+	end     uint32 // the datagram's length, once its last fragment (MF clear) was seen; 0 unknown
+	bad     bool   // an overlap was seen: the rest of the datagram is INVALID
 	used    bool
 }
 
-// FragCache remembers the verdicts of first fragments. It is a fixed-size,
-// direct-mapped table (a newer datagram overwrites an older one in its slot,
-// counted as an eviction), shared by all workers of a bridge and safe for
-// concurrent use: fragments are rare, so a mutex is cheaper than
-// cleverness.
+// fragOutcome is what a fragment's byte range means for its datagram.
+type fragOutcome uint8
+
+const (
+	fragFresh   fragOutcome = iota // new bytes: the fragment is fine
+	fragDup                        // wholly inside bytes already seen
+	fragOverlap                    // overlaps part of them, contradicts the end, or the datagram is already bad
+)
+
+// FragCache remembers the verdicts of first fragments and the byte ranges
+// of each datagram seen so far. It is a fixed-size, direct-mapped table (a
+// newer datagram overwrites an older one in its slot, counted as an
+// eviction), shared by all workers of a bridge and safe for concurrent
+// use: fragments are rare, so a mutex is cheaper than cleverness. Memory is
+// fixed at creation; nothing is allocated per fragment.
 type FragCache struct {
-	mu        sync.Mutex
-	slots     []fragSlot
-	mask      uint64
-	seed      uint64
-	Evictions uint64 // guarded by mu
+	mu         sync.Mutex
+	slots      []fragSlot
+	mask       uint64
+	seed       uint64
+	Evictions  uint64 // datagrams forgotten for a newer one in their slot; guarded by mu
+	Duplicates uint64 // fragments wholly inside bytes already seen; guarded by mu
+	Overlaps   uint64 // datagrams discarded for a partial overlap, a contradicting end or too many holes; guarded by mu
 }
 
 // NewFragCache returns a cache of size slots (rounded up to a power of two).
@@ -59,8 +100,28 @@ func NewFragCache(size int, seed uint64) *FragCache {
 	return &FragCache{slots: make([]fragSlot, n), mask: uint64(n - 1), seed: seed}
 }
 
+// FragCounters returns Evictions, Duplicates and Overlaps (safe from any
+// goroutine).
+func (c *FragCache) FragCounters() (evictions, duplicates, overlaps uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Evictions, c.Duplicates, c.Overlaps
+}
+
 func keyOfFragment(p *packet.Packet) fragKey {
 	return fragKey{src: p.Src, dst: p.Dst, id: p.FragID, vlan: p.VLAN, proto: p.Proto, l3: p.IPVersion}
+}
+
+// extentOf returns the byte range of p's datagram that p carries, by its IP
+// header. For an IPv6 first fragment the extension headers after the
+// fragment header are not counted, so its range may end a little early:
+// that can hide an overlap of those header bytes, never invent one.
+func extentOf(p *packet.Packet) (start, end uint32) {
+	hdr := uint32(p.L4Off) - uint32(p.L3Off)
+	if p.L4Off < p.L3Off || hdr > p.IPLen {
+		return uint32(p.FragOffset), uint32(p.FragOffset)
+	}
+	return uint32(p.FragOffset), uint32(p.FragOffset) + p.IPLen - hdr
 }
 
 func (c *FragCache) slot(k *fragKey) *fragSlot {
@@ -74,38 +135,148 @@ func (c *FragCache) slot(k *fragKey) *fragSlot {
 	return &c.slots[h&c.mask]
 }
 
-// store remembers r for the datagram p is the first fragment of.
-func (c *FragCache) store(p *packet.Packet, now int64, r *Result) {
+// complete reports whether every byte of the datagram was seen.
+func (s *fragSlot) complete() bool {
+	return s.end != 0 && s.nruns == 1 && s.runs[0] == fragRun{0, s.end}
+}
+
+// add records the range [start, end) of a fragment (last: MF clear) and
+// says what it means, as the kernel's inet_frag_queue_insert and
+// ip_frag_queue do. Only fragFresh changes the runs.
+func (s *fragSlot) add(start, end uint32, last bool) fragOutcome {
+	if s.bad {
+		return fragOverlap
+	}
+	runs := s.runs[:s.nruns]
+	for _, r := range runs {
+		if start >= r.start && end <= r.end && end > start {
+			return fragDup
+		}
+	}
+	switch {
+	case last && s.end != 0 && end != s.end:
+		// A second, different end of the datagram.
+		s.bad = true
+		return fragOverlap
+	case !last && s.end != 0 && end > s.end:
+		// Bytes beyond the known end.
+		s.bad = true
+		return fragOverlap
+	}
+	if last {
+		for _, r := range runs {
+			if r.end > end {
+				// Bytes already seen beyond this "last" fragment.
+				s.bad = true
+				return fragOverlap
+			}
+		}
+		s.end = end
+	}
+	if end <= start {
+		return fragFresh // no bytes: nothing to overlap
+	}
+	for _, r := range runs {
+		if start < r.end && end > r.start {
+			s.bad = true
+			return fragOverlap
+		}
+	}
+	// Coalesce with the run ending at start and/or the one starting at end.
+	before, after := -1, -1
+	for i, r := range runs {
+		if r.end == start {
+			before = i
+		}
+		if r.start == end {
+			after = i
+		}
+	}
+	switch {
+	case before >= 0 && after >= 0:
+		s.runs[before].end = s.runs[after].end
+		s.runs[after] = s.runs[s.nruns-1]
+		s.nruns--
+	case before >= 0:
+		s.runs[before].end = end
+	case after >= 0:
+		s.runs[after].start = start
+	case int(s.nruns) < maxFragRuns:
+		s.runs[s.nruns] = fragRun{start, end}
+		s.nruns++
+	default:
+		s.bad = true
+		return fragOverlap
+	}
+	return fragFresh
+}
+
+// store remembers r for the datagram p is the first fragment of, and
+// returns what p's bytes mean for that datagram: a first fragment arriving
+// again while its datagram is still incomplete is a duplicate or an
+// overlap, and the verdict already remembered stays.
+func (c *FragCache) store(p *packet.Packet, now int64, r *Result) fragOutcome {
 	k := keyOfFragment(p)
 	timeout := int64(fragTimeoutV4)
 	if p.IPVersion == 6 {
 		timeout = fragTimeoutV6
 	}
+	start, end := extentOf(p)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	s := c.slot(&k)
-	if s.used && s.key != k && s.expires > now {
+	live := s.used && s.expires > now
+	if live && s.key == k && !s.complete() {
+		out := s.add(start, end, false)
+		c.count(s, out)
+		return out
+	}
+	if live && s.key != k {
 		c.Evictions++
 	}
 	*s = fragSlot{key: k, expires: now + timeout, res: *r, used: true}
-	c.mu.Unlock()
+	s.add(start, end, false)
+	return fragFresh
 }
 
-// lookup returns the remembered result for a later fragment of p's datagram.
-func (c *FragCache) lookup(p *packet.Packet, now int64) (Result, bool) {
+// count counts an outcome of s.add.
+func (c *FragCache) count(s *fragSlot, out fragOutcome) {
+	switch out {
+	case fragDup:
+		c.Duplicates++
+	case fragOverlap:
+		c.Overlaps++
+	}
+}
+
+// later records a later fragment of p's datagram and returns the result
+// remembered for its first fragment and what p's bytes mean; ok is false
+// when the first fragment is not known.
+func (c *FragCache) later(p *packet.Packet, now int64) (res Result, out fragOutcome, ok bool) {
 	k := keyOfFragment(p)
+	start, end := extentOf(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.slot(&k)
 	if !s.used || s.key != k || s.expires <= now {
-		return Result{}, false
+		return Result{}, fragFresh, false
 	}
-	return s.res, true
+	wasBad := s.bad
+	out = s.add(start, end, !p.MoreFrags)
+	if !wasBad {
+		c.count(s, out)
+	}
+	return s.res, out, true
 }
 
 // laterFragment judges a non-first fragment by its datagram's first one.
 func (pl *Pipeline) laterFragment(s *Settings, p *packet.Packet, in Port, now int64, r Result) Result {
 	if pl.frags != nil {
-		if first, ok := pl.frags.lookup(p, now); ok {
+		if first, out, ok := pl.frags.later(p, now); ok {
+			if out != fragFresh {
+				pl.overlapping(&r)
+				return r
+			}
 			pl.stats.FragCached++
 			first.Parse = r.Parse
 			return first
@@ -118,9 +289,32 @@ func (pl *Pipeline) laterFragment(s *Settings, p *packet.Packet, in Port, now in
 	return r
 }
 
-// noteFirstFragment remembers the result of a first fragment.
+// overlapping makes r an INVALID drop with packet.ReasonFragmentOverlap.
+// The kernel's reassembly discards such fragments before conntrack and the
+// rules ever see them, so no rule set can forward them here either. The
+// parser counted the frame as parsed (it cannot see other fragments); the
+// count moves to the overlap reason, so Stats.Parse still sums to the
+// frames received.
+func (pl *Pipeline) overlapping(r *Result) {
+	pl.stats.Parse[r.Parse]--
+	r.Parse = packet.ReasonFragmentOverlap
+	pl.stats.Parse[r.Parse]++
+	if r.State != statemachine.StateInvalid {
+		pl.stats.Invalid++
+	}
+	r.State = statemachine.StateInvalid
+	r.Tracked = false
+	r.Rule = rules.PolicyRule
+	r.Verdict, r.Drop = Drop, DropMalformed
+}
+
+// noteFirstFragment remembers the result of a first fragment, or, when the
+// datagram's first fragment was already seen, turns r into an overlap.
 func (pl *Pipeline) noteFirstFragment(p *packet.Packet, now int64, r *Result) {
-	if pl.frags != nil && p.Fragment && p.FragOffset == 0 && p.MoreFrags {
-		pl.frags.store(p, now, r)
+	if pl.frags == nil || !p.Fragment || p.FragOffset != 0 || !p.MoreFrags {
+		return
+	}
+	if pl.frags.store(p, now, r) != fragFresh {
+		pl.overlapping(r)
 	}
 }
