@@ -1,0 +1,372 @@
+package faults
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/lab"
+)
+
+var (
+	leftIP  = lab.LeftIPv4.Addr()
+	rightIP = lab.RightIPv4.Addr()
+)
+
+// stopTimeout bounds Datapath.Stop: its own drain deadline is 2 s, so a
+// Stop that takes longer than this has hung.
+const stopTimeout = 10 * time.Second
+
+// rig is one lab with the datapath running in-process on its bridge ports.
+type rig struct {
+	l       *lab.Lab
+	dp      *bridge.Datapath
+	stopped bool
+	final   bridge.DatapathStats
+}
+
+// newRig builds a 2-queue lab with static neighbour entries on both hosts
+// (so no ARP frame spoils an exact count), starts a datapath whose config
+// tweak may change, and stops it at the end of the test with the
+// accounting checks if the test did not.
+func newRig(t *testing.T, tweak func(*bridge.DatapathConfig)) *rig {
+	t.Helper()
+	l := lab.NewT(t, lab.Options{Queues: 2})
+	staticNeighbours(t, l)
+	cfg := bridge.DefaultDatapathConfig()
+	cfg.PortA, cfg.PortB = l.PortA, l.PortB
+	cfg.Cores, cfg.Queues = 1, 2
+	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
+	cfg.Table.Buckets = 4096
+	cfg.Logf = t.Logf
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	dp, err := bridge.NewDatapath(cfg)
+	if err != nil {
+		t.Fatalf("NewDatapath: %v", err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	r := &rig{l: l, dp: dp}
+	t.Cleanup(func() {
+		if !r.stopped {
+			r.stop(t)
+		}
+	})
+	return r
+}
+
+// staticNeighbours gives each host a permanent ARP entry for the other.
+func staticNeighbours(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	for _, n := range []struct {
+		ns, ifc string
+		ip      string
+		mac     net.HardwareAddr
+	}{
+		{l.LeftNS, l.LeftIf, rightIP.String(), l.RightMAC},
+		{l.RightNS, l.RightIf, leftIP.String(), l.LeftMAC},
+	} {
+		if _, err := l.Run(context.Background(), n.ns, "ip", "neigh", "replace", n.ip, "lladdr", n.mac.String(),
+			"dev", n.ifc, "nud", "permanent"); err != nil {
+			t.Fatalf("static neighbour: %v", err)
+		}
+	}
+}
+
+// stop stops the datapath within stopTimeout and checks the accounting:
+// nothing in flight, conservation per direction, each port's RX counter
+// equal to its socket's RX ring count, every frame submitted on a TX ring
+// completed (so every UMEM frame that left is back), no XDP program left.
+func (r *rig) stop(t *testing.T) bridge.DatapathStats {
+	t.Helper()
+	r.stopped = true
+	type res struct {
+		st  bridge.DatapathStats
+		err error
+	}
+	done := make(chan res, 1)
+	start := time.Now()
+	go func() {
+		st, err := r.dp.Stop()
+		done <- res{st, err}
+	}()
+	var out res
+	select {
+	case out = <-done:
+	case <-time.After(stopTimeout):
+		t.Fatalf("Datapath.Stop did not return within %v", stopTimeout)
+	}
+	t.Logf("Stop took %v", time.Since(start).Round(time.Millisecond))
+	if out.err != nil {
+		t.Errorf("Stop: %v", out.err)
+	}
+	st := out.st
+	r.final = st
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		c := st.Total(p)
+		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d, fill-empty %d",
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), dropList(&c), st.KernelDrops(p), fillEmpty(&st, p))
+		if c.InFlight != 0 {
+			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
+		}
+	}
+	if err := st.CheckConservation(); err != nil {
+		t.Errorf("frame conservation: %v", err)
+	}
+	if err := checkSockets(&st); err != nil {
+		t.Errorf("UMEM accounting: %v", err)
+	}
+	err := r.l.Do(r.l.BridgeNS, func() error {
+		for _, ifc := range []string{r.l.PortA, r.l.PortB} {
+			if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
+				return fmt.Errorf("after Stop: XDP on %s attached=%v id %d err %v, want none", ifc, att, id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	return st
+}
+
+// checkSockets checks the per-socket ring counts the workers published last:
+// the frames a port counted as received are the frames taken from its RX
+// rings, and every frame put on a TX ring came back on the completion ring
+// (after Stop nothing may still be in the kernel's hands).
+func checkSockets(st *bridge.DatapathStats) error {
+	for _, q := range st.Queues {
+		for p := range q.Socket {
+			s := &q.Socket[p]
+			if q.Port[p].RX != s.RX {
+				return fmt.Errorf("queue %d port %s: counted %d frames in, RX ring gave %d", q.Queue, bridge.Port(p), q.Port[p].RX, s.RX)
+			}
+			if s.TX != s.Completed {
+				return fmt.Errorf("queue %d port %s: %d frames submitted on TX, %d completed: %d frames not returned",
+					q.Queue, bridge.Port(p), s.TX, s.Completed, int64(s.TX)-int64(s.Completed))
+			}
+			if s.TxInvalidDescs != 0 || s.RxInvalidDescs != 0 {
+				return fmt.Errorf("queue %d port %s: kernel found %d invalid TX and %d invalid fill descriptors, want 0",
+					q.Queue, bridge.Port(p), s.TxInvalidDescs, s.RxInvalidDescs)
+			}
+		}
+	}
+	return nil
+}
+
+func dropList(c *bridge.PortCounters) string {
+	var b []string
+	for i, n := range c.Drops {
+		if n > 0 {
+			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
+		}
+	}
+	if c.HandoffFull > 0 {
+		b = append(b, fmt.Sprintf("handoff-full=%d", c.HandoffFull))
+	}
+	return strings.Join(b, " ")
+}
+
+// fillEmpty sums the kernel's rx_fill_ring_empty_descs over port p's sockets.
+func fillEmpty(st *bridge.DatapathStats, p bridge.Port) uint64 {
+	var n uint64
+	for _, q := range st.Queues {
+		n += q.Socket[p].RxFillRingEmptyDescs
+	}
+	return n
+}
+
+// settledStats waits until the published counters stop moving (workers
+// publish every 50 ms) and returns them; it fails the test after d.
+func (r *rig) settledStats(t *testing.T, d time.Duration) bridge.DatapathStats {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	prev := r.dp.Stats()
+	stable := 0
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		cur := r.dp.Stats()
+		if cur.Total(bridge.PortA).RX == prev.Total(bridge.PortA).RX && cur.Total(bridge.PortB).RX == prev.Total(bridge.PortB).RX &&
+			cur.Now != prev.Now {
+			if stable++; stable >= 3 {
+				return cur
+			}
+		} else {
+			stable = 0
+		}
+		prev = cur
+	}
+	t.Fatalf("counters still moving (or workers not publishing) after %v", d)
+	return prev
+}
+
+// alive checks that the workers keep publishing: the datapath clock of the
+// published counters advances within a second, and Stats itself returns.
+func (r *rig) alive(t *testing.T) {
+	t.Helper()
+	done := make(chan int64, 1)
+	go func() { done <- r.dp.Stats().Now }()
+	var before int64
+	select {
+	case before = <-done:
+	case <-time.After(time.Second):
+		t.Fatalf("Datapath.Stats did not return within 1s")
+	}
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(60 * time.Millisecond)
+		if r.dp.Stats().Now > before {
+			return
+		}
+	}
+	t.Fatalf("workers stopped publishing: counters' clock stuck at %d", before)
+}
+
+// ifStat reads one /sys/class/net/IF/statistics counter inside ns.
+func ifStat(t *testing.T, l *lab.Lab, ns, ifc, name string) uint64 {
+	t.Helper()
+	out, err := l.Run(context.Background(), ns, "cat", "/sys/class/net/"+ifc+"/statistics/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// setLink sets ifc in ns up or down.
+func setLink(t *testing.T, l *lab.Lab, ns, ifc string, up bool) {
+	t.Helper()
+	state := map[bool]string{true: "up", false: "down"}[up]
+	if _, err := l.Run(context.Background(), ns, "ip", "link", "set", ifc, state); err != nil {
+		t.Fatalf("ip link set %s %s: %v", ifc, state, err)
+	}
+}
+
+// pingWithin pings from ns to `to` once per attempt until one reply comes or
+// d passes, and returns how long it took.
+func pingWithin(t *testing.T, l *lab.Lab, ns, to string, d time.Duration) (time.Duration, bool) {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < d {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		out, err := l.Run(ctx, ns, "ping", "-c", "1", "-W", "1", to)
+		cancel()
+		if err == nil && strings.Contains(out, "1 received") {
+			return time.Since(start), true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start), false
+}
+
+// transferOK sends size random bytes from the left host to the right one
+// over TCP within 60 s and fails unless they arrive intact (SHA-256).
+func transferOK(t *testing.T, l *lab.Lab, port, size int) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tr, err := l.TransferTCP(ctx, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), strconv.Itoa(port)), data)
+	if err != nil {
+		t.Fatalf("TCP transfer: %v", err)
+	}
+	if tr.Got != tr.Sent || tr.N != int64(size) {
+		t.Fatalf("TCP transfer got %d bytes sha256 %x, want %d bytes sha256 %x", tr.N, tr.Got[:8], size, tr.Sent[:8])
+	}
+	t.Logf("TCP transfer of %d bytes intact in %v", size, tr.Took.Round(time.Millisecond))
+}
+
+// udpStream sends UDP datagrams from the left host to the right host's
+// port until stopped, one every gap (0: as fast as the socket takes them),
+// and counts those the socket accepted. A receiver in the right namespace
+// reads and counts them.
+type udpStream struct {
+	sent, got atomic.Uint64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	tx, rx    *net.UDPConn
+}
+
+func startUDP(t *testing.T, l *lab.Lab, port int, size int, gap time.Duration, limit uint64) *udpStream {
+	t.Helper()
+	s := &udpStream{stop: make(chan struct{})}
+	to := &net.UDPAddr{IP: rightIP.AsSlice(), Port: port}
+	if err := l.Do(l.RightNS, func() (err error) { s.rx, err = net.ListenUDP("udp4", to); return err }); err != nil {
+		t.Fatalf("udp listen: %v", err)
+	}
+	s.rx.SetReadBuffer(8 << 20)
+	if err := l.Do(l.LeftNS, func() (err error) { s.tx, err = net.DialUDP("udp4", nil, to); return err }); err != nil {
+		t.Fatalf("udp dial: %v", err)
+	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			if _, err := s.rx.Read(buf); err != nil {
+				return
+			}
+			s.got.Add(1)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		payload := make([]byte, size)
+		for limit == 0 || s.sent.Load() < limit {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			if _, err := s.tx.Write(payload); err == nil {
+				s.sent.Add(1)
+			}
+			if gap > 0 {
+				time.Sleep(gap)
+			}
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+// wait blocks until the sender has sent its limit or d passes.
+func (s *udpStream) waitSent(limit uint64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if s.sent.Load() >= limit {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+// close stops the sender and the receiver (idempotent).
+func (s *udpStream) close() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	close(s.stop)
+	s.tx.Close()
+	s.rx.Close()
+	s.wg.Wait()
+}
