@@ -63,6 +63,15 @@ type Options struct {
 	ProfileDir string
 	// Progress receives one line per trial (nil: silent).
 	Progress io.Writer
+	// Mode is ModeAll (default), ModeFlood or ModeCPS.
+	Mode string
+	// CPSTrial is the length of one connections-per-second trial and
+	// CPSSteps its binary-search steps (0: the overload trial only).
+	CPSTrial time.Duration
+	CPSSteps int
+	// CPSComplete is the share of connections that must complete for a
+	// CPS trial to pass (0.995).
+	CPSComplete float64
 }
 
 // QuickOptions is the one-minute comparison.
@@ -77,6 +86,8 @@ func QuickOptions() Options {
 		GenCPU:  0, DUTCPU: 1, StatewireCPUs: "1",
 		ReadyTimeout: 15 * time.Second,
 		LatencyLoads: []float64{0.1, 0.5, 0.9},
+		Mode:         ModeAll,
+		CPSTrial:     200 * time.Millisecond, CPSSteps: 5, CPSComplete: 0.995,
 	}
 }
 
@@ -87,6 +98,7 @@ func FullOptions() Options {
 	o.Flows = []int{1, 1000, 100000}
 	o.Trial = time.Second
 	o.NDRSteps, o.PDRSteps = 7, 5
+	o.CPSTrial, o.CPSSteps = time.Second, 7
 	o.Latency = true
 	return o
 }
@@ -164,6 +176,13 @@ type Report struct {
 	// on a shared machine, other processes' load is part of the figures.
 	LoadBefore string `json:"loadavg_before"`
 	LoadAfter  string `json:"loadavg_after"`
+	// CPS are the connections-per-second results, CPSGenerator the
+	// endpoints' own ceiling with no device between them, CPSComplete the
+	// share of connections a passing trial completes.
+	CPS             []CPSResult `json:"cps,omitempty"`
+	CPSGenerator    *CPSTrial   `json:"cps_generator,omitempty"`
+	CPSComplete     float64     `json:"cps_complete_ratio,omitempty"`
+	CPSTrialSeconds float64     `json:"cps_trial_seconds,omitempty"`
 	// TrialSeconds is the trial length.
 	TrialSeconds float64 `json:"trial_seconds"`
 }
@@ -217,13 +236,26 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.PDRLoss == 0 {
 		o.PDRLoss = 0.005
 	}
+	switch o.Mode {
+	case "":
+		o.Mode = ModeAll
+	case ModeAll, ModeFlood, ModeCPS:
+	default:
+		return nil, fmt.Errorf("perf: mode %q: want %s, %s or %s", o.Mode, ModeAll, ModeFlood, ModeCPS)
+	}
+	if o.CPSComplete <= 0 || o.CPSComplete > 1 {
+		o.CPSComplete = 0.995
+	}
+	if o.Mode != ModeFlood && o.CPSTrial <= 0 {
+		return nil, errors.New("perf: CPSTrial must be positive")
+	}
 	if o.Trial <= 0 {
 		return nil, errors.New("perf: Trial must be positive")
 	}
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 15 * time.Second
 	}
-	if len(o.FrameSizes) == 0 || len(o.Flows) == 0 {
+	if o.Mode != ModeCPS && (len(o.FrameSizes) == 0 || len(o.Flows) == 0) {
 		return nil, errors.New("perf: need at least one frame size and one flow count")
 	}
 	host, _ := os.Hostname()
@@ -273,7 +305,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Latency {
 		per += len(o.LatencyLoads)
 	}
-	r.total = per * len(r.devs) * len(o.FrameSizes) * len(o.Flows)
+	if o.Mode != ModeCPS {
+		r.total = per * len(r.devs) * len(o.FrameSizes) * len(o.Flows)
+	}
+	if o.Mode != ModeFlood {
+		r.total += (1 + o.CPSSteps) * len(r.devs)
+	}
+	if o.Mode == ModeCPS {
+		r.cps(ctx)
+		return rep, ctx.Err()
+	}
 	for _, size := range o.FrameSizes {
 		for _, flows := range o.Flows {
 			if err := ctx.Err(); err != nil {
@@ -284,7 +325,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 	}
-	return rep, nil
+	if o.Mode == ModeAll {
+		r.cps(ctx)
+	}
+	return rep, ctx.Err()
 }
 
 func loadavg() string {

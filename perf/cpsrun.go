@@ -1,0 +1,207 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/statewire/statewire/lab"
+)
+
+// Modes of Run (Options.Mode).
+const (
+	// ModeAll is the floods (NDR, PDR, latency) and then CPS.
+	ModeAll = "all"
+	// ModeFlood is the floods only.
+	ModeFlood = "flood"
+	// ModeCPS is the connections-per-second measurement only.
+	ModeCPS = "cps"
+)
+
+// CPSResult is one device's connections-per-second measurement.
+type CPSResult struct {
+	Device string `json:"device"`
+	// Overload is the trial at the generator's ceiling rate.
+	Overload CPSTrial `json:"overload"`
+	// Best is the passing trial (complete ratio >= Report.CPSComplete)
+	// with the highest completed rate: the device's CPS.
+	Best     CPSTrial   `json:"best"`
+	Searched bool       `json:"searched"`
+	Trials   []CPSTrial `json:"trials"`
+	// GenLimits counts trials where the client opened under 97% of the
+	// target (the endpoints, not the device, were the limit).
+	GenLimits int    `json:"generator_limited_trials"`
+	Error     string `json:"error,omitempty"`
+}
+
+// cpsActive is a device in the CPS phase.
+type cpsActive struct {
+	d   *device
+	p   *cpsPair
+	res *CPSResult
+	err error
+}
+
+// cpsOpen turns d into a CPS lab: statewire made ready through the sink
+// (which needs the right host's veth), steering as for the floods, then the
+// sink replaced by the two AF_XDP endpoints. The null device's server sits
+// on port A itself: the client and the server are then directly connected.
+func (r *runner) cpsOpen(ctx context.Context, d *device) (*cpsPair, error) {
+	if d.cmd != nil {
+		if err := d.resume(); err != nil {
+			return nil, err
+		}
+		err := r.ready(ctx, d)
+		d.pause()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if r.o.Steer != SteerInline {
+		if err := d.steer(r.o.DUTCPU, r.o.Steer); err != nil {
+			return nil, err
+		}
+	}
+	if d.sink != nil {
+		if err := d.sink.Close(); err != nil {
+			return nil, err
+		}
+		d.sink = nil
+	}
+	l := d.lab
+	p := &cpsPair{cpu: r.o.GenCPU, addrs: cpsAddrs{
+		clientMAC: l.LeftMAC, serverMAC: l.RightMAC,
+		client: lab.LeftIPv4.Addr(), server: lab.RightIPv4.Addr(),
+	}}
+	var err error
+	if p.client, err = openXSK(l.LeftNS, l.LeftIf); err != nil {
+		return nil, err
+	}
+	sns, sif := l.RightNS, l.RightIf
+	if d == r.nullDev {
+		sns, sif = l.BridgeNS, l.PortA
+	}
+	if p.server, err = openXSK(sns, sif); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// cpsTrial runs one counted CPS trial of a (statewire continued for it).
+func (r *runner) cpsTrial(a *cpsActive, rate float64) (CPSTrial, error) {
+	if err := a.d.resume(); err != nil {
+		return CPSTrial{}, err
+	}
+	defer a.d.pause()
+	return a.p.run(rate, leadIn, r.o.CPSTrial)
+}
+
+// cps measures connections per second: first the endpoints' own ceiling
+// with no device between them, then for every device a trial at that
+// ceiling and a binary search for the highest opening rate at which at
+// least CPSComplete of the connections complete, interleaved trial by
+// trial like the floods.
+func (r *runner) cps(ctx context.Context) {
+	o := r.o
+	r.rep.CPSComplete = o.CPSComplete
+	r.rep.CPSTrialSeconds = o.CPSTrial.Seconds()
+	gp, err := r.cpsOpen(ctx, r.nullDev)
+	if err != nil {
+		r.rep.Errors["cps"] = err.Error()
+		r.logf("cps: not measured: %v", err)
+		return
+	}
+	g, err := gp.run(0, leadIn, o.CPSTrial)
+	gp.close()
+	if err != nil {
+		r.rep.Errors["cps"] = err.Error()
+		r.logf("cps: generator: %v", err)
+		return
+	}
+	r.rep.CPSGenerator = &g
+	r.logf("cps generator (client and server directly connected): %.0f connections/s complete, %.4f of %d opened",
+		g.Completed, g.Ratio, g.Opened)
+	ceiling := g.Completed
+	if ceiling <= 0 {
+		r.rep.Errors["cps"] = "the endpoints completed no connection with no device between them"
+		return
+	}
+	var as []*cpsActive
+	defer func() {
+		for _, a := range as {
+			if a.p != nil {
+				if err := a.p.close(); err != nil {
+					r.logf("cps %s: close endpoints: %v", a.d.name, err)
+				}
+			}
+			if a.err != nil {
+				a.res.Error = a.err.Error()
+			}
+			if len(a.res.Trials) > 0 || a.res.Error != "" {
+				r.rep.CPS = append(r.rep.CPS, *a.res)
+			}
+		}
+	}()
+	for _, d := range r.devs {
+		a := &cpsActive{d: d, res: &CPSResult{Device: d.name}}
+		as = append(as, a)
+		a.p, a.err = r.cpsOpen(ctx, d)
+	}
+	ok := func(a *cpsActive) bool { return a.err == nil && ctx.Err() == nil }
+	for _, a := range as {
+		if !ok(a) {
+			continue
+		}
+		t, err := r.cpsTrial(a, ceiling)
+		if a.err = err; err != nil {
+			continue
+		}
+		a.res.Overload = t
+		r.cpsRecord(a, t, "overload")
+		if t.Ratio >= o.CPSComplete {
+			a.res.Best = t
+		}
+	}
+	if o.CPSSteps <= 0 {
+		return
+	}
+	type bounds struct{ lo, hi float64 }
+	b := make([]bounds, len(as))
+	for i, a := range as {
+		b[i] = bounds{0, min(ceiling, 1.5*a.res.Overload.Completed)}
+		a.res.Searched = true
+	}
+	for step := 0; step < o.CPSSteps; step++ {
+		for i, a := range as {
+			if !ok(a) || b[i].hi <= 0 {
+				continue
+			}
+			rate := (b[i].lo + b[i].hi) / 2
+			t, err := r.cpsTrial(a, rate)
+			if a.err = err; err != nil {
+				continue
+			}
+			r.cpsRecord(a, t, fmt.Sprintf("search %d/%d", step+1, o.CPSSteps))
+			if t.Ratio >= o.CPSComplete {
+				b[i].lo = rate
+				if t.Completed > a.res.Best.Completed {
+					a.res.Best = t
+				}
+			} else {
+				b[i].hi = rate
+			}
+		}
+	}
+}
+
+func (r *runner) cpsRecord(a *cpsActive, t CPSTrial, what string) {
+	a.res.Trials = append(a.res.Trials, t)
+	limited := ""
+	if t.Target > 0 && t.Offered < 0.97*t.Target {
+		a.res.GenLimits++
+		limited = " (client below target)"
+	}
+	r.n++
+	r.logf("[%3d/%d] cps %-17s %-12s target %8.0f/s opened %8.0f/s completed %8.0f/s (%.4f, %d stray)%s",
+		r.n, r.total, a.d.name, what, t.Target, t.Offered, t.Completed, t.Ratio, t.Stray, limited)
+}
