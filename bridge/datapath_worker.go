@@ -147,6 +147,9 @@ func (w *worker) step(now int64) (moved int, done bool) {
 		dp.rxStopped.Add(1)
 		w.deadline = now + int64(stopDrainTimeout)
 	}
+	// Once per iteration, not only per batch: expiry and -D/-F below
+	// produce [DESTROY] events on an idle link too.
+	w.pl.WatchEvents(now)
 	if !w.rxStopped {
 		for _, q := range w.queues {
 			moved += w.rxBatch(q, PortA, now)

@@ -35,7 +35,10 @@ func DefaultSettings() *Settings {
 
 // Control publishes Settings to the workers. Store may be called from any
 // goroutine; workers Load once per packet (an atomic pointer load).
-type Control struct{ p atomic.Pointer[Settings] }
+type Control struct {
+	p  atomic.Pointer[Settings]
+	ev Events
+}
 
 // NewControl returns a Control publishing s.
 func NewControl(s *Settings) *Control {
@@ -49,6 +52,9 @@ func (c *Control) Load() *Settings { return c.p.Load() }
 
 // Store publishes s; the next packet of every worker uses it.
 func (c *Control) Store(s *Settings) { c.p.Store(s) }
+
+// Events returns the conntrack event rings of the pipelines of c.
+func (c *Control) Events() *Events { return &c.ev }
 
 // Pipeline is the per-packet function of DESIGN.md: frame bytes, ingress
 // port and time in, state and verdict out. It owns one flow-table shard;
@@ -65,11 +71,14 @@ type Pipeline struct {
 
 	helperState helperStates
 	batch       *batchState
+	ev          eventState
 }
 
 // NewPipeline returns the pipeline of shard i of t.
 func NewPipeline(t *flowtable.Table, i int, ctl *Control, frags *FragCache) *Pipeline {
-	return &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, helperState: helperStates{}}
+	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, helperState: helperStates{}}
+	pl.ev.hook = pl.onRemove
+	return pl
 }
 
 // Shard returns the flow-table shard this pipeline owns.
@@ -86,6 +95,7 @@ func (pl *Pipeline) Packet() *packet.Packet { return &pl.pkt }
 // the FORWARD rules. wireLen is the frame's length on the wire (0: len(frame)).
 // now is monotonic nanoseconds. Process never allocates.
 func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Result {
+	pl.WatchEvents(now)
 	s := pl.ctl.Load()
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
@@ -183,6 +193,7 @@ type batchState struct {
 // order, each seeing what the earlier ones did. Results are exactly those of
 // calling Process on each frame in turn.
 func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Result) {
+	pl.WatchEvents(now)
 	s := pl.ctl.Load()
 	b := pl.batch
 	if b == nil {
@@ -312,12 +323,16 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 	if e := pl.shard.Lookup(&key, hash, now); e != nil {
 		r.Tracked = true
 		r.Dir = e.DirOf(p)
+		oldState, oldStatus := e.Conn.State, e.Conn.Status
 		res := statemachine.Update(&e.Conn, p, r.Dir, now, &s.Conntrack)
 		r.TCPState = e.Conn.State
 		if !res.Reopen {
 			pl.existing(s, e, p, in, res, r)
 			if !res.Kill {
 				pl.inspect(e, frame, p, now, r)
+				if pl.ev.ring != nil && (e.Conn.State != oldState || e.Conn.Status != oldStatus) {
+					pl.emit(EventUpdate, e, e.Conn.State != oldState)
+				}
 			}
 			return
 		}
@@ -382,6 +397,9 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 	r.Tracked = true
 	r.TCPState = c.State
 	pl.inspect(e, frame, p, now, r)
+	if pl.ev.ring != nil {
+		pl.emit(EventNew, e, true)
+	}
 }
 
 // icmpError classifies an ICMP/ICMPv6 error by the connection its quoted

@@ -78,6 +78,11 @@ type Shard struct {
 	stats   Stats
 	sink    uint32 // keeps LookupBatch's touching loads alive
 
+	// onRemove, when set, sees every entry just before its slot is freed
+	// (conntrack -E [DESTROY]). Nil while nobody listens: one predictable
+	// branch per removal.
+	onRemove func(s *Shard, e *Entry)
+
 	// Published for other goroutines by ServeReads; see reads.go.
 	pub     [numPub]atomic.Uint64
 	lastPub Stats
@@ -287,6 +292,9 @@ func (s *Shard) remove(idx, b uint32) {
 	if e.Helper != 0 && s.exp != nil && s.exp.list.Load() != nil {
 		s.exp.RemoveMaster(EntryRef{Shard: s.id, Index: idx, Gen: e.gen})
 	}
+	if s.onRemove != nil {
+		s.onRemove(s, e)
+	}
 	e.flags = 0
 	e.Conn.Status |= statemachine.StatusDying
 	e.next = s.free
@@ -325,6 +333,23 @@ func (s *Shard) Expire(now int64, budget int) int {
 		removed++
 	}
 	return removed
+}
+
+// SetRemoveHook makes the shard call fn with every entry it removes, for
+// any reason (expiry, lazy expiry in a lookup, early drop, Delete), just
+// before the slot is freed, on the owner goroutine; nil removes the hook.
+// fn must not insert or delete entries. Owner only.
+func (s *Shard) SetRemoveHook(fn func(s *Shard, e *Entry)) { s.onRemove = fn }
+
+// Snapshot copies live entry e of this shard into out (with its Ref), as
+// Table.Snapshot does for other goroutines. Owner only.
+func (s *Shard) Snapshot(e *Entry, out *EntrySnapshot) {
+	idx := entryIndex(s.entries, e)
+	if idx < 0 {
+		*out = EntrySnapshot{}
+		return
+	}
+	e.snapshot(s.id, uint32(idx), out)
 }
 
 // Range calls fn for every live entry until fn returns false. Owner only

@@ -1,0 +1,199 @@
+package bridge
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/ring"
+)
+
+// EventKind is the kind of a conntrack event, as ctnetlink reports them.
+type EventKind uint8
+
+const (
+	// EventNew: the pipeline created (confirmed) an entry (IPCT_NEW).
+	EventNew EventKind = 1 + iota
+	// EventUpdate: a packet changed the entry's TCP state (IPCT_PROTOINFO)
+	// or status bits (IPCT_REPLY, IPCT_ASSURED); one event per packet, as
+	// the kernel delivers the bits a packet cached in one message.
+	EventUpdate
+	// EventDestroy: the entry was removed: expiry, early drop, conntrack
+	// -D or -F, a tracker kill or a reopening SYN (IPCT_DESTROY).
+	EventDestroy
+)
+
+var eventKindNames = [...]string{"", "NEW", "UPDATE", "DESTROY"}
+
+// String returns "NEW", "UPDATE" or "DESTROY".
+func (k EventKind) String() string {
+	if int(k) < len(eventKindNames) && k != 0 {
+		return eventKindNames[k]
+	}
+	return "UNKNOWN"
+}
+
+// Event is one conntrack event: a fixed-size record the owning worker
+// writes into its ring without allocating.
+type Event struct {
+	Entry flowtable.EntrySnapshot // the entry after the change (before removal for DESTROY)
+	Now   int64                   // datapath time of the event, for the timeout left
+	Kind  EventKind
+	// ProtoInfo: the TCP state is part of the event (it changed, or the
+	// entry is new or destroyed); the kernel dumps the protocol info of an
+	// update only when IPCT_PROTOINFO is set.
+	ProtoInfo bool
+}
+
+// EventRingSize is the number of events each worker's ring holds. A burst
+// beyond what the reader drains in time is dropped and counted (Lost), as
+// the kernel's netlink socket drops on ENOBUFS.
+const EventRingSize = 4096
+
+// Events connects the pipelines, which produce conntrack events, to one
+// reader (the control server), through one SPSC ring per shard.
+//
+// Producers: the pipeline owning shard i is the only writer of ring i.
+// While Listeners is zero no pipeline writes anything: each checks the
+// count once per batch (one atomic load). Consumer: Drain, called by any
+// goroutine, serialised by a mutex, so each ring has one reader at a time.
+// Subscribe and Unsubscribe may be called from any goroutine.
+type Events struct {
+	listeners atomic.Int32
+	mu        sync.Mutex                   // Subscribe's ring creation
+	rings     atomic.Pointer[[]*eventRing] // by shard; grows, never shrinks
+	drainMu   sync.Mutex                   // one consumer at a time
+}
+
+// eventRing is one shard's ring and its count of events lost to a full
+// ring (written by the producer, read by anyone).
+type eventRing struct {
+	r    *ring.SPSC[Event]
+	lost atomic.Uint64
+}
+
+// Subscribe makes sure rings exist for shards shards and turns event
+// production on until the matching Unsubscribe.
+func (ev *Events) Subscribe(shards int) {
+	ev.mu.Lock()
+	if old := ev.rings.Load(); old == nil || len(*old) < shards {
+		rs := make([]*eventRing, shards)
+		if old != nil {
+			copy(rs, *old)
+		}
+		for i := range rs {
+			if rs[i] == nil {
+				r, _ := ring.NewSPSC[Event](EventRingSize) // a power of two: no error
+				rs[i] = &eventRing{r: r}
+			}
+		}
+		ev.rings.Store(&rs)
+	}
+	ev.mu.Unlock()
+	ev.listeners.Add(1)
+}
+
+// Unsubscribe undoes one Subscribe. With no listener left the pipelines
+// stop writing events at their next batch.
+func (ev *Events) Unsubscribe() { ev.listeners.Add(-1) }
+
+// Listening reports whether anyone subscribed.
+func (ev *Events) Listening() bool { return ev.listeners.Load() > 0 }
+
+// ring returns shard i's ring, or nil before a Subscribe for that many
+// shards.
+func (ev *Events) ring(i int) *eventRing {
+	rs := ev.rings.Load()
+	if rs == nil || i >= len(*rs) {
+		return nil
+	}
+	return (*rs)[i]
+}
+
+// Drain pops every event waiting in the rings into buf, a batch at a time,
+// and calls fn for each batch, shard by shard (events of one shard stay in
+// order; shards are independent, as the kernel's per-CPU events are). It
+// returns the number of events. One goroutine drains at a time.
+func (ev *Events) Drain(buf []Event, fn func([]Event)) int {
+	ev.drainMu.Lock()
+	defer ev.drainMu.Unlock()
+	rs := ev.rings.Load()
+	if rs == nil || len(buf) == 0 {
+		return 0
+	}
+	total := 0
+	for _, r := range *rs {
+		for {
+			n := r.r.Pop(buf)
+			if n == 0 {
+				break
+			}
+			total += n
+			fn(buf[:n])
+		}
+	}
+	return total
+}
+
+// Lost returns the events dropped because a ring was full, over all shards.
+func (ev *Events) Lost() uint64 {
+	rs := ev.rings.Load()
+	if rs == nil {
+		return 0
+	}
+	var n uint64
+	for _, r := range *rs {
+		n += r.lost.Load()
+	}
+	return n
+}
+
+// eventState is a pipeline's producer side: its ring while someone
+// listens, nil otherwise.
+type eventState struct {
+	ring *eventRing
+	now  int64
+	one  [1]Event
+	hook func(s *flowtable.Shard, e *flowtable.Entry)
+}
+
+// WatchEvents checks, once, whether anyone listens for conntrack events
+// and (un)hooks the pipeline accordingly; now stamps the events until the
+// next call. Process and ProcessBatch call it; a loop that also expires or
+// deletes entries outside them (the datapath worker) calls it once per
+// iteration, so that [DESTROY] events of an idle bridge are seen. Owner
+// only.
+func (pl *Pipeline) WatchEvents(now int64) {
+	es := &pl.ev
+	es.now = now
+	ev := pl.ctl.Events()
+	if ev.listeners.Load() > 0 {
+		if es.ring == nil {
+			es.ring = ev.ring(pl.shard.ID())
+			if es.ring != nil {
+				pl.shard.SetRemoveHook(es.hook)
+			}
+		}
+	} else if es.ring != nil {
+		es.ring = nil
+		pl.shard.SetRemoveHook(nil)
+	}
+}
+
+// emit writes an event about e; a full ring drops it and counts it.
+func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
+	es := &pl.ev
+	ev := &es.one[0]
+	pl.shard.Snapshot(e, &ev.Entry)
+	ev.Now, ev.Kind, ev.ProtoInfo = es.now, kind, protoInfo
+	if es.ring.r.Push(es.one[:]) == 0 {
+		es.ring.lost.Add(1)
+	}
+}
+
+// onRemove is the shard's remove hook while someone listens.
+func (pl *Pipeline) onRemove(_ *flowtable.Shard, e *flowtable.Entry) {
+	if pl.ev.ring != nil {
+		pl.emit(EventDestroy, e, true)
+	}
+}
