@@ -299,6 +299,7 @@ func transferOK(t *testing.T, l *lab.Lab, port, size int) {
 type udpStream struct {
 	sent, got atomic.Uint64
 	stop      chan struct{}
+	once      sync.Once
 	wg        sync.WaitGroup
 	tx, rx    *net.UDPConn
 }
@@ -358,15 +359,81 @@ func (s *udpStream) waitSent(limit uint64, d time.Duration) bool {
 	return false
 }
 
+// stopSending stops the sender (idempotent); the receiver keeps counting.
+func (s *udpStream) stopSending() {
+	s.once.Do(func() {
+		close(s.stop)
+		s.tx.Close()
+	})
+}
+
 // close stops the sender and the receiver (idempotent).
 func (s *udpStream) close() {
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
-	close(s.stop)
-	s.tx.Close()
+	s.stopSending()
 	s.rx.Close()
 	s.wg.Wait()
+}
+
+// pathCounters are the counters along the left-to-right path that say where
+// a frame went: the datapath's and the veths' own.
+type pathCounters struct {
+	st                      bridge.DatapathStats
+	leftTxDrop, bTxDrop     uint64 // veth drops on the way to port A, and after port B's TX ring
+	rightRxDrop, rightRxErr uint64
+}
+
+// sample reads the path counters once the datapath's are settled.
+func (r *rig) sample(t *testing.T) pathCounters {
+	t.Helper()
+	l := r.l
+	return pathCounters{
+		st:          r.settledStats(t, 5*time.Second),
+		leftTxDrop:  ifStat(t, l, l.LeftNS, l.LeftIf, "tx_dropped"),
+		bTxDrop:     ifStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"),
+		rightRxDrop: ifStat(t, l, l.RightNS, l.RightIf, "rx_dropped"),
+		rightRxErr:  ifStat(t, l, l.RightNS, l.RightIf, "rx_errors"),
+	}
+}
+
+// balance checks, for a UDP stream that was the only traffic between two
+// samples, that every datagram the left host's socket took was received by
+// the right host's socket or counted as dropped at exactly one place: the
+// left veth (port A down), the kernel's AF_XDP socket of port A (no fill
+// frame, RX ring full), the datapath (by reason), port B after its TX ring
+// (egress carrier down), the right veth. It returns the bridge's view.
+func balance(t *testing.T, u *udpStream, b, a pathCounters) {
+	t.Helper()
+	pa, pb := b.st.Total(bridge.PortA), a.st.Total(bridge.PortA)
+	d := struct{ rx, fwd, dropped, kernel, left, bTx, right uint64 }{
+		rx: pb.RX - pa.RX, fwd: pb.Forwarded - pa.Forwarded, dropped: pb.Dropped() - pa.Dropped(),
+		kernel: a.st.KernelDrops(bridge.PortA) - b.st.KernelDrops(bridge.PortA),
+		left:   a.leftTxDrop - b.leftTxDrop, bTx: a.bTxDrop - b.bTxDrop,
+		right: a.rightRxDrop - b.rightRxDrop + a.rightRxErr - b.rightRxErr,
+	}
+	sent, got := u.sent.Load(), u.got.Load()
+	t.Logf("UDP balance: sent %d = received %d + left veth drops %d + AF_XDP kernel drops %d + bridge drops %d + port B tx drops %d + right veth drops %d (bridge in %d, forwarded %d)",
+		sent, got, d.left, d.kernel, d.dropped, d.bTx, d.right, d.rx, d.fwd)
+	if want := got + d.left + d.kernel + d.dropped + d.bTx + d.right; sent != want {
+		t.Errorf("UDP balance: sent %d, received + counted drops = %d: %d frames unaccounted for", sent, want, int64(sent)-int64(want))
+	}
+	// Port A may also see non-IP frames of the hosts (a link coming up can
+	// send some): allow for as many as the pipeline classified as such.
+	nonIP := a.st.Pipeline.States[0] - b.st.Pipeline.States[0]
+	if extra := int64(d.left+d.kernel+d.rx) - int64(sent); extra < 0 || uint64(extra) > nonIP {
+		t.Errorf("frames reaching port A: sent %d, left veth drops %d + AF_XDP kernel drops %d + bridge RX %d = %d (non-IP frames %d)",
+			sent, d.left, d.kernel, d.rx, d.left+d.kernel+d.rx, nonIP)
+	}
+}
+
+// settle waits until the receiver's count stops moving (up to 2 s).
+func (s *udpStream) settle() {
+	last := s.got.Load()
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		cur := s.got.Load()
+		if cur == last {
+			return
+		}
+		last = cur
+	}
 }

@@ -1,0 +1,81 @@
+package faults
+
+import (
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/lab"
+)
+
+// TestLinkDownUp takes one interface on the path down for a second while a
+// UDP stream flows left to right, then up again: a bridge port (A, the
+// ingress; B, the egress) or a host's end of a veth (the left sender's, the
+// right receiver's, which takes the carrier off port B: a peer that stops
+// taking frames). The datapath must keep running (its workers keep
+// publishing, Stats answers), forward again within seconds of the link
+// coming up (ping, then a TCP transfer with a SHA-256 check), stop within
+// its deadline and balance its counters.
+func TestLinkDownUp(t *testing.T) {
+	lab.RequireRoot(t)
+	for _, tc := range []struct {
+		name string
+		// which interface: 0 port A, 1 port B, 2 left host, 3 right host
+		which int
+	}{
+		{"bridge port A", 0},
+		{"bridge port B", 1},
+		{"left host", 2},
+		{"right host (egress peer)", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			l := r.l
+			ns, ifc := [4]string{l.BridgeNS, l.BridgeNS, l.LeftNS, l.RightNS}[tc.which], [4]string{l.PortA, l.PortB, l.LeftIf, l.RightIf}[tc.which]
+			if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+				t.Fatalf("no ping before the fault")
+			}
+			pre := r.sample(t)
+			udp := startUDP(t, l, 9002, 200, 100*time.Microsecond, 0)
+			time.Sleep(300 * time.Millisecond)
+			before := r.dp.Stats()
+			setLink(t, l, ns, ifc, false)
+			time.Sleep(time.Second)
+			r.alive(t)
+			during := r.dp.Stats()
+			setLink(t, l, ns, ifc, true)
+			upAt := time.Now()
+			// Forwarding resumes: datagrams reach the right host again.
+			gotAtUp := udp.got.Load()
+			for udp.got.Load() < gotAtUp+100 && time.Since(upAt) < 10*time.Second {
+				time.Sleep(5 * time.Millisecond)
+			}
+			resumed := time.Since(upAt)
+			udp.stopSending()
+			udp.settle()
+			balance(t, udp, pre, r.sample(t))
+			udp.close()
+			if udp.got.Load() < gotAtUp+100 {
+				t.Fatalf("UDP stream did not resume within 10s of %s coming back up", ifc)
+			}
+			t.Logf("%s down 1 s: 100 datagrams through again %v after up", ifc, resumed.Round(time.Millisecond))
+			if d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+				t.Fatalf("no ping within %v after the stream resumed", d)
+			}
+			transferOK(t, l, 5003, 4<<20)
+			a0, a1 := before.Total(bridge.PortA), during.Total(bridge.PortA)
+			var kickErr0, kickErr1 uint64
+			for i := range before.Queues {
+				kickErr0 += before.Queues[i].Socket[bridge.PortB].KickErrors + before.Queues[i].Socket[bridge.PortB].KickAgain
+				kickErr1 += during.Queues[i].Socket[bridge.PortB].KickErrors + during.Queues[i].Socket[bridge.PortB].KickAgain
+			}
+			t.Logf("while down: A in %d, forwarded %d, dropped %d, B TX kicks refused %d; UDP sent %d received %d overall",
+				a1.RX-a0.RX, a1.Forwarded-a0.Forwarded, a1.Dropped()-a0.Dropped(), kickErr1-kickErr0, udp.sent.Load(), udp.got.Load())
+			st := r.stop(t)
+			if st.Total(bridge.PortA).Forwarded == 0 {
+				t.Errorf("nothing forwarded A->B")
+			}
+			t.Logf("port B tx_dropped (kernel, after our TX ring) %d", ifStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"))
+		})
+	}
+}
