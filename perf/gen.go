@@ -30,6 +30,7 @@ type GenConfig struct {
 	Src, Dst net.HardwareAddr
 	// FrameSize is the Ethernet frame size including the 4-byte FCS the
 	// wire would carry (64, 512, 1518); the buffer is 4 bytes shorter.
+	// IMIX mixes IMIXSizes frame by frame (UDP only).
 	FrameSize int
 	// Flows is the number of distinct UDP 5-tuples, cycled round-robin.
 	Flows int
@@ -65,6 +66,11 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 		lay = *cfg.lay
 	}
 	frame := cfg.tmpl
+	var imix *imixFields
+	if frame == nil && cfg.FrameSize == IMIX {
+		imix = newIMIXFields(cfg.Src, cfg.Dst)
+		frame = Frame(cfg.Src, cfg.Dst, IMIXSizes[len(IMIXSizes)-1])
+	}
 	if frame == nil {
 		if cfg.FrameSize-4 < minFrame {
 			return nil, fmt.Errorf("perf: frame size %d below minimum %d", cfg.FrameSize, minFrame+4)
@@ -95,7 +101,7 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if g.counter, err = newPerCPUArray("swperf_gcnt", 1); err != nil {
 		return nil, err
 	}
-	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp, lay); err != nil {
+	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp, lay, imix); err != nil {
 		g.counter.Close()
 		return nil, err
 	}

@@ -99,7 +99,7 @@ func TestGeneratorProgram(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cnt.Close()
-			prog, err := genProgram(cnt, tc.flows, true, udpLayout)
+			prog, err := genProgram(cnt, tc.flows, true, udpLayout, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestGeneratorProgram(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cnt.Close()
-		prog, err := genProgram(cnt, 100000, false, udpLayout)
+		prog, err := genProgram(cnt, 100000, false, udpLayout, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -87,12 +87,22 @@ const HistBuckets = 4096
 // the template's ports at 0): csum' = ~(~csumBase + sport + dport), in the
 // same 16-bit memory view for every operand, which one's complement
 // arithmetic allows.
-func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.Program, error) {
+//
+// With imix (a UDP template of the largest IMIX size) the frame of run c
+// is cut to IMIXSizes[class(c mod 12)] with bpf_xdp_adjust_tail, and the
+// IPv4 total length, header checksum and UDP length are written for that
+// size on every run, the 1500 B ones included: live-frames pages keep the
+// bytes of their previous run, only the length is reset.
+func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout, imix *imixFields) (*ebpf.Program, error) {
 	if flows == 0 {
 		flows = 1
 	}
 	if lay.stamp == 0 {
 		stamp = false
+	}
+	need := lay.need(stamp)
+	if imix != nil {
+		need = max(need, offUDPLen+2)
 	}
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
@@ -107,9 +117,26 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.
 		asm.Mov.Reg(asm.R8, asm.R7),
 		asm.Add.Imm(asm.R8, 1),
 		asm.StoreMem(asm.R0, 0, asm.R8, asm.DWord),
-		// r7 = flow index
-		asm.Mod.Imm(asm.R7, int32(flows)),
 	}
+	if imix != nil {
+		// m = c mod 12 on the stack; cut the frame to its class's size.
+		insns = append(insns,
+			asm.Mov.Reg(asm.R1, asm.R7),
+			asm.Mod.Imm(asm.R1, imixCycle),
+			asm.StoreMem(asm.R10, -16, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R2, int32(imix.delta[0])),
+			asm.JLT.Imm(asm.R1, imixWeights[0], "adjust"),
+			asm.Mov.Imm(asm.R2, int32(imix.delta[1])),
+			asm.JLT.Imm(asm.R1, imixWeights[0]+imixWeights[1], "adjust"),
+			asm.Ja.Label("sized"),
+			asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("adjust"),
+			asm.FnXdpAdjustTail.Call(),
+			asm.JNE.Imm(asm.R0, 0, "drop"),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("sized"),
+		)
+	}
+	// r7 = flow index
+	insns = append(insns, asm.Mod.Imm(asm.R7, int32(flows)))
 	if stamp {
 		insns = append(insns,
 			asm.FnKtimeGetNs.Call(),
@@ -121,7 +148,7 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.
 		asm.LoadMem(asm.R2, asm.R6, offData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, offDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, int32(lay.need(stamp))),
+		asm.Add.Imm(asm.R4, int32(need)),
 		asm.JGT.Reg(asm.R4, asm.R3, "drop"),
 		// sport
 		asm.Mov.Reg(asm.R8, asm.R7),
@@ -136,6 +163,29 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout) (*ebpf.
 		asm.HostTo(asm.BE, asm.R5, asm.Half),
 		asm.StoreMem(asm.R2, int16(lay.dport), asm.R5, asm.Half),
 	)
+	if imix != nil {
+		insns = append(insns, asm.LoadMem(asm.R4, asm.R10, -16, asm.DWord))
+		for i := range imixWeights {
+			lbl := fmt.Sprintf("imix%d", i)
+			next := fmt.Sprintf("imix%d", i+1)
+			if i == len(imixWeights)-1 {
+				next = "imixdone"
+			}
+			var bound int32
+			for _, w := range imixWeights[:i+1] {
+				bound += w
+			}
+			f := imix.fields[i]
+			insns = append(insns,
+				asm.JGE.Imm(asm.R4, bound, next).WithSymbol(lbl),
+				asm.StoreImm(asm.R2, offIPLen, int64(f[0]), asm.Half),
+				asm.StoreImm(asm.R2, offIPCsum, int64(f[1]), asm.Half),
+				asm.StoreImm(asm.R2, offUDPLen, int64(f[2]), asm.Half),
+				asm.Ja.Label("imixdone"),
+			)
+		}
+		insns = append(insns, asm.Mov.Imm(asm.R4, 0).WithSymbol("imixdone"))
+	}
 	if lay.csum > 0 {
 		insns = append(insns,
 			asm.Mov.Imm(asm.R3, int32(lay.csumBase)),

@@ -18,11 +18,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
 	sizes := r.sizes()
 	for _, s := range sizes {
-		fmt.Fprintf(&b, "generator ceiling %dB: %.3f Mpps (sink on port A, no device)\n", s, r.GeneratorPPS[s]/1e6)
+		fmt.Fprintf(&b, "generator ceiling %sB: %.3f Mpps (sink on port A, no device)\n", SizeLabel(s), r.GeneratorPPS[s]/1e6)
 	}
-	fmt.Fprintf(&b, "\n%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s\n",
-		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct")
-	fmt.Fprintf(&b, "%5s %7s  %-17s %8s %8s %8s %8s %8s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR")
+	if slices.Contains(sizes, IMIX) {
+		fmt.Fprintf(&b, "imix: simple IMIX, frames of 64/576/1500 B (FCS included) 7:4:1, mean %.2f B\n", MeanFrameBytes(IMIX))
+	}
+	fmt.Fprintf(&b, "\n%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s\n",
+		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct", "thru", "NDR")
+	fmt.Fprintf(&b, "%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "Gbit/s", "Gbit/s")
 	for _, x := range r.Results {
 		ndr, pdr := "-", "-"
 		if x.Searched {
@@ -32,10 +35,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.NDR.DUTCPUNsPerPkt > 0 {
 			ns = fmt.Sprintf("%.0f", x.NDR.DUTCPUNsPerPkt)
 		}
-		fmt.Fprintf(&b, "%5d %7d  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s",
-			x.FrameSize, x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
+		ndrG := "-"
+		if x.Searched {
+			ndrG = fmt.Sprintf("%.3f", Gbps(x.NDR.Delivered, x.FrameSize))
+		}
+		fmt.Fprintf(&b, "%5s %7d  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7.3f %7s",
+			SizeLabel(x.FrameSize), x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
 			r.ratio(x, KernelBridge, false), r.ratio(x, KernelBridgeCT, false),
-			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true))
+			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true),
+			Gbps(x.Throughput.Delivered, x.FrameSize), ndrG)
 		if x.Error != "" {
 			fmt.Fprintf(&b, "  error: %s", firstLine(x.Error))
 		}
@@ -48,6 +56,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(&b, "%5s %7s    profile %s\n", "", "", p)
 		}
 	}
+	r.writeCPS(&b)
 	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {
 		fmt.Fprintf(&b, "%s: not measured: %s\n", name, firstLine(r.Errors[name]))
 	}
@@ -132,7 +141,11 @@ var deviceColors = map[string]string{
 // first flow count) and by flow count (at the first frame size), one bar
 // per device; a black tick on a bar marks its NDR.
 func (r *Report) WriteSVG(w io.Writer) error {
-	const width, height, panelH = 900, 760, 330
+	const width, panelH = 900, 330
+	height := 760
+	if len(r.CPS) > 0 {
+		height += panelH + 40
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
@@ -142,13 +155,26 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	if len(sizes) > 0 && len(flows) > 0 {
 		var g1, g2 []group
 		for _, s := range sizes {
-			g1 = append(g1, r.group(fmt.Sprintf("%d B", s), s, flows[0]))
+			g1 = append(g1, r.group(SizeLabel(s)+" B", s, flows[0]))
 		}
 		for _, f := range flows {
 			g2 = append(g2, r.group(fmt.Sprintf("%d flows", f), sizes[0], f))
 		}
-		panel(&b, 40, panelH, width, fmt.Sprintf("by frame size (%d flows)", flows[0]), g1, r.Devices)
-		panel(&b, 40+panelH+40, panelH, width, fmt.Sprintf("by flow count (%d B frames)", sizes[0]), g2, r.Devices)
+		panel(&b, 40, panelH, width, fmt.Sprintf("by frame size (%d flows)", flows[0]), g1, r.Devices, "Mpps")
+		panel(&b, 40+panelH+40, panelH, width, fmt.Sprintf("by flow count (%s B frames)", SizeLabel(sizes[0])), g2, r.Devices, "Mpps")
+	}
+	if len(r.CPS) > 0 {
+		// One group: bars are completed connections/s at the overload
+		// rate, the tick the CPS (highest passing rate), in thousands.
+		g := group{label: "TCP sessions (8 frames each)"}
+		for _, d := range r.Devices {
+			if c := r.cpsResult(d); c != nil {
+				g.bars = append(g.bars, bar{device: d, thr: c.Overload.Completed / 1e3, ndr: c.Best.Completed / 1e3})
+			}
+		}
+		panel(&b, 40+2*(panelH+40), panelH, width,
+			fmt.Sprintf("connections per second (bars: completed at the endpoints' ceiling rate; tick: CPS with >= %.1f%% complete)", r.CPSComplete*100),
+			[]group{g}, r.Devices, "thousand connections/s")
 	}
 	// legend
 	x := 70
@@ -188,7 +214,7 @@ func (r *Report) group(label string, size, flows int) group {
 	return g
 }
 
-func panel(b *strings.Builder, top, h, width int, title string, groups []group, devices []string) {
+func panel(b *strings.Builder, top, h, width int, title string, groups []group, devices []string, unit string) {
 	const left, right = 70, 20
 	plotTop, plotH := top+25, h-60
 	// The axis fits the devices other than the XDP_REDIRECT ceiling, which
@@ -216,7 +242,7 @@ func panel(b *strings.Builder, top, h, width int, title string, groups []group, 
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ddd"/><text x="%d" y="%d" text-anchor="end">%.2f</text>`+"\n",
 			left, y, left+plotW, y, left-5, y+4, v)
 	}
-	fmt.Fprintf(b, `<text x="15" y="%d" transform="rotate(-90 15 %d)" text-anchor="middle">Mpps</text>`+"\n", plotTop+plotH/2, plotTop+plotH/2)
+	fmt.Fprintf(b, `<text x="15" y="%d" transform="rotate(-90 15 %d)" text-anchor="middle">%s</text>`+"\n", plotTop+plotH/2, plotTop+plotH/2, unit)
 	if len(groups) == 0 || maxV <= 0 {
 		return
 	}
@@ -232,8 +258,8 @@ func panel(b *strings.Builder, top, h, width int, title string, groups []group, 
 			if br.thr > maxV {
 				cut = " (cut)"
 			}
-			fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s %s: %.3f Mpps, NDR %.3f</title></rect>`+"\n",
-				x, plotTop+plotH-bh, bw-4, bh, deviceColors[br.device], html.EscapeString(br.device), html.EscapeString(g.label), br.thr, br.ndr)
+			fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s %s: %.3f %s, NDR %.3f</title></rect>`+"\n",
+				x, plotTop+plotH-bh, bw-4, bh, deviceColors[br.device], html.EscapeString(br.device), html.EscapeString(g.label), br.thr, unit, br.ndr)
 			fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="10">%.2f%s</text>`+"\n", x+(bw-4)/2, plotTop+plotH-bh-3, br.thr, cut)
 			if br.ndr > 0 && br.ndr <= maxV {
 				ny := plotTop + plotH - int(float64(plotH)*br.ndr/maxV)
@@ -257,4 +283,62 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// cpsResult returns device's CPS result, or nil.
+func (r *Report) cpsResult(device string) *CPSResult {
+	for i := range r.CPS {
+		if r.CPS[i].Device == device {
+			return &r.CPS[i]
+		}
+	}
+	return nil
+}
+
+// cpsLimited reports whether x's CPS is bounded by the endpoints, not the
+// device: it passed at the overload rate (the endpoints' ceiling) or at a
+// rate within 3% of it. Its CPS is then a lower bound ("≥" in the table).
+func (r *Report) cpsLimited(x *CPSResult) bool {
+	if r.CPSGenerator == nil || x.Best.Done == 0 {
+		return false
+	}
+	return x.Best.Target >= 0.97*r.CPSGenerator.Completed || x.Best == x.Overload
+}
+
+// writeCPS adds the connections-per-second section of the table.
+func (r *Report) writeCPS(b *strings.Builder) {
+	if len(r.CPS) == 0 && r.CPSGenerator == nil {
+		return
+	}
+	fmt.Fprintf(b, "\nconnections per second: TCP sessions of 8 frames of 64 B (SYN, SYN/ACK, ACK, data each way, FIN each way, final ACK),\n")
+	fmt.Fprintf(b, "a fresh 5-tuple each, played by two AF_XDP endpoints (asavie/xdp, copy mode) and counted there; CPS is the\n")
+	fmt.Fprintf(b, "highest completed rate of a trial with >= %.2f%% of its connections complete (every frame arrived); trial %.2gs\n", r.CPSComplete*100, r.CPSTrialSeconds)
+	if g := r.CPSGenerator; g != nil {
+		fmt.Fprintf(b, "endpoint ceiling (client and server directly connected, no device): %.0f conn/s (%.4f complete)\n", g.Completed, g.Ratio)
+	}
+	fmt.Fprintf(b, "%-17s %10s %10s %10s %10s  %7s %7s\n", "device", "offered", "completed", "complete", "CPS", "CPS/br", "CPS/ct")
+	fmt.Fprintf(b, "%-17s %10s %10s %10s %10s\n", "", "overload/s", "overload/s", "at CPS", "conn/s")
+	ratio := func(x *CPSResult, kernel string) string {
+		k := r.cpsResult(kernel)
+		if k == nil || k.Best.Completed <= 0 || x.Best.Completed <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", x.Best.Completed/k.Best.Completed)
+	}
+	for i := range r.CPS {
+		x := &r.CPS[i]
+		cps := fmt.Sprintf("%.0f", x.Best.Completed)
+		if r.cpsLimited(x) {
+			cps = "≥" + cps
+		}
+		fmt.Fprintf(b, "%-17s %10.0f %10.0f %10.4f %10s  %7s %7s", x.Device, x.Overload.Offered, x.Overload.Completed, x.Best.Ratio, cps,
+			ratio(x, KernelBridge), ratio(x, KernelBridgeCT))
+		if x.Error != "" {
+			fmt.Fprintf(b, "  error: %s", firstLine(x.Error))
+		}
+		b.WriteByte('\n')
+	}
+	if slices.ContainsFunc(r.CPS, func(x CPSResult) bool { return r.cpsLimited(&x) }) {
+		fmt.Fprintf(b, "≥: the device completed connections at the endpoints' ceiling; its CPS is at least this\n")
+	}
 }

@@ -19,7 +19,7 @@ import (
 type Options struct {
 	// Devices to compare (default AllDevices).
 	Devices []string
-	// FrameSizes in bytes including FCS (64, 512, 1518).
+	// FrameSizes in bytes including FCS (64, 512, 1518), or IMIX.
 	FrameSizes []int
 	// Flows are the flow counts (1, 1000, 100000, ...).
 	Flows []int
@@ -154,6 +154,11 @@ type Result struct {
 	// full-rate trial: shares by command and DSO, then by symbol.
 	Profile   []string `json:"profile,omitempty"`
 	GenLimits int      `json:"generator_limited_trials"`
+	// ThroughputGbps, NDRGbps and PDRGbps are the delivered rates in
+	// Gbit/s at layer 2 (frames with FCS; the IMIX mean for IMIX).
+	ThroughputGbps float64 `json:"throughput_gbps"`
+	NDRGbps        float64 `json:"ndr_gbps"`
+	PDRGbps        float64 `json:"pdr_gbps"`
 }
 
 // Report is the outcome of Run.
@@ -223,6 +228,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	case "udp":
 	case "tcp":
 		o.Latency = false
+		if slices.Contains(o.FrameSizes, IMIX) {
+			return nil, errors.New("perf: IMIX is UDP only (the TCP generator does not resize its segments)")
+		}
 	default:
 		return nil, fmt.Errorf("perf: proto %q: want udp or tcp", o.Proto)
 	}
@@ -409,7 +417,7 @@ func (r *runner) config(ctx context.Context, size, flows int) error {
 			return err
 		}
 		r.rep.GeneratorPPS[size] = t.Delivered
-		r.logf("generator %dB: %.3f Mpps offered, %.3f Mpps counted at port A", size, t.Offered/1e6, t.Delivered/1e6)
+		r.logf("generator %sB: %.3f Mpps offered, %.3f Mpps counted at port A", SizeLabel(size), t.Offered/1e6, t.Delivered/1e6)
 	}
 	var as []*active
 	defer func() {
@@ -423,6 +431,9 @@ func (r *runner) config(ctx context.Context, size, flows int) error {
 			if len(a.res.Trials) == 0 && a.res.Error == "" {
 				continue // cancelled before its first trial
 			}
+			a.res.ThroughputGbps = Gbps(a.res.Throughput.Delivered, size)
+			a.res.NDRGbps = Gbps(a.res.NDR.Delivered, size)
+			a.res.PDRGbps = Gbps(a.res.PDR.Delivered, size)
 			r.rep.Results = append(r.rep.Results, *a.res)
 		}
 	}()
@@ -586,8 +597,8 @@ func (r *runner) record(a *active, t Trial, what string) {
 		limited = " (generator below target)"
 	}
 	r.n++
-	r.logf("[%3d/%d] %4dB %7d flows %-17s %-12s offered %7.3f Mpps delivered %7.3f Mpps loss %6.2f%%%s",
-		r.n, r.total, a.res.FrameSize, a.res.Flows, a.d.name, what, t.Offered/1e6, t.Delivered/1e6, t.Loss*100, limited)
+	r.logf("[%3d/%d] %4sB %7d flows %-17s %-12s offered %7.3f Mpps delivered %7.3f Mpps loss %6.2f%%%s",
+		r.n, r.total, SizeLabel(a.res.FrameSize), a.res.Flows, a.d.name, what, t.Offered/1e6, t.Delivered/1e6, t.Loss*100, limited)
 }
 
 // warm makes the device ready and its flows known: for statewire it waits

@@ -72,7 +72,7 @@ func TestTCPGeneratorChecksum(t *testing.T) {
 			lay := tcpLayout(reply)
 			in := tcpFrame(macL, macR, l, r, 128, tcpACK|tcpPSH, 1001, 5001, true)
 			lay.csumBase = binary.LittleEndian.Uint16(in[lay.csum:])
-			prog, err := genProgram(cnt, 70000, false, lay)
+			prog, err := genProgram(cnt, 70000, false, lay, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
