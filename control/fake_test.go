@@ -23,6 +23,10 @@ func newFake(t *testing.T, shards int) *fakeBridge {
 func (f *fakeBridge) add(t *testing.T, c conn) { f.Fake.Add(t, c) }
 func (f *fakeBridge) owner(fn func())          { f.Fake.Owner(fn) }
 
+// servers are the servers serve started, by socket path (tests run one at
+// a time in this package: no t.Parallel).
+var servers = map[string]*Server{}
+
 // serve starts a Server for f on a socket in a temporary directory.
 func serve(t *testing.T, f Backend, opt Options) string {
 	t.Helper()
@@ -36,5 +40,6 @@ func serve(t *testing.T, f Backend, opt Options) string {
 	}
 	go s.Serve()
 	t.Cleanup(func() { s.Close() })
+	servers[path] = s
 	return path
 }

@@ -50,8 +50,6 @@ type Options struct {
 	ReloadOnSIGHUP bool
 	// Logger receives changes (sysctl, rules) and errors; nil: slog.Default.
 	Logger *slog.Logger
-	// EventInterval is how often -E compares table snapshots (default 20ms).
-	EventInterval time.Duration
 }
 
 // DefaultPath returns the control socket of the bridge instance name.
@@ -87,7 +85,8 @@ type Server struct {
 	ln   net.Listener
 	path string
 
-	mu sync.Mutex // serialises settings writers (sysctl-set, rules-load)
+	mu  sync.Mutex // serialises settings writers (sysctl-set, rules-load)
+	hub evHub      // conntrack -E clients
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -119,9 +118,6 @@ func Listen(path string, b Backend, opt Options) (*Server, error) {
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
-	}
-	if opt.EventInterval <= 0 {
-		opt.EventInterval = 20 * time.Millisecond
 	}
 	s := &Server{b: b, opt: opt, log: opt.Logger, ln: ln, path: path}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -2,14 +2,18 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/packet"
+	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -239,14 +243,16 @@ func TestRulesLoad(t *testing.T) {
 	}
 }
 
-func TestEvents(t *testing.T) {
-	f := newFake(t, 1)
-	path := serve(t, f, Options{EventInterval: 5 * time.Millisecond})
+// eventStream starts an -E client and returns a function that waits for
+// its next line.
+func eventStream(t *testing.T, path string, req Request) func() string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	lines := make(chan string, 16)
-	go Do(ctx, path, Request{Op: OpEvents, Filter: Filter{Proto: 6}}, func(l string) { lines <- l })
-	next := func() string {
+	t.Cleanup(cancel)
+	lines := make(chan string, 64)
+	go Do(ctx, path, req, func(l string) { lines <- l })
+	return func() string {
+		t.Helper()
 		select {
 		case l := <-lines:
 			return l
@@ -255,28 +261,99 @@ func TestEvents(t *testing.T) {
 			return ""
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // let the first snapshot (no events) pass
-	f.add(t, conn{Proto: 17, Src: "198.18.0.1", Dst: "198.18.1.3", SPort: 5353, DPort: 53, Timeout: 30 * time.Second})
-	f.add(t, conn{Proto: 6, Src: "198.18.0.1", Dst: "198.18.1.1", SPort: 40000, DPort: 80, State: synSent, Timeout: 120 * time.Second})
-	if l := next(); !strings.HasPrefix(l, "    [NEW] tcp") || !strings.Contains(l, "SYN_SENT") {
-		t.Errorf("got %q, want [NEW] tcp ... SYN_SENT", l)
+}
+
+// waitListening waits until the server at path has n -E clients and has
+// subscribed to the workers' events.
+func waitListening(t *testing.T, f *fakeBridge, path string, n int) {
+	t.Helper()
+	s := servers[path]
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.hub.mu.Lock()
+		got := len(s.hub.clients)
+		s.hub.mu.Unlock()
+		if got == n && f.Control().Events().Listening() {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("got %d -E clients after 5s, want %d", got, n)
+		}
 	}
-	f.owner(func() {
-		f.T.Shard(0).Range(func(e *flowtable.Entry) bool {
-			if e.Conn.Proto == 6 {
-				e.Conn.State, e.Conn.Status = established, assured
-			}
-			return true
-		})
-	})
-	if l := next(); !strings.HasPrefix(l, " [UPDATE] tcp") || !strings.Contains(l, "ESTABLISHED") || !strings.Contains(l, "[ASSURED]") {
-		t.Errorf("got %q, want [UPDATE] tcp ... ESTABLISHED ... [ASSURED]", l)
+}
+
+// TestEvents drives real frames through the fake's pipelines while -E
+// clients listen: each change is one line, in the kernel's format, filters
+// apply per client, and expiry and -F are [DESTROY].
+func TestEvents(t *testing.T) {
+	f := newFake(t, 2)
+	path := serve(t, f, Options{})
+	tcp := eventStream(t, path, Request{Op: OpEvents, Filter: Filter{Proto: 6}})
+	all := eventStream(t, path, Request{Op: OpEvents, Format: FormatJSON})
+	waitListening(t, f, path, 2)
+
+	l, r := "198.18.0.1", "198.18.1.1"
+	f.Process(pt.UDP4(l, "198.18.1.3", 5353, 53, nil), bridge.PortA)
+	f.Process(pt.TCP4(l, r, 40000, 80, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1, Window: 65535}), bridge.PortA)
+	f.Process(pt.TCP4(r, l, 80, 40000, pt.TCPFields{Flags: packet.TCPSyn | packet.TCPAck, Seq: 9, Ack: 2, Window: 65535}), bridge.PortB)
+	f.Process(pt.TCP4(l, r, 40000, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 2, Ack: 10, Window: 65535}), bridge.PortA)
+	tuple := "src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80"
+	reply := "src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000"
+	for i, want := range []string{
+		"    [NEW] tcp      6 120 SYN_SENT " + tuple + " [UNREPLIED] " + reply,
+		" [UPDATE] tcp      6 60 SYN_RECV " + tuple + " " + reply,
+		" [UPDATE] tcp      6 432000 ESTABLISHED " + tuple + " " + reply + " [ASSURED]",
+	} {
+		if got := tcp(); got != want {
+			t.Errorf("tcp client, event %d:\ngot  %q\nwant %q", i, got, want)
+		}
 	}
-	if _, n, err := call(t, path, Request{Op: OpFlush}); err != nil || n != 2 {
-		t.Fatalf("flush: got %d, %v", n, err)
+	var kinds []string
+	for range 4 {
+		var j struct {
+			Event, Proto string
+		}
+		if err := json.Unmarshal([]byte(all()), &j); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, j.Event+" "+j.Proto)
 	}
-	if l := next(); !strings.HasPrefix(l, "[DESTROY] tcp") {
-		t.Errorf("got %q, want [DESTROY] tcp", l)
+	// Shards are drained one after the other: only the order of one
+	// flow's events is defined.
+	slices.Sort(kinds)
+	if got, want := strings.Join(kinds, ","), "NEW tcp,NEW udp,UPDATE tcp,UPDATE tcp"; got != want {
+		t.Errorf("json client: got %s, want %s", got, want)
+	}
+
+	f.Advance(31 * time.Second) // the UDP entry expires
+	if got := all(); !strings.Contains(got, `"event":"DESTROY"`) || !strings.Contains(got, `"proto":"udp"`) {
+		t.Errorf("json client after expiry: got %s, want the UDP DESTROY", got)
+	}
+	if _, n, err := call(t, path, Request{Op: OpFlush}); err != nil || n != 1 {
+		t.Fatalf("flush: got %d, %v; want 1", n, err)
+	}
+	if got, want := tcp(), "[DESTROY] tcp      6 ESTABLISHED "+tuple+" "+reply+" [ASSURED]"; got != want {
+		t.Errorf("tcp client after -F:\ngot  %q\nwant %q", got, want)
+	}
+}
+
+// TestEventsStopWithClients: the workers write events only while a client
+// listens.
+func TestEventsStopWithClients(t *testing.T) {
+	f := newFake(t, 1)
+	path := serve(t, f, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		Do(ctx, path, Request{Op: OpEvents}, func(string) {})
+		close(done)
+	}()
+	waitListening(t, f, path, 1)
+	cancel()
+	<-done
+	for end := time.Now().Add(5 * time.Second); f.Control().Events().Listening(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("still subscribed 5s after the last client left")
+		}
 	}
 }
 

@@ -174,3 +174,51 @@ func ExpectLine(x *flowtable.Expect, now int64) string {
 	}
 	return b.String()
 }
+
+// EventPrefix returns the kind column of a `conntrack -E` line, right
+// aligned as the tool prints it: "    [NEW] ", " [UPDATE] ", "[DESTROY] ".
+func EventPrefix(kind string) string {
+	return pad("", 7-len(kind)) + "[" + kind + "] "
+}
+
+// EventLine formats a conntrack event as `conntrack -E` prints what
+// ctnetlink sends (Linux 6.x): the kind, then the entry without mark and
+// use (not part of an event), without the timeout for DESTROY, and with the
+// TCP state only when the event carries the protocol info (protoInfo:
+// IPCT_PROTOINFO was set, or the entry is new or destroyed).
+func EventLine(kind string, es *flowtable.EntrySnapshot, now int64, protoInfo bool) string {
+	var b strings.Builder
+	c := &es.Conn
+	b.WriteString(EventPrefix(kind))
+	b.WriteString(pad(L4Name(es.Orig.Proto), 8))
+	b.WriteByte(' ')
+	b.WriteString(strconv.Itoa(int(es.Orig.Proto)))
+	b.WriteByte(' ')
+	if kind != "DESTROY" {
+		b.WriteString(strconv.FormatInt(Timeout(c, now), 10))
+		b.WriteByte(' ')
+	}
+	if protoInfo && es.Orig.Proto == packet.ProtoTCP {
+		b.WriteString(c.State.String())
+		b.WriteByte(' ')
+	}
+	b.WriteString(es.Orig.String())
+	b.WriteByte(' ')
+	if c.Status&statemachine.StatusSeenReply == 0 {
+		b.WriteString("[UNREPLIED] ")
+	}
+	b.WriteString(es.Reply().String())
+	if c.Status&statemachine.StatusAssured != 0 {
+		b.WriteString(" [ASSURED]")
+	}
+	if es.Orig.VLAN != 0 {
+		b.WriteString(" zone=")
+		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
+	}
+	if es.Helper != 0 && kind == "NEW" {
+		// The helper is in the NEW message (IPCT_HELPER is cached with it).
+		b.WriteString(" helper=")
+		b.WriteString(helpers.ID(es.Helper).String())
+	}
+	return b.String()
+}

@@ -53,3 +53,40 @@ func TestLineFormats(t *testing.T) {
 		t.Errorf("json: %+v", j)
 	}
 }
+
+// TestEventLine checks the three kinds against lines `conntrack -E`
+// printed for a connection through a Linux 6.x bridge.
+func TestEventLine(t *testing.T) {
+	const now = int64(1000e9)
+	es := flowtable.EntrySnapshot{
+		Orig: flowtable.Tuple{Src: addr4(198, 18, 0, 1), Dst: addr4(198, 18, 0, 2), SrcPort: 58542, DstPort: 8080, Proto: packet.ProtoTCP, L3: 4},
+		Conn: statemachine.Conn{Expires: now + 120e9, Proto: packet.ProtoTCP, State: statemachine.TCPSynSent},
+	}
+	est := es
+	est.Conn.State, est.Conn.Status, est.Conn.Expires = statemachine.TCPEstablished, statemachine.StatusSeenReply|statemachine.StatusAssured, now+432000e9
+	tw := est
+	tw.Conn.State = statemachine.TCPTimeWait
+	udp := flowtable.EntrySnapshot{
+		Orig: flowtable.Tuple{Src: addr4(198, 18, 0, 1), Dst: addr4(198, 18, 0, 2), SrcPort: 5000, DstPort: 53, Proto: packet.ProtoUDP, L3: 4},
+		Conn: statemachine.Conn{Expires: now + 120e9, Proto: packet.ProtoUDP, Status: statemachine.StatusSeenReply | statemachine.StatusAssured},
+	}
+	tests := []struct {
+		name, kind string
+		es         flowtable.EntrySnapshot
+		proto      bool
+		want       string
+	}{
+		{"new", "NEW", es, true, "    [NEW] tcp      6 120 SYN_SENT src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 [UNREPLIED] src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542"},
+		{"update", "UPDATE", est, true, " [UPDATE] tcp      6 432000 ESTABLISHED src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
+		{"update without protoinfo", "UPDATE", est, false, " [UPDATE] tcp      6 432000 src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
+		{"destroy", "DESTROY", tw, true, "[DESTROY] tcp      6 TIME_WAIT src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
+		{"udp update", "UPDATE", udp, false, " [UPDATE] udp      17 120 src=198.18.0.1 dst=198.18.0.2 sport=5000 dport=53 src=198.18.0.2 dst=198.18.0.1 sport=53 dport=5000 [ASSURED]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := EventLine(tt.kind, &tt.es, now, tt.proto); got != tt.want {
+				t.Errorf("got\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+	}
+}

@@ -25,6 +25,7 @@ type Fake struct {
 	DPStats bridge.DatapathStats
 
 	now  atomic.Int64
+	pls  []*bridge.Pipeline // by shard; used on the owner goroutine only
 	do   chan func()
 	stop chan struct{}
 	done chan struct{}
@@ -40,6 +41,10 @@ func New(t testing.TB, shards int) *Fake {
 	f := &Fake{T: tab, Ctl: bridge.NewControl(bridge.DefaultSettings()),
 		do: make(chan func()), stop: make(chan struct{}), done: make(chan struct{})}
 	f.now.Store(int64(1000 * time.Second))
+	frags := bridge.NewFragCache(64, 1)
+	for i := range shards {
+		f.pls = append(f.pls, bridge.NewPipeline(tab, i, f.Ctl, frags))
+	}
 	go f.loop()
 	t.Cleanup(func() { close(f.stop); <-f.done })
 	return f
@@ -59,6 +64,7 @@ func (f *Fake) loop() {
 		}
 		for i := 0; i < f.T.NumShards(); i++ {
 			s := f.T.Shard(i)
+			f.pls[i].WatchEvents(f.Now()) // as a worker does once per loop
 			bridge.ServeControl(f.T, s)
 			s.ServeReads(4096)
 		}
@@ -78,11 +84,41 @@ func (f *Fake) Table() *flowtable.Table { return f.T }
 // Control implements control.Backend.
 func (f *Fake) Control() *bridge.Control { return f.Ctl }
 
-// Now implements control.Backend: a fixed clock at 1000 s.
+// Now implements control.Backend: a clock that starts at 1000 s and moves
+// only by Advance.
 func (f *Fake) Now() int64 { return f.now.Load() }
 
 // Stats implements control.Backend.
 func (f *Fake) Stats() bridge.DatapathStats { return f.DPStats }
+
+// Process runs frame, received on port in, through the pipeline of the
+// shard that owns its flow, on the owner goroutine, at the fake's clock.
+func (f *Fake) Process(frame []byte, in bridge.Port) bridge.Result {
+	var r bridge.Result
+	f.Owner(func() {
+		shard := 0
+		var p packet.Packet
+		if packet.Parse(frame, 0, packet.Options{}, &p) == packet.ReasonOK {
+			if k, ok := flowtable.KeyFromPacket(&p); ok {
+				shard = f.T.ShardFor(f.T.HashKey(&k))
+			}
+		}
+		r = f.pls[shard].Process(frame, 0, in, f.Now())
+	})
+	return r
+}
+
+// Advance moves the fake's clock forward by d and runs an expiry sweep
+// of every shard on the owner goroutine.
+func (f *Fake) Advance(d time.Duration) {
+	now := f.now.Add(int64(d))
+	f.Owner(func() {
+		for i := 0; i < f.T.NumShards(); i++ {
+			f.pls[i].WatchEvents(now)
+			f.T.Shard(i).Expire(now, 1<<20)
+		}
+	})
+}
 
 // Conn describes an entry to Add.
 type Conn struct {

@@ -1,0 +1,178 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/lab"
+)
+
+// wantTCPEvents is the event sequence of one TCP connection (handshake,
+// data, FIN from the client, ACK, FIN from the server, ACK) as
+// `conntrack -E` shows it, reduced by eventShape. Linux (6.x) gives exactly
+// this for the conversation of tcpConversation.
+var wantTCPEvents = []string{
+	"[NEW] SYN_SENT [UNREPLIED]",
+	"[UPDATE] SYN_RECV",
+	"[UPDATE] ESTABLISHED [ASSURED]",
+	"[UPDATE] FIN_WAIT [ASSURED]",
+	"[UPDATE] CLOSE_WAIT [ASSURED]",
+	"[UPDATE] LAST_ACK [ASSURED]",
+	"[UPDATE] TIME_WAIT [ASSURED]",
+	"[DESTROY] TIME_WAIT [ASSURED]",
+}
+
+var (
+	eventKindRe  = regexp.MustCompile(`^\s*\[(NEW|UPDATE|DESTROY)\]`)
+	eventStateRe = regexp.MustCompile(`\b(SYN_SENT2?|SYN_RECV|ESTABLISHED|FIN_WAIT|CLOSE_WAIT|LAST_ACK|TIME_WAIT|CLOSE)\b`)
+)
+
+// eventShape reduces a `conntrack -E` line to what must match between
+// the kernel and us: the kind, the TCP state when printed, the flags.
+func eventShape(line string) string {
+	m := eventKindRe.FindStringSubmatch(line)
+	if m == nil {
+		return "?? " + line
+	}
+	s := "[" + m[1] + "]"
+	if st := eventStateRe.FindString(line); st != "" {
+		s += " " + st
+	}
+	for _, f := range []string{"[UNREPLIED]", "[ASSURED]"} {
+		if strings.Contains(line, f) {
+			s += " " + f
+		}
+	}
+	return s
+}
+
+// echoServer listens on the right host at :8080 and echoes; when the client
+// half-closes it waits a moment (so its ACK of the FIN travels alone, as
+// the CLOSE_WAIT step needs) and closes.
+func echoServer(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	var ln net.Listener
+	right := lab.RightIPv4.Addr().String()
+	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp", right+":8080"); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				time.Sleep(200 * time.Millisecond)
+				c.Close()
+			}()
+		}
+	}()
+}
+
+// tcpConversation opens one connection from the left host, sends data and
+// reads the echo, half-closes, waits for the server's FIN and closes.
+func tcpConversation(l *lab.Lab) error {
+	var c net.Conn
+	right := lab.RightIPv4.Addr().String()
+	err := l.Do(l.LeftNS, func() (err error) {
+		c, err = net.DialTimeout("tcp", right+":8080", 2*time.Second)
+		return
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	var b [4]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return err
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, c) // until the server's FIN
+	return err
+}
+
+// collectEvents reads event lines from r until a [DESTROY] line or the
+// deadline, and returns them.
+func collectEvents(r io.Reader, deadline time.Duration) []string {
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var got []string
+	end := time.After(deadline)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return got
+			}
+			got = append(got, l)
+			if strings.Contains(l, "[DESTROY]") {
+				return got
+			}
+		case <-end:
+			return got
+		}
+	}
+}
+
+// TestLabKernelEvents runs the conversation through a Linux bridge with
+// conntrack and records what `conntrack -E` prints: the reference for
+// wantTCPEvents. Needs root.
+func TestLabKernelEvents(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Mode: lab.KernelBridgeConntrack,
+		Sysctls: []string{"net.netfilter.nf_conntrack_tcp_timeout_time_wait=2"}})
+	echoServer(t, l)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := l.CommandContext(ctx, l.BridgeNS, "conntrack", "-E", "-p", "tcp", "--dport", "8080")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	time.Sleep(200 * time.Millisecond) // conntrack subscribes
+	if err := tcpConversation(l); err != nil {
+		t.Fatalf("conversation through the kernel bridge: %v", err)
+	}
+	// The kernel reaps an expired entry in its gc worker, which may sleep
+	// for up to a minute on an idle table; a dump reaps the expired
+	// entries it meets (ctnetlink_dump_table), so list once the TIME_WAIT
+	// timeout has passed.
+	go func() {
+		time.Sleep(2500 * time.Millisecond)
+		l.Run(ctx, l.BridgeNS, "conntrack", "-L")
+	}()
+	got := collectEvents(out, 15*time.Second)
+	cancel()
+	var shapes []string
+	for _, line := range got {
+		t.Logf("kernel: %s", line)
+		shapes = append(shapes, eventShape(line))
+	}
+	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
+		t.Errorf("kernel events:\ngot  %q\nwant %q", shapes, wantTCPEvents)
+	}
+}
