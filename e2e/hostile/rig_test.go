@@ -1,0 +1,360 @@
+package hostile
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/rules"
+	"golang.org/x/sys/unix"
+)
+
+// dropInvalid is the rule set of every rig: a stateful bridge that drops
+// INVALID packets and forwards the rest, so "forwarded" in a test means
+// "not INVALID (nor malformed)".
+const dropInvalid = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n"
+
+// Injected frames carry these MACs: the bridge forwards them like any
+// frame, the far host's stack ignores them (not its address: no RST, no
+// reply), and the sniffer picks them out by source.
+var (
+	injSrcMAC = [6]byte{0x02, 0x5e, 0, 0, 0, 0x98}
+	injDstMAC = [6]byte{0x02, 0x5e, 0, 0, 0, 0x99}
+)
+
+// rig is one lab with the datapath running on its bridge ports.
+type rig struct {
+	l  *lab.Lab
+	dp *bridge.Datapath
+}
+
+type rigOptions struct {
+	cores    int
+	maxFlows int // 0: 65536
+	buckets  int // 0: maxFlows
+	mtu      int
+}
+
+// newRig builds a 2-queue lab, starts the datapath with dropInvalid and
+// registers the end-of-test checks (conservation, nothing in flight).
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	lab.RequireRoot(t)
+	if o.maxFlows == 0 {
+		o.maxFlows = 1 << 16
+	}
+	if o.buckets == 0 {
+		o.buckets = o.maxFlows
+	}
+	l := lab.NewT(t, lab.Options{Queues: 2, MTU: o.mtu})
+	cfg := bridge.DefaultDatapathConfig()
+	cfg.PortA, cfg.PortB = l.PortA, l.PortB
+	cfg.Cores, cfg.Queues = o.cores, 2
+	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 2048, 2048, 2048, 2048, 8192
+	cfg.Logf = t.Logf
+	cfg.Table = flowtable.Config{MaxEntries: o.maxFlows, Buckets: o.buckets}
+	s := bridge.DefaultSettings()
+	rs, err := rules.FromText("hostile.rules", dropInvalid, [2]string{l.PortA, l.PortB})
+	if err != nil {
+		t.Fatalf("rules: %v", err)
+	}
+	s.Rules = rs
+	cfg.Settings = s
+	dp, err := bridge.NewDatapath(cfg)
+	if err != nil {
+		t.Fatalf("NewDatapath: %v", err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	r := &rig{l: l, dp: dp}
+	t.Cleanup(func() { r.finish(t) })
+	return r
+}
+
+// finish stops the datapath and checks the accounting.
+func (r *rig) finish(t *testing.T) {
+	t.Helper()
+	st, err := r.dp.Stop()
+	if err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		c := st.Total(p)
+		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d",
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), dropsString(&c.Drops), st.KernelDrops(p))
+		if c.InFlight != 0 {
+			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
+		}
+	}
+	if err := st.CheckConservation(); err != nil {
+		t.Errorf("frame conservation: %v", err)
+	}
+}
+
+// settle waits until the workers have published counters covering
+// everything sent so far (they publish about every 50 ms) and returns them.
+func (r *rig) settle() bridge.DatapathStats {
+	var last bridge.DatapathStats
+	prev := uint64(1<<64 - 1)
+	for range 40 {
+		time.Sleep(60 * time.Millisecond)
+		last = r.dp.Stats()
+		n := last.Total(bridge.PortA).RX + last.Total(bridge.PortB).RX
+		if n == prev {
+			break
+		}
+		prev = n
+	}
+	return last
+}
+
+func dropsString(d *[bridge.NumDropReasons]uint64) string {
+	var b []string
+	for i, n := range d {
+		if n > 0 {
+			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
+		}
+	}
+	return strings.Join(b, " ")
+}
+
+// injector sends raw frames out of one host's veth (AF_PACKET, qdisc
+// bypassed).
+type injector struct{ fd int }
+
+func newInjector(t *testing.T, l *lab.Lab, ns, ifc string) *injector {
+	t.Helper()
+	var fd int
+	err := l.Do(ns, func() error {
+		i, err := net.InterfaceByName(ifc)
+		if err != nil {
+			return err
+		}
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: i.Index})
+	})
+	if err != nil {
+		t.Fatalf("injector on %s: %v", ifc, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &injector{fd: fd}
+}
+
+// send writes every frame, retrying briefly when the socket is out of
+// buffer space, and returns how many the kernel took.
+func (in *injector) send(frames [][]byte) int {
+	n := 0
+	for _, f := range frames {
+		for try := 0; ; try++ {
+			_, err := unix.Write(in.fd, f)
+			if err == nil {
+				n++
+				break
+			}
+			if err != unix.ENOBUFS && err != unix.EAGAIN || try == 100 {
+				break
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	return n
+}
+
+// sniffer records the frames with injSrcMAC that reach one host's veth.
+type sniffer struct {
+	fd   int
+	mu   sync.Mutex
+	got  map[string]int // frame bytes -> times seen
+	done chan struct{}
+}
+
+func newSniffer(t *testing.T, l *lab.Lab, ns, ifc string) *sniffer {
+	t.Helper()
+	s := &sniffer{got: map[string]int{}, done: make(chan struct{})}
+	err := l.Do(ns, func() error {
+		i, err := net.InterfaceByName(ifc)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ALL))
+		s.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+		return unix.Bind(s.fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: i.Index})
+	})
+	if err != nil {
+		t.Fatalf("sniffer on %s: %v", ifc, err)
+	}
+	go s.run()
+	t.Cleanup(s.close)
+	return s
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (s *sniffer) run() {
+	buf := make([]byte, 1<<16)
+	for {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if n >= 12 && bytes.Equal(buf[6:12], injSrcMAC[:]) {
+			s.mu.Lock()
+			s.got[string(buf[:n])]++
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *sniffer) close() {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+		time.Sleep(150 * time.Millisecond) // the reader's timeout
+		unix.Close(s.fd)
+	}
+}
+
+// arrived reports whether frame was seen, and forgets it.
+func (s *sniffer) arrived(frame []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := string(frame)
+	if s.got[k] == 0 {
+		return false
+	}
+	s.got[k]--
+	return true
+}
+
+// injected gives frame the injector's MACs (a copy).
+func injected(frame []byte) []byte {
+	f := append([]byte(nil), frame...)
+	copy(f[0:6], injDstMAC[:])
+	copy(f[6:12], injSrcMAC[:])
+	return f
+}
+
+// pacedTransfer sends size random bytes over one TCP connection from
+// fromNS to addr (listening in toNS), in 64 KiB writes spaced by gap, so
+// the connection lives for a while. It returns the connection's local and
+// remote addresses as soon as it is up, and its outcome on done.
+type pacedTransfer struct {
+	Local, Remote *net.TCPAddr
+	Size          int
+	done          chan error
+	sent, got     [32]byte
+}
+
+func startPacedTransfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, size int, gap time.Duration) *pacedTransfer {
+	t.Helper()
+	var ln net.Listener
+	if err := l.Do(toNS, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	data := make([]byte, size)
+	rand.Read(data)
+	pt := &pacedTransfer{Size: size, done: make(chan error, 1), sent: sha256.Sum256(data)}
+	recv := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			recv <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		copy(pt.got[:], h.Sum(nil))
+		if err == nil && n != int64(size) {
+			err = fmt.Errorf("received %d bytes, want %d", n, size)
+		}
+		recv <- err
+	}()
+	var c net.Conn
+	if err := l.Do(fromNS, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 5*time.Second); return err }); err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	pt.Local, pt.Remote = c.LocalAddr().(*net.TCPAddr), c.RemoteAddr().(*net.TCPAddr)
+	go func() {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		var err error
+		for off := 0; off < size && err == nil; off += 64 << 10 {
+			_, err = c.Write(data[off:min(off+64<<10, size)])
+			time.Sleep(gap)
+		}
+		c.Close()
+		if rerr := <-recv; err == nil {
+			err = rerr
+		}
+		if err == nil && pt.got != pt.sent {
+			err = fmt.Errorf("sha256 got %x, want %x", pt.got[:8], pt.sent[:8])
+		}
+		pt.done <- err
+	}()
+	return pt
+}
+
+// wait returns the transfer's outcome.
+func (p *pacedTransfer) wait(ctx context.Context) error {
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// entryOf returns the snapshot of the TCP entry between a and b (either
+// direction), or false.
+func (r *rig) entryOf(t *testing.T, a, b *net.TCPAddr) (flowtable.EntrySnapshot, bool) {
+	t.Helper()
+	var found flowtable.EntrySnapshot
+	ok := false
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.dp.Table().Snapshot(ctx, func(e *flowtable.EntrySnapshot) {
+		o := e.Orig
+		if o.SrcPort == uint16(a.Port) && o.DstPort == uint16(b.Port) || o.SrcPort == uint16(b.Port) && o.DstPort == uint16(a.Port) {
+			if o.Proto == 6 {
+				found, ok = *e, true
+			}
+		}
+	})
+	if err != nil {
+		t.Errorf("Snapshot: %v", err)
+	}
+	return found, ok
+}
