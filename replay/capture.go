@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -56,7 +57,16 @@ func ReadFile(path string) ([]Frame, error) {
 
 // Read reads a pcap or pcapng stream; see ReadFile.
 func Read(r io.Reader) ([]Frame, error) {
-	br := bufio.NewReader(r)
+	// The whole capture is read first (its frames are all kept anyway) so
+	// that every claimed length can be checked before a reader allocates it.
+	whole, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBounds(whole); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(bytes.NewReader(whole))
 	magic, err := br.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("not a capture file: %w", err)

@@ -59,3 +59,27 @@ func TestLinkTypes(t *testing.T) {
 		t.Errorf("link type 147: got %v, want ErrLinkType", err)
 	}
 }
+
+// TestReadRefusesHugeClaims: a capture whose record claims more bytes than
+// any capture holds is refused with ErrCaptureBounds before anything is
+// allocated for it (the fuzzer found a 4 GiB allocation from 60 bytes).
+func TestReadRefusesHugeClaims(t *testing.T) {
+	pcap := pcapFile(1, pt.UDP4("198.18.0.1", "198.18.0.2", 1, 2, nil))
+	binary.LittleEndian.PutUint32(pcap[16:], 0xffffffff) // snaplen
+	binary.LittleEndian.PutUint32(pcap[24+8:], 0xfffffff0)
+	binary.LittleEndian.PutUint32(pcap[24+12:], 0xfffffff0)
+
+	ng := []byte{
+		0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 28, 0, 0, 0, // SHB
+		1, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, // IDB, Ethernet
+		6, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0, 36, 0, 0, 0, // EPB claiming 4 GiB
+	}
+	for name, b := range map[string][]byte{"pcap": pcap, "pcapng": ng} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Read(bytes.NewReader(b))
+			if !errors.Is(err, ErrCaptureBounds) {
+				t.Fatalf("got %v, want ErrCaptureBounds", err)
+			}
+		})
+	}
+}
