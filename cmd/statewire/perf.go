@@ -28,7 +28,12 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	bin := fs.String("statewire", "", "statewire binary to run as the device under test (default: this executable)")
 	swArgs := fs.String("statewire-args", "", "extra flags for `statewire run`, space separated (e.g. \"--cores 1 --ring-size 2048\"); --rules defaults to the equivalent of the kernel device's ruleset")
 	swCPUs := fs.String("statewire-cpus", "", "taskset CPU list for statewire (default: --dut-cpu)")
-	sizes := fs.String("frame-sizes", "", "frame sizes in bytes incl. FCS, comma separated (default 64,512,1518; quick 64,1518)")
+	sizes := fs.String("frame-sizes", "", "frame sizes in bytes incl. FCS, comma separated, and imix (simple IMIX: 64/576/1500 B 7:4:1) (default 64,512,1518; quick 64,1518)")
+	fs.StringVar(sizes, "sizes", "", "same as --frame-sizes")
+	mode := fs.String("mode", perf.ModeAll, "what to measure: all (floods, then connections per second), flood (NDR/PDR/latency only) or cps (connections per second only)")
+	cpsTrial := fs.Duration("cps-trial", 0, "length of one connections-per-second trial (default 1s; quick 200ms)")
+	cpsSteps := fs.Int("cps-steps", -1, "binary-search steps for CPS (default 7, quick 5)")
+	cpsComplete := fs.Float64("cps-complete", 0.995, "share of connections that must complete for a CPS trial to pass")
 	flows := fs.String("flows", "", "flow counts, comma separated (default 1,1000,100000; quick 1,1000)")
 	trial := fs.Duration("trial", 0, "length of one trial (default 1s; quick 200ms)")
 	ndr := fs.Int("ndr-steps", -1, "binary-search steps for NDR (0: throughput only; default 7, quick 4)")
@@ -60,10 +65,21 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	var err error
 	if *sizes != "" {
-		if o.FrameSizes, err = perfIntList(*sizes); err != nil {
+		if o.FrameSizes, err = perfSizeList(*sizes); err != nil {
 			return fmt.Errorf("--frame-sizes: %w", err)
 		}
 	}
+	o.Mode = *mode
+	if *cpsTrial > 0 {
+		o.CPSTrial = *cpsTrial
+	}
+	if *cpsSteps >= 0 {
+		o.CPSSteps = *cpsSteps
+	}
+	if *cpsComplete <= 0 || *cpsComplete > 1 {
+		return fmt.Errorf("--cps-complete %v: want a share in (0, 1]", *cpsComplete)
+	}
+	o.CPSComplete = *cpsComplete
 	if *flows != "" {
 		if o.Flows, err = perfIntList(*flows); err != nil {
 			return fmt.Errorf("--flows: %w", err)
@@ -155,6 +171,23 @@ func perfIntList(s string) ([]int, error) {
 		n, err := strconv.Atoi(f)
 		if err != nil || n <= 0 {
 			return nil, fmt.Errorf("bad number %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// perfSizeList parses frame sizes: numbers of bytes, and "imix".
+func perfSizeList(s string) ([]int, error) {
+	var out []int
+	for _, f := range perfSplitList(s) {
+		if strings.EqualFold(f, "imix") {
+			out = append(out, perf.IMIX)
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad frame size %q (a number of bytes or imix)", f)
 		}
 		out = append(out, n)
 	}
