@@ -2,11 +2,16 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,5 +179,87 @@ func TestLabKernelEvents(t *testing.T) {
 	}
 	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
 		t.Errorf("kernel events:\ngot  %q\nwant %q", shapes, wantTCPEvents)
+	}
+}
+
+// TestLabEvents runs `statewire run` in a lab and `statewire conntrack -E`
+// against it while one TCP connection opens, carries data, closes both
+// ways and expires (TIME_WAIT shortened through `statewire sysctl`). The
+// events must be those of the kernel (wantTCPEvents, checked against
+// Linux by TestLabKernelEvents). Needs root.
+func TestLabEvents(t *testing.T) {
+	l := lab.NewT(t, lab.Options{})
+	bin := filepath.Join(t.TempDir(), "statewire")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(t.TempDir(), "sw.sock")
+	var stderr bytes.Buffer
+	run := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--ring-size", "512", "--control-socket", sock)
+	run.Stderr = &stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		run.Process.Signal(syscall.SIGTERM)
+		if err := run.Wait(); err != nil {
+			t.Errorf("statewire run: %v\n%s", err, stderr.String())
+		}
+	}()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no control socket after 5s\n%s", stderr.String())
+		}
+	}
+	if out, err := exec.Command(bin, "sysctl", "--socket", sock, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=2").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v\n%s", err, out)
+	}
+	echoServer(t, l)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ev := exec.CommandContext(ctx, bin, "conntrack", "--socket", sock, "-E", "-p", "tcp", "--dport", "8080")
+	out, err := ev.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Wait()
+	time.Sleep(200 * time.Millisecond) // the client subscribes
+	if err := tcpConversation(l); err != nil {
+		t.Fatalf("conversation through statewire: %v\n%s", err, stderr.String())
+	}
+	got := collectEvents(out, 15*time.Second)
+	cancel()
+	var shapes []string
+	for _, line := range got {
+		t.Logf("statewire: %s", line)
+		shapes = append(shapes, eventShape(line))
+	}
+	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
+		t.Errorf("statewire conntrack -E:\ngot  %q\nwant %q", shapes, wantTCPEvents)
+	}
+	// The lines themselves are the kernel's: same columns, same order.
+	if len(got) == len(wantTCPEvents) {
+		left, right := lab.LeftIPv4.Addr().String(), lab.RightIPv4.Addr().String()
+		for i, re := range []string{
+			`^    \[NEW\] tcp      6 120 SYN_SENT src=` + left + ` dst=` + right + ` sport=\d+ dport=8080 \[UNREPLIED\] src=` + right + ` dst=` + left + ` sport=8080 dport=\d+$`,
+			`^ \[UPDATE\] tcp      6 60 SYN_RECV src=`,
+			`^ \[UPDATE\] tcp      6 43200\d ESTABLISHED src=.* \[ASSURED\]$`,
+			`^ \[UPDATE\] tcp      6 1[12]\d FIN_WAIT src=`,
+			`^ \[UPDATE\] tcp      6 [56]\d CLOSE_WAIT src=`,
+			`^ \[UPDATE\] tcp      6 [23]\d LAST_ACK src=`,
+			`^ \[UPDATE\] tcp      6 [12] TIME_WAIT src=`,
+			`^\[DESTROY\] tcp      6 TIME_WAIT src=.* \[ASSURED\]$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(got[i]) {
+				t.Errorf("line %d: got %q, want it to match %s", i, got[i], re)
+			}
+		}
 	}
 }
