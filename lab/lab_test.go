@@ -167,7 +167,14 @@ func TestKernelBridgeConntrack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := dialEcho(l, tt.ns, tt.addr, 700*time.Millisecond)
+			// An allowed dial may wait for ARP and the bridge on a busy
+			// machine (CI runs the suite under -race); only the dropped
+			// one needs a short timeout.
+			timeout := 700 * time.Millisecond
+			if tt.wantOK {
+				timeout = 5 * time.Second
+			}
+			got, err := dialEcho(l, tt.ns, tt.addr, timeout)
 			if tt.wantOK {
 				if err != nil || got != "hello statewire\n" {
 					t.Fatalf("got %q, %v; want echo, nil", got, err)
