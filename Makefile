@@ -5,7 +5,7 @@ GO      ?= go
 PKGS    := ./...
 TIMEOUT ?= 20m
 
-.PHONY: all setup build demo test unit vet bench fuzz perf perf-quick clean
+.PHONY: all setup build demo test unit vet bench bench-baseline fuzz perf perf-quick clean
 
 all: build
 
@@ -20,10 +20,11 @@ build: setup
 demo: build
 	./statewire demo
 
-# Everything CI runs: vet, the whole suite (end-to-end tests need root), and
-# the race detector over the same suite.
+# Everything CI runs: vet, then the whole suite (end-to-end tests need root)
+# under the race detector. RACE= runs it without (about half the time).
+RACE    ?= -race
 test: setup vet
-	$(GO) test -count=1 -timeout $(TIMEOUT) $(PKGS)
+	$(GO) test $(RACE) -count=1 -timeout $(TIMEOUT) $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)
@@ -31,14 +32,28 @@ vet:
 unit:
 	$(GO) test -count=1 -short $(PKGS)
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1s -count 1 $(PKGS)
+# Hot-path benchmarks, BENCHCOUNT runs each, compared by benchstat with the
+# baseline committed in perf/bench-baseline.txt (recorded on this kind of
+# machine by `make bench-baseline`; absolute figures drift between machines,
+# so read the deltas of one machine against its own baseline).
+BENCHSTAT  := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+BENCHPKGS  := ./packet ./statemachine ./flowtable ./rules ./helpers ./bridge ./ring
+BENCHCOUNT ?= 6
+BENCHTIME  ?= 300ms
+bench: setup
+	mkdir -p perf/out
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(BENCHPKGS) | tee perf/out/bench.txt
+	$(BENCHSTAT) perf/bench-baseline.txt perf/out/bench.txt
+
+bench-baseline: setup
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(BENCHPKGS) | tee perf/bench-baseline.txt
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
 # time). Crashers land in the package's testdata/fuzz and become tests.
 FUZZTIME ?= 30s
 FUZZ := packet:FuzzParse statemachine:FuzzTrack rules:FuzzLoad \
-	helpers:FuzzFTP helpers:FuzzIRC helpers:FuzzTFTP helpers:FuzzAmanda helpers:FuzzIn6pton
+	helpers:FuzzFTP helpers:FuzzIRC helpers:FuzzTFTP helpers:FuzzAmanda helpers:FuzzIn6pton \
+	replay:FuzzReplay
 fuzz:
 	@for t in $(FUZZ); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
