@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/statewire/statewire/flowtable"
@@ -19,6 +20,11 @@ type Settings struct {
 	VerifyChecksum bool    // verify L4 checksums (nf_conntrack_checksum)
 	NonIP          Verdict // what to do with ARP, LLDP, STP and other non-IP frames
 	AutoHelpers    bool    // attach helpers by their classic ports (ftp 21, irc 6667, tftp 69, amanda 10080)
+	// LogInvalid logs INVALID packets (nf_conntrack_log_invalid): 0 off,
+	// 255 every protocol, else only packets of that IP protocol number.
+	// Logged through Control.Logger, at most logInvalidBurst per
+	// logInvalidInterval per worker.
+	LogInvalid uint8
 }
 
 // DefaultSettings returns the kernel's defaults, an empty rule set (policy
@@ -36,8 +42,9 @@ func DefaultSettings() *Settings {
 // Control publishes Settings to the workers. Store may be called from any
 // goroutine; workers Load once per packet (an atomic pointer load).
 type Control struct {
-	p  atomic.Pointer[Settings]
-	ev Events
+	p   atomic.Pointer[Settings]
+	ev  Events
+	log atomic.Pointer[slog.Logger]
 }
 
 // NewControl returns a Control publishing s.
@@ -52,6 +59,12 @@ func (c *Control) Load() *Settings { return c.p.Load() }
 
 // Store publishes s; the next packet of every worker uses it.
 func (c *Control) Store(s *Settings) { c.p.Store(s) }
+
+// SetLogger sets the logger of INVALID packets (Settings.LogInvalid).
+func (c *Control) SetLogger(l *slog.Logger) { c.log.Store(l) }
+
+// Logger returns the logger SetLogger set, or nil.
+func (c *Control) Logger() *slog.Logger { return c.log.Load() }
 
 // Events returns the conntrack event rings of the pipelines of c.
 func (c *Control) Events() *Events { return &c.ev }
@@ -72,6 +85,7 @@ type Pipeline struct {
 	helperState helperStates
 	batch       *batchState
 	ev          eventState
+	invLog      rateLimit // nf_conntrack_log_invalid
 }
 
 // NewPipeline returns the pipeline of shard i of t.
@@ -99,7 +113,11 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	s := pl.ctl.Load()
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
-	return pl.processParsed(s, frame, p, reason, in, now, nil)
+	r := pl.processParsed(s, frame, p, reason, in, now, nil)
+	if s.LogInvalid != 0 && r.State == statemachine.StateInvalid {
+		pl.logInvalid(s, p, in, &r, now)
+	}
+	return r
 }
 
 // flowHash is a frame's flow-table key and hash, computed ahead by
@@ -231,6 +249,9 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 			fh = nil
 		}
 		out[i] = pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh)
+		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
+			pl.logInvalid(s, &b.pkts[i], in, &out[i], now)
+		}
 	}
 }
 

@@ -120,6 +120,10 @@ func Listen(path string, b Backend, opt Options) (*Server, error) {
 		opt.Logger = slog.Default()
 	}
 	s := &Server{b: b, opt: opt, log: opt.Logger, ln: ln, path: path}
+	if b.Control().Logger() == nil {
+		// INVALID packets (nf_conntrack_log_invalid) go to the server's log.
+		b.Control().SetLogger(opt.Logger)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if opt.ReloadOnSIGHUP {
 		s.wg.Add(1)
@@ -428,17 +432,21 @@ const (
 	sysctlMax      = "nf_conntrack_max"
 	sysctlBuckets  = "nf_conntrack_buckets"
 	sysctlExpect   = "nf_conntrack_expect_max"
+	// sysctlLogInvalid is 0 (off), 255 (all) or an IP protocol number.
+	sysctlLogInvalid = "nf_conntrack_log_invalid"
 )
 
 // SysctlNames lists every name `statewire sysctl` knows, bare.
 func SysctlNames() []string {
-	return append(statemachine.SysctlNames(), sysctlChecksum, sysctlCount, sysctlMax, sysctlBuckets, sysctlExpect)
+	return append(statemachine.SysctlNames(), sysctlChecksum, sysctlLogInvalid, sysctlCount, sysctlMax, sysctlBuckets, sysctlExpect)
 }
 
 func (s *Server) sysctlValue(st *bridge.Settings, name string) (string, bool) {
 	switch name {
 	case sysctlChecksum:
 		return boolString(st.VerifyChecksum), true
+	case sysctlLogInvalid:
+		return strconv.Itoa(int(st.LogInvalid)), true
 	case sysctlCount:
 		return strconv.Itoa(s.b.Table().Len()), true
 	case sysctlMax:
@@ -496,6 +504,12 @@ func (s *Server) sysctlSet(name, value string, w *writer) (int, error) {
 		default:
 			return 0, fmt.Errorf("%s must be 0 or 1, got %q", n, value)
 		}
+	case sysctlLogInvalid:
+		v, err := strconv.ParseUint(value, 10, 8)
+		if err != nil {
+			return 0, fmt.Errorf("%s must be 0 (off), 255 (all protocols) or a protocol number, got %q", n, value)
+		}
+		cp.LogInvalid = uint8(v)
 	default:
 		// Conntrack is a value: the copy's Set does not touch what the
 		// workers read.

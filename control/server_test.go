@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,6 +181,10 @@ func TestSysctl(t *testing.T) {
 		{"nf_conntrack_tcp_timeout_established", "600", "net.netfilter.nf_conntrack_tcp_timeout_established = 600", false},
 		{"net/netfilter/nf_conntrack_tcp_loose", "0", "net.netfilter.nf_conntrack_tcp_loose = 0", false},
 		{"nf_conntrack_checksum", "0", "net.netfilter.nf_conntrack_checksum = 0", false},
+		{"nf_conntrack_log_invalid", "", "net.netfilter.nf_conntrack_log_invalid = 0", false},
+		{"nf_conntrack_log_invalid", "255", "net.netfilter.nf_conntrack_log_invalid = 255", false},
+		{"nf_conntrack_log_invalid", "6", "net.netfilter.nf_conntrack_log_invalid = 6", false},
+		{"nf_conntrack_log_invalid", "256", "protocol number", true},
 		{"nf_conntrack_max", "10", "fixed at start", true},
 		{"nf_conntrack_bogus", "", "unknown sysctl", true},
 		{"nf_conntrack_udp_timeout", "abc", "udp_timeout", true},
@@ -202,6 +208,9 @@ func TestSysctl(t *testing.T) {
 		})
 	}
 	st := f.Control().Load()
+	if st.LogInvalid != 6 {
+		t.Errorf("published log_invalid: got %d, want 6", st.LogInvalid)
+	}
 	if st.Conntrack.Timeouts.TCPEstablished != 600*time.Second || st.Conntrack.Loose || st.VerifyChecksum {
 		t.Errorf("published settings: got established %v loose %v checksum %v, want 10m0s false false",
 			st.Conntrack.Timeouts.TCPEstablished, st.Conntrack.Loose, st.VerifyChecksum)
@@ -353,6 +362,56 @@ func TestEventsStopWithClients(t *testing.T) {
 	for end := time.Now().Add(5 * time.Second); f.Control().Events().Listening(); time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("still subscribed 5s after the last client left")
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's and the test's
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestLogInvalid: `sysctl nf_conntrack_log_invalid` turns the logging of
+// INVALID packets of a protocol on, into the server's rate-limited logger.
+func TestLogInvalid(t *testing.T) {
+	f := newFake(t, 1)
+	var buf syncBuffer
+	lg, err := NewLogger(&buf, "text", "info", 5, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := serve(t, f, Options{Logger: lg})
+	bad := pt.TCP4("198.18.0.1", "198.18.0.2", 1000, 80, pt.TCPFields{Flags: packet.TCPSyn | packet.TCPRst, Seq: 1, Window: 65535})
+	f.Process(bad, bridge.PortA)
+	if strings.Contains(buf.String(), "nf_ct_proto") {
+		t.Fatalf("logged with log_invalid off (the default): %s", buf.String())
+	}
+	for _, tc := range []struct {
+		value  string
+		logged bool
+	}{{"17", false}, {"6", true}} {
+		if _, _, err := call(t, path, Request{Op: OpSysctlSet, Name: "net.netfilter.nf_conntrack_log_invalid", Value: tc.value}); err != nil {
+			t.Fatal(err)
+		}
+		f.Process(bad, bridge.PortA)
+		got := buf.String()
+		want := `msg="nf_ct_proto_6: tcp-invalid-flags" in=A src=198.18.0.1 dst=198.18.0.2 sport=1000 dport=80`
+		if strings.Contains(got, want) != tc.logged {
+			t.Errorf("log_invalid=%s: got log %q, want logged=%v (%s)", tc.value, got, tc.logged, want)
 		}
 	}
 }
