@@ -168,7 +168,15 @@ func (r *runner) cps(ctx context.Context) {
 	type bounds struct{ lo, hi float64 }
 	b := make([]bounds, len(as))
 	for i, a := range as {
-		b[i] = bounds{0, min(ceiling, 1.5*a.res.Overload.Completed)}
+		// The whole range up to the ceiling: a device overloaded with
+		// connections can complete far fewer than it would at a lower
+		// rate (its queues overflow and every loss kills a connection),
+		// so the overload trial bounds nothing. A device that passed at
+		// the ceiling has nothing left to search.
+		b[i] = bounds{0, ceiling}
+		if a.res.Overload.Ratio >= o.CPSComplete {
+			b[i].hi = 0
+		}
 		a.res.Searched = true
 	}
 	for step := 0; step < o.CPSSteps; step++ {

@@ -39,6 +39,25 @@
 // both are restored at the end (not after a SIGKILL). Interleaving trials spreads the remaining
 // drift over all devices alike.
 //
+// IMIX (FrameSizes entry IMIX, `--sizes ...,imix`): the classic simple
+// IMIX, Ethernet frames of 64, 576 and 1500 B (FCS included) in the ratio
+// 7:4:1, mixed frame by frame by the generator (bpf_xdp_adjust_tail from a
+// 1500 B template, lengths and IPv4 checksum rewritten); rates are given in
+// Mpps and in layer-2 Gbit/s (Gbps).
+//
+// Connections per second (Options.Mode, cps.go): complete TCP sessions of
+// eight 64 B frames (SYN, SYN/ACK, ACK, data each way, FIN each way, final
+// ACK), each on a fresh 5-tuple, played from both sides by two AF_XDP
+// sockets of github.com/asavie/xdp (independent of statewire's ring) in
+// copy mode on the hosts' veths, one busy-polling loop on the generator
+// CPU; each frame is sent when the one it answers arrived. A connection is
+// complete when all eight frames arrived at the other side, as the
+// endpoints record it. CPS is the highest completed rate of a trial in
+// which at least CPSComplete (99.5%) of the opened connections complete,
+// by binary search over the opening rate up to the endpoints' own ceiling
+// (client and server directly connected, no device); a device that passes
+// at that ceiling is reported as "at least".
+//
 // Counting: only at the Sink, an XDP program on the right host's veth that
 // counts frames carrying the harness's magic and drops them. Nothing is
 // read from a device's own counters.

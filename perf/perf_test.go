@@ -361,6 +361,7 @@ func TestQuickComparison(t *testing.T) {
 		t.Skip("builds labs and floods them for ~15 s")
 	}
 	o := QuickOptions()
+	o.Mode = ModeFlood // CPS has its own test, TestCPSLab
 	o.Devices = []string{KernelBridge, KernelBridgeCT}
 	if bin := statewireBinary(); bin != "" {
 		o.Devices = append(o.Devices, Statewire)
