@@ -79,3 +79,31 @@ func TestLinkDownUp(t *testing.T) {
 		})
 	}
 }
+
+// TestStopWithEgressDown stops the datapath while port B is down and a UDP
+// stream still arrives on port A: the forwarded frames wait on B's TX ring
+// (the kernel refuses the sendto with ENETDOWN and takes none). Stop must
+// return within its drain deadline, and the frames it could not send must
+// not vanish from the accounting: every frame counted as forwarded either
+// completed or is reported as not sent.
+func TestStopWithEgressDown(t *testing.T) {
+	lab.RequireRoot(t)
+	r := newRig(t, nil)
+	l := r.l
+	if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+		t.Fatalf("no ping")
+	}
+	udp := startUDP(t, l, 9005, 200, 200*time.Microsecond, 0)
+	time.Sleep(200 * time.Millisecond)
+	setLink(t, l, l.BridgeNS, l.PortB, false)
+	time.Sleep(500 * time.Millisecond)
+	udp.stopSending()
+	start := time.Now()
+	st := r.stop(t) // checkSockets: TX submitted == completed
+	t.Logf("Stop with port B down took %v; UDP sent %d received %d", time.Since(start).Round(time.Millisecond), udp.sent.Load(), udp.got.Load())
+	var stuck uint64
+	for _, q := range st.Queues {
+		stuck += q.Socket[bridge.PortB].TX - q.Socket[bridge.PortB].Completed
+	}
+	t.Logf("frames counted forwarded A->B but left on B's TX ring at Stop: %d", stuck)
+}
