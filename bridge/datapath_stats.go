@@ -63,6 +63,7 @@ type DatapathStats struct {
 	Now      int64        // datapath clock of the newest publication
 	Queues   []QueueStats // by queue id
 	Pipeline Stats        // the pipelines' counters summed over workers
+	Workers  []Stats      // each worker's pipeline counters, by worker (= shard) id
 	Kicks    uint64       // TX sendto calls
 }
 
@@ -130,8 +131,8 @@ func (dp *Datapath) Stats() DatapathStats {
 	if f := dp.final.Load(); f != nil {
 		return *f
 	}
-	out := DatapathStats{Queues: make([]QueueStats, dp.cfg.Queues)}
-	for _, w := range dp.workers {
+	out := DatapathStats{Queues: make([]QueueStats, dp.cfg.Queues), Workers: make([]Stats, len(dp.workers))}
+	for i, w := range dp.workers {
 		w.pub.mu.Lock()
 		for _, q := range w.pub.queues {
 			out.Queues[q.Queue] = q
@@ -140,6 +141,7 @@ func (dp *Datapath) Stats() DatapathStats {
 			}
 		}
 		out.Pipeline.Add(&w.pub.pl)
+		out.Workers[i] = w.pub.pl
 		out.Now = max(out.Now, w.pub.now)
 		w.pub.mu.Unlock()
 	}

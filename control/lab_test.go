@@ -181,6 +181,18 @@ func TestLabControl(t *testing.T) {
 		// Quiet link: the counters published every 50 ms settle.
 		time.Sleep(300 * time.Millisecond)
 		st := dp.Stats()
+		// The per-worker line carries the worker's pipeline counters.
+		if len(st.Workers) != 1 {
+			t.Errorf("DatapathStats.Workers: got %d, want 1", len(st.Workers))
+		} else if lines, _, err := call(t, path, Request{Op: OpStats}); err != nil || len(lines) != 2 {
+			t.Errorf("stats: got %q, %v", lines, err)
+		} else {
+			w0 := st.Workers[0]
+			want := fmt.Sprintf("invalid=%d ignore=%d ", w0.Invalid, w0.Ignore)
+			if !strings.Contains(lines[0], want) || !strings.Contains(lines[0], fmt.Sprintf("icmp_error=%d ", w0.ICMPError)) {
+				t.Errorf("cpu=0 line: got %q, want %q and icmp_error=%d", lines[0], want, w0.ICMPError)
+			}
+		}
 		resp, err := http.Get("http://" + m.Addr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)

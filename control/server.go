@@ -363,20 +363,47 @@ func (s *Server) count(ctx context.Context, req *Request) (int, error) {
 	return n, err
 }
 
-// stats writes `conntrack -S`: one line per shard (the kernel's per-CPU
-// lines; a shard is a worker) with the table's counters, then one line with
-// the pipeline's counters, which the datapath publishes summed over workers.
+// stats writes `conntrack -S`: one line per worker (the kernel's per-CPU
+// lines: worker i owns shard i) with every counter, the table's and the
+// pipeline's, in the order of /proc/net/stat/nf_conntrack; then a total
+// line, which also carries expect_delete (expectations are shared by all
+// workers, so their deletions belong to none).
 func (s *Server) stats(w *writer) {
 	t := s.b.Table()
+	ds := s.b.Stats()
+	var tot flowtable.Stats
+	var ptot bridge.Stats
+	x := t.Expect.Stats()
 	for i := 0; i < t.NumShards(); i++ {
 		st := t.Shard(i).PublishedStats()
-		w.line(fmt.Sprintf("cpu=%-4d found=%d new=%d insert=%d insert_failed=%d drop=%d early_drop=%d delete=%d entries=%d",
-			i, st.Found, st.Insert, st.Insert, st.InsertFailed, st.Drop, st.EarlyDrop, st.Delete, st.Count))
+		var p bridge.Stats
+		if i < len(ds.Workers) {
+			p = ds.Workers[i]
+		}
+		w.line(fmt.Sprintf("cpu=%-4d %s", i, statsFields(&st, &p)))
+		tot.Found += st.Found
+		tot.Insert += st.Insert
+		tot.InsertFailed += st.InsertFailed
+		tot.Drop += st.Drop
+		tot.EarlyDrop += st.EarlyDrop
+		tot.Delete += st.Delete
+		tot.Count += st.Count
 	}
-	p := s.b.Stats().Pipeline
-	x := t.Expect.Stats()
-	w.line(fmt.Sprintf("total    invalid=%d ignore=%d icmp_error=%d expect_new=%d expect_create=%d expect_delete=%d",
-		p.Invalid, p.Ignore, p.ICMPError, x.New, x.Create, x.Delete))
+	if len(ds.Workers) == 0 {
+		// A backend that publishes only totals.
+		ptot = ds.Pipeline
+	}
+	for i := range ds.Workers {
+		ptot.Add(&ds.Workers[i])
+	}
+	w.line(fmt.Sprintf("total    %s expect_delete=%d", statsFields(&tot, &ptot), x.Delete))
+}
+
+// statsFields formats one line's counters (kernel names; "new" and
+// "insert" are equal: an entry is confirmed when created).
+func statsFields(st *flowtable.Stats, p *bridge.Stats) string {
+	return fmt.Sprintf("found=%d new=%d invalid=%d ignore=%d delete=%d insert=%d insert_failed=%d drop=%d early_drop=%d icmp_error=%d expect_new=%d expect_create=%d entries=%d",
+		st.Found, st.Insert, p.Invalid, p.Ignore, st.Delete, st.Insert, st.InsertFailed, st.Drop, st.EarlyDrop, p.ICMPError, p.ExpectNew, p.ExpectCreate, st.Count)
 }
 
 func (s *Server) expectList(w *writer) int {

@@ -443,3 +443,47 @@ func TestFindSocket(t *testing.T) {
 		t.Errorf("two sockets: got %v, want both names", err)
 	}
 }
+
+// TestStatsPerWorker: every counter of `conntrack -S` is per worker, the
+// pipeline's ones (invalid, ignore, icmp_error, expect_*) included, and
+// the total line sums them.
+func TestStatsPerWorker(t *testing.T) {
+	f := newFake(t, 2)
+	f.DPStats.Workers = []bridge.Stats{
+		{Invalid: 3, Ignore: 1, ICMPError: 2, ExpectNew: 1},
+		{Invalid: 5, ExpectCreate: 4},
+	}
+	path := serve(t, f, Options{})
+	f.Process(pt.UDP4("198.18.0.1", "198.18.0.2", 1000, 53, nil), bridge.PortA)
+	// The owner publishes the shard counters in ServeReads.
+	var lines []string
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		var err error
+		if lines, _, err = call(t, path, Request{Op: OpStats}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.Join(lines, "\n"), "entries=1 expect_delete") || time.Now().After(end) {
+			break
+		}
+	}
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines %q, want 3 (two workers, total)", len(lines), lines)
+	}
+	for i, want := range []string{
+		"cpu=0    found=", "invalid=3 ignore=1 ", "icmp_error=2 expect_new=1 expect_create=0 ",
+	} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("cpu=0 line (%d): got %q, want it to contain %q", i, lines[0], want)
+		}
+	}
+	for _, want := range []string{"cpu=1    found=", "invalid=5 ignore=0 ", "icmp_error=0 expect_new=0 expect_create=4 "} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("cpu=1 line: got %q, want it to contain %q", lines[1], want)
+		}
+	}
+	for _, want := range []string{"total    found=0 new=1 invalid=8 ignore=1 delete=0 insert=1 ", "icmp_error=2 expect_new=1 expect_create=4 entries=1 expect_delete=0"} {
+		if !strings.Contains(lines[2], want) {
+			t.Errorf("total line: got %q, want it to contain %q", lines[2], want)
+		}
+	}
+}
