@@ -285,6 +285,18 @@ func (o *Ours) Advance(ns int64) { o.now += ns }
 // timeout are left out, as the kernel's dump leaves them out before its
 // garbage collector reaps them.
 func (o *Ours) Table() []Entry {
+	t, err := ParseTable(o.Listing(ctlist.Proc))
+	if err != nil {
+		// ctlist.Line is ours: a line the parser refuses is a bug in
+		// one of them, visible as a table difference.
+		return []Entry{{L3: "error", Line: err.Error()}}
+	}
+	return t
+}
+
+// Listing returns the live entries at the current clock as the operator
+// sees them (`statewire conntrack -L -o FORMAT`), one line each.
+func (o *Ours) Listing(f ctlist.Format) string {
 	now := o.rp.Now() + o.now - o.last
 	var es []flowtable.EntrySnapshot
 	o.rp.Pipeline.Shard().Range(func(e *flowtable.Entry) bool {
@@ -295,16 +307,10 @@ func (o *Ours) Table() []Entry {
 	})
 	var b strings.Builder
 	for i := range es {
-		b.WriteString(ctlist.Line(&es[i], now, ctlist.Proc))
+		b.WriteString(ctlist.Line(&es[i], now, f))
 		b.WriteByte('\n')
 	}
-	t, err := ParseTable(b.String())
-	if err != nil {
-		// ctlist.Line is ours: a line the parser refuses is a bug in
-		// one of them, visible as a table difference.
-		return []Entry{{L3: "error", Line: err.Error()}}
-	}
-	return t
+	return b.String()
 }
 
 // diff describes packet num from statewire's view.
