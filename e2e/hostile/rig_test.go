@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,15 +108,19 @@ func (r *rig) finish(t *testing.T) {
 // everything sent so far (they publish about every 50 ms) and returns them.
 func (r *rig) settle() bridge.DatapathStats {
 	var last bridge.DatapathStats
-	prev := uint64(1<<64 - 1)
-	for range 40 {
+	prev, stable := uint64(1<<64-1), 0
+	for range 60 {
 		time.Sleep(60 * time.Millisecond)
 		last = r.dp.Stats()
 		n := last.Total(bridge.PortA).RX + last.Total(bridge.PortB).RX
-		if n == prev {
+		if n != prev {
+			prev, stable = n, 0
+			continue
+		}
+		// Three equal reads: an idle worker may publish late.
+		if stable++; stable == 3 {
 			break
 		}
-		prev = n
 	}
 	return last
 }
@@ -272,6 +277,7 @@ func injected(frame []byte) []byte {
 type pacedTransfer struct {
 	Local, Remote *net.TCPAddr
 	Size          int
+	Active        atomic.Bool // the sender is still writing
 	done          chan error
 	sent, got     [32]byte
 }
@@ -308,6 +314,7 @@ func startPacedTransfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, siz
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	pt.Local, pt.Remote = c.LocalAddr().(*net.TCPAddr), c.RemoteAddr().(*net.TCPAddr)
+	pt.Active.Store(true)
 	go func() {
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		var err error
@@ -315,6 +322,7 @@ func startPacedTransfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, siz
 			_, err = c.Write(data[off:min(off+64<<10, size)])
 			time.Sleep(gap)
 		}
+		pt.Active.Store(false)
 		c.Close()
 		if rerr := <-recv; err == nil {
 			err = rerr

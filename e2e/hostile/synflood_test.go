@@ -63,13 +63,15 @@ func TestSYNFlood(t *testing.T) {
 					t.Fatalf("transfer %d before the flood: entry %v (found %v), want ASSURED", i, e.Conn.Status, ok)
 				}
 			}
-			before := r.settle()
+			// Not settle: the transfers keep the counters moving.
+			before := r.dp.Stats()
 			tbBefore := r.dp.Table().Stats()
 
 			// Sample the table while the flood runs.
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			var maxLen, samples, lost int
+			start := time.Now()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -82,6 +84,11 @@ func TestSYNFlood(t *testing.T) {
 					maxLen = max(maxLen, r.dp.Table().Len())
 					samples++
 					for i, x := range xfers {
+						// A finished connection is in TIME_WAIT, which
+						// early drop may evict like the kernel does.
+						if !x.Active.Load() {
+							continue
+						}
 						if e, ok := r.entryOf(t, x.Local, x.Remote); !ok || e.Conn.Status&statemachine.StatusAssured == 0 {
 							if lost == 0 {
 								t.Logf("transfer %d entry at sample %d: found %v, state %v, status %#x", i, samples, ok, e.Conn.State, e.Conn.Status)
@@ -92,8 +99,11 @@ func TestSYNFlood(t *testing.T) {
 					}
 				}
 			}()
-			start := time.Now()
+			if !xfers[0].Active.Load() || !xfers[1].Active.Load() {
+				t.Fatalf("transfers finished before the flood began; lengthen them")
+			}
 			sent := inj.send(frames)
+			activeAfter := xfers[0].Active.Load() && xfers[1].Active.Load()
 			took := time.Since(start)
 			close(stop)
 			wg.Wait()
@@ -124,6 +134,9 @@ func TestSYNFlood(t *testing.T) {
 			if maxLen > floodMaxFlows {
 				t.Errorf("table length: max observed %d, want <= %d", maxLen, floodMaxFlows)
 			}
+			if !activeAfter {
+				t.Errorf("a transfer finished before the flood ended, want both to outlast it")
+			}
 			if lost != 0 {
 				t.Errorf("transfer entries missing or not ASSURED in %d of %d samples, want 0", lost, 2*samples)
 			}
@@ -147,7 +160,7 @@ func TestSYNFlood(t *testing.T) {
 			}
 			for i, x := range xfers {
 				if e, ok := r.entryOf(t, x.Local, x.Remote); !ok {
-					t.Errorf("transfer %d after the flood: entry gone", i)
+					t.Logf("transfer %d after the flood: entry gone (closed: TIME_WAIT may be early-dropped)", i)
 				} else {
 					t.Logf("transfer %d entry after the flood: %v status %#x", i, e.Conn.State, e.Conn.Status)
 				}
