@@ -18,4 +18,32 @@
 // copy through bridge.Control.Store; concurrent writers are serialised by the
 // server's mutex so no change is lost. Each connection is served by its own
 // goroutine; none of them is on the packet path.
+//
+// # Events
+//
+// `conntrack -E` is fed by the workers, not by snapshots: while at least one
+// -E client is connected (bridge.Events.Subscribe), each worker writes a
+// fixed-size bridge.Event into its own SPSC ring when it creates an entry
+// ([NEW]), when a packet changes its TCP state or status bits ([UPDATE],
+// one per packet, as ctnetlink sends the IPCT_* bits a packet cached), and
+// when the entry is removed for any reason ([DESTROY]: expiry, early drop,
+// -D, -F, a tracker kill, a reopening SYN). One drain goroutine of the
+// server (running while clients are connected) empties the rings every
+// millisecond and gives each client the events its filter matches, through
+// a buffered channel; the client's goroutine formats them
+// (ctlist.EventLine: the kernel's lines, checked against Linux in the lab).
+// A full ring or client queue drops events and the client is told how many
+// ("WARNING: N events lost"), as conntrack reports ENOBUFS. Events of one
+// connection are in order; events of connections on different workers may
+// interleave differently from their wall-clock order, as the kernel's
+// per-CPU events do.
+//
+// # Logging INVALID packets
+//
+// The sysctl nf_conntrack_log_invalid (0 off, 255 all protocols, or one
+// protocol number) makes the workers log INVALID packets through the
+// server's logger as "nf_ct_proto_N: <reason>" with the tuple, at most 10
+// per 5 seconds per worker (the kernel's net_ratelimit) and then by the
+// logger's per-message limit. Listen gives the workers the server's logger
+// unless bridge.Control already has one.
 package control

@@ -8,9 +8,9 @@
 //
 // Shard i belongs to one goroutine, worker i (its owner). Only the owner
 // calls Lookup, LookupBatch, Insert, Delete, Expire, Range, Ref, Resolve,
-// Len, Stats and ServeReads on the shard, and only the owner touches an
-// *Entry of the shard. No shard method takes a lock or waits for another
-// goroutine.
+// Len, Stats, ServeReads, Snapshot and SetRemoveHook on the shard, and
+// only the owner touches an *Entry of the shard. No shard method takes a
+// lock or waits for another goroutine.
 //
 // Other goroutines read through the owner: Table.Snapshot posts a request
 // (an atomic pointer in the shard) and waits; the owner, between batches,
@@ -22,6 +22,10 @@
 // Table.Len from any goroutine. A Snapshot therefore completes only while
 // the workers run; when they do not (replay, tests, after shutdown) the
 // single goroutine that drives the table uses Shard.Range directly.
+//
+// A remove hook (SetRemoveHook, for conntrack -E [DESTROY] events) runs on
+// the owner inside whichever call removes the entry; it is nil, and costs
+// one branch per removal, while nobody listens.
 //
 // Table.HashKey, Table.ShardFor, Table.Config and everything on
 // Expectations are safe from any goroutine. Expectations are shared by all

@@ -1,0 +1,81 @@
+package flowtable
+
+import (
+	"testing"
+
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// TestRemoveHook: the hook sees every removal (Delete, lazy expiry in a
+// lookup, the sweep, early drop) with the entry still intact, and nothing
+// once unset.
+func TestRemoveHook(t *testing.T) {
+	tab, err := New(Config{Shards: 1, Buckets: 4, MaxEntries: 2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tab.Shard(0)
+	var seen []uint16
+	hook := func(sh *Shard, e *Entry) {
+		if sh != s || e.flags&flagUsed == 0 {
+			t.Errorf("hook got shard %p entry flags %d, want shard %p and a live entry", sh, e.flags, s)
+		}
+		var es EntrySnapshot
+		sh.Snapshot(e, &es)
+		seen = append(seen, es.Orig.SrcPort)
+	}
+	add := func(port uint16, expires int64, assured bool) *Entry {
+		tu := Tuple{Src: packet.AddrFrom4([4]byte{198, 18, 0, 1}), Dst: packet.AddrFrom4([4]byte{198, 18, 0, 2}),
+			SrcPort: port, DstPort: 80, Proto: packet.ProtoTCP, L3: 4}
+		k := tu.Key()
+		e, _ := s.Insert(&k, tab.HashKey(&k), &tu, 0)
+		if e == nil {
+			t.Fatalf("insert %d: table full", port)
+		}
+		e.Conn.Expires = expires
+		if assured {
+			e.Conn.Status |= statemachine.StatusAssured
+		}
+		return e
+	}
+	tests := []struct {
+		name string
+		do   func()
+		want uint16
+	}{
+		{"delete", func() { s.Delete(add(1, 100, true)) }, 1},
+		{"lazy expiry", func() {
+			e := add(2, 10, true)
+			k := e.Key()
+			if s.Lookup(&k, tab.HashKey(&k), 20) != nil {
+				t.Errorf("expired entry found")
+			}
+		}, 2},
+		{"sweep", func() { add(3, 10, true); s.Expire(20, 100) }, 3},
+		{"early drop", func() { add(4, 100, false); add(5, 100, true); add(6, 100, true) }, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seen = seen[:0]
+			s.SetRemoveHook(hook)
+			tt.do()
+			if len(seen) != 1 || seen[0] != tt.want {
+				t.Errorf("hook saw sports %v, want [%d]", seen, tt.want)
+			}
+			s.SetRemoveHook(nil)
+			for _, e := range collect(s) {
+				s.Delete(e)
+			}
+			if len(seen) != 1 {
+				t.Errorf("hook called %d times after it was removed", len(seen)-1)
+			}
+		})
+	}
+}
+
+func collect(s *Shard) []*Entry {
+	var out []*Entry
+	s.Range(func(e *Entry) bool { out = append(out, e); return true })
+	return out
+}
