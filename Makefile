@@ -5,7 +5,7 @@ GO      ?= go
 PKGS    := ./...
 TIMEOUT ?= 20m
 
-.PHONY: all setup build demo test unit vet bench bench-baseline fuzz perf perf-quick clean
+.PHONY: all setup build demo test unit vet bench bench-baseline fuzz perf perf-quick soak clean
 
 all: build
 
@@ -70,6 +70,14 @@ perf: build
 perf-quick: build
 	mkdir -p perf/out
 	./statewire perf --quick --json perf/out/results.json --svg perf/out/results.svg
+
+# The soak test (build tag soak: never compiled by CI): SOAK_DURATION of
+# mixed traffic and churn through the datapath (root); a sample every 10 s
+# in SOAK_OUT (TSV), the summary next to it (.summary.txt).
+SOAK_DURATION ?= 30m
+SOAK_OUT      ?= $(CURDIR)/soak.tsv
+soak: setup
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_OUT=$(SOAK_OUT) $(GO) test -tags soak -count=1 -run '^TestSoak$$' -timeout 0 -v ./e2e/soak
 
 clean:
 	rm -f statewire
