@@ -348,6 +348,17 @@ func (dp *Datapath) Start() error {
 	if dp.manual {
 		return nil
 	}
+	// One P more than workers. A worker holds its P while it spins, and
+	// while it is inside a sendto the runtime's sysmon finds that P in a
+	// syscall with no idle P anywhere: it retakes it, and because it
+	// retook something it keeps polling every 20 µs instead of backing
+	// off to 10 ms. Under taskset to the workers' CPUs (GOMAXPROCS ==
+	// workers) that thread then preempts the worker thousands of times a
+	// second (11% of the device CPU in the CPS profile, perf/RESULTS.md).
+	// With a spare P, sysmon leaves short syscalls alone.
+	if n := len(dp.workers) + 1; runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
+	}
 	dp.wg.Add(len(dp.workers))
 	for _, w := range dp.workers {
 		go w.run()

@@ -279,11 +279,12 @@ func (d *device) resume() error {
 	return d.exited()
 }
 
-// steer sends port A's received skbs to cpu with RPS (kernel devices only:
-// XDP devices never build an skb on port A). The generator's CPU then only
-// generates and takes the frame off the veth ring; the bridge, conntrack,
-// port B and the sink run on the device CPU, and frames the device cannot
-// take are dropped at that CPU's backlog, as on a NIC with RSS.
+// steer sends the skbs received on ports A and B to cpu with RPS (kernel
+// devices only: XDP devices never build an skb on their ports). The
+// generator's CPU then only generates and takes the frame off the veth
+// ring; the bridge, conntrack, the other port and the far host's receive
+// run on the device CPU, and frames the device cannot take are dropped at
+// that CPU's backlog, as on a NIC with RSS.
 func (d *device) steer(cpu int, mode string) error {
 	if d.steered || cpu < 0 || d.name == generatorDevice {
 		return nil
@@ -296,9 +297,16 @@ func (d *device) steer(cpu int, mode string) error {
 	}
 	l := d.lab
 	mask := fmt.Sprintf("%x", uint64(1)<<uint(cpu))
-	if _, err := l.Run(context.Background(), l.BridgeNS, "sh", "-c",
-		"for q in /sys/class/net/"+l.PortA+"/queues/rx-*; do echo "+mask+" > $q/rps_cpus; done"); err != nil {
-		return fmt.Errorf("perf: RPS on %s: %w", l.PortA, err)
+	// Port B too: the floods send nothing from the right, but the TCP
+	// handshakes and the CPS sessions do, and without RPS a kernel
+	// bridge forwarded those on the generator CPU (where the right
+	// endpoint transmitted) while statewire's worker forwards both
+	// directions on the device CPU.
+	for _, port := range []string{l.PortA, l.PortB} {
+		if _, err := l.Run(context.Background(), l.BridgeNS, "sh", "-c",
+			"for q in /sys/class/net/"+port+"/queues/rx-*; do echo "+mask+" > $q/rps_cpus; done"); err != nil {
+			return fmt.Errorf("perf: RPS on %s: %w", port, err)
+		}
 	}
 	d.steered = true
 	return nil
