@@ -25,7 +25,10 @@
 // that transmitted, i.e. the generator's. In the default SteerRPS the
 // kernel bridges' port A has an XDP_PASS program (veth needs one for XDP
 // transmit into it) and RPS to the device CPU, where the bridge,
-// br_netfilter and conntrack, port B and the sink run; statewire's XDP
+// br_netfilter and conntrack, port B and the sink run. Port B gets the same
+// XDP_PASS and RPS: the TCP and CPS traffic also comes from the right
+// (until that RPS existed a kernel bridge forwarded that half on the
+// generator CPU, a second CPU statewire did not have); statewire's XDP
 // program and its copy into the AF_XDP ring run on the generator CPU, its
 // workers (taskset) on the device CPU; XDP_REDIRECT runs entirely on the
 // generator CPU (it is the ceiling, generator included). A device that
