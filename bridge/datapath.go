@@ -467,6 +467,7 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 	}
 	dp.wg.Wait()
 	final := dp.Stats()
+	errs = append(errs, dp.settleTX(&final))
 	dp.final.Store(&final)
 	errs = append(errs, dp.closeAll())
 	return final, errors.Join(errs...)
@@ -487,4 +488,38 @@ func (dp *Datapath) stepUntilDone() {
 			}
 		}
 	}
+}
+
+// settleTX runs in Stop once the workers are done (their sockets and UMEMs
+// are ours now): it reaps the last completions, records in final the frames
+// still on each TX ring as Unsent (forwarded, never sent: the port could
+// not take them before the drain deadline), marks the totals Final and
+// checks every UMEM's frame accounting.
+func (dp *Datapath) settleTX(final *DatapathStats) error {
+	final.Final = true
+	var errs []error
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			qs := &final.Queues[q.id]
+			for p, s := range q.sock {
+				if s == nil {
+					continue
+				}
+				s.Complete(^uint32(0))
+				st, err := s.Stats()
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				qs.Socket[p] = st
+				if st.TX > st.Completed {
+					qs.Unsent[p] = st.TX - st.Completed
+				}
+			}
+			if err := q.umem.Check(); err != nil {
+				errs = append(errs, fmt.Errorf("bridge: queue %d: %w", q.id, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -54,6 +54,10 @@ type QueueStats struct {
 	Mode          ring.Mode
 	Port          [2]PortCounters
 	Socket        [2]ring.Stats
+	// Unsent[p] counts, in the final totals only, the frames still on port
+	// p's TX ring (or in the kernel) when Stop gave up draining: they were
+	// counted forwarded but never left (for example port p was down).
+	Unsent [2]uint64
 }
 
 // DatapathStats is a copy of every counter, published by the workers (about
@@ -65,6 +69,7 @@ type DatapathStats struct {
 	Pipeline Stats        // the pipelines' counters summed over workers
 	Workers  []Stats      // each worker's pipeline counters, by worker (= shard) id
 	Kicks    uint64       // TX sendto calls
+	Final    bool         // the totals Stop returned: nothing can be in flight
 }
 
 // Total returns port p's counters summed over queues.
@@ -74,6 +79,16 @@ func (s *DatapathStats) Total(p Port) PortCounters {
 		t.add(&s.Queues[i].Port[p])
 	}
 	return t
+}
+
+// Unsent returns the frames left on port p's TX rings at Stop (see
+// QueueStats.Unsent), over all queues.
+func (s *DatapathStats) Unsent(p Port) uint64 {
+	var n uint64
+	for i := range s.Queues {
+		n += s.Queues[i].Unsent[p]
+	}
+	return n
 }
 
 // Sent returns the frames submitted on port p's TX rings, over all queues.
@@ -99,7 +114,10 @@ func (s *DatapathStats) KernelDrops(p Port) uint64 {
 // CheckConservation verifies, for each direction, that every frame taken
 // from port p's RX rings was forwarded, dropped with a counted reason or is
 // in flight, and that the frames forwarded from p equal the frames submitted
-// on the other port's TX rings. After Stop nothing is in flight.
+// on the other port's TX rings. In the final totals it also checks that
+// every submitted frame came back through the completion ring or is counted
+// Unsent: a frame the kernel never sent is never reported as forwarded
+// without a trace.
 func (s *DatapathStats) CheckConservation() error {
 	for _, p := range []Port{PortA, PortB} {
 		t := s.Total(p)
@@ -110,6 +128,17 @@ func (s *DatapathStats) CheckConservation() error {
 		if sent := s.Sent(p.Other()); sent != t.Forwarded {
 			return fmt.Errorf("direction %s->%s: %d frames forwarded but %d submitted on %s's TX rings",
 				p, p.Other(), t.Forwarded, sent, p.Other())
+		}
+		if !s.Final {
+			continue
+		}
+		var done uint64
+		for i := range s.Queues {
+			done += s.Queues[i].Socket[p.Other()].Completed
+		}
+		if sent, unsent := s.Sent(p.Other()), s.Unsent(p.Other()); sent != done+unsent {
+			return fmt.Errorf("direction %s->%s: %d frames submitted on %s's TX rings, %d completed + %d unsent at stop",
+				p, p.Other(), sent, p.Other(), done, unsent)
 		}
 	}
 	return nil

@@ -135,6 +135,21 @@ func TestSteering(t *testing.T) {
 	}
 }
 
+// finalTotals makes s the totals of a stopped datapath: the in-flight frame
+// forwarded, every TX submission completed but the last stuck on B's ring.
+func finalTotals(s *DatapathStats, stuck uint64) {
+	s.Final = true
+	s.Queues[1].Port[PortA].InFlight = 0
+	s.Queues[1].Port[PortA].Forwarded++
+	s.Queues[1].Socket[PortB].TX++
+	for i := range s.Queues {
+		for p := range s.Queues[i].Socket {
+			s.Queues[i].Socket[p].Completed = s.Queues[i].Socket[p].TX
+		}
+	}
+	s.Queues[1].Socket[PortB].Completed -= stuck
+}
+
 func TestCheckConservation(t *testing.T) {
 	base := func() DatapathStats {
 		var s DatapathStats
@@ -156,6 +171,13 @@ func TestCheckConservation(t *testing.T) {
 		{"balanced", func(*DatapathStats) {}, ""},
 		{"a frame lost A to B", func(s *DatapathStats) { s.Queues[1].Port[PortA].RX++ }, "direction A->B: 16 frames in, 15 out"},
 		{"an uncounted send on A", func(s *DatapathStats) { s.Queues[0].Socket[PortA].TX++ }, "direction B->A: 3 frames forwarded but 4 submitted"},
+		{"final, all completed", func(s *DatapathStats) { finalTotals(s, 0) }, ""},
+		{"final, two left on B's TX ring, counted", func(s *DatapathStats) {
+			finalTotals(s, 2)
+			s.Queues[1].Unsent[PortB] = 2
+		}, ""},
+		{"final, two left on B's TX ring, not counted", func(s *DatapathStats) { finalTotals(s, 2) },
+			"direction A->B: 12 frames submitted on B's TX rings, 10 completed + 0 unsent at stop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()

@@ -263,6 +263,9 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 		if k := s.KernelDrops(p); k > 0 {
 			fmt.Fprintf(w, "; kernel dropped %d before RX", k)
 		}
+		if u := s.Unsent(p.Other()); u > 0 {
+			fmt.Fprintf(w, "; %d of the forwarded never left %s (still on its TX ring at stop)", u, p.Other())
+		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "states:")

@@ -99,11 +99,19 @@ func TestStopWithEgressDown(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	udp.stopSending()
 	start := time.Now()
-	st := r.stop(t) // checkSockets: TX submitted == completed
+	st := r.stop(t) // checkSockets: TX submitted == completed + unsent
 	t.Logf("Stop with port B down took %v; UDP sent %d received %d", time.Since(start).Round(time.Millisecond), udp.sent.Load(), udp.got.Load())
 	var stuck uint64
 	for _, q := range st.Queues {
 		stuck += q.Socket[bridge.PortB].TX - q.Socket[bridge.PortB].Completed
 	}
-	t.Logf("frames counted forwarded A->B but left on B's TX ring at Stop: %d", stuck)
+	t.Logf("frames forwarded A->B but left on B's TX ring at Stop: %d, counted unsent: %d", stuck, st.Unsent(bridge.PortB))
+	// Port B was down for the last 500 ms of a 200 µs stream: frames must
+	// have been stuck, and every one of them must be counted.
+	if stuck == 0 {
+		t.Errorf("no frame left on port B's TX ring: the fault did not happen")
+	}
+	if got := st.Unsent(bridge.PortB); got != stuck {
+		t.Errorf("Unsent(B) = %d, want the %d frames left on the TX ring", got, stuck)
+	}
 }
