@@ -53,7 +53,7 @@ bench-baseline: setup
 FUZZTIME ?= 30s
 FUZZ := packet:FuzzParse statemachine:FuzzTrack rules:FuzzLoad \
 	helpers:FuzzFTP helpers:FuzzIRC helpers:FuzzTFTP helpers:FuzzAmanda helpers:FuzzIn6pton \
-	replay:FuzzReplay
+	replay:FuzzReplay bridge:FuzzPipeline
 fuzz:
 	@for t in $(FUZZ); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
