@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
-
-const pcapDir = "/work/shared/pcaps"
 
 // readTSV reads a kernel-states fixture: number<TAB>state per line.
 func readTSV(t testing.TB, path string) []string {
@@ -79,9 +78,9 @@ func TestKernelStatesSmall(t *testing.T) {
 	t.Cleanup(func() { o.Close() })
 	for _, name := range smallCaptures {
 		t.Run(name, func(t *testing.T) {
-			want := readTSV(t, filepath.Join(pcapDir, "kernel-states/nohelper", name+".tsv"))
+			want := readTSV(t, filepath.Join(testenv.Pcaps(t), "kernel-states/nohelper", name+".tsv"))
 			start := time.Now()
-			got, err := o.States(ctx, filepath.Join(pcapDir, name))
+			got, err := o.States(ctx, filepath.Join(testenv.Pcaps(t), name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,9 +107,9 @@ func TestKernelStatesAll(t *testing.T) {
 		t.Skip("replays every capture twice; skipped with -short")
 	}
 	ctx := context.Background()
-	pcaps, err := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
+	pcaps, err := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
 	if err != nil || len(pcaps) == 0 {
-		t.Fatalf("no captures in %s: %v", pcapDir, err)
+		t.Fatalf("no captures in %s: %v", testenv.Pcaps(t), err)
 	}
 	for _, mode := range []struct {
 		dir     string
@@ -125,7 +124,7 @@ func TestKernelStatesAll(t *testing.T) {
 			total, agreeAll := 0, 0
 			for _, p := range pcaps {
 				name := filepath.Base(p)
-				want := readTSV(t, filepath.Join(pcapDir, "kernel-states", mode.dir, name+".tsv"))
+				want := readTSV(t, filepath.Join(testenv.Pcaps(t), "kernel-states", mode.dir, name+".tsv"))
 				start := time.Now()
 				got, err := o.States(ctx, p)
 				if err != nil {
@@ -150,7 +149,7 @@ func TestKernelStatesAll(t *testing.T) {
 
 func TestKernelStatesOneShot(t *testing.T) {
 	lab.RequireRoot(t)
-	got, err := KernelStates(context.Background(), filepath.Join(pcapDir, "tcp-syn-ack-rst.pcap"), Options{})
+	got, err := KernelStates(context.Background(), filepath.Join(testenv.Pcaps(t), "tcp-syn-ack-rst.pcap"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +164,7 @@ func TestKernelStatesOneShot(t *testing.T) {
 // documents.
 func TestKernelStatesInjectFragments(t *testing.T) {
 	lab.RequireRoot(t)
-	got, err := KernelStates(context.Background(), filepath.Join(pcapDir, "ipv4-frag-udp-nfs.pcap"),
+	got, err := KernelStates(context.Background(), filepath.Join(testenv.Pcaps(t), "ipv4-frag-udp-nfs.pcap"),
 		Options{InjectFragments: true})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/ring"
 )
@@ -85,7 +86,7 @@ func threadsPinnedTo(t *testing.T, want string) int {
 // only, and traffic flows.
 func TestPinnedWorkers(t *testing.T) {
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs")
+		testenv.Unavailable(t, "needs 2 CPUs")
 	}
 	forEachCores(t, func(t *testing.T, cores int) {
 		cpus := []int{1, 0}[:cores]

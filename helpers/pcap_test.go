@@ -2,7 +2,6 @@ package helpers
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,12 +14,10 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/statemachine"
 )
-
-// pcapDir holds the shared capture corpus (/work/shared/pcaps).
-var pcapDir = filepath.Join("..", "..", "shared", "pcaps")
 
 // capPacket is one captured frame reduced to what Inspect reads, decoded
 // with gopacket (test only; the hot path uses package packet).
@@ -31,10 +28,7 @@ type capPacket struct {
 
 func readCapture(t *testing.T, name string) []capPacket {
 	t.Helper()
-	f, err := os.Open(filepath.Join(pcapDir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("capture corpus not present at %s", pcapDir)
-	}
+	f, err := os.Open(filepath.Join(testenv.Pcaps(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +110,7 @@ func decode(t *testing.T, data []byte) capPacket {
 // each packet with the helpers attached.
 func kernelStates(t *testing.T, name string) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(pcapDir, "kernel-states", "helpers", name+".tsv"))
+	f, err := os.Open(filepath.Join(testenv.Pcaps(t), "kernel-states", "helpers", name+".tsv"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
 )
-
-const pcapDir = "/work/shared/pcaps"
 
 // capture is one frame of a capture file.
 type capture struct {
@@ -29,13 +28,14 @@ type capture struct {
 	wireLen int
 }
 
-// readCaptures reads every frame of every pcap and pcapng file in pcapDir.
-// It skips the test when the corpus is not there.
+// readCaptures reads every frame of every pcap and pcapng file of the
+// shared corpus (testenv.Pcaps: missing fails in CI, skips elsewhere).
 func readCaptures(tb testing.TB) []capture {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
+	dir := testenv.Pcaps(tb)
+	files, err := filepath.Glob(filepath.Join(dir, "*.pcap*"))
 	if err != nil || len(files) == 0 {
-		tb.Skipf("no captures in %s", pcapDir)
+		tb.Fatalf("no captures in %s: %v", dir, err)
 	}
 	var out []capture
 	for _, f := range files {
@@ -321,7 +321,7 @@ func TestPcapsAgainstKernelStates(t *testing.T) {
 	// holds 6 bytes of IPv4 header, so the parser cannot recover it.
 	known := map[string]packet.Reason{"ipv4-header-truncated.pcap#1": packet.ReasonTruncatedIPv4}
 	states := map[string]string{}
-	files, _ := filepath.Glob(filepath.Join(pcapDir, "kernel-states", "nohelper", "*.tsv"))
+	files, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "kernel-states", "nohelper", "*.tsv"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -336,7 +336,7 @@ func TestPcapsAgainstKernelStates(t *testing.T) {
 		}
 	}
 	if len(states) == 0 {
-		t.Skip("no kernel states")
+		t.Fatal("no kernel states in the corpus")
 	}
 	var p packet.Packet
 	compared := 0

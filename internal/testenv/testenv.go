@@ -39,3 +39,10 @@ func Unavailable(t testing.TB, reason string) {
 	}
 	t.Skip(reason)
 }
+
+// Pcaps returns the shared capture corpus folder (Shared(t)/pcaps): a test
+// that needs it fails in CI and skips elsewhere when it is missing.
+func Pcaps(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(Shared(t), "pcaps")
+}
