@@ -77,7 +77,6 @@ const (
 // Line formats one entry (no trailing newline).
 func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 	var b strings.Builder
-	c := &es.Conn
 	if f == Proc {
 		name, num := L3Name(es.Orig.L3)
 		b.WriteString(pad(name, 8))
@@ -85,13 +84,44 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 		b.WriteString(strconv.Itoa(num))
 		b.WriteByte(' ')
 	}
+	writeTuples(&b, es, now, true, true)
+	b.WriteByte(' ')
+	if es.Conn.Status&statemachine.StatusAssured != 0 {
+		b.WriteString("[ASSURED] ")
+	}
+	b.WriteString("mark=0 ")
+	// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
+	// connections (the kernel needs explicit zones for that). The proc
+	// file always prints the zone, conntrack -L only a non-default one.
+	if f == Proc || es.Orig.VLAN != 0 {
+		b.WriteString("zone=")
+		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
+		b.WriteByte(' ')
+	}
+	if es.Helper != 0 {
+		b.WriteString("helper=")
+		b.WriteString(helpers.ID(es.Helper).String())
+		b.WriteByte(' ')
+	}
+	b.WriteString("use=1")
+	return b.String()
+}
+
+// writeTuples writes the part a listing line and an event line share: L4
+// name and number, the timeout (withTimeout), the TCP state (withState),
+// the original tuple, [UNREPLIED] and the reply tuple, without a trailing
+// space.
+func writeTuples(b *strings.Builder, es *flowtable.EntrySnapshot, now int64, withTimeout, withState bool) {
+	c := &es.Conn
 	b.WriteString(pad(L4Name(es.Orig.Proto), 8))
 	b.WriteByte(' ')
 	b.WriteString(strconv.Itoa(int(es.Orig.Proto)))
 	b.WriteByte(' ')
-	b.WriteString(strconv.FormatInt(Timeout(c, now), 10))
-	b.WriteByte(' ')
-	if es.Orig.Proto == packet.ProtoTCP {
+	if withTimeout {
+		b.WriteString(strconv.FormatInt(Timeout(c, now), 10))
+		b.WriteByte(' ')
+	}
+	if withState && es.Orig.Proto == packet.ProtoTCP {
 		b.WriteString(c.State.String())
 		b.WriteByte(' ')
 	}
@@ -101,34 +131,6 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 		b.WriteString("[UNREPLIED] ")
 	}
 	b.WriteString(es.Reply().String())
-	b.WriteByte(' ')
-	if c.Status&statemachine.StatusAssured != 0 {
-		b.WriteString("[ASSURED] ")
-	}
-	b.WriteString("mark=0 ")
-	if f == Proc {
-		// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
-		// connections (the kernel needs explicit zones for that).
-		b.WriteString("zone=")
-		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
-		b.WriteByte(' ')
-	} else if es.Orig.VLAN != 0 {
-		b.WriteString("zone=")
-		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))
-		b.WriteByte(' ')
-	}
-	if f == Conntrack && es.Helper != 0 {
-		b.WriteString("helper=")
-		b.WriteString(helpers.ID(es.Helper).String())
-		b.WriteByte(' ')
-	}
-	if f == Proc && es.Helper != 0 {
-		b.WriteString("helper=")
-		b.WriteString(helpers.ID(es.Helper).String())
-		b.WriteByte(' ')
-	}
-	b.WriteString("use=1")
-	return b.String()
 }
 
 func pad(s string, n int) string {
@@ -188,27 +190,9 @@ func EventPrefix(kind string) string {
 // IPCT_PROTOINFO was set, or the entry is new or destroyed).
 func EventLine(kind string, es *flowtable.EntrySnapshot, now int64, protoInfo bool) string {
 	var b strings.Builder
-	c := &es.Conn
 	b.WriteString(EventPrefix(kind))
-	b.WriteString(pad(L4Name(es.Orig.Proto), 8))
-	b.WriteByte(' ')
-	b.WriteString(strconv.Itoa(int(es.Orig.Proto)))
-	b.WriteByte(' ')
-	if kind != "DESTROY" {
-		b.WriteString(strconv.FormatInt(Timeout(c, now), 10))
-		b.WriteByte(' ')
-	}
-	if protoInfo && es.Orig.Proto == packet.ProtoTCP {
-		b.WriteString(c.State.String())
-		b.WriteByte(' ')
-	}
-	b.WriteString(es.Orig.String())
-	b.WriteByte(' ')
-	if c.Status&statemachine.StatusSeenReply == 0 {
-		b.WriteString("[UNREPLIED] ")
-	}
-	b.WriteString(es.Reply().String())
-	if c.Status&statemachine.StatusAssured != 0 {
+	writeTuples(&b, es, now, kind != "DESTROY", protoInfo)
+	if es.Conn.Status&statemachine.StatusAssured != 0 {
 		b.WriteString(" [ASSURED]")
 	}
 	if es.Orig.VLAN != 0 {

@@ -22,6 +22,8 @@ func TestLineFormats(t *testing.T) {
 	est.Conn.Status = statemachine.StatusSeenReply | statemachine.StatusAssured
 	est.Conn.Expires = now + 431999e9
 	est.Helper = 1 // ftp
+	vlan := ssh
+	vlan.Orig.VLAN = 7
 	ping := flowtable.EntrySnapshot{
 		Orig: flowtable.Tuple{Src: addr4(10, 0, 0, 1), Dst: addr4(10, 0, 0, 2), SrcPort: 77, DstPort: 8 << 8, Proto: packet.ProtoICMP, L3: 4},
 		Conn: statemachine.Conn{Expires: now + 29e9, Proto: packet.ProtoICMP, Status: statemachine.StatusSeenReply},
@@ -36,6 +38,9 @@ func TestLineFormats(t *testing.T) {
 		{"syn_sent proc", ssh, Proc, "ipv4     2 tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=0 use=1"},
 		{"syn_sent conntrack -L", ssh, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 use=1"},
 		{"established with helper", est, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 helper=ftp use=1"},
+		{"established with helper proc", est, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 zone=0 helper=ftp use=1"},
+		// conntrack -L prints a zone only when it is not the default.
+		{"vlan conntrack -L", vlan, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=7 use=1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
