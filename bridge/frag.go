@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/statewire/statewire/packet"
@@ -55,7 +56,15 @@ type fragKey struct {
 // fragRun is a byte range [start, end) of a datagram's fragmentable part.
 type fragRun struct{ start, end uint32 }
 
+// fragSlot is one slot of the cache: the datagram it remembers, under the
+// slot's own lock.
 type fragSlot struct {
+	mu sync.Mutex
+	fragDatagram
+}
+
+// fragDatagram is what a slot remembers of one datagram.
+type fragDatagram struct {
 	key     fragKey
 	expires int64
 	res     Result
@@ -79,16 +88,21 @@ const (
 // of each datagram seen so far. It is a fixed-size, direct-mapped table (a
 // newer datagram overwrites an older one in its slot, counted as an
 // eviction), shared by all workers of a bridge and safe for concurrent
-// use: fragments are rare, so a mutex is cheaper than cleverness. Memory is
-// fixed at creation; nothing is allocated per fragment.
+// use. It cannot be per worker: a first fragment is judged by the worker
+// owning its flow, while the later ones (no ports, so no flow) stay with
+// the worker that received them. Each slot has its own lock, so workers
+// wait on each other only for fragments of datagrams sharing a slot, never
+// for the cache as a whole (a fragment flood on one worker does not stall
+// the others' fragments). Memory is fixed at creation; nothing is allocated
+// per fragment.
 type FragCache struct {
-	mu         sync.Mutex
-	slots      []fragSlot
-	mask       uint64
-	seed       uint64
-	Evictions  uint64 // datagrams forgotten for a newer one in their slot; guarded by mu
-	Duplicates uint64 // fragments wholly inside bytes already seen; guarded by mu
-	Overlaps   uint64 // datagrams discarded for a partial overlap, a contradicting end or too many holes; guarded by mu
+	slots []fragSlot
+	mask  uint64
+	seed  uint64
+
+	evictions  atomic.Uint64 // datagrams forgotten for a newer one in their slot
+	duplicates atomic.Uint64 // fragments wholly inside bytes already seen
+	overlaps   atomic.Uint64 // datagrams discarded for a partial overlap, a contradicting end or too many holes
 }
 
 // NewFragCache returns a cache of size slots (rounded up to a power of two).
@@ -103,9 +117,7 @@ func NewFragCache(size int, seed uint64) *FragCache {
 // FragCounters returns Evictions, Duplicates and Overlaps (safe from any
 // goroutine).
 func (c *FragCache) FragCounters() (evictions, duplicates, overlaps uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.Evictions, c.Duplicates, c.Overlaps
+	return c.evictions.Load(), c.duplicates.Load(), c.overlaps.Load()
 }
 
 func keyOfFragment(p *packet.Packet) fragKey {
@@ -136,14 +148,14 @@ func (c *FragCache) slot(k *fragKey) *fragSlot {
 }
 
 // complete reports whether every byte of the datagram was seen.
-func (s *fragSlot) complete() bool {
+func (s *fragDatagram) complete() bool {
 	return s.end != 0 && s.nruns == 1 && s.runs[0] == fragRun{0, s.end}
 }
 
 // add records the range [start, end) of a fragment (last: MF clear) and
 // says what it means, as the kernel's inet_frag_queue_insert and
 // ip_frag_queue do. Only fragFresh changes the runs.
-func (s *fragSlot) add(start, end uint32, last bool) fragOutcome {
+func (s *fragDatagram) add(start, end uint32, last bool) fragOutcome {
 	if s.bad {
 		return fragOverlap
 	}
@@ -222,30 +234,30 @@ func (c *FragCache) store(p *packet.Packet, now int64, r *Result) fragOutcome {
 		timeout = fragTimeoutV6
 	}
 	start, end := extentOf(p)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.slot(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	live := s.used && s.expires > now
 	if live && s.key == k && !s.complete() {
 		out := s.add(start, end, false)
-		c.count(s, out)
+		c.count(out)
 		return out
 	}
 	if live && s.key != k {
-		c.Evictions++
+		c.evictions.Add(1)
 	}
-	*s = fragSlot{key: k, expires: now + timeout, res: *r, used: true}
+	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, res: *r, used: true}
 	s.add(start, end, false)
 	return fragFresh
 }
 
-// count counts an outcome of s.add.
-func (c *FragCache) count(s *fragSlot, out fragOutcome) {
+// count counts an outcome of add.
+func (c *FragCache) count(out fragOutcome) {
 	switch out {
 	case fragDup:
-		c.Duplicates++
+		c.duplicates.Add(1)
 	case fragOverlap:
-		c.Overlaps++
+		c.overlaps.Add(1)
 	}
 }
 
@@ -255,16 +267,16 @@ func (c *FragCache) count(s *fragSlot, out fragOutcome) {
 func (c *FragCache) later(p *packet.Packet, now int64) (res Result, out fragOutcome, ok bool) {
 	k := keyOfFragment(p)
 	start, end := extentOf(p)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.slot(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.used || s.key != k || s.expires <= now {
 		return Result{}, fragFresh, false
 	}
 	wasBad := s.bad
 	out = s.add(start, end, !p.MoreFrags)
 	if !wasBad {
-		c.count(s, out)
+		c.count(out)
 	}
 	return s.res, out, true
 }

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/statewire/statewire/packet"
@@ -40,7 +42,7 @@ func TestFragSlotAdd(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var s fragSlot
+			var s fragDatagram
 			for i, f := range c.frags {
 				if got := s.add(f.start, f.end, f.last); got != f.want {
 					t.Errorf("fragment %d [%d,%d) last=%v: got %v, want %v", i, f.start, f.end, f.last, got, f.want)
@@ -53,7 +55,7 @@ func TestFragSlotAdd(t *testing.T) {
 // TestFragSlotComplete: a datagram whose bytes all arrived is complete, and
 // a new first fragment with the same IP ID starts a new datagram.
 func TestFragSlotComplete(t *testing.T) {
-	var s fragSlot
+	var s fragDatagram
 	s.add(0, 24, false)
 	s.add(48, 56, true)
 	if s.complete() {
@@ -174,5 +176,98 @@ func TestFragmentsAllocateNothing(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("fragments: %v allocations per packet, want 0", n)
+	}
+}
+
+// TestFragCacheConcurrent: workers share the cache. Fragments of one
+// datagram arriving on several workers at once are judged one at a time
+// (exactly one of many copies of a fragment is new, the rest duplicates),
+// while datagrams in other slots go their own way; the counters lose
+// nothing. Run with -race, it also checks the per-slot locking.
+func TestFragCacheConcurrent(t *testing.T) {
+	const workers, copies, perWorker = 4, 500, 64
+	c := NewFragCache(4096, 1)
+	payload := make([]byte, 64)
+	frame := pt.UDP6("2001:2::1", "2001:2::2", 7, 9, payload)
+	parse := func(f []byte) *packet.Packet {
+		p := new(packet.Packet)
+		if r := packet.Parse(f, 0, packet.Options{}, p); r != packet.ReasonOK {
+			t.Fatalf("parse fragment: got %v, want ok", r)
+		}
+		return p
+	}
+	// A datagram: its first fragment, a middle one (sent twice) and one
+	// overlapping the middle one, each in a slot of its own.
+	type datagram struct{ first, mid, overlap *packet.Packet }
+	used := map[*fragSlot]bool{}
+	next := uint32(1)
+	newDatagram := func() datagram {
+		for ; ; next++ {
+			d := datagram{
+				first:   parse(pt.Frag6(frame, next, 0, 24, true)),
+				mid:     parse(pt.Frag6(frame, next, 24, 24, true)),
+				overlap: parse(pt.Frag6(frame, next, 40, 16, true)),
+			}
+			k := keyOfFragment(d.first)
+			if s := c.slot(&k); !used[s] {
+				used[s] = true
+				next++
+				return d
+			}
+		}
+	}
+	var first Result
+	first.Verdict = Accept
+	shared := newDatagram()
+	if out := c.store(shared.first, 0, &first); out != fragFresh {
+		t.Fatalf("shared first fragment: got %v, want fresh", out)
+	}
+	own := make([][]datagram, workers)
+	for w := range own {
+		for range perWorker {
+			own[w] = append(own[w], newDatagram())
+		}
+	}
+	var fresh atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range copies {
+				if _, out, ok := c.later(shared.mid, 1); ok && out == fragFresh {
+					fresh.Add(1)
+				}
+				if i >= perWorker {
+					continue
+				}
+				d := own[w][i]
+				want := []fragOutcome{fragFresh, fragFresh, fragDup, fragOverlap}
+				var got [4]fragOutcome
+				got[0] = c.store(d.first, 1, &first)
+				_, got[1], _ = c.later(d.mid, 1)
+				_, got[2], _ = c.later(d.mid, 1)
+				_, got[3], _ = c.later(d.overlap, 1)
+				for j := range want {
+					if got[j] != want[j] {
+						t.Errorf("worker %d datagram %d fragment %d: got %v, want %v", w, i, j, got[j], want[j])
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := fresh.Load(); got != 1 {
+		t.Errorf("shared middle fragment, %d copies: got %d new, want 1", workers*copies, got)
+	}
+	ev, dups, ovs := c.FragCounters()
+	if want := uint64(workers*copies - 1 + workers*perWorker); dups != want {
+		t.Errorf("duplicates: got %d, want %d", dups, want)
+	}
+	if want := uint64(workers * perWorker); ovs != want {
+		t.Errorf("overlaps: got %d, want %d", ovs, want)
+	}
+	if ev != 0 {
+		t.Errorf("evictions: got %d, want 0 (every datagram has its own slot)", ev)
 	}
 }
