@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"strconv"
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/flowtable"
@@ -95,5 +94,3 @@ func (cf *conntrackFlags) settings(ports [2]string) (*bridge.Settings, flowtable
 	}
 	return s, flowtable.Config{MaxEntries: cf.maxFlows, Buckets: cf.hashsize}, nil
 }
-
-var _ = strconv.Itoa

@@ -37,8 +37,8 @@ func commands() []command {
 		{"conntrack", "list, count, delete, flush and watch the live connection table (conntrack -L/-C/-D/-F/-E/-S)", conntrackCmd},
 		{"sysctl", "read or set conntrack timeouts and switches of the running bridge", sysctlCmd},
 		{"rules", "load (atomically) or show the rules of the running bridge", rulesCmd},
-		{"version", "print the version", func([]string, io.Writer, io.Writer) error {
-			fmt.Println("statewire", version)
+		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error {
+			fmt.Fprintln(stdout, "statewire", version)
 			return nil
 		}},
 	}

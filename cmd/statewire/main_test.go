@@ -19,7 +19,7 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestReplayCommand(t *testing.T) {
-	pcap := filepath.Join(testenv.Shared(t), "pcaps", "tcp-http-handshake-data-fin.pcap")
+	pcap := filepath.Join(testenv.Pcaps(t), "tcp-http-handshake-data-fin.pcap")
 	code, out, errs := run(t, "replay", pcap)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
@@ -53,7 +53,7 @@ func TestReplayCommand(t *testing.T) {
 
 func TestReplayRulesAndErrors(t *testing.T) {
 	dir := t.TempDir()
-	pcap := filepath.Join(testenv.Shared(t), "pcaps", "tcp-http-handshake-data-fin.pcap")
+	pcap := filepath.Join(testenv.Pcaps(t), "tcp-http-handshake-data-fin.pcap")
 	bad := filepath.Join(dir, "bad.rules")
 	writeFile(t, bad, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD --frobnicate -j ACCEPT\nCOMMIT\n")
 	code, _, errs := run(t, "replay", "--rules", bad, pcap)
@@ -79,6 +79,15 @@ func TestReplayRulesAndErrors(t *testing.T) {
 	}
 	if code, _, _ := run(t, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+// TestVersion checks that version writes to the command's stdout (not the
+// process's), like every other command.
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "version")
+	if want := "statewire " + version + "\n"; code != 0 || out != want {
+		t.Errorf("got exit %d, %q; want 0, %q", code, out, want)
 	}
 }
 
