@@ -112,20 +112,7 @@ func (s *Shard) Stats() Stats {
 // lazy expiry, so a stale connection is never resurrected by a late packet.
 func (s *Shard) Lookup(k *Key, hash uint64, now int64) *Entry {
 	b := uint32(hash) & s.mask
-	for i := s.buckets[b]; i != 0; {
-		e := &s.entries[i-1]
-		if keyEqual(&e.key, k) {
-			if e.Conn.Expires <= now {
-				s.remove(i-1, b)
-				s.stats.Expired++
-				return nil
-			}
-			s.stats.Found++
-			return e
-		}
-		i = e.next
-	}
-	return nil
+	return s.walk(s.buckets[b], k, b, now)
 }
 
 // LookupBatch looks up keys[i] (with hashes[i]) into out[i] for every i
@@ -167,7 +154,8 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 	}
 }
 
-// walk is Lookup from a chain head already loaded.
+// walk is Lookup from chain head i of bucket b (LookupBatch loads the heads
+// of a batch ahead).
 func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
 	for i != 0 {
 		e := &s.entries[i-1]
