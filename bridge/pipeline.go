@@ -274,6 +274,11 @@ func invalidInConntrack(r packet.Reason) bool {
 // already decided.
 func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
 	v, _ := s.Rules.Filter(p, r.State, uint8(in))
+	r.setVerdict(v)
+}
+
+// setVerdict makes the FORWARD chain's verdict v r's.
+func (r *Result) setVerdict(v rules.Verdict) {
 	r.Rule = v.Rule
 	if v.Action == rules.Accept {
 		r.Verdict = Accept
@@ -304,12 +309,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 		return
 	}
 	v, cacheable := s.Rules.Filter(p, r.State, uint8(in))
-	r.Rule = v.Rule
-	if v.Action == rules.Accept {
-		r.Verdict = Accept
-	} else {
-		r.Verdict, r.Drop = Drop, DropRule
-	}
+	r.setVerdict(v)
 	if cacheable {
 		e.CacheVerdict(r.Dir, gen, encodeVerdict(r.Verdict, r.State))
 	}
