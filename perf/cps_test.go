@@ -1,8 +1,6 @@
 package perf
 
 import (
-	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -14,7 +12,7 @@ import (
 var testAddrs = cpsAddrs{clientMAC: macL, serverMAC: macR, client: lab.LeftIPv4.Addr(), server: lab.RightIPv4.Addr()}
 
 // TestCPSLab runs short CPS trials against the Linux bridge and statewire
-// (when a binary is built) and checks that connections complete and are
+// and checks that connections complete and are
 // counted at the endpoints. Not a speed test.
 func TestCPSLab(t *testing.T) {
 	lab.RequireRoot(t)
@@ -23,26 +21,10 @@ func TestCPSLab(t *testing.T) {
 	}
 	o := QuickOptions()
 	o.Mode = ModeCPS
-	o.Devices = []string{KernelBridge}
-	if bin := statewireBinary(); bin != "" {
-		o.Devices = append(o.Devices, Statewire)
-		o.Statewire = bin
-	} else {
-		t.Log("no statewire binary (../statewire or $STATEWIRE_BIN): kernel bridge only")
-	}
+	o.Devices = []string{KernelBridge, Statewire}
+	o.Statewire = statewireBinary(t)
 	o.CPSTrial, o.CPSSteps = 150*time.Millisecond, 1
-	var log bytes.Buffer
-	o.Progress = &log
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	rep, err := Run(ctx, o)
-	t.Log("\n" + log.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Errors) > 0 {
-		t.Fatalf("not measured: %v", rep.Errors)
-	}
+	rep := runLab(t, o, 60*time.Second)
 	if g := rep.CPSGenerator; g == nil || g.Done == 0 {
 		t.Fatalf("generator calibration completed no connection: %+v", g)
 	}

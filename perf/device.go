@@ -202,13 +202,13 @@ func (d *device) startStatewire(o *Options) error {
 		args = append(args, "--rules", f)
 	}
 	args = append(args, o.StatewireArgs...)
-	argv := []string{"netns", "exec", l.BridgeNS, "nice", "-n", strconv.Itoa(Nice)}
+	argv := []string{"-n", strconv.Itoa(Nice)}
 	if o.StatewireCPUs != "" {
 		argv = append(argv, "taskset", "-c", o.StatewireCPUs)
 	}
 	argv = append(argv, bin)
 	argv = append(argv, args...)
-	d.cmd = exec.Command("ip", argv...)
+	d.cmd = l.Command(l.BridgeNS, "nice", argv...)
 	d.out = &bytes.Buffer{}
 	d.cmd.Stdout = d.out
 	d.cmd.Stderr = d.out

@@ -41,16 +41,7 @@ func TestIMIXMix(t *testing.T) {
 // lengths and a valid IPv4 checksum for their size.
 func TestIMIXGenerator(t *testing.T) {
 	lab.RequireRoot(t)
-	cnt, err := newPerCPUArray("t_gcnt", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cnt.Close()
-	prog, err := genProgram(cnt, 10, false, udpLayout, newIMIXFields(macL, macR))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
+	_, prog := testGenerator(t, 10, false, udpLayout, newIMIXFields(macL, macR))
 	in := Frame(macL, macR, 1500)
 	count := map[int]int{}
 	var order []int

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -94,16 +95,7 @@ func TestGeneratorProgram(t *testing.T) {
 		{"three flows", 3, [][2]uint16{{0x8000, 0x4000}, {0x8001, 0x4000}, {0x8002, 0x4000}, {0x8000, 0x4000}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cnt, err := newPerCPUArray("t_gcnt", 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cnt.Close()
-			prog, err := genProgram(cnt, tc.flows, true, udpLayout, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prog.Close()
+			_, prog := testGenerator(t, tc.flows, true, udpLayout, nil)
 			in := Frame(macL, macR, 64)
 			onCPU0(t, func() {
 				for i, w := range tc.want {
@@ -130,16 +122,7 @@ func TestGeneratorProgram(t *testing.T) {
 		})
 	}
 	t.Run("flow index above 2^15 moves the destination port", func(t *testing.T) {
-		cnt, err := newPerCPUArray("t_gcnt", 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cnt.Close()
-		prog, err := genProgram(cnt, 100000, false, udpLayout, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer prog.Close()
+		cnt, prog := testGenerator(t, 100000, false, udpLayout, nil)
 		onCPU0(t, func() {
 			ncpu, _ := ebpf.PossibleCPU()
 			vals := make([]uint64, ncpu)
@@ -337,44 +320,51 @@ func TestReportJSONAndSVG(t *testing.T) {
 	}
 }
 
-// statewireBinary returns a built statewire binary, or "".
-func statewireBinary() string {
-	for _, p := range []string{os.Getenv("STATEWIRE_BIN"), filepath.Join("..", "statewire")} {
-		if p == "" {
-			continue
-		}
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			abs, _ := filepath.Abs(p)
-			return abs
-		}
+// testGenerator loads the generator program over a fresh counter map;
+// both are closed when the test ends.
+func testGenerator(t *testing.T, flows uint32, stamp bool, lay layout, imix *imixFields) (*ebpf.Map, *ebpf.Program) {
+	t.Helper()
+	cnt, err := newPerCPUArray("t_gcnt", 1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ""
+	t.Cleanup(func() { cnt.Close() })
+	prog, err := genProgram(cnt, flows, stamp, lay, imix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return cnt, prog
 }
 
-// TestQuickComparison runs a very short comparison of the kernel bridge and
-// the kernel bridge with conntrack (and statewire when a binary is built)
-// and checks the harness's two promises: the sink counts what the devices
-// deliver, and the generator offers more than they deliver.
-func TestQuickComparison(t *testing.T) {
-	lab.RequireRoot(t)
-	if testing.Short() {
-		t.Skip("builds labs and floods them for ~15 s")
+// statewireBinary returns $STATEWIRE_BIN, or else a statewire built from
+// this tree into a temporary folder. The lab tests always measure statewire:
+// a test that left it out when no binary happened to be lying around (as in
+// CI's fresh clone) passed without testing it, and a stale ../statewire
+// measured old code.
+func statewireBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("STATEWIRE_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
 	}
-	o := QuickOptions()
-	o.Mode = ModeFlood // CPS has its own test, TestCPSLab
-	o.Devices = []string{KernelBridge, KernelBridgeCT}
-	if bin := statewireBinary(); bin != "" {
-		o.Devices = append(o.Devices, Statewire)
-		o.Statewire = bin
-	} else {
-		t.Log("no statewire binary (../statewire or $STATEWIRE_BIN): kernel devices only")
+	bin := filepath.Join(t.TempDir(), "statewire")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/statewire").CombinedOutput(); err != nil {
+		t.Fatalf("build statewire: %v\n%s", err, out)
 	}
-	o.FrameSizes, o.Flows = []int{64}, []int{100}
-	o.Trial = 200 * time.Millisecond
-	o.NDRSteps, o.PDRSteps = 2, 0
+	return bin
+}
+
+// runLab runs o with its progress in the test log and fails the test when
+// the run fails or a device was not measured.
+func runLab(t *testing.T, o Options, timeout time.Duration) *Report {
+	t.Helper()
 	var log bytes.Buffer
 	o.Progress = &log
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	rep, err := Run(ctx, o)
 	t.Log("\n" + log.String())
@@ -384,6 +374,25 @@ func TestQuickComparison(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Fatalf("devices not measured: %v", rep.Errors)
 	}
+	return rep
+}
+
+// TestQuickComparison runs a very short comparison of the kernel bridge and
+// the kernel bridge with conntrack and statewire, and checks the harness's two promises: the sink counts what the devices
+// deliver, and the generator offers more than they deliver.
+func TestQuickComparison(t *testing.T) {
+	lab.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("builds labs and floods them for ~15 s")
+	}
+	o := QuickOptions()
+	o.Mode = ModeFlood // CPS has its own test, TestCPSLab
+	o.Devices = []string{KernelBridge, KernelBridgeCT, Statewire}
+	o.Statewire = statewireBinary(t)
+	o.FrameSizes, o.Flows = []int{64}, []int{100}
+	o.Trial = 200 * time.Millisecond
+	o.NDRSteps, o.PDRSteps = 2, 0
+	rep := runLab(t, o, 50*time.Second)
 	if got := rep.GeneratorPPS[64]; got < 1e6 {
 		t.Errorf("generator ceiling %.3f Mpps, want > 1 Mpps", got/1e6)
 	}

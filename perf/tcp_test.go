@@ -64,19 +64,10 @@ func TestTCPGeneratorChecksum(t *testing.T) {
 	l, r := lab.LeftIPv4.Addr(), lab.RightIPv4.Addr()
 	for _, reply := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reply=%v", reply), func(t *testing.T) {
-			cnt, err := newPerCPUArray("t_gcnt", 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cnt.Close()
 			lay := tcpLayout(reply)
 			in := tcpFrame(macL, macR, l, r, 128, tcpACK|tcpPSH, 1001, 5001, true)
 			lay.csumBase = binary.LittleEndian.Uint16(in[lay.csum:])
-			prog, err := genProgram(cnt, 70000, false, lay, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prog.Close()
+			cnt, prog := testGenerator(t, 70000, false, lay, nil)
 			onCPU0(t, func() {
 				ncpu, _ := ebpf.PossibleCPU()
 				vals := make([]uint64, ncpu)
