@@ -283,16 +283,19 @@ func parseL4(frame []byte, l4, end int, opt Options, p *Packet) Reason {
 	return ReasonOK
 }
 
-// firstFragTooShort reports whether this is a first fragment whose own bytes
-// cannot hold the L4 header (RFC 1858 tiny fragment).
-func firstFragTooShort(p *Packet) bool { return p.MoreFrags && p.FragOffset == 0 }
+// tooShort is the reason for a segment whose own bytes cannot hold the L4
+// header: in a first fragment that is a tiny fragment (RFC 1858), else the
+// protocol's short reason.
+func tooShort(p *Packet, short Reason) Reason {
+	if p.MoreFrags && p.FragOffset == 0 {
+		return ReasonTinyFragment
+	}
+	return short
+}
 
 func parseTCP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
 	if seg < tcpMinHdrLen {
-		if firstFragTooShort(p) {
-			return ReasonTinyFragment
-		}
-		return ReasonTruncatedTCP
+		return tooShort(p, ReasonTruncatedTCP)
 	}
 	if capEnd-l4 < tcpMinHdrLen {
 		return ReasonTruncatedTCP
@@ -311,10 +314,7 @@ func parseTCP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Re
 		return ReasonTCPBadDataOffset
 	}
 	if doff > seg {
-		if firstFragTooShort(p) {
-			return ReasonTinyFragment
-		}
-		return ReasonTCPBadDataOffset
+		return tooShort(p, ReasonTCPBadDataOffset)
 	}
 	p.PayloadOff = uint16(l4 + doff)
 	p.PayloadLen = uint32(seg - doff)
@@ -387,10 +387,7 @@ func parseTCPOptions(o []byte, t *TCP) {
 // only its lower bound is checked and the payload is the fragment's.
 func parseUDP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
 	if seg < udpHdrLen {
-		if firstFragTooShort(p) {
-			return ReasonTinyFragment
-		}
-		return ReasonTruncatedUDP
+		return tooShort(p, ReasonTruncatedUDP)
 	}
 	if capEnd-l4 < udpHdrLen {
 		return ReasonTruncatedUDP
@@ -442,10 +439,7 @@ func IsICMPError(ipVersion, typ uint8) bool {
 
 func parseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
 	if seg < icmpHdrLen {
-		if firstFragTooShort(p) {
-			return ReasonTinyFragment
-		}
-		return ReasonTruncatedICMP
+		return tooShort(p, ReasonTruncatedICMP)
 	}
 	if capEnd-l4 < icmpHdrLen {
 		return ReasonTruncatedICMP
