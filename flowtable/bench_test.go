@@ -51,6 +51,34 @@ func pktsPerSec(b *testing.B, n int) {
 
 var sizes = []int{10_000, 1_000_000}
 
+// nextBatch advances i past one batch of the n keys, wrapping before a
+// batch would run off the end.
+func nextBatch(i, n int) int {
+	if i += batchChunk; i+batchChunk > n {
+		return 0
+	}
+	return i
+}
+
+// lookupLoop64 is the baseline LookupBatch is measured against: Lookup on
+// each key of one batch in turn.
+func lookupLoop64(s *Shard, keys []Key, hashes []uint64, out *[batchChunk]*Entry) {
+	for j := range batchChunk {
+		out[j] = s.Lookup(&keys[j], hashes[j], 1)
+	}
+}
+
+// benchPackets returns the parsed packets of the first flows of keys (at
+// most 64k, a multiple of batchChunk), sent by the flows' B side.
+func benchPackets(keys []Key) []packet.Packet {
+	pkts := make([]packet.Packet, min(len(keys), 1<<16)&^(batchChunk-1))
+	for i := range pkts {
+		k := &keys[i]
+		pkts[i] = packet.Packet{IPVersion: 4, Proto: k.Proto, Src: k.B, Dst: k.A, SrcPort: k.PortB, DstPort: k.PortA}
+	}
+	return pkts
+}
+
 // BenchmarkLookupHit: Lookup with the hash already computed.
 func BenchmarkLookupHit(b *testing.B) {
 	for _, n := range sizes {
@@ -78,11 +106,7 @@ func BenchmarkLookupPath(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			tb, s, keys, _ := benchTable(b, n)
-			pkts := make([]packet.Packet, min(n, 1<<16))
-			for i := range pkts {
-				k := &keys[i]
-				pkts[i] = packet.Packet{IPVersion: 4, Proto: k.Proto, Src: k.B, Dst: k.A, SrcPort: k.PortB, DstPort: k.PortA}
-			}
+			pkts := benchPackets(keys)
 			b.ReportAllocs()
 			b.ResetTimer()
 			i := 0
@@ -118,9 +142,7 @@ func BenchmarkLookupBatch(b *testing.B) {
 					b.Fatal("miss")
 				}
 				pkts += batchChunk
-				if i += batchChunk; i+batchChunk > n {
-					i = 0
-				}
+				i = nextBatch(i, n)
 			}
 			pktsPerSec(b, pkts)
 		})
@@ -138,16 +160,12 @@ func BenchmarkLookupLoop64(b *testing.B) {
 			b.ResetTimer()
 			i, pkts := 0, 0
 			for pkts < b.N {
-				for j := range batchChunk {
-					out[j] = s.Lookup(&keys[i+j], hashes[i+j], 1)
-				}
+				lookupLoop64(s, keys[i:], hashes[i:], &out)
 				if out[0] == nil {
 					b.Fatal("miss")
 				}
 				pkts += batchChunk
-				if i += batchChunk; i+batchChunk > n {
-					i = 0
-				}
+				i = nextBatch(i, n)
 			}
 			pktsPerSec(b, pkts)
 		})
@@ -212,11 +230,7 @@ func BenchmarkLookupPathBatch(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			tb, s, keys, _ := benchTable(b, n)
-			pkts := make([]packet.Packet, min(n, 1<<16)&^(batchChunk-1))
-			for i := range pkts {
-				k := &keys[i]
-				pkts[i] = packet.Packet{IPVersion: 4, Proto: k.Proto, Src: k.B, Dst: k.A, SrcPort: k.PortB, DstPort: k.PortA}
-			}
+			pkts := benchPackets(keys)
 			var (
 				bk  [batchChunk]Key
 				bh  [batchChunk]uint64
@@ -239,9 +253,7 @@ func BenchmarkLookupPathBatch(b *testing.B) {
 					_ = e.DirOf(&batch[j])
 				}
 				done += batchChunk
-				if i += batchChunk; i == len(pkts) {
-					i = 0
-				}
+				i = nextBatch(i, len(pkts))
 			}
 			pktsPerSec(b, done)
 		})
@@ -266,19 +278,13 @@ func BenchmarkBatchVsLoop(b *testing.B) {
 			for pkts < b.N {
 				t0 := time.Now()
 				for range rounds {
-					for j := range batchChunk {
-						out[j] = s.Lookup(&keys[i+j], hashes[i+j], 1)
-					}
-					if i += batchChunk; i+batchChunk > n {
-						i = 0
-					}
+					lookupLoop64(s, keys[i:], hashes[i:], &out)
+					i = nextBatch(i, n)
 				}
 				t1 := time.Now()
 				for range rounds {
 					s.LookupBatch(keys[i:i+batchChunk], hashes[i:i+batchChunk], out[:], 1)
-					if i += batchChunk; i+batchChunk > n {
-						i = 0
-					}
+					i = nextBatch(i, n)
 				}
 				tBatch += time.Since(t1)
 				tLoop += t1.Sub(t0)
