@@ -3,7 +3,6 @@ package helpers
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,10 +11,10 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
+	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -28,37 +27,9 @@ type capPacket struct {
 
 func readCapture(t *testing.T, name string) []capPacket {
 	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.Pcaps(t), name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var src interface {
-		ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	}
-	if strings.HasSuffix(name, ".pcapng") {
-		r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = r
-	} else {
-		r, err := pcapgo.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = r
-	}
 	var pkts []capPacket
-	for {
-		data, _, err := src.ReadPacketData()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		pkts = append(pkts, decode(t, data))
+	for _, c := range pt.ReadPcap(t, filepath.Join(testenv.Pcaps(t), name)) {
+		pkts = append(pkts, decode(t, c.Data))
 	}
 	return pkts
 }

@@ -2,8 +2,6 @@ package packet_test
 
 import (
 	"encoding/binary"
-	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,10 +12,10 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
+	pt "github.com/statewire/statewire/packet/packettest"
 )
 
 // capture is one frame of a capture file.
@@ -46,42 +44,9 @@ func readCaptures(tb testing.TB) []capture {
 
 func readCapture(tb testing.TB, path string) []capture {
 	tb.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer fh.Close()
-	var next func() ([]byte, gopacket.CaptureInfo, error)
-	magic := make([]byte, 4)
-	if _, err := io.ReadFull(fh, magic); err != nil {
-		tb.Fatalf("%s: %v", path, err)
-	}
-	if _, err := fh.Seek(0, io.SeekStart); err != nil {
-		tb.Fatal(err)
-	}
-	if string(magic) == "\x0a\x0d\x0d\x0a" {
-		r, err := pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			tb.Fatalf("%s: %v", path, err)
-		}
-		next = r.ReadPacketData
-	} else {
-		r, err := pcapgo.NewReader(fh)
-		if err != nil {
-			tb.Fatalf("%s: %v", path, err)
-		}
-		next = r.ReadPacketData
-	}
 	var out []capture
-	for n := 1; ; n++ {
-		data, ci, err := next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			tb.Fatalf("%s #%d: %v", path, n, err)
-		}
-		out = append(out, capture{file: filepath.Base(path), num: n, data: data, wireLen: ci.Length})
+	for i, c := range pt.ReadPcap(tb, path) {
+		out = append(out, capture{file: filepath.Base(path), num: i + 1, data: c.Data, wireLen: c.WireLen})
 	}
 	return out
 }
