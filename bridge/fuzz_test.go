@@ -49,12 +49,7 @@ func FuzzPipeline(f *testing.F) {
 	f.Add([]byte{0, 0, 30, 0xff, 0, 0x82, 47, 0x3f, 1, 1, 14, 0x01})
 	templates := fuzzTemplates()
 	s := DefaultSettings()
-	s.Rules = loadRules(f, `*filter
-:FORWARD DROP [0:0]
--A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
--A FORWARD -m physdev --physdev-in porta -m conntrack --ctstate NEW -j ACCEPT
-COMMIT
-`)
+	s.Rules = loadRules(f, newOnlyFromA)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		single := newTestPipeline(t, s, 8) // small: table-full and early drop happen
 		batched := newTestPipeline(t, s, 8)

@@ -158,16 +158,20 @@ func TestPingAndICMPErrors(t *testing.T) {
 	})
 }
 
-// TestRulesNewOnlyFromA is the operator's classic policy: NEW only from
-// port A, ESTABLISHED and RELATED both ways, INVALID dropped.
-func TestRulesNewOnlyFromA(t *testing.T) {
-	s := DefaultSettings()
-	s.Rules = loadRules(t, `*filter
+// newOnlyFromA is the operator's classic policy: NEW only from port A,
+// ESTABLISHED and RELATED both ways, everything else (INVALID) dropped.
+const newOnlyFromA = `*filter
 :FORWARD DROP [0:0]
 -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 -A FORWARD -m physdev --physdev-in porta -m conntrack --ctstate NEW -j ACCEPT
 COMMIT
-`)
+`
+
+// TestRulesNewOnlyFromA is the operator's classic policy: NEW only from
+// port A, ESTABLISHED and RELATED both ways, INVALID dropped.
+func TestRulesNewOnlyFromA(t *testing.T) {
+	s := DefaultSettings()
+	s.Rules = loadRules(t, newOnlyFromA)
 	pl := newTestPipeline(t, s, 1024)
 	l, r := "198.18.0.1", "198.18.0.2"
 	synR := pt.TCP4(r, l, 4000, 22, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1, Window: 1000})
