@@ -137,8 +137,9 @@ type Lab struct {
 }
 
 // NewT builds a lab for a test and removes it in t.Cleanup, which also runs
-// after t.Fatal or a panic in the test body. It calls RequireRoot first, so
-// unprivileged runs skip (or fail in CI).
+// after t.Fatal or a panic in the test body, and fails t if a namespace of
+// the lab is still there afterwards (something held it). It calls
+// RequireRoot first, so unprivileged runs skip (or fail in CI).
 func NewT(t testing.TB, opts Options) *Lab {
 	t.Helper()
 	RequireRoot(t)
@@ -149,6 +150,9 @@ func NewT(t testing.TB, opts Options) *Lab {
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
 			t.Errorf("lab.Close: %v", err)
+		}
+		if err := l.checkGone(); err != nil {
+			t.Error(err)
 		}
 	})
 	return l
