@@ -35,7 +35,7 @@ func TestPing(t *testing.T) {
 			{"right to left", r.l.RightNS, leftIP.String()},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				if ok, out := r.ping(t, tc.ns, tc.to, 3); !ok {
+				if ok, out := r.l.Ping(tc.ns, tc.to, 3); !ok {
 					t.Errorf("ping got %q, want 3 received", out)
 				}
 			})
@@ -50,7 +50,7 @@ func TestIPv6(t *testing.T) {
 		r := newRig(t, rigOptions{cores: cores, ipv6: true})
 		l6, r6 := lab.LeftIPv6.Addr().String(), lab.RightIPv6.Addr().String()
 		for _, tc := range []struct{ ns, to string }{{r.l.LeftNS, r6}, {r.l.RightNS, l6}} {
-			if ok, out := r.ping(t, tc.ns, tc.to, 2); !ok {
+			if ok, out := r.l.Ping(tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping %s from %s got %q, want 2 received", tc.to, tc.ns, out)
 			}
 		}
@@ -90,7 +90,7 @@ func TestARP(t *testing.T) {
 		if _, err := r.l.Run(c, r.l.LeftNS, "ip", "neigh", "flush", "all"); err != nil {
 			t.Fatal(err)
 		}
-		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 1); !ok {
+		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 1); !ok {
 			t.Fatalf("ping got %q, want 1 received", out)
 		}
 		for _, tc := range []struct {
@@ -192,7 +192,7 @@ func TestStatefulRules(t *testing.T) {
 			}
 		})
 		t.Run("ping from right refused", func(t *testing.T) {
-			if ok, out := r.ping(t, l.RightNS, leftIP.String(), 1); ok {
+			if ok, out := r.l.Ping(l.RightNS, leftIP.String(), 1); ok {
 				t.Errorf("ping from the right got %q, want no reply", out)
 			}
 		})
@@ -241,7 +241,7 @@ func newRigRules(t *testing.T, cores int) *rig {
 func TestLiveRuleChange(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
 		r := newRig(t, rigOptions{cores: cores})
-		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); !ok {
+		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); !ok {
 			t.Fatalf("ping before the change got %q, want 2 received", out)
 		}
 		var ld rules.Loader
@@ -256,7 +256,7 @@ func TestLiveRuleChange(t *testing.T) {
 		s := *r.dp.Control().Load()
 		s.Rules = rs
 		r.dp.Control().Store(&s)
-		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); ok {
+		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); ok {
 			t.Errorf("ping after publishing a DROP rule for ICMP got %q, want no reply", out)
 		}
 		st, _ := r.dp.Stop()
@@ -276,7 +276,7 @@ func TestFlushWhileRunning(t *testing.T) {
 			if ns == r.l.RightNS {
 				to = leftIP.String()
 			}
-			if ok, out := r.ping(t, ns, to, 1); !ok {
+			if ok, out := r.l.Ping(ns, to, 1); !ok {
 				t.Fatalf("ping from %s got %q, want 1 received", ns, out)
 			}
 		}

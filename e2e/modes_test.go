@@ -23,7 +23,7 @@ func TestGenericAttach(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
 		r := newRig(t, rigOptions{cores: cores, attach: xdpprog.Generic})
 		for _, tc := range []struct{ ns, to string }{{r.l.LeftNS, rightIP.String()}, {r.l.RightNS, leftIP.String()}} {
-			if ok, out := r.ping(t, tc.ns, tc.to, 2); !ok {
+			if ok, out := r.l.Ping(tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping from %s got %q, want 2 received", tc.ns, out)
 			}
 		}
@@ -46,16 +46,8 @@ func TestZeroCopyRefused(t *testing.T) {
 	if !errors.Is(err, ring.ErrZeroCopy) {
 		t.Fatalf("Start with zerocopy on veth got %v, want ring.ErrZeroCopy", err)
 	}
-	err = l.Do(l.BridgeNS, func() error {
-		for _, ifc := range []string{l.PortA, l.PortB} {
-			if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
-				t.Errorf("after a failed Start: XDP on %s got attached=%v id %d err %v, want none", ifc, att, id, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
+	if err := l.CheckNoXDP(); err != nil {
+		t.Errorf("after a failed Start: %v", err)
 	}
 }
 
@@ -91,7 +83,7 @@ func TestPinnedWorkers(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
 		cpus := []int{1, 0}[:cores]
 		r := newRig(t, rigOptions{cores: cores, cpus: cpus})
-		if ok, out := r.ping(t, r.l.LeftNS, rightIP.String(), 2); !ok {
+		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); !ok {
 			t.Fatalf("ping got %q, want 2 received", out)
 		}
 		for _, cpu := range cpus {

@@ -5,8 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
-	"os/exec"
-	"strconv"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,10 @@ import (
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/rules"
 )
+
+// TestMain builds the statewire binary at most once (lab.StatewireBinary)
+// and removes it at the end.
+func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
 // rig is one lab with the datapath running on its bridge ports.
 type rig struct {
@@ -46,28 +49,11 @@ func forEachCores(t *testing.T, fn func(t *testing.T, cores int)) {
 
 // newRig builds a 2-queue lab, starts the datapath in its bridge namespace,
 // and registers the end-of-test checks: frame conservation per direction,
-// no XDP program left on the ports, and (after the lab is gone) no namespace
-// left.
+// no XDP program left on the ports, and (lab.NewT, after the lab is gone)
+// no namespace left.
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	lab.RequireRoot(t)
-	var prefix string
-	// Registered before the lab's own cleanup, so it runs after it.
-	t.Cleanup(func() {
-		if prefix == "" {
-			return
-		}
-		out, err := exec.Command("ip", "netns", "list").CombinedOutput()
-		if err != nil {
-			t.Errorf("ip netns list: %v: %s", err, out)
-			return
-		}
-		if strings.Contains(string(out), prefix) {
-			t.Errorf("namespaces of lab %s still present after the test:\n%s", prefix, out)
-		}
-	})
 	l := lab.NewT(t, lab.Options{Queues: 2, IPv6: o.ipv6})
-	prefix = l.Prefix
 	cfg := bridge.DefaultDatapathConfig()
 	cfg.PortA, cfg.PortB = l.PortA, l.PortB
 	cfg.Cores, cfg.Queues = o.cores, 2
@@ -115,20 +101,8 @@ func (r *rig) finish(t *testing.T) {
 	if err := st.CheckConservation(); err != nil {
 		t.Errorf("frame conservation: %v", err)
 	}
-	err = r.l.Do(r.l.BridgeNS, func() error {
-		for _, ifc := range []string{r.l.PortA, r.l.PortB} {
-			att, id, err := xdpprog.XDPAttached(ifc)
-			if err != nil {
-				return err
-			}
-			if att {
-				return fmt.Errorf("XDP program %d still attached to %s after Stop", id, ifc)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
+	if err := r.l.CheckNoXDP(); err != nil {
+		t.Errorf("after Stop: %v", err)
 	}
 }
 
@@ -149,13 +123,6 @@ func ctx(t *testing.T, d time.Duration) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return c
-}
-
-// ping runs ping in ns towards to and reports whether all count replies came.
-func (r *rig) ping(t *testing.T, ns, to string, count int) (bool, string) {
-	t.Helper()
-	out, err := r.l.Run(ctx(t, 20*time.Second), ns, "ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", to)
-	return err == nil && strings.Contains(out, fmt.Sprintf("%d received", count)), out
 }
 
 // listenTCP opens a TCP listener in ns.
@@ -226,11 +193,7 @@ func dialUDP(t *testing.T, l *lab.Lab, ns string, to *net.UDPAddr) *net.UDPConn 
 // readCounter reads an interface statistic inside ns.
 func readCounter(t *testing.T, l *lab.Lab, ns, ifc, name string) uint64 {
 	t.Helper()
-	out, err := l.Run(context.Background(), ns, "cat", "/sys/class/net/"+ifc+"/statistics/"+name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	n, err := l.IfStat(ns, ifc, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,20 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/statewire/statewire/bridge/xdpprog"
 	"github.com/statewire/statewire/lab"
 )
-
-// buildStatewire builds the command into a temporary directory.
-func buildStatewire(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "statewire")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestRunCommand runs `statewire run` as a process in the bridge namespace
 // (ip netns exec), pings through it, stops it with SIGINT and checks the
@@ -31,7 +19,7 @@ func buildStatewire(t *testing.T) string {
 // are gone.
 func TestRunCommand(t *testing.T) {
 	lab.RequireRoot(t)
-	bin := buildStatewire(t)
+	bin := lab.StatewireBinary(t)
 	t.Run("help", func(t *testing.T) {
 		var out bytes.Buffer
 		cmd := exec.Command(bin, "run", "--help")
@@ -86,21 +74,13 @@ func TestRunCommand(t *testing.T) {
 				t.Errorf("statewire run after SIGTERM: %v, want exit 0\nstderr: %s", err, stderr.String())
 			}
 		}()
-		r := &rig{l: l}
-		ok := false
-		for range 10 {
-			if ok, _ = r.ping(t, l.LeftNS, rightIP.String(), 1); ok {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if !ok {
+		if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 			t.Fatalf("ping with accept-all rules failed\nstderr: %s", stderr.String())
 		}
 		write("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -j DROP\nCOMMIT\n")
 		cmd.Process.Signal(syscall.SIGHUP)
 		time.Sleep(300 * time.Millisecond)
-		if ok, out := r.ping(t, l.LeftNS, rightIP.String(), 2); ok {
+		if ok, out := l.Ping(l.LeftNS, rightIP.String(), 2); ok {
 			t.Errorf("ping after SIGHUP with an ICMP DROP rule got %q, want no reply\nstderr: %s", out, stderr.String())
 		}
 	})
@@ -128,7 +108,7 @@ func TestRunCommand(t *testing.T) {
 			ok := false
 			var out string
 			for range 10 {
-				if ok, out = (&rig{l: l}).ping(t, l.LeftNS, rightIP.String(), 2); ok {
+				if ok, out = l.Ping(l.LeftNS, rightIP.String(), 2); ok {
 					break
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -163,16 +143,8 @@ func TestRunCommand(t *testing.T) {
 			if strings.Contains(stderr.String(), "frame accounting") {
 				t.Errorf("statewire reported unbalanced accounting: %s", stderr.String())
 			}
-			err = l.Do(l.BridgeNS, func() error {
-				for _, ifc := range []string{l.PortA, l.PortB} {
-					if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
-						t.Errorf("after exit: XDP on %s got attached=%v id %d err %v, want none", ifc, att, id, err)
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				t.Error(err)
+			if err := l.CheckNoXDP(); err != nil {
+				t.Errorf("after exit: %v", err)
 			}
 			t.Logf("stdout:\n%s\nstderr:\n%s", so, stderr.String())
 		})

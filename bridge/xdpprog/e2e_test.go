@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,11 +169,7 @@ func setupPorts(t *testing.T, l *lab.Lab, cfg ring.Config, mode Mode) (*ring.UME
 
 func rxPackets(t *testing.T, l *lab.Lab, ns, ifc string) uint64 {
 	t.Helper()
-	out, err := l.Run(context.Background(), ns, "cat", "/sys/class/net/"+ifc+"/statistics/rx_packets")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	n, err := l.IfStat(ns, ifc, "rx_packets")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package alg
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,10 @@ import (
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/rules"
 )
+
+// TestMain builds the statewire binary at most once (lab.StatewireBinary)
+// and removes it at the end.
+func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
 // rig is one lab with the datapath running on its bridge ports, either
 // in-process (dp set: counters readable live) or as a `statewire run`
@@ -221,7 +223,7 @@ func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
 		t.Fatalf("%s not installed (scripts/setup.sh installs it): %v", name, err)
 	}
 	cmd := r.l.Command(ns, name, args...)
-	var out lockedBuffer
+	var out lab.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Its own process group, so that the cleanup also kills the children
 	// (vsftpd's sessions, in.tftpd's transfer processes) that hold the
@@ -253,24 +255,6 @@ func (r *rig) daemon(t *testing.T, ns, name string, args ...string) {
 			t.Logf("%s output:\n%s", name, out.String())
 		}
 	})
-}
-
-// lockedBuffer is a bytes.Buffer safe for the writer goroutines of exec.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // waitListen waits until something accepts TCP connections on addr, dialled

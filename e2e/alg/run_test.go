@@ -2,7 +2,6 @@ package alg
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,22 +12,6 @@ import (
 
 	"github.com/statewire/statewire/lab"
 )
-
-// buildStatewire builds the command into a temporary directory, or returns
-// $STATEWIRE_BIN when set (a binary built elsewhere, e.g. from a clean
-// checkout while the working tree is mid-change).
-func buildStatewire(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("STATEWIRE_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "statewire")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // newRunRig builds a 2-queue lab and runs `statewire run --rules FILE` in its
 // bridge namespace. At cleanup (after the daemons, registered later, are
@@ -42,7 +25,7 @@ func newRunRig(t *testing.T, bin string, helpers bool, check func(t *testing.T, 
 	}
 	cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
 		"--cores", "2", "--queues", "2", "--ring-size", "1024", "--hashsize", "4096", "--rules", rulesFile)
-	var stdout, stderr lockedBuffer
+	var stdout, stderr lab.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -98,7 +81,7 @@ func relatedTotal(totals string) int {
 // totals count none.
 func TestStatewireRun(t *testing.T) {
 	lab.RequireRoot(t)
-	bin := buildStatewire(t)
+	bin := lab.StatewireBinary(t)
 	modes := []ftpMode{ftpModes[0], ftpModes[3]}
 	for _, helpers := range []bool{true, false} {
 		t.Run(map[bool]string{true: "helper", false: "nohelper"}[helpers], func(t *testing.T) {

@@ -1,19 +1,15 @@
 package faults
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,49 +20,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildStatewire builds the command into a temporary directory, as the e2e
-// package's TestRunCommand does.
-func buildStatewire(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "statewire")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// safeBuf is a bytes.Buffer that a process's output goroutine writes while
-// the test reads it.
-type safeBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runProc is one `statewire run` process in the bridge namespace.
 type runProc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *safeBuf
+	stdout, stderr *lab.SyncBuffer
 	done           chan error
 }
 
 func startRun(t *testing.T, l *lab.Lab, bin string) *runProc {
 	t.Helper()
-	p := &runProc{stdout: &safeBuf{}, stderr: &safeBuf{}, done: make(chan error, 1)}
+	p := &runProc{stdout: &lab.SyncBuffer{}, stderr: &lab.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd = l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
 		"--cores", "2", "--queues", "2", "--ring-size", "512", "--stats-interval", "200ms", "--control-socket", "none")
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
@@ -181,12 +144,12 @@ var totalsRE = regexp.MustCompile(`(?m)^([AB])->[AB]: (\d+) frames in \(\d+ byte
 // second run's exit totals balance.
 func TestKillAndRestart(t *testing.T) {
 	lab.RequireRoot(t)
-	bin := buildStatewire(t)
+	bin := lab.StatewireBinary(t)
 	l := lab.NewT(t, lab.Options{Queues: 2})
 	staticNeighbours(t, l)
 
 	first := startRun(t, l, bin)
-	if d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("first run: no ping through statewire within %v\nstderr: %s", d, first.stderr.String())
 	}
 	// 16 MiB in 64 KiB writes 10 ms apart: about 2.6 s of transfer.
@@ -207,9 +170,11 @@ func TestKillAndRestart(t *testing.T) {
 	// The bpf_links die with the process: the ports are free at once.
 	var progGone time.Duration
 	for {
-		var att bool
-		l.Do(l.BridgeNS, func() (err error) { att, _, err = xdpprog.XDPAttached(l.PortA); return err })
-		if !att {
+		id, err := l.XDPAttached(l.PortA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id == 0 {
 			progGone = time.Since(killedAt)
 			break
 		}
@@ -225,7 +190,7 @@ func TestKillAndRestart(t *testing.T) {
 
 	restartAt := time.Now()
 	second := startRun(t, l, bin)
-	d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 10*time.Second)
+	d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second)
 	if !ok {
 		t.Fatalf("restart: no ping within %v\nstderr: %s", d, second.stderr.String())
 	}
@@ -278,14 +243,9 @@ func TestKillAndRestart(t *testing.T) {
 	if strings.Contains(second.stderr.String(), "frame accounting") {
 		t.Errorf("restarted run reported unbalanced accounting:\n%s", second.stderr.String())
 	}
-	l.Do(l.BridgeNS, func() error {
-		for _, ifc := range []string{l.PortA, l.PortB} {
-			if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
-				t.Errorf("after exit: XDP on %s attached=%v id %d err %v, want none", ifc, att, id, err)
-			}
-		}
-		return nil
-	})
+	if err := l.CheckNoXDP(); err != nil {
+		t.Errorf("after exit: %v", err)
+	}
 }
 
 // attachStale attaches a statewire XDP program to port A through netlink

@@ -32,7 +32,7 @@ func TestLinkDownUp(t *testing.T) {
 			r := newRig(t, nil)
 			l := r.l
 			ns, ifc := [4]string{l.BridgeNS, l.BridgeNS, l.LeftNS, l.RightNS}[tc.which], [4]string{l.PortA, l.PortB, l.LeftIf, l.RightIf}[tc.which]
-			if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+			if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 				t.Fatalf("no ping before the fault")
 			}
 			pre := r.sample(t)
@@ -59,7 +59,7 @@ func TestLinkDownUp(t *testing.T) {
 				t.Fatalf("UDP stream did not resume within 10s of %s coming back up", ifc)
 			}
 			t.Logf("%s down 1 s: 100 datagrams through again %v after up", ifc, resumed.Round(time.Millisecond))
-			if d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+			if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 				t.Fatalf("no ping within %v after the stream resumed", d)
 			}
 			transferOK(t, l, 5003, 4<<20)
@@ -90,7 +90,7 @@ func TestStopWithEgressDown(t *testing.T) {
 	lab.RequireRoot(t)
 	r := newRig(t, nil)
 	l := r.l
-	if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping")
 	}
 	udp := startUDP(t, l, 9005, 200, 200*time.Microsecond, 0)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/bridge/xdpprog"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -25,6 +25,10 @@ var (
 // stopTimeout bounds Datapath.Stop: its own drain deadline is 2 s, so a
 // Stop that takes longer than this has hung.
 const stopTimeout = 10 * time.Second
+
+// TestMain builds the statewire binary at most once (lab.StatewireBinary)
+// and removes it at the end.
+func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
 // rig is one lab with the datapath running in-process on its bridge ports.
 type rig struct {
@@ -128,16 +132,8 @@ func (r *rig) stop(t *testing.T) bridge.DatapathStats {
 	if err := checkSockets(&st); err != nil {
 		t.Errorf("UMEM accounting: %v", err)
 	}
-	err := r.l.Do(r.l.BridgeNS, func() error {
-		for _, ifc := range []string{r.l.PortA, r.l.PortB} {
-			if att, id, err := xdpprog.XDPAttached(ifc); err != nil || att {
-				return fmt.Errorf("after Stop: XDP on %s attached=%v id %d err %v, want none", ifc, att, id, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
+	if err := r.l.CheckNoXDP(); err != nil {
+		t.Errorf("after Stop: %v", err)
 	}
 	return st
 }
@@ -237,11 +233,7 @@ func (r *rig) alive(t *testing.T) {
 // ifStat reads one /sys/class/net/IF/statistics counter inside ns.
 func ifStat(t *testing.T, l *lab.Lab, ns, ifc, name string) uint64 {
 	t.Helper()
-	out, err := l.Run(context.Background(), ns, "cat", "/sys/class/net/"+ifc+"/statistics/"+name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	n, err := l.IfStat(ns, ifc, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,23 +247,6 @@ func setLink(t *testing.T, l *lab.Lab, ns, ifc string, up bool) {
 	if _, err := l.Run(context.Background(), ns, "ip", "link", "set", ifc, state); err != nil {
 		t.Fatalf("ip link set %s %s: %v", ifc, state, err)
 	}
-}
-
-// pingWithin pings from ns to `to` once per attempt until one reply comes or
-// d passes, and returns how long it took.
-func pingWithin(t *testing.T, l *lab.Lab, ns, to string, d time.Duration) (time.Duration, bool) {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < d {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		out, err := l.Run(ctx, ns, "ping", "-c", "1", "-W", "1", to)
-		cancel()
-		if err == nil && strings.Contains(out, "1 received") {
-			return time.Since(start), true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start), false
 }
 
 // transferOK sends size random bytes from the left host to the right one

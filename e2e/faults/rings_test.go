@@ -29,7 +29,7 @@ func TestFillRingEmpty(t *testing.T) {
 		c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames, c.Batch = 64, 64, 32, 64, 256, 64
 	})
 	l := r.l
-	if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping before the burst")
 	}
 	pre := r.sample(t)
@@ -51,7 +51,7 @@ func TestFillRingEmpty(t *testing.T) {
 	if kd == 0 {
 		t.Errorf("AF_XDP kernel drops got 0 with the fill ring empty %d times, want the frames that found no fill entry counted", empty)
 	}
-	if d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping within %v after the burst", d)
 	}
 	transferOK(t, l, 5004, 4<<20)
@@ -69,7 +69,7 @@ func TestTXRingFull(t *testing.T) {
 		c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames, c.Batch = 64, 16, 64, 64, 256, 64
 	})
 	l := r.l
-	if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping before the burst")
 	}
 	pre := r.sample(t)
@@ -89,7 +89,7 @@ func TestTXRingFull(t *testing.T) {
 		t.Errorf("no-tx-space drops got 0, want > 0: the 16-entry TX ring never filled")
 	}
 	r.alive(t)
-	if d, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping within %v after the burst", d)
 	}
 	transferOK(t, l, 5005, 4<<20)
@@ -104,7 +104,7 @@ func TestReceiverStopsReading(t *testing.T) {
 	lab.RequireRoot(t)
 	r := newRig(t, nil)
 	l := r.l
-	if _, ok := pingWithin(t, l, l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping")
 	}
 	const size = 16 << 20
