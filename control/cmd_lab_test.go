@@ -2,8 +2,6 @@ package control
 
 import (
 	"bytes"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,35 +19,12 @@ import (
 // reload, -D and -F. Needs root.
 func TestLabCommands(t *testing.T) {
 	l := lab.NewT(t, lab.Options{})
-	bin := filepath.Join(t.TempDir(), "statewire")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := lab.StatewireBinary(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "sw.sock")
 	rulesFile := filepath.Join(dir, "fw.rules")
 	os.WriteFile(rulesFile, []byte("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"), 0o644)
-	var stderr bytes.Buffer
-	run := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--ring-size", "512",
-		"--control-socket", sock, "--rules", rulesFile)
-	run.Stderr = &stderr
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		run.Process.Signal(syscall.SIGTERM)
-		if err := run.Wait(); err != nil {
-			t.Errorf("statewire run: %v\n%s", err, stderr.String())
-		}
-	}()
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no control socket after 5s\n%s", stderr.String())
-		}
-	}
+	run, stderr := startRun(t, l, bin, sock, "--rules", rulesFile)
 	sw := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, append([]string{args[0], "--socket", sock}, args[1:]...)...)
 		var out, e bytes.Buffer
@@ -61,38 +36,7 @@ func TestLabCommands(t *testing.T) {
 		return out.String(), nil
 	}
 
-	right := lab.RightIPv4.Addr().String()
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp", right+":8080"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(c, c)
-		}
-	}()
-	dial := func() (net.Conn, error) {
-		var c net.Conn
-		err := l.Do(l.LeftNS, func() (err error) {
-			c, err = net.DialTimeout("tcp", right+":8080", 2*time.Second)
-			return
-		})
-		return c, err
-	}
-	echo := func(c net.Conn) error {
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write([]byte("ping")); err != nil {
-			return err
-		}
-		var b [4]byte
-		_, err := io.ReadFull(c, b[:])
-		return err
-	}
+	dial, echo := echoPeer(t, l)
 	conn, err := dial()
 	if err != nil {
 		t.Fatalf("TCP through statewire run: %v\n%s", err, stderr.String())

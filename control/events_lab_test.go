@@ -2,16 +2,13 @@ package control
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -189,31 +186,9 @@ func TestLabKernelEvents(t *testing.T) {
 // Linux by TestLabKernelEvents). Needs root.
 func TestLabEvents(t *testing.T) {
 	l := lab.NewT(t, lab.Options{})
-	bin := filepath.Join(t.TempDir(), "statewire")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/statewire/statewire/cmd/statewire").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := lab.StatewireBinary(t)
 	sock := filepath.Join(t.TempDir(), "sw.sock")
-	var stderr bytes.Buffer
-	run := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--ring-size", "512", "--control-socket", sock)
-	run.Stderr = &stderr
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		run.Process.Signal(syscall.SIGTERM)
-		if err := run.Wait(); err != nil {
-			t.Errorf("statewire run: %v\n%s", err, stderr.String())
-		}
-	}()
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no control socket after 5s\n%s", stderr.String())
-		}
-	}
+	_, stderr := startRun(t, l, bin, sock)
 	if out, err := exec.Command(bin, "sysctl", "--socket", sock, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=2").CombinedOutput(); err != nil {
 		t.Fatalf("sysctl: %v\n%s", err, out)
 	}

@@ -8,14 +8,91 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/lab"
 )
+
+// TestMain builds the statewire binary at most once (lab.StatewireBinary)
+// and removes it at the end.
+func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
+
+// echoPeer starts a TCP echo server on the right host at :8080 (closed in
+// t.Cleanup) and returns a dial from the left host to it and an echo check
+// of one connection: "ping" out and back within 2 s.
+func echoPeer(t *testing.T, l *lab.Lab) (dial func() (net.Conn, error), echo func(net.Conn) error) {
+	t.Helper()
+	right := lab.RightIPv4.Addr().String()
+	var ln net.Listener
+	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp", right+":8080"); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(c, c)
+		}
+	}()
+	dial = func() (net.Conn, error) {
+		var c net.Conn
+		err := l.Do(l.LeftNS, func() (err error) {
+			c, err = net.DialTimeout("tcp", right+":8080", 2*time.Second)
+			return
+		})
+		return c, err
+	}
+	echo = func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		var b [4]byte
+		_, err := io.ReadFull(c, b[:])
+		return err
+	}
+	return dial, echo
+}
+
+// startRun runs `statewire run` with its control socket at sock (and the
+// extra flags) in the lab's bridge namespace, waits up to 5 s for the
+// socket to appear, and stops it with SIGTERM in t.Cleanup, failing t
+// unless it exits 0. It returns the process and its stderr.
+func startRun(t *testing.T, l *lab.Lab, bin, sock string, extra ...string) (*exec.Cmd, *lab.SyncBuffer) {
+	t.Helper()
+	stderr := &lab.SyncBuffer{}
+	args := append([]string{"run", "--port-a", l.PortA, "--port-b", l.PortB, "--ring-size", "512",
+		"--control-socket", sock}, extra...)
+	run := l.Command(l.BridgeNS, bin, args...)
+	run.Stderr = stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		run.Process.Signal(syscall.SIGTERM)
+		if err := run.Wait(); err != nil {
+			t.Errorf("statewire run: %v\n%s", err, stderr.String())
+		}
+	})
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no control socket after 5s\n%s", stderr.String())
+		}
+	}
+	return run, stderr
+}
 
 // TestLabControl runs a real datapath in a lab with the control server and
 // the metrics endpoint, opens a TCP connection through it and exercises the
@@ -43,37 +120,7 @@ func TestLabControl(t *testing.T) {
 	path := f.Path([2]string{})
 
 	right := lab.RightIPv4.Addr().String()
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp", right+":8080"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(c, c)
-		}
-	}()
-	dial := func() (net.Conn, error) {
-		var c net.Conn
-		err := l.Do(l.LeftNS, func() (err error) {
-			c, err = net.DialTimeout("tcp", right+":8080", 2*time.Second)
-			return
-		})
-		return c, err
-	}
-	echo := func(c net.Conn) error {
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write([]byte("ping")); err != nil {
-			return err
-		}
-		var b [4]byte
-		_, err := io.ReadFull(c, b[:])
-		return err
-	}
+	dial, echo := echoPeer(t, l)
 	conn, err := dial()
 	if err != nil {
 		t.Fatalf("TCP through the bridge: %v", err)
