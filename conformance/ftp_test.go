@@ -1,14 +1,12 @@
 package conformance
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet/packettest"
-	"github.com/statewire/statewire/replay"
 )
 
 // ftpCase is one FTP command or reply in edge-case spelling, and where the
@@ -99,27 +97,13 @@ func ftpSession(cport uint16, c ftpCase) [][]byte {
 // (a keyword that matches but fails to parse is dropped).
 func TestDifferentialFTP(t *testing.T) {
 	lab.RequireRoot(t)
-	ctx := context.Background()
-	h, err := NewHarness(ctx, Options{Helpers: true}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := newTestHarness(t, Options{Helpers: true})
 	related := map[int]bool{}
 	for i, c := range ftpCases {
 		t.Run(fmt.Sprintf("%02d", i), func(t *testing.T) {
-			var rf []replay.Frame
-			for _, f := range ftpSession(uint16(30000+i), c) {
-				rf = append(rf, replay.Frame{Data: f, WireLen: len(f)})
-			}
-			r, err := h.Compare(ctx, fmt.Sprintf("ftp %q", strings.TrimSpace(c.line)), rf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var b strings.Builder
-			r.Write(&b)
+			r, text := compareGenerated(t, h, fmt.Sprintf("ftp %q", strings.TrimSpace(c.line)), ftpSession(uint16(30000+i), c))
 			if len(r.Diffs) > 0 || len(r.TableDiffs) > 0 {
-				t.Errorf("kernel and statewire differ:\n%s", b.String())
+				t.Errorf("kernel and statewire differ:\n%s", text)
 			}
 			// Packet 7 is the command, 9 the data connection's SYN.
 			t.Logf("%q: command %s, data SYN %s (kernel), %s, %s (statewire)", c.line,

@@ -76,11 +76,7 @@ func TestCorpusAgreement(t *testing.T) {
 	}{{"nohelper", false}, {"helpers", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			start := time.Now()
-			h, err := NewHarness(ctx, Options{Helpers: mode.helpers, InjectFragments: true}, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close()
+			h := newTestHarness(t, Options{Helpers: mode.helpers, InjectFragments: true})
 			var equal, compared, tableDiffs int
 			var out strings.Builder
 			for _, p := range pcaps {

@@ -90,11 +90,7 @@ func TestLinkTypes(t *testing.T) {
 	lab.RequireRoot(t)
 	shared := testenv.Shared(t)
 	ctx := context.Background()
-	h, err := NewHarness(ctx, Options{Helpers: true}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := newTestHarness(t, Options{Helpers: true})
 	for _, name := range []string{"ftp-active-port-download.pcap", "icmp-port-unreach-for-udp-dns.pcap", "tcp-ipv6-smtp.pcap"} {
 		orig := filepath.Join(shared, "pcaps", name)
 		base, err := h.CompareFile(ctx, orig)

@@ -117,29 +117,15 @@ func TestDifferentialRandomTCP(t *testing.T) {
 		traceRandomTCP(t)
 		return
 	}
-	ctx := context.Background()
-	h, err := NewHarness(ctx, Options{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := newTestHarness(t, Options{})
 	seeds := []uint64{1, 2, 3}
 	if *randomSeed != 1 {
 		seeds = []uint64{*randomSeed}
 	}
 	for _, seed := range seeds {
 		frames := randomTCP(seed, *randomConns)
-		rf := make([]replay.Frame, len(frames))
-		for i, f := range frames {
-			rf[i] = replay.Frame{Data: f, WireLen: len(f)}
-		}
-		r, err := h.Compare(ctx, fmt.Sprintf("random-tcp-seed-%d-conns-%d", seed, *randomConns), rf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b strings.Builder
-		r.Write(&b)
-		t.Log("\n" + b.String())
+		r, text := compareGenerated(t, h, fmt.Sprintf("random-tcp-seed-%d-conns-%d", seed, *randomConns), frames)
+		t.Log("\n" + text)
 		if r.Agreement() < 0.995 {
 			t.Errorf("seed %d: agreement %d/%d, want ≥ 99.5%%", seed, r.Equal, r.Compared)
 		}
@@ -320,33 +306,53 @@ var (
 // protocols through the kernel and statewire and lists every difference.
 func TestDifferentialRandomMixed(t *testing.T) {
 	lab.RequireRoot(t)
-	ctx := context.Background()
-	h, err := NewHarness(ctx, Options{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := newTestHarness(t, Options{})
 	seeds := []uint64{1, 2}
 	if *randomSeed != 1 {
 		seeds = []uint64{*randomSeed}
 	}
 	for _, seed := range seeds {
 		frames := randomMixed(seed, 10**randomConns, genericProtos)
-		rf := make([]replay.Frame, len(frames))
-		for i, f := range frames {
-			rf[i] = replay.Frame{Data: f, WireLen: len(f)}
-		}
-		r, err := h.Compare(ctx, fmt.Sprintf("random-mixed-seed-%d", seed), rf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b strings.Builder
-		r.Write(&b)
-		t.Log("\n" + b.String())
+		r, text := compareGenerated(t, h, fmt.Sprintf("random-mixed-seed-%d", seed), frames)
+		t.Log("\n" + text)
 		if r.Agreement() < 0.995 {
 			t.Errorf("seed %d: agreement %d/%d, want ≥ 99.5%%", seed, r.Equal, r.Compared)
 		}
 	}
+}
+
+// newTestHarness builds a harness (a kernel lab) that is removed when the
+// test ends; a lab that cannot be removed fails the test.
+func newTestHarness(t *testing.T, opts Options) *Harness {
+	t.Helper()
+	h, err := NewHarness(context.Background(), opts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("close harness: %v", err)
+		}
+	})
+	return h
+}
+
+// compareGenerated runs frames built in memory through the harness, all
+// at one instant (they carry no timestamps), and returns the report and its
+// text.
+func compareGenerated(t *testing.T, h *Harness, name string, frames [][]byte) (*Report, string) {
+	t.Helper()
+	rf := make([]replay.Frame, len(frames))
+	for i, f := range frames {
+		rf[i] = replay.Frame{Data: f, WireLen: len(f)}
+	}
+	r, err := h.Compare(context.Background(), name, rf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	r.Write(&b)
+	return r, b.String()
 }
 
 // TestDifferentialOtherProtocols runs the random mix with SCTP, UDP-Lite,
@@ -357,24 +363,10 @@ func TestDifferentialRandomMixed(t *testing.T) {
 // (CONFORMANCE.md, "Other IP protocols") and logs them.
 func TestDifferentialOtherProtocols(t *testing.T) {
 	lab.RequireRoot(t)
-	ctx := context.Background()
-	h, err := NewHarness(ctx, Options{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := newTestHarness(t, Options{})
 	frames := randomMixed(*randomSeed, 10**randomConns, trackedProtos)
-	rf := make([]replay.Frame, len(frames))
-	for i, f := range frames {
-		rf[i] = replay.Frame{Data: f, WireLen: len(f)}
-	}
-	r, err := h.Compare(ctx, fmt.Sprintf("random-other-protocols-seed-%d", *randomSeed), rf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	r.Write(&b)
-	t.Log("\n" + b.String())
+	r, text := compareGenerated(t, h, fmt.Sprintf("random-other-protocols-seed-%d", *randomSeed), frames)
+	t.Log("\n" + text)
 	involved := func(s string) bool {
 		for _, p := range []string{"sctp", "udplite", "gre", "dccp", "unknown 33 "} {
 			if strings.Contains(s, p) {
