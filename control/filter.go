@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/statewire/statewire/ctlist"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -110,26 +112,17 @@ func ParseTCPState(s string) (statemachine.TCPState, bool) {
 	return 0, false
 }
 
-// ParseProto returns the protocol number of a name (tcp, udp, icmp, icmpv6,
-// sctp, dccp, udplite, gre) or a decimal number.
+// ParseProto returns the protocol number of a name a listing prints
+// (ctlist.L4Name: tcp, udp, icmp, icmpv6, sctp, dccp, udplite, gre; any
+// case), of iptables' ipv6-icmp, or of a decimal number 1..255.
 func ParseProto(s string) (uint8, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return 6, nil
-	case "udp":
-		return 17, nil
-	case "icmp":
-		return 1, nil
-	case "icmpv6", "ipv6-icmp":
-		return 58, nil
-	case "sctp":
-		return 132, nil
-	case "dccp":
-		return 33, nil
-	case "udplite":
-		return 136, nil
-	case "gre":
-		return 47, nil
+	if strings.EqualFold(s, "ipv6-icmp") {
+		return packet.ProtoICMPv6, nil
+	}
+	for p := 1; p < 256; p++ {
+		if name := ctlist.L4Name(uint8(p)); name != "unknown" && strings.EqualFold(name, s) {
+			return uint8(p), nil
+		}
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil || n == 0 {
