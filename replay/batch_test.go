@@ -13,9 +13,9 @@ import (
 // requires identical results: batching is an optimisation, never a change
 // of behaviour.
 func TestBatchEqualsSingle(t *testing.T) {
-	pcaps, _ := filepath.Glob(filepath.Join(testenv.Shared(t), "pcaps", "*.pcap*"))
-	if len(pcaps) == 0 {
-		t.Fatal("no captures")
+	pcaps, err := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
+	if err != nil || len(pcaps) == 0 {
+		t.Fatalf("no captures: %v", err)
 	}
 	compared := 0
 	for _, path := range pcaps {
@@ -23,8 +23,14 @@ func TestBatchEqualsSingle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		single, _ := New(Options{NoTimestamps: true})
-		batched, _ := New(Options{NoTimestamps: true})
+		single, err := New(Options{NoTimestamps: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batched, err := New(Options{NoTimestamps: true})
+		if err != nil {
+			t.Fatal(err)
+		}
 		const now = epoch
 		var out [bridge.MaxBatch]bridge.Result
 		for start := 0; start < len(frames); start += bridge.MaxBatch {
