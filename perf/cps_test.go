@@ -22,7 +22,7 @@ func TestCPSLab(t *testing.T) {
 	o := QuickOptions()
 	o.Mode = ModeCPS
 	o.Devices = []string{KernelBridge, Statewire}
-	o.Statewire = statewireBinary(t)
+	o.Statewire = lab.StatewireBinary(t)
 	o.CPSTrial, o.CPSSteps = 150*time.Millisecond, 1
 	rep := runLab(t, o, 60*time.Second)
 	if g := rep.CPSGenerator; g == nil || g.Done == 0 {

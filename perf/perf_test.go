@@ -11,8 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -337,26 +335,9 @@ func testGenerator(t *testing.T, flows uint32, stamp bool, lay layout, imix *imi
 	return cnt, prog
 }
 
-// statewireBinary returns $STATEWIRE_BIN, or else a statewire built from
-// this tree into a temporary folder. The lab tests always measure statewire:
-// a test that left it out when no binary happened to be lying around (as in
-// CI's fresh clone) passed without testing it, and a stale ../statewire
-// measured old code.
-func statewireBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("STATEWIRE_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "statewire")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/statewire").CombinedOutput(); err != nil {
-		t.Fatalf("build statewire: %v\n%s", err, out)
-	}
-	return bin
-}
+// TestMain builds statewire at most once for the lab tests
+// (lab.StatewireBinary) and removes it afterwards.
+func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
 // runLab runs o with its progress in the test log and fails the test when
 // the run fails or a device was not measured.
@@ -388,7 +369,7 @@ func TestQuickComparison(t *testing.T) {
 	o := QuickOptions()
 	o.Mode = ModeFlood // CPS has its own test, TestCPSLab
 	o.Devices = []string{KernelBridge, KernelBridgeCT, Statewire}
-	o.Statewire = statewireBinary(t)
+	o.Statewire = lab.StatewireBinary(t)
 	o.FrameSizes, o.Flows = []int{64}, []int{100}
 	o.Trial = 200 * time.Millisecond
 	o.NDRSteps, o.PDRSteps = 2, 0
