@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/statewire/statewire/ring"
@@ -30,6 +31,21 @@ func (c *PortCounters) Dropped() uint64 {
 		n += d
 	}
 	return n
+}
+
+// DropList names the non-zero drop counters, "reason=n" separated by
+// spaces (hand-off ring full as handoff-full), for logs and summaries.
+func (c *PortCounters) DropList() string {
+	var b []string
+	for i, n := range c.Drops {
+		if n > 0 {
+			b = append(b, fmt.Sprintf("%s=%d", DropReason(i), n))
+		}
+	}
+	if c.HandoffFull > 0 {
+		b = append(b, fmt.Sprintf("handoff-full=%d", c.HandoffFull))
+	}
+	return strings.Join(b, " ")
 }
 
 func (c *PortCounters) add(o *PortCounters) {

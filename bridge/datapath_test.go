@@ -150,6 +150,17 @@ func finalTotals(s *DatapathStats, stuck uint64) {
 	s.Queues[1].Socket[PortB].Completed -= stuck
 }
 
+func TestDropList(t *testing.T) {
+	var c PortCounters
+	if got := c.DropList(); got != "" {
+		t.Errorf("no drops: got %q, want empty", got)
+	}
+	c.Drops[DropRule], c.Drops[DropTableFull], c.HandoffFull = 3, 1, 2
+	if got, want := c.DropList(), "rule=3 table-full=1 handoff-full=2"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestCheckConservation(t *testing.T) {
 	base := func() DatapathStats {
 		var s DatapathStats

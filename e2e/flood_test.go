@@ -147,7 +147,7 @@ func TestFloodThroughput(t *testing.T) {
 			st, _ := r.dp.Stop()
 			a := st.Total(bridge.PortA)
 			t.Logf("statewire (%d workers, AF_XDP %s): offered %.0f pps, received %.0f pps (%.1f%%); bridge in %d, forwarded %d, via another core %d, drops %s, kernel drops before RX %d",
-				cores, st.Queues[0].Mode, sent, got, 100*got/max(sent, 1), a.RX, a.Forwarded, a.HandedOff, nonZeroDrops(&a), st.KernelDrops(bridge.PortA))
+				cores, st.Queues[0].Mode, sent, got, 100*got/max(sent, 1), a.RX, a.Forwarded, a.HandedOff, a.DropList(), st.KernelDrops(bridge.PortA))
 			for _, q := range st.Queues {
 				t.Logf("queue %d port A socket: %+v", q.Queue, q.Socket[bridge.PortA])
 			}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -93,7 +92,7 @@ func (r *rig) finish(t *testing.T) {
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		c := st.Total(p)
 		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%v), via another core %d, kernel drops %d",
-			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), nonZeroDrops(&c), c.HandedOff, st.KernelDrops(p))
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), c.HandedOff, st.KernelDrops(p))
 		if c.InFlight != 0 {
 			t.Errorf("%s: %d frames still in flight after Stop, want 0", p, c.InFlight)
 		}
@@ -104,19 +103,6 @@ func (r *rig) finish(t *testing.T) {
 	if err := r.l.CheckNoXDP(); err != nil {
 		t.Errorf("after Stop: %v", err)
 	}
-}
-
-func nonZeroDrops(c *bridge.PortCounters) string {
-	var b []string
-	for i, n := range c.Drops {
-		if n > 0 {
-			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
-		}
-	}
-	if c.HandoffFull > 0 {
-		b = append(b, fmt.Sprintf("handoff-full=%d", c.HandoffFull))
-	}
-	return strings.Join(b, " ")
 }
 
 func ctx(t *testing.T, d time.Duration) context.Context {

@@ -249,13 +249,8 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 		t := s.Total(p)
 		fmt.Fprintf(w, "%s->%s: %d frames in (%d bytes), %d forwarded, %d dropped", p, p.Other(),
 			t.RX, t.RXBytes, t.Forwarded, t.Dropped())
-		for i, n := range t.Drops {
-			if n > 0 {
-				fmt.Fprintf(w, " %s=%d", bridge.DropReason(i), n)
-			}
-		}
-		if t.HandoffFull > 0 {
-			fmt.Fprintf(w, " handoff-full=%d", t.HandoffFull)
+		if d := t.DropList(); d != "" {
+			fmt.Fprintf(w, " %s", d)
 		}
 		if t.HandedOff > 0 {
 			fmt.Fprintf(w, "; %d via another core", t.HandedOff)

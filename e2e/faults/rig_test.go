@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,7 +120,7 @@ func (r *rig) stop(t *testing.T) bridge.DatapathStats {
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		c := st.Total(p)
 		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d, fill-empty %d",
-			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), dropList(&c), st.KernelDrops(p), fillEmpty(&st, p))
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), st.KernelDrops(p), fillEmpty(&st, p))
 		if c.InFlight != 0 {
 			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
 		}
@@ -160,19 +159,6 @@ func checkSockets(st *bridge.DatapathStats) error {
 		}
 	}
 	return nil
-}
-
-func dropList(c *bridge.PortCounters) string {
-	var b []string
-	for i, n := range c.Drops {
-		if n > 0 {
-			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
-		}
-	}
-	if c.HandoffFull > 0 {
-		b = append(b, fmt.Sprintf("handoff-full=%d", c.HandoffFull))
-	}
-	return strings.Join(b, " ")
 }
 
 // fillEmpty sums the kernel's rx_fill_ring_empty_descs over port p's sockets.

@@ -172,7 +172,7 @@ func TestReceiverStopsReading(t *testing.T) {
 	final := r.stop(t)
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		if c := final.Total(p); c.Dropped() != 0 {
-			t.Errorf("%s->%s: %d frames dropped (%s), want 0", p, p.Other(), c.Dropped(), dropList(&c))
+			t.Errorf("%s->%s: %d frames dropped (%s), want 0", p, p.Other(), c.Dropped(), c.DropList())
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,7 +93,7 @@ func (r *rig) finish(t *testing.T) {
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		c := st.Total(p)
 		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d",
-			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), dropsString(&c.Drops), st.KernelDrops(p))
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), st.KernelDrops(p))
 		if c.InFlight != 0 {
 			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
 		}
@@ -123,16 +122,6 @@ func (r *rig) settle() bridge.DatapathStats {
 		}
 	}
 	return last
-}
-
-func dropsString(d *[bridge.NumDropReasons]uint64) string {
-	var b []string
-	for i, n := range d {
-		if n > 0 {
-			b = append(b, fmt.Sprintf("%s=%d", bridge.DropReason(i), n))
-		}
-	}
-	return strings.Join(b, " ")
 }
 
 // injector sends raw frames out of one host's veth (AF_PACKET, qdisc
