@@ -1,9 +1,7 @@
 package conformance
 
 import (
-	"bufio"
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,32 +11,6 @@ import (
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
-
-// readTSV reads a kernel-states fixture: number<TAB>state per line.
-func readTSV(t testing.TB, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		num, st, ok := strings.Cut(sc.Text(), "\t")
-		if !ok {
-			t.Fatalf("%s: bad line %q", path, sc.Text())
-		}
-		if n, err := strconv.Atoi(num); err != nil || n != len(out)+1 {
-			t.Fatalf("%s: line %d numbered %q", path, len(out)+1, num)
-		}
-		out = append(out, st)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // compare returns how many labels agree and a description of the first
 // few differences.
@@ -78,7 +50,7 @@ func TestKernelStatesSmall(t *testing.T) {
 	t.Cleanup(func() { o.Close() })
 	for _, name := range smallCaptures {
 		t.Run(name, func(t *testing.T) {
-			want := readTSV(t, filepath.Join(testenv.Pcaps(t), "kernel-states/nohelper", name+".tsv"))
+			want := testenv.KernelStates(t, "nohelper", name)
 			start := time.Now()
 			got, err := o.States(ctx, filepath.Join(testenv.Pcaps(t), name))
 			if err != nil {
@@ -124,7 +96,7 @@ func TestKernelStatesAll(t *testing.T) {
 			total, agreeAll := 0, 0
 			for _, p := range pcaps {
 				name := filepath.Base(p)
-				want := readTSV(t, filepath.Join(testenv.Pcaps(t), "kernel-states", mode.dir, name+".tsv"))
+				want := testenv.KernelStates(t, mode.dir, name)
 				start := time.Now()
 				got, err := o.States(ctx, p)
 				if err != nil {

@@ -1,11 +1,8 @@
 package helpers
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -75,30 +72,6 @@ func decode(t *testing.T, data []byte) capPacket {
 		c.payload = udp.Payload
 	}
 	return c
-}
-
-// kernelStates reads kernel-states/helpers/NAME.tsv: the state Linux gave
-// each packet with the helpers attached.
-func kernelStates(t *testing.T, name string) []string {
-	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.Pcaps(t), "kernel-states", "helpers", name+".tsv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var states []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		num, state, ok := strings.Cut(sc.Text(), "\t")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.Atoi(num); err != nil || n != len(states)+1 {
-			t.Fatalf("kernel states line %q out of order", sc.Text())
-		}
-		states = append(states, state)
-	}
-	return states
 }
 
 type flowKey struct {
@@ -270,7 +243,7 @@ func TestCaptures(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			pkts := readCapture(t, tc.file)
-			kernel := kernelStates(t, tc.file)
+			kernel := testenv.KernelStates(t, "helpers", tc.file)
 			if len(kernel) != len(pkts) {
 				t.Fatalf("%d packets, %d kernel states", len(pkts), len(kernel))
 			}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -288,16 +287,9 @@ func TestPcapsAgainstKernelStates(t *testing.T) {
 	states := map[string]string{}
 	files, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "kernel-states", "nohelper", "*.tsv"))
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
 		base := strings.TrimSuffix(filepath.Base(f), ".tsv")
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			num, state, ok := strings.Cut(line, "\t")
-			if ok {
-				states[base+"#"+num] = state
-			}
+		for i, state := range testenv.KernelStates(t, "nohelper", base) {
+			states[base+"#"+strconv.Itoa(i+1)] = state
 		}
 	}
 	if len(states) == 0 {

@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,30 +13,6 @@ import (
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
-
-// readStates reads a kernel-states fixture: packet number → label.
-func readStates(t *testing.T, path string) map[int]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m := map[int]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		num, label, ok := strings.Cut(sc.Text(), "\t")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil {
-			t.Fatalf("%s: bad line %q", path, sc.Text())
-		}
-		m[n] = label
-	}
-	return m
-}
 
 // ourLabel turns a pipeline result into the fixture's vocabulary.
 func ourLabel(r bridge.Result) string {
@@ -86,7 +61,7 @@ func runCorpus(t *testing.T, variant string) (agree, total int, diffs []diff) {
 	sort.Strings(pcaps)
 	for _, path := range pcaps {
 		name := filepath.Base(path)
-		states := readStates(t, filepath.Join(shared, "pcaps", "kernel-states", variant, name+".tsv"))
+		states := testenv.KernelStates(t, variant, name)
 		frames, err := ReadFile(path)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -112,7 +87,10 @@ func runCorpus(t *testing.T, variant string) (agree, total int, diffs []diff) {
 				f.Data = append(f.Data, make([]byte, f.WireLen-len(f.Data))...)
 			}
 			pk := rp.Step(f)
-			want := states[pk.Num]
+			var want string
+			if pk.Num <= len(states) {
+				want = states[pk.Num-1]
+			}
 			if !compared(want) {
 				continue
 			}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -45,4 +47,29 @@ func Unavailable(t testing.TB, reason string) {
 func Pcaps(t testing.TB) string {
 	t.Helper()
 	return filepath.Join(Shared(t), "pcaps")
+}
+
+// KernelStates reads the corpus fixture kernel-states/VARIANT/CAPTURE.tsv
+// ("nohelper" or "helpers"; CAPTURE is the capture's file name): the label
+// Linux gave each packet, element i for packet i+1. A line out of order or
+// without its tab fails the test: the fixtures are numbered 1, 2, 3...
+func KernelStates(t testing.TB, variant, capture string) []string {
+	t.Helper()
+	path := filepath.Join(Pcaps(t), "kernel-states", variant, capture+".tsv")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		num, state, ok := strings.Cut(line, "\t")
+		if !ok {
+			t.Fatalf("%s: bad line %q", path, line)
+		}
+		if n, err := strconv.Atoi(num); err != nil || n != len(out)+1 {
+			t.Fatalf("%s: line %d numbered %q", path, len(out)+1, num)
+		}
+		out = append(out, state)
+	}
+	return out
 }
