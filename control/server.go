@@ -91,6 +91,11 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// closing is set by Close under connMu; Serve adds a connection to wg
+	// only under connMu while it is unset, so no wg.Add can race Close's
+	// wg.Wait (a connection accepted as Close runs is closed unserved).
+	connMu  sync.Mutex
+	closing bool
 }
 
 // Listen creates the socket at path (its directory with mode 0700 if
@@ -150,7 +155,14 @@ func (s *Server) Serve() error {
 			}
 			return err
 		}
+		s.connMu.Lock()
+		if s.closing {
+			s.connMu.Unlock()
+			c.Close()
+			return nil
+		}
 		s.wg.Add(1)
+		s.connMu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.handle(c)
@@ -161,6 +173,9 @@ func (s *Server) Serve() error {
 // Close stops accepting, ends the connections in progress (event streams
 // included), removes the socket and waits for the server's goroutines.
 func (s *Server) Close() error {
+	s.connMu.Lock()
+	s.closing = true
+	s.connMu.Unlock()
 	s.cancel()
 	err := s.ln.Close()
 	s.wg.Wait()
