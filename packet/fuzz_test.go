@@ -37,3 +37,57 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// garbage is a Packet with every field set, so that a parser that forgets
+// to reset a field shows it in FuzzParseDifferential (the pipeline reuses
+// one Packet per worker).
+var garbage = packet.Packet{
+	EtherType: 0xeeee, VLAN: 0xeee, OuterVLAN: 0xeee, VLANTags: 9, L3Off: 0xeeee,
+	IPVersion: 9, Proto: 0xee, TTL: 0xee, Src: packet.Addr{0: 0xee, 15: 0xee}, Dst: packet.Addr{1: 0xee, 14: 0xee},
+	IPLen: 0xeeee, L4Off: 0xeeee, Truncated: true,
+	Fragment: true, FragOffset: 0xeeee, MoreFrags: true, FragID: 0xeeee,
+	SrcPort: 0xeeee, DstPort: 0xeeee,
+	TCP: packet.TCP{
+		Seq: 0xee, Ack: 0xee, Flags: 0xee, DataOff: 0xee, Window: 0xee, MSS: 0xee, WScale: 0xee,
+		SACKPerm: true, HasTS: true, NumSACK: 9, TSVal: 0xee, TSEcr: 0xee,
+		SACK: [packet.MaxSACKBlocks]packet.SACKBlock{{1, 2}, {3, 4}, {5, 6}, {7, 8}}, OptsBroken: true,
+	},
+	ICMP: packet.ICMP{Type: 0xee, Code: 0xee, ID: 0xee, Seq: 0xee}, HasInner: true,
+	Inner: packet.Inner{
+		IPVersion: 9, Src: packet.Addr{2: 0xee}, Dst: packet.Addr{3: 0xee}, Proto: 0xee,
+		SrcPort: 0xee, DstPort: 0xee, ICMP: packet.ICMP{Type: 0xee}, NonFirstFragment: true,
+	},
+	InnerReason: 0xee, PayloadOff: 0xeeee, PayloadLen: 0xeeee, ChecksumChecked: true, ChecksumOK: true,
+}
+
+// FuzzParseDifferential checks Parse against RefParse, the parser as it was
+// before its fast path (refparse_test.go): the same Reason and an identical
+// Packet for every input and both VerifyChecksum values, parsing into a
+// Packet full of garbage (the pipeline reuses one per worker). Seeds: the
+// FuzzParse seeds and the benchmark frames.
+func FuzzParseDifferential(f *testing.F) {
+	for _, c := range readCaptures(f) {
+		f.Add(c.data, c.wireLen)
+	}
+	for _, tc := range parseCases() {
+		f.Add(tc.frame, tc.wireLen)
+	}
+	for _, fr := range hotFrames() {
+		f.Add(fr, 0)
+		f.Add(fr[:len(fr)-1], len(fr)) // snaplen cut by one byte
+	}
+	f.Fuzz(func(t *testing.T, frame []byte, wireLen int) {
+		for _, verify := range []bool{false, true} {
+			opt := packet.Options{VerifyChecksum: verify}
+			got, want := garbage, garbage
+			rg := packet.Parse(frame, wireLen, opt, &got)
+			rw := packet.RefParse(frame, wireLen, opt, &want)
+			if rg != rw {
+				t.Fatalf("verify %v: got reason %v, want %v (reference)", verify, rg, rw)
+			}
+			if got != want {
+				t.Fatalf("verify %v (reason %v): got packet\n%+v\nwant (reference)\n%+v", verify, rg, got, want)
+			}
+		}
+	})
+}
