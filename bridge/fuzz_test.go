@@ -40,7 +40,7 @@ func fuzzTemplates() [][]byte {
 // changed, through one pipeline frame by frame (Process) and through a
 // second one in batches (ProcessBatch). Both must give every frame the same
 // result: batching is an optimisation, never a semantic. And the counters
-// must account for every frame: one ingress port, one verdict (accept or a
+// must account for every frame, and be the same for both: one ingress port, one verdict (accept or a
 // drop reason), one parse reason and one state index each.
 func FuzzPipeline(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 1, 1, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 1, 0, 0, 5, 0, 0, 0})
@@ -94,6 +94,14 @@ func FuzzPipeline(f *testing.F) {
 		}
 		checkAccounting(t, single.Stats(), len(frames))
 		checkAccounting(t, batched.Stats(), len(frames))
+		// Batching must not change what is counted either (a batch's
+		// lookups once counted every found entry twice).
+		if got, want := *batched.Stats(), *single.Stats(); got != want {
+			t.Fatalf("pipeline counters: ProcessBatch %+v, Process %+v", got, want)
+		}
+		if got, want := batched.Shard().Stats(), single.Shard().Stats(); got != want {
+			t.Fatalf("shard counters: ProcessBatch %+v, Process %+v", got, want)
+		}
 	})
 }
 

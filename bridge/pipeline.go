@@ -120,13 +120,27 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	return r
 }
 
-// flowHash is a frame's flow-table key and hash, computed ahead by
-// ProcessBatch so the table's cache lines can be loaded for a whole batch
-// before any frame is processed.
+// flowHash is what ProcessBatch worked out ahead for a frame's flow: the
+// flow-table key (of the quoted flow for an ICMP error), its hash, and the
+// entry the batch lookup found, which stays the answer while the shard's
+// Version is unchanged (no insertion or removal since).
 type flowHash struct {
-	key  flowtable.Key
-	hash uint64
-	ok   bool
+	key     *flowtable.Key
+	hash    uint64
+	entry   *flowtable.Entry
+	version uint64
+}
+
+// lookup returns the live entry of fh's key: the batch lookup's answer when
+// nothing was inserted or removed since, else a new lookup.
+func (pl *Pipeline) lookup(fh *flowHash, now int64) *flowtable.Entry {
+	if fh.version == pl.shard.Version() {
+		if fh.entry != nil {
+			pl.shard.Hit()
+		}
+		return fh.entry
+	}
+	return pl.shard.Lookup(fh.key, fh.hash, now)
 }
 
 // processParsed is Process after the parse. fh, when not nil, holds the key
@@ -194,22 +208,27 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 const MaxBatch = 64
 
 // batchState is ProcessBatch's scratch space, allocated once per pipeline.
+// keys, hashes and found are packed (only frames with a key), flows[i]
+// points into them for frame i.
 type batchState struct {
 	pkts    [MaxBatch]packet.Packet
 	reasons [MaxBatch]packet.Reason
 	flows   [MaxBatch]flowHash
+	hasFlow [MaxBatch]bool
 	keys    [MaxBatch]flowtable.Key
 	hashes  [MaxBatch]uint64
 	found   [MaxBatch]*flowtable.Entry
+	slot    [MaxBatch]uint8 // frame i's index in keys, hashes and found
 }
 
 // ProcessBatch runs up to MaxBatch frames received on port in and writes
 // their results to out (which must be at least as long). It parses and
-// hashes the whole batch first and loads the table's buckets and entries
-// for all of it in one pass, so that the cache misses of the batch overlap
-// instead of stalling one frame at a time; then it processes the frames in
-// order, each seeing what the earlier ones did. Results are exactly those of
-// calling Process on each frame in turn.
+// hashes the whole batch first and looks up the whole batch in one pass,
+// so that the cache misses of the batch overlap instead of stalling one
+// frame at a time; then it processes the frames in order, each seeing what
+// the earlier ones did (a lookup answer is used only while no frame before
+// it inserted or removed an entry). Results and counters are exactly those
+// of calling Process on each frame in turn.
 func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Result) {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()
@@ -224,29 +243,32 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 	for i := range n {
 		p := &b.pkts[i]
 		b.reasons[i] = packet.Parse(frames[i], 0, opt, p)
-		fh := &b.flows[i]
-		fh.ok = false
-		if b.reasons[i] != packet.ReasonOK || (p.Fragment && p.FragOffset != 0) {
+		b.hasFlow[i] = false
+		if b.reasons[i] != packet.ReasonOK {
 			continue
 		}
+		k := &b.keys[m]
+		var ok bool
 		if p.IsICMPError() {
-			fh.key, fh.ok = flowtable.KeyFromInner(p)
+			ok = k.SetFromInner(p)
 		} else {
-			fh.key, fh.ok = flowtable.KeyFromPacket(p)
+			ok = k.SetFromPacket(p)
 		}
-		if fh.ok {
-			fh.hash = pl.table.HashKey(&fh.key)
-			b.keys[m], b.hashes[m] = fh.key, fh.hash
+		if ok {
+			b.hashes[m] = pl.table.HashKey(k)
+			b.slot[i] = uint8(m)
+			b.hasFlow[i] = true
 			m++
 		}
 	}
-	// Warm the cache: the walk's results are not used, since a frame may
-	// create or delete the entry a later frame of the batch finds.
 	pl.shard.LookupBatch(b.keys[:m], b.hashes[:m], b.found[:m], now)
+	version := pl.shard.Version()
 	for i := range n {
-		fh := &b.flows[i]
-		if !fh.ok {
-			fh = nil
+		var fh *flowHash
+		if b.hasFlow[i] {
+			j := b.slot[i]
+			fh = &b.flows[i]
+			*fh = flowHash{key: &b.keys[j], hash: b.hashes[j], entry: b.found[j], version: version}
 		}
 		out[i] = pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh)
 		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
@@ -328,20 +350,21 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 			return
 		}
 	}
-	var key flowtable.Key
-	var hash uint64
+	var e *flowtable.Entry
 	if fh != nil {
-		key, hash = fh.key, fh.hash
+		e = pl.lookup(fh, now)
 	} else {
-		var ok bool
-		if key, ok = flowtable.KeyFromPacket(p); !ok {
+		// Process: no batch worked the key out ahead.
+		var key flowtable.Key
+		if !key.SetFromPacket(p) {
 			r.State = statemachine.StateInvalid
 			pl.stats.Invalid++
 			return
 		}
-		hash = pl.table.HashKey(&key)
+		fh = &flowHash{key: &key, hash: pl.table.HashKey(&key)}
+		e = pl.shard.Lookup(fh.key, fh.hash, now)
 	}
-	if e := pl.shard.Lookup(&key, hash, now); e != nil {
+	if e != nil {
 		r.Tracked = true
 		r.Dir = e.DirOf(p)
 		oldState, oldStatus := e.Conn.State, e.Conn.Status
@@ -361,7 +384,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		pl.shard.Delete(e)
 		r.Tracked, r.Dir = false, statemachine.Original
 	}
-	pl.create(s, frame, p, in, &key, hash, helper, now, r)
+	pl.create(s, frame, p, in, fh.key, fh.hash, helper, now, r)
 }
 
 // existing finishes a packet of an existing entry after Update.
@@ -438,7 +461,7 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Resu
 	}
 	var e *flowtable.Entry
 	if fh != nil {
-		e = pl.shard.Lookup(&fh.key, fh.hash, now)
+		e = pl.lookup(fh, now)
 	} else if key, ok := flowtable.KeyFromInner(p); ok {
 		e = pl.shard.Lookup(&key, pl.table.HashKey(&key), now)
 	}

@@ -148,10 +148,19 @@ func after(a *packet.Addr, ap uint16, b *packet.Addr, bp uint16) bool {
 // or an ICMP/ICMPv6 type that is neither a request nor a reply (errors are
 // looked up with KeyFromInner; the rest never create entries).
 func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
+	ok = k.SetFromPacket(p)
+	return k, ok
+}
+
+// SetFromPacket makes k the key of p, as KeyFromPacket does, and reports
+// whether p has one (k is then unspecified when not). It fills k in place:
+// the datapath builds a batch's keys straight into their array instead of
+// copying 40 bytes through a return value.
+func (k *Key) SetFromPacket(p *packet.Packet) bool {
 	if p.Fragment && p.FragOffset != 0 {
-		return k, false
+		return false
 	}
-	return canonicalKey(p.IPVersion, p.Proto, &p.Src, &p.Dst, p.SrcPort, p.DstPort, &p.ICMP, p.VLAN)
+	return k.setCanonical(p.IPVersion, p.Proto, &p.Src, &p.Dst, p.SrcPort, p.DstPort, &p.ICMP, p.VLAN)
 }
 
 // KeyFromInner returns the key of the connection an ICMP or ICMPv6 error
@@ -161,19 +170,25 @@ func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
 // fragment, or it is ICMP but not a request or reply (spec §4: INVALID).
 // The zone is the outer packet's VLAN.
 func KeyFromInner(p *packet.Packet) (k Key, ok bool) {
-	in := &p.Inner
-	if !p.HasInner || in.NonFirstFragment {
-		return k, false
-	}
-	return canonicalKey(in.IPVersion, in.Proto, &in.Src, &in.Dst, in.SrcPort, in.DstPort, &in.ICMP, p.VLAN)
+	ok = k.SetFromInner(p)
+	return k, ok
 }
 
-// canonicalKey builds the key of one direction's tuple: the same key for
+// SetFromInner makes k the key KeyFromInner returns, in place.
+func (k *Key) SetFromInner(p *packet.Packet) bool {
+	in := &p.Inner
+	if !p.HasInner || in.NonFirstFragment {
+		return false
+	}
+	return k.setCanonical(in.IPVersion, in.Proto, &in.Src, &in.Dst, in.SrcPort, in.DstPort, &in.ICMP, p.VLAN)
+}
+
+// setCanonical makes k the key of one direction's tuple: the same key for
 // both directions of a connection. One function serves the outer packet
 // and the quoted one, so the two can never drift apart.
-func canonicalKey(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, icmp *packet.ICMP, vlan uint16) (k Key, ok bool) {
+func (k *Key) setCanonical(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, icmp *packet.ICMP, vlan uint16) bool {
 	if l3 != 4 && l3 != 6 {
-		return k, false
+		return false
 	}
 	k.Proto, k.L3, k.VLAN = proto, l3, vlan
 	switch {
@@ -186,7 +201,7 @@ func canonicalKey(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, i
 	case isICMP(proto, l3):
 		req, reply, found := icmpRequest(l3, icmp.Type)
 		if !found {
-			return k, false
+			return false
 		}
 		if reply {
 			k.A, k.B = *dst, *src
@@ -200,8 +215,9 @@ func canonicalKey(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, i
 		} else {
 			k.A, k.B = *src, *dst
 		}
+		k.PortA, k.PortB = 0, 0
 	}
-	return k, true
+	return true
 }
 
 // TupleFromPacket returns the tuple of the packet in its own direction

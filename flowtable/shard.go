@@ -112,11 +112,29 @@ func (s *Shard) Stats() Stats {
 // lazy expiry, so a stale connection is never resurrected by a late packet.
 func (s *Shard) Lookup(k *Key, hash uint64, now int64) *Entry {
 	b := uint32(hash) & s.mask
-	return s.walk(s.buckets[b], k, b, now)
+	e := s.walk(s.buckets[b], k, b, now)
+	if e != nil {
+		s.stats.Found++
+	}
+	return e
 }
 
+// Version changes whenever an entry is inserted or removed (for any
+// reason: expiry, early drop, Delete). A result of LookupBatch is the
+// answer Lookup would give at the same now for as long as Version has not
+// changed: entries are only ever found or lost by insertion and removal.
+func (s *Shard) Version() uint64 { return s.stats.Insert + s.stats.Delete }
+
+// Hit counts a LookupBatch result the caller used as a lookup that found
+// its entry (Stats.Found), so that a batch counts exactly what a loop of
+// Lookup would.
+func (s *Shard) Hit() { s.stats.Found++ }
+
 // LookupBatch looks up keys[i] (with hashes[i]) into out[i] for every i
-// below the shortest of the three lengths, with Lookup's semantics. It
+// below the shortest of the three lengths, with Lookup's semantics except
+// that it counts nothing in Stats.Found: a caller that processes the batch
+// in order may find a result stale (Version changed) and look up again, so
+// it counts the results it uses with Hit. It
 // overlaps the cache misses of the batch: it first loads every bucket head,
 // then touches the first entry of every chain, then walks; the loads of
 // each pass are independent, so the CPU keeps many misses in flight.
@@ -126,7 +144,8 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 		// The used slots fit in the caches: the extra passes cost more
 		// than the misses they would overlap.
 		for i := range n {
-			out[i] = s.Lookup(&keys[i], hashes[i], now)
+			b := uint32(hashes[i]) & s.mask
+			out[i] = s.walk(s.buckets[b], &keys[i], b, now)
 		}
 		return
 	}
@@ -165,7 +184,6 @@ func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
 				s.stats.Expired++
 				return nil
 			}
-			s.stats.Found++
 			return e
 		}
 		i = e.next
