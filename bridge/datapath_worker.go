@@ -218,11 +218,14 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 			continue
 		}
 		if w.reqOut != nil {
-			if o := w.owner(frame); o != w.id {
+			if o, steered := w.route(frame, now); o != w.id {
 				if w.pending[o]+len(w.outBuf[o]) < w.dp.cfg.Handoff {
 					w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, qi: uint16(q.idx), in: in})
 					c.HandedOff++
 					c.InFlight++
+					if steered {
+						w.dp.frags.steered.Add(1)
+					}
 				} else {
 					c.HandoffFull++
 					w.free[nfree] = d.Addr
@@ -285,9 +288,15 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 // key (non-IP, broken, later fragments) stay with the receiving worker: they
 // create no entry.
 func (w *worker) owner(frame []byte) int {
+	o, _ := w.flowOwner(frame)
+	return o
+}
+
+// flowOwner is owner, and whether frame parsed (w.steerPkt then holds it).
+func (w *worker) flowOwner(frame []byte) (o int, parsed bool) {
 	p := &w.steerPkt
 	if packet.Parse(frame, 0, packet.Options{}, p) != packet.ReasonOK {
-		return w.id
+		return w.id, false
 	}
 	var k flowtable.Key
 	var ok bool
@@ -297,9 +306,37 @@ func (w *worker) owner(frame []byte) int {
 		k, ok = flowtable.KeyFromPacket(p)
 	}
 	if !ok {
-		return w.id
+		return w.id, true
 	}
-	return w.table.ShardFor(w.table.HashKey(&k))
+	return w.table.ShardFor(w.table.HashKey(&k)), true
+}
+
+// route returns the worker that must judge frame, received at time now:
+// the owner of its flow (owner), except for later fragments. A later
+// fragment has no ports, so no flow, and used to be judged at once where
+// it arrived; when its datagram's first fragment had been handed to
+// another worker, it overtook it and found no verdict ("first fragment not
+// seen": INVALID). So a first fragment handed off is recorded in the
+// FragCache (Steer), and a later fragment of that datagram goes to the same
+// worker (steered is then true): over the same SPSC ring, behind its first
+// fragment, so the owner judges it once the verdict is recorded, and its
+// verdict comes back behind the first one's (the wire keeps the order).
+// Other later fragments stay here, as before.
+func (w *worker) route(frame []byte, now int64) (o int, steered bool) {
+	o, parsed := w.flowOwner(frame)
+	p := &w.steerPkt
+	if !parsed || !p.Fragment {
+		return o, false
+	}
+	switch {
+	case p.FragOffset != 0:
+		if k := w.dp.frags.SteeredTo(p, now); k >= 0 && k != w.id {
+			return k, true
+		}
+	case p.MoreFrags && o != w.id:
+		w.dp.frags.Steer(p, now, o)
+	}
+	return o, false
 }
 
 // flushHandoffs pushes the batch's hand-offs to their owners.

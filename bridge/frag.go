@@ -73,6 +73,16 @@ type fragDatagram struct {
 	end     uint32 // the datagram's length, once its last fragment (MF clear) was seen; 0 unknown
 	bad     bool   // an overlap was seen: the rest of the datagram is INVALID
 	used    bool
+	// first is set once the first fragment was judged: res and runs are
+	// the datagram's. A slot can be used without it: a worker handed the
+	// first fragment to its flow's owner (steer) and the verdict is not
+	// recorded yet.
+	first bool
+	// steer is 1 + the worker the first fragment was handed to (0: it was
+	// judged where it arrived). The later fragments received by the same
+	// worker follow it over the same SPSC ring, so they are judged after it
+	// (see FragCache.Steer).
+	steer uint16
 }
 
 // fragOutcome is what a fragment's byte range means for its datagram.
@@ -103,6 +113,7 @@ type FragCache struct {
 	evictions  atomic.Uint64 // datagrams forgotten for a newer one in their slot
 	duplicates atomic.Uint64 // fragments wholly inside bytes already seen
 	overlaps   atomic.Uint64 // datagrams discarded for a partial overlap, a contradicting end or too many holes
+	steered    atomic.Uint64 // later fragments sent after their first fragment to its flow's owner
 }
 
 // NewFragCache returns a cache of size slots (rounded up to a power of two).
@@ -119,6 +130,11 @@ func NewFragCache(size int, seed uint64) *FragCache {
 func (c *FragCache) FragCounters() (evictions, duplicates, overlaps uint64) {
 	return c.evictions.Load(), c.duplicates.Load(), c.overlaps.Load()
 }
+
+// Steered returns how many later fragments were handed to the worker
+// judging their datagram's first fragment, instead of being judged where
+// they arrived (safe from any goroutine).
+func (c *FragCache) Steered() uint64 { return c.steered.Load() }
 
 func keyOfFragment(p *packet.Packet) fragKey {
 	return fragKey{src: p.Src, dst: p.Dst, id: p.FragID, vlan: p.VLAN, proto: p.Proto, l3: p.IPVersion}
@@ -238,17 +254,70 @@ func (c *FragCache) store(p *packet.Packet, now int64, r *Result) fragOutcome {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	live := s.used && s.expires > now
-	if live && s.key == k && !s.complete() {
+	if live && s.key == k && s.first && !s.complete() {
 		out := s.add(start, end, false)
 		c.count(out)
 		return out
 	}
+	var steer uint16
+	switch {
+	case live && s.key != k:
+		c.evictions.Add(1)
+	case live && !s.first:
+		// The receiving worker steered this first fragment here: its later
+		// fragments keep following it.
+		steer = s.steer
+	}
+	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, res: *r, used: true, first: true, steer: steer}
+	s.add(start, end, false)
+	return fragFresh
+}
+
+// Steer records that the first fragment p (offset 0, more fragments) was
+// handed to worker owner, the owner of its flow, at time now. Until the
+// datagram expires or its slot is taken by another one, Steered(q) for
+// its later fragments says owner: the receiving worker hands them over the
+// same SPSC ring, behind the first fragment, so that the owner judges them
+// after it has recorded the verdict (judged at once on the receiving
+// worker, they could overtake it and find no verdict).
+//
+// A record of a judged, still incomplete datagram is kept (a second first
+// fragment is a duplicate or an overlap, which the owner finds); anything
+// else in the slot (an expired or complete datagram, one with another key)
+// gives way to a record with no verdict yet.
+func (c *FragCache) Steer(p *packet.Packet, now int64, owner int) {
+	k := keyOfFragment(p)
+	timeout := int64(fragTimeoutV4)
+	if p.IPVersion == 6 {
+		timeout = fragTimeoutV6
+	}
+	s := c.slot(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.used && s.expires > now
+	if live && s.key == k && (!s.first || !s.complete()) {
+		s.steer = uint16(owner) + 1
+		return
+	}
 	if live && s.key != k {
 		c.evictions.Add(1)
 	}
-	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, res: *r, used: true}
-	s.add(start, end, false)
-	return fragFresh
+	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, used: true, steer: uint16(owner) + 1}
+}
+
+// SteeredTo returns the worker a later fragment p must be handed to at time
+// now, the one its first fragment was handed to (Steer), or -1 when the
+// first fragment was judged where it arrived or is not known.
+func (c *FragCache) SteeredTo(p *packet.Packet, now int64) int {
+	k := keyOfFragment(p)
+	s := c.slot(&k)
+	s.mu.Lock()
+	steer := s.steer
+	if !s.used || s.key != k || s.expires <= now {
+		steer = 0
+	}
+	s.mu.Unlock()
+	return int(steer) - 1
 }
 
 // count counts an outcome of add.
@@ -270,7 +339,7 @@ func (c *FragCache) later(p *packet.Packet, now int64) (res Result, out fragOutc
 	s := c.slot(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.used || s.key != k || s.expires <= now {
+	if !s.used || !s.first || s.key != k || s.expires <= now {
 		return Result{}, fragFresh, false
 	}
 	wasBad := s.bad
