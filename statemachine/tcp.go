@@ -442,8 +442,14 @@ func tcpRSTChecks(c *Conn, p *packet.Packet, dir Dir, oldState, newState TCPStat
 		newState = oldState
 	}
 	// RST answering a SYN or ACK we let through while out of sync:
-	// skip the window check, it may ACK segments we ignored.
-	if ((c.Status&StatusSeenReply != 0 && t.LastIndex == classSyn) ||
+	// skip the window check, it may ACK segments we ignored. The SYN
+	// case needs the RST to come from the other side than the SYN: a RST
+	// from the SYN's own sender answers nothing and, without this check,
+	// a SYN then a RST with any seq would force CLOSE (kernel commit
+	// bed6e04be8e6, "do not force CLOSE on invalid-seq RST without
+	// direction check", in stable 6.18.y). Such a RST goes through the
+	// window check instead.
+	if ((c.Status&StatusSeenReply != 0 && t.LastIndex == classSyn && t.LastDir != dir) ||
 		(c.Status&StatusAssured == 0 && t.LastIndex == classAck)) &&
 		th.Ack == t.LastEnd {
 		return newState, true, false
