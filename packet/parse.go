@@ -80,15 +80,11 @@ func Parse(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 	// Nearly every frame on the wire is a complete, untagged or singly
 	// tagged, unfragmented IPv4 (no options) or IPv6 (no extension
 	// headers) TCP or UDP datagram. parseFast takes those in straight-line
-	// code; anything else, and every malformed frame, goes to parseGeneral,
-	// which gives the reasons. FuzzParseDifferential proves the pair gives
-	// what parseGeneral alone gave.
-	if wireLen <= len(frame) && len(frame) <= maxOffset {
-		if r, ok := parseFast(frame, opt, p); ok {
-			return r
-		}
-	}
-	return parseGeneral(frame, wireLen, opt, p)
+	// code and hands anything else, every malformed frame included, to
+	// parseGeneral, which gives the reasons. FuzzParseDifferential proves
+	// the pair gives what parseGeneral alone gave. Parse itself stays small
+	// enough to inline into its callers: one call per frame.
+	return parseFast(frame, wireLen, opt, p)
 }
 
 // parseGeneral is Parse for any frame: every tag stack, IP options,
