@@ -1,0 +1,194 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/rules"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// TestFragmentedDatagramsTwoWorkers runs a real two-worker datapath on
+// two-queue veths with the classic policy (NEW only from the left,
+// ESTABLISHED and RELATED both ways, the rest dropped) and sends UDP
+// datagrams of 4000 bytes (three fragments at MTU 1500) from 32 sockets on
+// the left to an echo server on the right, which sends them back, then
+// pings with 4000-byte ICMP echoes. About half of the flows belong to the
+// worker that did not receive them: their first fragments are handed off,
+// and their later fragments must follow. Every datagram must come back, no
+// later fragment may be judged without its first fragment's verdict, and
+// nothing may be dropped by the rules. Needs root (lab); fails in CI
+// without it.
+func TestFragmentedDatagramsTwoWorkers(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Queues: 2})
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = l.PortA, l.PortB
+	c.Cores, c.Queues = 2, 2
+	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 1024, 1024, 1024, 1024, 4096
+	c.Table.Buckets = 4096
+	c.Logf = t.Logf
+	policy := strings.ReplaceAll(newOnlyFromA, "porta", l.PortA)
+	rs, err := rules.FromText("frag.rules", policy, [2]string{l.PortA, l.PortB})
+	if err != nil {
+		t.Fatalf("rules: %v", err)
+	}
+	s := DefaultSettings()
+	s.Rules = rs
+	c.Settings = s
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			dp.Stop()
+		}
+	}()
+	right := lab.RightIPv4.Addr().String()
+	if _, ok := l.PingWithin(l.LeftNS, right, 5*time.Second); !ok {
+		t.Fatalf("no ping reply through the bridge within 5 s")
+	}
+
+	const clients, rounds, size = 32, 10, 4000
+	t.Run("udp", func(t *testing.T) {
+		var srv *net.UDPConn
+		if err := l.Do(l.RightNS, func() (err error) {
+			srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(lab.RightIPv4.Addr().AsSlice()), Port: 9000})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // echo
+			defer wg.Done()
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := srv.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				srv.WriteToUDP(buf[:n], from)
+			}
+		}()
+		defer func() { srv.Close(); wg.Wait() }()
+		var conns []*net.UDPConn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		if err := l.Do(l.LeftNS, func() error {
+			for range clients {
+				c, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+				if err != nil {
+					return err
+				}
+				conns = append(conns, c)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		msg := func(client, round int) []byte {
+			b := bytes.Repeat([]byte{byte(client)}, size)
+			binary.BigEndian.PutUint32(b, uint32(client))
+			binary.BigEndian.PutUint32(b[4:], uint32(round))
+			return b
+		}
+		buf := make([]byte, 65536)
+		lost := 0
+		for round := range rounds {
+			for i, c := range conns {
+				if _, err := c.Write(msg(i, round)); err != nil {
+					t.Fatalf("client %d round %d: send: %v", i, round, err)
+				}
+			}
+			// One deadline for the round: a run that loses datagrams
+			// waits 2 s per round, not per datagram.
+			deadline := time.Now().Add(2 * time.Second)
+			for i, c := range conns {
+				want := msg(i, round)
+				c.SetReadDeadline(deadline)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						lost++
+						if lost <= 5 {
+							t.Errorf("client %d round %d: no echo of the %d-byte datagram: %v", i, round, size, err)
+						}
+						break
+					}
+					if n >= 8 && binary.BigEndian.Uint32(buf[4:]) < uint32(round) {
+						continue // a late echo of an earlier round
+					}
+					if !bytes.Equal(buf[:n], want) {
+						t.Errorf("client %d round %d: echo of %d bytes differs from the %d sent", i, round, n, size)
+					}
+					break
+				}
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%d of %d datagrams got no echo, want 0", lost, clients*rounds)
+		}
+	})
+	t.Run("ping", func(t *testing.T) {
+		// Each ping process has its own ICMP id, so its own flow and owner.
+		for i := range 8 {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			out, err := l.Run(ctx, l.LeftNS, "ping", "-c", "5", "-i", "0.05", "-W", "2", "-s", strconv.Itoa(size), right)
+			cancel()
+			if err != nil || !strings.Contains(out, "5 received") {
+				t.Errorf("ping %d -s %d: got %v, want 5 of 5 replies:\n%s", i, size, err, out)
+			}
+		}
+	})
+
+	st, err := dp.Stop()
+	stopped = true
+	if err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	for _, p := range []Port{PortA, PortB} {
+		tot := st.Total(p)
+		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), via the other worker %d",
+			p, p.Other(), tot.RX, tot.Forwarded, tot.Dropped(), tot.DropList(), tot.HandedOff)
+		if tot.Dropped() != 0 {
+			t.Errorf("%s->%s: dropped %d (%s), want 0", p, p.Other(), tot.Dropped(), tot.DropList())
+		}
+	}
+	pl := st.Pipeline
+	t.Logf("later fragments: given their first fragment's verdict %d, first fragment not seen %d, steered to the first's worker %d",
+		pl.FragCached, pl.FragUnknown, dp.frags.Steered())
+	if pl.FragUnknown != 0 {
+		t.Errorf("later fragments with no first fragment seen: got %d, want 0", pl.FragUnknown)
+	}
+	if n := pl.States[stateIndex(statemachine.StateInvalid)]; n != 0 {
+		t.Errorf("INVALID packets: got %d, want 0", n)
+	}
+	if want := uint64(2 * 2 * clients * rounds); pl.FragCached < want {
+		t.Errorf("later fragments given their first fragment's verdict: got %d, want at least %d (2 per datagram, both ways)", pl.FragCached, want)
+	}
+	if dp.frags.Steered() == 0 {
+		t.Errorf("later fragments steered to their first fragment's worker: got 0, want some (%d flows over 2 workers)", clients)
+	}
+	if err := st.CheckConservation(); err != nil {
+		t.Errorf("conservation: %v", err)
+	}
+	if err := l.CheckNoXDP(); err != nil {
+		t.Errorf("after Stop: %v", err)
+	}
+}
