@@ -102,3 +102,46 @@ type step struct {
 	from int
 	s    seg
 }
+
+// TestSynAckResyncKeepsLiberal: a connection picked up mid-stream is
+// liberal on both sides; an ignored SYN then the SYN/ACK answering it
+// rebuild both sides (SYN_RECV), and the SYN/ACK's options must not clear
+// BE_LIBERAL on the server side (kernel tcp_options keeps it), so the
+// server's next segment, which ACKs client data the tracker never saw, is
+// still accepted. From TestDifferentialRandomTCP seed 24 (client port
+// 20349), checked on Linux 6.18.
+func TestSynAckResyncKeepsLiberal(t *testing.T) {
+	tr := newTracker(t)
+	steps := []struct {
+		name    string
+		from    int
+		s       seg
+		ct      CtState
+		reason  InvalidReason
+		state   TCPState
+		liberal [2]bool // BE_LIBERAL on the original and reply side after
+	}{
+		{"pickup ACK", client, seg{flags: fA, seq: 4043494459, ack: 3344699281, win: 25441, wscale: -1},
+			StateNew, ReasonNone, TCPEstablished, [2]bool{true, true}},
+		{"SYN (ignored)", client, seg{flags: fS, seq: 4043496282, win: 25441, wscale: 7},
+			StateNew, ReasonNone, TCPEstablished, [2]bool{true, true}},
+		// Answers the ignored SYN: the client side is rebuilt from the
+		// SYN (not liberal), the server side re-initialised.
+		{"SYN/ACK with options", server, seg{flags: fSA, seq: 3344699282, ack: 4043496283, win: 33725, wscale: 7, sackPerm: true},
+			StateEstablished, ReasonNone, TCPSynRecv, [2]bool{false, true}},
+		{"server FIN acking unseen data", server, seg{flags: fFA, seq: 3344699283, ack: 4043497013, win: 33725, wscale: -1, len: 330},
+			StateEstablished, ReasonNone, TCPFinWait, [2]bool{false, true}},
+	}
+	for _, st := range steps {
+		r := tr.send(st.from, st.s)
+		if r.State != st.ct || r.Reason != st.reason {
+			t.Fatalf("%s: got %v (%v), want %v (%v)", st.name, r.State, r.Reason, st.ct, st.reason)
+		}
+		tr.wantState(st.name, st.state)
+		for d, want := range st.liberal {
+			if got := tr.c.TCP.Peer[d].Flags&TCPFlagBeLiberal != 0; got != want {
+				t.Fatalf("%s: BE_LIBERAL in direction %d (0 original, 1 reply): got %v, want %v", st.name, d, got, want)
+			}
+		}
+	}
+}

@@ -146,13 +146,15 @@ func segEnd(p *packet.Packet) uint32 {
 
 // tcpOptions records the window scale and SACK-permitted options of a SYN
 // or SYN/ACK in peer (kernel tcp_options). Like the kernel it resets the
-// peer's scale and flags only when the header has options at all.
+// peer's scale and flags only when the header has options at all, and keeps
+// BE_LIBERAL (flags &= IP_CT_TCP_FLAG_BE_LIBERAL): a side of a picked-up
+// connection stays liberal when a SYN/ACK re-initialises it.
 func tcpOptions(peer *TCPPeer, th *packet.TCP) {
 	if th.DataOff <= 20 {
 		return
 	}
 	peer.Scale = 0
-	peer.Flags = 0
+	peer.Flags &= TCPFlagBeLiberal
 	if th.SACKPerm {
 		peer.Flags |= TCPFlagSACKPerm
 	}
