@@ -17,6 +17,32 @@ import (
 // fragment whose first fragment was not seen (or was forgotten) is INVALID
 // and the rules decide. See CONFORMANCE.md.
 //
+// Several workers. A first fragment has ports, so it goes to the worker
+// owning its flow's shard (handed off over an SPSC ring when another
+// worker received it) and is judged there, later. A later fragment has no
+// ports and no flow. Judged at once where it arrived, it overtook its
+// first fragment and found no verdict. So the receiving worker records in
+// the datagram's slot that the first fragment was handed to worker k
+// (FragCache.Steer) and hands the later fragments it receives to k as well
+// (FragCache.SteeredTo): the same ring, so k judges them after the first
+// one, and their verdicts come back behind its verdict (the wire keeps the
+// datagram's order). This holds whenever all fragments of a datagram arrive
+// on one queue, which NIC RSS and veth do (fragments hash by addresses
+// only, or by the sending socket). A later fragment received on another
+// queue than its first fragment is still judged where it arrives and may
+// find no verdict yet: INVALID and counted (Stats.FragUnknown), as before.
+//
+// Reordered on the wire (a later fragment before the first): the kernel
+// holds the later fragment in its reassembly queue and judges the whole
+// datagram once complete, so every fragment gets the first one's verdict.
+// statewire judges the later fragment on arrival: its first fragment is not
+// known, so it is INVALID (Stats.FragUnknown) and the rules decide; under
+// a policy dropping INVALID the datagram is lost. Holding such fragments
+// until their first arrives (spec §8 allows it, bounded in memory and
+// time) needs UMEM frames held across batches, their own expiry and a drain
+// at Stop; it is not done. A sender fragments in order, so only a path that
+// reorders packets shows the difference.
+//
 // Overlaps (RFC 1858, RFC 3128, RFC 5722). The kernel's reassembly
 // (inet_frag_queue_insert) drops a fragment that lies wholly inside data it
 // already holds (a duplicate: the queue is kept) and discards the whole
@@ -99,8 +125,9 @@ const (
 // newer datagram overwrites an older one in its slot, counted as an
 // eviction), shared by all workers of a bridge and safe for concurrent
 // use. It cannot be per worker: a first fragment is judged by the worker
-// owning its flow, while the later ones (no ports, so no flow) stay with
-// the worker that received them. Each slot has its own lock, so workers
+// owning its flow, while the later ones (no ports, so no flow) are judged
+// by the worker that received them, or the one that worker handed their
+// first fragment to (Steer, SteeredTo). Each slot has its own lock, so workers
 // wait on each other only for fragments of datagrams sharing a slot, never
 // for the cache as a whole (a fragment flood on one worker does not stall
 // the others' fragments). Memory is fixed at creation; nothing is allocated

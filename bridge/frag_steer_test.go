@@ -340,3 +340,44 @@ func TestRouteAllocatesNothing(t *testing.T) {
 		t.Errorf("route: %v allocations per frame, want 0", n)
 	}
 }
+
+// BenchmarkRoute compares the multi-worker steering decision of rxBatch
+// (route) with the flow lookup alone (owner) on plain datagrams, where it
+// adds only a branch, and on fragments, where it adds a FragCache look-up.
+func BenchmarkRoute(b *testing.B) {
+	dp := newSteerDatapath(b)
+	frags, _ := steerDatagrams(b, dp, false, 8)
+	var plain [][]byte
+	for sport := range uint16(32) {
+		plain = append(plain, pt.UDP4("198.18.0.1", "198.18.0.2", 1000+sport, 53, make([]byte, 64)))
+	}
+	var fragFrames [][]byte
+	for _, f := range frags {
+		fragFrames = append(fragFrames, f.frame)
+	}
+	w := dp.workers[0]
+	for _, c := range []struct {
+		name   string
+		frames [][]byte
+		route  bool
+	}{
+		{"plain/owner", plain, false},
+		{"plain/route", plain, true},
+		{"fragments/owner", fragFrames, false},
+		{"fragments/route", fragFrames, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				f := c.frames[i%len(c.frames)]
+				if c.route {
+					w.route(f, 100*sec)
+				} else {
+					w.owner(f)
+				}
+				i++
+			}
+		})
+	}
+}
