@@ -93,6 +93,14 @@ func TestRSTAfterLetThroughSYN(t *testing.T) {
 			if got := tr.timeout(); got != tc.timeout {
 				t.Errorf("timeout after the RST: got %d s, want %d s", got, tc.timeout)
 			}
+			// The RST path is on the hot path too: no allocation (on a
+			// copy, so a closing row can run again).
+			p := tc.rst.s.packet()
+			dir := Dir(tc.rst.from ^ tr.origSide)
+			c := tr.c
+			if n := testing.AllocsPerRun(100, func() { c = tr.c; Update(&c, p, dir, tr.now, &tr.cfg) }); n != 0 {
+				t.Errorf("Update of the RST: got %v allocations, want 0", n)
+			}
 		})
 	}
 }
