@@ -234,8 +234,12 @@ func TestHashSeeded(t *testing.T) {
 		if i == 0 {
 			seed = 0
 		}
+		if i%2 == 0 {
+			k.L3 = 4 // the IPv4 form half the time
+		}
 		d := xxhash.NewWithSeed(seed)
-		d.Write(k.bytes())
+		var buf [keySize]byte
+		d.Write(hashInput(&k, &buf))
 		if got, want := hashKey(seed, &k), d.Sum64(); got != want {
 			t.Fatalf("hashKey(%#x, %x): got %#x, want xxhash64 %#x", seed, k.bytes(), got, want)
 		}
@@ -256,9 +260,22 @@ func TestHashSeeded(t *testing.T) {
 // reference the unrolled version is tested and benchmarked against.
 func hashKeyDigest(seed uint64, k *Key) uint64 {
 	var d xxhash.Digest
+	var buf [keySize]byte
 	d.ResetWithSeed(seed)
-	d.Write(k.bytes())
+	d.Write(hashInput(k, &buf))
 	return d.Sum64()
+}
+
+// hashInput returns the bytes hashKey hashes, in buf: for an IPv4 key
+// the two IPv4 addresses and the last 8 bytes, else all 40.
+func hashInput(k *Key, buf *[keySize]byte) []byte {
+	n := copy(buf[:], k.bytes())
+	if k.L3 == 4 {
+		n = copy(buf[:], k.A[12:16])
+		n += copy(buf[n:], k.B[12:16])
+		n += copy(buf[n:], k.bytes()[32:40])
+	}
+	return buf[:n]
 }
 
 // TestRandomFlowsBothDirections: for random flows (equal addresses and

@@ -147,6 +147,7 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 			b := uint32(hashes[i]) & s.mask
 			out[i] = s.walk(s.buckets[b], &keys[i], b, now)
 		}
+		s.touchState(out[:n])
 		return
 	}
 	var heads [batchChunk]uint32
@@ -159,10 +160,10 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 		var sink uint32
 		for i := range m {
 			if h := heads[i]; h != 0 && int(h) <= len(s.entries) {
-				// The first and the last hot word: an entry straddles a
-				// cache line more often than not.
+				// Both cache lines of the entry: the walk reads the
+				// first (link, key, expiry), the tracker the second.
 				e := &s.entries[h-1]
-				sink += e.next + uint32(e.Conn.Expires)
+				sink += e.next + uint32(e.Helper)
 			}
 		}
 		s.sink += sink
@@ -171,6 +172,20 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 			os[i] = s.walk(heads[i], &ks[i], uint32(hs[i])&s.mask, now)
 		}
 	}
+}
+
+// touchState loads the second cache line of every found entry (the TCP
+// state, status, cached verdict and helper the pipeline reads next), so
+// that the batch's misses on it overlap instead of each stalling its own
+// packet later. The walk already loaded the first line.
+func (s *Shard) touchState(found []*Entry) {
+	var sink uint8
+	for _, e := range found {
+		if e != nil {
+			sink += e.Helper
+		}
+	}
+	s.sink += uint32(sink)
 }
 
 // walk is Lookup from chain head i of bucket b (LookupBatch loads the heads
