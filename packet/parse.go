@@ -494,7 +494,7 @@ func parseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) R
 	if verify {
 		p.ChecksumChecked = true
 		if p.IPVersion == 4 {
-			p.ChecksumOK = fold(sum(frame[l4:end], 0)) == 0xffff
+			p.ChecksumOK = fold(sumAll(frame[l4:end], 0)) == 0xffff
 		} else {
 			p.ChecksumOK = l4Checksum(frame[l4:end], p) == 0xffff
 		}
@@ -642,7 +642,23 @@ func l4Checksum(b []byte, p *Packet) uint16 {
 		acc = sum(p.Dst[:], acc)
 	}
 	acc += uint64(p.Proto) + uint64(len(b))
-	return fold(sum(b, acc))
+	return fold(sumAll(b, acc))
+}
+
+// sumAll is sum for a whole segment: 32-byte blocks first, eight
+// independent additions per length check (a full-size frame sums more than
+// twice as fast as in sum's loop), then sum for the rest. sum itself stays
+// small enough to inline for the pseudo-header's addresses.
+func sumAll(b []byte, acc uint64) uint64 {
+	for len(b) >= 32 {
+		w := (*[32]byte)(b)
+		acc += uint64(binary.BigEndian.Uint32(w[0:4])) + uint64(binary.BigEndian.Uint32(w[4:8])) +
+			uint64(binary.BigEndian.Uint32(w[8:12])) + uint64(binary.BigEndian.Uint32(w[12:16])) +
+			uint64(binary.BigEndian.Uint32(w[16:20])) + uint64(binary.BigEndian.Uint32(w[20:24])) +
+			uint64(binary.BigEndian.Uint32(w[24:28])) + uint64(binary.BigEndian.Uint32(w[28:32]))
+		b = b[32:]
+	}
+	return sum(b, acc)
 }
 
 // sum adds b to acc as big-endian 16-bit words. It reads 32-bit words: the

@@ -15,8 +15,11 @@ func hotFrames() map[string][]byte {
 	tcp64 := pt.TCP4(c4, s4, 40000, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 1, Ack: 2, Window: 512, Payload: make([]byte, 10)})
 	// IPv6 TCP without extension headers: 14 + 40 + 20 + 10 bytes of payload.
 	tcp6 := pt.TCP6(c6, s6, 40000, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 1, Ack: 2, Window: 512, Payload: make([]byte, 10)})
+	// A full-size segment: what the checksum costs per byte.
+	tcp1500 := pt.TCP4(c4, s4, 40000, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 1, Ack: 2, Window: 512, Payload: make([]byte, 1460)})
 	return map[string][]byte{
 		"tcp64":        tcp64,
+		"tcp1500":      tcp1500,
 		"tcp6":         tcp6,
 		"tcp-syn-opts": pt.TCP4(c4, s4, 40000, 80, synFields),
 		"tcp-sack":     pt.TCP4(c4, s4, 40000, 80, dataFields),
@@ -51,7 +54,7 @@ func TestParseDoesNotAllocate(t *testing.T) {
 
 func BenchmarkParse(b *testing.B) {
 	frames := hotFrames()
-	for _, name := range []string{"tcp64", "tcp6", "tcp-syn-opts", "tcp-sack", "udp", "icmp-error", "ipv6-ext", "qinq-udp"} {
+	for _, name := range []string{"tcp64", "tcp6", "tcp1500", "tcp-syn-opts", "tcp-sack", "udp", "icmp-error", "ipv6-ext", "qinq-udp"} {
 		f := frames[name]
 		for _, verify := range []bool{false, true} {
 			sub := name
