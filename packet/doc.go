@@ -37,5 +37,12 @@
 //     stays false).
 //   - TCP.WScale is not clamped; the tracker clamps it to 14.
 //
+// Parse takes the common frame (complete, untagged or one 802.1Q tag, IPv4
+// without options and not a fragment or IPv6 without extension headers, TCP
+// or UDP) through a straight-line fast path (fast.go) and everything else
+// through the general parser. The two must agree field for field:
+// FuzzParseDifferential checks both against a frozen copy of the parser
+// (refparse_test.go), so a change of behaviour shows up as a divergence.
+//
 // Package packettest builds frames for tests in every package.
 package packet
