@@ -85,7 +85,21 @@ type DatapathStats struct {
 	Pipeline Stats        // the pipelines' counters summed over workers
 	Workers  []Stats      // each worker's pipeline counters, by worker (= shard) id
 	Kicks    uint64       // TX sendto calls
+	Frags    FragStats    // what became of later fragments, over all workers
 	Final    bool         // the totals Stop returned: nothing can be in flight
+}
+
+// FragStats count what the fragment cache did: later fragments given their
+// first fragment's verdict, or INVALID because it was not seen; those
+// handed to the worker that judged their first fragment; and the cache's
+// evictions, duplicate and overlapping fragments.
+type FragStats struct {
+	Cached     uint64 // later fragments given their first fragment's verdict
+	Unknown    uint64 // later fragments whose first fragment was not seen (INVALID)
+	Steered    uint64 // later fragments handed to their first fragment's worker
+	Evictions  uint64 // datagrams whose record was taken by another before it completed
+	Duplicates uint64 // fragments already seen
+	Overlaps   uint64 // fragments overlapping another of the datagram (dropped)
 }
 
 // Total returns port p's counters summed over queues.
@@ -190,5 +204,7 @@ func (dp *Datapath) Stats() DatapathStats {
 		out.Now = max(out.Now, w.pub.now)
 		w.pub.mu.Unlock()
 	}
+	out.Frags = FragStats{Cached: out.Pipeline.FragCached, Unknown: out.Pipeline.FragUnknown, Steered: dp.frags.Steered()}
+	out.Frags.Evictions, out.Frags.Duplicates, out.Frags.Overlaps = dp.frags.FragCounters()
 	return out
 }

@@ -173,7 +173,11 @@ func TestFragmentedDatagramsTwoWorkers(t *testing.T) {
 	}
 	pl := st.Pipeline
 	t.Logf("later fragments: given their first fragment's verdict %d, first fragment not seen %d, steered to the first's worker %d",
-		pl.FragCached, pl.FragUnknown, dp.frags.Steered())
+		pl.FragCached, pl.FragUnknown, st.Frags.Steered)
+	if st.Frags.Cached != pl.FragCached || st.Frags.Unknown != pl.FragUnknown || st.Frags.Steered != dp.frags.Steered() {
+		t.Errorf("DatapathStats.Frags %+v disagrees with the pipelines (cached %d, unknown %d) or the cache (steered %d)",
+			st.Frags, pl.FragCached, pl.FragUnknown, dp.frags.Steered())
+	}
 	if pl.FragUnknown != 0 {
 		t.Errorf("later fragments with no first fragment seen: got %d, want 0", pl.FragUnknown)
 	}
@@ -183,7 +187,7 @@ func TestFragmentedDatagramsTwoWorkers(t *testing.T) {
 	if want := uint64(2 * 2 * clients * rounds); pl.FragCached < want {
 		t.Errorf("later fragments given their first fragment's verdict: got %d, want at least %d (2 per datagram, both ways)", pl.FragCached, want)
 	}
-	if dp.frags.Steered() == 0 {
+	if st.Frags.Steered == 0 {
 		t.Errorf("later fragments steered to their first fragment's worker: got 0, want some (%d flows over 2 workers)", clients)
 	}
 	if err := st.CheckConservation(); err != nil {

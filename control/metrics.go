@@ -83,6 +83,7 @@ var metricDefs = []metricDef{
 	{"kernel_drops_total", "Frames the kernel dropped before the RX ring (XDP_STATISTICS), by port, queue and kind.", []string{"port", "queue", "kind"}},
 	{"ring_events_total", "AF_XDP ring events: fill ring empty, TX ring empty, TX kicks, fill wakeups.", []string{"port", "queue", "event"}},
 	{"verdicts_total", "Pipeline verdicts.", []string{"verdict"}},
+	{"fragments_total", "Fragment handling: later fragments given their first fragment's verdict (cached) or not (unknown), handed to the first fragment's worker (steered); datagram records evicted; duplicate and overlapping fragments.", []string{"outcome"}},
 	{"packets_by_state_total", "Packets by conntrack state (ctstate).", []string{"state"}},
 	{"conntrack_entries", "Live connection-table entries.", nil},
 	{"conntrack_max", "Most entries the table holds (nf_conntrack_max).", nil},
@@ -155,6 +156,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	pl := &st.Pipeline
 	counter("verdicts_total", pl.Accepted, "accept")
 	counter("verdicts_total", pl.Dropped(), "drop")
+	fr := &st.Frags
+	for _, kv := range []struct {
+		outcome string
+		v       uint64
+	}{
+		{"cached", fr.Cached}, {"unknown", fr.Unknown}, {"steered", fr.Steered},
+		{"evicted", fr.Evictions}, {"duplicate", fr.Duplicates}, {"overlap", fr.Overlaps},
+	} {
+		counter("fragments_total", kv.v, kv.outcome)
+	}
 	for i, n := range pl.States {
 		if i > 0 {
 			counter("packets_by_state_total", n, bridge.StateNames[i])

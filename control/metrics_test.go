@@ -21,6 +21,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Queues = []bridge.QueueStats{q}
 	f.DPStats.Pipeline.Accepted = 7
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
+	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
 	// The table publishes its counters from the owner's ServeReads: wait
 	// for the three entries to show.
 	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
@@ -46,6 +47,11 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_drops_total{port="ethA",queue="0",reason="` + bridge.DropRule.String() + `"} 3`,
 		`statewire_verdicts_total{verdict="accept"} 7`,
 		`statewire_verdicts_total{verdict="drop"} 3`,
+		`statewire_fragments_total{outcome="cached"} 4`,
+		`statewire_fragments_total{outcome="unknown"} 1`,
+		`statewire_fragments_total{outcome="steered"} 2`,
+		`statewire_fragments_total{outcome="overlap"} 1`,
+		`statewire_fragments_total{outcome="evicted"} 0`,
 		`statewire_conntrack_entries 3`,
 		`statewire_conntrack_max 4096`,
 		`statewire_conntrack_stat_total{counter="insert"} 3`,
