@@ -147,3 +147,36 @@ func BenchmarkPipelineNewFlows(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }
+
+// BenchmarkPipelineBatchNewFlows is BenchmarkPipelineNewFlows through
+// ProcessBatch, 64 new flows a batch, as the datapath receives them.
+func BenchmarkPipelineBatchNewFlows(b *testing.B) {
+	s := DefaultSettings()
+	s.VerifyChecksum = false
+	n := max(b.N, 1024)
+	pl := newTestPipeline(b, s, n+n/4)
+	var frames [MaxBatch][]byte
+	for j := range frames {
+		f := pt.UDP4("198.18.0.1", "198.19.0.1", 1, 53, nil)
+		frames[j] = append(f, make([]byte, 60-len(f))...)
+	}
+	var out [MaxBatch]Result
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += MaxBatch {
+		m := min(MaxBatch, b.N-i)
+		for j := range m {
+			f, id := frames[j], i+j
+			binary.BigEndian.PutUint32(f[26:30], 0xc6120000|uint32(id>>16)) // source address
+			binary.BigEndian.PutUint16(f[34:36], uint16(id))                // source port
+		}
+		pl.ProcessBatch(frames[:m], PortA, sec, out[:m])
+		for j := range m {
+			if out[j].State != 2 /* NEW */ {
+				b.Fatalf("packet %d: %+v", i+j, out[j])
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
