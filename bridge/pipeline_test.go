@@ -348,3 +348,22 @@ func TestProcessAllocatesNothing(t *testing.T) {
 		t.Errorf("new-flow case created %d entries, want ≥ 200", created)
 	}
 }
+
+// TestStateIndex pins stateIndex to StateNames: each state's index names it.
+func TestStateIndex(t *testing.T) {
+	for _, tc := range []struct {
+		s    statemachine.CtState
+		name string
+	}{
+		{0, "none"},
+		{statemachine.StateInvalid, "INVALID"},
+		{statemachine.StateNew, "NEW"},
+		{statemachine.StateEstablished, "ESTABLISHED"},
+		{statemachine.StateRelated, "RELATED"},
+		{statemachine.StateUntracked, "UNTRACKED"},
+	} {
+		if got := StateNames[stateIndex(tc.s)]; got != tc.name {
+			t.Errorf("StateNames[stateIndex(%d)]: got %s, want %s", tc.s, got, tc.name)
+		}
+	}
+}
