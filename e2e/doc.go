@@ -1,6 +1,7 @@
 // Package e2e holds statewire's end-to-end tests: each builds a lab of
 // network namespaces and veth pairs (package lab), runs bridge.Datapath
-// in-process on the bridge namespace's two ports, drives real traffic between
+// in-process on the bridge namespace's two ports (the rig of package
+// e2etest, which also owns the end-of-test checks), drives real traffic between
 // the left and right hosts (ping, TCP, UDP, ARP, 802.1Q-tagged frames, a
 // stateful rule set) and checks, at the end of every test, that the frame
 // accounting balances per direction and that no XDP program and no namespace

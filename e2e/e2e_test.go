@@ -11,31 +11,23 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/rules"
 )
 
-func stateCount(st *bridge.DatapathStats, name string) uint64 {
-	for i, n := range bridge.StateNames {
-		if n == name {
-			return st.Pipeline.States[i]
-		}
-	}
-	return 0
-}
-
 // TestPing: ICMP echo both ways through the bridge, accept-all rules.
 func TestPing(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
 		for _, tc := range []struct{ name, ns, to string }{
-			{"left to right", r.l.LeftNS, rightIP.String()},
-			{"right to left", r.l.RightNS, leftIP.String()},
+			{"left to right", r.Lab.LeftNS, rightIP.String()},
+			{"right to left", r.Lab.RightNS, leftIP.String()},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				if ok, out := r.l.Ping(tc.ns, tc.to, 3); !ok {
+				if ok, out := r.Lab.Ping(tc.ns, tc.to, 3); !ok {
 					t.Errorf("ping got %q, want 3 received", out)
 				}
 			})
@@ -47,15 +39,15 @@ func TestPing(t *testing.T) {
 // IPv6.
 func TestIPv6(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores, ipv6: true})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores, IPv6: true})
 		l6, r6 := lab.LeftIPv6.Addr().String(), lab.RightIPv6.Addr().String()
-		for _, tc := range []struct{ ns, to string }{{r.l.LeftNS, r6}, {r.l.RightNS, l6}} {
-			if ok, out := r.l.Ping(tc.ns, tc.to, 2); !ok {
+		for _, tc := range []struct{ ns, to string }{{r.Lab.LeftNS, r6}, {r.Lab.RightNS, l6}} {
+			if ok, out := r.Lab.Ping(tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping %s from %s got %q, want 2 received", tc.to, tc.ns, out)
 			}
 		}
 		var ln net.Listener
-		if err := r.l.Do(r.l.RightNS, func() (err error) { ln, err = net.Listen("tcp6", net.JoinHostPort(r6, "5003")); return err }); err != nil {
+		if err := r.Lab.Do(r.Lab.RightNS, func() (err error) { ln, err = net.Listen("tcp6", net.JoinHostPort(r6, "5003")); return err }); err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
@@ -66,7 +58,7 @@ func TestIPv6(t *testing.T) {
 			}
 		}()
 		var c net.Conn
-		if err := r.l.Do(r.l.LeftNS, func() (err error) {
+		if err := r.Lab.Do(r.Lab.LeftNS, func() (err error) {
 			c, err = net.DialTimeout("tcp6", net.JoinHostPort(r6, "5003"), 5*time.Second)
 			return err
 		}); err != nil {
@@ -85,22 +77,22 @@ func TestIPv6(t *testing.T) {
 // non-IP and forwarded by default).
 func TestARP(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
 		c := ctx(t, 10*time.Second)
-		if _, err := r.l.Run(c, r.l.LeftNS, "ip", "neigh", "flush", "all"); err != nil {
+		if _, err := r.Lab.Run(c, r.Lab.LeftNS, "ip", "neigh", "flush", "all"); err != nil {
 			t.Fatal(err)
 		}
-		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 1); !ok {
+		if ok, out := r.Lab.Ping(r.Lab.LeftNS, rightIP.String(), 1); !ok {
 			t.Fatalf("ping got %q, want 1 received", out)
 		}
 		for _, tc := range []struct {
 			ns, ip string
 			mac    net.HardwareAddr
 		}{
-			{r.l.LeftNS, rightIP.String(), r.l.RightMAC},
-			{r.l.RightNS, leftIP.String(), r.l.LeftMAC},
+			{r.Lab.LeftNS, rightIP.String(), r.Lab.RightMAC},
+			{r.Lab.RightNS, leftIP.String(), r.Lab.LeftMAC},
 		} {
-			out, err := r.l.Run(c, tc.ns, "ip", "neigh", "show", tc.ip)
+			out, err := r.Lab.Run(c, tc.ns, "ip", "neigh", "show", tc.ip)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +100,7 @@ func TestARP(t *testing.T) {
 				t.Errorf("neighbour entry in %s for %s got %q, want lladdr %s", tc.ns, tc.ip, out, tc.mac)
 			}
 		}
-		st, _ := r.dp.Stop()
+		st := r.Stop(t)
 		if n := st.Pipeline.Parse[packet.ReasonNotIP]; n < 2 {
 			t.Errorf("non-IP frames through the pipeline got %d, want at least 2 (ARP request and reply)", n)
 		}
@@ -118,20 +110,12 @@ func TestARP(t *testing.T) {
 // TestTCPTransfer: 10 MB left to right, SHA-256 compared at the far end.
 func TestTCPTransfer(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
 		const size = 10 << 20
-		t0 := time.Now()
-		sent, got, n := transfer(t, r.l, r.l.LeftNS, r.l.RightNS, net.JoinHostPort(rightIP.String(), "5001"), size)
-		dt := time.Since(t0)
-		if n != size {
-			t.Fatalf("received %d bytes, want %d", n, size)
-		}
-		if got != sent {
-			t.Fatalf("SHA-256 at the far end got %x, want %x", got, sent)
-		}
-		t.Logf("10 MB in %v (%.0f Mbit/s)", dt.Round(time.Millisecond), size*8/dt.Seconds()/1e6)
-		st, _ := r.dp.Stop()
-		if stateCount(&st, "ESTABLISHED") == 0 {
+		tr := e2etest.TransferOK(t, r.Lab, r.Lab.LeftNS, r.Lab.RightNS, net.JoinHostPort(rightIP.String(), "5001"), size)
+		t.Logf("10 MB in %v (%.0f Mbit/s)", tr.Took.Round(time.Millisecond), size*8/tr.Took.Seconds()/1e6)
+		st := r.Stop(t)
+		if e2etest.StateCount(&st.Pipeline, "ESTABLISHED") == 0 {
 			t.Errorf("ESTABLISHED packets got 0, want the transfer's")
 		}
 	})
@@ -140,10 +124,10 @@ func TestTCPTransfer(t *testing.T) {
 // TestUDP: datagrams left to right and their echoes back.
 func TestUDP(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
 		addr := &net.UDPAddr{IP: rightIP.AsSlice(), Port: 5002}
-		udpEcho(t, r.l, r.l.RightNS, addr)
-		c := dialUDP(t, r.l, r.l.LeftNS, addr)
+		udpEcho(t, r.Lab, r.Lab.RightNS, addr)
+		c := dialUDP(t, r.Lab, r.Lab.LeftNS, addr)
 		buf := make([]byte, 2048)
 		const n = 50
 		echoed := 0
@@ -180,8 +164,8 @@ COMMIT
 // unreachable answering a left-initiated UDP flow reaches the left host.
 func TestStatefulRules(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRigRules(t, cores)
-		l := r.l
+		r := e2etest.Start(t, e2etest.Options{Cores: cores, Rules: statefulRules})
+		l := r.Lab
 
 		t.Run("tcp from right refused", func(t *testing.T) {
 			listenTCP(t, l, l.LeftNS, net.JoinHostPort(leftIP.String(), "6001"))
@@ -192,15 +176,12 @@ func TestStatefulRules(t *testing.T) {
 			}
 		})
 		t.Run("ping from right refused", func(t *testing.T) {
-			if ok, out := r.l.Ping(l.RightNS, leftIP.String(), 1); ok {
+			if ok, out := r.Lab.Ping(l.RightNS, leftIP.String(), 1); ok {
 				t.Errorf("ping from the right got %q, want no reply", out)
 			}
 		})
 		t.Run("tcp from left works", func(t *testing.T) {
-			sent, got, n := transfer(t, l, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), "6002"), 1<<20)
-			if n != 1<<20 || got != sent {
-				t.Errorf("transfer got %d bytes sha %x, want %d bytes sha %x", n, got, 1<<20, sent)
-			}
+			e2etest.TransferOK(t, l, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), "6002"), 1<<20)
 		})
 		t.Run("icmp port unreachable is related", func(t *testing.T) {
 			c := dialUDP(t, l, l.LeftNS, &net.UDPAddr{IP: rightIP.AsSlice(), Port: 6003})
@@ -217,8 +198,8 @@ func TestStatefulRules(t *testing.T) {
 				t.Errorf("read after sending to a closed port got %v, want ECONNREFUSED (the ICMP error passed)", err)
 			}
 		})
-		st, _ := r.dp.Stop()
-		if n := stateCount(&st, "RELATED"); n == 0 {
+		st := r.Stop(t)
+		if n := e2etest.StateCount(&st.Pipeline, "RELATED"); n == 0 {
 			t.Errorf("RELATED packets got 0, want the ICMP port unreachable")
 		}
 		if b := st.Total(bridge.PortB); b.Drops[bridge.DropRule] == 0 {
@@ -227,21 +208,13 @@ func TestStatefulRules(t *testing.T) {
 	})
 }
 
-// newRigRules builds a rig whose rules name the lab's port A.
-func newRigRules(t *testing.T, cores int) *rig {
-	t.Helper()
-	return newRig(t, rigOptions{cores: cores, rulesFor: func(portA, portB string) string {
-		return strings.ReplaceAll(statefulRules, "{PortA}", portA)
-	}})
-}
-
 // TestLiveRuleChange: a rule set published through Control while the
 // workers run applies to the next packet, including to flows whose accept
 // verdict was cached under the previous rule set.
 func TestLiveRuleChange(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
-		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); !ok {
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
+		if ok, out := r.Lab.Ping(r.Lab.LeftNS, rightIP.String(), 2); !ok {
 			t.Fatalf("ping before the change got %q, want 2 received", out)
 		}
 		var ld rules.Loader
@@ -249,17 +222,17 @@ func TestLiveRuleChange(t *testing.T) {
 		if err := ld.Load("drop-icmp.rules", strings.NewReader(dropICMP), rules.FamilyIPv4); err != nil {
 			t.Fatal(err)
 		}
-		rs, err := ld.Compile([2]string{r.l.PortA, r.l.PortB})
+		rs, err := ld.Compile([2]string{r.Lab.PortA, r.Lab.PortB})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := *r.dp.Control().Load()
+		s := *r.DP.Control().Load()
 		s.Rules = rs
-		r.dp.Control().Store(&s)
-		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); ok {
+		r.DP.Control().Store(&s)
+		if ok, out := r.Lab.Ping(r.Lab.LeftNS, rightIP.String(), 2); ok {
 			t.Errorf("ping after publishing a DROP rule for ICMP got %q, want no reply", out)
 		}
-		st, _ := r.dp.Stop()
+		st := r.Stop(t)
 		if n := st.Total(bridge.PortA).Drops[bridge.DropRule]; n < 2 {
 			t.Errorf("rule drops from port A got %d, want at least the 2 echo requests", n)
 		}
@@ -270,18 +243,18 @@ func TestLiveRuleChange(t *testing.T) {
 // `conntrack -F` path) are deleted by the owning workers while they run.
 func TestFlushWhileRunning(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
-		for _, ns := range []string{r.l.LeftNS, r.l.RightNS} {
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
+		for _, ns := range []string{r.Lab.LeftNS, r.Lab.RightNS} {
 			to := rightIP.String()
-			if ns == r.l.RightNS {
+			if ns == r.Lab.RightNS {
 				to = leftIP.String()
 			}
-			if ok, out := r.l.Ping(ns, to, 1); !ok {
+			if ok, out := r.Lab.Ping(ns, to, 1); !ok {
 				t.Fatalf("ping from %s got %q, want 1 received", ns, out)
 			}
 		}
 		c := ctx(t, 5*time.Second)
-		n, err := bridge.FlushEntries(c, r.dp.Table())
+		n, err := bridge.FlushEntries(c, r.DP.Table())
 		if err != nil {
 			t.Fatalf("FlushEntries: %v", err)
 		}
@@ -289,7 +262,7 @@ func TestFlushWhileRunning(t *testing.T) {
 			t.Errorf("flushed entries got %d, want 2 (one ping each way)", n)
 		}
 		left := 0
-		if err := r.dp.Table().Snapshot(c, func(*flowtable.EntrySnapshot) { left++ }); err != nil {
+		if err := r.DP.Table().Snapshot(c, func(*flowtable.EntrySnapshot) { left++ }); err != nil {
 			t.Fatal(err)
 		}
 		if left != 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -118,12 +119,12 @@ func measure(t *testing.T, l *lab.Lab, d time.Duration) (sentPPS, gotPPS float64
 	frames := floodFrames(t, l)
 	flood(t, l, frames[:64], 200*time.Millisecond) // warm up: ARP-free, but entries and caches
 	time.Sleep(100 * time.Millisecond)
-	sentBefore := readCounter(t, l, l.LeftNS, l.LeftIf, "tx_packets")
-	before := readCounter(t, l, l.RightNS, l.RightIf, "rx_packets")
+	sentBefore := e2etest.IfStat(t, l, l.LeftNS, l.LeftIf, "tx_packets")
+	before := e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_packets")
 	flood(t, l, frames, d)
 	time.Sleep(100 * time.Millisecond) // let the last batches land
-	got := readCounter(t, l, l.RightNS, l.RightIf, "rx_packets") - before
-	sent := readCounter(t, l, l.LeftNS, l.LeftIf, "tx_packets") - sentBefore
+	got := e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_packets") - before
+	sent := e2etest.IfStat(t, l, l.LeftNS, l.LeftIf, "tx_packets") - sentBefore
 	return float64(sent) / d.Seconds(), float64(got) / d.Seconds()
 }
 
@@ -142,9 +143,9 @@ func TestFloodThroughput(t *testing.T) {
 	var kern float64
 	for _, cores := range coreCounts {
 		t.Run(fmt.Sprintf("statewire-%d-workers", cores), func(t *testing.T) {
-			r := newRig(t, rigOptions{cores: cores})
-			sent, got := measure(t, r.l, d)
-			st, _ := r.dp.Stop()
+			r := e2etest.Start(t, e2etest.Options{Cores: cores})
+			sent, got := measure(t, r.Lab, d)
+			st := r.Stop(t)
 			a := st.Total(bridge.PortA)
 			t.Logf("statewire (%d workers, AF_XDP %s): offered %.0f pps, received %.0f pps (%.1f%%); bridge in %d, forwarded %d, via another core %d, drops %s, kernel drops before RX %d",
 				cores, st.Queues[0].Mode, sent, got, 100*got/max(sent, 1), a.RX, a.Forwarded, a.HandedOff, a.DropList(), st.KernelDrops(bridge.PortA))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/ring"
@@ -21,9 +22,9 @@ import (
 // (skb) mode too.
 func TestGenericAttach(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores, attach: xdpprog.Generic})
-		for _, tc := range []struct{ ns, to string }{{r.l.LeftNS, rightIP.String()}, {r.l.RightNS, leftIP.String()}} {
-			if ok, out := r.l.Ping(tc.ns, tc.to, 2); !ok {
+		r := e2etest.Start(t, e2etest.Options{Cores: cores, Attach: xdpprog.Generic})
+		for _, tc := range []struct{ ns, to string }{{r.Lab.LeftNS, rightIP.String()}, {r.Lab.RightNS, leftIP.String()}} {
+			if ok, out := r.Lab.Ping(tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping from %s got %q, want 2 received", tc.ns, out)
 			}
 		}
@@ -82,8 +83,8 @@ func TestPinnedWorkers(t *testing.T) {
 	}
 	forEachCores(t, func(t *testing.T, cores int) {
 		cpus := []int{1, 0}[:cores]
-		r := newRig(t, rigOptions{cores: cores, cpus: cpus})
-		if ok, out := r.l.Ping(r.l.LeftNS, rightIP.String(), 2); !ok {
+		r := e2etest.Start(t, e2etest.Options{Cores: cores, CPUs: cpus})
+		if ok, out := r.Lab.Ping(r.Lab.LeftNS, rightIP.String(), 2); !ok {
 			t.Fatalf("ping got %q, want 2 received", out)
 		}
 		for _, cpu := range cpus {
@@ -91,7 +92,7 @@ func TestPinnedWorkers(t *testing.T) {
 				t.Errorf("threads pinned to CPU %d got %d, want 1 (its worker)", cpu, n)
 			}
 		}
-		r.dp.Stop()
+		r.Stop(t)
 		time.Sleep(50 * time.Millisecond) // the runtime ends exited locked threads
 		for _, cpu := range cpus {
 			if n := threadsPinnedTo(t, strconv.Itoa(cpu)); n != 0 {

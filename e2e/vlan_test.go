@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
@@ -110,8 +111,8 @@ func capture(fd int, marker []byte, d time.Duration) (received, bool) {
 // so frames are injected and captured with AF_PACKET.
 func TestVLANTagged(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := newRig(t, rigOptions{cores: cores})
-		l := r.l
+		r := e2etest.Start(t, e2etest.Options{Cores: cores})
+		l := r.Lab
 		leftFD := packetSocket(t, l, l.LeftNS, l.LeftIf)
 		rightFD := packetSocket(t, l, l.RightNS, l.RightIf)
 		a, b := net.IPv4(198, 18, 1, 1), net.IPv4(198, 18, 1, 2)
@@ -148,7 +149,7 @@ func TestVLANTagged(t *testing.T) {
 		// (different initiators), VLAN 3001 has 4.
 		zones := map[uint16]int{}
 		c := ctx(t, 5*time.Second)
-		if err := r.dp.Table().Snapshot(c, func(es *flowtable.EntrySnapshot) {
+		if err := r.DP.Table().Snapshot(c, func(es *flowtable.EntrySnapshot) {
 			if es.Orig.Proto == 17 {
 				zones[es.Orig.VLAN]++
 			}
