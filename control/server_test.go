@@ -114,7 +114,7 @@ func TestListFormats(t *testing.T) {
 	path := serve(t, f, Options{})
 	tests := []struct{ format, want string }{
 		{"", "tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 use=1"},
-		{FormatProc, "ipv4     2 tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 zone=0 use=1"},
+		{FormatProc, "ipv4     2 tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 zone=0 use=2"},
 		{FormatJSON, `"state":"ESTABLISHED"`},
 	}
 	for _, tc := range tests {

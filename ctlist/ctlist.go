@@ -17,7 +17,9 @@ import (
 )
 
 // Snapshot copies the listing-relevant fields of a live entry. Only the
-// owner of e's shard may call it.
+// owner of e's shard may call it. It has no Ref and no Children (use=
+// counts no child): with the shard at hand, Shard.Snapshot and
+// Table.ChildCounts give both.
 func Snapshot(e *flowtable.Entry) flowtable.EntrySnapshot {
 	return flowtable.EntrySnapshot{Orig: e.Tuple(), Conn: e.Conn, Helper: e.Helper}
 }
@@ -103,8 +105,25 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 		b.WriteString(helpers.ID(es.Helper).String())
 		b.WriteByte(' ')
 	}
-	b.WriteString("use=1")
+	b.WriteString("use=")
+	b.WriteString(strconv.FormatUint(uint64(Use(es, f)), 10))
 	return b.String()
+}
+
+// Use returns the use= the kernel prints for es: the connection's reference
+// count, one for the table plus one per live data connection created from
+// its expectations (each child holds a reference on its master, so an FTP
+// control connection with three data connections shows 4). ctnetlink
+// (`conntrack -L`, ctnetlink_dump_use) prints the count as it is;
+// /proc/net/nf_conntrack (ct_seq_show) takes a reference of its own before
+// printing, so it shows one more: use=2 for a connection without children
+// (Linux 6.18, checked in a netns).
+func Use(es *flowtable.EntrySnapshot, f Format) uint32 {
+	use := 1 + es.Children
+	if f == Proc {
+		use++
+	}
+	return use
 }
 
 // writeTuples writes the part a listing line and an event line share: L4

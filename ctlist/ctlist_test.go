@@ -24,6 +24,8 @@ func TestLineFormats(t *testing.T) {
 	est.Helper = 1 // ftp
 	vlan := ssh
 	vlan.Orig.VLAN = 7
+	master3 := est
+	master3.Children = 3
 	ping := flowtable.EntrySnapshot{
 		Orig: flowtable.Tuple{Src: addr4(10, 0, 0, 1), Dst: addr4(10, 0, 0, 2), SrcPort: 77, DstPort: 8 << 8, Proto: packet.ProtoICMP, L3: 4},
 		Conn: statemachine.Conn{Expires: now + 29e9, Proto: packet.ProtoICMP, Status: statemachine.StatusSeenReply},
@@ -35,10 +37,13 @@ func TestLineFormats(t *testing.T) {
 		want string
 	}{
 		// The seeds' /proc/net/ip_conntrack example, in today's proc format.
-		{"syn_sent proc", ssh, Proc, "ipv4     2 tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=0 use=1"},
+		{"syn_sent proc", ssh, Proc, "ipv4     2 tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=0 use=2"},
 		{"syn_sent conntrack -L", ssh, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 use=1"},
 		{"established with helper", est, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 helper=ftp use=1"},
-		{"established with helper proc", est, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 zone=0 helper=ftp use=1"},
+		{"established with helper proc", est, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 zone=0 helper=ftp use=2"},
+		// A master with three live data connections: one reference each.
+		{"master with three children", master3, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 helper=ftp use=4"},
+		{"master with three children proc", master3, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 zone=0 helper=ftp use=5"},
 		// conntrack -L prints a zone only when it is not the default.
 		{"vlan conntrack -L", vlan, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=7 use=1"},
 	}
@@ -56,6 +61,27 @@ func TestLineFormats(t *testing.T) {
 	}
 	if j := JSON(&est, now); j.State != "ESTABLISHED" || j.Helper != "ftp" || len(j.Status) != 1 || j.Status[0] != "ASSURED" || *j.Orig.SrcPort != 1031 {
 		t.Errorf("json: %+v", j)
+	}
+}
+
+// TestUse: use= is the table's reference plus one per live child, and
+// /proc/net/nf_conntrack shows one more (the reader's own reference), as
+// Linux 6.18 prints them.
+func TestUse(t *testing.T) {
+	tests := []struct {
+		children uint32
+		f        Format
+		want     uint32
+	}{
+		{0, Conntrack, 1}, {0, Proc, 2},
+		{1, Conntrack, 2}, {1, Proc, 3},
+		{3, Conntrack, 4}, {3, Proc, 5},
+	}
+	for _, tt := range tests {
+		es := flowtable.EntrySnapshot{Children: tt.children}
+		if got := Use(&es, tt.f); got != tt.want {
+			t.Errorf("Use(%d children, format %d): got %d, want %d", tt.children, tt.f, got, tt.want)
+		}
 	}
 }
 

@@ -13,6 +13,12 @@ type EntrySnapshot struct {
 	Conn   statemachine.Conn // protocol state at the time of the copy
 	Helper uint8
 	Ref    EntryRef
+	// Children is how many live entries were created from this entry's
+	// expectations (its data connections), as Table.Snapshot counted them
+	// before the first entry of its walk: each holds a reference on its
+	// master in the kernel's use=. Shard.Snapshot leaves it 0; owners of
+	// the whole table use Table.ChildCounts.
+	Children uint32
 }
 
 // Reply returns the tuple of the reply direction.
@@ -23,6 +29,7 @@ func (e *Entry) snapshot(shard uint16, idx uint32, out *EntrySnapshot) {
 	out.Conn = e.Conn
 	out.Helper = e.Helper
 	out.Ref = EntryRef{Shard: shard, Index: idx, Gen: e.gen}
+	out.Children = 0
 }
 
 // readRequest is a reader's request to a shard's owner: copy live entries
@@ -30,12 +37,18 @@ func (e *Entry) snapshot(shard uint16, idx uint32, out *EntrySnapshot) {
 // on ready, every field belongs to the owner; after the signal, to the
 // reader. The channel send/receive orders the two (Go memory model), so no
 // field needs to be atomic.
+//
+// A request with masters set asks for the shard's child links instead
+// (use.go): the master of every live child, into masters.
 type readRequest struct {
-	buf    []EntrySnapshot
-	n      int    // entries filled
-	cursor uint32 // next slot to visit
-	done   bool   // cursor reached the end of the used slots
-	ready  chan struct{}
+	buf     []EntrySnapshot
+	masters []EntryRef // links request: masters of live children
+	n       int        // entries (or masters) filled
+	cursor  uint32     // next slot (or link) to visit
+	done    bool       // cursor reached the end of the used slots (or links)
+	epoch   uint64     // links request: the links' epoch it started under
+	restart bool       // links request: the links moved; it started over
+	ready   chan struct{}
 }
 
 // Indices into Shard.pub: the counters published for other goroutines.
@@ -103,6 +116,9 @@ func (s *Shard) ServeReads(budget int) int {
 	if r == nil {
 		return 0
 	}
+	if r.masters != nil {
+		return s.serveLinks(r, budget)
+	}
 	visited := 0
 	for ; visited < budget && r.n < len(r.buf) && r.cursor < s.hwm; visited++ {
 		idx := r.cursor
@@ -132,29 +148,31 @@ const snapshotBuf = 512
 // like a kernel dump, an entry created or deleted during the walk may or
 // may not appear. fn must not keep the pointer. Snapshots from several
 // goroutines are serialised.
+//
+// Before the walk, when any shard has child links, Snapshot collects the
+// masters of all live children (one round trip per such shard) and sets
+// EntrySnapshot.Children of every entry it hands to fn.
 func (t *Table) Snapshot(ctx context.Context, fn func(*EntrySnapshot)) error {
 	t.readMu.Lock()
 	defer t.readMu.Unlock()
+	children, err := t.readChildCounts(ctx)
+	if err != nil {
+		return err
+	}
 	buf := make([]EntrySnapshot, snapshotBuf)
 	for _, s := range t.shards {
 		r := &readRequest{buf: buf, ready: make(chan struct{}, 1)}
 		for {
 			r.n, r.done = 0, false
-			s.req.Store(r)
-			select {
-			case <-r.ready:
-			case <-ctx.Done():
-				if !s.req.CompareAndSwap(r, nil) {
-					// The owner finished r concurrently: take its signal so
-					// the request is settled, then stop.
-					<-r.ready
-				}
-				// Otherwise the owner may still be filling buf: abandon it
-				// (a later Snapshot allocates its own).
-				return ctx.Err()
+			if err := t.exchange(ctx, s, r); err != nil {
+				return err
 			}
 			for i := range r.n {
-				fn(&r.buf[i])
+				es := &r.buf[i]
+				if children != nil {
+					es.Children = children[es.Ref]
+				}
+				fn(es)
 			}
 			if r.done {
 				break
@@ -162,4 +180,22 @@ func (t *Table) Snapshot(ctx context.Context, fn func(*EntrySnapshot)) error {
 		}
 	}
 	return nil
+}
+
+// exchange posts r to s's owner and waits until the owner has served it
+// (ServeReads) or ctx ends. On ctx's end the request is withdrawn, or, when
+// the owner finished it concurrently, its signal is taken so the request is
+// settled; a buffer the owner may still be filling is abandoned (the next
+// Snapshot allocates its own).
+func (t *Table) exchange(ctx context.Context, s *Shard, r *readRequest) error {
+	s.req.Store(r)
+	select {
+	case <-r.ready:
+		return nil
+	case <-ctx.Done():
+		if !s.req.CompareAndSwap(r, nil) {
+			<-r.ready
+		}
+		return ctx.Err()
+	}
 }
