@@ -398,7 +398,9 @@ func parseTCPOptions(o []byte, t *TCP) {
 				t.SACKPerm = true
 			}
 		case 5:
-			if l >= 10 && (l-2)%8 == 0 {
+			// Only the first well-formed SACK option counts: the
+			// kernel's tcp_sack returns after it.
+			if l >= 10 && (l-2)%8 == 0 && t.NumSACK == 0 {
 				v := o[2:l]
 				n := 0
 				for ; n < MaxSACKBlocks && 8*n+8 <= len(v); n++ {

@@ -240,6 +240,13 @@ func parseCases() []parseCase {
 				eq(t, "NumSACK", p.TCP.NumSACK, uint8(4))
 				eq(t, "SACK[3]", p.TCP.SACK[3], packet.SACKBlock{Left: 7, Right: 8})
 			}},
+		{name: "tcp two sack options: the first counts (kernel tcp_sack)", frame: pt.TCP4(c4, s4, 1, 2, pt.TCPFields{Flags: packet.TCPAck,
+			SACK: []packet.SACKBlock{{10, 20}},
+			Opts: []byte{1, 1, 5, 10, 0, 0, 0, 30, 0, 0, 0, 90}}), verify: true, want: packet.ReasonOK,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "NumSACK", p.TCP.NumSACK, uint8(1))
+				eq(t, "SACK[0]", p.TCP.SACK[0], packet.SACKBlock{Left: 10, Right: 20})
+			}},
 		{name: "tcp wscale 255 not clamped", frame: pt.TCP4(c4, s4, 1, 2, pt.TCPFields{Flags: packet.TCPSyn, HasWScale: true, WScale: 255}),
 			want:  packet.ReasonOK,
 			check: func(t *testing.T, p *packet.Packet, _ []byte) { eq(t, "WScale", p.TCP.WScale, uint8(255)) }},

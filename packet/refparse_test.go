@@ -346,7 +346,9 @@ func refParseTCPOptions(o []byte, t *TCP) {
 			t.WScale = v[0]
 		case kind == 4 && l == 2:
 			t.SACKPerm = true
-		case kind == 5 && l >= 10 && (l-2)%8 == 0:
+		case kind == 5 && l >= 10 && (l-2)%8 == 0 && t.NumSACK == 0:
+			// Changed after the freeze, with Parse: only the first
+			// well-formed SACK option counts (kernel tcp_sack).
 			n := 0
 			for ; n < MaxSACKBlocks && 8*n+8 <= len(v); n++ {
 				t.SACK[n] = SACKBlock{
