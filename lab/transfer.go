@@ -22,6 +22,23 @@ type Transfer struct {
 // what was sent and of what arrived. It is the end-to-end check of a path
 // through the lab: the caller compares Sent with Got. Each side has 60 s.
 func (l *Lab) TransferTCP(ctx context.Context, fromNS, toNS, addr string, data []byte) (Transfer, error) {
+	return l.TransferTCPWith(ctx, fromNS, toNS, addr, data, Receiver{})
+}
+
+// Receiver varies how TransferTCPWith's receiving application reads.
+type Receiver struct {
+	// ReadBuffer, when set, is the receiving socket's SO_RCVBUF: a small
+	// one closes the receive window sooner.
+	ReadBuffer int
+	// Stall, when set, stops reading for that long once StallAfter bytes
+	// have arrived (an application that stalls: its window closes, the
+	// sender probes a zero window), then reads on.
+	StallAfter int64
+	Stall      time.Duration
+}
+
+// TransferTCPWith is TransferTCP with a receiver that reads as rcv says.
+func (l *Lab) TransferTCPWith(ctx context.Context, fromNS, toNS, addr string, data []byte, rcv Receiver) (Transfer, error) {
 	var ln net.Listener
 	if err := l.Do(toNS, func() (err error) {
 		ln, err = net.Listen("tcp", addr)
@@ -43,10 +60,23 @@ func (l *Lab) TransferTCP(ctx context.Context, fromNS, toNS, addr string, data [
 			return
 		}
 		defer c.Close()
+		if rcv.ReadBuffer > 0 {
+			c.(*net.TCPConn).SetReadBuffer(rcv.ReadBuffer)
+		}
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		h := sha256.New()
 		var r result
-		r.n, r.err = io.Copy(h, c)
+		if rcv.Stall > 0 {
+			r.n, r.err = io.CopyN(h, c, rcv.StallAfter)
+			if r.err == nil {
+				time.Sleep(rcv.Stall)
+			}
+		}
+		if r.err == nil {
+			var m int64
+			m, r.err = io.Copy(h, c)
+			r.n += m
+		}
 		copy(r.sum[:], h.Sum(nil))
 		done <- r
 	}()
