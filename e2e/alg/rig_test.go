@@ -17,9 +17,9 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/ctlist"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
-	"github.com/statewire/statewire/rules"
 )
 
 // TestMain builds the statewire binary at most once (lab.StatewireBinary)
@@ -57,57 +57,12 @@ func rulesText(portA string, helpers bool) string {
 	return b.String()
 }
 
-// newRig builds a 2-queue lab and starts the datapath (2 workers, so a data
-// connection may land on another shard than its master) in its bridge
-// namespace, with or without the helper rules.
+// newRig starts a rig (e2etest.Start: 2 workers, so a data connection may
+// land on another shard than its master) with or without the helper rules.
 func newRig(t *testing.T, helpers bool) *rig {
 	t.Helper()
-	lab.RequireRoot(t)
-	l := lab.NewT(t, lab.Options{Queues: 2})
-	cfg := bridge.DefaultDatapathConfig()
-	cfg.PortA, cfg.PortB = l.PortA, l.PortB
-	cfg.Cores, cfg.Queues = 2, 2
-	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
-	cfg.Logf = t.Logf
-	cfg.Table.Buckets = 4096
-	s := bridge.DefaultSettings()
-	rs, err := rules.FromText("alg.rules", rulesText(l.PortA, helpers), [2]string{l.PortA, l.PortB})
-	if err != nil {
-		t.Fatalf("rules: %v", err)
-	}
-	s.Rules = rs
-	cfg.Settings = s
-	dp, err := bridge.NewDatapath(cfg)
-	if err != nil {
-		t.Fatalf("NewDatapath: %v", err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	r := &rig{l: l, dp: dp}
-	t.Cleanup(func() {
-		st, err := dp.Stop()
-		if err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-		p := &st.Pipeline
-		t.Logf("pipeline: expect_create %d, expect_new %d, expect_failed %d, states %v, drops %d",
-			p.ExpectCreate, p.ExpectNew, p.ExpectFailed, states(p), p.Dropped())
-		if err := st.CheckConservation(); err != nil {
-			t.Errorf("frame conservation: %v", err)
-		}
-	})
-	return r
-}
-
-func states(p *bridge.Stats) string {
-	var b []string
-	for i, n := range p.States {
-		if n > 0 {
-			b = append(b, fmt.Sprintf("%s=%d", bridge.StateNames[i], n))
-		}
-	}
-	return strings.Join(b, " ")
+	r := e2etest.Start(t, e2etest.Options{Cores: 2, Rules: rulesText("{PortA}", helpers)})
+	return &rig{l: r.Lab, dp: r.DP}
 }
 
 // expectCounts are the expectation counters of the pipeline at one moment,
@@ -119,18 +74,8 @@ func (r *rig) counts() expectCounts {
 		return expectCounts{}
 	}
 	p := r.dp.Stats().Pipeline
-	return expectCounts{p.ExpectCreate, p.ExpectNew, p.States[related], p.Drops[bridge.DropRule]}
+	return expectCounts{p.ExpectCreate, p.ExpectNew, e2etest.StateCount(&p, "RELATED"), p.Drops[bridge.DropRule]}
 }
-
-// related is the index of RELATED in Stats.States.
-var related = func() int {
-	for i, n := range bridge.StateNames {
-		if n == "RELATED" {
-			return i
-		}
-	}
-	panic("no RELATED in bridge.StateNames")
-}()
 
 // waitCounts waits (the workers publish their counters periodically) until
 // the counters moved past before by at least want in every field, and returns
