@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/statemachine"
@@ -40,7 +41,7 @@ type wire struct {
 
 func newWire(t *testing.T, o rigOptions) *wire {
 	r := newRig(t, o)
-	l := r.l
+	l := r.Lab
 	return &wire{
 		r:     r,
 		inj:   [2]*injector{newInjector(t, l, l.LeftNS, l.LeftIf), newInjector(t, l, l.RightNS, l.RightIf)},
@@ -53,7 +54,7 @@ func newWire(t *testing.T, o rigOptions) *wire {
 func (w *wire) run(t *testing.T, steps []step) (before, after bridge.DatapathStats) {
 	t.Helper()
 	if w.busy {
-		before = w.r.dp.Stats()
+		before = w.r.DP.Stats()
 	} else {
 		before = w.r.settle()
 	}
@@ -131,7 +132,7 @@ func TestHostileFrames(t *testing.T) {
 	})
 
 	t.Run("tcp flags mid-connection", func(t *testing.T) {
-		x := startPacedTransfer(t, w.r.l, w.r.l.LeftNS, w.r.l.RightNS, rIP+":5003", 8<<20, 60*time.Millisecond)
+		x := e2etest.StartPacedTransfer(t, w.r.Lab, w.r.Lab.LeftNS, w.r.Lab.RightNS, rIP+":5003", 8<<20, 60*time.Millisecond)
 		time.Sleep(200 * time.Millisecond)
 		w.busy = true
 		defer func() { w.busy = false }()
@@ -153,14 +154,14 @@ func TestHostileFrames(t *testing.T) {
 			t.Errorf("the transfer finished before the invalid segments were checked; lengthen it")
 		}
 		e, ok := w.r.entryOf(t, x.Local, x.Remote)
-		a := w.r.dp.Stats()
+		a := w.r.DP.Stats()
 		if got := delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags)); got != want {
 			t.Errorf("invalid %s: got %d, want %d", statemachine.ReasonTCPFlags, got, want)
 		}
 		if !ok || e.Conn.State != statemachine.TCPEstablished || e.Conn.Status&statemachine.StatusAssured == 0 {
 			t.Errorf("connection after %d invalid segments: found %v, %v status %#x, want ESTABLISHED ASSURED", want, ok, e.Conn.State, e.Conn.Status)
 		}
-		if err := x.wait(t.Context()); err != nil {
+		if err := x.Wait(t.Context()); err != nil {
 			t.Errorf("transfer after the invalid segments: %v", err)
 		}
 	})
@@ -314,7 +315,7 @@ func TestHostileFrames(t *testing.T) {
 // a frame that fits still passes.
 func TestOversizeFrames(t *testing.T) {
 	w := newWire(t, rigOptions{cores: 1})
-	l := w.r.l
+	l := w.r.Lab
 	if out, err := l.Run(t.Context(), l.LeftNS, "ip", "link", "set", "dev", l.LeftIf, "mtu", "3000"); err != nil {
 		t.Fatalf("ip link set mtu: %v: %s", err, out)
 	}

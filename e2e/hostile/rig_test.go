@@ -3,20 +3,15 @@ package hostile
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"fmt"
-	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
-	"github.com/statewire/statewire/rules"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,11 +28,8 @@ var (
 	injDstMAC = [6]byte{0x02, 0x5e, 0, 0, 0, 0x99}
 )
 
-// rig is one lab with the datapath running on its bridge ports.
-type rig struct {
-	l  *lab.Lab
-	dp *bridge.Datapath
-}
+// rig is an e2etest rig with the hostile tests' helpers.
+type rig struct{ *e2etest.Rig }
 
 type rigOptions struct {
 	cores    int
@@ -46,61 +38,21 @@ type rigOptions struct {
 	mtu      int
 }
 
-// newRig builds a 2-queue lab, starts the datapath with dropInvalid and
-// registers the end-of-test checks (conservation, nothing in flight).
+// newRig starts a rig (e2etest.Start: 2-queue lab, the end-of-test checks)
+// with dropInvalid, 2048-entry rings and 8192 frames per queue.
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	lab.RequireRoot(t)
 	if o.maxFlows == 0 {
 		o.maxFlows = 1 << 16
 	}
 	if o.buckets == 0 {
 		o.buckets = o.maxFlows
 	}
-	l := lab.NewT(t, lab.Options{Queues: 2, MTU: o.mtu})
-	cfg := bridge.DefaultDatapathConfig()
-	cfg.PortA, cfg.PortB = l.PortA, l.PortB
-	cfg.Cores, cfg.Queues = o.cores, 2
-	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 2048, 2048, 2048, 2048, 8192
-	cfg.Logf = t.Logf
-	cfg.Table = flowtable.Config{MaxEntries: o.maxFlows, Buckets: o.buckets}
-	s := bridge.DefaultSettings()
-	rs, err := rules.FromText("hostile.rules", dropInvalid, [2]string{l.PortA, l.PortB})
-	if err != nil {
-		t.Fatalf("rules: %v", err)
-	}
-	s.Rules = rs
-	cfg.Settings = s
-	dp, err := bridge.NewDatapath(cfg)
-	if err != nil {
-		t.Fatalf("NewDatapath: %v", err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	r := &rig{l: l, dp: dp}
-	t.Cleanup(func() { r.finish(t) })
-	return r
-}
-
-// finish stops the datapath and checks the accounting.
-func (r *rig) finish(t *testing.T) {
-	t.Helper()
-	st, err := r.dp.Stop()
-	if err != nil {
-		t.Errorf("Stop: %v", err)
-	}
-	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
-		c := st.Total(p)
-		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d",
-			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), st.KernelDrops(p))
-		if c.InFlight != 0 {
-			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
-		}
-	}
-	if err := st.CheckConservation(); err != nil {
-		t.Errorf("frame conservation: %v", err)
-	}
+	return &rig{e2etest.Start(t, e2etest.Options{
+		Cores: o.cores, MTU: o.mtu, Ring: 2048, Frames: 8192,
+		Table: flowtable.Config{MaxEntries: o.maxFlows, Buckets: o.buckets},
+		Rules: dropInvalid,
+	})}
 }
 
 // settle waits until the workers have published counters covering
@@ -110,7 +62,7 @@ func (r *rig) settle() bridge.DatapathStats {
 	prev, stable := uint64(1<<64-1), 0
 	for range 60 {
 		time.Sleep(60 * time.Millisecond)
-		last = r.dp.Stats()
+		last = r.DP.Stats()
 		n := last.Total(bridge.PortA).RX + last.Total(bridge.PortB).RX
 		if n != prev {
 			prev, stable = n, 0
@@ -259,81 +211,6 @@ func injected(frame []byte) []byte {
 	return f
 }
 
-// pacedTransfer sends size random bytes over one TCP connection from
-// fromNS to addr (listening in toNS), in 64 KiB writes spaced by gap, so
-// the connection lives for a while. It returns the connection's local and
-// remote addresses as soon as it is up, and its outcome on done.
-type pacedTransfer struct {
-	Local, Remote *net.TCPAddr
-	Size          int
-	Active        atomic.Bool // the sender is still writing
-	done          chan error
-	sent, got     [32]byte
-}
-
-func startPacedTransfer(t *testing.T, l *lab.Lab, fromNS, toNS, addr string, size int, gap time.Duration) *pacedTransfer {
-	t.Helper()
-	var ln net.Listener
-	if err := l.Do(toNS, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	data := make([]byte, size)
-	rand.Read(data)
-	pt := &pacedTransfer{Size: size, done: make(chan error, 1), sent: sha256.Sum256(data)}
-	recv := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			recv <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		copy(pt.got[:], h.Sum(nil))
-		if err == nil && n != int64(size) {
-			err = fmt.Errorf("received %d bytes, want %d", n, size)
-		}
-		recv <- err
-	}()
-	var c net.Conn
-	if err := l.Do(fromNS, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 5*time.Second); return err }); err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	pt.Local, pt.Remote = c.LocalAddr().(*net.TCPAddr), c.RemoteAddr().(*net.TCPAddr)
-	pt.Active.Store(true)
-	go func() {
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		var err error
-		for off := 0; off < size && err == nil; off += 64 << 10 {
-			_, err = c.Write(data[off:min(off+64<<10, size)])
-			time.Sleep(gap)
-		}
-		pt.Active.Store(false)
-		c.Close()
-		if rerr := <-recv; err == nil {
-			err = rerr
-		}
-		if err == nil && pt.got != pt.sent {
-			err = fmt.Errorf("sha256 got %x, want %x", pt.got[:8], pt.sent[:8])
-		}
-		pt.done <- err
-	}()
-	return pt
-}
-
-// wait returns the transfer's outcome.
-func (p *pacedTransfer) wait(ctx context.Context) error {
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // entryOf returns the snapshot of the TCP entry between a and b (either
 // direction), or false.
 func (r *rig) entryOf(t *testing.T, a, b *net.TCPAddr) (flowtable.EntrySnapshot, bool) {
@@ -342,7 +219,7 @@ func (r *rig) entryOf(t *testing.T, a, b *net.TCPAddr) (flowtable.EntrySnapshot,
 	ok := false
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := r.dp.Table().Snapshot(ctx, func(e *flowtable.EntrySnapshot) {
+	err := r.DP.Table().Snapshot(ctx, func(e *flowtable.EntrySnapshot) {
 		o := e.Orig
 		if o.SrcPort == uint16(a.Port) && o.DstPort == uint16(b.Port) || o.SrcPort == uint16(b.Port) && o.DstPort == uint16(a.Port) {
 			if o.Proto == 6 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
@@ -47,14 +48,14 @@ func TestSYNFlood(t *testing.T) {
 			// then often free of non-ASSURED entries, so both outcomes of
 			// a full table (early drop, table-full drop) show up.
 			r := newRig(t, rigOptions{cores: cores, maxFlows: floodMaxFlows, buckets: 64 * floodMaxFlows})
-			l := r.l
+			l := r.Lab
 			frames := spoofedSYNs(l, floodSYNs)
 			inj := newInjector(t, l, l.LeftNS, l.LeftIf)
 
 			const size = 4 << 20
-			var xfers []*pacedTransfer
+			var xfers []*e2etest.PacedTransfer
 			for i, a := range []string{"198.18.0.2:5001", "198.18.0.2:5002"} {
-				xfers = append(xfers, startPacedTransfer(t, l, l.LeftNS, l.RightNS, a, size+i*(1<<20), 60*time.Millisecond))
+				xfers = append(xfers, e2etest.StartPacedTransfer(t, l, l.LeftNS, l.RightNS, a, size+i*(1<<20), 60*time.Millisecond))
 			}
 			time.Sleep(300 * time.Millisecond)
 			for i, x := range xfers {
@@ -64,8 +65,8 @@ func TestSYNFlood(t *testing.T) {
 				}
 			}
 			// Not settle: the transfers keep the counters moving.
-			before := r.dp.Stats()
-			tbBefore := r.dp.Table().Stats()
+			before := r.DP.Stats()
+			tbBefore := r.DP.Table().Stats()
 
 			// Sample the table while the flood runs.
 			stop := make(chan struct{})
@@ -81,7 +82,7 @@ func TestSYNFlood(t *testing.T) {
 						return
 					case <-time.After(40 * time.Millisecond):
 					}
-					maxLen = max(maxLen, r.dp.Table().Len())
+					maxLen = max(maxLen, r.DP.Table().Len())
 					samples++
 					for i, x := range xfers {
 						// A finished connection is in TIME_WAIT, which
@@ -111,12 +112,12 @@ func TestSYNFlood(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			for i, x := range xfers {
-				if err := x.wait(ctx); err != nil {
+				if err := x.Wait(ctx); err != nil {
 					t.Errorf("transfer %d (%d bytes) during the flood: %v", i, x.Size, err)
 				}
 			}
 			after := r.settle()
-			tb := r.dp.Table().Stats()
+			tb := r.DP.Table().Stats()
 			maxLen = max(maxLen, int(tb.Count))
 
 			newPkts := after.Pipeline.States[2] - before.Pipeline.States[2]
