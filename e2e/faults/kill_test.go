@@ -1,10 +1,7 @@
 package faults
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"regexp"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -64,74 +62,6 @@ func (p *runProc) wait(t *testing.T, d time.Duration) error {
 	}
 }
 
-// pacedTransfer sends size random bytes over one TCP connection from the
-// left host to the right one in 64 KiB writes with a pause after each, so
-// the transfer lasts long enough to span a fault. The result arrives on the
-// returned channel: nil when the SHA-256 of what arrived equals what was
-// sent, else the difference.
-func pacedTransfer(t *testing.T, l *lab.Lab, port, size int, pause time.Duration) <-chan error {
-	t.Helper()
-	addr := net.JoinHostPort(rightIP.String(), strconv.Itoa(port))
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	data := make([]byte, size)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	got := make(chan [32]byte, 1)
-	res := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		ln.Close()
-		if err != nil {
-			close(got)
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, _ := io.Copy(h, c)
-		var s [32]byte
-		copy(s[:], h.Sum(nil))
-		if n != int64(size) {
-			s = [32]byte{}
-		}
-		got <- s
-	}()
-	var c net.Conn
-	if err := l.Do(l.LeftNS, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 5*time.Second); return err }); err != nil {
-		ln.Close()
-		t.Fatalf("dial: %v", err)
-	}
-	go func() {
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		for off := 0; off < size; off += 64 << 10 {
-			if _, err := c.Write(data[off:min(off+64<<10, size)]); err != nil {
-				res <- fmt.Errorf("send at byte %d: %w", off, err)
-				return
-			}
-			time.Sleep(pause)
-		}
-		c.(*net.TCPConn).CloseWrite()
-		select {
-		case s, ok := <-got:
-			switch {
-			case !ok:
-				res <- fmt.Errorf("accept failed")
-			case s != want:
-				res <- fmt.Errorf("received data sha256 %x (zero: short), want %x", s[:8], want[:8])
-			default:
-				res <- nil
-			}
-		case <-time.After(60 * time.Second):
-			res <- fmt.Errorf("receiver did not finish within 60s")
-		}
-	}()
-	return res
-}
-
 // totalsRE matches the exit totals of `statewire run`.
 var totalsRE = regexp.MustCompile(`(?m)^([AB])->[AB]: (\d+) frames in \(\d+ bytes\), (\d+) forwarded, (\d+) dropped`)
 
@@ -146,14 +76,14 @@ func TestKillAndRestart(t *testing.T) {
 	lab.RequireRoot(t)
 	bin := lab.StatewireBinary(t)
 	l := lab.NewT(t, lab.Options{Queues: 2})
-	staticNeighbours(t, l)
+	e2etest.StaticNeighbours(t, l)
 
 	first := startRun(t, l, bin)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("first run: no ping through statewire within %v\nstderr: %s", d, first.stderr.String())
 	}
 	// 16 MiB in 64 KiB writes 10 ms apart: about 2.6 s of transfer.
-	spanning := pacedTransfer(t, l, 5001, 16<<20, 10*time.Millisecond)
+	spanning := e2etest.StartPacedTransfer(t, l, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), "5001"), 16<<20, 10*time.Millisecond).Done()
 	udp := startUDP(t, l, 9001, 200, 200*time.Microsecond, 0)
 	time.Sleep(800 * time.Millisecond)
 	lines := strings.Count(first.stdout.String(), "pps")

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -30,7 +31,7 @@ func TestLinkDownUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, nil)
-			l := r.l
+			l := r.Lab
 			ns, ifc := [4]string{l.BridgeNS, l.BridgeNS, l.LeftNS, l.RightNS}[tc.which], [4]string{l.PortA, l.PortB, l.LeftIf, l.RightIf}[tc.which]
 			if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 				t.Fatalf("no ping before the fault")
@@ -38,11 +39,11 @@ func TestLinkDownUp(t *testing.T) {
 			pre := r.sample(t)
 			udp := startUDP(t, l, 9002, 200, 100*time.Microsecond, 0)
 			time.Sleep(300 * time.Millisecond)
-			before := r.dp.Stats()
+			before := r.DP.Stats()
 			setLink(t, l, ns, ifc, false)
 			time.Sleep(time.Second)
 			r.alive(t)
-			during := r.dp.Stats()
+			during := r.DP.Stats()
 			setLink(t, l, ns, ifc, true)
 			upAt := time.Now()
 			// Forwarding resumes: datagrams reach the right host again.
@@ -71,11 +72,11 @@ func TestLinkDownUp(t *testing.T) {
 			}
 			t.Logf("while down: A in %d, forwarded %d, dropped %d, B TX kicks refused %d; UDP sent %d received %d overall",
 				a1.RX-a0.RX, a1.Forwarded-a0.Forwarded, a1.Dropped()-a0.Dropped(), kickErr1-kickErr0, udp.sent.Load(), udp.got.Load())
-			st := r.stop(t)
+			st := r.Stop(t)
 			if st.Total(bridge.PortA).Forwarded == 0 {
 				t.Errorf("nothing forwarded A->B")
 			}
-			t.Logf("port B tx_dropped (kernel, after our TX ring) %d", ifStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"))
+			t.Logf("port B tx_dropped (kernel, after our TX ring) %d", e2etest.IfStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"))
 		})
 	}
 }
@@ -89,7 +90,7 @@ func TestLinkDownUp(t *testing.T) {
 func TestStopWithEgressDown(t *testing.T) {
 	lab.RequireRoot(t)
 	r := newRig(t, nil)
-	l := r.l
+	l := r.Lab
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping")
 	}
@@ -99,7 +100,7 @@ func TestStopWithEgressDown(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	udp.stopSending()
 	start := time.Now()
-	st := r.stop(t) // checkSockets: TX submitted == completed + unsent
+	st := r.Stop(t) // e2etest.CheckSockets: TX submitted == completed + unsent
 	t.Logf("Stop with port B down took %v; UDP sent %d received %d", time.Since(start).Round(time.Millisecond), udp.sent.Load(), udp.got.Load())
 	var stuck uint64
 	for _, q := range st.Queues {

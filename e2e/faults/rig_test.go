@@ -2,8 +2,6 @@ package faults
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -21,153 +20,20 @@ var (
 	rightIP = lab.RightIPv4.Addr()
 )
 
-// stopTimeout bounds Datapath.Stop: its own drain deadline is 2 s, so a
-// Stop that takes longer than this has hung.
-const stopTimeout = 10 * time.Second
-
 // TestMain builds the statewire binary at most once (lab.StatewireBinary)
 // and removes it at the end.
 func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
-// rig is one lab with the datapath running in-process on its bridge ports.
-type rig struct {
-	l       *lab.Lab
-	dp      *bridge.Datapath
-	stopped bool
-	final   bridge.DatapathStats
-}
+// rig is an e2etest rig with the fault tests' helpers.
+type rig struct{ *e2etest.Rig }
 
-// newRig builds a 2-queue lab with static neighbour entries on both hosts
-// (so no ARP frame spoils an exact count), starts a datapath whose config
-// tweak may change, and stops it at the end of the test with the
-// accounting checks if the test did not.
+// newRig starts a rig (e2etest.Start: 2-queue lab, one worker, the checks
+// at Stop, which runs at the end of the test if the test did not call it)
+// with static neighbour entries on both hosts (so no ARP frame spoils an
+// exact count) and a datapath config that tweak may change.
 func newRig(t *testing.T, tweak func(*bridge.DatapathConfig)) *rig {
 	t.Helper()
-	l := lab.NewT(t, lab.Options{Queues: 2})
-	staticNeighbours(t, l)
-	cfg := bridge.DefaultDatapathConfig()
-	cfg.PortA, cfg.PortB = l.PortA, l.PortB
-	cfg.Cores, cfg.Queues = 1, 2
-	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
-	cfg.Table.Buckets = 4096
-	cfg.Logf = t.Logf
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	dp, err := bridge.NewDatapath(cfg)
-	if err != nil {
-		t.Fatalf("NewDatapath: %v", err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	r := &rig{l: l, dp: dp}
-	t.Cleanup(func() {
-		if !r.stopped {
-			r.stop(t)
-		}
-	})
-	return r
-}
-
-// staticNeighbours gives each host a permanent ARP entry for the other.
-func staticNeighbours(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	for _, n := range []struct {
-		ns, ifc string
-		ip      string
-		mac     net.HardwareAddr
-	}{
-		{l.LeftNS, l.LeftIf, rightIP.String(), l.RightMAC},
-		{l.RightNS, l.RightIf, leftIP.String(), l.LeftMAC},
-	} {
-		if _, err := l.Run(context.Background(), n.ns, "ip", "neigh", "replace", n.ip, "lladdr", n.mac.String(),
-			"dev", n.ifc, "nud", "permanent"); err != nil {
-			t.Fatalf("static neighbour: %v", err)
-		}
-	}
-}
-
-// stop stops the datapath within stopTimeout and checks the accounting:
-// nothing in flight, conservation per direction, each port's RX counter
-// equal to its socket's RX ring count, every frame submitted on a TX ring
-// completed (so every UMEM frame that left is back), no XDP program left.
-func (r *rig) stop(t *testing.T) bridge.DatapathStats {
-	t.Helper()
-	r.stopped = true
-	type res struct {
-		st  bridge.DatapathStats
-		err error
-	}
-	done := make(chan res, 1)
-	start := time.Now()
-	go func() {
-		st, err := r.dp.Stop()
-		done <- res{st, err}
-	}()
-	var out res
-	select {
-	case out = <-done:
-	case <-time.After(stopTimeout):
-		t.Fatalf("Datapath.Stop did not return within %v", stopTimeout)
-	}
-	t.Logf("Stop took %v", time.Since(start).Round(time.Millisecond))
-	if out.err != nil {
-		t.Errorf("Stop: %v", out.err)
-	}
-	st := out.st
-	r.final = st
-	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
-		c := st.Total(p)
-		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), kernel drops %d, fill-empty %d",
-			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), st.KernelDrops(p), fillEmpty(&st, p))
-		if c.InFlight != 0 {
-			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
-		}
-	}
-	if err := st.CheckConservation(); err != nil {
-		t.Errorf("frame conservation: %v", err)
-	}
-	if err := checkSockets(&st); err != nil {
-		t.Errorf("UMEM accounting: %v", err)
-	}
-	if err := r.l.CheckNoXDP(); err != nil {
-		t.Errorf("after Stop: %v", err)
-	}
-	return st
-}
-
-// checkSockets checks the per-socket ring counts the workers published last:
-// the frames a port counted as received are the frames taken from its RX
-// rings, and every frame put on a TX ring came back on the completion ring
-// (after Stop nothing may still be in the kernel's hands).
-func checkSockets(st *bridge.DatapathStats) error {
-	for _, q := range st.Queues {
-		for p := range q.Socket {
-			s := &q.Socket[p]
-			if q.Port[p].RX != s.RX {
-				return fmt.Errorf("queue %d port %s: counted %d frames in, RX ring gave %d", q.Queue, bridge.Port(p), q.Port[p].RX, s.RX)
-			}
-			if s.TX != s.Completed+q.Unsent[p] {
-				return fmt.Errorf("queue %d port %s: %d frames submitted on TX, %d completed + %d counted unsent: %d frames not accounted for",
-					q.Queue, bridge.Port(p), s.TX, s.Completed, q.Unsent[p], int64(s.TX)-int64(s.Completed+q.Unsent[p]))
-			}
-			if s.TxInvalidDescs != 0 || s.RxInvalidDescs != 0 {
-				return fmt.Errorf("queue %d port %s: kernel found %d invalid TX and %d invalid fill descriptors, want 0",
-					q.Queue, bridge.Port(p), s.TxInvalidDescs, s.RxInvalidDescs)
-			}
-		}
-	}
-	return nil
-}
-
-// fillEmpty sums the kernel's rx_fill_ring_empty_descs over port p's sockets.
-func fillEmpty(st *bridge.DatapathStats, p bridge.Port) uint64 {
-	var n uint64
-	for _, q := range st.Queues {
-		n += q.Socket[p].RxFillRingEmptyDescs
-	}
-	return n
+	return &rig{e2etest.Start(t, e2etest.Options{Cores: 1, StaticNeighbours: true, Tweak: tweak})}
 }
 
 // settledStats waits until the published counters stop moving (workers
@@ -175,11 +41,11 @@ func fillEmpty(st *bridge.DatapathStats, p bridge.Port) uint64 {
 func (r *rig) settledStats(t *testing.T, d time.Duration) bridge.DatapathStats {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	prev := r.dp.Stats()
+	prev := r.DP.Stats()
 	stable := 0
 	for time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
-		cur := r.dp.Stats()
+		cur := r.DP.Stats()
 		if cur.Total(bridge.PortA).RX == prev.Total(bridge.PortA).RX && cur.Total(bridge.PortB).RX == prev.Total(bridge.PortB).RX &&
 			cur.Now != prev.Now {
 			if stable++; stable >= 3 {
@@ -199,7 +65,7 @@ func (r *rig) settledStats(t *testing.T, d time.Duration) bridge.DatapathStats {
 func (r *rig) alive(t *testing.T) {
 	t.Helper()
 	done := make(chan int64, 1)
-	go func() { done <- r.dp.Stats().Now }()
+	go func() { done <- r.DP.Stats().Now }()
 	var before int64
 	select {
 	case before = <-done:
@@ -209,21 +75,11 @@ func (r *rig) alive(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		time.Sleep(60 * time.Millisecond)
-		if r.dp.Stats().Now > before {
+		if r.DP.Stats().Now > before {
 			return
 		}
 	}
 	t.Fatalf("workers stopped publishing: counters' clock stuck at %d", before)
-}
-
-// ifStat reads one /sys/class/net/IF/statistics counter inside ns.
-func ifStat(t *testing.T, l *lab.Lab, ns, ifc, name string) uint64 {
-	t.Helper()
-	n, err := l.IfStat(ns, ifc, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // setLink sets ifc in ns up or down.
@@ -235,22 +91,12 @@ func setLink(t *testing.T, l *lab.Lab, ns, ifc string, up bool) {
 	}
 }
 
-// transferOK sends size random bytes from the left host to the right one
-// over TCP within 60 s and fails unless they arrive intact (SHA-256).
+// transferOK sends size random bytes from the left host to the right
+// one's port over TCP and fails unless they arrive intact
+// (e2etest.TransferOK).
 func transferOK(t *testing.T, l *lab.Lab, port, size int) {
 	t.Helper()
-	data := make([]byte, size)
-	rand.Read(data)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tr, err := l.TransferTCP(ctx, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), strconv.Itoa(port)), data)
-	if err != nil {
-		t.Fatalf("TCP transfer: %v", err)
-	}
-	if tr.Got != tr.Sent || tr.N != int64(size) {
-		t.Fatalf("TCP transfer got %d bytes sha256 %x, want %d bytes sha256 %x", tr.N, tr.Got[:8], size, tr.Sent[:8])
-	}
-	t.Logf("TCP transfer of %d bytes intact in %v", size, tr.Took.Round(time.Millisecond))
+	e2etest.TransferOK(t, l, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), strconv.Itoa(port)), size)
 }
 
 // udpStream sends UDP datagrams from the left host to the right host's
@@ -346,13 +192,13 @@ type pathCounters struct {
 // sample reads the path counters once the datapath's are settled.
 func (r *rig) sample(t *testing.T) pathCounters {
 	t.Helper()
-	l := r.l
+	l := r.Lab
 	return pathCounters{
 		st:          r.settledStats(t, 5*time.Second),
-		leftTxDrop:  ifStat(t, l, l.LeftNS, l.LeftIf, "tx_dropped"),
-		bTxDrop:     ifStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"),
-		rightRxDrop: ifStat(t, l, l.RightNS, l.RightIf, "rx_dropped"),
-		rightRxErr:  ifStat(t, l, l.RightNS, l.RightIf, "rx_errors"),
+		leftTxDrop:  e2etest.IfStat(t, l, l.LeftNS, l.LeftIf, "tx_dropped"),
+		bTxDrop:     e2etest.IfStat(t, l, l.BridgeNS, l.PortB, "tx_dropped"),
+		rightRxDrop: e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_dropped"),
+		rightRxErr:  e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_errors"),
 	}
 }
 

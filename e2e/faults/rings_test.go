@@ -1,21 +1,57 @@
 package faults
 
 import (
-	"bytes"
+	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 )
 
 // burst is the number of datagrams the ring tests send as fast as one
 // socket can.
 const burst = 60000
+
+// burstThrough starts a rig whose config tweak changes the rings, checks a
+// ping passes, sends a burst of 64-byte datagrams to the right host's port
+// from one socket as fast as it takes them, checks that they balance end to
+// end (each received, or dropped at a counted place) and returns the rig
+// with the path counters before and after the burst.
+func burstThrough(t *testing.T, tweak func(*bridge.DatapathConfig), port int) (r *rig, pre, post pathCounters) {
+	t.Helper()
+	r = newRig(t, tweak)
+	l := r.Lab
+	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+		t.Fatalf("no ping before the burst")
+	}
+	pre = r.sample(t)
+	u := startUDP(t, l, port, 64, 0, burst)
+	if !u.waitSent(burst, 30*time.Second) {
+		t.Fatalf("sent only %d of %d datagrams in 30s", u.sent.Load(), burst)
+	}
+	u.stopSending()
+	u.settle()
+	post = r.sample(t)
+	balance(t, u, pre, post)
+	u.close()
+	return r, pre, post
+}
+
+// recovers checks that forwarding works after a fault (a ping within 5 s,
+// then a TCP transfer of 4 MiB to port intact) and stops the rig.
+func recovers(t *testing.T, r *rig, port int) {
+	t.Helper()
+	l := r.Lab
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
+		t.Fatalf("no ping within %v after the burst", d)
+	}
+	transferOK(t, l, port, 4<<20)
+	r.Stop(t)
+}
 
 // TestFillRingEmpty starves the fill ring: 32 fill entries and 256 UMEM
 // frames per queue against a burst from one socket. The kernel must count
@@ -24,25 +60,10 @@ const burst = 60000
 // received, or dropped at a counted place: here the AF_XDP socket's
 // rx_dropped), and forwarding must recover.
 func TestFillRingEmpty(t *testing.T) {
-	lab.RequireRoot(t)
-	r := newRig(t, func(c *bridge.DatapathConfig) {
+	r, pre, post := burstThrough(t, func(c *bridge.DatapathConfig) {
 		c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames, c.Batch = 64, 64, 32, 64, 256, 64
-	})
-	l := r.l
-	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
-		t.Fatalf("no ping before the burst")
-	}
-	pre := r.sample(t)
-	u := startUDP(t, l, 9003, 64, 0, burst)
-	if !u.waitSent(burst, 30*time.Second) {
-		t.Fatalf("sent only %d of %d datagrams in 30s", u.sent.Load(), burst)
-	}
-	u.stopSending()
-	u.settle()
-	post := r.sample(t)
-	balance(t, u, pre, post)
-	u.close()
-	empty := fillEmpty(&post.st, bridge.PortA) - fillEmpty(&pre.st, bridge.PortA)
+	}, 9003)
+	empty := e2etest.FillEmpty(&post.st, bridge.PortA) - e2etest.FillEmpty(&pre.st, bridge.PortA)
 	kd := post.st.KernelDrops(bridge.PortA) - pre.st.KernelDrops(bridge.PortA)
 	t.Logf("burst of %d: fill ring empty %d times, AF_XDP kernel drops %d", burst, empty, kd)
 	if empty == 0 {
@@ -51,11 +72,7 @@ func TestFillRingEmpty(t *testing.T) {
 	if kd == 0 {
 		t.Errorf("AF_XDP kernel drops got 0 with the fill ring empty %d times, want the frames that found no fill entry counted", empty)
 	}
-	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
-		t.Fatalf("no ping within %v after the burst", d)
-	}
-	transferOK(t, l, 5004, 4<<20)
-	r.stop(t)
+	recovers(t, r, 5004)
 }
 
 // TestTXRingFull gives the egress sockets a TX ring of 16 entries against
@@ -64,24 +81,9 @@ func TestFillRingEmpty(t *testing.T) {
 // block the worker, and every frame put on the TX ring must come back
 // through the completion ring (checked at Stop).
 func TestTXRingFull(t *testing.T) {
-	lab.RequireRoot(t)
-	r := newRig(t, func(c *bridge.DatapathConfig) {
+	r, pre, post := burstThrough(t, func(c *bridge.DatapathConfig) {
 		c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames, c.Batch = 64, 16, 64, 64, 256, 64
-	})
-	l := r.l
-	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
-		t.Fatalf("no ping before the burst")
-	}
-	pre := r.sample(t)
-	u := startUDP(t, l, 9004, 64, 0, burst)
-	if !u.waitSent(burst, 30*time.Second) {
-		t.Fatalf("sent only %d of %d datagrams in 30s", u.sent.Load(), burst)
-	}
-	u.stopSending()
-	u.settle()
-	post := r.sample(t)
-	balance(t, u, pre, post)
-	u.close()
+	}, 9004)
 	a0, a1 := pre.st.Total(bridge.PortA), post.st.Total(bridge.PortA)
 	noTX := a1.Drops[bridge.DropNoTXSpace] - a0.Drops[bridge.DropNoTXSpace]
 	t.Logf("burst of %d: bridge in %d, forwarded %d, no-tx-space drops %d", burst, a1.RX-a0.RX, a1.Forwarded-a0.Forwarded, noTX)
@@ -89,11 +91,7 @@ func TestTXRingFull(t *testing.T) {
 		t.Errorf("no-tx-space drops got 0, want > 0: the 16-entry TX ring never filled")
 	}
 	r.alive(t)
-	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
-		t.Fatalf("no ping within %v after the burst", d)
-	}
-	transferOK(t, l, 5005, 4<<20)
-	r.stop(t)
+	recovers(t, r, 5005)
 }
 
 // TestReceiverStopsReading: the right host's application stops reading in
@@ -103,76 +101,28 @@ func TestTXRingFull(t *testing.T) {
 func TestReceiverStopsReading(t *testing.T) {
 	lab.RequireRoot(t)
 	r := newRig(t, nil)
-	l := r.l
+	l := r.Lab
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping")
 	}
 	const size = 16 << 20
 	data := make([]byte, size)
 	rand.Read(data)
-	addr := net.JoinHostPort(rightIP.String(), "5006")
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.(*net.TCPConn).SetReadBuffer(64 << 10)
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.CopyN(h, c, 1<<20)
-		if err == nil {
-			time.Sleep(2 * time.Second) // the consumer stalls
-			var m int64
-			m, err = io.Copy(h, c)
-			n += m
-		}
-		var s [32]byte
-		copy(s[:], h.Sum(nil))
-		done <- result{s, n, err}
-	}()
-	var c net.Conn
-	if err := l.Do(l.LeftNS, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 5*time.Second); return err }); err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	_, err := io.Copy(c, bytes.NewReader(data))
-	c.Close()
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	var res result
-	select {
-	case res = <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("receiver did not finish within 60s")
-	}
-	if res.err != nil || res.n != size || res.sum != sha256.Sum256(data) {
-		t.Fatalf("after the stall got %d bytes, err %v, sha256 match %v; want %d bytes intact", res.n, res.err, res.sum == sha256.Sum256(data), size)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The receiver reads 1 MiB through a 64 KiB buffer, then its
+	// application stalls for 2 s.
+	tr, err := l.TransferTCPWith(ctx, l.LeftNS, l.RightNS, net.JoinHostPort(rightIP.String(), "5006"), data,
+		lab.Receiver{ReadBuffer: 64 << 10, StallAfter: 1 << 20, Stall: 2 * time.Second})
+	if err != nil || tr.N != size || tr.Got != tr.Sent {
+		t.Fatalf("after the stall got %d bytes, err %v, sha256 match %v; want %d bytes intact", tr.N, err, tr.Got == tr.Sent, size)
 	}
 	st := r.settledStats(t, 5*time.Second)
 	t.Logf("16 MiB with a 2 s reader stall: intact in %v; pipeline: INVALID %d, ESTABLISHED %d",
-		time.Since(start).Round(time.Millisecond), st.Pipeline.States[1], st.Pipeline.States[3])
+		tr.Took.Round(time.Millisecond), st.Pipeline.States[1], st.Pipeline.States[3])
 	if n := st.Pipeline.States[1]; n != 0 {
 		t.Errorf("INVALID packets got %d, want 0: zero-window probes and the rest are in window", n)
 	}
-	final := r.stop(t)
-	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
-		if c := final.Total(p); c.Dropped() != 0 {
-			t.Errorf("%s->%s: %d frames dropped (%s), want 0", p, p.Other(), c.Dropped(), c.DropList())
-		}
-	}
+	final := r.Stop(t)
+	e2etest.NoDrops(t, &final)
 }
