@@ -1,12 +1,14 @@
 package bridge
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/rules"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,24 +19,11 @@ import (
 // accounting balances after Stop. Needs root.
 func TestDatapathStepAllocs(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Queues: 2})
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues = 2, 2
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.Table.Buckets = 1024
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.manual = true
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer dp.Stop()
+	dp := startLabDatapath(t, l, 512, 1024, "", true)
 
 	// 32 UDP flows from the left host, sent until the test is done.
 	var fds []int
-	err = l.Do(l.LeftNS, func() error {
+	err := l.Do(l.LeftNS, func() error {
 		for range 32 {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 			if err != nil {
@@ -90,16 +79,69 @@ func TestDatapathStepAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("worker step allocs got %v, want 0", allocs)
 	}
+	st := stopLabDatapath(t, l, dp)
+	if a := st.Total(PortA); a.HandedOff == 0 {
+		t.Errorf("frames handed to the other worker got 0, want some (32 flows over 2 shards)")
+	}
+}
+
+// startLabDatapath starts a two-worker datapath on l's two-queue ports:
+// every AF_XDP ring of ring entries, 4*ring UMEM frames per queue, a table
+// of buckets buckets, the rules of policy (iptables-save text, "porta"
+// replaced by port A's name; "" accepts everything), driven by the test
+// (manual: Datapath.step) or by its own workers. The test stops it with
+// stopLabDatapath; a cleanup stops it if the test ends first.
+func startLabDatapath(t *testing.T, l *lab.Lab, ring, buckets int, policy string, manual bool) *Datapath {
+	t.Helper()
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = l.PortA, l.PortB
+	c.Cores, c.Queues = 2, 2
+	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = ring, ring, ring, ring, 4*ring
+	c.Table.Buckets = buckets
+	c.Logf = t.Logf
+	if policy != "" {
+		rs, err := rules.FromText("lab.rules", strings.ReplaceAll(policy, "porta", l.PortA), [2]string{l.PortA, l.PortB})
+		if err != nil {
+			t.Fatalf("rules: %v", err)
+		}
+		s := DefaultSettings()
+		s.Rules = rs
+		c.Settings = s
+	}
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.manual = manual
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { dp.Stop() }) // a no-op after stopLabDatapath
+	return dp
+}
+
+// stopLabDatapath stops dp and checks Stop's error, nothing in flight,
+// frame conservation and no XDP program left on l's ports; it logs each
+// direction's counters and returns the totals.
+func stopLabDatapath(t *testing.T, l *lab.Lab, dp *Datapath) DatapathStats {
+	t.Helper()
 	st, err := dp.Stop()
 	if err != nil {
 		t.Errorf("Stop: %v", err)
 	}
-	a := st.Total(PortA)
-	t.Logf("A->B: in %d, forwarded %d, dropped %d, via the other worker %d", a.RX, a.Forwarded, a.Dropped(), a.HandedOff)
-	if a.HandedOff == 0 {
-		t.Errorf("frames handed to the other worker got 0, want some (32 flows over 2 shards)")
+	for _, p := range []Port{PortA, PortB} {
+		c := st.Total(p)
+		t.Logf("%s->%s: in %d, forwarded %d, dropped %d (%s), via the other worker %d",
+			p, p.Other(), c.RX, c.Forwarded, c.Dropped(), c.DropList(), c.HandedOff)
+		if c.InFlight != 0 {
+			t.Errorf("%s: %d frames in flight after Stop, want 0", p, c.InFlight)
+		}
 	}
 	if err := st.CheckConservation(); err != nil {
 		t.Errorf("conservation: %v", err)
 	}
+	if err := l.CheckNoXDP(); err != nil {
+		t.Errorf("after Stop: %v", err)
+	}
+	return st
 }
