@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/rules"
@@ -120,34 +121,12 @@ func TestSoak(t *testing.T) {
 	if out == "" {
 		out = "soak.tsv"
 	}
-	lab.RequireRoot(t)
-	l := lab.NewT(t, lab.Options{Queues: 2})
-
-	rs1 := mustRules(t, rulesOne, l)
-	rs2 := mustRules(t, rulesTwo, l)
 	settings := bridge.DefaultSettings()
 	settings.Conntrack.Timeouts = timeouts()
-	settings.Rules = rs1
-	cfg := bridge.DefaultDatapathConfig()
-	cfg.PortA, cfg.PortB = l.PortA, l.PortB
-	cfg.Cores, cfg.Queues = 2, 2
-	cfg.RXSize, cfg.TXSize, cfg.FillSize, cfg.CompletionSize, cfg.Frames = 1024, 1024, 1024, 1024, 4096
-	cfg.Table.Buckets = 4096
-	cfg.Settings = settings
-	cfg.Logf = t.Logf
-	dp, err := bridge.NewDatapath(cfg)
-	if err != nil {
-		t.Fatalf("NewDatapath: %v", err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			dp.Stop()
-		}
-	})
+	r := e2etest.Start(t, e2etest.Options{Cores: 2, Settings: settings, Rules: rulesOne})
+	l, dp := r.Lab, r.DP
+	rs1 := dp.Control().Load().Rules
+	rs2 := e2etest.CompileRules(t, l, rulesTwo)
 
 	var c counters
 	ctx, cancel := context.WithCancel(context.Background())
@@ -275,11 +254,9 @@ func TestSoak(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	st, err := dp.Stop()
-	stopped = true
-	if err != nil {
-		t.Errorf("Stop: %v", err)
-	}
+	// Stop checks its error, conservation, nothing in flight, the UMEM
+	// accounting and the XDP programs gone.
+	st := r.Stop(t)
 
 	// The verdicts.
 	sum := summarize(samples, &st, &c, dur, emptyAfter, earlyCount, expiry)
@@ -287,14 +264,6 @@ func TestSoak(t *testing.T) {
 	os.WriteFile(out+".summary.txt", []byte(sum), 0o644)
 	if longErr != nil {
 		t.Errorf("long transfer: %v", longErr)
-	}
-	if err := st.CheckConservation(); err != nil {
-		t.Errorf("frame conservation at Stop: %v", err)
-	}
-	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
-		if n := st.Total(p).InFlight; n != 0 {
-			t.Errorf("%s: %d frames in flight after Stop, want 0", p, n)
-		}
 	}
 	if len(conservation) > 0 {
 		t.Errorf("frame conservation failed in %d of %d samples, first: %s", len(conservation), len(samples), conservation[0])
@@ -328,15 +297,6 @@ func TestSoak(t *testing.T) {
 	if c.udpEchoed.Load()*100 < c.udpSent.Load()*99 {
 		t.Errorf("UDP: %d of %d datagrams echoed, want at least 99%%", c.udpEchoed.Load(), c.udpSent.Load())
 	}
-}
-
-func mustRules(t *testing.T, text string, l *lab.Lab) *rules.RuleSet {
-	t.Helper()
-	rs, err := rules.FromText("soak.rules", text, [2]string{l.PortA, l.PortB})
-	if err != nil {
-		t.Fatalf("rules: %v", err)
-	}
-	return rs
 }
 
 func meanHeap(s []sample) float64 {
