@@ -415,8 +415,11 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 		pl.stats.InvalidBy[res.Reason]++
 		return // rules decide; no entry
 	}
+	var master flowtable.EntryRef
+	related := false
 	if pl.table.Expect.Len() > 0 {
-		if _, ok := pl.table.Expect.Match(p, now); ok {
+		if x, ok := pl.table.Expect.Match(p, now); ok {
+			master, related = x.Master, true
 			c.Status |= statemachine.StatusExpected
 			r.State = statemachine.StateRelated
 			pl.stats.ExpectNew++
@@ -433,6 +436,9 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 		return
 	}
 	e.Conn = c
+	if related {
+		pl.shard.LinkChild(e, master)
+	}
 	id := helperOfRule[helper%rules.NumHelpers]
 	if id == helpers.IDNone && s.AutoHelpers {
 		id = helpers.ByPort(p.IPVersion, p.Proto, p.DstPort)

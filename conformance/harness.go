@@ -298,13 +298,7 @@ func (o *Ours) Table() []Entry {
 // sees them (`statewire conntrack -L -o FORMAT`), one line each.
 func (o *Ours) Listing(f ctlist.Format) string {
 	now := o.rp.Now() + o.now - o.last
-	var es []flowtable.EntrySnapshot
-	o.rp.Pipeline.Shard().Range(func(e *flowtable.Entry) bool {
-		if e.Conn.Expires > now {
-			es = append(es, ctlist.Snapshot(e))
-		}
-		return true
-	})
+	es := o.rp.EntriesAt(now)
 	var b strings.Builder
 	for i := range es {
 		b.WriteString(ctlist.Line(&es[i], now, f))

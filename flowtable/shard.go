@@ -83,6 +83,11 @@ type Shard struct {
 	// branch per removal.
 	onRemove func(s *Shard, e *Entry)
 
+	// links records which entries are children of which master, for the
+	// use= of listings (use.go). Owner only, but links.n, which other
+	// goroutines read to skip shards without children.
+	links childLinks
+
 	// Published for other goroutines by ServeReads; see reads.go.
 	pub     [numPub]atomic.Uint64
 	lastPub Stats

@@ -47,7 +47,7 @@ func (s *Shard) LinkChild(e *Entry, master EntryRef) {
 	if idx < 0 || e.flags&flagUsed == 0 {
 		return
 	}
-	l := s.childLinks(true)
+	l := &s.links
 	if len(l.list) == cap(l.list) {
 		s.compactLinks(l)
 		if len(l.list) >= cap(l.list)/2 {
@@ -91,8 +91,8 @@ func (s *Shard) compactLinks(l *childLinks) {
 // tests and the rare caller, not per packet.
 func (s *Shard) MasterOf(e *Entry) (EntryRef, bool) {
 	idx := entryIndex(s.entries, e)
-	l := s.childLinks(false)
-	if idx < 0 || e.flags&flagUsed == 0 || l == nil {
+	l := &s.links
+	if idx < 0 || e.flags&flagUsed == 0 {
 		return EntryRef{}, false
 	}
 	for i := range l.list {
@@ -111,10 +111,7 @@ func (s *Shard) MasterOf(e *Entry) (EntryRef, bool) {
 func (t *Table) ChildCounts() map[EntryRef]uint32 {
 	var counts map[EntryRef]uint32
 	for _, s := range t.shards {
-		l := s.childLinks(false)
-		if l == nil {
-			continue
-		}
+		l := &s.links
 		for i := range l.list {
 			if c := &l.list[i]; s.linkLive(c) {
 				if counts == nil {
@@ -135,27 +132,23 @@ func (t *Table) ChildCounts() map[EntryRef]uint32 {
 // shard. Owner only.
 func (s *Shard) serveLinks(r *readRequest, budget int) int {
 	visited := 0
-	l := s.childLinks(false)
-	if l == nil {
-		r.done = true
-	} else {
-		switch {
-		case r.cursor == 0:
-			r.epoch = l.epoch
-		case r.epoch != l.epoch:
-			r.cursor, r.n, r.epoch, r.restart = 0, 0, l.epoch, true
-		}
-		end := uint32(len(l.list))
-		for ; visited < budget && r.n < len(r.masters) && r.cursor < end; visited++ {
-			c := &l.list[r.cursor]
-			r.cursor++
-			if s.linkLive(c) {
-				r.masters[r.n] = c.master
-				r.n++
-			}
-		}
-		r.done = r.cursor >= end
+	l := &s.links
+	switch {
+	case r.cursor == 0:
+		r.epoch = l.epoch
+	case r.epoch != l.epoch:
+		r.cursor, r.n, r.epoch, r.restart = 0, 0, l.epoch, true
 	}
+	end := uint32(len(l.list))
+	for ; visited < budget && r.n < len(r.masters) && r.cursor < end; visited++ {
+		c := &l.list[r.cursor]
+		r.cursor++
+		if s.linkLive(c) {
+			r.masters[r.n] = c.master
+			r.n++
+		}
+	}
+	r.done = r.cursor >= end
 	if r.done || r.n == len(r.masters) {
 		s.req.CompareAndSwap(r, nil)
 		r.ready <- struct{}{}
@@ -170,7 +163,7 @@ func (t *Table) readChildCounts(ctx context.Context) (map[EntryRef]uint32, error
 	var counts map[EntryRef]uint32
 	var masters, got []EntryRef
 	for _, s := range t.shards {
-		if l := s.childLinks(false); l == nil || l.n.Load() == 0 {
+		if s.links.n.Load() == 0 {
 			continue
 		}
 		if masters == nil {

@@ -119,12 +119,18 @@ func (r *Replayer) Step(f Frame) Packet {
 }
 
 // Entries returns snapshots of the table's live entries.
-func (r *Replayer) Entries() []flowtable.EntrySnapshot {
+func (r *Replayer) Entries() []flowtable.EntrySnapshot { return r.EntriesAt(r.Now()) }
+
+// EntriesAt returns snapshots of the entries live at time now, each with
+// its count of live children (the use= of a helper's master, as the
+// kernel counts it).
+func (r *Replayer) EntriesAt(now int64) []flowtable.EntrySnapshot {
 	var out []flowtable.EntrySnapshot
-	now := r.Now()
-	r.Pipeline.Shard().Range(func(e *flowtable.Entry) bool {
+	sh := r.Pipeline.Shard()
+	children := r.Table.ChildCounts()
+	sh.Range(func(e *flowtable.Entry) bool {
 		if e.Conn.Expires > now {
-			out = append(out, flowtable.EntrySnapshot{Orig: e.Tuple(), Conn: e.Conn, Helper: e.Helper})
+			out = append(out, flowtable.EntrySnapshot{Orig: e.Tuple(), Conn: e.Conn, Helper: e.Helper, Children: children[sh.Ref(e)]})
 		}
 		return true
 	})

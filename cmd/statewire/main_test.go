@@ -31,7 +31,7 @@ func TestReplayCommand(t *testing.T) {
 	if want := "3\tA>B\toriginal\tESTABLISHED\tESTABLISHED\tACCEPT\t-"; lines[2] != want {
 		t.Errorf("third line: got %q, want %q", lines[2], want)
 	}
-	if !strings.Contains(out, "ipv4     2 tcp      6 ") || !strings.Contains(out, " TIME_WAIT src=128.232.110.120 dst=66.35.250.204 sport=34855 dport=80 src=66.35.250.204 dst=128.232.110.120 sport=80 dport=34855 [ASSURED] mark=0 zone=0 use=1") {
+	if !strings.Contains(out, "ipv4     2 tcp      6 ") || !strings.Contains(out, " TIME_WAIT src=128.232.110.120 dst=66.35.250.204 sport=34855 dport=80 src=66.35.250.204 dst=128.232.110.120 sport=80 dport=34855 [ASSURED] mark=0 zone=0 use=2") {
 		t.Errorf("final table missing the TIME_WAIT entry:\n%s", out)
 	}
 
