@@ -113,7 +113,8 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	s := pl.ctl.Load()
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
-	r := pl.processParsed(s, frame, p, reason, in, now, nil)
+	var r Result
+	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
 	if s.LogInvalid != 0 && r.State == statemachine.StateInvalid {
 		pl.logInvalid(s, p, in, &r, now)
 	}
@@ -143,16 +144,16 @@ func (pl *Pipeline) lookup(fh *flowHash, now int64) *flowtable.Entry {
 	return pl.shard.Lookup(fh.key, fh.hash, now)
 }
 
-// processParsed is Process after the parse. fh, when not nil, holds the key
-// and hash of the flow the frame belongs to (for an ICMP error: of the
-// quoted flow).
-func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash) Result {
+// processParsed is Process after the parse; it writes the result to r.
+// fh, when not nil, holds the key and hash of the flow the frame belongs
+// to (for an ICMP error: of the quoted flow). The result is built in place
+// rather than returned: the tracker fills it through a pointer, and copying
+// it out afterwards reloaded those fresh byte stores on every packet.
+func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash, r *Result) {
 	st := &pl.stats
 	st.Packets[in]++
 
-	var r Result
-	r.Rule = rules.PolicyRule
-	r.Parse = reason
+	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
 	switch {
 	case r.Parse == packet.ReasonNotIP:
@@ -162,19 +163,22 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 		if r.Verdict == Drop {
 			r.Drop = DropNonIP
 		}
-		return pl.count(r)
+		pl.count(r)
+		return
 	case r.Parse != packet.ReasonOK && !invalidInConntrack(r.Parse):
 		// A broken L2/L3 header never reaches conntrack: the kernel's IP
 		// layer drops it first.
 		r.Drop = DropMalformed
-		return pl.count(r)
+		pl.count(r)
+		return
 	}
 
 	raw := s.Rules.Raw(p, uint8(in))
 	if raw.Drop {
 		r.Drop = DropRaw
 		r.Rule = raw.Rule
-		return pl.count(r)
+		pl.count(r)
+		return
 	}
 
 	switch {
@@ -188,20 +192,23 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 	case raw.NoTrack:
 		r.State = statemachine.StateUntracked
 	case p.Fragment && p.FragOffset != 0:
-		return pl.count(pl.laterFragment(s, p, in, now, r))
+		*r = pl.laterFragment(s, p, in, now, *r)
+		pl.count(r)
+		return
 	default:
-		pl.track(s, frame, p, in, raw.Helper, now, fh, &r)
+		pl.track(s, frame, p, in, raw.Helper, now, fh, r)
 		if r.Verdict == Accept || r.Drop != DropNone {
 			// track decided (cached verdict, helper drop, full table).
-			pl.noteFirstFragment(p, now, &r)
-			return pl.count(r)
+			pl.noteFirstFragment(p, now, r)
+			pl.count(r)
+			return
 		}
 	}
 	if r.Drop == DropNone && r.Verdict != Accept {
-		pl.filter(s, p, in, &r)
+		pl.filter(s, p, in, r)
 	}
-	pl.noteFirstFragment(p, now, &r)
-	return pl.count(r)
+	pl.noteFirstFragment(p, now, r)
+	pl.count(r)
 }
 
 // MaxBatch is the most frames ProcessBatch takes at once.
@@ -270,7 +277,7 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 			fh = &b.flows[i]
 			*fh = flowHash{key: &b.keys[j], hash: b.hashes[j], entry: b.found[j], version: version}
 		}
-		out[i] = pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh)
+		pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh, &out[i])
 		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
 			pl.logInvalid(s, &b.pkts[i], in, &out[i], now)
 		}
@@ -491,7 +498,7 @@ func validRedirect(p *packet.Packet) bool {
 	return p.ICMP.Code == 0 && p.TTL == 255 && p.Src[0] == 0xfe && p.Src[1]&0xc0 == 0x80
 }
 
-func (pl *Pipeline) count(r Result) Result {
+func (pl *Pipeline) count(r *Result) {
 	st := &pl.stats
 	if r.Verdict == Accept {
 		st.Accepted++
@@ -499,5 +506,4 @@ func (pl *Pipeline) count(r Result) Result {
 		st.Drops[r.Drop]++
 	}
 	st.States[stateIndex(r.State)]++
-	return r
 }
