@@ -111,15 +111,21 @@ func tcpConversation(l *lab.Lab) error {
 // collectEvents reads event lines from r until a [DESTROY] line or the
 // deadline, and returns them.
 func collectEvents(r io.Reader, deadline time.Duration) []string {
+	return collectEventLines(eventLines(r), deadline)
+}
+
+// eventLines sends the lines of r on the channel it returns, closed at
+// the end of r.
+func eventLines(r io.Reader) <-chan string {
 	lines := make(chan string)
 	go func() {
+		defer close(lines)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
-		close(lines)
 	}()
-	return collectEventLines(lines, deadline)
+	return lines
 }
 
 // collectEventLines is collectEvents on a channel of lines.
@@ -215,14 +221,7 @@ func TestLabEvents(t *testing.T) {
 	// machine): its events then start mid-connection. A stream that
 	// delivered anything is subscribed, so one more conversation is then
 	// seen whole.
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := eventLines(out)
 	var got []string
 	for attempt := 1; ; attempt++ {
 		if err := tcpConversation(l); err != nil {
