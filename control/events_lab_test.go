@@ -108,6 +108,45 @@ func tcpConversation(l *lab.Lab) error {
 	return err
 }
 
+// conversationEvents runs tcpConversation through the lab and returns the
+// event lines it caused, up to the [DESTROY]. reap, when not nil, runs
+// alongside the collection (the kernel needs a dump to reap the expired
+// entry). The -E client may subscribe after the conversation began (a
+// loaded machine): its events then start mid-connection. A stream that
+// delivered anything is subscribed, so one more conversation is then seen
+// whole.
+func conversationEvents(t *testing.T, l *lab.Lab, lines <-chan string, reap func()) []string {
+	t.Helper()
+	var got []string
+	for attempt := 1; ; attempt++ {
+		if err := tcpConversation(l); err != nil {
+			t.Fatalf("conversation: %v", err)
+		}
+		if reap != nil {
+			go reap()
+		}
+		got = collectEventLines(lines, 15*time.Second)
+		if len(got) == 0 || strings.HasPrefix(strings.TrimSpace(got[0]), "[NEW]") || attempt == 3 {
+			return got
+		}
+		t.Logf("attempt %d: the client subscribed late (first event %q); once more", attempt, got[0])
+	}
+}
+
+// checkEvents logs the event lines of who (kernel or statewire) and requires their shapes to be
+// wantTCPEvents.
+func checkEvents(t *testing.T, who string, got []string) {
+	t.Helper()
+	var shapes []string
+	for _, line := range got {
+		t.Logf("%s: %s", who, line)
+		shapes = append(shapes, eventShape(line))
+	}
+	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
+		t.Errorf("%s conntrack -E:\ngot  %q\nwant %q", who, shapes, wantTCPEvents)
+	}
+}
+
 // collectEvents reads event lines from r until a [DESTROY] line or the
 // deadline, and returns them.
 func collectEvents(r io.Reader, deadline time.Duration) []string {
@@ -167,27 +206,17 @@ func TestLabKernelEvents(t *testing.T) {
 	}
 	defer cmd.Wait()
 	time.Sleep(200 * time.Millisecond) // conntrack subscribes
-	if err := tcpConversation(l); err != nil {
-		t.Fatalf("conversation through the kernel bridge: %v", err)
-	}
 	// The kernel reaps an expired entry in its gc worker, which may sleep
 	// for up to a minute on an idle table; a dump reaps the expired
 	// entries it meets (ctnetlink_dump_table), so list once the TIME_WAIT
 	// timeout has passed.
-	go func() {
+	reap := func() {
 		time.Sleep(2500 * time.Millisecond)
 		l.Run(ctx, l.BridgeNS, "conntrack", "-L")
-	}()
-	got := collectEvents(out, 15*time.Second)
+	}
+	got := conversationEvents(t, l, eventLines(out), reap)
 	cancel()
-	var shapes []string
-	for _, line := range got {
-		t.Logf("kernel: %s", line)
-		shapes = append(shapes, eventShape(line))
-	}
-	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
-		t.Errorf("kernel events:\ngot  %q\nwant %q", shapes, wantTCPEvents)
-	}
+	checkEvents(t, "kernel", got)
 }
 
 // TestLabEvents runs `statewire run` in a lab and `statewire conntrack -E`
@@ -200,6 +229,11 @@ func TestLabEvents(t *testing.T) {
 	bin := lab.StatewireBinary(t)
 	sock := filepath.Join(t.TempDir(), "sw.sock")
 	_, stderr := startRun(t, l, bin, sock)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("statewire run stderr:\n%s", stderr.String())
+		}
+	})
 	if out, err := exec.Command(bin, "sysctl", "--socket", sock, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=2").CombinedOutput(); err != nil {
 		t.Fatalf("sysctl: %v\n%s", err, out)
 	}
@@ -217,31 +251,9 @@ func TestLabEvents(t *testing.T) {
 	}
 	defer ev.Wait()
 	time.Sleep(200 * time.Millisecond) // the client subscribes
-	// The client may subscribe after the conversation began (a loaded
-	// machine): its events then start mid-connection. A stream that
-	// delivered anything is subscribed, so one more conversation is then
-	// seen whole.
-	lines := eventLines(out)
-	var got []string
-	for attempt := 1; ; attempt++ {
-		if err := tcpConversation(l); err != nil {
-			t.Fatalf("conversation through statewire: %v\n%s", err, stderr.String())
-		}
-		got = collectEventLines(lines, 15*time.Second)
-		if len(got) == 0 || strings.HasPrefix(strings.TrimSpace(got[0]), "[NEW]") || attempt == 3 {
-			break
-		}
-		t.Logf("attempt %d: the client subscribed late (first event %q); once more", attempt, got[0])
-	}
+	got := conversationEvents(t, l, eventLines(out), nil)
 	cancel()
-	var shapes []string
-	for _, line := range got {
-		t.Logf("statewire: %s", line)
-		shapes = append(shapes, eventShape(line))
-	}
-	if strings.Join(shapes, "\n") != strings.Join(wantTCPEvents, "\n") {
-		t.Errorf("statewire conntrack -E:\ngot  %q\nwant %q", shapes, wantTCPEvents)
-	}
+	checkEvents(t, "statewire", got)
 	// The lines themselves are the kernel's: same columns, same order.
 	if len(got) == len(wantTCPEvents) {
 		left, right := lab.LeftIPv4.Addr().String(), lab.RightIPv4.Addr().String()

@@ -28,21 +28,8 @@ func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 // of one connection: "ping" out and back within 2 s.
 func echoPeer(t *testing.T, l *lab.Lab) (dial func() (net.Conn, error), echo func(net.Conn) error) {
 	t.Helper()
+	echoServer(t, l)
 	right := lab.RightIPv4.Addr().String()
-	var ln net.Listener
-	if err := l.Do(l.RightNS, func() (err error) { ln, err = net.Listen("tcp", right+":8080"); return }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(c, c)
-		}
-	}()
 	dial = func() (net.Conn, error) {
 		var c net.Conn
 		err := l.Do(l.LeftNS, func() (err error) {
