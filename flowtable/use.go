@@ -86,23 +86,6 @@ func (s *Shard) compactLinks(l *childLinks) {
 	l.n.Store(int64(w))
 }
 
-// MasterOf returns the master of e when e was linked as a child
-// (LinkChild). Owner only; it scans the shard's links (O(children)): for
-// tests and the rare caller, not per packet.
-func (s *Shard) MasterOf(e *Entry) (EntryRef, bool) {
-	idx := entryIndex(s.entries, e)
-	l := &s.links
-	if idx < 0 || e.flags&flagUsed == 0 {
-		return EntryRef{}, false
-	}
-	for i := range l.list {
-		if c := &l.list[i]; c.child == uint32(idx) && c.gen == e.gen {
-			return c.master, true
-		}
-	}
-	return EntryRef{}, false
-}
-
 // ChildCounts returns how many live children each master has (the part
 // of the kernel's use= beyond the table's own reference), nil when no
 // entry has one. It reads every shard directly: only a goroutine that owns

@@ -262,3 +262,20 @@ func TestLinkChildIgnoresForeignEntry(t *testing.T) {
 		t.Errorf("ChildCounts: got %v, want nil", got)
 	}
 }
+
+// MasterOf returns the master of e when e was linked as a child
+// (LinkChild). It scans the shard's links (O(children)); the tests' view
+// of a link, nothing in the datapath needs it.
+func (s *Shard) MasterOf(e *Entry) (EntryRef, bool) {
+	idx := entryIndex(s.entries, e)
+	l := &s.links
+	if idx < 0 || e.flags&flagUsed == 0 {
+		return EntryRef{}, false
+	}
+	for i := range l.list {
+		if c := &l.list[i]; c.child == uint32(idx) && c.gen == e.gen {
+			return c.master, true
+		}
+	}
+	return EntryRef{}, false
+}
