@@ -316,31 +316,30 @@ func (r *Result) setVerdict(v rules.Verdict) {
 	}
 }
 
-// cached verdict encoding in an entry: bit 0 accept, bits 1.. the CtState
-// the verdict was computed for (zero means "nothing cached").
-func encodeVerdict(v Verdict, st statemachine.CtState) uint8 {
-	return uint8(v) | uint8(st)<<1
-}
-
 // verdictFor returns the verdict for a packet of entry e in direction dir
-// with state st, from the entry's cache when the rule set generation and
-// state match, else by walking the rules (and caching the answer when it
-// depended on nothing but the flow).
+// with state st that arrived on port in: from the entry's cache when the
+// rule-set generation, state and ingress port match (rules.CachedVerdict
+// says why those), else by walking the rules, caching the answer when it
+// depended on nothing but those.
+//
+// A fresh verdict does not displace one cached for the same state on the
+// other port: a host sending frames of a flow into the wrong port (spoofed)
+// would otherwise make the flow's own packets miss the cache in turn.
 func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, r *Result) {
 	gen := s.Rules.Generation()
-	if c, ok := e.CachedVerdict(r.Dir, gen); ok && statemachine.CtState(c>>1) == r.State {
+	cached, _ := e.CachedVerdict(r.Dir, gen)
+	c := rules.CachedVerdict(cached)
+	if a, ok := c.Lookup(r.State, uint8(in)); ok {
 		pl.stats.VerdictCacheHits++
-		if c&1 != 0 {
-			r.Verdict = Accept
-		} else {
-			r.Verdict, r.Drop = Drop, DropRule
-		}
+		r.setVerdict(rules.Verdict{Action: a, Rule: r.Rule}) // the deciding rule is not cached
 		return
 	}
 	v, cacheable := s.Rules.Filter(p, r.State, uint8(in))
 	r.setVerdict(v)
 	if cacheable {
-		e.CacheVerdict(r.Dir, gen, encodeVerdict(r.Verdict, r.State))
+		if _, otherPort := c.Lookup(r.State, uint8(in.Other())); !otherPort {
+			e.CacheVerdict(r.Dir, gen, uint8(rules.CacheVerdict(v.Action, r.State, uint8(in))))
+		}
 	}
 }
 

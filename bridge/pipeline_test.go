@@ -367,3 +367,63 @@ func TestStateIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoofedIntoWrongPort: frames carrying the tuple of a flow that port A
+// opened, sent into port B, are judged for port B in every state — never
+// with the verdict cached for port A (issue 17) — and the flow's own
+// packets still hit their cached verdict afterwards.
+func TestSpoofedIntoWrongPort(t *testing.T) {
+	l, r := "198.18.7.1", "198.18.7.2"
+	udp := pt.UDP4(l, r, 4000, 5000, []byte("x"))
+	syn := pt.TCP4(l, r, 4001, 80, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1, Window: 1000})
+	t.Run("left-only policy", func(t *testing.T) {
+		s := DefaultSettings()
+		s.Rules = loadRules(t, newOnlyFromA)
+		pl := newTestPipeline(t, s, 1024)
+		runSteps(t, pl, []step{
+			{"udp from A", udp, PortA, 0, statemachine.StateNew, 0, Accept, DropNone},
+			{"udp from A again: cached", udp, PortA, 0, statemachine.StateNew, 0, Accept, DropNone},
+			{"same tuple into B: NEW from B", udp, PortB, 0, statemachine.StateNew, 0, Drop, DropRule},
+			{"udp from A after the spoof", udp, PortA, 0, statemachine.StateNew, 0, Accept, DropNone},
+			{"syn from A", syn, PortA, 0, statemachine.StateNew, statemachine.TCPSynSent, Accept, DropNone},
+			{"syn again from A: cached", syn, PortA, 0, statemachine.StateNew, statemachine.TCPSynSent, Accept, DropNone},
+			{"same syn into B", syn, PortB, 0, statemachine.StateNew, statemachine.TCPSynSent, Drop, DropRule},
+		})
+		hits := pl.Stats().VerdictCacheHits
+		pl.Process(udp, 0, PortA, 100*sec)
+		if pl.Stats().VerdictCacheHits != hits+1 {
+			t.Errorf("the flow's own packet missed the cache after the spoofed ones")
+		}
+	})
+	t.Run("drop by port the other way", func(t *testing.T) {
+		s := DefaultSettings()
+		s.Rules = loadRules(t, `*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp --dport 9999 -j NOTRACK
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -m physdev --physdev-in portb -m conntrack --ctstate NEW,INVALID,UNTRACKED -j DROP
+COMMIT
+`)
+		pl := newTestPipeline(t, s, 1024)
+		// An out-of-window segment of an established flow is INVALID.
+		c, sv := pt.TCP4(l, r, 4002, 80, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1000, Window: 1000}),
+			pt.TCP4(r, l, 80, 4002, pt.TCPFields{Flags: packet.TCPSyn | packet.TCPAck, Seq: 5000, Ack: 1001, Window: 1000})
+		ack := pt.TCP4(l, r, 4002, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 1001, Ack: 5001, Window: 1000})
+		outOfWindow := pt.TCP4(l, r, 4002, 80, pt.TCPFields{Flags: packet.TCPAck, Seq: 900000, Ack: 5001, Window: 1000})
+		untracked := pt.UDP4(l, r, 4003, 9999, []byte("u"))
+		runSteps(t, pl, []step{
+			{"udp from A", udp, PortA, 0, statemachine.StateNew, 0, Accept, DropNone},
+			{"same tuple into B", udp, PortB, 0, statemachine.StateNew, 0, Drop, DropRule},
+			{"syn from A", c, PortA, 0, statemachine.StateNew, 0, Accept, DropNone},
+			{"syn/ack from B", sv, PortB, 0, statemachine.StateEstablished, 0, Accept, DropNone},
+			{"ack from A", ack, PortA, 0, statemachine.StateEstablished, statemachine.TCPEstablished, Accept, DropNone},
+			{"out of window from A: INVALID, accepted", outOfWindow, PortA, 0, statemachine.StateInvalid, 0, Accept, DropNone},
+			{"again from A: cached", outOfWindow, PortA, 0, statemachine.StateInvalid, 0, Accept, DropNone},
+			{"same INVALID segment into B", outOfWindow, PortB, 0, statemachine.StateInvalid, 0, Drop, DropRule},
+			{"untracked from A", untracked, PortA, 0, statemachine.StateUntracked, 0, Accept, DropNone},
+			{"untracked into B", untracked, PortB, 0, statemachine.StateUntracked, 0, Drop, DropRule},
+		})
+	})
+}

@@ -31,9 +31,10 @@ type Entry struct {
 
 	// VerdictGen is the rule-set generation the cached verdicts were
 	// computed under; Verdict[d] is the cached verdict for packets of
-	// direction d, 0 meaning none. The values are the pipeline's: it should
-	// fold into them whatever else the verdict depended on (the CtState).
-	// Use CachedVerdict and CacheVerdict.
+	// direction d, 0 meaning none. The values are rules.CachedVerdict
+	// bytes: they carry the state and the ingress port they were computed
+	// for, and the offload map copies them. Use CachedVerdict and
+	// CacheVerdict.
 	VerdictGen uint32
 	Verdict    [2]uint8
 

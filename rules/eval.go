@@ -179,16 +179,18 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 
 // Filter evaluates the filter table's FORWARD chain for a packet in
 // conntrack state st that arrived on port inPort (0: A, 1: B). It returns
-// the verdict and whether it may be cached in the flow entry under
-// (direction, st, Generation()).
+// the verdict and whether it may be cached in the flow entry for the
+// packet's direction, keyed by (st, inPort, Generation()) as
+// CachedVerdict describes.
 //
 // Cacheable is false when any rule consulted on the way read a per-packet
 // field (-f, --syn, --tcp-flags), and always for non-first fragments and
 // ICMP/ICMPv6 error messages: an error is judged as RELATED to the
 // connection it quotes but its own addresses and type belong to that one
 // packet. Everything else a rule can read (addresses, protocol, ports, ICMP
-// type and code of echo/info queries, which are fixed per flow direction,
-// ingress port, conntrack state) is fixed for a (flow, direction, state).
+// type and code of echo/info queries, which are fixed per flow direction)
+// is fixed for a (flow, direction); the state and the ingress port are in
+// the cache key.
 //
 // Non-IP frames never reach iptables on a Linux bridge (br_netfilter hands
 // only IPv4/IPv6 to it): Filter accepts them with PolicyRule.

@@ -1,0 +1,64 @@
+package rules
+
+import "github.com/statewire/statewire/statemachine"
+
+// A verdict may be cached in a flow entry and reused for later packets of
+// the same flow only where the FORWARD chain cannot decide otherwise. What
+// one evaluation read, and so what a cached verdict depends on:
+//
+//   - the flow and its direction: addresses, protocol, ports, the ICMP
+//     type and code of a query (fixed for a direction: the key holds the
+//     request type and code, and a reply type marks the reply direction),
+//     the VLAN (part of the key);
+//   - the conntrack state the packet was judged in;
+//   - the ingress port. A direction does not fix it: a host on port B can
+//     send a frame carrying the tuple of a flow that port A opened (spoofed,
+//     or a misplaced cable), and rules such as --physdev-in A -m conntrack
+//     --ctstate NEW decide differently for it;
+//   - the rule set, through its Generation (kept beside the cached bytes in
+//     the entry).
+//
+// Everything else a rule can read changes from packet to packet (TCP flags,
+// fragment offset, an ICMP error's own type and addresses): Filter reports
+// such an evaluation as not cacheable, and it is never stored.
+//
+// CachedVerdict holds the verdict with the state and port it was computed
+// for, so a lookup hits only when both match. The XDP fast path compares
+// the same byte (package offload), so its layout is fixed:
+//
+//	bit 0      1 = ACCEPT, 0 = DROP
+//	bits 1..5  the statemachine.CtState (one bit set)
+//	bit 6      the ingress port (0 = A, 1 = B)
+//
+// The zero value means nothing is cached: every valid CachedVerdict has a
+// state bit set.
+type CachedVerdict uint8
+
+// cachedPortShift is where the ingress port sits in a CachedVerdict.
+const cachedPortShift = 6
+
+// allStates are the CtState bits a CachedVerdict can carry.
+const allStates = statemachine.StateInvalid | statemachine.StateNew | statemachine.StateEstablished |
+	statemachine.StateRelated | statemachine.StateUntracked
+
+// CacheVerdict returns the cached form of action a for a packet judged in
+// state st that arrived on port inPort (0 or 1).
+func CacheVerdict(a Action, st statemachine.CtState, inPort uint8) CachedVerdict {
+	c := CachedVerdict(st&allStates)<<1 | CachedVerdict(inPort&1)<<cachedPortShift
+	if a == Accept {
+		c |= 1
+	}
+	return c
+}
+
+// Lookup returns the cached action for a packet in state st that arrived
+// on port inPort, and whether c holds one for exactly that state and port.
+func (c CachedVerdict) Lookup(st statemachine.CtState, inPort uint8) (Action, bool) {
+	if c == 0 || c&^1 != CacheVerdict(Drop, st, inPort) {
+		return Drop, false
+	}
+	if c&1 != 0 {
+		return Accept, true
+	}
+	return Drop, true
+}
