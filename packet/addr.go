@@ -53,8 +53,9 @@ func (p *Packet) L4(frame []byte) []byte {
 }
 
 // IsICMPError reports whether p is an ICMP or ICMPv6 error that quotes a
-// packet (see IsICMPError).
+// packet (see IsICMPError). A non-first fragment carries no ICMP header,
+// so it is none.
 func (p *Packet) IsICMPError() bool {
-	return (p.Proto == ProtoICMP && p.IPVersion == 4 || p.Proto == ProtoICMPv6 && p.IPVersion == 6) &&
+	return IsICMP(p.IPVersion, p.Proto) && !(p.Fragment && p.FragOffset != 0) &&
 		IsICMPError(p.IPVersion, p.ICMP.Type)
 }

@@ -9,6 +9,10 @@
 // goroutine that parsed into them; Parse itself keeps no state and may run
 // on any number of goroutines at once, each with its own Packet.
 //
+// ICMPClass is statewire's one classification of ICMP and ICMPv6 types
+// (request, reply, error, redirect, untracked, invalid, and the request/reply
+// pairs), taken from the kernel's tables; every package reads it.
+//
 // What the tracker must know:
 //
 //   - Lengths come from the IP header (IPLen, PayloadLen), never from the

@@ -291,7 +291,7 @@ func parseL4(frame []byte, l4, end int, opt Options, p *Packet) Reason {
 		return parseTCP(frame, l4, end, capEnd, seg, verify, p)
 	case p.Proto == ProtoUDP:
 		return parseUDP(frame, l4, end, capEnd, seg, verify, p)
-	case p.Proto == ProtoICMP && p.IPVersion == 4, p.Proto == ProtoICMPv6 && p.IPVersion == 6:
+	case IsICMP(p.IPVersion, p.Proto):
 		return parseICMP(frame, l4, end, capEnd, seg, verify, p)
 	case p.Proto == ProtoSCTP || p.Proto == ProtoDCCP || p.Proto == ProtoUDPLite:
 		// Port-based protocols without a parser of their own: the ports
@@ -459,24 +459,6 @@ func parseUDP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Re
 	return ReasonOK
 }
 
-// IsICMPError reports whether an ICMP (version 4) or ICMPv6 (version 6)
-// type is an error that quotes a packet, as conntrack treats it: ICMP 3, 4,
-// 5, 11, 12; ICMPv6 1, 2, 3, 4 and redirect 137.
-func IsICMPError(ipVersion, typ uint8) bool {
-	if ipVersion == 4 {
-		switch typ {
-		case 3, 4, 5, 11, 12:
-			return true
-		}
-		return false
-	}
-	switch typ {
-	case 1, 2, 3, 4, 137:
-		return true
-	}
-	return false
-}
-
 func parseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
 	if seg < icmpHdrLen {
 		return tooShort(p, ReasonTruncatedICMP)
@@ -508,7 +490,7 @@ func parseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) R
 		return ReasonOK
 	}
 	q := h[icmpHdrLen:]
-	if p.IPVersion == 6 && p.ICMP.Type == 137 {
+	if ICMPClass(p.IPVersion, p.ICMP.Type) == ICMPRedirect {
 		var ok bool
 		if q, ok = redirectedHeader(h); !ok {
 			p.InnerReason = ReasonICMPBadInner
