@@ -347,11 +347,11 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 // packets of an existing or newly confirmed entry, the verdict.
 func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, fh *flowHash, r *Result) {
 	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 {
-		switch statemachine.ICMPClass(p.IPVersion, p.ICMP.Type, p.ICMP.Code) {
-		case statemachine.ICMPUntracked:
+		switch packet.ICMPClass(p.IPVersion, p.ICMP.Type) {
+		case packet.ICMPUntracked:
 			r.State = statemachine.StateUntracked
 			return
-		case statemachine.ICMPError:
+		case packet.ICMPError, packet.ICMPRedirect:
 			pl.icmpError(p, now, fh, r)
 			return
 		}
@@ -468,7 +468,7 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Resu
 	if !p.HasInner || p.Inner.NonFirstFragment {
 		return
 	}
-	if p.Proto == packet.ProtoICMPv6 && p.ICMP.Type == 137 && !validRedirect(p) {
+	if packet.ICMPClass(p.IPVersion, p.ICMP.Type) == packet.ICMPRedirect && !validRedirect(p) {
 		return
 	}
 	var e *flowtable.Entry

@@ -67,7 +67,7 @@ func (e *Entry) Tuple() Tuple {
 func (e *Entry) DirOf(p *packet.Packet) statemachine.Dir {
 	k := &e.key
 	if k.IsICMP() {
-		if _, reply, _ := icmpRequest(k.L3, p.ICMP.Type); reply {
+		if packet.ICMPClass(k.L3, p.ICMP.Type) == packet.ICMPReply {
 			return statemachine.Reply
 		}
 		return statemachine.Original
@@ -87,7 +87,7 @@ func (e *Entry) InnerDir(p *packet.Packet) statemachine.Dir {
 	var quoted statemachine.Dir
 	if k.IsICMP() {
 		quoted = statemachine.Original
-		if _, reply, _ := icmpRequest(k.L3, in.ICMP.Type); reply {
+		if packet.ICMPClass(k.L3, in.ICMP.Type) == packet.ICMPReply {
 			quoted = statemachine.Reply
 		}
 	} else {

@@ -76,9 +76,7 @@ func (t *Tuple) HasPorts() bool { return hasPorts(t.Proto) }
 // IsICMP reports whether the key is ICMP over IPv4 or ICMPv6 over IPv6.
 func (k *Key) IsICMP() bool { return isICMP(k.Proto, k.L3) }
 
-func isICMP(proto, l3 uint8) bool {
-	return (proto == packet.ProtoICMP && l3 == 4) || (proto == packet.ProtoICMPv6 && l3 == 6)
-}
+func isICMP(proto, l3 uint8) bool { return packet.IsICMP(l3, proto) }
 
 func hasPorts(proto uint8) bool {
 	switch proto {
@@ -86,46 +84,6 @@ func hasPorts(proto uint8) bool {
 		return true
 	}
 	return false
-}
-
-// icmpRequest maps an ICMP/ICMPv6 request or reply type to the request type
-// of its pair (spec §4). ok is false for every other type (errors, and the
-// types that create no entry): they have no key of their own.
-func icmpRequest(l3, typ uint8) (req uint8, reply, ok bool) {
-	if l3 == 4 {
-		switch typ {
-		case 8, 13, 15, 17:
-			return typ, false, true
-		case 0:
-			return 8, true, true
-		case 14, 16, 18:
-			return typ - 1, true, true
-		}
-		return 0, false, false
-	}
-	switch typ {
-	case 128, 139:
-		return typ, false, true
-	case 129, 140:
-		return typ - 1, true, true
-	}
-	return 0, false, false
-}
-
-// icmpReplyType returns the reply type of an ICMP/ICMPv6 request type (and
-// the request type of a reply type).
-func icmpReplyType(l3, typ uint8) uint8 {
-	req, reply, ok := icmpRequest(l3, typ)
-	if !ok {
-		return typ
-	}
-	if reply {
-		return req
-	}
-	if req == 8 {
-		return 0
-	}
-	return req + 1
 }
 
 // after reports whether endpoint (a, ap) orders after (b, bp). Any total
@@ -199,7 +157,7 @@ func (k *Key) setCanonical(l3, proto uint8, src, dst *packet.Addr, sport, dport 
 			k.A, k.B, k.PortA, k.PortB = *src, *dst, sport, dport
 		}
 	case isICMP(proto, l3):
-		req, reply, found := icmpRequest(l3, icmp.Type)
+		req, reply, found := packet.ICMPRequestOf(l3, icmp.Type)
 		if !found {
 			return false
 		}
@@ -235,7 +193,7 @@ func TupleFromPacket(p *packet.Packet) (t Tuple, ok bool) {
 	case hasPorts(p.Proto):
 		t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
 	case isICMP(p.Proto, p.IPVersion):
-		if _, _, found := icmpRequest(p.IPVersion, p.ICMP.Type); !found {
+		if _, _, found := packet.ICMPRequestOf(p.IPVersion, p.ICMP.Type); !found {
 			return t, false
 		}
 		t.SrcPort, t.DstPort = p.ICMP.ID, uint16(p.ICMP.Type)<<8|uint16(p.ICMP.Code)
@@ -248,7 +206,7 @@ func (t *Tuple) Key() Key {
 	k := Key{Proto: t.Proto, L3: t.L3, VLAN: t.VLAN}
 	switch {
 	case t.IsICMP():
-		req, reply, _ := icmpRequest(t.L3, t.ICMPType())
+		req, reply, _ := packet.ICMPRequestOf(t.L3, t.ICMPType())
 		if reply {
 			k.A, k.B = t.Dst, t.Src
 		} else {
@@ -270,7 +228,8 @@ func (t Tuple) Reverse() Tuple {
 	r := t
 	r.Src, r.Dst = t.Dst, t.Src
 	if t.IsICMP() {
-		r.DstPort = uint16(icmpReplyType(t.L3, t.ICMPType()))<<8 | uint16(t.ICMPCode())
+		typ, _ := packet.ICMPPair(t.L3, t.ICMPType())
+		r.DstPort = uint16(typ)<<8 | uint16(t.ICMPCode())
 		return r
 	}
 	r.SrcPort, r.DstPort = t.DstPort, t.SrcPort

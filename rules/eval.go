@@ -207,7 +207,7 @@ func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint
 		return Verdict{Accept, PolicyRule}, true
 	}
 	act, rule, cacheable := rs.walk(t, p, st, inPort, nil)
-	if (p.Fragment && p.FragOffset != 0) || isICMPError(p.Proto, p.ICMP.Type) {
+	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
 		cacheable = false
 	}
 	return Verdict{act, rule}, cacheable

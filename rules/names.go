@@ -220,23 +220,6 @@ func parseICMPType(s string, v6 bool) (typ, codeMin, codeMax uint8, ok bool) {
 	return uint8(t), uint8(c), uint8(c), true
 }
 
-// isICMPError reports whether a packet of this protocol and ICMP type is an
-// ICMP or ICMPv6 error message (one that quotes another packet). Such packets
-// are judged in the context of the connection they quote, so nothing about
-// them is flow-invariant.
-func isICMPError(proto, typ uint8) bool {
-	switch proto {
-	case 1:
-		switch typ {
-		case 3, 4, 5, 11, 12:
-			return true
-		}
-	case 58:
-		return typ < 128
-	}
-	return false
-}
-
 // Known iptables targets and modules that statewire does not implement; they
 // get ErrUnsupported instead of ErrUnknown so the message says so.
 var unsupportedTargets = map[string]bool{

@@ -91,31 +91,3 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
-
-func TestICMPClass(t *testing.T) {
-	tests := []struct {
-		ver, typ, code uint8
-		want           ICMPKind
-		reply          int // -1: none
-	}{
-		{4, 8, 0, ICMPRequest, 0}, {4, 0, 0, ICMPReply, 8}, {4, 13, 0, ICMPRequest, 14},
-		{4, 15, 0, ICMPRequest, 16}, {4, 17, 0, ICMPRequest, 18}, {4, 18, 0, ICMPReply, 17},
-		{4, 3, 4, ICMPError, -1}, {4, 4, 0, ICMPError, -1}, {4, 5, 1, ICMPError, -1},
-		{4, 11, 0, ICMPError, -1}, {4, 12, 0, ICMPError, -1},
-		{4, 9, 0, ICMPInvalid, -1}, {4, 19, 0, ICMPInvalid, -1}, {4, 255, 0, ICMPInvalid, -1},
-		{6, 128, 0, ICMPRequest, 129}, {6, 129, 0, ICMPReply, 128}, {6, 139, 0, ICMPRequest, 140},
-		{6, 1, 4, ICMPError, -1}, {6, 2, 0, ICMPError, -1}, {6, 3, 0, ICMPError, -1}, {6, 4, 0, ICMPError, -1},
-		{6, 135, 0, ICMPUntracked, -1}, {6, 130, 0, ICMPUntracked, -1}, {6, 143, 0, ICMPUntracked, -1},
-		{6, 151, 0, ICMPUntracked, -1}, {6, 152, 0, ICMPUntracked, -1},
-		{6, 137, 0, ICMPError, -1}, {6, 137, 1, ICMPInvalid, -1}, {6, 200, 0, ICMPInvalid, -1},
-	}
-	for _, tt := range tests {
-		if got := ICMPClass(tt.ver, tt.typ, tt.code); got != tt.want {
-			t.Errorf("ICMPClass(%d, %d, %d) = %v, want %v", tt.ver, tt.typ, tt.code, got, tt.want)
-		}
-		rt, ok := ICMPReplyType(tt.ver, tt.typ)
-		if ok != (tt.reply >= 0) || (ok && int(rt) != tt.reply) {
-			t.Errorf("ICMPReplyType(%d, %d) = %d, %v, want %d", tt.ver, tt.typ, rt, ok, tt.reply)
-		}
-	}
-}

@@ -59,7 +59,7 @@ func New(c *Conn, p *packet.Packet, now int64, cfg *Config) Result {
 	case packet.ProtoUDP, protoUDPLite:
 		c.Expires = now + int64(cfg.Timeouts.UDP)
 	case packet.ProtoICMP, packet.ProtoICMPv6:
-		if ICMPClass(p.IPVersion, p.ICMP.Type, p.ICMP.Code) != ICMPRequest {
+		if packet.ICMPClass(p.IPVersion, p.ICMP.Type) != packet.ICMPRequest {
 			return invalid(ReasonICMPNotRequest)
 		}
 		c.Expires = now + int64(icmpTimeout(p.Proto, cfg))
