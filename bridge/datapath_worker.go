@@ -298,13 +298,7 @@ func (w *worker) flowOwner(frame []byte) (o int, parsed bool) {
 	if packet.Parse(frame, 0, packet.Options{}, p) != packet.ReasonOK {
 		return w.id, false
 	}
-	var k flowtable.Key
-	var ok bool
-	if p.IsICMPError() {
-		k, ok = flowtable.KeyFromInner(p)
-	} else {
-		k, ok = flowtable.KeyFromPacket(p)
-	}
+	k, ok := flowtable.KeyOf(p)
 	if !ok {
 		return w.id, true
 	}

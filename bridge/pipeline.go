@@ -254,14 +254,7 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 		if b.reasons[i] != packet.ReasonOK {
 			continue
 		}
-		k := &b.keys[m]
-		var ok bool
-		if p.IsICMPError() {
-			ok = k.SetFromInner(p)
-		} else {
-			ok = k.SetFromPacket(p)
-		}
-		if ok {
+		if k := &b.keys[m]; k.SetOf(p) {
 			b.hashes[m] = pl.table.HashKey(k)
 			b.slot[i] = uint8(m)
 			b.hasFlow[i] = true
@@ -362,7 +355,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 	} else {
 		// Process: no batch worked the key out ahead.
 		var key flowtable.Key
-		if !key.SetFromPacket(p) {
+		if !key.SetOf(p) {
 			r.State = statemachine.StateInvalid
 			pl.stats.Invalid++
 			return
@@ -474,7 +467,7 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Resu
 	var e *flowtable.Entry
 	if fh != nil {
 		e = pl.lookup(fh, now)
-	} else if key, ok := flowtable.KeyFromInner(p); ok {
+	} else if key, ok := flowtable.KeyOf(p); ok {
 		e = pl.shard.Lookup(&key, pl.table.HashKey(&key), now)
 	}
 	if e == nil {

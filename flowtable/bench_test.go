@@ -112,7 +112,7 @@ func BenchmarkLookupPath(b *testing.B) {
 			i := 0
 			for range b.N {
 				p := &pkts[i]
-				k, _ := KeyFromPacket(p)
+				k, _ := KeyOf(p)
 				e := s.Lookup(&k, tb.HashKey(&k), 1)
 				if e == nil {
 					b.Fatal("miss")
@@ -242,7 +242,7 @@ func BenchmarkLookupPathBatch(b *testing.B) {
 			for done < b.N {
 				batch := pkts[i : i+batchChunk]
 				for j := range batch {
-					bk[j], _ = KeyFromPacket(&batch[j])
+					bk[j], _ = KeyOf(&batch[j])
 					bh[j] = tb.HashKey(&bk[j])
 				}
 				s.LookupBatch(bk[:], bh[:], out[:], 1)

@@ -35,7 +35,7 @@
 //
 // # Per batch
 //
-// A worker, per batch: for each packet KeyFromPacket (KeyFromInner for an
+// A worker, per batch: for each packet Key.SetOf (of the quoted packet for an
 // ICMP error) and Table.HashKey into arrays, then one Shard.LookupBatch
 // (it overlaps the cache misses of large shards); per packet Entry.DirOf
 // (Entry.InnerDir for an error); on a miss Table.Expect.Match, then

@@ -79,7 +79,7 @@ func (e *Entry) DirOf(p *packet.Packet) statemachine.Dir {
 }
 
 // InnerDir returns the direction of an ICMP/ICMPv6 error p whose quoted
-// packet belongs to the entry (KeyFromInner gave the entry's key): the
+// packet belongs to the entry (KeyOf gave the entry's key): the
 // direction opposite to the quoted packet, which is the direction in which
 // the kernel finds the inverted inner tuple. RELATED_REPLY when Reply.
 func (e *Entry) InnerDir(p *packet.Packet) statemachine.Dir {

@@ -52,9 +52,9 @@ func icmpError(src, dst string, typ uint8, inner *packet.Packet) *packet.Packet 
 
 func mustKey(t testing.TB, p *packet.Packet) Key {
 	t.Helper()
-	k, ok := KeyFromPacket(p)
+	k, ok := KeyOf(p)
 	if !ok {
-		t.Fatalf("KeyFromPacket(%+v): no key", p)
+		t.Fatalf("KeyOf(%+v): no key", p)
 	}
 	return k
 }
@@ -106,7 +106,7 @@ func udpFlow(i int) (Key, Tuple) {
 	p := &packet.Packet{IPVersion: 4, Proto: packet.ProtoUDP, SrcPort: uint16(i), DstPort: 53}
 	p.Src = packet.AddrFrom4([4]byte{10, byte(i >> 24), byte(i >> 16), byte(i >> 8)})
 	p.Dst = packet.AddrFrom4([4]byte{192, 0, 2, 1})
-	k, _ := KeyFromPacket(p)
+	k, _ := KeyOf(p)
 	tu, _ := TupleFromPacket(p)
 	return k, tu
 }

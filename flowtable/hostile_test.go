@@ -29,7 +29,7 @@ func synKey(i uint32) Key {
 	p.Src = packet.AddrFrom4([4]byte{198, 18 + byte(i>>24&1), byte(i >> 16), byte(i >> 8)})
 	p.Src[15] ^= byte(i) // low byte varies with i too
 	p.Dst = packet.AddrFrom4([4]byte{198, 18, 0, 2})
-	k, _ := KeyFromPacket(p)
+	k, _ := KeyOf(p)
 	return k
 }
 

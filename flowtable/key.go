@@ -101,39 +101,37 @@ func after(a *packet.Addr, ap uint16, b *packet.Addr, bp uint16) bool {
 	return ap > bp
 }
 
-// KeyFromPacket returns the canonical key of a parsed packet. ok is false
-// when the packet has no key: not IP, a non-first fragment (no L4 header),
-// or an ICMP/ICMPv6 type that is neither a request nor a reply (errors are
-// looked up with KeyFromInner; the rest never create entries).
-func KeyFromPacket(p *packet.Packet) (k Key, ok bool) {
-	ok = k.SetFromPacket(p)
+// KeyOf returns the key of the connection p belongs to: for an ICMP or
+// ICMPv6 error (packet.IsICMPError, redirects included) the connection of
+// the packet it quotes, for any other packet its own. Canonical keys make
+// the kernel's inversion of a quoted tuple implicit: the quoted packet's
+// key is its connection's whichever way it ran. The zone is p's VLAN.
+//
+// ok is false when there is no such connection to look up: p is not IP or
+// is a non-first fragment (no L4 header); p is ICMP of a type that is
+// neither a request nor a reply (nothing else makes an entry); p is an
+// error whose quote did not parse or is a non-first fragment, or quotes
+// ICMP that is neither a request nor a reply (spec §4: INVALID).
+//
+// Every place that finds the connection of a packet (the pipeline, the
+// workers' steering, the test fakes) uses KeyOf or SetOf, so an error and
+// the flow it quotes always land on the same shard and entry.
+func KeyOf(p *packet.Packet) (k Key, ok bool) {
+	ok = k.SetOf(p)
 	return k, ok
 }
 
-// SetFromPacket makes k the key of p, as KeyFromPacket does, and reports
-// whether p has one (k is then unspecified when not). It fills k in place:
-// the datapath builds a batch's keys straight into their array instead of
-// copying 40 bytes through a return value.
-func (k *Key) SetFromPacket(p *packet.Packet) bool {
+// SetOf makes k the key KeyOf returns and reports whether p has one (k is
+// then unspecified when not). It fills k in place: the datapath builds a
+// batch's keys straight into their array instead of copying 40 bytes
+// through a return value.
+func (k *Key) SetOf(p *packet.Packet) bool {
 	if p.Fragment && p.FragOffset != 0 {
 		return false
 	}
-	return k.setCanonical(p.IPVersion, p.Proto, &p.Src, &p.Dst, p.SrcPort, p.DstPort, &p.ICMP, p.VLAN)
-}
-
-// KeyFromInner returns the key of the connection an ICMP or ICMPv6 error
-// refers to: the key of the packet quoted inside it (canonical keys make
-// the kernel's inversion of the inner tuple implicit). ok is false when the
-// packet carries no parsed quoted packet, the quoted packet is a non-first
-// fragment, or it is ICMP but not a request or reply (spec §4: INVALID).
-// The zone is the outer packet's VLAN.
-func KeyFromInner(p *packet.Packet) (k Key, ok bool) {
-	ok = k.SetFromInner(p)
-	return k, ok
-}
-
-// SetFromInner makes k the key KeyFromInner returns, in place.
-func (k *Key) SetFromInner(p *packet.Packet) bool {
+	if !p.IsICMPError() {
+		return k.setCanonical(p.IPVersion, p.Proto, &p.Src, &p.Dst, p.SrcPort, p.DstPort, &p.ICMP, p.VLAN)
+	}
 	in := &p.Inner
 	if !p.HasInner || in.NonFirstFragment {
 		return false
@@ -142,8 +140,8 @@ func (k *Key) SetFromInner(p *packet.Packet) bool {
 }
 
 // setCanonical makes k the key of one direction's tuple: the same key for
-// both directions of a connection. One function serves the outer packet
-// and the quoted one, so the two can never drift apart.
+// both directions of a connection. One function serves the outer packet,
+// the quoted one and Tuple.Key, so the three can never drift apart.
 func (k *Key) setCanonical(l3, proto uint8, src, dst *packet.Addr, sport, dport uint16, icmp *packet.ICMP, vlan uint16) bool {
 	if l3 != 4 && l3 != 6 {
 		return false
@@ -180,7 +178,8 @@ func (k *Key) setCanonical(l3, proto uint8, src, dst *packet.Addr, sport, dport 
 
 // TupleFromPacket returns the tuple of the packet in its own direction
 // (for ICMP with its own type: a reply keeps the reply type). ok is false
-// exactly when KeyFromPacket's is.
+// when the packet has no key of its own: as KeyOf for every packet but an
+// ICMP error, which has none (its connection is the quoted packet's).
 func TupleFromPacket(p *packet.Packet) (t Tuple, ok bool) {
 	if p.IPVersion != 4 && p.IPVersion != 6 {
 		return t, false
@@ -201,23 +200,13 @@ func TupleFromPacket(p *packet.Packet) (t Tuple, ok bool) {
 	return t, true
 }
 
-// Key returns the canonical key of the connection the tuple belongs to.
+// Key returns the canonical key of the connection the tuple belongs to:
+// the key KeyOf gives a packet that carries the tuple. An ICMP tuple of a
+// type without a pair belongs to no connection; its key has no addresses.
 func (t *Tuple) Key() Key {
-	k := Key{Proto: t.Proto, L3: t.L3, VLAN: t.VLAN}
-	switch {
-	case t.IsICMP():
-		req, reply, _ := packet.ICMPRequestOf(t.L3, t.ICMPType())
-		if reply {
-			k.A, k.B = t.Dst, t.Src
-		} else {
-			k.A, k.B = t.Src, t.Dst
-		}
-		k.PortA, k.PortB = t.SrcPort, uint16(req)<<8|uint16(t.ICMPCode())
-	case after(&t.Src, t.SrcPort, &t.Dst, t.DstPort):
-		k.A, k.B, k.PortA, k.PortB = t.Dst, t.Src, t.DstPort, t.SrcPort
-	default:
-		k.A, k.B, k.PortA, k.PortB = t.Src, t.Dst, t.SrcPort, t.DstPort
-	}
+	var k Key
+	icmp := packet.ICMP{Type: t.ICMPType(), Code: t.ICMPCode(), ID: t.ICMPID()}
+	k.setCanonical(t.L3, t.Proto, &t.Src, &t.Dst, t.SrcPort, t.DstPort, &icmp, t.VLAN)
 	return k
 }
 

@@ -133,11 +133,13 @@ func TestNoKey(t *testing.T) {
 		{"icmp type 19", icmp("198.18.0.1", "198.18.0.2", 19, 0, 0)},
 		{"icmpv6 neighbour solicitation", icmp("2001:db8::1", "2001:db8::2", 135, 0, 0)},
 		{"icmpv6 packet too big", icmp("2001:db8::1", "2001:db8::2", 2, 0, 0)},
+		{"icmpv6 type 100 without its quote", icmp("2001:db8::1", "2001:db8::2", 100, 0, 0)},
+		{"icmpv6 router renumbering", icmp("2001:db8::1", "2001:db8::2", 138, 0, 0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if k, ok := KeyFromPacket(tt.p); ok {
-				t.Errorf("KeyFromPacket: got %+v, want no key", k)
+			if k, ok := KeyOf(tt.p); ok {
+				t.Errorf("KeyOf: got %+v, want no key", k)
 			}
 			if _, ok := TupleFromPacket(tt.p); ok {
 				t.Errorf("TupleFromPacket: got a tuple, want none")
@@ -146,7 +148,7 @@ func TestNoKey(t *testing.T) {
 	}
 }
 
-func TestKeyFromInner(t *testing.T) {
+func TestKeyOf(t *testing.T) {
 	tcpOrig := pkt(packet.ProtoTCP, "198.18.0.1", 40000, "198.18.1.1", 80)
 	tcpRepl := pkt(packet.ProtoTCP, "198.18.1.1", 80, "198.18.0.1", 40000)
 	echo := icmp("198.18.0.1", "198.18.1.1", 8, 0, 3)
@@ -165,6 +167,10 @@ func TestKeyFromInner(t *testing.T) {
 		{"echo request quoted", echo, icmpError("198.18.0.254", "198.18.0.1", 11, echo), 1},
 		{"echo reply quoted", echo, icmpError("198.18.0.254", "198.18.1.1", 3, echoRepl), 0},
 		{"icmpv6 udp quoted", v6, icmpError("2001:db8::fe", "2001:db8::1", 1, v6), 1},
+		// Every ICMPv6 type below 128 is an error (nf_conntrack_icmpv6_error).
+		{"icmpv6 unassigned type 100", v6, icmpError("2001:db8::fe", "2001:db8::1", 100, v6), 1},
+		{"icmpv6 type 0", v6, icmpError("2001:db8::fe", "2001:db8::1", 0, v6), 1},
+		{"icmpv6 redirect", v6, icmpError("fe80::fe", "2001:db8::1", 137, v6), 1},
 	}
 	tb := newTable(t, Config{MaxEntries: 64, Buckets: 16, Shards: 1})
 	for _, tt := range tests {
@@ -173,9 +179,9 @@ func TestKeyFromInner(t *testing.T) {
 			if e == nil {
 				e = insertPkt(t, tb, tt.conn, 0, 100)
 			}
-			k, ok := KeyFromInner(tt.err)
+			k, ok := KeyOf(tt.err)
 			if !ok {
-				t.Fatal("KeyFromInner: no key")
+				t.Fatal("KeyOf: no key")
 			}
 			if want := mustKey(t, tt.conn); k != want {
 				t.Fatalf("inner key: got %+v, want %+v", k, want)
@@ -187,19 +193,19 @@ func TestKeyFromInner(t *testing.T) {
 	}
 	t.Run("quoted icmp error", func(t *testing.T) {
 		inner := icmpError("198.18.0.3", "198.18.0.1", 3, tcpOrig)
-		if _, ok := KeyFromInner(icmpError("198.18.0.4", "198.18.0.3", 3, inner)); ok {
-			t.Error("KeyFromInner of an error quoting an error: got a key, want none")
+		if _, ok := KeyOf(icmpError("198.18.0.4", "198.18.0.3", 3, inner)); ok {
+			t.Error("KeyOf of an error quoting an error: got a key, want none")
 		}
 	})
 	t.Run("non-first fragment quoted", func(t *testing.T) {
 		e := icmpError("198.18.0.3", "198.18.0.1", 3, tcpOrig)
 		e.Inner.NonFirstFragment = true
-		if _, ok := KeyFromInner(e); ok {
+		if _, ok := KeyOf(e); ok {
 			t.Error("got a key, want none")
 		}
 	})
 	t.Run("no inner", func(t *testing.T) {
-		if _, ok := KeyFromInner(icmp("198.18.0.3", "198.18.0.1", 3, 0, 0)); ok {
+		if _, ok := KeyOf(icmp("198.18.0.3", "198.18.0.1", 3, 0, 0)); ok {
 			t.Error("got a key, want none")
 		}
 	})

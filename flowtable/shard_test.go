@@ -321,8 +321,8 @@ func TestAllocs(t *testing.T) {
 			}
 			s.Delete(e)
 		}},
-		{"KeyFromPacket+HashKey", func() {
-			kk, _ := KeyFromPacket(p)
+		{"KeyOf+HashKey", func() {
+			kk, _ := KeyOf(p)
 			_ = tb.HashKey(&kk)
 		}},
 		{"LookupBatch", func() { s.LookupBatch(keys, hashes, out, 1) }},

@@ -99,7 +99,7 @@ func (f *Fake) Process(frame []byte, in bridge.Port) bridge.Result {
 		shard := 0
 		var p packet.Packet
 		if packet.Parse(frame, 0, packet.Options{}, &p) == packet.ReasonOK {
-			if k, ok := flowtable.KeyFromPacket(&p); ok {
+			if k, ok := flowtable.KeyOf(&p); ok {
 				shard = f.T.ShardFor(f.T.HashKey(&k))
 			}
 		}
