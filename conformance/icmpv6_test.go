@@ -1,0 +1,78 @@
+package conformance
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/packet/packettest"
+)
+
+// TestDifferentialICMPv6Types runs a tracked IPv6 UDP flow through the
+// kernel bridge and statewire, then an ICMPv6 message of every type quoting
+// it, and requires the two to agree on every packet. The kernel treats every
+// type below 128 as an error (nf_conntrack_icmpv6_error: "type >= 128" is
+// not one), not only the assigned 1-4: an error addressed to either end of
+// the flow is RELATED, one quoting a flow nobody saw is INVALID. Types from
+// 128 up (echo and node information, ND and MLD, the rest) must get the
+// kernel's state too.
+func TestDifferentialICMPv6Types(t *testing.T) {
+	lab.RequireRoot(t)
+	h := newTestHarness(t, Options{})
+	const rtr6 = "2001:2::fe"
+	fromClient := packettest.UDP6(cli6, srv6, 5000, 6000, []byte("query"))
+	fromServer := packettest.UDP6(srv6, cli6, 6000, 5000, []byte("answer"))
+	stranger := packettest.UDP6(cli6, srv6, 5001, 6001, []byte("never seen"))
+	frames := [][]byte{fromClient, toClient(fromServer)}
+	var want []string // the labels statewire must give, besides agreeing
+	want = append(want, "NEW", "ESTABLISHED")
+	// what[i] names frame i in failure messages.
+	what := []string{"udp client → server", "udp server → client"}
+	for typ := 0; typ < 128; typ++ {
+		// A router on the server's side reports on the client's packet to
+		// the client, and a router on the client's side on the server's
+		// packet to the server: RELATED both ways. The same error about
+		// a flow the bridge never saw is INVALID.
+		frames = append(frames,
+			toClient(packettest.ICMP6(rtr6, cli6, uint8(typ), 0, 0, packettest.Quote(fromClient, 0))),
+			packettest.ICMP6(rtr6, srv6, uint8(typ), 0, 0, packettest.Quote(fromServer, 0)),
+			toClient(packettest.ICMP6(rtr6, cli6, uint8(typ), 0, 0, packettest.Quote(stranger, 0))))
+		want = append(want, "RELATED", "RELATED", "INVALID")
+		what = append(what,
+			fmt.Sprintf("type %d to the client quoting its packet", typ),
+			fmt.Sprintf("type %d to the server quoting its packet", typ),
+			fmt.Sprintf("type %d quoting an unknown flow", typ))
+	}
+	for typ := 128; typ < 256; typ++ {
+		// Not errors: whatever they carry is no quote. Same body as the
+		// errors above, from the client's side.
+		frames = append(frames, packettest.ICMP6(cli6, srv6, uint8(typ), 0, uint32(typ)<<16|1, packettest.Quote(fromClient, 0)))
+		want = append(want, "")
+		what = append(what, fmt.Sprintf("type %d client → server", typ))
+	}
+
+	r, text := compareGenerated(t, h, "icmpv6-types", frames)
+	if r.Compared != len(frames) {
+		t.Errorf("compared %d of %d packets, want all\n%s", r.Compared, len(frames), text)
+	}
+	var diffs []string
+	for i := range frames {
+		k, o := r.KernelLabels[i], r.OurLabels[i]
+		switch {
+		case k != o:
+			diffs = append(diffs, fmt.Sprintf("#%d %s: kernel %s, statewire %s", i+1, what[i], k, o))
+		case want[i] != "" && o != want[i]:
+			diffs = append(diffs, fmt.Sprintf("#%d %s: both %s, want %s", i+1, what[i], o, want[i]))
+		}
+	}
+	if len(diffs) > 0 {
+		t.Errorf("%d of %d packets differ:\n%s", len(diffs), len(frames), strings.Join(diffs, "\n"))
+	}
+	for _, d := range r.TableDiffs {
+		t.Errorf("table: %s", d)
+	}
+	if t.Failed() {
+		t.Log("\n" + text)
+	}
+}
