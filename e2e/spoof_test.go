@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,7 +144,7 @@ func spoofSteps() []spoofStep {
 	var id uint16 = 0x5300
 	mark := func(f []byte) []byte {
 		id++
-		if f[26] == 198 && f[29] == 1 { // source 198.18.0.1: the left host's frame
+		if netip.AddrFrom4([4]byte(f[26:30])) == leftIP { // the left host's frame
 			copy(f[6:12], spoofLeftMAC[:])
 		} else {
 			copy(f[6:12], spoofRightMAC[:])
