@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [ip]=iproute2
   [nft]=nftables
+  # The kernel side of e2e's TestSpoofedIntoWrongPort loads the very
+  # iptables-save file statewire reads.
+  [iptables-legacy-restore]=iptables
   [conntrack]=conntrack
   [ping]=iputils-ping
   [tcpdump]=tcpdump
