@@ -25,6 +25,7 @@ func TestDifferentialCorpus(t *testing.T) {
 	}
 	for _, verify := range []bool{true, false} {
 		var frames, taken, punted, full, notRun int
+		var punts [offload.NumPuntReasons]int
 		for _, path := range pcaps {
 			fs, err := replay.ReadFile(path)
 			if err != nil {
@@ -44,14 +45,28 @@ func TestDifferentialCorpus(t *testing.T) {
 			punted += h.punted
 			full += h.fullCompares
 			notRun += h.notRun
+			for i, n := range h.punts {
+				punts[i] += n
+			}
 			if h.taken > 0 {
 				t.Logf("verify=%v %s: %d frames, %d taken (%d TCP, %d UDP)", verify, base, h.frames, h.taken, h.takenTCP, h.takenUDP)
 			}
 		}
 		t.Logf("verify=%v: %d frames: %d taken by the fast path, %d punted (%d too short/long to run), %d whole-Conn comparisons after TakeBack: all agree",
 			verify, frames, taken, punted, notRun, full)
+		t.Logf("verify=%v: punts by reason: %s", verify, puntString(punts))
 		if taken == 0 {
 			t.Errorf("verify=%v: the program took no frame of the corpus", verify)
 		}
 	}
+}
+
+func puntString(p [offload.NumPuntReasons]int) string {
+	var out string
+	for i, n := range p {
+		if n != 0 {
+			out += fmt.Sprintf(" %v=%d", offload.PuntReason(i), n)
+		}
+	}
+	return out
 }

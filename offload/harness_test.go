@@ -34,9 +34,10 @@ type harness struct {
 	fullEvery int
 
 	offered map[flowtable.Key]bool
-	ports   map[flowtable.Key]*[2]int8 // ingress port per direction, -1 unknown
+	ports   map[flowtable.Key]*[2]int8 // ingress port of frames from A (0) and from B (1), -1 unknown
 	pkt     packet.Packet
 
+	punts                         [offload.NumPuntReasons]int
 	frames, taken, punted, notRun int
 	fullCompares, offers          int
 	takenTCP, takenUDP            int
@@ -93,14 +94,36 @@ func (h *harness) step(name string, frame []byte, wireLen, port int, learn bool)
 	}
 
 	ret := uint32(offload.ActionPass)
+	reason := -1
 	if len(frame) >= 14 && len(frame) <= 3000 {
-		var err error
+		before, err := h.prog.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
 		ret, err = h.prog.EBPF(port).Run(&ebpf.RunOptions{Data: frame})
 		if err != nil {
 			t.Fatalf("%s: BPF_PROG_RUN: %v", name, err)
 		}
+		after, err := h.prog.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range after[port].Punts {
+			if after[port].Punts[i] != before[port].Punts[i] {
+				reason = i
+				h.punts[i]++
+			}
+		}
+		if d := after[port].FastPackets - before[port].FastPackets; (d == 1) != (ret == offload.ActionRedirect) {
+			t.Fatalf("%s: returned %d, fast-path counter moved by %d", name, ret, d)
+		}
 	} else {
 		h.notRun++
+	}
+	// The program punts for a bad checksum only what the parser calls
+	// bad: a good checksum it cannot verify would be a missed frame.
+	if reason == int(offload.PuntChecksum) && h.pkt.ChecksumChecked && h.pkt.ChecksumOK && len(frame)-int(h.pkt.L4Off) < 4096 {
+		t.Fatalf("%s: program called a good checksum bad", name)
 	}
 
 	switch ret {
@@ -153,15 +176,13 @@ func (h *harness) step(name string, frame []byte, wireLen, port int, learn bool)
 		return
 	}
 	if learn {
-		if e := h.entry(&k); e != nil && e.DirOf(&h.pkt) <= 1 {
-			ps := h.ports[k]
-			if ps == nil {
-				ps = &[2]int8{-1, -1}
-				h.ports[k] = ps
-			}
-			if d := e.DirOf(&h.pkt); ps[d] < 0 {
-				ps[d] = int8(port)
-			}
+		ps := h.ports[k]
+		if ps == nil {
+			ps = &[2]int8{-1, -1}
+			h.ports[k] = ps
+		}
+		if i := fromB(&k, h.pkt.Src, h.pkt.SrcPort); ps[i] < 0 {
+			ps[i] = int8(port)
 		}
 	}
 	if !h.offered[k] {
@@ -200,10 +221,12 @@ func (h *harness) offer(name string, k *flowtable.Key) {
 	gen := h.rp.Control.Load().Rules.Generation()
 	var vs [2]uint8
 	any := false
+	orig := e.Tuple()
 	for d := range 2 {
 		v, ok := e.CachedVerdict(statemachine.Dir(d), gen)
-		if ok && v&1 != 0 && ps[d] >= 0 {
-			vs[d] = v | uint8(ps[d])<<6
+		port := ps[fromB(k, orig.Src, orig.SrcPort)^d]
+		if ok && v&1 != 0 && port >= 0 {
+			vs[d] = v | uint8(port)<<6
 			any = true
 		}
 	}
@@ -229,4 +252,13 @@ func (h *harness) drain(name string) {
 		}
 		h.compare(name, &k, e)
 	}
+}
+
+// fromB says whether a packet from (src, sport) runs from the key's B
+// endpoint: the index of harness.ports.
+func fromB(k *flowtable.Key, src packet.Addr, sport uint16) int {
+	if src == k.A && sport == k.PortA {
+		return 0
+	}
+	return 1
 }

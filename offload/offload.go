@@ -63,15 +63,15 @@ const (
 type PuntReason uint8
 
 const (
-	PuntParse   PuntReason = iota // not the subset the fast path parses
-	PuntMiss                      // flow not offered
-	PuntVerdict                   // no cached ACCEPT for (direction, state, port)
-	PuntState                     // would change state or status, or not ESTABLISHED/ACK
-	PuntWindow                    // window check would ignore it or call it INVALID
-	PuntChecksum                  // bad L4 checksum or too long to verify
-	PuntExpired                   // the entry's timeout ran out
-	PuntRevoked                   // being taken back
-	PuntNoDev                     // the other port is not set (SetPorts)
+	PuntParse    PuntReason = iota // not the subset the fast path parses
+	PuntMiss                       // flow not offered
+	PuntVerdict                    // no cached ACCEPT for (direction, state, port)
+	PuntState                      // would change state or status, or not ESTABLISHED/ACK
+	PuntWindow                     // window check would ignore it or call it INVALID
+	PuntChecksum                   // bad L4 checksum or too long to verify
+	PuntExpired                    // the entry's timeout ran out
+	PuntRevoked                    // being taken back
+	PuntNoDev                      // the other port is not set (SetPorts)
 	NumPuntReasons
 )
 
