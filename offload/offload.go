@@ -266,6 +266,9 @@ func (p *Program) EBPF(port int) *ebpf.Program { return p.progs[port&1] }
 // XSKMap returns the queue -> AF_XDP socket map of port.
 func (p *Program) XSKMap(port int) *ebpf.Map { return p.xsks[port&1] }
 
+// DevMap returns the DEVMAP (slot PortA, PortB -> ifindex).
+func (p *Program) DevMap() *ebpf.Map { return p.devmap }
+
 // FlowMap returns the fast-path flow map (flowtable.Key -> value).
 func (p *Program) FlowMap() *ebpf.Map { return p.flows }
 
