@@ -20,6 +20,14 @@ import (
 // udpFlow creates an unreplied UDP flow from frame in a fresh pipeline,
 // arriving on port, and returns its entry and the Offer arguments.
 func udpFlow(t *testing.T, prog *offload.Program, frame []byte, port int) (*flowtable.Entry, [2]uint8, offload.OfferConfig) {
+	return udpFlowTB(t, prog, frame, port)
+}
+
+func udpFlowB(b *testing.B, prog *offload.Program, frame []byte) (*flowtable.Entry, [2]uint8, offload.OfferConfig) {
+	return udpFlowTB(b, prog, frame, offload.PortA)
+}
+
+func udpFlowTB(t testing.TB, prog *offload.Program, frame []byte, port int) (*flowtable.Entry, [2]uint8, offload.OfferConfig) {
 	t.Helper()
 	s := bridge.DefaultSettings()
 	rp, err := replay.New(replay.Options{Settings: s})

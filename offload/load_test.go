@@ -12,7 +12,9 @@ import (
 )
 
 // load loads the fast path or reports it unavailable (not root, no BPF).
-func load(t *testing.T, opts offload.Options) *offload.Program {
+func load(t *testing.T, opts offload.Options) *offload.Program { return loadB(t, opts) }
+
+func loadB(t testing.TB, opts offload.Options) *offload.Program {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Unavailable(t, "loading XDP programs needs root")
