@@ -12,7 +12,6 @@ import (
 
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/offload"
-	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/packet/packettest"
 )
 
@@ -112,7 +111,6 @@ func TestLabForward(t *testing.T) {
 		t.Errorf("fast path: %d frames, flow %d packets; want %d", st[offload.PortA].FastPackets, u.Packets[0], n)
 	}
 	t.Logf("%d datagrams through the fast path; flow bytes %d, last seen %v ago", n, u.Bytes[0], time.Duration(prog.Now()-u.LastSeen))
-	_ = packet.ProtoUDP
 }
 
 // TestAttachReplacesStale: a program attached through netlink (a killed

@@ -1,7 +1,6 @@
 package offload
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -628,5 +627,3 @@ func (p *Program) Stats() ([2]PortStats, error) {
 	}
 	return out, nil
 }
-
-var _ = binary.NativeEndian

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -359,5 +358,3 @@ func (g *gen) tcpStep(c *conv) {
 	c.nxt[side] += uint32(n)
 	g.send(c, side, b)
 }
-
-var _ = netip.Addr{}
