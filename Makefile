@@ -5,7 +5,7 @@ GO      ?= go
 PKGS    := ./...
 TIMEOUT ?= 20m
 
-.PHONY: all setup build demo test unit vet bench bench-baseline fuzz perf perf-quick soak clean
+.PHONY: all setup build demo test unit vet bench bench-baseline fuzz perf perf-quick soak clean generate
 
 all: build
 
@@ -14,6 +14,16 @@ setup:
 
 build: setup
 	$(GO) build -o statewire ./cmd/statewire
+
+# Rebuild the XDP fast path (offload/offload.c) and its bpf2go bindings.
+# The outputs are committed, so only this target needs clang: setup.sh bpf
+# installs it (clang-14, llvm, libbpf-dev) from Debian's packages.
+BPF_CC    ?= clang-14
+BPF_STRIP ?= llvm-strip-14
+generate:
+	@scripts/setup.sh bpf
+	cd offload && BPF2GO_CC=$(BPF_CC) BPF2GO_STRIP=$(BPF_STRIP) \
+		BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I/usr/include/$$(uname -m)-linux-gnu" $(GO) generate ./
 
 # The main job in the built-in lab: namespaces, veth pairs, the bridge,
 # traffic through it, the live table and a throughput line, then clean-up.

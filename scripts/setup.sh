@@ -6,6 +6,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `setup.sh bpf`: only the XDP program's toolchain, for `make generate`
+# (the compiled program is committed, so nothing else needs it).
+if [ "${1:-}" = bpf ]; then
+  declare -A bpf=([clang-14]=clang-14 [llvm-strip-14]=llvm-14)
+  missing=()
+  for cmd in "${!bpf[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${bpf[$cmd]}")
+  done
+  [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+  [ -f /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: missing packages ${missing[*]}; run as root (or install them) first" >&2
+      exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  exit 0
+fi
+
 # command -> Debian package that provides it.
 declare -A need=(
   [ip]=iproute2

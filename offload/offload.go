@@ -1,0 +1,629 @@
+package offload
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Mode is the XDP attach mode.
+type Mode int
+
+const (
+	// Native runs the program in the driver (veth supports it).
+	Native Mode = iota
+	// Generic runs it on the skb path (any device, slower).
+	Generic
+)
+
+// String returns "native" or "generic".
+func (m Mode) String() string {
+	if m == Generic {
+		return "generic"
+	}
+	return "native"
+}
+
+// Port numbers as the program's port_id constant and the DEVMAP use them
+// (bridge.PortA, bridge.PortB).
+const (
+	PortA = 0
+	PortB = 1
+)
+
+// XDP actions (enum xdp_action), as Program.Run returns them.
+const (
+	ActionAborted  = 0
+	ActionDrop     = 1
+	ActionPass     = 2
+	ActionTX       = 3
+	ActionRedirect = 4
+)
+
+// Defaults for Options.
+const (
+	DefaultQueues   = 64
+	DefaultMaxFlows = 1 << 16
+)
+
+// PuntReason says why a frame went to the slow path (offload.c enum
+// punt_reason).
+type PuntReason uint8
+
+const (
+	PuntParse    PuntReason = iota // not the subset the fast path parses
+	PuntMiss                       // flow not offered
+	PuntVerdict                    // no cached ACCEPT for (direction, state, port)
+	PuntState                      // would change state or status, or not ESTABLISHED/ACK
+	PuntWindow                     // window check would ignore it or call it INVALID
+	PuntChecksum                   // bad L4 checksum or too long to verify
+	PuntExpired                    // the entry's timeout ran out
+	PuntRevoked                    // being taken back
+	PuntNoDev                      // the other port is not set (SetPorts)
+	NumPuntReasons
+)
+
+var puntNames = [...]string{"parse", "miss", "verdict", "state", "window", "checksum", "expired", "revoked", "no-egress"}
+
+func (r PuntReason) String() string {
+	if int(r) < len(puntNames) {
+		return puntNames[r]
+	}
+	return "unknown"
+}
+
+// Errors.
+var (
+	ErrNotEligible = errors.New("offload: flow not eligible for the fast path")
+	ErrOffered     = errors.New("offload: flow already offered")
+	ErrFull        = errors.New("offload: fast-path map full")
+)
+
+// Options configure Load.
+type Options struct {
+	// MaxFlows is the size of the fast-path flow map (default
+	// DefaultMaxFlows; the datapath passes the flow table's maximum).
+	MaxFlows int
+	// Queues is the number of XSKMAP entries per port (default DefaultQueues).
+	Queues int
+	// PassOnMiss hands frames of queues without a registered socket to
+	// the kernel stack (XDP_PASS) instead of dropping them (XDP_DROP).
+	PassOnMiss bool
+	// Now is the datapath's clock, monotonic ns (bridge Datapath.Now).
+	// nil: the clock is CLOCK_MONOTONIC itself.
+	Now func() int64
+	// Logf receives one line per notable event (a stale program
+	// replaced). nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Program is the fast path: one XDP program per port sharing the flow
+// map, the DEVMAP, the stats and the revocation array.
+type Program struct {
+	opts  Options
+	progs [2]*ebpf.Program
+	xsks  [2]*ebpf.Map
+
+	flows, devmap, stats, revoked, clock *ebpf.Map
+	rev                                  revokeMem
+
+	// offset is CLOCK_MONOTONIC - Options.Now(), measured once at Load.
+	offset int64
+
+	mu   sync.Mutex // guards free and gens
+	free []uint32
+	gens []uint32
+
+	colls []*ebpf.Collection
+	links []attached
+}
+
+type attached struct {
+	ifname string
+	l      link.Link
+}
+
+// Load loads the program twice (port A, port B) with their shared maps.
+// Nothing is attached yet.
+func Load(opts Options) (*Program, error) {
+	if opts.Queues == 0 {
+		opts.Queues = DefaultQueues
+	}
+	if opts.MaxFlows == 0 {
+		opts.MaxFlows = DefaultMaxFlows
+	}
+	if opts.Queues < 0 || opts.Queues > 1<<16 {
+		return nil, fmt.Errorf("offload: Queues %d out of range 1..65536", opts.Queues)
+	}
+	if opts.MaxFlows < 0 || opts.MaxFlows > 1<<26 {
+		return nil, fmt.Errorf("offload: MaxFlows %d out of range 1..%d", opts.MaxFlows, 1<<26)
+	}
+	p := &Program{opts: opts}
+	if err := p.load(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.free = make([]uint32, opts.MaxFlows)
+	for i := range p.free {
+		p.free[i] = uint32(opts.MaxFlows - 1 - i)
+	}
+	p.gens = make([]uint32, opts.MaxFlows)
+	p.offset = measureOffset(opts.Now)
+	return p, nil
+}
+
+func (p *Program) load() error {
+	miss := uint32(ActionDrop)
+	if p.opts.PassOnMiss {
+		miss = ActionPass
+	}
+	var shared map[string]*ebpf.Map
+	for port := range 2 {
+		spec, err := loadBpf()
+		if err != nil {
+			return fmt.Errorf("offload: load spec: %w", err)
+		}
+		spec.Maps["flows"].MaxEntries = uint32(p.opts.MaxFlows)
+		spec.Maps["revoked"].MaxEntries = uint32(p.opts.MaxFlows)
+		spec.Maps["xsks"].MaxEntries = uint32(p.opts.Queues)
+		if err := spec.Variables["port_id"].Set(uint32(port)); err != nil {
+			return fmt.Errorf("offload: set port_id: %w", err)
+		}
+		if err := spec.Variables["miss_action"].Set(miss); err != nil {
+			return fmt.Errorf("offload: set miss_action: %w", err)
+		}
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+		if err != nil {
+			return fmt.Errorf("offload: load program for port %d: %w", port, err)
+		}
+		p.colls = append(p.colls, coll)
+		p.progs[port] = coll.Programs["statewire_xdp"]
+		p.xsks[port] = coll.Maps["xsks"]
+		if port == 0 {
+			p.flows, p.devmap, p.stats = coll.Maps["flows"], coll.Maps["ports_devmap"], coll.Maps["stats"]
+			p.revoked, p.clock = coll.Maps["revoked"], coll.Maps["clock_adjust"]
+			shared = map[string]*ebpf.Map{
+				"flows": p.flows, "ports_devmap": p.devmap, "stats": p.stats,
+				"revoked": p.revoked, "clock_adjust": p.clock,
+			}
+		}
+	}
+	rev, err := mapRevoked(p.revoked, p.opts.MaxFlows)
+	if err != nil {
+		return fmt.Errorf("offload: mmap revoked: %w", err)
+	}
+	p.rev = rev
+	return nil
+}
+
+// measureOffset returns CLOCK_MONOTONIC - now() from the closest of a few
+// paired readings (0 when now is nil).
+func measureOffset(now func() int64) int64 {
+	if now == nil {
+		return 0
+	}
+	best, bestGap := int64(0), int64(-1)
+	for range 16 {
+		a := monotonic()
+		g := now()
+		b := monotonic()
+		if gap := b - a; bestGap < 0 || gap < bestGap {
+			best, bestGap = a+gap/2-g, gap
+		}
+	}
+	return best
+}
+
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// KernelTime converts a time of the datapath's clock to the program's.
+func (p *Program) KernelTime(t int64) uint64 { return uint64(t + p.offset) }
+
+// GoTime converts a time of the program's clock to the datapath's.
+func (p *Program) GoTime(k uint64) int64 { return int64(k) - p.offset }
+
+// Now returns the program's current time on the datapath's clock,
+// including AdjustClock's shift.
+func (p *Program) Now() int64 {
+	var adj uint64
+	_ = p.clock.Lookup(uint32(0), &adj)
+	return p.GoTime(uint64(monotonic()) + adj)
+}
+
+// AdjustClock moves the program's clock forward by d (cumulative with
+// earlier calls). Tests use it to reach timeouts; the datapath never does.
+func (p *Program) AdjustClock(d time.Duration) error {
+	var adj uint64
+	if err := p.clock.Lookup(uint32(0), &adj); err != nil {
+		return fmt.Errorf("offload: adjust clock: %w", err)
+	}
+	adj += uint64(d)
+	if err := p.clock.Put(uint32(0), adj); err != nil {
+		return fmt.Errorf("offload: adjust clock: %w", err)
+	}
+	return nil
+}
+
+// EBPF returns the loaded program of port (for test runs and introspection).
+func (p *Program) EBPF(port int) *ebpf.Program { return p.progs[port&1] }
+
+// XSKMap returns the queue -> AF_XDP socket map of port.
+func (p *Program) XSKMap(port int) *ebpf.Map { return p.xsks[port&1] }
+
+// DevMap returns the DEVMAP (slot PortA, PortB -> ifindex).
+func (p *Program) DevMap() *ebpf.Map { return p.devmap }
+
+// FlowMap returns the fast-path flow map (flowtable.Key -> value).
+func (p *Program) FlowMap() *ebpf.Map { return p.flows }
+
+// Register points queue of port at the AF_XDP socket fd.
+func (p *Program) Register(port, queue, fd int) error {
+	if err := p.xsks[port&1].Put(uint32(queue), uint32(fd)); err != nil {
+		return fmt.Errorf("offload: register port %d queue %d fd %d: %w", port, queue, fd, err)
+	}
+	return nil
+}
+
+// Unregister removes the socket of queue of port; its frames get the
+// miss action.
+func (p *Program) Unregister(port, queue int) error {
+	if err := p.xsks[port&1].Delete(uint32(queue)); err != nil {
+		return fmt.Errorf("offload: unregister port %d queue %d: %w", port, queue, err)
+	}
+	return nil
+}
+
+// SetPorts sets the DEVMAP: frames taken on port A leave by ifindexB and
+// the other way round. Until it is called the program takes nothing.
+func (p *Program) SetPorts(ifindexA, ifindexB int) error {
+	for i, ifx := range [2]int{ifindexA, ifindexB} {
+		if err := p.devmap.Put(uint32(i), uint32(ifx)); err != nil {
+			return fmt.Errorf("offload: DEVMAP slot %d = ifindex %d: %w", i, ifx, err)
+		}
+	}
+	return nil
+}
+
+func (p *Program) logf(format string, args ...any) {
+	if p.opts.Logf != nil {
+		p.opts.Logf(format, args...)
+	}
+}
+
+// Attach attaches port's program to ifname with a bpf_link, in the network
+// namespace of the calling thread. A program attached through netlink (not
+// tied to any process) that is in the way is detached, the replacement is
+// logged and the attach retried; a program held by another live bpf_link
+// is not touched: Attach fails naming it.
+func (p *Program) Attach(port int, ifname string, mode Mode) error {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("offload: %w", err)
+	}
+	flags := link.XDPDriverMode
+	if mode == Generic {
+		flags = link.XDPGenericMode
+	}
+	opts := link.XDPOptions{Program: p.progs[port&1], Interface: ifc.Index, Flags: flags}
+	l, err := link.AttachXDP(opts)
+	if err != nil && (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) {
+		var id uint32
+		id, err = detachNetlink(ifname)
+		if err != nil {
+			return fmt.Errorf("offload: attach %s (%s): an XDP program is in the way and could not be removed: %w", ifname, mode, err)
+		}
+		p.logf("offload: %s: replaced stale XDP program id %d (attached via netlink by an earlier run or another tool)", ifname, id)
+		l, err = link.AttachXDP(opts)
+	}
+	if err != nil {
+		return fmt.Errorf("offload: attach %s (%s): %w", ifname, mode, err)
+	}
+	p.links = append(p.links, attached{ifname: ifname, l: l})
+	return nil
+}
+
+// detachNetlink removes a netlink-attached XDP program (native or generic)
+// from ifname and returns its id. A program held by a bpf_link refuses the
+// netlink detach with EBUSY, which is returned.
+func detachNetlink(ifname string) (uint32, error) {
+	nl, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return 0, err
+	}
+	x := nl.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return 0, errors.New("no XDP program reported by netlink")
+	}
+	id := x.ProgId
+	var errs []error
+	for _, f := range []int{unix.XDP_FLAGS_DRV_MODE, unix.XDP_FLAGS_SKB_MODE} {
+		if err := netlink.LinkSetXdpFdWithFlags(nl, -1, f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	att, _, err := XDPAttached(ifname)
+	if err != nil {
+		return id, err
+	}
+	if att {
+		return id, fmt.Errorf("program id %d still attached (held by a live bpf_link?): %w", id, errors.Join(errs...))
+	}
+	return id, nil
+}
+
+// XDPAttached reports whether netlink shows an XDP program on ifname (in
+// the calling thread's namespace), and its id.
+func XDPAttached(ifname string) (bool, uint32, error) {
+	nl, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, 0, err
+	}
+	x := nl.Attrs().Xdp
+	if x == nil {
+		return false, 0, nil
+	}
+	return x.Attached, x.ProgId, nil
+}
+
+// Close detaches the programs and closes them and their maps. The sockets
+// registered in the XSKMAPs are not closed.
+func (p *Program) Close() error {
+	var errs []error
+	for _, a := range p.links {
+		if err := a.l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("offload: detach %s: %w", a.ifname, err))
+		}
+	}
+	p.links = nil
+	errs = append(errs, p.rev.close())
+	p.rev = revokeMem{}
+	for _, c := range p.colls {
+		c.Close()
+	}
+	p.colls = nil
+	return errors.Join(errs...)
+}
+
+// ---- The flow map ------------------------------------------------------
+
+// mapKey is flowtable.Key's 40 bytes in the layout of struct flow_key.
+func mapKey(k *flowtable.Key) bpfFlowKey {
+	return bpfFlowKey{A: k.A, B: k.B, PortA: k.PortA, PortB: k.PortB, Proto: k.Proto, L3: k.L3, Vlan: k.VLAN}
+}
+
+// OfferConfig is what the verdict and the tracker read besides the entry:
+// the tracker configuration and whether L4 checksums are verified
+// (bridge.Settings.Conntrack and VerifyChecksum).
+type OfferConfig struct {
+	Conntrack      *statemachine.Config
+	VerifyChecksum bool
+}
+
+// Eligible reports whether e may be offered at all: TCP ESTABLISHED with
+// SEEN_REPLY and ASSURED, or UDP; tracked, not dying, without a helper.
+func Eligible(e *flowtable.Entry) bool {
+	c := &e.Conn
+	if e.Helper != 0 || c.Status&(statemachine.StatusUntracked|statemachine.StatusDying) != 0 {
+		return false
+	}
+	k := e.Key()
+	if k.L3 != 4 && k.L3 != 6 {
+		return false
+	}
+	switch k.Proto {
+	case packet.ProtoTCP:
+		const both = statemachine.StatusSeenReply | statemachine.StatusAssured
+		return c.Proto == packet.ProtoTCP && c.State == statemachine.TCPEstablished && c.Status&both == both
+	case packet.ProtoUDP:
+		return c.Proto == packet.ProtoUDP
+	}
+	return false
+}
+
+// Offer puts e into the fast path with the cached verdict byte of each
+// direction (Original, Reply) in the contract's encoding: bit 0 accept,
+// bits 1..5 the CtState, bit 6 the ingress port; 0 for none. The caller
+// guarantees that the verdicts depend on nothing but the flow, the
+// direction, the state and the port (no rule that reads the packet, no raw
+// table decision for the flow), and stops judging the flow's packets until
+// TakeBack. It returns ErrNotEligible, ErrOffered or ErrFull.
+func (p *Program) Offer(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) error {
+	if !Eligible(e) {
+		return ErrNotEligible
+	}
+	cfg := oc.Conntrack
+	k := e.Key()
+	t := e.Tuple()
+	c := &e.Conn
+	v := bpfFlowValue{
+		Proto:      k.Proto,
+		OrigIsB:    b2u(!(t.Src == k.A && t.SrcPort == k.PortA)),
+		Verdict:    verdicts,
+		Status:     c.Status,
+		TcpState:   uint8(c.State),
+		Csum:       b2u(oc.VerifyChecksum),
+		Liberal:    b2u(cfg.BeLiberal || !cfg.WindowTracking),
+		MaxRetrans: cfg.MaxRetrans,
+		Expires:    p.KernelTime(c.Expires),
+	}
+	to := &cfg.Timeouts
+	if k.Proto == packet.ProtoTCP {
+		v.ToMain, v.ToAlt, v.ToMaxretrans = uint64(to.TCPEstablished), uint64(to.TCPUnacknowledged), uint64(to.TCPMaxRetrans)
+		tc := &c.TCP
+		for i := range 2 {
+			v.Peer[i].End, v.Peer[i].Maxend, v.Peer[i].Maxwin = tc.Peer[i].End, tc.Peer[i].MaxEnd, tc.Peer[i].MaxWin
+			v.Peer[i].Maxack, v.Peer[i].Scale, v.Peer[i].Flags = tc.Peer[i].MaxAck, tc.Peer[i].Scale, tc.Peer[i].Flags
+		}
+		v.LastSeq, v.LastAck, v.LastEnd, v.LastWin = tc.LastSeq, tc.LastAck, tc.LastEnd, tc.LastWin
+		v.LastDir, v.LastIndex, v.Retrans = uint8(tc.LastDir), tc.LastIndex, tc.Retrans
+	} else {
+		v.ToMain, v.ToAlt = uint64(to.UDP), uint64(to.UDPStream)
+		// statemachine Conn.udpCreated: the creation time lives in
+		// LastSeq (high word) and LastAck (low word).
+		created := int64(uint64(c.TCP.LastSeq)<<32 | uint64(c.TCP.LastAck))
+		v.UdpCreated = p.KernelTime(created)
+	}
+
+	p.mu.Lock()
+	if len(p.free) == 0 {
+		p.mu.Unlock()
+		return ErrFull
+	}
+	slot := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	g := p.gens[slot] + 1
+	if g == 0 {
+		g = 1
+	}
+	p.gens[slot] = g
+	p.mu.Unlock()
+
+	v.Slot, v.Gen = slot, g
+	p.rev.store(slot, uint64(g))
+	mk := mapKey(&k)
+	if err := p.flows.Update(&mk, &v, ebpf.UpdateNoExist); err != nil {
+		p.rev.store(slot, 0)
+		p.release(slot)
+		if errors.Is(err, ebpf.ErrKeyExist) {
+			return ErrOffered
+		}
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+			return fmt.Errorf("%w: %v", ErrFull, err)
+		}
+		return fmt.Errorf("offload: offer: %w", err)
+	}
+	return nil
+}
+
+func (p *Program) release(slot uint32) {
+	p.mu.Lock()
+	p.free = append(p.free, slot)
+	p.mu.Unlock()
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Usage is what the fast path did with an offered flow.
+type Usage struct {
+	LastSeen int64     // datapath clock of the last packet taken; 0 if none
+	Expires  int64     // Conn.Expires as the fast path keeps it
+	Packets  [2]uint64 // packets taken per direction (Original, Reply)
+	Bytes    [2]uint64 // their IP lengths
+}
+
+func (p *Program) usage(v *bpfFlowValue, u *Usage) {
+	*u = Usage{Expires: p.GoTime(v.Expires), Packets: v.Packets, Bytes: v.Bytes}
+	if v.LastSeen != 0 {
+		u.LastSeen = p.GoTime(v.LastSeen)
+	}
+}
+
+// Peek reads e's fast-path usage without taking it back. ok is false when
+// e is not offered.
+func (p *Program) Peek(e *flowtable.Entry, u *Usage) (ok bool, err error) {
+	k := e.Key()
+	mk := mapKey(&k)
+	var v bpfFlowValue
+	if err := p.flows.LookupWithFlags(&mk, &v, ebpf.LookupLock); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("offload: peek: %w", err)
+	}
+	p.usage(&v, u)
+	return true, nil
+}
+
+// TakeBack takes e out of the fast path: after it returns no packet of e
+// is judged by the program, and e.Conn holds the state the fast path left
+// (window data, last_*, retrans, Expires). ok is false when e was not
+// offered (e is untouched then).
+func (p *Program) TakeBack(e *flowtable.Entry) (ok bool, err error) {
+	var u Usage
+	return p.TakeBackUsage(e, &u)
+}
+
+// TakeBackUsage is TakeBack that also returns the flow's fast-path usage.
+func (p *Program) TakeBackUsage(e *flowtable.Entry, u *Usage) (ok bool, err error) {
+	k := e.Key()
+	mk := mapKey(&k)
+	var v bpfFlowValue
+	// The slot is constant while the flow is offered, and only the
+	// caller offers and takes back: an unlocked read finds it.
+	if err := p.flows.Lookup(&mk, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("offload: take back: %w", err)
+	}
+	slot := v.Slot
+	// Revoke, then read under the lock (see the package comment).
+	p.rev.store(slot, 0)
+	if err := p.flows.LookupWithFlags(&mk, &v, ebpf.LookupLock); err != nil {
+		return false, fmt.Errorf("offload: take back: locked read: %w", err)
+	}
+	if err := p.flows.Delete(&mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, fmt.Errorf("offload: take back: delete: %w", err)
+	}
+	p.release(slot)
+	p.usage(&v, u)
+	c := &e.Conn
+	c.Expires = u.Expires
+	if k.Proto == packet.ProtoTCP {
+		tc := &c.TCP
+		for i := range 2 {
+			tc.Peer[i].End, tc.Peer[i].MaxEnd, tc.Peer[i].MaxWin = v.Peer[i].End, v.Peer[i].Maxend, v.Peer[i].Maxwin
+			tc.Peer[i].MaxAck, tc.Peer[i].Scale, tc.Peer[i].Flags = v.Peer[i].Maxack, v.Peer[i].Scale, v.Peer[i].Flags
+		}
+		tc.LastSeq, tc.LastAck, tc.LastEnd, tc.LastWin = v.LastSeq, v.LastAck, v.LastEnd, v.LastWin
+		tc.LastDir, tc.LastIndex, tc.Retrans = statemachine.Dir(v.LastDir), v.LastIndex, v.Retrans
+	}
+	return true, nil
+}
+
+// PortStats are the fast path's counters of one ingress port, summed over
+// CPUs.
+type PortStats struct {
+	FastPackets uint64 // frames forwarded to the other port
+	FastBytes   uint64 // their frame lengths
+	Punts       [NumPuntReasons]uint64
+}
+
+// Stats returns the counters of both ports (index PortA, PortB).
+func (p *Program) Stats() ([2]PortStats, error) {
+	var out [2]PortStats
+	for port := range 2 {
+		var per []bpfPortStats
+		if err := p.stats.Lookup(uint32(port), &per); err != nil {
+			return out, fmt.Errorf("offload: stats: %w", err)
+		}
+		for _, s := range per {
+			out[port].FastPackets += s.FastPackets
+			out[port].FastBytes += s.FastBytes
+			for i := range out[port].Punts {
+				out[port].Punts[i] += s.Punt[i]
+			}
+		}
+	}
+	return out, nil
+}
