@@ -43,7 +43,7 @@ func udpFlowTB(t testing.TB, prog *offload.Program, frame []byte, port int) (*fl
 	}
 	var p packet.Packet
 	packet.Parse(frame, 0, packet.Options{}, &p)
-	k, _ := flowtable.KeyFromPacket(&p)
+	k, _ := flowtable.KeyOf(&p)
 	e := rp.Pipeline.Shard().Lookup(&k, rp.Table.HashKey(&k), 0)
 	v, ok := e.CachedVerdict(statemachine.Original, s.Rules.Generation())
 	if !ok {
@@ -183,7 +183,7 @@ func TestOfferRefuses(t *testing.T) {
 	rp.Pipeline.Process(frame, 0, bridge.PortA, prog.Now())
 	var p packet.Packet
 	packet.Parse(frame, 0, packet.Options{}, &p)
-	k, _ := flowtable.KeyFromPacket(&p)
+	k, _ := flowtable.KeyOf(&p)
 	e := rp.Pipeline.Shard().Lookup(&k, rp.Table.HashKey(&k), 0)
 	if err := prog.Offer(e, [2]uint8{9, 9}, offload.OfferConfig{Conntrack: &s.Conntrack}); err != offload.ErrNotEligible {
 		t.Errorf("SYN_SENT flow: Offer = %v, want ErrNotEligible", err)

@@ -86,7 +86,7 @@ func (h *harness) step(name string, frame []byte, wireLen, port int, learn bool)
 	hasKey := false
 	switch packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, &h.pkt) {
 	case packet.ReasonOK, packet.ReasonBadChecksum:
-		hasKey = k.SetFromPacket(&h.pkt)
+		hasKey = !h.pkt.IsICMPError() && k.SetOf(&h.pkt)
 	}
 	var e *flowtable.Entry
 	if hasKey {
