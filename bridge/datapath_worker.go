@@ -164,8 +164,7 @@ func (w *worker) step(now int64) (moved int, done bool) {
 	}
 	w.housekeep()
 	w.shard.Expire(now, expireBudget)
-	w.shard.ServeReads(readBudget)
-	ServeControl(w.table, w.shard) // conntrack -D / -F requests for our shard
+	w.shard.ServeRequests(readBudget) // snapshots, conntrack -D / -F for our shard
 	if w.id == 0 && now-w.lastExpect >= expectInterval {
 		w.table.Expect.Expire(now)
 		w.lastExpect = now

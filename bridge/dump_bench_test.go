@@ -14,7 +14,7 @@ import (
 // BenchmarkDumpDip1M measures what a full `conntrack -L` of a 1M-entry
 // table costs forwarding. A worker goroutine (locked to its thread) runs
 // the datapath loop's table work: ProcessBatch of established frames in a
-// random flow order, Expire and ServeReads with the datapath's budgets.
+// random flow order, Expire and ServeRequests with the datapath's budgets.
 // Each iteration measures the worker's rate for as long as one dump takes
 // with nobody reading, then during a Table.Snapshot whose callback formats
 // every entry as the control server does for -L. Reported: pkts/s idle
@@ -48,7 +48,7 @@ func benchDumpDip(b *testing.B, format bool) {
 			pl.ProcessBatch(stream[next:next+MaxBatch], PortA, 2*sec, out[:])
 			next += MaxBatch
 			pl.Shard().Expire(2*sec, expireBudget)
-			pl.Shard().ServeReads(readBudget)
+			pl.Shard().ServeRequests(readBudget)
 			count.Add(MaxBatch)
 		}
 	}()

@@ -21,25 +21,41 @@ var helperOfRule = func() [rules.NumHelpers]helpers.ID {
 	return m
 }()
 
-// helperStates holds the per-connection helper state (FTP's newline
-// bookkeeping) of the connections of one shard that have a helper. It lives
-// beside the shard rather than in every entry because few connections have
-// a helper and the entry is kept to two cache lines; it is owned by the
-// shard's goroutine. An entry slot reused by another connection is told
-// apart by its generation.
-type helperStates map[uint32]*helperSlot
+// helperStates is the per-connection helper state (helpers.State: FTP's
+// newline bookkeeping) of one shard's entries: one slot per entry slot,
+// made with the pipeline, found by the entry's slot index, so the packet
+// path neither looks anything up nor allocates.
+//
+// helpers keeps no state of its own; a connection's State belongs with its
+// entry. It sits beside the entry rather than in it because it does not fit:
+// the entry is two cache lines with no byte to spare (flowtable's size
+// test), and State is 20 bytes. A smaller pool would need a pool index per
+// entry, for which the entry has no room either, plus a limit and an
+// outcome when full. So there are as many slots as entry slots and they
+// never run out: 24 bytes per entry, allocated zero and never touched for
+// connections without a helper (the pages of a large array stay untouched,
+// and unbacked, until a helper connection lands in them).
+//
+// A slot carries the generation of the entry slot it was last used for:
+// a connection that reuses an entry slot finds a different generation and
+// starts from a zero State, whatever the previous one left. Owned by the
+// shard's goroutine, like the entries.
+type helperStates []helperSlot
 
 type helperSlot struct {
 	gen   uint32
 	state helpers.State
 }
 
+// get returns the State of the entry ref names, zeroed when the slot last
+// served another connection; nil only for an index beyond the shard, which
+// a live entry never has.
 func (h helperStates) get(ref flowtable.EntryRef) *helpers.State {
-	s := h[ref.Index]
-	if s == nil {
-		s = &helperSlot{gen: ref.Gen}
-		h[ref.Index] = s
-	} else if s.gen != ref.Gen {
+	if uint(ref.Index) >= uint(len(h)) {
+		return nil
+	}
+	s := &h[ref.Index]
+	if s.gen != ref.Gen {
 		*s = helperSlot{gen: ref.Gen}
 	}
 	return &s.state
@@ -55,6 +71,9 @@ func (pl *Pipeline) inspect(e *flowtable.Entry, frame []byte, p *packet.Packet, 
 	id := helpers.ID(e.Helper)
 	ref := pl.shard.Ref(e)
 	st := pl.helperState.get(ref)
+	if st == nil {
+		return
+	}
 	established := r.State == statemachine.StateEstablished
 	var out [helpers.MaxExpectPerPacket]helpers.Expectation
 	n, drop, _ := helpers.Inspect(id, st, p, p.Payload(frame), r.Dir, established, &out)

@@ -88,9 +88,13 @@ type Pipeline struct {
 	invLog      rateLimit // nf_conntrack_log_invalid
 }
 
-// NewPipeline returns the pipeline of shard i of t.
+// NewPipeline returns the pipeline of shard i of t. Beside the table's
+// memory it allocates the helper state of the shard's connections, 24
+// bytes per entry slot (helperStates), touched only by connections with a
+// helper.
 func NewPipeline(t *flowtable.Table, i int, ctl *Control, frags *FragCache) *Pipeline {
-	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, helperState: helperStates{}}
+	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags}
+	pl.helperState = make(helperStates, pl.shard.Max())
 	pl.ev.hook = pl.onRemove
 	return pl
 }
@@ -107,7 +111,9 @@ func (pl *Pipeline) Packet() *packet.Packet { return &pl.pkt }
 
 // Process runs one frame through parse, raw table, conntrack, helpers and
 // the FORWARD rules. wireLen is the frame's length on the wire (0: len(frame)).
-// now is monotonic nanoseconds. Process never allocates.
+// now is monotonic nanoseconds. Process never allocates, but for a packet
+// whose helper registers an expectation: Expectations.Add copies the
+// expectation table (copy on write, so that lookups take no lock).
 func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Result {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()

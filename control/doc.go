@@ -13,8 +13,8 @@
 //
 // The server never touches a flow-table entry: it reads through
 // flowtable.Table.Snapshot (copies made by the owning workers between
-// batches) and deletes through bridge.DeleteEntries/FlushEntries (served by
-// the owners, the single writers). Settings change by publishing a modified
+// batches) and deletes through flowtable.Table.DeleteEntries/FlushEntries
+// (served by the owners, the single writers). Settings change by publishing a modified
 // copy through bridge.Control.Store; concurrent writers are serialised by the
 // server's mutex so no change is lost. Each connection is served by its own
 // goroutine; none of them is on the packet path.

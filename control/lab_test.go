@@ -185,7 +185,7 @@ func TestLabControl(t *testing.T) {
 		defer cancel()
 		n, err := Do(ctx, path, Request{Op: OpDelete, Filter: Filter{DPort: 8080}}, func(string) {})
 		if err != nil {
-			t.Fatalf("delete: %v (the worker loop must call bridge.ServeControl(w.table, w.shard))", err)
+			t.Fatalf("delete: %v (the worker loop must call w.shard.ServeRequests)", err)
 		}
 		if n != 1 {
 			t.Errorf("deleted got %d, want 1", n)

@@ -22,7 +22,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Pipeline.Accepted = 7
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
-	// The table publishes its counters from the owner's ServeReads: wait
+	// The table publishes its counters from the owner's ServeRequests: wait
 	// for the three entries to show.
 	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
 		time.Sleep(time.Millisecond)

@@ -305,7 +305,7 @@ func (s *Server) do(ctx context.Context, req *Request, w *writer) (int, error) {
 	case OpDelete:
 		return s.delete(ctx, req, w)
 	case OpFlush:
-		return bridge.FlushEntries(ctx, s.b.Table())
+		return s.b.Table().FlushEntries(ctx)
 	case OpEvents:
 		return 0, s.events(ctx, req, w)
 	case OpSysctlGet:
@@ -451,7 +451,7 @@ func (s *Server) delete(ctx context.Context, req *Request, w *writer) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	n, err := bridge.DeleteEntries(ctx, s.b.Table(), refs)
+	n, err := s.b.Table().DeleteEntries(ctx, refs)
 	if n > 0 {
 		s.log.Info("conntrack entries deleted", "count", n, "filter", req.Filter)
 	}

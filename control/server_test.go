@@ -455,7 +455,7 @@ func TestStatsPerWorker(t *testing.T) {
 	}
 	path := serve(t, f, Options{})
 	f.Process(pt.UDP4("198.18.0.1", "198.18.0.2", 1000, 53, nil), bridge.PortA)
-	// The owner publishes the shard counters in ServeReads.
+	// The owner publishes the shard counters in ServeRequests.
 	var lines []string
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		var err error

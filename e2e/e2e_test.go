@@ -239,7 +239,7 @@ func TestLiveRuleChange(t *testing.T) {
 	})
 }
 
-// TestFlushWhileRunning: entries deleted through bridge.FlushEntries (the
+// TestFlushWhileRunning: entries deleted through Table.FlushEntries (the
 // `conntrack -F` path) are deleted by the owning workers while they run.
 func TestFlushWhileRunning(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
@@ -254,7 +254,7 @@ func TestFlushWhileRunning(t *testing.T) {
 			}
 		}
 		c := ctx(t, 5*time.Second)
-		n, err := bridge.FlushEntries(c, r.DP.Table())
+		n, err := r.DP.Table().FlushEntries(c)
 		if err != nil {
 			t.Fatalf("FlushEntries: %v", err)
 		}

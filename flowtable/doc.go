@@ -8,20 +8,26 @@
 //
 // Shard i belongs to one goroutine, worker i (its owner). Only the owner
 // calls Lookup, LookupBatch, Insert, Delete, Expire, Range, Ref, Resolve,
-// Len, Stats, ServeReads, Snapshot and SetRemoveHook on the shard, and
+// Len, Stats, ServeRequests, Snapshot and SetRemoveHook on the shard, and
 // only the owner touches an *Entry of the shard. No shard method takes a
 // lock or waits for another goroutine.
 //
-// Other goroutines read through the owner: Table.Snapshot posts a request
-// (an atomic pointer in the shard) and waits; the owner, between batches,
-// calls ServeReads, which copies a bounded number of entries into the
-// request's buffer and signals on a channel with room for the signal. The
-// channel hand-off orders the owner's writes before the reader's reads, so
-// the exchange is race-free without the owner ever waiting. ServeReads also
-// publishes the shard's counters into atomics, read by Table.Stats and
-// Table.Len from any goroutine. A Snapshot therefore completes only while
-// the workers run; when they do not (replay, tests, after shutdown) the
-// single goroutine that drives the table uses Shard.Range directly.
+// Other goroutines read and delete through the owner. Each shard has a
+// mailbox of two atomic pointers: Table.Snapshot posts a read request,
+// Table.DeleteEntries and Table.FlushEntries (conntrack -D, -F) post a
+// delete or flush request, and each waits. The owner, between batches,
+// calls ServeRequests, which serves a delete or flush whole and copies a
+// bounded number of entries into a read request's buffer, then signals on
+// a channel with room for the signal. The channel hand-off orders the
+// owner's writes before the poster's reads, so the exchange is race-free
+// without the owner ever waiting; with nothing posted the call costs one
+// atomic load. ServeRequests also publishes the shard's counters into
+// atomics, read by Table.Stats and Table.Len from any goroutine. A
+// Snapshot or a delete therefore completes only while the workers run; when
+// they do not (replay, tests, after shutdown) the single goroutine that
+// drives the table uses Shard.Range and Shard.Delete directly. The mailbox
+// belongs to the table: two tables share nothing, and a dropped table is
+// garbage like any value.
 //
 // A remove hook (SetRemoveHook, for conntrack -E [DESTROY] events) runs on
 // the owner inside whichever call removes the entry; it is nil, and costs
@@ -42,5 +48,5 @@
 // Shard.Insert with the packet's Tuple and setting Conn.Expires; Shard.Delete
 // when the state machine kills the entry. After the batch, with the batch's
 // now: Shard.Expire(now, budget), Table.Expect.Expire(now),
-// Shard.ServeReads(budget).
+// Shard.ServeRequests(budget).
 package flowtable

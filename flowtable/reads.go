@@ -90,7 +90,8 @@ func (s *Shard) publish() {
 	set(pubCount, st.Count, &lp.Count)
 }
 
-// PublishedStats returns the counters as of the owner's last ServeReads.
+// PublishedStats returns the counters as of the owner's last
+// ServeRequests.
 // Safe from any goroutine.
 func (s *Shard) PublishedStats() Stats {
 	return Stats{
@@ -105,13 +106,9 @@ func (s *Shard) PublishedStats() Stats {
 	}
 }
 
-// ServeReads publishes the shard's counters and serves a pending read
-// request, visiting at most budget slots. The owner calls it between
-// batches; with no request pending it costs one atomic load (plus the
-// stores of counters that changed). It never blocks: the reader's signal
-// channel has room for the one send. It returns the slots visited.
-func (s *Shard) ServeReads(budget int) int {
-	s.publish()
+// serveReads serves a pending read request, visiting at most budget
+// slots; ServeRequests calls it. It returns the slots visited.
+func (s *Shard) serveReads(budget int) int {
 	r := s.req.Load()
 	if r == nil {
 		return 0
@@ -130,12 +127,20 @@ func (s *Shard) ServeReads(budget int) int {
 	}
 	r.done = r.cursor >= s.hwm
 	if r.done || r.n == len(r.buf) {
-		// CompareAndSwap, not Store: a reader that gave up (context done)
-		// may already have withdrawn r and posted a new request.
-		s.req.CompareAndSwap(r, nil)
-		r.ready <- struct{}{}
+		s.finishRead(r)
 	}
 	return visited
+}
+
+// finishRead takes r, served, out of the mailbox and signals the reader.
+// CompareAndSwap, not Store: a reader that gave up (context done) may
+// already have withdrawn r and posted a new request; only the side whose
+// swap succeeds takes r's count out of s.posted. Owner only.
+func (s *Shard) finishRead(r *readRequest) {
+	if s.req.CompareAndSwap(r, nil) {
+		s.posted.Add(-1)
+	}
+	r.ready <- struct{}{}
 }
 
 // snapshotBuf is how many entries one read request carries.
@@ -143,7 +148,7 @@ const snapshotBuf = 512
 
 // Snapshot calls fn with a copy of every live entry of every shard, shard
 // by shard, from the calling goroutine. The owners copy the entries in
-// ServeReads, so Snapshot returns only while the workers run (or ctx ends:
+// ServeRequests, so Snapshot returns only while the workers run (or ctx ends:
 // it then returns ctx.Err()). It is not an atomic picture of the table:
 // like a kernel dump, an entry created or deleted during the walk may or
 // may not appear. fn must not keep the pointer. Snapshots from several
@@ -183,19 +188,29 @@ func (t *Table) Snapshot(ctx context.Context, fn func(*EntrySnapshot)) error {
 }
 
 // exchange posts r to s's owner and waits until the owner has served it
-// (ServeReads) or ctx ends. On ctx's end the request is withdrawn, or, when
+// (ServeRequests) or ctx ends. On ctx's end the request is withdrawn, or, when
 // the owner finished it concurrently, its signal is taken so the request is
 // settled; a buffer the owner may still be filling is abandoned (the next
 // Snapshot allocates its own).
 func (t *Table) exchange(ctx context.Context, s *Shard, r *readRequest) error {
-	s.req.Store(r)
+	s.postRead(r)
 	select {
 	case <-r.ready:
 		return nil
 	case <-ctx.Done():
-		if !s.req.CompareAndSwap(r, nil) {
+		if s.req.CompareAndSwap(r, nil) {
+			s.posted.Add(-1)
+		} else {
 			<-r.ready
 		}
 		return ctx.Err()
 	}
+}
+
+// postRead puts r in s's read mailbox. The count goes up before the
+// pointer is stored, so s.posted is never below the number of requests in
+// the mailbox and an owner that finds it 0 has nothing to serve.
+func (s *Shard) postRead(r *readRequest) {
+	s.posted.Add(1)
+	s.req.Store(r)
 }

@@ -41,7 +41,7 @@ func TestSnapshotConcurrentWriter(t *testing.T) {
 				}
 				if i%64 == 0 {
 					s.Expire(now, 64)
-					s.ServeReads(100)
+					s.ServeRequests(100)
 				}
 			}
 		}()
@@ -87,8 +87,8 @@ func TestSnapshotCancel(t *testing.T) {
 	if err := tb.Snapshot(ctx, func(*EntrySnapshot) {}); err == nil {
 		t.Fatal("Snapshot with no worker: got nil error, want the context's")
 	}
-	if got := s.ServeReads(10); got != 0 {
-		t.Errorf("ServeReads after the reader gave up: visited %d, want 0", got)
+	if got := s.ServeRequests(10); got != 0 {
+		t.Errorf("ServeRequests after the reader gave up: visited %d, want 0", got)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -97,7 +97,7 @@ func TestSnapshotCancel(t *testing.T) {
 			case <-done:
 				return
 			default:
-				s.ServeReads(10)
+				s.ServeRequests(10)
 				time.Sleep(time.Millisecond)
 			}
 		}

@@ -88,10 +88,14 @@ type Shard struct {
 	// goroutines read to skip shards without children.
 	links childLinks
 
-	// Published for other goroutines by ServeReads; see reads.go.
+	// Published for other goroutines by ServeRequests (reads.go), and
+	// the mailbox it serves (requests.go): posted counts the requests in
+	// req and ctl.
 	pub     [numPub]atomic.Uint64
 	lastPub Stats
+	posted  atomic.Int32
 	req     atomic.Pointer[readRequest]
+	ctl     atomic.Pointer[ctlRequest]
 
 	_ [64]byte // keep neighbouring shards' hot fields off this cache line
 }

@@ -327,7 +327,7 @@ func TestAllocs(t *testing.T) {
 		}},
 		{"LookupBatch", func() { s.LookupBatch(keys, hashes, out, 1) }},
 		{"Expire", func() { s.Expire(1, 64) }},
-		{"ServeReads", func() { s.ServeReads(64) }},
+		{"ServeRequests", func() { s.ServeRequests(64) }},
 		{"Expectations.Match empty", func() { tb.Expect.Match(&packet.Packet{}, 0) }},
 	}
 	for _, tt := range tests {

@@ -108,6 +108,7 @@ type Table struct {
 	shards []*Shard
 	cfg    Config
 	readMu sync.Mutex // serialises Snapshot callers; never taken by workers
+	ctlMu  sync.Mutex // serialises DeleteEntries and FlushEntries callers; never taken by workers
 
 	// Expect holds the expectations of all shards.
 	Expect *Expectations
@@ -190,7 +191,7 @@ func (t *Table) ShardFor(h uint64) int {
 }
 
 // Stats returns the sum of the counters the shards last published (in
-// ServeReads). Safe from any goroutine.
+// ServeRequests). Safe from any goroutine.
 func (t *Table) Stats() Stats {
 	var st Stats
 	for _, s := range t.shards {

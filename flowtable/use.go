@@ -133,8 +133,7 @@ func (s *Shard) serveLinks(r *readRequest, budget int) int {
 	}
 	r.done = r.cursor >= end
 	if r.done || r.n == len(r.masters) {
-		s.req.CompareAndSwap(r, nil)
-		r.ready <- struct{}{}
+		s.finishRead(r)
 	}
 	return visited
 }

@@ -29,7 +29,7 @@ func flowOn(t testing.TB, tb *Table, si int, next *int) *Entry {
 
 // serveAll runs an owner goroutine per shard that serves reads with a
 // small budget (so requests span several calls) until the returned stop
-// is called.
+// is called (once or more).
 func serveAll(tb *Table, budget int) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -43,12 +43,13 @@ func serveAll(tb *Table, budget int) (stop func()) {
 				case <-done:
 					return
 				default:
-					s.ServeReads(budget)
+					s.ServeRequests(budget)
 				}
 			}
 		}()
 	}
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 // TestChildCounts: a master's Children counts its live children wherever
@@ -165,7 +166,7 @@ func TestSnapshotWithoutChildren(t *testing.T) {
 }
 
 // TestLinksRestartAfterCompaction: a links request served over several
-// ServeReads calls starts over when LinkChild compacts the list in between
+// ServeRequests calls starts over when LinkChild compacts the list in between
 // (links moved below its cursor), and the reader learns it must drop what
 // it took; the result counts every live child once.
 func TestLinksRestartAfterCompaction(t *testing.T) {
@@ -181,8 +182,8 @@ func TestLinksRestartAfterCompaction(t *testing.T) {
 		children = append(children, c)
 	}
 	r := &readRequest{masters: make([]EntryRef, 64), ready: make(chan struct{}, 1)}
-	s.req.Store(r)
-	s.ServeReads(5)
+	s.postRead(r)
+	s.ServeRequests(5)
 	if r.n != 5 || r.restart {
 		t.Fatalf("first call: got n=%d restart=%v, want 5, false", r.n, r.restart)
 	}
@@ -190,7 +191,7 @@ func TestLinksRestartAfterCompaction(t *testing.T) {
 		s.Delete(c)
 	}
 	s.LinkChild(flowOn(t, tb, 0, &next), mref) // the list is full: compacts
-	s.ServeReads(1000)
+	s.ServeRequests(1000)
 	select {
 	case <-r.ready:
 	default:

@@ -13,7 +13,8 @@
 // Ownership: the package has no global mutable state. Inspect reads the
 // packet and payload it is given and writes only the State it is given and
 // the caller's output array, so it is safe for any number of goroutines as
-// long as each State (which lives in a flow-table entry) is touched only by
-// the goroutine that owns that entry's shard. Inspect does not allocate,
+// long as each State (which belongs to one flow-table entry: the pipeline
+// keeps one beside each entry slot) is touched only by the goroutine that
+// owns that entry's shard. Inspect does not allocate,
 // read a clock, take a lock or make an interface call.
 package helpers

@@ -187,7 +187,8 @@ func (r DropReason) String() string {
 	return "unknown"
 }
 
-// State is the per-connection helper state kept in the flow entry. Only FTP
+// State is the per-connection helper state, kept with the flow entry (beside
+// it, in a slot of the same index: the entry has no room). Only FTP
 // uses it: for each direction, the (at most two) sequence numbers that
 // follow a segment ending in '\n' (kernel struct nf_ct_ftp_master,
 // NUM_SEQ_TO_REMEMBER = 2). It is 20 bytes (16 of sequence numbers, 2

@@ -65,8 +65,7 @@ func (f *Fake) loop() {
 		for i := 0; i < f.T.NumShards(); i++ {
 			s := f.T.Shard(i)
 			f.pls[i].WatchEvents(f.Now()) // as a worker does once per loop
-			bridge.ServeControl(f.T, s)
-			s.ServeReads(4096)
+			s.ServeRequests(4096)
 		}
 	}
 }
