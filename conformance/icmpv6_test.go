@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/packet/packettest"
 )
 
@@ -141,6 +142,50 @@ func TestDifferentialICMPv6Redirects(t *testing.T) {
 	}
 	if len(diffs) > 0 {
 		t.Errorf("%d of %d packets differ:\n%s", len(diffs), len(frames), strings.Join(diffs, "\n"))
+	}
+	for _, d := range r.TableDiffs {
+		t.Errorf("table: %s", d)
+	}
+	if t.Failed() {
+		t.Log("\n" + text)
+	}
+}
+
+// TestDifferentialICMPOtherFamily: ICMP (protocol 1) over IPv6 and ICMPv6
+// (58) over IPv4 are no ICMP to conntrack (nf_conntrack_handle_icmp matches
+// protocol to family, and the ICMP trackers refuse the other family): an
+// echo request, an error-shaped message and a message of type 0 are all
+// INVALID and make no connection, in the kernel as in statewire.
+func TestDifferentialICMPOtherFamily(t *testing.T) {
+	lab.RequireRoot(t)
+	h := newTestHarness(t, Options{})
+	quote6 := packettest.Quote(packettest.UDP6(cli6, srv6, 5000, 6000, []byte("query")), 0)
+	quote4 := packettest.Quote(packettest.UDP4(cli4, srv4, 5000, 6000, []byte("query")), 28)
+	body := func(typ uint8, rest []byte) []byte {
+		return append([]byte{typ, 0, 0, 0, 0x42, 0x42, 0, 1}, rest...)
+	}
+	cases := []struct {
+		what  string
+		frame []byte
+	}{
+		{"icmp echo request over ipv6", packettest.IPv6(cli6, srv6, packet.ProtoICMP, body(8, nil))},
+		{"icmp type 0 over ipv6", packettest.IPv6(cli6, srv6, packet.ProtoICMP, body(0, nil))},
+		{"icmp unreachable over ipv6", packettest.IPv6(cli6, srv6, packet.ProtoICMP, body(3, quote6))},
+		{"icmpv6 echo request over ipv4", packettest.IPv4(cli4, srv4, packet.ProtoICMPv6, body(128, nil))},
+		{"icmpv6 unreachable over ipv4", packettest.IPv4(cli4, srv4, packet.ProtoICMPv6, body(1, quote4))},
+	}
+	frames := make([][]byte, len(cases))
+	for i, c := range cases {
+		frames[i] = c.frame
+	}
+	r, text := compareGenerated(t, h, "icmp-other-family", frames)
+	if r.Compared != len(frames) {
+		t.Errorf("compared %d of %d packets, want all\n%s", r.Compared, len(frames), text)
+	}
+	for i, c := range cases {
+		if k, o := r.KernelLabels[i], r.OurLabels[i]; k != o || o != "INVALID" {
+			t.Errorf("#%d %s: kernel %s, statewire %s, want both INVALID", i+1, c.what, k, o)
+		}
 	}
 	for _, d := range r.TableDiffs {
 		t.Errorf("table: %s", d)
