@@ -344,8 +344,15 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 
 // track runs the tracker for a parsed, tracked-protocol packet and, for
 // packets of an existing or newly confirmed entry, the verdict.
+//
+// Only ICMP over IPv4 and ICMPv6 over IPv6 reach the ICMP error and
+// untracked handling (nf_conntrack_handle_icmp calls neither for the other
+// pairings, and Parse reads no ICMP header from them): ICMP over IPv6 or
+// ICMPv6 over IPv4 goes through the tracker like any other protocol, which
+// refuses it (INVALID, counted "invalid", not "icmp_error"), as
+// nf_conntrack_icmp{,v6}_packet refuse the other family.
 func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, fh *flowHash, r *Result) {
-	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 {
+	if packet.IsICMP(p.IPVersion, p.Proto) {
 		switch packet.ICMPClass(p.IPVersion, p.ICMP.Type) {
 		case packet.ICMPUntracked:
 			r.State = statemachine.StateUntracked

@@ -512,26 +512,25 @@ func parseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) R
 	return ReasonOK
 }
 
-// redirectedHeader finds the Redirected Header option (type 4) of an ICMPv6
-// redirect h (captured bytes from the ICMPv6 header on) and returns the
-// quoted packet it carries.
+// redirectedHeader returns the packet an ICMPv6 redirect h (captured bytes
+// from the ICMPv6 header on) quotes, as nf_conntrack_icmpv6_redirect finds
+// it: the kernel reads only the first option after the 40-byte redirect
+// message, and it must be the Redirected Header option (type 4). A missing
+// or zero-length first option is INVALID ("redirect without options"); a
+// first option of any other type, such as the Target Link-Layer Address
+// option Linux routers put first, is INVALID too (conntrack returns
+// NF_ACCEPT with no connection, and the new ICMPv6 type-137 tuple is
+// refused), however many options follow. The quote starts after the
+// option's 8-byte header and runs to the end of the message, not of the
+// option: the kernel hands that offset to nf_conntrack_inet_error, which
+// parses up to the end of the packet whatever the option length says.
 func redirectedHeader(h []byte) ([]byte, bool) {
 	// type, code, checksum, reserved (8), target (16), destination (16).
 	const optStart = 40
-	for i := optStart; i+2 <= len(h); {
-		l := int(h[i+1]) * 8
-		if l == 0 {
-			return nil, false
-		}
-		if h[i] == 4 {
-			if i+8 > len(h) {
-				return nil, false
-			}
-			return h[i+8 : min(i+l, len(h))], true
-		}
-		i += l
+	if len(h) < optStart+2 || h[optStart+1] == 0 || h[optStart] != 4 {
+		return nil, false
 	}
-	return nil, false
+	return h[min(optStart+8, len(h)):], true
 }
 
 // parseInner4 parses the IPv4 header and first L4 bytes quoted in an ICMP

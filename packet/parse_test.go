@@ -451,6 +451,47 @@ func parseCases() []parseCase {
 			check: func(t *testing.T, p *packet.Packet, _ []byte) {
 				eq(t, "InnerReason", p.InnerReason, packet.ReasonICMPBadInner)
 			}},
+		// nf_conntrack_icmpv6_redirect reads only the first option: a
+		// Target Link-Layer Address option ahead of the redirected header
+		// (as Linux routers send) leaves the redirect without a quote.
+		{name: "icmp6 redirect with target link-layer option first",
+			frame: pt.Redirect6Options("fe80::1", "fe80::2", "fe80::3", s6, pt.TargetLLAOption(pt.SrcMAC), pt.Quote(udp6, 48)), verify: true,
+			want: packet.ReasonICMPBadInner,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "InnerReason", p.InnerReason, packet.ReasonICMPBadInner)
+				eq(t, "HasInner", p.HasInner, false)
+				eq(t, "ICMP.Type", p.ICMP.Type, uint8(137))
+			}},
+		{name: "icmp6 redirect with redirected header first, then target link-layer option",
+			frame: pt.Redirect6Options("fe80::1", "fe80::2", "fe80::3", s6, append(redirectedHeaderOption(pt.Quote(udp6, 48)), pt.TargetLLAOption(pt.SrcMAC)...), nil), verify: true,
+			want: packet.ReasonOK,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "HasInner", p.HasInner, true)
+				eq(t, "Inner.Dst", p.Inner.Dst.String(), s6)
+				eq(t, "Inner.SrcPort", p.Inner.SrcPort, uint16(5353))
+			}},
+		// The quote runs from the option's 8-byte header to the end of the
+		// message, whatever the option's length says (the kernel hands
+		// that offset to nf_conntrack_inet_error).
+		{name: "icmp6 redirect whose header option is shorter than its quote",
+			frame: pt.Redirect6Options("fe80::1", "fe80::2", "fe80::3", s6, append([]byte{4, 1, 0, 0, 0, 0, 0, 0}, pt.Quote(udp6, 48)...), nil), verify: true,
+			want: packet.ReasonOK,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "HasInner", p.HasInner, true)
+				eq(t, "Inner.SrcPort", p.Inner.SrcPort, uint16(5353))
+			}},
+		{name: "icmp6 redirect with a zero-length first option",
+			frame: pt.Redirect6Options("fe80::1", "fe80::2", "fe80::3", s6, []byte{4, 0, 0, 0, 0, 0, 0, 0}, pt.Quote(udp6, 48)),
+			want:  packet.ReasonICMPBadInner,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "InnerReason", p.InnerReason, packet.ReasonICMPBadInner)
+			}},
+		{name: "icmp6 redirect cut inside its redirected header option",
+			frame: pt.Redirect6Options("fe80::1", "fe80::2", "fe80::3", s6, []byte{4, 7, 0, 0}, nil),
+			want:  packet.ReasonICMPBadInner,
+			check: func(t *testing.T, p *packet.Packet, _ []byte) {
+				eq(t, "InnerReason", p.InnerReason, packet.ReasonTruncatedIPv6)
+			}},
 		{name: "icmp over ipv6 is generic", frame: pt.IPv6(c6, s6, packet.ProtoICMP, make([]byte, 8)), want: packet.ReasonOK,
 			check: func(t *testing.T, p *packet.Packet, _ []byte) { eq(t, "PayloadOff", p.PayloadOff, uint16(54)) }},
 	}
@@ -564,4 +605,14 @@ func TestPayloadNeverPanics(t *testing.T) {
 	}
 	p := packet.Packet{PayloadOff: 40, PayloadLen: 100}
 	eq(t, "len(Payload) cut to frame", len(p.Payload(frame)), 10)
+}
+
+// redirectedHeaderOption is an ND Redirected Header option (type 4) quoting
+// quoted, padded to 8 bytes (as packettest.Redirect6 builds it).
+func redirectedHeaderOption(quoted []byte) []byte {
+	n := (8 + len(quoted) + 7) / 8 * 8
+	opt := make([]byte, n)
+	opt[0], opt[1] = 4, byte(n/8)
+	copy(opt[8:], quoted)
+	return opt
 }

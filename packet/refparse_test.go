@@ -464,26 +464,25 @@ func refParseICMP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet
 	return ReasonOK
 }
 
-// refRedirectedHeader finds the Redirected Header option (type 4) of an ICMPv6
-// redirect h (captured bytes from the ICMPv6 header on) and returns the
-// quoted packet it carries.
+// refRedirectedHeader returns the quoted packet of an ICMPv6 redirect h
+// (captured bytes from the ICMPv6 header on).
+//
+// Changed after the freeze, with Parse: it searched every option for the
+// Redirected Header (type 4) and cut the quote at that option's length.
+// The kernel (nf_conntrack_icmpv6_redirect) reads only the first option: a
+// missing or zero-length one, or one of another type (a Target Link-Layer
+// Address option first, as Linux routers send), leaves the redirect
+// INVALID, and a type-4 one quotes from its 8-byte header to the end of the
+// packet, whatever its length field says (nf_conntrack_inet_error parses
+// from that offset). Searching made such a redirect RELATED where the
+// kernel says INVALID.
 func refRedirectedHeader(h []byte) ([]byte, bool) {
 	// type, code, checksum, reserved (8), target (16), destination (16).
 	const optStart = 40
-	for i := optStart; i+2 <= len(h); {
-		l := int(h[i+1]) * 8
-		if l == 0 {
-			return nil, false
-		}
-		if h[i] == 4 {
-			if i+8 > len(h) {
-				return nil, false
-			}
-			return h[i+8 : min(i+l, len(h))], true
-		}
-		i += l
+	if len(h) < optStart+2 || h[optStart+1] == 0 || h[optStart] != 4 {
+		return nil, false
 	}
-	return nil, false
+	return h[min(optStart+8, len(h)):], true
 }
 
 // refParseInner4 parses the IPv4 header and first L4 bytes quoted in an ICMP

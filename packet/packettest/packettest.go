@@ -195,17 +195,34 @@ func NeighborSolicit(src, dst, target string) []byte {
 // Redirect6 builds an ICMPv6 redirect (137, code 0, hop limit 255) with a
 // redirected header option quoting quoted (padded to 8 bytes).
 func Redirect6(src, dst, target, dest string, quoted []byte) []byte {
+	return Redirect6Options(src, dst, target, dest, nil, quoted)
+}
+
+// Redirect6Options is Redirect6 with the ND options before (whole options,
+// type, length and data) ahead of the redirected header option: a Target
+// Link-Layer Address option first (TargetLLAOption) is what Linux routers
+// send. A nil quoted leaves the redirected header option out.
+func Redirect6Options(src, dst, target, dest string, before, quoted []byte) []byte {
 	t, d := addr(target).As16(), addr(dest).As16()
 	body := append(t[:], d[:]...)
-	n := 8 + len(quoted)
-	for n%8 != 0 {
-		n++
+	body = append(body, before...)
+	if quoted != nil {
+		n := 8 + len(quoted)
+		for n%8 != 0 {
+			n++
+		}
+		opt := make([]byte, n)
+		opt[0], opt[1] = 4, byte(n/8)
+		copy(opt[8:], quoted)
+		body = append(body, opt...)
 	}
-	opt := make([]byte, n)
-	opt[0], opt[1] = 4, byte(n/8)
-	copy(opt[8:], quoted)
-	body = append(body, opt...)
 	return setHopLimit(ICMP6(src, dst, 137, 0, 0, body), 255)
+}
+
+// TargetLLAOption is an ND Target Link-Layer Address option (type 2,
+// length 1) carrying mac.
+func TargetLLAOption(mac [6]byte) []byte {
+	return append([]byte{2, 1}, mac[:]...)
 }
 
 func setHopLimit(frame []byte, hl uint8) []byte {
