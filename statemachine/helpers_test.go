@@ -62,7 +62,7 @@ const (
 // on a miss, deleted on Kill, recreated on Reopen. It counts INVALIDs like
 // the packetdrill scripts' "--ctstate INVALID" rule counters.
 type tracker struct {
-	t        *testing.T
+	t        testing.TB // a test or a benchmark
 	cfg      Config
 	c        Conn
 	exists   bool
@@ -72,7 +72,7 @@ type tracker struct {
 	last     Result
 }
 
-func newTracker(t *testing.T) *tracker {
+func newTracker(t testing.TB) *tracker {
 	return &tracker{t: t, cfg: DefaultConfig(), now: 1000 * sec}
 }
 

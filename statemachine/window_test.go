@@ -324,8 +324,7 @@ func TestUpdateEstablishedAllocs(t *testing.T) {
 }
 
 func BenchmarkUpdateEstablished(b *testing.B) {
-	tr := &tracker{cfg: DefaultConfig(), now: 1000 * sec}
-	tr.t = &testing.T{}
+	tr := newTracker(b)
 	tr.handshake(1000, 500000, 7, 7)
 	pd := seg{flags: fPA, seq: 1001, ack: 500001, win: 1024, wscale: -1, len: 1400}.packet()
 	pa := seg{flags: fA, seq: 500001, ack: 1001, win: 1024, wscale: -1}.packet()
