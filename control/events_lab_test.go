@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -205,14 +207,23 @@ func TestLabKernelEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Wait()
-	time.Sleep(200 * time.Millisecond) // conntrack subscribes
+	if !testenv.WaitFor(5*time.Second, func() bool { return netfilterSubscribed(t, l, l.BridgeNS) }) {
+		t.Logf("conntrack -E: no netfilter netlink subscription seen in 5s; going on (a late one costs a retry)")
+	}
 	// The kernel reaps an expired entry in its gc worker, which may sleep
 	// for up to a minute on an idle table; a dump reaps the expired
-	// entries it meets (ctnetlink_dump_table), so list once the TIME_WAIT
-	// timeout has passed.
+	// entries it meets (ctnetlink_dump_table), so list every half second
+	// once the TIME_WAIT timeout (2 s) can have passed, until the events
+	// are collected.
 	reap := func() {
-		time.Sleep(2500 * time.Millisecond)
-		l.Run(ctx, l.BridgeNS, "conntrack", "-L")
+		for wait := 2500 * time.Millisecond; ; wait = 500 * time.Millisecond {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			l.Run(ctx, l.BridgeNS, "conntrack", "-L")
+		}
 	}
 	got := conversationEvents(t, l, eventLines(out), reap)
 	cancel()
@@ -272,4 +283,27 @@ func TestLabEvents(t *testing.T) {
 			}
 		}
 	}
+}
+
+// netfilterSubscribed reports whether a netlink socket in ns listens to
+// netfilter multicast groups (/proc/net/netlink: protocol 12,
+// NETLINK_NETFILTER, with groups): `conntrack -E` has subscribed.
+func netfilterSubscribed(t *testing.T, l *lab.Lab, ns string) bool {
+	var b []byte
+	err := l.Do(ns, func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/netlink")
+		return
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for _, line := range lines[1:] {
+		// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[1] == "12" && strings.Trim(f[3], "0") != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -212,41 +213,67 @@ func TestLabControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		// Quiet link: the counters published every 50 ms settle.
-		time.Sleep(300 * time.Millisecond)
-		st := dp.Stats()
-		// The per-worker line carries the worker's pipeline counters.
-		if len(st.Workers) != 1 {
-			t.Errorf("DatapathStats.Workers: got %d, want 1", len(st.Workers))
-		} else if lines, _, err := call(t, path, Request{Op: OpStats}); err != nil || len(lines) != 2 {
-			t.Errorf("stats: got %q, %v", lines, err)
-		} else {
-			w0 := st.Workers[0]
-			want := fmt.Sprintf("invalid=%d ignore=%d ", w0.Invalid, w0.Ignore)
-			if !strings.Contains(lines[0], want) || !strings.Contains(lines[0], fmt.Sprintf("icmp_error=%d ", w0.ICMPError)) {
-				t.Errorf("cpu=0 line: got %q, want %q and icmp_error=%d", lines[0], want, w0.ICMPError)
+		// The workers publish their counters about every 50 ms: wait until
+		// the published ones cover the connection's frames (8 each way at
+		// least) and dp.Stats(), the stats line and the scrape say the
+		// same, then report what differs.
+		scrape := func() string {
+			resp, err := http.Get("http://" + m.Addr() + "/metrics")
+			if err != nil {
+				return "scrape: " + err.Error()
 			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return string(body)
 		}
-		resp, err := http.Get("http://" + m.Addr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		var st bridge.DatapathStats
+		var diffs []string
+		testenv.WaitFor(5*time.Second, func() bool {
+			st = dp.Stats()
+			lines, _, err := call(t, path, Request{Op: OpStats})
+			diffs = statsMismatches(st, lines, err, scrape())
+			return len(diffs) == 0 && st.Total(bridge.PortA).Forwarded >= 8 && st.Total(bridge.PortB).Forwarded >= 8
+		})
+		for _, d := range diffs {
+			t.Error(d)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 			tot := st.Total(p)
-			for _, kv := range []struct {
-				name string
-				v    uint64
-			}{{"rx_packets_total", tot.RX}, {"forwarded_packets_total", tot.Forwarded}, {"rx_bytes_total", tot.RXBytes}} {
-				want := fmt.Sprintf("statewire_%s{port=%q,queue=\"0\"} %d\n", kv.name, p.String(), kv.v)
-				if !strings.Contains(string(body), want) {
-					t.Errorf("scrape lacks %q", want)
-				}
-			}
 			if tot.Forwarded < 8 {
 				t.Errorf("port %v forwarded %d frames, want at least 8 (handshakes and echoes)", p, tot.Forwarded)
 			}
 		}
 	})
+}
+
+// statsMismatches compares one reading of the datapath's counters with the
+// stats lines (OpStats: lines, err) and the metrics scrape (body) taken
+// just after it, and returns each difference as a "got, want" message.
+func statsMismatches(st bridge.DatapathStats, lines []string, err error, body string) []string {
+	var out []string
+	if len(st.Workers) != 1 {
+		out = append(out, fmt.Sprintf("DatapathStats.Workers: got %d, want 1", len(st.Workers)))
+	} else if err != nil || len(lines) != 2 {
+		out = append(out, fmt.Sprintf("stats: got %q, %v; want a cpu=0 line and a total line", lines, err))
+	} else {
+		// The per-worker line carries the worker's pipeline counters.
+		w0 := st.Workers[0]
+		want := fmt.Sprintf("invalid=%d ignore=%d ", w0.Invalid, w0.Ignore)
+		if !strings.Contains(lines[0], want) || !strings.Contains(lines[0], fmt.Sprintf("icmp_error=%d ", w0.ICMPError)) {
+			out = append(out, fmt.Sprintf("cpu=0 line: got %q, want %q and icmp_error=%d", lines[0], want, w0.ICMPError))
+		}
+	}
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		tot := st.Total(p)
+		for _, kv := range []struct {
+			name string
+			v    uint64
+		}{{"rx_packets_total", tot.RX}, {"forwarded_packets_total", tot.Forwarded}, {"rx_bytes_total", tot.RXBytes}} {
+			want := fmt.Sprintf("statewire_%s{port=%q,queue=\"0\"} %d\n", kv.name, p.String(), kv.v)
+			if !strings.Contains(body, want) {
+				out = append(out, fmt.Sprintf("scrape lacks %q", want))
+			}
+		}
+	}
+	return out
 }

@@ -93,7 +93,16 @@ func TestPinnedWorkers(t *testing.T) {
 			}
 		}
 		r.Stop(t)
-		time.Sleep(50 * time.Millisecond) // the runtime ends exited locked threads
+		// The runtime ends the threads of goroutines that exited locked
+		// soon after, not at once: wait for them to go.
+		testenv.WaitFor(5*time.Second, func() bool {
+			for _, cpu := range cpus {
+				if threadsPinnedTo(t, strconv.Itoa(cpu)) != 0 {
+					return false
+				}
+			}
+			return true
+		})
 		for _, cpu := range cpus {
 			if n := threadsPinnedTo(t, strconv.Itoa(cpu)); n != 0 {
 				t.Errorf("after Stop: threads pinned to CPU %d got %d, want 0 (no pinned thread back in the pool)", cpu, n)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -439,8 +440,13 @@ func TestGeneratorPacing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(30 * time.Millisecond)
-			c1, _ := d.sink.Count()
+			// The last frames are still crossing the veth when Send
+			// returns: wait until the sink counted them all.
+			var c1 uint64
+			testenv.WaitFor(2*time.Second, func() bool {
+				c1, _ = d.sink.Count()
+				return c1-c0 >= sent
+			})
 			got := float64(sent) / el.Seconds()
 			if got < 0.95*tc.rate || got > 1.05*tc.rate {
 				t.Errorf("offered %.0f pps, want %.0f ± 5%%", got, tc.rate)

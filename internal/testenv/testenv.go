@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // RepoRoot returns the repository's top directory.
@@ -72,4 +73,27 @@ func KernelStates(t testing.TB, variant, capture string) []string {
 		out = append(out, state)
 	}
 	return out
+}
+
+// WaitInterval is how often WaitFor checks its condition.
+const WaitInterval = 10 * time.Millisecond
+
+// WaitFor calls cond every WaitInterval until it returns true or timeout
+// has passed, and reports whether it returned true; cond runs at least
+// once, and once more at the deadline. A test waits with it for the
+// condition it needs (a counter reached, a line printed) instead of
+// sleeping a guessed time, then asserts on what it saw last ("got X,
+// want Y"): WaitFor fails nothing itself.
+func WaitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		time.Sleep(min(WaitInterval, left))
+	}
 }
