@@ -9,6 +9,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -118,14 +119,31 @@ func measure(t *testing.T, l *lab.Lab, d time.Duration) (sentPPS, gotPPS float64
 	t.Helper()
 	frames := floodFrames(t, l)
 	flood(t, l, frames[:64], 200*time.Millisecond) // warm up: ARP-free, but entries and caches
-	time.Sleep(100 * time.Millisecond)
+	before := landed(t, l)
 	sentBefore := e2etest.IfStat(t, l, l.LeftNS, l.LeftIf, "tx_packets")
-	before := e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_packets")
 	flood(t, l, frames, d)
-	time.Sleep(100 * time.Millisecond) // let the last batches land
-	got := e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_packets") - before
+	got := landed(t, l) - before
 	sent := e2etest.IfStat(t, l, l.LeftNS, l.LeftIf, "tx_packets") - sentBefore
 	return float64(sent) / d.Seconds(), float64(got) / d.Seconds()
+}
+
+// landed waits until the right host's rx_packets stops moving (the last
+// batches of a flood have landed: unchanged for 100 ms, up to 3 s) and
+// returns it.
+func landed(t *testing.T, l *lab.Lab) uint64 {
+	t.Helper()
+	prev, changed := uint64(1<<64-1), time.Now()
+	if !testenv.WaitFor(3*time.Second, func() bool {
+		n := e2etest.IfStat(t, l, l.RightNS, l.RightIf, "rx_packets")
+		if n != prev {
+			prev, changed = n, time.Now()
+			return false
+		}
+		return time.Since(changed) >= 100*time.Millisecond
+	}) {
+		t.Logf("right host rx_packets still moving after 3s (now %d)", prev)
+	}
+	return prev
 }
 
 // TestFloodThroughput floods 64-byte UDP frames over 1024 flows through

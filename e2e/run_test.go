@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -35,14 +36,18 @@ func TestRunCommand(t *testing.T) {
 	})
 	t.Run("warns about unserved queues", func(t *testing.T) {
 		l := lab.NewT(t, lab.Options{Queues: 2})
-		var stderr bytes.Buffer
+		var stderr lab.SyncBuffer
 		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "1", "--ring-size", "512",
 			"--control-socket", "none")
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		// The warning comes before the start; Start logs "N workers" once
+		// the workers run (and SIGTERM is handled).
+		if !testenv.WaitFor(15*time.Second, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
+			t.Errorf("statewire run did not start within 15s; stderr:\n%s", stderr.String())
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("statewire run after SIGTERM: %v, want exit 0\nstderr: %s", err, stderr.String())
@@ -61,7 +66,7 @@ func TestRunCommand(t *testing.T) {
 			}
 		}
 		write("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
-		var stderr bytes.Buffer
+		var stderr lab.SyncBuffer
 		cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "2",
 			"--ring-size", "512", "--rules", rulesFile, "--control-socket", filepath.Join(t.TempDir(), "ctl.sock"))
 		cmd.Stderr = &stderr
@@ -79,7 +84,9 @@ func TestRunCommand(t *testing.T) {
 		}
 		write("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -j DROP\nCOMMIT\n")
 		cmd.Process.Signal(syscall.SIGHUP)
-		time.Sleep(300 * time.Millisecond)
+		if !testenv.WaitFor(5*time.Second, func() bool { return strings.Contains(stderr.String(), "SIGHUP: rules reloaded") }) {
+			t.Fatalf("no \"SIGHUP: rules reloaded\" within 5s of SIGHUP; stderr:\n%s", stderr.String())
+		}
 		if ok, out := l.Ping(l.LeftNS, rightIP.String(), 2); ok {
 			t.Errorf("ping after SIGHUP with an ICMP DROP rule got %q, want no reply\nstderr: %s", out, stderr.String())
 		}
@@ -87,7 +94,7 @@ func TestRunCommand(t *testing.T) {
 	for _, cores := range coreCounts {
 		t.Run(map[int]string{1: "cores=1", 2: "cores=2"}[cores], func(t *testing.T) {
 			l := lab.NewT(t, lab.Options{Queues: 2})
-			var stdout, stderr bytes.Buffer
+			var stdout, stderr lab.SyncBuffer
 			sock := filepath.Join(t.TempDir(), "ctl.sock")
 			cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
 				"--cores", map[int]string{1: "1", 2: "2"}[cores], "--queues", "2", "--ring-size", "512",
@@ -124,7 +131,10 @@ func TestRunCommand(t *testing.T) {
 			if !strings.Contains(string(list), "icmp") || !strings.Contains(string(list), "src="+leftIP.String()) {
 				t.Errorf("conntrack -L through the control socket got %q, want the ping's icmp entry", list)
 			}
-			time.Sleep(300 * time.Millisecond) // at least one stats line
+			// At least one stats line ("... pps ... | flows N") before the stop.
+			if !testenv.WaitFor(5*time.Second, func() bool { return strings.Contains(stdout.String(), "| flows ") }) {
+				t.Errorf("no stats line within 5s at --stats-interval 200ms; stdout:\n%s", stdout.String())
+			}
 			cmd.Process.Signal(syscall.SIGINT)
 			select {
 			case err := <-done:

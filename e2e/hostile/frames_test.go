@@ -8,6 +8,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/statemachine"
@@ -50,25 +51,35 @@ func newWire(t *testing.T, o rigOptions) *wire {
 }
 
 // run injects the steps in order and checks which frames arrived. It
-// returns the datapath counters before and after.
+// returns the datapath counters before and after (after: settled, or when
+// busy as they are once the forwarded frames arrived; a busy caller waits
+// for the counts it checks).
 func (w *wire) run(t *testing.T, steps []step) (before, after bridge.DatapathStats) {
 	t.Helper()
 	if w.busy {
 		before = w.r.DP.Stats()
 	} else {
-		before = w.r.settle()
+		before = w.r.settle(t)
 	}
 	sent := 0
 	for i, s := range steps {
 		if i > 0 && steps[i-1].from != s.from {
-			time.Sleep(20 * time.Millisecond) // the other side's frames first
+			// The other side's frames first.
+			w.waitTaken(t, before, steps[:i], sent)
 		}
 		f := injected(s.frame)
 		steps[i].frame = f
 		sent += w.inj[s.from].send([][]byte{f})
 	}
-	after = w.r.settle()
-	time.Sleep(50 * time.Millisecond)
+	if w.busy {
+		w.waitTaken(t, before, steps, sent)
+		after = w.r.DP.Stats()
+	} else {
+		after = w.r.settle(t)
+		// The datapath counted everything; what it forwarded is on the
+		// far veth within moments.
+		w.waitTaken(t, before, steps, sent)
+	}
 	for i, s := range steps {
 		got := w.sniff[1-s.from].arrived(s.frame)
 		if got != s.fwd {
@@ -79,6 +90,39 @@ func (w *wire) run(t *testing.T, steps []step) (before, after bridge.DatapathSta
 		t.Logf("%d of %d frames taken by the kernel", sent, len(steps))
 	}
 	return before, after
+}
+
+// waitTaken waits (up to 5 s) until the datapath has dealt with the steps
+// injected so far: every frame that must pass has reached the far host,
+// and, unless other traffic runs (busy), the published counters account
+// for the sent frames (received, or dropped by the kernel before the
+// ring). It fails nothing: run's checks report what is missing.
+func (w *wire) waitTaken(t *testing.T, before bridge.DatapathStats, steps []step, sent int) {
+	t.Helper()
+	testenv.WaitFor(5*time.Second, func() bool {
+		want := [2]map[string]int{{}, {}}
+		for _, s := range steps {
+			if s.fwd {
+				want[1-s.from][string(s.frame)]++
+			}
+		}
+		for side, m := range want {
+			for f, n := range m {
+				if w.sniff[side].seen([]byte(f)) < n {
+					return false
+				}
+			}
+		}
+		if w.busy {
+			return true
+		}
+		st := w.r.DP.Stats()
+		var got uint64
+		for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+			got += st.Total(p).RX - before.Total(p).RX + st.KernelDrops(p) - before.KernelDrops(p)
+		}
+		return got >= uint64(sent)
+	})
 }
 
 func delta(a, b []uint64, i int) uint64 { return b[i] - a[i] }
@@ -133,7 +177,11 @@ func TestHostileFrames(t *testing.T) {
 
 	t.Run("tcp flags mid-connection", func(t *testing.T) {
 		x := e2etest.StartPacedTransfer(t, w.r.Lab, w.r.Lab.LeftNS, w.r.Lab.RightNS, rIP+":5003", 8<<20, 60*time.Millisecond)
-		time.Sleep(200 * time.Millisecond)
+		// The invalid segments go into an established, assured connection.
+		testenv.WaitFor(5*time.Second, func() bool {
+			e, ok := w.r.entryOf(t, x.Local, x.Remote)
+			return ok && e.Conn.State == statemachine.TCPEstablished && e.Conn.Status&statemachine.StatusAssured != 0
+		})
 		w.busy = true
 		defer func() { w.busy = false }()
 		lp, rp := uint16(x.Local.Port), uint16(x.Remote.Port)
@@ -154,7 +202,13 @@ func TestHostileFrames(t *testing.T) {
 			t.Errorf("the transfer finished before the invalid segments were checked; lengthen it")
 		}
 		e, ok := w.r.entryOf(t, x.Local, x.Remote)
-		a := w.r.DP.Stats()
+		// The transfer keeps the counters moving: wait for the published
+		// ones to count the injected segments.
+		var a bridge.DatapathStats
+		testenv.WaitFor(5*time.Second, func() bool {
+			a = w.r.DP.Stats()
+			return delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags)) >= want
+		})
 		if got := delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags)); got != want {
 			t.Errorf("invalid %s: got %d, want %d", statemachine.ReasonTCPFlags, got, want)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -56,22 +57,25 @@ func newRig(t *testing.T, o rigOptions) *rig {
 }
 
 // settle waits until the workers have published counters covering
-// everything sent so far (they publish about every 50 ms) and returns them.
-func (r *rig) settle() bridge.DatapathStats {
+// everything sent so far (they publish about every 50 ms: the RX counters
+// unchanged for 180 ms, as an idle worker may publish late) and returns
+// them. It fails t if they still move after 5 s: the link is not quiet,
+// and exact counts taken from them would be wrong.
+func (r *rig) settle(t *testing.T) bridge.DatapathStats {
+	t.Helper()
 	var last bridge.DatapathStats
-	prev, stable := uint64(1<<64-1), 0
-	for range 60 {
-		time.Sleep(60 * time.Millisecond)
+	prev, changed := uint64(1<<64-1), time.Now()
+	ok := testenv.WaitFor(5*time.Second, func() bool {
 		last = r.DP.Stats()
 		n := last.Total(bridge.PortA).RX + last.Total(bridge.PortB).RX
 		if n != prev {
-			prev, stable = n, 0
-			continue
+			prev, changed = n, time.Now()
+			return false
 		}
-		// Three equal reads: an idle worker may publish late.
-		if stable++; stable == 3 {
-			break
-		}
+		return time.Since(changed) >= 180*time.Millisecond
+	})
+	if !ok {
+		t.Errorf("datapath RX counters still moving after 5s (now %d): want a quiet link before counting", prev)
 	}
 	return last
 }
@@ -189,6 +193,14 @@ func (s *sniffer) close() {
 		time.Sleep(150 * time.Millisecond) // the reader's timeout
 		unix.Close(s.fd)
 	}
+}
+
+// seen returns how many times frame was seen (and not yet forgotten by
+// arrived).
+func (s *sniffer) seen(frame []byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got[string(frame)]
 }
 
 // arrived reports whether frame was seen, and forgets it.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
@@ -57,7 +58,15 @@ func TestSYNFlood(t *testing.T) {
 			for i, a := range []string{"198.18.0.2:5001", "198.18.0.2:5002"} {
 				xfers = append(xfers, e2etest.StartPacedTransfer(t, l, l.LeftNS, l.RightNS, a, size+i*(1<<20), 60*time.Millisecond))
 			}
-			time.Sleep(300 * time.Millisecond)
+			// Both connections established and assured before the flood.
+			testenv.WaitFor(5*time.Second, func() bool {
+				for _, x := range xfers {
+					if e, ok := r.entryOf(t, x.Local, x.Remote); !ok || e.Conn.Status&statemachine.StatusAssured == 0 {
+						return false
+					}
+				}
+				return true
+			})
 			for i, x := range xfers {
 				e, ok := r.entryOf(t, x.Local, x.Remote)
 				if !ok || e.Conn.Status&statemachine.StatusAssured == 0 {
@@ -116,7 +125,7 @@ func TestSYNFlood(t *testing.T) {
 					t.Errorf("transfer %d (%d bytes) during the flood: %v", i, x.Size, err)
 				}
 			}
-			after := r.settle()
+			after := r.settle(t)
 			tb := r.DP.Table().Stats()
 			maxLen = max(maxLen, int(tb.Count))
 
