@@ -132,12 +132,13 @@ type sniffer struct {
 	fd   int
 	mu   sync.Mutex
 	got  map[string]int // frame bytes -> times seen
-	done chan struct{}
+	done chan struct{}  // closed to stop run
+	ran  chan struct{}  // closed when run has returned
 }
 
 func newSniffer(t *testing.T, l *lab.Lab, ns, ifc string) *sniffer {
 	t.Helper()
-	s := &sniffer{got: map[string]int{}, done: make(chan struct{})}
+	s := &sniffer{got: map[string]int{}, done: make(chan struct{}), ran: make(chan struct{})}
 	err := l.Do(ns, func() error {
 		i, err := net.InterfaceByName(ifc)
 		if err != nil {
@@ -163,6 +164,7 @@ func newSniffer(t *testing.T, l *lab.Lab, ns, ifc string) *sniffer {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (s *sniffer) run() {
+	defer close(s.ran)
 	buf := make([]byte, 1<<16)
 	for {
 		select {
@@ -190,7 +192,7 @@ func (s *sniffer) close() {
 	case <-s.done:
 	default:
 		close(s.done)
-		time.Sleep(150 * time.Millisecond) // the reader's timeout
+		<-s.ran // within the reader's 100 ms timeout
 		unix.Close(s.fd)
 	}
 }
