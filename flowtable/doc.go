@@ -31,7 +31,9 @@
 //
 // A remove hook (SetRemoveHook, for conntrack -E [DESTROY] events) runs on
 // the owner inside whichever call removes the entry; it is nil, and costs
-// one branch per removal, while nobody listens.
+// one branch per removal, while nobody listens. An expiry hook
+// (SetExpiryHook, for entries offered to the XDP fast path) is asked for
+// the live Expires of an offloaded entry before any expiry removes it.
 //
 // Table.HashKey, Table.ShardFor, Table.Config and everything on
 // Expectations are safe from any goroutine. Expectations are shared by all

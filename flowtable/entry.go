@@ -7,8 +7,9 @@ import (
 
 // Entry flag bits (Entry.flags).
 const (
-	flagUsed    uint8 = 1 << iota // the slot holds a live entry
-	flagSwapped                   // the original direction runs from (B, PortB) to (A, PortA)
+	flagUsed      uint8 = 1 << iota // the slot holds a live entry
+	flagSwapped                     // the original direction runs from (B, PortB) to (A, PortA)
+	flagOffloaded                   // the entry is offered to the XDP fast path (package offload)
 )
 
 // Entry is one tracked connection. Entries live in a shard's preallocated
@@ -106,6 +107,21 @@ func (e *Entry) dir(fromA bool) statemachine.Dir {
 		return statemachine.Original
 	}
 	return statemachine.Reply
+}
+
+// Offloaded reports whether the entry is offered to the XDP fast path:
+// its window state, Expires and counters live in the fast-path map until
+// the owner takes it back (SetOffloaded(false)). Owner only.
+func (e *Entry) Offloaded() bool { return e.flags&flagOffloaded != 0 }
+
+// SetOffloaded marks the entry offered to the fast path (on) or taken back
+// (off). Owner only; Insert clears the mark.
+func (e *Entry) SetOffloaded(on bool) {
+	if on {
+		e.flags |= flagOffloaded
+	} else {
+		e.flags &^= flagOffloaded
+	}
 }
 
 // CachedVerdict returns the verdict cached for direction d under rule-set

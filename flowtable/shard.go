@@ -83,6 +83,12 @@ type Shard struct {
 	// branch per removal.
 	onRemove func(s *Shard, e *Entry)
 
+	// onExpiry, when set, is asked for the current Expires of an
+	// offloaded entry (Entry.Offloaded) whose own Expires has passed,
+	// before lazy expiry, early drop or the sweep removes it: the fast
+	// path keeps the live value.
+	onExpiry func(e *Entry, now int64) int64
+
 	// links records which entries are children of which master, for the
 	// use= of listings (use.go). Owner only, but links.n, which other
 	// goroutines read to skip shards without children.
@@ -203,7 +209,7 @@ func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
 	for i != 0 {
 		e := &s.entries[i-1]
 		if keyEqual(&e.key, k) {
-			if e.Conn.Expires <= now {
+			if s.expired(e, now) {
 				s.remove(i-1, b)
 				s.stats.Expired++
 				return nil
@@ -213,6 +219,21 @@ func (s *Shard) walk(i uint32, k *Key, b uint32, now int64) *Entry {
 		i = e.next
 	}
 	return nil
+}
+
+// expired reports whether e's timeout has passed at now. For an offloaded
+// entry whose Expires has passed it first refreshes Expires through the
+// expiry hook (the fast path's value), so a flow the fast path keeps alive
+// is not removed on the table's stale time.
+func (s *Shard) expired(e *Entry, now int64) bool {
+	if e.Conn.Expires > now {
+		return false
+	}
+	if e.flags&flagOffloaded != 0 && s.onExpiry != nil {
+		e.Conn.Expires = s.onExpiry(e, now)
+		return e.Conn.Expires <= now
+	}
+	return true
 }
 
 // Insert creates the entry for key k (hash = Table.HashKey(k)) whose
@@ -230,7 +251,7 @@ func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, Insert
 		e := &s.entries[i-1]
 		next := e.next
 		if keyEqual(&e.key, k) {
-			if e.Conn.Expires > now {
+			if !s.expired(e, now) {
 				s.stats.InsertFailed++
 				return e, InsertExists
 			}
@@ -281,7 +302,7 @@ func (s *Shard) earlyDrop(b uint32, now int64) bool {
 			e := &s.entries[i-1]
 			next := e.next
 			switch {
-			case e.Conn.Expires <= now:
+			case s.expired(e, now):
 				s.remove(i-1, bi)
 				s.stats.Expired++
 				removed = true
@@ -352,7 +373,7 @@ func (s *Shard) Expire(now int64, budget int) int {
 			continue
 		}
 		switch {
-		case e.Conn.Expires <= now:
+		case s.expired(e, now):
 			s.stats.Expired++
 		case s.max95 > 0 && s.count >= s.max95 && canEarlyDrop(e):
 			s.stats.EarlyDrop++
@@ -370,6 +391,14 @@ func (s *Shard) Expire(now int64, budget int) int {
 // before the slot is freed, on the owner goroutine; nil removes the hook.
 // fn must not insert or delete entries. Owner only.
 func (s *Shard) SetRemoveHook(fn func(s *Shard, e *Entry)) { s.onRemove = fn }
+
+// SetExpiryHook makes the shard call fn for an offloaded entry
+// (Entry.Offloaded) whose Expires has passed, before lazy expiry, early
+// drop or the sweep would remove it; fn returns the entry's current
+// Expires (the fast path's), which the shard stores, and the entry is
+// removed only if that has passed too. fn must not insert or delete
+// entries. nil removes the hook. Owner only.
+func (s *Shard) SetExpiryHook(fn func(e *Entry, now int64) (expires int64)) { s.onExpiry = fn }
 
 // Snapshot copies live entry e of this shard into out (with its Ref), as
 // Table.Snapshot does for other goroutines. Owner only.
