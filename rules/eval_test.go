@@ -347,6 +347,12 @@ COMMIT
 	if got := pol.Raw(udpPkt("1.1.1.1", "2.2.2.2", 1, 2), portA); got.Drop {
 		t.Errorf("raw ACCEPT: got %+v, want no drop", got)
 	}
+	if pol.RawTrivial(4) {
+		t.Errorf("RawTrivial(4) with raw rules: got true")
+	}
+	if !pol.RawTrivial(6) || !Empty().RawTrivial(4) || !Empty().RawTrivial(6) || Empty().RawTrivial(0) {
+		t.Errorf("RawTrivial: want true for a family without raw rules, false for a non-IP version")
+	}
 }
 
 func TestEmpty(t *testing.T) {
