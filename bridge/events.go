@@ -171,11 +171,21 @@ func (pl *Pipeline) WatchEvents(now int64) {
 		if es.ring == nil {
 			es.ring = ev.ring(pl.shard.ID())
 			if es.ring != nil {
-				pl.shard.SetRemoveHook(es.hook)
+				pl.syncRemoveHook()
 			}
 		}
 	} else if es.ring != nil {
 		es.ring = nil
+		pl.syncRemoveHook()
+	}
+}
+
+// syncRemoveHook hooks the shard's removals while someone listens for
+// events or a fast path holds offered entries, and unhooks it otherwise.
+func (pl *Pipeline) syncRemoveHook() {
+	if pl.ev.ring != nil || pl.fast.fp != nil {
+		pl.shard.SetRemoveHook(pl.ev.hook)
+	} else {
 		pl.shard.SetRemoveHook(nil)
 	}
 }
@@ -191,8 +201,13 @@ func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
 	}
 }
 
-// onRemove is the shard's remove hook while someone listens.
+// onRemove is the shard's remove hook while someone listens or a fast
+// path is set: an offered entry is taken back first (its map entry goes,
+// and the [DESTROY] event shows the state the fast path left).
 func (pl *Pipeline) onRemove(_ *flowtable.Shard, e *flowtable.Entry) {
+	if e.Offloaded() {
+		pl.takeBack(e, TakeBackRemove)
+	}
 	if pl.ev.ring != nil {
 		pl.emit(EventDestroy, e, true)
 	}

@@ -86,6 +86,7 @@ type Pipeline struct {
 	batch       *batchState
 	ev          eventState
 	invLog      rateLimit // nf_conntrack_log_invalid
+	fast        fastState // the XDP fast path, when set (SetFastPath)
 }
 
 // NewPipeline returns the pipeline of shard i of t. Beside the table's
@@ -117,6 +118,9 @@ func (pl *Pipeline) Packet() *packet.Packet { return &pl.pkt }
 func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Result {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()
+	if pl.fast.fp != nil {
+		pl.fastSettings(s)
+	}
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
 	var r Result
@@ -245,6 +249,9 @@ type batchState struct {
 func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Result) {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()
+	if pl.fast.fp != nil {
+		pl.fastSettings(s)
+	}
 	b := pl.batch
 	if b == nil {
 		b = new(batchState)
@@ -377,6 +384,11 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		e = pl.shard.Lookup(fh.key, fh.hash, now)
 	}
 	if e != nil {
+		if e.Offloaded() {
+			// Judge it on the state the fast path left, not on the
+			// table's stale copy.
+			pl.takeBack(e, TakeBackSlowPath)
+		}
 		r.Tracked = true
 		r.Dir = e.DirOf(p)
 		oldState, oldStatus := e.Conn.State, e.Conn.Status
@@ -388,6 +400,9 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 				pl.inspect(e, frame, p, now, r)
 				if pl.ev.ring != nil && (e.Conn.State != oldState || e.Conn.Status != oldStatus) {
 					pl.emit(EventUpdate, e, e.Conn.State != oldState)
+				}
+				if pl.fast.fp != nil && r.Verdict == Accept {
+					pl.maybeOffer(s, e, now)
 				}
 			}
 			return

@@ -16,15 +16,16 @@ type Stats struct {
 	States           [numStateIndexes]uint64 // by user-land state (see StateNames)
 	Parse            [packet.NumReasons]uint64
 	InvalidBy        [statemachine.NumInvalidReasons]uint64
-	Invalid          uint64 // kernel "invalid": packets with no usable tuple or rejected by the tracker
-	Ignore           uint64 // kernel "ignore": accepted with no state change
-	ICMPError        uint64 // kernel "icmp_error": ICMP errors examined
-	ExpectNew        uint64 // kernel "expect_new": connections created from an expectation
-	ExpectCreate     uint64 // kernel "expect_create": expectations added by helpers
-	ExpectFailed     uint64 // expectations a helper found that the table refused (full or clash)
-	VerdictCacheHits uint64 // verdicts served from the flow entry without walking the rules
-	FragCached       uint64 // later fragments given their first fragment's verdict
-	FragUnknown      uint64 // later fragments whose first fragment was not seen
+	Invalid          uint64        // kernel "invalid": packets with no usable tuple or rejected by the tracker
+	Ignore           uint64        // kernel "ignore": accepted with no state change
+	ICMPError        uint64        // kernel "icmp_error": ICMP errors examined
+	ExpectNew        uint64        // kernel "expect_new": connections created from an expectation
+	ExpectCreate     uint64        // kernel "expect_create": expectations added by helpers
+	ExpectFailed     uint64        // expectations a helper found that the table refused (full or clash)
+	VerdictCacheHits uint64        // verdicts served from the flow entry without walking the rules
+	FragCached       uint64        // later fragments given their first fragment's verdict
+	FragUnknown      uint64        // later fragments whose first fragment was not seen
+	Fast             FastPathStats // flows offered to and taken back from the XDP fast path
 }
 
 // state indexes: 0 none (non-IP, malformed), then one per CtState bit.
@@ -68,6 +69,7 @@ func (s *Stats) Add(o *Stats) {
 	s.VerdictCacheHits += o.VerdictCacheHits
 	s.FragCached += o.FragCached
 	s.FragUnknown += o.FragUnknown
+	s.Fast.add(&o.Fast)
 }
 
 // Dropped returns the total of all drop reasons.

@@ -1,0 +1,195 @@
+package bridge
+
+import (
+	"errors"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// FastPath is the XDP fast path a Pipeline offers flows to
+// (*offload.Program; DESIGN.md "Two levels"). Offer, TakeBack and Peek
+// have offload.Program's contracts.
+type FastPath interface {
+	Offer(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig) error
+	TakeBack(e *flowtable.Entry) (ok bool, err error)
+	Peek(e *flowtable.Entry, u *offload.Usage) (ok bool, err error)
+}
+
+// TakeBackReason says why a pipeline took a flow back from the fast path.
+type TakeBackReason uint8
+
+const (
+	// TakeBackSlowPath: a packet of the flow came up the slow path (the
+	// fast path punted it: a state change, a window failure...).
+	TakeBackSlowPath TakeBackReason = iota
+	// TakeBackRemove: the entry was removed (expiry, early drop,
+	// conntrack -D/-F, a reopening SYN).
+	TakeBackRemove
+	// TakeBackSettings: new Settings were published (rules reload,
+	// sysctl); the flow is offered again under them by its next packet.
+	TakeBackSettings
+	NumTakeBackReasons
+)
+
+// TakeBackNames names the entries of FastPathStats.TakenBack.
+var TakeBackNames = [NumTakeBackReasons]string{"slow-path", "remove", "settings"}
+
+// FastPathStats are a pipeline's fast-path counters.
+type FastPathStats struct {
+	Offered   uint64                     // flows put into the fast path
+	Refused   uint64                     // offers the fast path refused (map full, or an error)
+	TakenBack [NumTakeBackReasons]uint64 // flows taken back, by reason
+	Errors    uint64                     // TakeBack or Peek failures (the flow is treated as taken back)
+}
+
+func (s *FastPathStats) add(o *FastPathStats) {
+	s.Offered += o.Offered
+	s.Refused += o.Refused
+	for i := range s.TakenBack {
+		s.TakenBack[i] += o.TakenBack[i]
+	}
+	s.Errors += o.Errors
+}
+
+// offerBackoff is how long a pipeline stops offering after the fast path
+// said its map is full (each refused offer is a system call).
+const offerBackoff = int64(100 * 1e6)
+
+// fastState is a pipeline's fast-path side.
+type fastState struct {
+	fp       FastPath
+	settings *Settings // the settings the offered flows were offered under
+	offered  int       // entries of the shard marked offloaded
+	fullTill int64     // no offers before this time (map full)
+	usage    offload.Usage
+}
+
+// SetFastPath makes the pipeline offer eligible flows to fp (nil: no fast
+// path, the default). Owner only, before the first packet.
+func (pl *Pipeline) SetFastPath(fp FastPath) {
+	pl.fast.fp = fp
+	if fp != nil {
+		pl.shard.SetExpiryHook(pl.fastExpires)
+	} else {
+		pl.shard.SetExpiryHook(nil)
+	}
+	pl.syncRemoveHook()
+}
+
+// FastPath returns the fast path set by SetFastPath, or nil.
+func (pl *Pipeline) FastPath() FastPath { return pl.fast.fp }
+
+// fastSettings takes back every offered flow when s is not the Settings
+// they were offered under (a rules reload or a sysctl change may change
+// their verdicts, timeouts or window tracking).
+func (pl *Pipeline) fastSettings(s *Settings) {
+	f := &pl.fast
+	if f.settings == s {
+		return
+	}
+	f.settings = s
+	if f.offered == 0 {
+		return
+	}
+	pl.shard.Range(func(e *flowtable.Entry) bool {
+		if e.Offloaded() {
+			pl.takeBack(e, TakeBackSettings)
+		}
+		return f.offered > 0
+	})
+}
+
+// takeBack takes offered entry e back from the fast path.
+func (pl *Pipeline) takeBack(e *flowtable.Entry, why TakeBackReason) {
+	f := &pl.fast
+	e.SetOffloaded(false)
+	f.offered--
+	if x := pl.own(e); x == nil {
+		pl.stats.Fast.Errors++
+	} else if _, err := f.fp.TakeBack(x); err != nil {
+		pl.stats.Fast.Errors++
+	}
+	pl.stats.Fast.TakenBack[why]++
+}
+
+// own returns e, a live entry of the pipeline's shard, as the shard hands
+// it out. Passing e itself to the FastPath interface would make the
+// compiler move every key a lookup of e was made with to the heap (the
+// analysis cannot tell an entry from the key it was found with): one
+// allocation per packet in Process.
+func (pl *Pipeline) own(e *flowtable.Entry) *flowtable.Entry {
+	return pl.shard.Resolve(pl.shard.Ref(e))
+}
+
+// fastExpires is the shard's expiry hook: the live Expires of an offered
+// entry, from the fast path.
+func (pl *Pipeline) fastExpires(e *flowtable.Entry, now int64) int64 {
+	f := &pl.fast
+	x := pl.own(e)
+	if x == nil {
+		return e.Conn.Expires
+	}
+	ok, err := f.fp.Peek(x, &f.usage)
+	if err != nil || !ok {
+		if err != nil {
+			pl.stats.Fast.Errors++
+		}
+		return e.Conn.Expires
+	}
+	return f.usage.Expires
+}
+
+// maybeOffer offers e, whose packet the pipeline just accepted, to the
+// fast path when the fast path can judge its packets exactly as the
+// pipeline would: offload.Eligible, the verdicts cached under the current
+// rule generation, nothing in the raw table for the family (no raw DROP,
+// NOTRACK or helper can depend on the packet), no helper.
+func (pl *Pipeline) maybeOffer(s *Settings, e *flowtable.Entry, now int64) {
+	f := &pl.fast
+	if e.Offloaded() || now < f.fullTill || e.Helper != 0 || !offload.Eligible(e) {
+		return
+	}
+	k := e.Key()
+	if !s.Rules.RawTrivial(k.L3) {
+		return
+	}
+	gen := s.Rules.Generation()
+	var vs [2]uint8
+	any := false
+	for d := range vs {
+		if v, ok := e.CachedVerdict(statemachine.Dir(d), gen); ok && v&1 != 0 {
+			vs[d], any = v, true
+		}
+	}
+	if !any {
+		return
+	}
+	x := pl.own(e)
+	if x == nil {
+		return
+	}
+	err := f.fp.Offer(x, vs, offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: s.VerifyChecksum})
+	if err != nil {
+		pl.stats.Fast.Refused++
+		if errors.Is(err, offload.ErrFull) {
+			f.fullTill = now + offerBackoff
+		}
+		return
+	}
+	e.SetOffloaded(true)
+	f.offered++
+	pl.stats.Fast.Offered++
+}
+
+// SyncFastPath takes back every offered flow when new Settings were
+// published since they were offered. Process and ProcessBatch do it on
+// their own; the datapath worker also calls it once per loop, so that a
+// rules reload reaches flows whose packets all go by the fast path (none
+// comes up the slow path to notice). Owner only.
+func (pl *Pipeline) SyncFastPath() {
+	if pl.fast.fp != nil {
+		pl.fastSettings(pl.ctl.Load())
+	}
+}

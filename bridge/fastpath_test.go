@@ -1,0 +1,190 @@
+package bridge
+
+import (
+	"testing"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
+	"github.com/statewire/statewire/packet"
+	pt "github.com/statewire/statewire/packet/packettest"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// fakeFast is a FastPath that records offers; TakeBack and Peek report
+// the Expires set in live (the fast path's view) when there is one.
+type fakeFast struct {
+	offered  map[flowtable.Key][2]uint8
+	live     map[flowtable.Key]int64
+	full     bool
+	takeBack int
+}
+
+func newFakeFast() *fakeFast {
+	return &fakeFast{offered: map[flowtable.Key][2]uint8{}, live: map[flowtable.Key]int64{}}
+}
+
+func (f *fakeFast) Offer(e *flowtable.Entry, vs [2]uint8, oc offload.OfferConfig) error {
+	if f.full {
+		return offload.ErrFull
+	}
+	if _, ok := f.offered[e.Key()]; ok {
+		return offload.ErrOffered
+	}
+	f.offered[e.Key()] = vs
+	return nil
+}
+
+func (f *fakeFast) TakeBack(e *flowtable.Entry) (bool, error) {
+	k := e.Key()
+	if _, ok := f.offered[k]; !ok {
+		return false, nil
+	}
+	delete(f.offered, k)
+	f.takeBack++
+	if x, ok := f.live[k]; ok {
+		e.Conn.Expires = x
+	}
+	return true, nil
+}
+
+func (f *fakeFast) Peek(e *flowtable.Entry, u *offload.Usage) (bool, error) {
+	k := e.Key()
+	if _, ok := f.offered[k]; !ok {
+		return false, nil
+	}
+	u.Expires = e.Conn.Expires
+	if x, ok := f.live[k]; ok {
+		u.Expires = x
+	}
+	return true, nil
+}
+
+// TestFastPathOffers: an ESTABLISHED, ASSURED TCP flow is offered after
+// an accepted packet with its cached verdicts, taken back before the
+// pipeline judges its next packet (and offered again after it), taken
+// back by a FIN for good, by a settings change, and by its removal.
+func TestFastPathOffers(t *testing.T) {
+	pl := newTestPipeline(t, nil, 1024)
+	fp := newFakeFast()
+	pl.SetFastPath(fp)
+	c, s := "198.18.0.1", "198.18.0.2"
+	syn := pt.TCP4(c, s, 1031, 22, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1000, Window: 64240, MSS: 1460})
+	synack := pt.TCP4(s, c, 22, 1031, pt.TCPFields{Flags: packet.TCPSyn | packet.TCPAck, Seq: 5000, Ack: 1001, Window: 65160, MSS: 1460})
+	ack := pt.TCP4(c, s, 1031, 22, pt.TCPFields{Flags: packet.TCPAck, Seq: 1001, Ack: 5001, Window: 502})
+	ack2 := pt.TCP4(s, c, 22, 1031, pt.TCPFields{Flags: packet.TCPAck, Seq: 5001, Ack: 1001, Window: 509})
+	fin := pt.TCP4(c, s, 1031, 22, pt.TCPFields{Flags: packet.TCPFin | packet.TCPAck, Seq: 1001, Ack: 5001, Window: 502})
+	est := statemachine.StateEstablished
+	runSteps(t, pl, []step{
+		{"syn", syn, PortA, 0, statemachine.StateNew, statemachine.TCPSynSent, Accept, DropNone},
+		{"synack", synack, PortB, 0, est, statemachine.TCPSynRecv, Accept, DropNone},
+	})
+	if len(fp.offered) != 0 {
+		t.Fatalf("offered before ESTABLISHED")
+	}
+	runSteps(t, pl, []step{{"ack", ack, PortA, 0, est, statemachine.TCPEstablished, Accept, DropNone}})
+	var e *flowtable.Entry
+	pl.Shard().Range(func(x *flowtable.Entry) bool { e = x; return false })
+	k := e.Key()
+	vs, ok := fp.offered[k]
+	if !ok || !e.Offloaded() {
+		t.Fatalf("ESTABLISHED ASSURED flow with a cached ACCEPT not offered (offered %v, flag %v)", ok, e.Offloaded())
+	}
+	// Both directions' ESTABLISHED verdicts were cached (SYN/ACK, ACK),
+	// with the ports they came in on.
+	if vs[statemachine.Original]&1 == 0 || vs[statemachine.Reply]&1 == 0 || vs[statemachine.Original]&(1<<6) != 0 || vs[statemachine.Reply]&(1<<6) == 0 {
+		t.Fatalf("verdicts %#x: want ACCEPT ESTABLISHED from port A (original) and port B (reply)", vs)
+	}
+	// The next packet comes up the slow path: taken back, judged, offered again.
+	fp.live[k] = e.Conn.Expires + 7*sec
+	runSteps(t, pl, []step{{"ack2", ack2, PortB, 1, est, statemachine.TCPEstablished, Accept, DropNone}})
+	if fp.takeBack != 1 || pl.Stats().Fast.TakenBack[TakeBackSlowPath] != 1 || pl.Stats().Fast.Offered != 2 {
+		t.Fatalf("after ack2: take-backs %d, stats %+v", fp.takeBack, pl.Stats().Fast)
+	}
+	if vs := fp.offered[k]; vs[0] == 0 || vs[1] == 0 {
+		t.Fatalf("re-offer: verdicts %#x, want both directions", vs)
+	}
+	delete(fp.live, k)
+
+	// Expiry: the table's Expires is stale; the fast path's is asked.
+	e.Conn.Expires = 150 * sec
+	fp.live[k] = 500 * sec
+	if pl.Shard().Lookup(&k, pl.table.HashKey(&k), 200*sec) != e || e.Conn.Expires != 500*sec {
+		t.Fatalf("lazy expiry removed an offered flow the fast path keeps alive (Expires %d)", e.Conn.Expires)
+	}
+	delete(fp.live, k)
+
+	// A settings change takes it back; its next packet offers it again.
+	s2 := *pl.ctl.Load()
+	pl.ctl.Store(&s2)
+	pl.SyncFastPath()
+	if e.Offloaded() || len(fp.offered) != 0 || pl.Stats().Fast.TakenBack[TakeBackSettings] != 1 {
+		t.Fatalf("settings change: offloaded %v, map %d, stats %+v", e.Offloaded(), len(fp.offered), pl.Stats().Fast)
+	}
+	runSteps(t, pl, []step{{"ack2 again", ack2, PortB, 2, est, statemachine.TCPEstablished, Accept, DropNone}})
+	if !e.Offloaded() {
+		t.Fatalf("not offered again after the settings change")
+	}
+
+	// A FIN: taken back, and FIN_WAIT is not eligible.
+	runSteps(t, pl, []step{{"fin", fin, PortA, 3, est, statemachine.TCPFinWait, Accept, DropNone}})
+	if e.Offloaded() || len(fp.offered) != 0 {
+		t.Fatalf("FIN_WAIT flow still offered")
+	}
+
+	// Removal takes an offered entry back (here: a UDP flow, deleted).
+	q := pt.UDP4(c, s, 40000, 53, []byte("q"))
+	a := pt.UDP4(s, c, 53, 40000, []byte("a"))
+	runSteps(t, pl, []step{
+		{"q", q, PortA, 4, statemachine.StateNew, 0, Accept, DropNone},
+		{"a", a, PortB, 4, est, 0, Accept, DropNone},
+		{"q2", q, PortA, 4, est, 0, Accept, DropNone},
+	})
+	uk, _ := flowtable.KeyOf(mustParse(t, q))
+	ue := pl.Shard().Lookup(&uk, pl.table.HashKey(&uk), 104*sec)
+	if ue == nil || !ue.Offloaded() {
+		t.Fatalf("UDP flow with cached verdicts not offered")
+	}
+	before := pl.Stats().Fast.TakenBack[TakeBackRemove]
+	pl.Shard().Delete(ue)
+	if _, ok := fp.offered[uk]; ok || pl.Stats().Fast.TakenBack[TakeBackRemove] != before+1 {
+		t.Fatalf("deleted entry left in the fast path")
+	}
+
+	// A full map is counted, not fatal, and backs off.
+	fp.full = true
+	runSteps(t, pl, []step{
+		{"q again", q, PortA, 5, statemachine.StateNew, 0, Accept, DropNone},
+		{"a again", a, PortB, 5, est, 0, Accept, DropNone},
+		{"q2 again", q, PortA, 5, est, 0, Accept, DropNone},
+	})
+	if pl.Stats().Fast.Refused != 1 {
+		t.Fatalf("refusals %d, want 1 (then back off)", pl.Stats().Fast.Refused)
+	}
+}
+
+// TestFastPathNotWithRaw: nothing is offered while the raw table can act
+// on the flow's family.
+func TestFastPathNotWithRaw(t *testing.T) {
+	s := DefaultSettings()
+	s.Rules = loadRules(t, "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 9 -j DROP\nCOMMIT\n")
+	pl := newTestPipeline(t, s, 64)
+	fp := newFakeFast()
+	pl.SetFastPath(fp)
+	q := pt.UDP4("198.18.0.1", "198.18.0.2", 40000, 53, []byte("q"))
+	a := pt.UDP4("198.18.0.2", "198.18.0.1", 53, 40000, []byte("a"))
+	for i, f := range [][]byte{q, a, q, a} {
+		pl.Process(f, 0, Port(i&1), 100*sec)
+	}
+	if len(fp.offered) != 0 || pl.Stats().Fast.Offered != 0 {
+		t.Fatalf("offered with a raw table")
+	}
+}
+
+func mustParse(t *testing.T, f []byte) *packet.Packet {
+	t.Helper()
+	var p packet.Packet
+	if r := packet.Parse(f, 0, packet.Options{}, &p); r != packet.ReasonOK {
+		t.Fatalf("parse: %v", r)
+	}
+	return &p
+}
