@@ -380,9 +380,10 @@ func XDPAttached(ifname string) (bool, uint32, error) {
 	return x.Attached, x.ProgId, nil
 }
 
-// Close detaches the programs and closes them and their maps. The sockets
-// registered in the XSKMAPs are not closed.
-func (p *Program) Close() error {
+// Detach detaches the programs from every port they were attached to
+// (frames then reach the stack); the maps stay usable, so offered flows
+// can still be taken back. Close detaches too.
+func (p *Program) Detach() error {
 	var errs []error
 	for _, a := range p.links {
 		if err := a.l.Close(); err != nil {
@@ -390,7 +391,13 @@ func (p *Program) Close() error {
 		}
 	}
 	p.links = nil
-	errs = append(errs, p.rev.close())
+	return errors.Join(errs...)
+}
+
+// Close detaches the programs and closes them and their maps. The sockets
+// registered in the XSKMAPs are not closed.
+func (p *Program) Close() error {
+	errs := []error{p.Detach(), p.rev.close()}
 	p.rev = revokeMem{}
 	for _, c := range p.colls {
 		c.Close()
