@@ -11,6 +11,7 @@ import (
 
 	"github.com/statewire/statewire/bridge/xdpprog"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
 )
 
@@ -51,6 +52,15 @@ type DatapathConfig struct {
 	XDPMode ring.Mode
 	// Attach is the XDP attach mode: native (driver) or generic (skb).
 	Attach xdpprog.Mode
+	// Offload selects the XDP fast path (package offload; DESIGN.md "Two
+	// levels"): off (the zero value: every frame goes to the sockets), on
+	// (Start fails when the fast path cannot load or attach) or auto (on
+	// when it loads and attaches in native mode and redirects between the
+	// ports work, else off with the reason logged).
+	Offload OffloadMode
+	// OffloadFlows sizes the fast-path flow map; 0: the flow table's
+	// maximum entries.
+	OffloadFlows int
 	// Handoff is the size of each SPSC ring between two workers (a power of
 	// two); unused with one worker.
 	Handoff int
@@ -149,6 +159,10 @@ func (c DatapathConfig) Validate() error {
 		return bad("handoff ring size %d: must be a power of two", c.Handoff)
 	case c.Attach != xdpprog.Native && c.Attach != xdpprog.Generic:
 		return bad("attach mode %d: must be native or generic", int(c.Attach))
+	case c.Offload > OffloadOn:
+		return bad("offload mode %d: must be auto, on or off", int(c.Offload))
+	case c.OffloadFlows < 0 || c.OffloadFlows > 1<<26:
+		return bad("offload flows %d: must be in [0, %d]", c.OffloadFlows, 1<<26)
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}
@@ -216,6 +230,14 @@ type Datapath struct {
 	epoch   time.Time
 	workers []*worker
 	progs   [2]*xdpprog.Program
+
+	// The XDP fast path, when Offload is on or auto and it started
+	// (fastOn); fastWhy says why auto left it off. fastStats is what
+	// Stats reads from other goroutines.
+	fast      *offload.Program
+	fastOn    bool
+	fastWhy   string
+	fastStats atomic.Pointer[offload.Program]
 
 	stop      atomic.Bool  // workers stop taking RX
 	rxStopped atomic.Int32 // workers that saw stop and take no more RX
@@ -370,12 +392,29 @@ func (dp *Datapath) Start() error {
 func (dp *Datapath) open(idx [2]int) error {
 	rc := dp.cfg.ringConfig()
 	names := [2]string{dp.cfg.PortA, dp.cfg.PortB}
-	for p := range dp.progs {
-		prog, err := xdpprog.Load(xdpprog.Options{Queues: xdpprog.DefaultQueues, Logf: dp.cfg.Logf})
-		if err != nil {
-			return fmt.Errorf("load XDP program for %s: %w", names[p], err)
+	if dp.cfg.Offload != OffloadOff {
+		err := dp.openFast(idx)
+		if err == nil && dp.cfg.Offload == OffloadAuto {
+			if dp.cfg.Attach != xdpprog.Native {
+				err = fmt.Errorf("attach mode is %s; auto uses the fast path in native mode only", dp.cfg.Attach)
+			}
+			for p := range names {
+				if err == nil {
+					err = checkRedirect(names[p])
+				}
+			}
 		}
-		dp.progs[p] = prog
+		if err != nil {
+			if dp.cfg.Offload == OffloadOn {
+				return fmt.Errorf("--offload=on: %w", err)
+			}
+			dp.fallBack(err)
+		}
+	}
+	if dp.fast == nil {
+		if err := dp.loadXSKOnly(); err != nil {
+			return err
+		}
 	}
 	for _, w := range dp.workers {
 		for _, q := range w.queues {
@@ -390,7 +429,7 @@ func (dp *Datapath) open(idx [2]int) error {
 					return fmt.Errorf("open AF_XDP socket on %s queue %d: %w", names[p], q.id, err)
 				}
 				q.sock[p] = s
-				if err := dp.progs[p].Register(q.id, s.FD()); err != nil {
+				if err := dp.register(p, q.id, s.FD()); err != nil {
 					return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
 				}
 			}
@@ -402,14 +441,86 @@ func (dp *Datapath) open(idx [2]int) error {
 			}
 		}
 	}
-	for p, prog := range dp.progs {
-		if err := prog.Attach(names[p], dp.cfg.Attach); err != nil {
-			return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
+	if dp.fast != nil {
+		var err error
+		for p := range names {
+			if err == nil {
+				err = dp.fast.Attach(p, names[p], offload.Mode(dp.cfg.Attach))
+			}
+		}
+		if err != nil {
+			if dp.cfg.Offload == OffloadOn {
+				return fmt.Errorf("--offload=on: %w", err)
+			}
+			dp.fallBack(err)
+			if err := dp.loadXSKOnly(); err != nil {
+				return err
+			}
+			for _, w := range dp.workers {
+				for _, q := range w.queues {
+					for p, s := range q.sock {
+						if err := dp.register(p, q.id, s.FD()); err != nil {
+							return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
+						}
+					}
+				}
+			}
 		}
 	}
-	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s",
-		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach)
+	if dp.fast == nil {
+		for p, prog := range dp.progs {
+			if err := prog.Attach(names[p], dp.cfg.Attach); err != nil {
+				return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
+			}
+		}
+	} else {
+		dp.fastOn = true
+		dp.fastStats.Store(dp.fast)
+		for _, w := range dp.workers {
+			w.pl.SetFastPath(dp.fast)
+		}
+	}
+	fast := "off"
+	switch {
+	case dp.fastOn:
+		fast = "on"
+	case dp.fastWhy != "":
+		fast = "off (" + dp.fastWhy + ")"
+	}
+	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s, fast path %s",
+		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach, fast)
 	return nil
+}
+
+// fallBack closes the fast path auto could not use and records why.
+func (dp *Datapath) fallBack(err error) {
+	dp.fastWhy = err.Error()
+	dp.logf("datapath: --offload=auto: fast path off: %v", err)
+	if dp.fast != nil {
+		dp.fast.Close()
+		dp.fast = nil
+	}
+}
+
+// loadXSKOnly loads the XSKMAP-only program of each port (offload off).
+func (dp *Datapath) loadXSKOnly() error {
+	names := [2]string{dp.cfg.PortA, dp.cfg.PortB}
+	for p := range dp.progs {
+		prog, err := xdpprog.Load(xdpprog.Options{Queues: xdpprog.DefaultQueues, Logf: dp.cfg.Logf})
+		if err != nil {
+			return fmt.Errorf("load XDP program for %s: %w", names[p], err)
+		}
+		dp.progs[p] = prog
+	}
+	return nil
+}
+
+// register points queue of port p at socket fd in whichever program runs.
+func (dp *Datapath) register(p, queue, fd int) error {
+	if dp.fast != nil {
+		return dp.fast.Register(p, queue, fd)
+	}
+	return dp.progs[p].Register(queue, fd)
 }
 
 // closeAll detaches the programs and closes sockets and UMEMs. Only after
@@ -421,6 +532,11 @@ func (dp *Datapath) closeAll() error {
 			errs = append(errs, prog.Close())
 			dp.progs[p] = nil
 		}
+	}
+	if dp.fast != nil {
+		dp.fastStats.Store(nil)
+		errs = append(errs, dp.fast.Close())
+		dp.fast = nil
 	}
 	for _, w := range dp.workers {
 		for _, q := range w.queues {
@@ -460,6 +576,11 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 			errs = append(errs, prog.Close())
 			dp.progs[p] = nil
 		}
+	}
+	if dp.fast != nil {
+		// Detach only: the workers still take offered flows back from
+		// the map as they finish; closeAll closes it.
+		errs = append(errs, dp.fast.Detach())
 	}
 	dp.stop.Store(true)
 	if dp.manual {

@@ -87,6 +87,10 @@ type DatapathStats struct {
 	Kicks    uint64       // TX sendto calls
 	Frags    FragStats    // what became of later fragments, over all workers
 	Final    bool         // the totals Stop returned: nothing can be in flight
+	// Fast counts the frames the XDP fast path forwarded in the kernel:
+	// they never reach the sockets, so they are in none of the counters
+	// above, and CheckConservation's sums leave them out.
+	Fast FastStats
 }
 
 // FragStats count what the fragment cache did: later fragments given their
@@ -203,6 +207,12 @@ func (dp *Datapath) Stats() DatapathStats {
 		out.Workers[i] = w.pub.pl
 		out.Now = max(out.Now, w.pub.now)
 		w.pub.mu.Unlock()
+	}
+	if fp := dp.fastStats.Load(); fp != nil {
+		out.Fast.On = true
+		if ps, err := fp.Stats(); err == nil {
+			out.Fast.Ports = ps
+		}
 	}
 	out.Frags = FragStats{Cached: out.Pipeline.FragCached, Unknown: out.Pipeline.FragUnknown, Steered: dp.frags.Steered()}
 	out.Frags.Evictions, out.Frags.Duplicates, out.Frags.Overlaps = dp.frags.FragCounters()

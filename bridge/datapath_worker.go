@@ -152,6 +152,9 @@ func (w *worker) step(now int64) (moved int, done bool) {
 	// Once per iteration, not only per batch: expiry and -D/-F below
 	// produce [DESTROY] events on an idle link too.
 	w.pl.WatchEvents(now)
+	// A rules reload or sysctl change takes the offered flows back even
+	// when none of their packets comes up the slow path.
+	w.pl.SyncFastPath()
 	if !w.rxStopped {
 		for _, q := range w.queues {
 			moved += w.rxBatch(q, PortA, now)

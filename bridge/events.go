@@ -206,7 +206,7 @@ func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
 // and the [DESTROY] event shows the state the fast path left).
 func (pl *Pipeline) onRemove(_ *flowtable.Shard, e *flowtable.Entry) {
 	if e.Offloaded() {
-		pl.takeBack(e, TakeBackRemove)
+		pl.takeBack(e, TakeBackRemove, 0)
 	}
 	if pl.ev.ring != nil {
 		pl.emit(EventDestroy, e, true)

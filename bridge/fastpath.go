@@ -57,6 +57,22 @@ func (s *FastPathStats) add(o *FastPathStats) {
 // said its map is full (each refused offer is a system call).
 const offerBackoff = int64(100 * 1e6)
 
+// offerHoldoff is how long a flow taken back because a packet of it came
+// up the slow path stays out of the fast path. Without it a busy flow
+// thrashes: the frames the program punted while the flow was being taken
+// back or offered again reach the worker after the new offer, and each
+// takes it back again.
+const offerHoldoff = int64(2 * 1e6)
+
+// holdoffSlots is the size of the hold-off table (by slot index; a
+// collision only ends a hold-off early).
+const holdoffSlots = 256
+
+type holdoff struct {
+	ref   flowtable.EntryRef
+	until int64
+}
+
 // fastState is a pipeline's fast-path side.
 type fastState struct {
 	fp       FastPath
@@ -64,6 +80,12 @@ type fastState struct {
 	offered  int       // entries of the shard marked offloaded
 	fullTill int64     // no offers before this time (map full)
 	usage    offload.Usage
+	hold     [holdoffSlots]holdoff
+
+	// ProcessBatch offers at the end of the batch, once per flow.
+	batching bool
+	pending  [MaxBatch]flowtable.EntryRef
+	npending int
 }
 
 // SetFastPath makes the pipeline offer eligible flows to fp (nil: no fast
@@ -95,17 +117,21 @@ func (pl *Pipeline) fastSettings(s *Settings) {
 	}
 	pl.shard.Range(func(e *flowtable.Entry) bool {
 		if e.Offloaded() {
-			pl.takeBack(e, TakeBackSettings)
+			pl.takeBack(e, TakeBackSettings, 0)
 		}
 		return f.offered > 0
 	})
 }
 
-// takeBack takes offered entry e back from the fast path.
-func (pl *Pipeline) takeBack(e *flowtable.Entry, why TakeBackReason) {
+// takeBack takes offered entry e back from the fast path at time now.
+func (pl *Pipeline) takeBack(e *flowtable.Entry, why TakeBackReason, now int64) {
 	f := &pl.fast
 	e.SetOffloaded(false)
 	f.offered--
+	if why == TakeBackSlowPath {
+		ref := pl.shard.Ref(e)
+		f.hold[ref.Index%holdoffSlots] = holdoff{ref: ref, until: now + offerHoldoff}
+	}
 	if x := pl.own(e); x == nil {
 		pl.stats.Fast.Errors++
 	} else if _, err := f.fp.TakeBack(x); err != nil {
@@ -151,6 +177,41 @@ func (pl *Pipeline) maybeOffer(s *Settings, e *flowtable.Entry, now int64) {
 	if e.Offloaded() || now < f.fullTill || e.Helper != 0 || !offload.Eligible(e) {
 		return
 	}
+	ref := pl.shard.Ref(e)
+	if h := &f.hold[ref.Index%holdoffSlots]; h.ref == ref && now < h.until {
+		return
+	}
+	if f.batching {
+		for _, p := range f.pending[:f.npending] {
+			if p == ref {
+				return
+			}
+		}
+		if f.npending < len(f.pending) {
+			f.pending[f.npending] = ref
+			f.npending++
+		}
+		return
+	}
+	pl.offer(s, e, now)
+}
+
+// offerPending offers the flows ProcessBatch's frames made eligible, now
+// that the batch is done; a flow a later frame changed is checked again.
+func (pl *Pipeline) offerPending(s *Settings, now int64) {
+	f := &pl.fast
+	f.batching = false
+	for _, ref := range f.pending[:f.npending] {
+		if e := pl.shard.Resolve(ref); e != nil {
+			pl.maybeOffer(s, e, now)
+		}
+	}
+	f.npending = 0
+}
+
+// offer offers e, which maybeOffer found eligible.
+func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
+	f := &pl.fast
 	k := e.Key()
 	if !s.Rules.RawTrivial(k.L3) {
 		return

@@ -97,8 +97,13 @@ func TestFastPathOffers(t *testing.T) {
 	// The next packet comes up the slow path: taken back, judged, offered again.
 	fp.live[k] = e.Conn.Expires + 7*sec
 	runSteps(t, pl, []step{{"ack2", ack2, PortB, 1, est, statemachine.TCPEstablished, Accept, DropNone}})
-	if fp.takeBack != 1 || pl.Stats().Fast.TakenBack[TakeBackSlowPath] != 1 || pl.Stats().Fast.Offered != 2 {
-		t.Fatalf("after ack2: take-backs %d, stats %+v", fp.takeBack, pl.Stats().Fast)
+	if fp.takeBack != 1 || pl.Stats().Fast.TakenBack[TakeBackSlowPath] != 1 || pl.Stats().Fast.Offered != 1 {
+		t.Fatalf("after ack2: take-backs %d, stats %+v (want taken back, held off)", fp.takeBack, pl.Stats().Fast)
+	}
+	// After the hold-off, the next accepted packet offers it again.
+	runSteps(t, pl, []step{{"ack2 later", ack2, PortB, 2, est, statemachine.TCPEstablished, Accept, DropNone}})
+	if pl.Stats().Fast.Offered != 2 {
+		t.Fatalf("after the hold-off: stats %+v, want offered again", pl.Stats().Fast)
 	}
 	if vs := fp.offered[k]; vs[0] == 0 || vs[1] == 0 {
 		t.Fatalf("re-offer: verdicts %#x, want both directions", vs)
@@ -120,13 +125,13 @@ func TestFastPathOffers(t *testing.T) {
 	if e.Offloaded() || len(fp.offered) != 0 || pl.Stats().Fast.TakenBack[TakeBackSettings] != 1 {
 		t.Fatalf("settings change: offloaded %v, map %d, stats %+v", e.Offloaded(), len(fp.offered), pl.Stats().Fast)
 	}
-	runSteps(t, pl, []step{{"ack2 again", ack2, PortB, 2, est, statemachine.TCPEstablished, Accept, DropNone}})
+	runSteps(t, pl, []step{{"ack2 again", ack2, PortB, 3, est, statemachine.TCPEstablished, Accept, DropNone}})
 	if !e.Offloaded() {
 		t.Fatalf("not offered again after the settings change")
 	}
 
 	// A FIN: taken back, and FIN_WAIT is not eligible.
-	runSteps(t, pl, []step{{"fin", fin, PortA, 3, est, statemachine.TCPFinWait, Accept, DropNone}})
+	runSteps(t, pl, []step{{"fin", fin, PortA, 4, est, statemachine.TCPFinWait, Accept, DropNone}})
 	if e.Offloaded() || len(fp.offered) != 0 {
 		t.Fatalf("FIN_WAIT flow still offered")
 	}
@@ -137,12 +142,13 @@ func TestFastPathOffers(t *testing.T) {
 	runSteps(t, pl, []step{
 		{"q", q, PortA, 4, statemachine.StateNew, 0, Accept, DropNone},
 		{"a", a, PortB, 4, est, 0, Accept, DropNone},
-		{"q2", q, PortA, 4, est, 0, Accept, DropNone},
+		{"q2", q, PortA, 4, est, 0, Accept, DropNone}, // takes it back (offered by a): held off
+		{"q3", q, PortA, 5, est, 0, Accept, DropNone},
 	})
 	uk, _ := flowtable.KeyOf(mustParse(t, q))
-	ue := pl.Shard().Lookup(&uk, pl.table.HashKey(&uk), 104*sec)
+	ue := pl.Shard().Lookup(&uk, pl.table.HashKey(&uk), 105*sec)
 	if ue == nil || !ue.Offloaded() {
-		t.Fatalf("UDP flow with cached verdicts not offered")
+		t.Fatalf("UDP flow with cached verdicts not offered (entry %v, stats %+v)", ue != nil, pl.Stats().Fast)
 	}
 	before := pl.Stats().Fast.TakenBack[TakeBackRemove]
 	pl.Shard().Delete(ue)
@@ -153,9 +159,9 @@ func TestFastPathOffers(t *testing.T) {
 	// A full map is counted, not fatal, and backs off.
 	fp.full = true
 	runSteps(t, pl, []step{
-		{"q again", q, PortA, 5, statemachine.StateNew, 0, Accept, DropNone},
-		{"a again", a, PortB, 5, est, 0, Accept, DropNone},
-		{"q2 again", q, PortA, 5, est, 0, Accept, DropNone},
+		{"q again", q, PortA, 6, statemachine.StateNew, 0, Accept, DropNone},
+		{"a again", a, PortB, 6, est, 0, Accept, DropNone},
+		{"q2 again", q, PortA, 6, est, 0, Accept, DropNone},
 	})
 	if pl.Stats().Fast.Refused != 1 {
 		t.Fatalf("refusals %d, want 1 (then back off)", pl.Stats().Fast.Refused)

@@ -276,6 +276,9 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 	}
 	pl.shard.LookupBatch(b.keys[:m], b.hashes[:m], b.found[:m], now)
 	version := pl.shard.Version()
+	if pl.fast.fp != nil {
+		pl.fast.batching = true
+	}
 	for i := range n {
 		var fh *flowHash
 		if b.hasFlow[i] {
@@ -287,6 +290,9 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
 			pl.logInvalid(s, &b.pkts[i], in, &out[i], now)
 		}
+	}
+	if pl.fast.fp != nil {
+		pl.offerPending(s, now)
 	}
 }
 
@@ -387,7 +393,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		if e.Offloaded() {
 			// Judge it on the state the fast path left, not on the
 			// table's stale copy.
-			pl.takeBack(e, TakeBackSlowPath)
+			pl.takeBack(e, TakeBackSlowPath, now)
 		}
 		r.Tracked = true
 		r.Dir = e.DirOf(p)
