@@ -40,6 +40,8 @@ func TestDatapathConfigValidate(t *testing.T) {
 		{"too few frames", func(c *DatapathConfig) { c.Frames = 4096 }, "need at least 2*(fill 2048 + tx 2048) = 8192"},
 		{"handoff not a power of two", func(c *DatapathConfig) { c.Handoff = 1000 }, "handoff ring size 1000"},
 		{"attach mode", func(c *DatapathConfig) { c.Attach = xdpprog.Mode(7) }, "attach mode 7"},
+		{"offload mode", func(c *DatapathConfig) { c.Offload = OffloadMode(9) }, "offload mode 9"},
+		{"offload flows", func(c *DatapathConfig) { c.OffloadFlows = -1 }, "offload flows -1"},
 		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},
 		{"one CPU per worker", func(c *DatapathConfig) { c.CPUs = []int{0} }, ""},
 		{"CPUs for fewer workers", func(c *DatapathConfig) { c.Cores, c.Queues, c.CPUs = 2, 2, []int{0} }, "1 CPUs listed for 2 workers"},

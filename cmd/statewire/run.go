@@ -34,6 +34,8 @@ type datapathFlags struct {
 	xdpMode       string
 	attach        string
 	cpus          string
+	offload       string
+	offloadFlows  int
 }
 
 func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
@@ -57,6 +59,11 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.StringVar(&df.xdpMode, "xdp-mode", "auto", "AF_XDP bind mode: auto (zero-copy, else copy), zerocopy or copy")
 	fs.StringVar(&df.attach, "attach", "native", "XDP attach mode: native (driver) or generic (skb, any device)")
 	fs.StringVar(&df.cpus, "cpus", "", "comma-separated CPU per worker to pin its thread to, e.g. 2,3 (default: unpinned threads)")
+	fs.StringVar(&df.offload, "offload", "auto", "XDP fast path for established flows (forwarded in the kernel, judged exactly as the\n"+
+		"userspace tracker would): auto (on when the program attaches in native mode and the\n"+
+		"ports can take XDP redirects: on veth the peer needs GRO on or an XDP program; else\n"+
+		"off, and the log says why), on (fail to start without it) or off (every frame to AF_XDP)")
+	fs.IntVar(&df.offloadFlows, "offload-flows", 0, "size of the fast-path flow map (default: the flow table's maximum entries)")
 	return df
 }
 
@@ -97,6 +104,10 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 		return c, fmt.Errorf("--xdp-mode: %w", err)
 	}
 	c.XDPMode = m
+	if c.Offload, err = bridge.ParseOffloadMode(df.offload); err != nil {
+		return c, fmt.Errorf("--offload: %w", err)
+	}
+	c.OffloadFlows = df.offloadFlows
 	switch df.attach {
 	case "native":
 		c.Attach = xdpprog.Native
@@ -239,8 +250,17 @@ func (m *meter) line(s bridge.DatapathStats, flows int) string {
 			p, p.Other(), float64(cur.RX-prev.RX)/dt, float64(cur.RXBytes-prev.RXBytes)*8/dt/1e6,
 			float64(cur.Forwarded-prev.Forwarded)/dt, float64(cur.Dropped()-prev.Dropped())/dt)
 	}
+	fast := ""
+	if s.Fast.On {
+		var cur, prev uint64
+		for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+			cur += s.Fast.Packets(p)
+			prev += m.last.Fast.Packets(p)
+		}
+		fast = fmt.Sprintf(" | fast path %.0f pps", float64(cur-prev)/dt)
+	}
 	m.last, m.at = s, now
-	return fmt.Sprintf("%s | %s | flows %d", b[0], b[1], flows)
+	return fmt.Sprintf("%s | %s%s | flows %d", b[0], b[1], fast, flows)
 }
 
 // printTotals prints the final counters per direction and drop reason.
@@ -262,6 +282,17 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 			fmt.Fprintf(w, "; %d of the forwarded never left %s (still on its TX ring at stop)", u, p.Other())
 		}
 		fmt.Fprintln(w)
+	}
+	if s.Fast.On {
+		// Fast-path frames never reach the sockets: they are not in the
+		// frames in/forwarded above, nor in the frame accounting.
+		f := &s.Pipeline.Fast
+		fmt.Fprintf(w, "fast path (XDP, not counted above): A->B %d frames, B->A %d frames; flows offered %d, taken back",
+			s.Fast.Packets(bridge.PortA), s.Fast.Packets(bridge.PortB), f.Offered)
+		for i, n := range f.TakenBack {
+			fmt.Fprintf(w, " %s=%d", bridge.TakeBackNames[i], n)
+		}
+		fmt.Fprintf(w, ", refused %d\n", f.Refused)
 	}
 	fmt.Fprintf(w, "states:")
 	for i, n := range s.Pipeline.States {

@@ -26,6 +26,8 @@ func TestRunCommandErrors(t *testing.T) {
 		{"queues below cores", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "1"}, 1, "queues 1 fewer than cores 2"},
 		{"xdp mode", []string{"run", "--port-a", "a", "--port-b", "b", "--xdp-mode", "fast"}, 1, "--xdp-mode"},
 		{"attach", []string{"run", "--port-a", "a", "--port-b", "b", "--attach", "offload"}, 1, "--attach must be native or generic"},
+		{"offload", []string{"run", "--port-a", "a", "--port-b", "b", "--offload", "maybe"}, 1, `--offload: offload mode "maybe": must be auto, on or off`},
+		{"offload flows", []string{"run", "--port-a", "a", "--port-b", "b", "--offload-flows", "-1"}, 1, "offload flows -1"},
 		{"cpus not numbers", []string{"run", "--port-a", "a", "--port-b", "b", "--cpus", "0,x"}, 1, `--cpus: "x" is not a CPU number`},
 		{"cpus per worker", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "2", "--cpus", "0"}, 1, "1 CPUs listed for 2 workers"},
 		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
@@ -52,7 +54,7 @@ func TestRunHelp(t *testing.T) {
 			if code != 0 {
 				t.Errorf("exit code got %d, want 0", code)
 			}
-			for _, want := range []string{"Example:", "-cores int", "(default 1)", "-ring-size int", "(default 2048)", "-xdp-mode string", `(default "auto")`} {
+			for _, want := range []string{"Example:", "-cores int", "(default 1)", "-ring-size int", "(default 2048)", "-xdp-mode string", `(default "auto")`, "-offload string", "-offload-flows int"} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("%s --help lacks %q", cmd, want)
 				}
