@@ -51,10 +51,19 @@ type Options struct {
 	// CPUs[i] when set.
 	Attach xdpprog.Mode
 	CPUs   []int
+	// Offload is the XDP fast path mode: "" is DefaultOffload, else
+	// "off", "auto" or "on" (bridge.ParseOffloadMode). With auto or on the
+	// rig turns GRO on at both hosts' veths: an XDP redirect into a veth
+	// needs NAPI on its peer.
+	Offload string
 	// Tweak, when set, changes the datapath configuration last, after
 	// everything above is applied.
 	Tweak func(*bridge.DatapathConfig)
 }
+
+// DefaultOffload is the fast path mode of a rig whose Options.Offload is
+// empty.
+var DefaultOffload = "on"
 
 // Rig is one lab with a datapath running on its bridge ports.
 type Rig struct {
@@ -88,6 +97,16 @@ func Start(t testing.TB, o Options) *Rig {
 	if o.StaticNeighbours {
 		StaticNeighbours(t, l)
 	}
+	if o.Offload == "" {
+		o.Offload = DefaultOffload
+	}
+	offload, err := bridge.ParseOffloadMode(o.Offload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offload != bridge.OffloadOff {
+		HostGRO(t, l, true)
+	}
 	cfg := bridge.DefaultDatapathConfig()
 	cfg.PortA, cfg.PortB = l.PortA, l.PortB
 	cfg.Cores, cfg.Queues = max(o.Cores, 1), o.Queues
@@ -95,6 +114,7 @@ func Start(t testing.TB, o Options) *Rig {
 	cfg.Table = o.Table
 	cfg.Attach = o.Attach
 	cfg.CPUs = o.CPUs
+	cfg.Offload = offload
 	cfg.Logf = t.Logf
 	s := bridge.DefaultSettings()
 	if o.Settings != nil {
@@ -118,6 +138,22 @@ func Start(t testing.TB, o Options) *Rig {
 	r := &Rig{Lab: l, DP: dp}
 	t.Cleanup(func() { r.Stop(t) })
 	return r
+}
+
+// HostGRO turns GRO on or off at both hosts' veths (the peers of the
+// bridge ports): on gives them the NAPI that XDP redirects into the ports
+// need. lab builds them with GRO off.
+func HostGRO(t testing.TB, l *lab.Lab, on bool) {
+	t.Helper()
+	v := "off"
+	if on {
+		v = "on"
+	}
+	for _, h := range [][2]string{{l.LeftNS, l.LeftIf}, {l.RightNS, l.RightIf}} {
+		if out, err := l.Run(context.Background(), h[0], "ethtool", "-K", h[1], "gro", v); err != nil {
+			t.Fatalf("ethtool -K %s gro %s: %v %s", h[1], v, err, out)
+		}
+	}
 }
 
 // CompileRules compiles iptables-save text for l's ports, {PortA} and

@@ -30,10 +30,15 @@ type rig struct{ *e2etest.Rig }
 // newRig starts a rig (e2etest.Start: 2-queue lab, one worker, the checks
 // at Stop, which runs at the end of the test if the test did not call it)
 // with static neighbour entries on both hosts (so no ARP frame spoils an
-// exact count) and a datapath config that tweak may change.
+// exact count) and a datapath config that tweak may change. The XDP fast
+// path is off: these tests inject faults into the AF_XDP path (fill ring
+// empty, TX ring full, a port down under the sockets) and balance every
+// frame sent against the sockets' counters, which fast-path frames never
+// reach. (A frame the fast path redirects into a port that is down is
+// dropped by the kernel's redirect without a statewire counter.)
 func newRig(t *testing.T, tweak func(*bridge.DatapathConfig)) *rig {
 	t.Helper()
-	return &rig{e2etest.Start(t, e2etest.Options{Cores: 1, StaticNeighbours: true, Tweak: tweak})}
+	return &rig{e2etest.Start(t, e2etest.Options{Cores: 1, StaticNeighbours: true, Tweak: tweak, Offload: "off"})}
 }
 
 // settledStats waits until the published counters stop moving (workers
