@@ -64,12 +64,17 @@ const offerBackoff = int64(100 * 1e6)
 // takes it back again.
 const offerHoldoff = int64(2 * 1e6)
 
-// holdoffSlots is the size of the hold-off table (by slot index; a
-// collision only ends a hold-off early).
-const holdoffSlots = 256
+// offerDelay is how long a flow must have been eligible before it is
+// offered: a short connection (a request and its answer, then FIN) would
+// otherwise cost an offer and a take-back, four system calls, for the few
+// packets the fast path could have taken (measured: CPS fell from the
+// endpoints' ceiling to below the kernel's with every connection offered).
+const offerDelay = int64(10 * 1e6)
 
-type holdoff struct {
-	ref   flowtable.EntryRef
+// offerWait is, per entry slot, the time before which the entry is not
+// offered: gen names the allocation of the slot it is about.
+type offerWait struct {
+	gen   uint32
 	until int64
 }
 
@@ -80,7 +85,8 @@ type fastState struct {
 	offered  int       // entries of the shard marked offloaded
 	fullTill int64     // no offers before this time (map full)
 	usage    offload.Usage
-	hold     [holdoffSlots]holdoff
+	wait     []offerWait // by entry slot
+	delay    int64       // offerDelay (tests: 0)
 
 	// ProcessBatch offers at the end of the batch, once per flow.
 	batching bool
@@ -93,6 +99,10 @@ type fastState struct {
 func (pl *Pipeline) SetFastPath(fp FastPath) {
 	pl.fast.fp = fp
 	if fp != nil {
+		if pl.fast.wait == nil {
+			pl.fast.wait = make([]offerWait, pl.shard.Max())
+			pl.fast.delay = offerDelay
+		}
 		pl.shard.SetExpiryHook(pl.fastExpires)
 	} else {
 		pl.shard.SetExpiryHook(nil)
@@ -129,8 +139,9 @@ func (pl *Pipeline) takeBack(e *flowtable.Entry, why TakeBackReason, now int64) 
 	e.SetOffloaded(false)
 	f.offered--
 	if why == TakeBackSlowPath {
-		ref := pl.shard.Ref(e)
-		f.hold[ref.Index%holdoffSlots] = holdoff{ref: ref, until: now + offerHoldoff}
+		if ref := pl.shard.Ref(e); int(ref.Index) < len(f.wait) {
+			f.wait[ref.Index] = offerWait{gen: ref.Gen, until: now + offerHoldoff}
+		}
 	}
 	if x := pl.own(e); x == nil {
 		pl.stats.Fast.Errors++
@@ -178,7 +189,15 @@ func (pl *Pipeline) maybeOffer(s *Settings, e *flowtable.Entry, now int64) {
 		return
 	}
 	ref := pl.shard.Ref(e)
-	if h := &f.hold[ref.Index%holdoffSlots]; h.ref == ref && now < h.until {
+	if int(ref.Index) >= len(f.wait) {
+		return
+	}
+	w := &f.wait[ref.Index]
+	if w.gen != ref.Gen {
+		// First eligible: offered once it has been for offerDelay.
+		*w = offerWait{gen: ref.Gen, until: now + f.delay}
+	}
+	if now < w.until {
 		return
 	}
 	if f.batching {

@@ -67,6 +67,7 @@ func TestFastPathOffers(t *testing.T) {
 	pl := newTestPipeline(t, nil, 1024)
 	fp := newFakeFast()
 	pl.SetFastPath(fp)
+	pl.fast.delay = 0 // TestFastPathDelay checks the delay
 	c, s := "198.18.0.1", "198.18.0.2"
 	syn := pt.TCP4(c, s, 1031, 22, pt.TCPFields{Flags: packet.TCPSyn, Seq: 1000, Window: 64240, MSS: 1460})
 	synack := pt.TCP4(s, c, 22, 1031, pt.TCPFields{Flags: packet.TCPSyn | packet.TCPAck, Seq: 5000, Ack: 1001, Window: 65160, MSS: 1460})
@@ -193,4 +194,48 @@ func mustParse(t *testing.T, f []byte) *packet.Packet {
 		t.Fatalf("parse: %v", r)
 	}
 	return &p
+}
+
+// TestFastPathDelay: a flow is offered only once it has been eligible for
+// offerDelay, so a short connection costs no offer and take-back.
+func TestFastPathDelay(t *testing.T) {
+	pl := newTestPipeline(t, nil, 64)
+	fp := newFakeFast()
+	pl.SetFastPath(fp)
+	q := pt.UDP4("198.18.0.1", "198.18.0.2", 40000, 53, []byte("q"))
+	a := pt.UDP4("198.18.0.2", "198.18.0.1", 53, 40000, []byte("a"))
+	base := 100 * sec
+	pl.Process(q, 0, PortA, base)
+	pl.Process(a, 0, PortB, base) // eligible from here
+	pl.Process(q, 0, PortA, base+offerDelay/2)
+	if len(fp.offered) != 0 {
+		t.Fatalf("offered before the delay")
+	}
+	pl.Process(a, 0, PortB, base+offerDelay)
+	if len(fp.offered) != 1 || pl.Stats().Fast.Offered != 1 {
+		t.Fatalf("not offered after the delay: %+v", pl.Stats().Fast)
+	}
+}
+
+// TestFastPathBatchOffersOnce: ProcessBatch offers a flow once, after the
+// batch, however many of its frames the batch holds.
+func TestFastPathBatchOffersOnce(t *testing.T) {
+	pl := newTestPipeline(t, nil, 64)
+	fp := newFakeFast()
+	pl.SetFastPath(fp)
+	pl.fast.delay = 0
+	q := pt.UDP4("198.18.0.1", "198.18.0.2", 40000, 53, []byte("q"))
+	a := pt.UDP4("198.18.0.2", "198.18.0.1", 53, 40000, []byte("a"))
+	pl.Process(q, 0, PortA, 100*sec)
+	frames := [][]byte{a, a, a, a}
+	out := make([]Result, len(frames))
+	pl.ProcessBatch(frames, PortB, 100*sec, out)
+	for i, r := range out {
+		if r.Verdict != Accept {
+			t.Fatalf("frame %d: %v", i, r.Verdict)
+		}
+	}
+	if len(fp.offered) != 1 || pl.Stats().Fast.Offered != 1 || fp.takeBack != 0 {
+		t.Fatalf("after the batch: %d flows offered, stats %+v, take-backs %d; want one offer after the batch and no take-back", len(fp.offered), pl.Stats().Fast, fp.takeBack)
+	}
 }
