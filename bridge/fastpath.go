@@ -5,6 +5,7 @@ import (
 
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/offload"
+	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -180,9 +181,9 @@ func (pl *Pipeline) fastExpires(e *flowtable.Entry, now int64) int64 {
 
 // maybeOffer offers e, whose packet the pipeline just accepted, to the
 // fast path when the fast path can judge its packets exactly as the
-// pipeline would: offload.Eligible, the verdicts cached under the current
-// rule generation, nothing in the raw table for the family (no raw DROP,
-// NOTRACK or helper can depend on the packet), no helper.
+// pipeline would: offload.Eligible, an ACCEPT cached under the current
+// rule generation for a direction whose packets the raw table leaves alone
+// (no raw DROP, NOTRACK or helper can depend on the packet), no helper.
 func (pl *Pipeline) maybeOffer(s *Settings, e *flowtable.Entry, now int64) {
 	f := &pl.fast
 	if e.Offloaded() || now < f.fullTill || e.Helper != 0 || !offload.Eligible(e) {
@@ -231,16 +232,15 @@ func (pl *Pipeline) offerPending(s *Settings, now int64) {
 // offer offers e, which maybeOffer found eligible.
 func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
 	f := &pl.fast
-	k := e.Key()
-	if !s.Rules.RawTrivial(k.L3) {
-		return
-	}
 	gen := s.Rules.Generation()
 	var vs [2]uint8
 	any := false
 	for d := range vs {
-		if v, ok := e.CachedVerdict(statemachine.Dir(d), gen); ok && v&1 != 0 {
-			vs[d], any = v, true
+		// Only directions whose cached verdict is an ACCEPT the raw
+		// table cannot interfere with (rules.CachedVerdict.FastPath).
+		if v, ok := e.CachedVerdict(statemachine.Dir(d), gen); ok {
+			vs[d] = rules.CachedVerdict(v).FastPath()
+			any = any || vs[d] != 0
 		}
 	}
 	if !any {

@@ -171,20 +171,52 @@ func TestFastPathOffers(t *testing.T) {
 
 // TestFastPathNotWithRaw: nothing is offered while the raw table can act
 // on the flow's family.
-func TestFastPathNotWithRaw(t *testing.T) {
-	s := DefaultSettings()
-	s.Rules = loadRules(t, "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 9 -j DROP\nCOMMIT\n")
-	pl := newTestPipeline(t, s, 64)
-	fp := newFakeFast()
-	pl.SetFastPath(fp)
+// TestFastPathRawTable: the XDP program has no raw table, so a direction
+// is offered only when the raw table left its packets alone and read
+// nothing per packet (rules.RawResult.Passive): raw rules that never act
+// on the flow keep the fast path, a raw rule reading a per-packet field
+// (-f) keeps the flow out of it.
+func TestFastPathRawTable(t *testing.T) {
 	q := pt.UDP4("198.18.0.1", "198.18.0.2", 40000, 53, []byte("q"))
 	a := pt.UDP4("198.18.0.2", "198.18.0.1", 53, 40000, []byte("a"))
-	for i, f := range [][]byte{q, a, q, a} {
-		pl.Process(f, 0, Port(i&1), 100*sec)
+	for _, c := range []struct {
+		name, raw string
+		offered   bool
+	}{
+		{"raw rules for other flows", "-A PREROUTING -p udp --dport 9 -j DROP\n-A PREROUTING -p tcp --dport 21 -j CT --helper ftp", true},
+		{"raw rule reading the fragment bit", "-A PREROUTING -p udp -f -j DROP", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := DefaultSettings()
+			s.Rules = loadRules(t, "*raw\n:PREROUTING ACCEPT [0:0]\n"+c.raw+"\nCOMMIT\n")
+			pl := newTestPipeline(t, s, 64)
+			fp := newFakeFast()
+			pl.SetFastPath(fp)
+			now := 100 * sec
+			// NEW, the reply (eligible from here), then offered by the
+			// next packet past offerDelay.
+			for i, f := range [][]byte{q, a, q} {
+				pl.Process(f, 0, Port(i&1), now)
+				now += offerDelay
+			}
+			vs, ok := fp.offered[mustKey(t, q)]
+			if ok != c.offered {
+				t.Fatalf("offered %v, want %v (offers %v)", ok, c.offered, fp.offered)
+			}
+			if ok && (vs[0] == 0 || vs[1] == 0 || vs[0]&0x80 != 0 || vs[1]&0x80 != 0) {
+				t.Errorf("offered verdict bytes %#x, want both directions, in the fast path's layout", vs)
+			}
+		})
 	}
-	if len(fp.offered) != 0 || pl.Stats().Fast.Offered != 0 {
-		t.Fatalf("offered with a raw table")
+}
+
+func mustKey(t *testing.T, f []byte) flowtable.Key {
+	t.Helper()
+	k, ok := flowtable.KeyOf(mustParse(t, f))
+	if !ok {
+		t.Fatal("no key")
 	}
+	return k
 }
 
 func mustParse(t *testing.T, f []byte) *packet.Packet {

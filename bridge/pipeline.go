@@ -206,7 +206,7 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 		pl.count(r)
 		return
 	default:
-		pl.track(s, frame, p, in, raw.Helper, now, fh, r)
+		pl.track(s, frame, p, in, raw, now, fh, r)
 		if r.Verdict == Accept || r.Drop != DropNone {
 			// track decided (cached verdict, helper drop, full table).
 			pl.noteFirstFragment(p, now, r)
@@ -337,7 +337,7 @@ func (r *Result) setVerdict(v rules.Verdict) {
 // A fresh verdict does not displace one cached for the same state on the
 // other port: a host sending frames of a flow into the wrong port (spoofed)
 // would otherwise make the flow's own packets miss the cache in turn.
-func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, r *Result) {
+func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, rawPassive bool, r *Result) {
 	gen := s.Rules.Generation()
 	cached, _ := e.CachedVerdict(r.Dir, gen)
 	c := rules.CachedVerdict(cached)
@@ -350,7 +350,11 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 	r.setVerdict(v)
 	if cacheable {
 		if _, otherPort := c.Lookup(r.State, uint8(in.Other())); !otherPort {
-			e.CacheVerdict(r.Dir, gen, uint8(rules.CacheVerdict(v.Action, r.State, uint8(in))))
+			c := rules.CacheVerdict(v.Action, r.State, uint8(in))
+			if rawPassive {
+				c = c.WithRawPassive()
+			}
+			e.CacheVerdict(r.Dir, gen, uint8(c))
 		}
 	}
 }
@@ -364,7 +368,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 // ICMPv6 over IPv4 goes through the tracker like any other protocol, which
 // refuses it (INVALID, counted "invalid", not "icmp_error"), as
 // nf_conntrack_icmp{,v6}_packet refuse the other family.
-func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, helper rules.HelperID, now int64, fh *flowHash, r *Result) {
+func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, raw rules.RawResult, now int64, fh *flowHash, r *Result) {
 	if packet.IsICMP(p.IPVersion, p.Proto) {
 		switch packet.ICMPClass(p.IPVersion, p.ICMP.Type) {
 		case packet.ICMPUntracked:
@@ -401,7 +405,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		res := statemachine.Update(&e.Conn, p, r.Dir, now, &s.Conntrack)
 		r.TCPState = e.Conn.State
 		if !res.Reopen {
-			pl.existing(s, e, p, in, res, r)
+			pl.existing(s, e, p, in, raw.Passive, res, r)
 			if !res.Kill {
 				pl.inspect(e, frame, p, now, r)
 				if pl.ev.ring != nil && (e.Conn.State != oldState || e.Conn.Status != oldStatus) {
@@ -417,11 +421,11 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		pl.shard.Delete(e)
 		r.Tracked, r.Dir = false, statemachine.Original
 	}
-	pl.create(s, frame, p, in, fh.key, fh.hash, helper, now, r)
+	pl.create(s, frame, p, in, fh.key, fh.hash, raw.Helper, now, r)
 }
 
 // existing finishes a packet of an existing entry after Update.
-func (pl *Pipeline) existing(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, res statemachine.Result, r *Result) {
+func (pl *Pipeline) existing(s *Settings, e *flowtable.Entry, p *packet.Packet, in Port, rawPassive bool, res statemachine.Result, r *Result) {
 	r.State = res.State
 	r.Invalid = res.Reason
 	if res.State == statemachine.StateInvalid {
@@ -430,7 +434,7 @@ func (pl *Pipeline) existing(s *Settings, e *flowtable.Entry, p *packet.Packet, 
 	} else if res.Ignored {
 		pl.stats.Ignore++
 	}
-	pl.verdictFor(s, e, p, in, r)
+	pl.verdictFor(s, e, p, in, rawPassive, r)
 	if res.Kill {
 		pl.shard.Delete(e)
 	}

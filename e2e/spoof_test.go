@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
@@ -172,6 +174,12 @@ func spoofSteps() []spoofStep {
 		{"udp L:4000>R:5000 again from A (NEW, verdict cached)", A, udp(L, R, 4000, 5000, "u1 second"), forwarded, forwarded},
 		{"udp L:4000>R:5000 spoofed into B (NEW)", B, udp(L, R, 4000, 5000, "u1 spoofed"), dropped, dropped},
 		{"udp L:4000>R:5000 from A after the spoof (NEW)", A, udp(L, R, 4000, 5000, "u1 third"), forwarded, forwarded},
+		// With the fast path on the flow is offered by now (eligible for
+		// over 10 ms): its next frame from A goes by the XDP program, the
+		// spoofed one must not (the verdict byte names port A).
+		{"udp L:4000>R:5000 from A, flow offered to the fast path (NEW)", A, udp(L, R, 4000, 5000, "u1 fourth"), forwarded, forwarded},
+		{"udp L:4000>R:5000 from A by the fast path (NEW)", A, udp(L, R, 4000, 5000, "u1 fifth"), forwarded, forwarded},
+		{"udp L:4000>R:5000 spoofed into B, flow in the fast path (NEW)", B, udp(L, R, 4000, 5000, "u1 spoofed again"), dropped, dropped},
 		// RELATED: an ICMP error about that flow, on the right side and spoofed into A.
 		{"icmp port-unreachable R>L quoting u1 from B (RELATED)", B, mark(pt.ICMP4Error(R, L, 3, 3, pt.Quote(u1, 28))), forwarded, forwarded},
 		{"icmp port-unreachable R>L quoting u1 spoofed into A (RELATED)", A, mark(pt.ICMP4Error(R, L, 3, 3, pt.Quote(u1, 28))), forwarded, forwarded},
@@ -207,6 +215,7 @@ func spoofSteps() []spoofStep {
 // the margin is for a loaded machine), one expected to be dropped up to
 // spoofDropWait. A frame that arrives after its wait is caught at the end.
 const (
+	spoofStepGap  = 30 * time.Millisecond
 	spoofPassWait = 5 * time.Second
 	spoofDropWait = 400 * time.Millisecond
 )
@@ -240,8 +249,9 @@ func TestSpoofedIntoWrongPort(t *testing.T) {
 			wires := []*spoofWire{
 				kernelWire(t, restore, rs.rules),
 				kernelNftWire(t, rs.nft),
-				statewireWire(t, bin, rs.rules, 1),
-				statewireWire(t, bin, rs.rules, 2),
+				statewireWire(t, bin, rs.rules, 1, false),
+				statewireWire(t, bin, rs.rules, 2, false),
+				statewireWire(t, bin, rs.rules, 1, true),
 			}
 			steps := spoofSteps()
 			got := make([][]fate, len(wires))
@@ -249,6 +259,11 @@ func TestSpoofedIntoWrongPort(t *testing.T) {
 				got[i] = make([]fate, len(steps))
 			}
 			for si, s := range steps {
+				// A flow is offered to the XDP fast path once it has been
+				// eligible for 10 ms (bridge.offerDelay): the pause lets
+				// the fast-path wire hold the flows of the earlier steps,
+				// so its spoofed frames meet the program first.
+				time.Sleep(spoofStepGap)
 				want := rs.want(s)
 				wait := spoofDropWait
 				if want == forwarded {
@@ -339,19 +354,26 @@ func kernelNftWire(t *testing.T, nft string) *spoofWire {
 
 // statewireWire runs `statewire run` with rules and cores workers on a
 // 2-queue lab and stops it (SIGTERM, exit status 0, no XDP program left)
-// at the end of the test.
-func statewireWire(t *testing.T, bin, rules string, cores int) *spoofWire {
+// at the end of the test. With fast, the XDP fast path is on (GRO on at
+// the hosts' veths, which a redirect into them needs) and must have
+// forwarded frames by the end.
+func statewireWire(t *testing.T, bin, rules string, cores int, fast bool) *spoofWire {
 	t.Helper()
 	l := lab.NewT(t, lab.Options{Queues: 2})
+	offload, name := "off", fmt.Sprintf("statewire(cores=%d)", cores)
+	if fast {
+		e2etest.HostGRO(t, l, true)
+		offload, name = "on", fmt.Sprintf("statewire(cores=%d,fast)", cores)
+	}
 	file := filepath.Join(t.TempDir(), "fw.rules")
 	if err := os.WriteFile(file, []byte(portRules(l, rules)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stderr lab.SyncBuffer
+	var stdout, stderr lab.SyncBuffer
 	cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
 		"--cores", fmt.Sprint(cores), "--queues", "2", "--ring-size", "512",
-		"--rules", file, "--control-socket", "none")
-	cmd.Stderr = &stderr
+		"--rules", file, "--control-socket", "none", "--offload", offload)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,12 +397,15 @@ func statewireWire(t *testing.T, bin, rules string, cores int) *spoofWire {
 		if err := l.CheckNoXDP(); err != nil {
 			t.Errorf("after statewire run (%d cores) exited: %v", cores, err)
 		}
+		if fast && !fastPathForwarded(stdout.String()) {
+			t.Errorf("%s: the fast path forwarded no frame\ntotals: %s", name, stdout.String())
+		}
 	})
 	// The first pings may come before the XDP programs are attached.
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire run (%d cores)\nstderr: %s", cores, stderr.String())
 	}
-	return newSpoofWire(t, fmt.Sprintf("statewire(cores=%d)", cores), l)
+	return newSpoofWire(t, name, l)
 }
 
 func newSpoofWire(t *testing.T, name string, l *lab.Lab) *spoofWire {
@@ -515,4 +540,11 @@ func (c *catcher) await(frame []byte, d time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// fastPathForwarded reports whether statewire run's totals (stdout) say
+// the XDP fast path forwarded any frame.
+func fastPathForwarded(stderr string) bool {
+	m := regexp.MustCompile(`fast path \(XDP, not counted above\): A->B (\d+) frames, B->A (\d+) frames`).FindStringSubmatch(stderr)
+	return m != nil && (m[1] != "0" || m[2] != "0")
 }

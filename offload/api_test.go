@@ -14,6 +14,7 @@ import (
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/replay"
+	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -49,7 +50,11 @@ func udpFlowTB(t testing.TB, prog *offload.Program, frame []byte, port int) (*fl
 	if !ok {
 		t.Fatal("no cached verdict")
 	}
-	return e, [2]uint8{v | uint8(port)<<6, 0}, offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: true}
+	fp := rules.CachedVerdict(v).FastPath()
+	if fp == 0 {
+		t.Fatalf("cached verdict %#x may not go to the fast path", v)
+	}
+	return e, [2]uint8{fp | uint8(port)<<6, 0}, offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: true}
 }
 
 // TestRedirectTarget checks that a frame taken on port A is redirected

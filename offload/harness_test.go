@@ -12,6 +12,7 @@ import (
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/replay"
+	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -225,8 +226,8 @@ func (h *harness) offer(name string, k *flowtable.Key) {
 	for d := range 2 {
 		v, ok := e.CachedVerdict(statemachine.Dir(d), gen)
 		port := ps[fromB(k, orig.Src, orig.SrcPort)^d]
-		if ok && v&1 != 0 && port >= 0 {
-			vs[d] = v | uint8(port)<<6
+		if fp := rules.CachedVerdict(v).FastPath(); ok && fp != 0 && port >= 0 {
+			vs[d] = fp | uint8(port)<<6
 			any = true
 		}
 	}

@@ -29,6 +29,8 @@ import "github.com/statewire/statewire/statemachine"
 //	bit 0      1 = ACCEPT, 0 = DROP
 //	bits 1..5  the statemachine.CtState (one bit set)
 //	bit 6      the ingress port (0 = A, 1 = B)
+//	bit 7      the raw table left this (direction, port) alone
+//	           (RawResult.Passive): the fast path may take it
 //
 // The zero value means nothing is cached: every valid CachedVerdict has a
 // state bit set.
@@ -36,6 +38,11 @@ type CachedVerdict uint8
 
 // cachedPortShift is where the ingress port sits in a CachedVerdict.
 const cachedPortShift = 6
+
+// cachedRawPassive marks a verdict whose packets the raw table leaves
+// alone. It is not part of what Lookup matches: the raw table runs on
+// every packet the pipeline sees anyway.
+const cachedRawPassive CachedVerdict = 1 << 7
 
 // allStates are the CtState bits a CachedVerdict can carry.
 const allStates = statemachine.StateInvalid | statemachine.StateNew | statemachine.StateEstablished |
@@ -51,10 +58,25 @@ func CacheVerdict(a Action, st statemachine.CtState, inPort uint8) CachedVerdict
 	return c
 }
 
+// WithRawPassive returns c marked as computed for a packet the raw table
+// left alone (RawResult.Passive).
+func (c CachedVerdict) WithRawPassive() CachedVerdict { return c | cachedRawPassive }
+
+// FastPath returns the byte the XDP fast path compares with its own
+// (accept, state, port) for a packet (package offload), or 0 when packets
+// of this verdict must not be taken there: a DROP (the slow path counts
+// it), or a verdict whose packets the raw table may act on.
+func (c CachedVerdict) FastPath() uint8 {
+	if c&1 == 0 || c&cachedRawPassive == 0 {
+		return 0
+	}
+	return uint8(c &^ cachedRawPassive)
+}
+
 // Lookup returns the cached action for a packet in state st that arrived
 // on port inPort, and whether c holds one for exactly that state and port.
 func (c CachedVerdict) Lookup(st statemachine.CtState, inPort uint8) (Action, bool) {
-	if c == 0 || c&^1 != CacheVerdict(Drop, st, inPort) {
+	if c == 0 || c&^(1|cachedRawPassive) != CacheVerdict(Drop, st, inPort) {
 		return Drop, false
 	}
 	if c&1 != 0 {

@@ -42,6 +42,22 @@ func TestCachedVerdictLayout(t *testing.T) {
 			}
 		}
 	}
+	// The raw-passive mark changes no lookup; only a passive ACCEPT goes
+	// to the fast path, as the byte the XDP program builds (bits 0..6).
+	for _, st := range allCtStates {
+		for in := uint8(0); in < 2; in++ {
+			acc, drop := CacheVerdict(Accept, st, in), CacheVerdict(Drop, st, in)
+			if a, ok := acc.WithRawPassive().Lookup(st, in); !ok || a != Accept {
+				t.Errorf("passive ACCEPT (%v, %d): Lookup got %v %v", st, in, a, ok)
+			}
+			if got, want := acc.WithRawPassive().FastPath(), uint8(1|uint8(st)<<1|in<<6); got != want {
+				t.Errorf("passive ACCEPT (%v, %d): FastPath got %#x, want %#x", st, in, got, want)
+			}
+			if acc.FastPath() != 0 || drop.WithRawPassive().FastPath() != 0 {
+				t.Errorf("(%v, %d): a non-passive ACCEPT or a DROP went to the fast path", st, in)
+			}
+		}
+	}
 	if _, ok := CachedVerdict(0).Lookup(stNew, 0); ok {
 		t.Error("the zero CachedVerdict hit")
 	}

@@ -84,20 +84,6 @@ type RuleSet struct {
 // under another generation is stale.
 func (rs *RuleSet) Generation() uint32 { return rs.gen }
 
-// RawTrivial reports whether the raw table has nothing to do for packets
-// of IP version ipVersion (4 or 6): no rule, and policy ACCEPT. Only then
-// can no raw decision (DROP, NOTRACK, a helper) depend on the packet, which
-// the XDP fast path relies on (package offload). Any other version: false.
-func (rs *RuleSet) RawTrivial(ipVersion uint8) bool {
-	switch ipVersion {
-	case 4:
-		return rs.trivRaw[0]
-	case 6:
-		return rs.trivRaw[1]
-	}
-	return false
-}
-
 // NumRules returns the number of compiled rules; Verdict.Rule and
 // RawResult.Rule index [0, NumRules()). Workers that want per-rule counters
 // keep their own []uint64 of this length (atomic adds per packet cost too

@@ -229,13 +229,14 @@ func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
 	default:
 		return RawResult{Rule: PolicyRule}
 	}
-	res := RawResult{Rule: PolicyRule}
+	res := RawResult{Rule: PolicyRule, Passive: true}
 	if rs.trivRaw[fi] {
 		return res
 	}
-	act, rule, _ := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res)
+	act, rule, cacheable := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res)
 	if act == Drop {
 		res.Drop, res.Rule = true, rule
 	}
+	res.Passive = cacheable && !res.Drop && !res.NoTrack && res.Helper == HelperNone
 	return res
 }

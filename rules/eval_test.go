@@ -319,10 +319,10 @@ COMMIT
 		{"amanda", udpPkt("1.1.1.1", "2.2.2.2", 1, 10080), portB, RawResult{Helper: HelperAmanda}, 12},
 		{"irc", tcpPkt("1.1.1.1", "2.2.2.2", 1, 6667, syn), portA, RawResult{Helper: HelperIRC}, 13},
 		{"state is INVALID in raw", tcpPkt("1.1.1.1", "2.2.2.2", 1, 7, syn), portA, RawResult{NoTrack: true}, 14},
-		{"is-bridged false in raw, nothing", tcpPkt("1.1.1.1", "2.2.2.2", 1, 80, syn), portA, RawResult{}, 0},
+		{"is-bridged false in raw, nothing", tcpPkt("1.1.1.1", "2.2.2.2", 1, 80, syn), portA, RawResult{Passive: true}, 0},
 		{"helper set, then dropped", tcpPkt("198.51.100.7", "2.2.2.2", 1, 21, syn), portA, RawResult{Helper: HelperFTP, Drop: true}, 8},
-		{"raw ACCEPT ends the table", tcpPkt("1.1.1.1", "2.2.2.2", 1, 9, syn), portA, RawResult{}, 16},
-		{"ipv6 no raw rules", udpPkt("2001:db8::1", "2001:db8::2", 1, 53), portB, RawResult{}, 0},
+		{"raw ACCEPT ends the table", tcpPkt("1.1.1.1", "2.2.2.2", 1, 9, syn), portA, RawResult{Passive: true}, 16},
+		{"ipv6 no raw rules", udpPkt("2001:db8::1", "2001:db8::2", 1, 53), portB, RawResult{Passive: true}, 0},
 		{"non-ip", &packet.Packet{}, portA, RawResult{}, 0},
 	}
 	for _, tc := range tests {
@@ -334,7 +334,7 @@ COMMIT
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 			// A raw ACCEPT leaves no result, so only results name a rule.
-			if tc.want != (RawResult{}) && l != tc.line {
+			if tc.want != (RawResult{}) && tc.want != (RawResult{Passive: true}) && l != tc.line {
 				t.Errorf("got rule line %d, want %d", l, tc.line)
 			}
 		})
@@ -347,11 +347,24 @@ COMMIT
 	if got := pol.Raw(udpPkt("1.1.1.1", "2.2.2.2", 1, 2), portA); got.Drop {
 		t.Errorf("raw ACCEPT: got %+v, want no drop", got)
 	}
-	if pol.RawTrivial(4) {
-		t.Errorf("RawTrivial(4) with raw rules: got true")
-	}
-	if !pol.RawTrivial(6) || !Empty().RawTrivial(4) || !Empty().RawTrivial(6) || Empty().RawTrivial(0) {
-		t.Errorf("RawTrivial: want true for a family without raw rules, false for a non-IP version")
+	// Passive: nothing done and nothing per-packet read on the way.
+	flags := mustLoad(t, "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --syn -j NOTRACK\n-A PREROUTING -p tcp --dport 21 -j CT --helper ftp\nCOMMIT\n", FamilyIPv4)
+	for _, c := range []struct {
+		name string
+		rs   *RuleSet
+		p    *packet.Packet
+		want bool
+	}{
+		{"raw rules, none acting", pol, udpPkt("1.1.1.1", "2.2.2.2", 1, 2), true},
+		{"raw DROP", pol, tcpPkt("1.1.1.1", "2.2.2.2", 1, 2, syn), false},
+		{"read the TCP flags", flags, tcpPkt("1.1.1.1", "2.2.2.2", 1, 80, ack), false},
+		{"helper", flags, tcpPkt("1.1.1.1", "2.2.2.2", 1, 21, ack), false},
+		{"not TCP: flags never read", flags, udpPkt("1.1.1.1", "2.2.2.2", 1, 80), true},
+		{"empty rule set", Empty(), tcpPkt("1.1.1.1", "2.2.2.2", 1, 2, ack), true},
+	} {
+		if got := c.rs.Raw(c.p, portA).Passive; got != c.want {
+			t.Errorf("%s: Passive got %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
@@ -361,8 +374,8 @@ func TestEmpty(t *testing.T) {
 		if v, c := rs.Filter(p, stNew, portA); v != (Verdict{Accept, PolicyRule}) || !c {
 			t.Errorf("Filter on empty set: got %+v %v, want ACCEPT by policy, cacheable", v, c)
 		}
-		if r := rs.Raw(p, portA); r != (RawResult{Rule: PolicyRule}) {
-			t.Errorf("Raw on empty set: got %+v, want nothing", r)
+		if r := rs.Raw(p, portA); r != (RawResult{Rule: PolicyRule, Passive: true}) {
+			t.Errorf("Raw on empty set: got %+v, want nothing done (passive)", r)
 		}
 	}
 	var l Loader

@@ -75,6 +75,12 @@ type RawResult struct {
 	// Rule is the index of the rule that set NoTrack/Helper or dropped the
 	// packet, or PolicyRule.
 	Rule int32
+	// Passive says the raw table did nothing to the packet (no DROP,
+	// NOTRACK or helper) and read nothing that is not fixed for its flow
+	// direction and ingress port: every packet of that (direction, port)
+	// would pass it untouched too. Only then may the XDP fast path, which
+	// has no raw table, take the flow's packets (CachedVerdict.FastPath).
+	Passive bool
 }
 
 // Sentinel errors. Every error from Load and Compile wraps exactly one of
