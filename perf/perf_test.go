@@ -390,9 +390,16 @@ func TestQuickComparison(t *testing.T) {
 			if x.Throughput.Received == 0 {
 				t.Errorf("sink counted 0 packets, want > 0")
 			}
-			if !(x.Throughput.Offered > x.Throughput.Delivered) {
-				t.Errorf("offered %.3f Mpps, delivered %.3f Mpps: want the generator to offer more than the device delivers",
+			// A device may keep up with the generator (statewire's XDP
+			// fast path does on this lab): the figure is then the
+			// generator's, which the report says; it can never deliver
+			// more than was offered.
+			if x.Throughput.Delivered > x.Throughput.Offered {
+				t.Errorf("offered %.3f Mpps, delivered %.3f Mpps: delivered more than offered",
 					x.Throughput.Offered/1e6, x.Throughput.Delivered/1e6)
+			}
+			if x.Throughput.Delivered == x.Throughput.Offered {
+				t.Logf("%s kept up with the generator (%.3f Mpps): generator-bound", dev, x.Throughput.Offered/1e6)
 			}
 			if x.Throughput.Received > x.Throughput.Sent {
 				t.Errorf("sink counted %d > %d sent", x.Throughput.Received, x.Throughput.Sent)
