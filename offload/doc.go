@@ -138,15 +138,16 @@
 //
 //   - Fast path off, a Settings change every 30 ms, 20 000/s each way: no
 //     datagram out of order, none lost.
-//   - Fast path on, no reloads, 20 000/s each way: 20 offers, 19 slow-path
-//     take-backs (the frames queued at the offer); 14 and 15 of ~60 000
-//     datagrams out of order, in 6 and 5 runs, at most 8 and 9 behind;
-//     none lost.
+//   - Fast path on, no reloads, 20 000/s each way (two runs): 20 and 34
+//     offers, 19 and 33 slow-path take-backs (the frames queued at the
+//     offer); 14-1 664 of ~60 000 datagrams out of order (0.02-2.8 %), in
+//     5-22 runs, at most 8-674 behind (the larger when the worker was
+//     descheduled longer); none lost.
 //   - Fast path on, a Settings change every 30 ms (107-110 reloads),
-//     20 000/s each way: 477-547 offers, 58-76 Settings and 419-471
-//     slow-path take-backs; 1.2-7.3 % of the datagrams out of order, in
-//     67-209 runs, at most 121-133 behind (6 ms at that rate) in a quiet
-//     run and 857-1 178 in a run where the machine was also busy with
+//     20 000/s each way (three runs): 420-547 offers, 58-76 Settings and
+//     358-471 slow-path take-backs; 1.2-9.1 % of the datagrams out of
+//     order, in 39-209 runs, at most 121-133 behind (6 ms at that rate) in
+//     a quiet run and 519-1 178 in runs where the machine was also busy with
 //     other tests (the worker descheduled for tens of milliseconds; its RX
 //     rings then overflowed, 2.4 % lost, every loss counted as a kernel
 //     drop at the socket).
@@ -156,10 +157,11 @@
 //     long as the starved worker does.
 //   - TCP, 256 MB left to right: fast path off, a Settings change every
 //     30 ms: no retransmission, no reordering detected. Fast path on, the
-//     same: 95 offers, 40 Settings and 55 slow-path take-backs; the sender
-//     retransmitted 11 161 of 185 403 segments (6 %; 8 622 DSACKs: spurious),
-//     detected reordering 4 935 times by SACK and 653 by timestamps, and the
-//     receiver queued 1 712 segments out of order; no frame dropped by the
+//     same (two runs): 95-101 offers, 40-43 Settings and 55-58 slow-path
+//     take-backs; the sender retransmitted 8 342-11 161 of ~185 400
+//     segments (4.5-6 %; 6 092-8 622 DSACKs: spurious), detected reordering
+//     686-4 935 times by SACK and 5-653 by timestamps, and the receiver
+//     queued 385-1 712 segments out of order; no frame dropped by the
 //     datapath, the transfer intact, nothing INVALID.
 //
 // So the moves cost reordering where a flow is busy when it moves, and a
