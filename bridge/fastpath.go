@@ -62,7 +62,9 @@ const offerBackoff = int64(100 * 1e6)
 // up the slow path stays out of the fast path. Without it a busy flow
 // thrashes: the frames the program punted while the flow was being taken
 // back or offered again reach the worker after the new offer, and each
-// takes it back again.
+// takes it back again. Those frames are also what a move reorders: the
+// program forwards the flow's later frames past them (offload/doc.go,
+// "Moving between the levels", with the measured figures).
 const offerHoldoff = int64(2 * 1e6)
 
 // offerDelay is how long a flow must have been eligible before it is

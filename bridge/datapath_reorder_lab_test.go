@@ -1,0 +1,476 @@
+package bridge
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/lab"
+)
+
+// The reordering a flow sees when it moves between the fast path and the
+// slow path (offload/doc.go, "Moving between the levels"), measured at the
+// receivers: a sequence-numbered UDP stream each way over one flow, and a
+// TCP transfer, through a one-worker datapath, while the flow is taken
+// back and offered again by a Settings change every reloadEvery.
+
+const (
+	reorderReloadEvery = 30 * time.Millisecond
+	reorderDuration    = 3 * time.Second
+)
+
+// reorderRate is the datagrams per second sent each way:
+// STATEWIRE_REORDER_PPS, default 20 000.
+func reorderRate(t *testing.T) int {
+	if s := os.Getenv("STATEWIRE_REORDER_PPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("STATEWIRE_REORDER_PPS=%q", s)
+		}
+		return n
+	}
+	return 20000
+}
+
+// reorderTrace (STATEWIRE_REORDER_TRACE set) logs the sockets' counters.
+var reorderTrace = os.Getenv("STATEWIRE_REORDER_TRACE") != ""
+
+// seqCount is what a receiver saw of a sequence-numbered stream.
+type seqCount struct {
+	sent     uint64 // datagrams the sender sent (sendto succeeded)
+	got      uint64 // datagrams received
+	dups     uint64 // sequence numbers received twice
+	ooo      uint64 // received with seq < the highest seen before it
+	episodes uint64 // runs of consecutive out-of-order datagrams
+	maxDist  uint64 // largest highest-seq for an out-of-order datagram
+	highest  uint64
+	prevOOO  bool
+	seen     []uint64 // bitmap of sequence numbers
+}
+
+func (c *seqCount) add(seq uint64) {
+	c.got++
+	w, b := seq/64, seq%64
+	for uint64(len(c.seen)) <= w {
+		c.seen = append(c.seen, 0)
+	}
+	if c.seen[w]&(1<<b) != 0 {
+		c.dups++
+		return
+	}
+	c.seen[w] |= 1 << b
+	if c.got > 1 && seq < c.highest {
+		c.ooo++
+		if !c.prevOOO {
+			c.episodes++
+		}
+		c.prevOOO = true
+		c.maxDist = max(c.maxDist, c.highest-seq)
+		return
+	}
+	c.prevOOO = false
+	c.highest = seq
+}
+
+func (c *seqCount) String() string {
+	return fmt.Sprintf("sent %d, got %d, out of order %d in %d episodes, max distance %d, duplicates %d",
+		c.sent, c.got, c.ooo, c.episodes, c.maxDist, c.dups)
+}
+
+// udpInNS opens a UDP socket bound to laddr in ns, with a receive buffer
+// large enough that the reader's scheduling loses nothing.
+func udpInNS(t *testing.T, l *lab.Lab, ns, laddr string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	err := l.Do(ns, func() error {
+		a, err := net.ResolveUDPAddr("udp4", laddr)
+		if err != nil {
+			return err
+		}
+		if c, err = net.ListenUDP("udp4", a); err != nil {
+			return err
+		}
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 32<<20)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
+	if err != nil {
+		t.Fatalf("udp socket %s in %s: %v", laddr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// udpRcvbufErrors reads Udp RcvbufErrors of ns.
+func udpRcvbufErrors(t *testing.T, l *lab.Lab, ns string) uint64 {
+	out, err := l.Run(context.Background(), ns, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatalf("snmp: %v", err)
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+// reorderRun is one run's figures.
+type reorderRun struct {
+	dir      [2]seqCount // [0] left->right (A->B), [1] right->left
+	fast     [2]uint64   // fast-path frames by ingress port
+	slow     [2]uint64   // socket frames by ingress port
+	drops    [2]uint64   // datapath and kernel drops by ingress port
+	rcvbuf   [2]uint64   // receivers' UDP RcvbufErrors (right, left)
+	offered  uint64
+	taken    [NumTakeBackReasons]uint64
+	reloads  int
+	rate     int
+	invalid  uint64
+	punts    string
+	duration time.Duration
+}
+
+func (r *reorderRun) moves() uint64 {
+	n := r.offered
+	for _, x := range r.taken {
+		n += x
+	}
+	return n
+}
+
+func (r *reorderRun) String() string {
+	return fmt.Sprintf("%d/s each way for %v, %d reloads: A->B %v; B->A %v; fast path %v frames, sockets %v; offered %d, taken back %v %v; drops %v, rcvbuf %v",
+		r.rate, r.duration, r.reloads, &r.dir[0], &r.dir[1], r.fast, r.slow, r.offered, TakeBackNames, r.taken, r.drops, r.rcvbuf)
+}
+
+// runReorderUDP sends rate datagrams per second each way over one UDP flow
+// (left:6001 <-> right:6002; left speaks first, the rules admit new flows
+// from port A only) for reorderDuration through a datapath in mode,
+// reloading the Settings every reorderReloadEvery when reload is set.
+func runReorderUDP(t *testing.T, mode OffloadMode, rate int, reload bool) reorderRun {
+	l := lab.NewT(t, lab.Options{})
+	hostGRO(t, l, "on")
+	dp := startOffloadDatapath(t, l, mode)
+	if on, why := dp.Offload(); on != (mode != OffloadOff) {
+		t.Fatalf("fast path on=%v (%s), mode %v", on, why, mode)
+	}
+	left := udpInNS(t, l, l.LeftNS, "198.18.0.1:6001")
+	right := udpInNS(t, l, l.RightNS, "198.18.0.2:6002")
+	to := [2]*net.UDPAddr{
+		{IP: net.IPv4(198, 18, 0, 2), Port: 6002},
+		{IP: net.IPv4(198, 18, 0, 1), Port: 6001},
+	}
+	socks := [2]*net.UDPConn{left, right} // senders of direction i; the receiver is socks[1-i]
+	run := reorderRun{rate: rate, duration: reorderDuration}
+
+	var wg sync.WaitGroup
+	var sent [2]atomic.Uint64
+	stop := make(chan struct{})
+	rightGo := make(chan struct{})
+	// Receivers read until their socket is closed by the deadline below.
+	for i := range 2 {
+		rx := socks[1-i]
+		c := &run.dir[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 2048)
+			first := true
+			for {
+				rx.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				n, _, err := rx.ReadFromUDP(buf)
+				if err != nil {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						continue
+					}
+					return
+				}
+				if n < 8 {
+					continue
+				}
+				c.add(binary.BigEndian.Uint64(buf))
+				if i == 0 && first {
+					close(rightGo)
+				}
+				first = false
+			}
+		}()
+	}
+	// Senders: paced every 200 µs to rate, 64-byte payloads.
+	start := time.Now()
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				select {
+				case <-rightGo:
+				case <-time.After(2 * time.Second):
+					t.Errorf("right: no datagram from the left")
+					return
+				}
+			}
+			t0 := time.Now()
+			msg := make([]byte, 64)
+			var seq uint64
+			for {
+				el := time.Since(t0)
+				if time.Since(start) >= reorderDuration {
+					return
+				}
+				for want := uint64(el.Seconds() * float64(rate)); seq < want; seq++ {
+					binary.BigEndian.PutUint64(msg, seq)
+					if _, err := socks[i].WriteToUDP(msg, to[i]); err != nil {
+						continue // counted as not sent
+					}
+					sent[i].Add(1)
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+	}
+	// The disturbance: a Settings change every reloadEvery.
+	if reload {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(reorderReloadEvery)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					s := *dp.Control().Load()
+					dp.Control().Store(&s)
+					run.reloads++
+
+				}
+			}
+		}()
+	}
+	time.Sleep(reorderDuration + 300*time.Millisecond) // the last datagrams
+	close(stop)
+	wg.Wait()
+	for i := range 2 {
+		run.dir[i].sent = sent[i].Load()
+	}
+	st := stopLabDatapath(t, l, dp)
+	for _, p := range []Port{PortA, PortB} {
+		c := st.Total(p)
+		run.fast[p] = st.Fast.Packets(p)
+		run.slow[p] = c.RX
+		run.drops[p] = c.Dropped() + st.KernelDrops(p)
+		if reorderTrace {
+			for q := range st.Queues {
+				t.Logf("socket %v: %+v", p, st.Queues[q].Socket[p])
+			}
+		}
+	}
+	run.rcvbuf = [2]uint64{udpRcvbufErrors(t, l, l.RightNS), udpRcvbufErrors(t, l, l.LeftNS)}
+	f := st.Pipeline.Fast
+	run.offered, run.taken, run.invalid = f.Offered, f.TakenBack, st.Pipeline.Invalid
+	run.punts = fmt.Sprintf("punts A %v B %v", st.Fast.Ports[0].Punts, st.Fast.Ports[1].Punts)
+	return run
+}
+
+// checkReorderRun asserts what does not depend on timing: every datagram
+// sent arrived once, or its loss is explained by a counted drop; nothing
+// was judged INVALID; and reordering happened only where the flow moved,
+// at most two runs of out-of-order datagrams per direction per move (a
+// move in can strand frames in the offering batch and in the RX ring).
+func checkReorderRun(t *testing.T, r *reorderRun) {
+	t.Helper()
+	for i := range 2 {
+		c := &r.dir[i]
+		if c.sent == 0 || c.got == 0 {
+			t.Errorf("direction %d: %v", i, c)
+			continue
+		}
+		if c.dups != 0 {
+			t.Errorf("direction %d: %d duplicates", i, c.dups)
+		}
+		explained := r.drops[i] + r.rcvbuf[i]
+		if lost := c.sent - min(c.sent, c.got-c.dups); lost > explained {
+			t.Errorf("direction %d: %d datagrams lost, %d drops counted (datapath+kernel %d, receiver %d)", i, lost, explained, r.drops[i], r.rcvbuf[i])
+		}
+		if c.episodes > 2*r.moves() {
+			t.Errorf("direction %d: %d reordering episodes for %d moves", i, c.episodes, r.moves())
+		}
+	}
+	if r.invalid != 0 {
+		t.Errorf("%d INVALID packets", r.invalid)
+	}
+}
+
+// TestDatapathReorderUDPFastPathOff: the control run: without the fast
+// path a flow's datagrams leave in the order they came, both ways.
+func TestDatapathReorderUDPFastPathOff(t *testing.T) {
+	r := runReorderUDP(t, OffloadOff, reorderRate(t), true)
+	t.Logf("fast path off: %v", &r)
+	checkReorderRun(t, &r)
+	for i := range 2 {
+		if r.dir[i].ooo != 0 {
+			t.Errorf("direction %d: %d datagrams out of order without the fast path", i, r.dir[i].ooo)
+		}
+	}
+}
+
+// TestDatapathReorderUDPSteady: with the fast path on and no disturbance
+// the flow moves in (and, at most, out and in again around the moment
+// it is offered); reordering is bounded by those few moves.
+func TestDatapathReorderUDPSteady(t *testing.T) {
+	r := runReorderUDP(t, OffloadAuto, reorderRate(t), false)
+	t.Logf("fast path on, no reloads: %v; %s", &r, r.punts)
+	checkReorderRun(t, &r)
+	if r.offered == 0 || r.fast[PortA] == 0 {
+		t.Errorf("the flow never went by the fast path")
+	}
+}
+
+// TestDatapathReorderUDPReload: with the fast path on and a Settings
+// change every reorderReloadEvery, the flow moves out and back in dozens
+// of times; every datagram arrives once, and the reordering is counted
+// (logged: the figures in offload/doc.go).
+func TestDatapathReorderUDPReload(t *testing.T) {
+	r := runReorderUDP(t, OffloadAuto, reorderRate(t), true)
+	t.Logf("fast path on, reload every %v: %v; %s", reorderReloadEvery, &r, r.punts)
+	checkReorderRun(t, &r)
+	if r.taken[TakeBackSettings] < 10 || r.offered < 10 {
+		t.Errorf("the reloads moved the flow %d times (offered %d): want dozens", r.taken[TakeBackSettings], r.offered)
+	}
+}
+
+// tcpCounters reads the TCP counters of ns that count reordering, seen by
+// a sender (TCPSACKReorder, TCPTSReorder, TCPRenoReorder, spurious
+// retransmissions) or by a receiver (TCPOFOQueue: segments that arrived
+// beyond a hole).
+func tcpCounters(t *testing.T, l *lab.Lab, ns string) map[string]uint64 {
+	out, err := l.Run(context.Background(), ns, "nstat", "-asz")
+	if err != nil {
+		t.Fatalf("nstat: %v %s", err, out)
+	}
+	m := map[string]uint64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m
+}
+
+var tcpReorderCounters = []string{"TcpOutSegs", "TcpRetransSegs", "TcpExtTCPSACKReorder", "TcpExtTCPTSReorder", "TcpExtTCPRenoReorder", "TcpExtTCPSpuriousRTOs", "TcpExtTCPDSACKRecv", "TcpExtTCPOFOQueue", "TcpExtTCPDSACKUndo", "TcpExtTCPLostRetransmit"}
+
+func pick(m map[string]uint64) string {
+	var b strings.Builder
+	for _, k := range tcpReorderCounters {
+		fmt.Fprintf(&b, " %s=%d", strings.TrimPrefix(strings.TrimPrefix(k, "TcpExt"), "Tcp"), m[k])
+	}
+	return b.String()
+}
+
+// TestDatapathReorderTCP: a 256 MB TCP transfer with the fast path off,
+// then on with a Settings change every reorderReloadEvery; the senders'
+// and receivers' reordering counters (nstat) are logged side by side.
+// Asserted: the transfers arrive intact, no packet is INVALID, and
+// without the fast path the receiver queued no segment out of order
+// beyond what the sender's retransmissions explain.
+func TestDatapathReorderTCP(t *testing.T) {
+	data := make([]byte, 256<<20)
+	rand.New(rand.NewSource(1)).Read(data)
+	for _, mode := range []OffloadMode{OffloadOff, OffloadAuto} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) {
+			l := lab.NewT(t, lab.Options{})
+			hostGRO(t, l, "on")
+			dp := startOffloadDatapath(t, l, mode)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			stop := make(chan struct{})
+			var reloads int
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tk := time.NewTicker(reorderReloadEvery)
+				defer tk.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tk.C:
+						s := *dp.Control().Load()
+						dp.Control().Store(&s)
+						reloads++
+					}
+				}
+			}()
+			tr, err := l.TransferTCP(ctx, l.LeftNS, l.RightNS, "198.18.0.2:5001", data)
+			close(stop)
+			<-done
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.Sent != tr.Got || tr.N != int64(len(data)) {
+				t.Errorf("%d of %d bytes arrived, intact %v", tr.N, len(data), tr.Sent == tr.Got)
+			}
+			time.Sleep(100 * time.Millisecond)
+			st := stopLabDatapath(t, l, dp)
+			snd, rcv := tcpCounters(t, l, l.LeftNS), tcpCounters(t, l, l.RightNS)
+			f := st.Pipeline.Fast
+			t.Logf("%v: %d MB in %v, %d reloads; fast path %d+%d frames, sockets %d+%d; offered %d, taken back %v %v",
+				mode, len(data)>>20, tr.Took, reloads, st.Fast.Packets(PortA), st.Fast.Packets(PortB),
+				st.Total(PortA).RX, st.Total(PortB).RX, f.Offered, TakeBackNames, f.TakenBack)
+			t.Logf("sender:  %s", pick(snd))
+			t.Logf("receiver:%s", pick(rcv))
+			if st.Pipeline.Invalid != 0 {
+				t.Errorf("%d INVALID packets (%v)", st.Pipeline.Invalid, st.Pipeline.InvalidBy)
+			}
+			if mode == OffloadOff {
+				if r := snd["TcpExtTCPSACKReorder"] + snd["TcpExtTCPTSReorder"] + snd["TcpExtTCPRenoReorder"]; r != 0 {
+					t.Errorf("sender detected reordering %d times without the fast path", r)
+				}
+			}
+		})
+	}
+}
