@@ -3,6 +3,7 @@ package bridge
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/statewire/statewire/packet"
@@ -22,7 +23,7 @@ import (
 // worker received it) and is judged there, later. A later fragment has no
 // ports and no flow. Judged at once where it arrived, it overtook its
 // first fragment and found no verdict. So the receiving worker records in
-// the datagram's slot that the first fragment was handed to worker k
+// the datagram's record that the first fragment was handed to worker k
 // (FragCache.Steer) and hands the later fragments it receives to k as well
 // (FragCache.SteeredTo): the same ring, so k judges them after the first
 // one, and their verdicts come back behind its verdict (the wire keeps the
@@ -48,7 +49,7 @@ import (
 // already holds (a duplicate: the queue is kept) and discards the whole
 // datagram when a fragment overlaps part of it, or contradicts its known
 // end. Without reassembly statewire cannot compare bytes, but it can do the
-// same arithmetic: each datagram's slot remembers the byte ranges seen so
+// same arithmetic: each datagram's record remembers the byte ranges seen so
 // far as a few coalesced runs. A duplicate fragment is INVALID; a partial
 // overlap makes that fragment and every later one of the datagram INVALID
 // (the fragments forwarded before it cannot be recalled, but the receiver
@@ -64,11 +65,11 @@ const (
 	fragTimeoutV6 = 60e9
 )
 
-// maxFragRuns is how many disjoint byte ranges a datagram's slot holds. A
+// maxFragRuns is how many disjoint byte ranges a datagram's record holds. A
 // sender emits fragments in order, so they coalesce into one run; more
 // holes than this only come from reordering on a scale no real path shows,
 // or from an attacker, and the datagram is then treated as overlapping (a
-// bounded slot must not let a ninth hole hide an overlap).
+// bounded record must not let a ninth hole hide an overlap).
 const maxFragRuns = 8
 
 type fragKey struct {
@@ -82,17 +83,31 @@ type fragKey struct {
 // fragRun is a byte range [start, end) of a datagram's fragmentable part.
 type fragRun struct{ start, end uint32 }
 
-// fragSlot is one slot of the cache: the datagram it remembers, under the
-// slot's own lock.
-type fragSlot struct {
-	mu sync.Mutex
-	fragDatagram
+// fragWays is how many datagrams a bucket of the cache remembers: the
+// datagrams whose keys hash to one bucket share its ways, so a few of them
+// in progress at once (several workers, or a first fragment handed to
+// another worker while the next datagrams come in) do not take each
+// other's records.
+const fragWays = 4
+
+// fragBucket is one bucket of the cache: fragWays datagrams under the
+// bucket's own lock. tags holds a few bits of each way's key hash (0: never
+// used), so a look-up reads the other ways only when their tag matches.
+type fragBucket struct {
+	mu   sync.Mutex
+	tick uint32 // counts uses of the ways; a way's stamp is the tick of its last use
+	tags [fragWays]uint32
+	ways [fragWays]fragDatagram
+	_    [(64 - fragBucketSize%64) % 64]byte // a bucket per cache line run: workers locking neighbours do not share a line
 }
 
-// fragDatagram is what a slot remembers of one datagram.
+const fragBucketSize = unsafe.Sizeof(sync.Mutex{}) + 4 + fragWays*4 + fragWays*unsafe.Sizeof(fragDatagram{})
+
+// fragDatagram is what a way of a bucket remembers of one datagram.
 type fragDatagram struct {
 	key     fragKey
 	expires int64
+	stamp   uint32 // the bucket's tick at the last use of this way (least recently used goes first)
 	res     Result
 	runs    [maxFragRuns]fragRun // disjoint, unsorted, never adjacent
 	nruns   uint8
@@ -100,7 +115,7 @@ type fragDatagram struct {
 	bad     bool   // an overlap was seen: the rest of the datagram is INVALID
 	used    bool
 	// first is set once the first fragment was judged: res and runs are
-	// the datagram's. A slot can be used without it: a worker handed the
+	// the datagram's. A way can be used without it: a worker handed the
 	// first fragment to its flow's owner (steer) and the verdict is not
 	// recorded yet.
 	first bool
@@ -121,35 +136,41 @@ const (
 )
 
 // FragCache remembers the verdicts of first fragments and the byte ranges
-// of each datagram seen so far. It is a fixed-size, direct-mapped table (a
-// newer datagram overwrites an older one in its slot, counted as an
-// eviction), shared by all workers of a bridge and safe for concurrent
-// use. It cannot be per worker: a first fragment is judged by the worker
+// of each datagram seen so far. It is a fixed-size, set-associative table:
+// a datagram's key hashes to a bucket of fragWays ways, and a new datagram
+// takes a free or expired way, else the least recently used of the
+// complete datagrams (nothing more will be asked of them but duplicates),
+// else the least recently used datagram still in progress, which is then
+// forgotten (counted as an eviction: its later fragments find no verdict).
+// So a datagram in progress is never forgotten while its bucket has room
+// for the newcomer elsewhere. It is shared by all workers of a bridge and
+// safe for concurrent use. It cannot be per worker: a first fragment is judged by the worker
 // owning its flow, while the later ones (no ports, so no flow) are judged
 // by the worker that received them, or the one that worker handed their
-// first fragment to (Steer, SteeredTo). Each slot has its own lock, so workers
-// wait on each other only for fragments of datagrams sharing a slot, never
-// for the cache as a whole (a fragment flood on one worker does not stall
+// first fragment to (Steer, SteeredTo). Each bucket has its own lock, so
+// workers wait on each other only for fragments of datagrams sharing a
+// bucket, never for the cache as a whole (a fragment flood on one worker does not stall
 // the others' fragments). Memory is fixed at creation; nothing is allocated
 // per fragment.
 type FragCache struct {
-	slots []fragSlot
-	mask  uint64
-	seed  uint64
+	buckets []fragBucket
+	mask    uint64
+	seed    uint64
 
-	evictions  atomic.Uint64 // datagrams forgotten for a newer one in their slot
+	evictions  atomic.Uint64 // datagrams forgotten before they completed, for a newer one in their bucket
 	duplicates atomic.Uint64 // fragments wholly inside bytes already seen
 	overlaps   atomic.Uint64 // datagrams discarded for a partial overlap, a contradicting end or too many holes
 	steered    atomic.Uint64 // later fragments sent after their first fragment to its flow's owner
 }
 
-// NewFragCache returns a cache of size slots (rounded up to a power of two).
+// NewFragCache returns a cache remembering size datagrams (rounded up to a
+// power of two, at least fragWays): size/fragWays buckets of fragWays ways.
 func NewFragCache(size int, seed uint64) *FragCache {
 	n := 1
-	for n < size {
+	for n*fragWays < size {
 		n <<= 1
 	}
-	return &FragCache{slots: make([]fragSlot, n), mask: uint64(n - 1), seed: seed}
+	return &FragCache{buckets: make([]fragBucket, n), mask: uint64(n - 1), seed: seed}
 }
 
 // FragCounters returns Evictions, Duplicates and Overlaps (safe from any
@@ -179,7 +200,8 @@ func extentOf(p *packet.Packet) (start, end uint32) {
 	return uint32(p.FragOffset), uint32(p.FragOffset) + p.IPLen - hdr
 }
 
-func (c *FragCache) slot(k *fragKey) *fragSlot {
+// bucket returns the bucket of k and the tag of k in it (never 0).
+func (c *FragCache) bucket(k *fragKey) (*fragBucket, uint32) {
 	var b [16 + 16 + 4 + 2 + 2]byte
 	copy(b[0:], k.src[:])
 	copy(b[16:], k.dst[:])
@@ -187,7 +209,54 @@ func (c *FragCache) slot(k *fragKey) *fragSlot {
 	b[36], b[37] = byte(k.vlan>>8), byte(k.vlan)
 	b[38], b[39] = k.proto, k.l3
 	h := xxhash.Sum64(b[:]) ^ c.seed
-	return &c.slots[h&c.mask]
+	return &c.buckets[h&c.mask], uint32(h>>32) | 1
+}
+
+// find returns the way of b remembering the datagram k (tag: its tag),
+// expired or not, or nil. A datagram has at most one way: every record is
+// made where find found none.
+func (b *fragBucket) find(k *fragKey, tag uint32) *fragDatagram {
+	for i := range b.ways {
+		if b.tags[i] == tag && b.ways[i].used && b.ways[i].key == *k {
+			return &b.ways[i]
+		}
+	}
+	return nil
+}
+
+// touch marks s, a way of b, as the most recently used.
+func (b *fragBucket) touch(s *fragDatagram) {
+	b.tick++
+	s.stamp = b.tick
+}
+
+// take returns the way of b that a new datagram (tag: its tag) takes at
+// now and tags it: a free or expired way; else the least recently used
+// way of a complete datagram; else the least recently used way, whose
+// datagram, still in progress (a verdict waiting for later fragments, or a
+// first fragment handed off and not judged yet), is forgotten: counted as
+// an eviction.
+func (c *FragCache) take(b *fragBucket, tag uint32, now int64) *fragDatagram {
+	victim, done := -1, false
+	var age uint32
+	for i := range b.ways {
+		s := &b.ways[i]
+		if !s.used || s.expires <= now {
+			victim = i
+			break
+		}
+		complete := s.first && s.complete()
+		a := b.tick - s.stamp // wraps with the tick
+		if victim < 0 || complete && !done || complete == done && a > age {
+			victim, done, age = i, complete, a
+		}
+	}
+	s := &b.ways[victim]
+	if s.used && s.expires > now && !done {
+		c.evictions.Add(1)
+	}
+	b.tags[victim] = tag
+	return s
 }
 
 // complete reports whether every byte of the datagram was seen.
@@ -277,59 +346,64 @@ func (c *FragCache) store(p *packet.Packet, now int64, r *Result) fragOutcome {
 		timeout = fragTimeoutV6
 	}
 	start, end := extentOf(p)
-	s := c.slot(&k)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	live := s.used && s.expires > now
-	if live && s.key == k && s.first && !s.complete() {
+	b, tag := c.bucket(&k)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.find(&k, tag)
+	var steer uint16
+	switch {
+	case s == nil:
+		s = c.take(b, tag, now)
+	case s.expires <= now:
+	case s.first && !s.complete():
+		b.touch(s)
 		out := s.add(start, end, false)
 		c.count(out)
 		return out
-	}
-	var steer uint16
-	switch {
-	case live && s.key != k:
-		c.evictions.Add(1)
-	case live && !s.first:
+	case !s.first:
 		// The receiving worker steered this first fragment here: its later
 		// fragments keep following it.
 		steer = s.steer
 	}
-	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, res: *r, used: true, first: true, steer: steer}
+	*s = fragDatagram{key: k, expires: now + timeout, res: *r, used: true, first: true, steer: steer}
+	b.touch(s)
 	s.add(start, end, false)
 	return fragFresh
 }
 
 // Steer records that the first fragment p (offset 0, more fragments) was
 // handed to worker owner, the owner of its flow, at time now. Until the
-// datagram expires or its slot is taken by another one, Steered(q) for
+// datagram expires or its way is taken by another one, SteeredTo for
 // its later fragments says owner: the receiving worker hands them over the
 // same SPSC ring, behind the first fragment, so that the owner judges them
 // after it has recorded the verdict (judged at once on the receiving
 // worker, they could overtake it and find no verdict).
 //
 // A record of a judged, still incomplete datagram is kept (a second first
-// fragment is a duplicate or an overlap, which the owner finds); anything
-// else in the slot (an expired or complete datagram, one with another key)
-// gives way to a record with no verdict yet.
+// fragment is a duplicate or an overlap, which the owner finds); an
+// expired or complete record of the same datagram (an IP ID reused) gives
+// way to a record with no verdict yet, and a datagram not remembered takes
+// a way as store does (FragCache).
 func (c *FragCache) Steer(p *packet.Packet, now int64, owner int) {
 	k := keyOfFragment(p)
 	timeout := int64(fragTimeoutV4)
 	if p.IPVersion == 6 {
 		timeout = fragTimeoutV6
 	}
-	s := c.slot(&k)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	live := s.used && s.expires > now
-	if live && s.key == k && (!s.first || !s.complete()) {
+	b, tag := c.bucket(&k)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.find(&k, tag)
+	switch {
+	case s == nil:
+		s = c.take(b, tag, now)
+	case s.expires > now && (!s.first || !s.complete()):
 		s.steer = uint16(owner) + 1
+		b.touch(s)
 		return
 	}
-	if live && s.key != k {
-		c.evictions.Add(1)
-	}
-	s.fragDatagram = fragDatagram{key: k, expires: now + timeout, used: true, steer: uint16(owner) + 1}
+	*s = fragDatagram{key: k, expires: now + timeout, used: true, steer: uint16(owner) + 1}
+	b.touch(s)
 }
 
 // SteeredTo returns the worker a later fragment p must be handed to at time
@@ -337,13 +411,14 @@ func (c *FragCache) Steer(p *packet.Packet, now int64, owner int) {
 // first fragment was judged where it arrived or is not known.
 func (c *FragCache) SteeredTo(p *packet.Packet, now int64) int {
 	k := keyOfFragment(p)
-	s := c.slot(&k)
-	s.mu.Lock()
-	steer := s.steer
-	if !s.used || s.key != k || s.expires <= now {
-		steer = 0
+	b, tag := c.bucket(&k)
+	b.mu.Lock()
+	var steer uint16
+	if s := b.find(&k, tag); s != nil && s.expires > now {
+		steer = s.steer
+		b.touch(s)
 	}
-	s.mu.Unlock()
+	b.mu.Unlock()
 	return int(steer) - 1
 }
 
@@ -363,12 +438,14 @@ func (c *FragCache) count(out fragOutcome) {
 func (c *FragCache) later(p *packet.Packet, now int64) (res Result, out fragOutcome, ok bool) {
 	k := keyOfFragment(p)
 	start, end := extentOf(p)
-	s := c.slot(&k)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.used || !s.first || s.key != k || s.expires <= now {
+	b, tag := c.bucket(&k)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.find(&k, tag)
+	if s == nil || !s.first || s.expires <= now {
 		return Result{}, fragFresh, false
 	}
+	b.touch(s)
 	wasBad := s.bad
 	out = s.add(start, end, !p.MoreFrags)
 	if !wasBad {

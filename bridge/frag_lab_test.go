@@ -191,6 +191,10 @@ func logHostDrops(t *testing.T, l *lab.Lab) {
 	for _, ns := range []string{l.LeftNS, l.RightNS} {
 		out, err := l.Run(context.Background(), ns, "nstat", "-az", "IpReasm*", "UdpRcvbufErrors", "UdpInErrors", "IcmpInEchoReps", "IcmpInEchos", "IcmpOutEchoReps")
 		t.Logf("%s: nstat (err %v):\n%s", ns, err, out)
+		// The hosts' veths count what they dropped on receive (a frame the
+		// bridge sent that never reached the host's stack).
+		out, err = l.Run(context.Background(), ns, "ip", "-s", "link", "show")
+		t.Logf("%s: ip -s link (err %v):\n%s", ns, err, out)
 	}
 }
 

@@ -105,6 +105,12 @@ func checkSteerResults(t *testing.T, dp *Datapath, frames []steerFrame, results 
 			t.Errorf("worker %d: later fragments with no first fragment seen got %d, want 0", i, n)
 		}
 	}
+	if t.Failed() {
+		// A datagram forgotten in progress loses its later fragments'
+		// verdict: say whether the cache had to forget any.
+		ev, dups, ovs := dp.frags.FragCounters()
+		t.Logf("FragCache: evictions %d, duplicates %d, overlaps %d, steered %d", ev, dups, ovs, dp.frags.Steered())
+	}
 }
 
 // TestFragmentsFollowFirstFragment reproduces the ordering of a two-worker
@@ -230,7 +236,7 @@ func TestFragmentsFollowFirstFragmentConcurrent(t *testing.T) {
 // TestFragCacheSteer walks the life of a steering record: it is made when
 // a first fragment is handed off, kept when the owner records the verdict,
 // read for the later fragments, and gone once it expires or another
-// datagram takes its slot; a later fragment never gets a verdict the
+// datagram takes its way; a later fragment never gets a verdict the
 // owner has not recorded yet.
 func TestFragCacheSteer(t *testing.T) {
 	parse := func(f []byte) *packet.Packet {
@@ -285,12 +291,17 @@ func TestFragCacheSteer(t *testing.T) {
 			t.Errorf("SteeredTo after the reassembly timeout: got %d, want -1", got)
 		}
 	})
-	t.Run("slot taken by another datagram", func(t *testing.T) {
-		c := NewFragCache(1, 1) // one slot: every datagram shares it
+	t.Run("way taken by another datagram", func(t *testing.T) {
+		c := NewFragCache(1, 1) // one bucket: every datagram shares it
 		first, later := dgram(1)
-		other, _ := dgram(2)
 		c.Steer(first, now, 1)
-		c.store(other, now, &accept)
+		// The bucket's other ways take the next datagrams; the one after
+		// them finds every way in progress and takes the least recently
+		// used, the steered datagram's.
+		for id := range uint16(fragWays) {
+			other, _ := dgram(2 + id)
+			c.store(other, now, &accept)
+		}
 		if got := c.SteeredTo(later, now); got != -1 {
 			t.Errorf("SteeredTo after eviction: got %d, want -1", got)
 		}

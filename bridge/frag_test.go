@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/statemachine"
@@ -182,7 +183,7 @@ func TestFragmentsAllocateNothing(t *testing.T) {
 // TestFragCacheConcurrent: workers share the cache. Fragments of one
 // datagram arriving on several workers at once are judged one at a time
 // (exactly one of many copies of a fragment is new, the rest duplicates),
-// while datagrams in other slots go their own way; the counters lose
+// while datagrams in other buckets go their own way; the counters lose
 // nothing. Run with -race, it also checks the per-slot locking.
 func TestFragCacheConcurrent(t *testing.T) {
 	const workers, copies, perWorker = 4, 500, 64
@@ -197,9 +198,9 @@ func TestFragCacheConcurrent(t *testing.T) {
 		return p
 	}
 	// A datagram: its first fragment, a middle one (sent twice) and one
-	// overlapping the middle one, each in a slot of its own.
+	// overlapping the middle one, each in a bucket of its own.
 	type datagram struct{ first, mid, overlap *packet.Packet }
-	used := map[*fragSlot]bool{}
+	used := map[*fragBucket]bool{}
 	next := uint32(1)
 	newDatagram := func() datagram {
 		for ; ; next++ {
@@ -209,7 +210,7 @@ func TestFragCacheConcurrent(t *testing.T) {
 				overlap: parse(pt.Frag6(frame, next, 40, 16, true)),
 			}
 			k := keyOfFragment(d.first)
-			if s := c.slot(&k); !used[s] {
+			if s, _ := c.bucket(&k); !used[s] {
 				used[s] = true
 				next++
 				return d
@@ -268,6 +269,144 @@ func TestFragCacheConcurrent(t *testing.T) {
 		t.Errorf("overlaps: got %d, want %d", ovs, want)
 	}
 	if ev != 0 {
-		t.Errorf("evictions: got %d, want 0 (every datagram has its own slot)", ev)
+		t.Errorf("evictions: got %d, want 0 (every datagram has its own bucket)", ev)
+	}
+}
+
+// TestFragCacheReplacement: a datagram in progress keeps its way while its
+// bucket has a free, expired or complete way for a newcomer; only a bucket
+// full of datagrams in progress forgets one, the least recently used, and
+// counts it.
+func TestFragCacheReplacement(t *testing.T) {
+	parse := func(f []byte) *packet.Packet {
+		p := new(packet.Packet)
+		if r := packet.Parse(f, 0, packet.Options{}, p); r != packet.ReasonOK {
+			t.Fatalf("parse fragment: got %v, want ok", r)
+		}
+		return p
+	}
+	// dgram returns the two fragments of datagram id: the second one,
+	// MF clear, completes it.
+	dgram := func(id uint16) (first, last *packet.Packet) {
+		fr := pt.Fragments4(withIPID(pt.UDP4("198.18.0.1", "198.18.0.2", 7, 9, make([]byte, 64)), id), 48)
+		return parse(fr[0]), parse(fr[1])
+	}
+	remembered := func(c *FragCache, p *packet.Packet) bool {
+		k := keyOfFragment(p)
+		b, tag := c.bucket(&k)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.find(&k, tag) != nil
+	}
+	accept := Result{Verdict: Accept, State: statemachine.StateNew}
+	const now = 100 * sec
+	t.Run("complete datagrams go first", func(t *testing.T) {
+		c := NewFragCache(1, 1) // one bucket: every datagram shares it
+		judged, _ := dgram(1)
+		steered, _ := dgram(2)
+		c.store(judged, now, &accept)
+		c.Steer(steered, now, 1)
+		// A stream of datagrams completing one after the other, in the
+		// ways the two in progress leave.
+		for id := uint16(3); id < 100; id++ {
+			first, last := dgram(id)
+			c.store(first, now, &accept)
+			if _, out, ok := c.later(last, now); !ok || out != fragFresh {
+				t.Fatalf("datagram %d: later fragment got %v %v, want fresh true", id, out, ok)
+			}
+		}
+		if !remembered(c, judged) || !remembered(c, steered) {
+			t.Errorf("datagrams in progress remembered: judged %v, steered %v, want both", remembered(c, judged), remembered(c, steered))
+		}
+		if got := c.SteeredTo(steered, now); got != 1 {
+			t.Errorf("SteeredTo: got %d, want 1", got)
+		}
+		if ev, _, _ := c.FragCounters(); ev != 0 {
+			t.Errorf("evictions: got %d, want 0 (only complete datagrams gave way)", ev)
+		}
+	})
+	t.Run("expired datagrams go first", func(t *testing.T) {
+		c := NewFragCache(1, 1)
+		old, _ := dgram(1)
+		c.store(old, now, &accept)
+		var live []*packet.Packet
+		for id := range uint16(fragWays - 1) {
+			p, _ := dgram(2 + id)
+			c.store(p, now+10*sec, &accept)
+			live = append(live, p)
+		}
+		newcomer, _ := dgram(100)
+		c.store(newcomer, now+fragTimeoutV4, &accept) // old has just expired
+		for i, p := range append(live, newcomer) {
+			if !remembered(c, p) {
+				t.Errorf("datagram %d in progress: forgotten, want remembered", i)
+			}
+		}
+		if remembered(c, old) {
+			t.Errorf("expired datagram: remembered, want its way taken")
+		}
+		if ev, _, _ := c.FragCounters(); ev != 0 {
+			t.Errorf("evictions: got %d, want 0 (an expired datagram gave way)", ev)
+		}
+	})
+	t.Run("full: the least recently used goes", func(t *testing.T) {
+		c := NewFragCache(1, 1)
+		var ps []*packet.Packet
+		for id := range uint16(fragWays) {
+			p, _ := dgram(1 + id)
+			c.store(p, now, &accept)
+			ps = append(ps, p)
+		}
+		c.SteeredTo(ps[0], now) // a use: datagram 0 is now the most recent, 1 the least
+		newcomer, _ := dgram(100)
+		c.store(newcomer, now, &accept)
+		for i, p := range ps {
+			if got, want := remembered(c, p), i != 1; got != want {
+				t.Errorf("datagram %d: remembered %v, want %v", i, got, want)
+			}
+		}
+		if !remembered(c, newcomer) {
+			t.Errorf("newcomer: forgotten, want remembered")
+		}
+		if ev, _, _ := c.FragCounters(); ev != 1 {
+			t.Errorf("evictions: got %d, want 1", ev)
+		}
+	})
+}
+
+// BenchmarkFragments is the pipeline's fragment path: the first fragment of
+// each datagram stores its verdict in the FragCache, the later ones read
+// it. 64 datagrams (32 flows, both ways, three fragments each) in a cache
+// of the datapath's size, sent again and again (the IP IDs are reused once
+// each datagram is complete).
+func BenchmarkFragments(b *testing.B) {
+	tb, err := flowtable.New(flowtable.Config{MaxEntries: 1024, Buckets: 1024, Shards: 1, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := DefaultSettings()
+	s.Rules = loadRules(b, newOnlyFromA)
+	pl := NewPipeline(tb, 0, NewControl(s), NewFragCache(1024, 1))
+	payload := make([]byte, 3000)
+	var frames [][]byte
+	var ins []Port
+	for sport := range uint16(32) {
+		for _, f := range pt.Fragments4(withIPID(pt.UDP4("198.18.0.1", "198.18.0.2", 2000+sport, 9, payload), 2000+sport), 1480) {
+			frames, ins = append(frames, f), append(ins, PortA)
+		}
+		for _, f := range pt.Fragments4(withIPID(pt.UDP4("198.18.0.2", "198.18.0.1", 9, 2000+sport, payload), 2000+sport), 1480) {
+			frames, ins = append(frames, f), append(ins, PortB)
+		}
+	}
+	for i, f := range frames { // the flows exist: the loop measures fragments, not entry creation
+		if r := pl.Process(f, 0, ins[i], 100*sec); r.Verdict != Accept {
+			b.Fatalf("frame %d: got %v, want ACCEPT", i, r.Verdict)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		pl.Process(frames[i%len(frames)], 0, ins[i%len(frames)], 100*sec)
+		i++
 	}
 }
