@@ -33,7 +33,10 @@
 // the owner inside whichever call removes the entry; it is nil, and costs
 // one branch per removal, while nobody listens. An expiry hook
 // (SetExpiryHook, for entries offered to the XDP fast path) is asked for
-// the live Expires of an offloaded entry before any expiry removes it.
+// the live Expires of an offloaded entry before any expiry removes it, and
+// a snapshot hook (SetSnapshotHook) writes the fast path's live values into
+// every copy of an offloaded entry (EntrySnapshot.Offloaded), for listings;
+// neither runs for entries that are not offloaded.
 //
 // Table.HashKey, Table.ShardFor, Table.Config and everything on
 // Expectations are safe from any goroutine. Expectations are shared by all

@@ -1,8 +1,11 @@
 package flowtable
 
 import (
+	"context"
 	"testing"
+	"time"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -144,5 +147,106 @@ func TestExpiryHook(t *testing.T) {
 	e1.SetOffloaded(false)
 	if e1.Offloaded() {
 		t.Fatalf("SetOffloaded(false) left the mark")
+	}
+}
+
+// TestSnapshotHook: copies of an offloaded entry, through Table.Snapshot
+// (served by the owner) and Shard.Snapshot, carry Offloaded and the live
+// values the snapshot hook writes (Expires), and leave the entry as it
+// was; copies of other entries neither carry the mark nor call the hook,
+// and a shard without a hook still marks the offloaded copy. A read
+// budget is charged hookCost slots per hook call.
+func TestSnapshotHook(t *testing.T) {
+	tab, err := New(Config{Shards: 1, Buckets: 16, MaxEntries: 64, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tab.Shard(0)
+	var ents []*Entry
+	for port := uint16(1); port <= 4; port++ {
+		tu := Tuple{Src: packet.AddrFrom4([4]byte{198, 18, 0, 1}), Dst: packet.AddrFrom4([4]byte{198, 18, 0, 2}),
+			SrcPort: port, DstPort: 80, Proto: packet.ProtoTCP, L3: 4}
+		k := tu.Key()
+		e, _ := s.Insert(&k, tab.HashKey(&k), &tu, 0)
+		e.Conn.Expires = 1000
+		ents = append(ents, e)
+	}
+	ents[1].SetOffloaded(true)
+	ents[3].SetOffloaded(true)
+	calls := 0
+	s.SetSnapshotHook(func(e *Entry, out *EntrySnapshot) {
+		calls++
+		if !e.Offloaded() {
+			t.Errorf("hook called for an entry that is not offloaded")
+		}
+		out.Conn.Expires = 5000 + int64(e.Tuple().SrcPort)
+	})
+	check := func(how string, es *EntrySnapshot) {
+		t.Helper()
+		port := es.Orig.SrcPort
+		off := port == 2 || port == 4
+		want := int64(1000)
+		if off {
+			want = 5000 + int64(port)
+		}
+		if es.Offloaded != off || es.Conn.Expires != want {
+			t.Errorf("%s: port %d: Offloaded %v Expires %d, want %v %d", how, port, es.Offloaded, es.Conn.Expires, off, want)
+		}
+	}
+
+	// Table.Snapshot, its requests served by an "owner" loop here.
+	done := make(chan error, 1)
+	var got []EntrySnapshot
+	go func() {
+		done <- tab.Snapshot(context.Background(), func(es *EntrySnapshot) { got = append(got, *es) })
+	}()
+	var visited []int
+	testenv.WaitFor(5*time.Second, func() bool {
+		if v := s.ServeRequests(1000); v > 0 {
+			visited = append(visited, v)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return true
+		default:
+			return false
+		}
+	})
+	if len(got) != 4 {
+		t.Fatalf("snapshot: %d entries, want 4", len(got))
+	}
+	for i := range got {
+		check("Table.Snapshot", &got[i])
+	}
+	if calls != 2 {
+		t.Errorf("hook calls: %d, want 2 (the offloaded entries only)", calls)
+	}
+	if sum := visited[0]; len(visited) != 1 || sum != 4+2*(hookCost-1) {
+		t.Errorf("budget charged %v, want one read of %d slots (4 copies, 2 hook calls)", visited, 4+2*(hookCost-1))
+	}
+	for _, e := range ents {
+		if e.Conn.Expires != 1000 {
+			t.Errorf("the hook changed the entry: Expires %d", e.Conn.Expires)
+		}
+	}
+
+	// Shard.Snapshot (the events' copies).
+	var es EntrySnapshot
+	for _, e := range ents {
+		s.Snapshot(e, &es)
+		check("Shard.Snapshot", &es)
+	}
+	s.SetSnapshotHook(nil)
+	calls = 0
+	s.Snapshot(ents[1], &es)
+	if !es.Offloaded || es.Conn.Expires != 1000 || calls != 0 {
+		t.Errorf("without a hook: Offloaded %v Expires %d calls %d, want true, the table's 1000, 0", es.Offloaded, es.Conn.Expires, calls)
+	}
+	ents[1].SetOffloaded(false)
+	if s.Snapshot(ents[1], &es); es.Offloaded {
+		t.Errorf("a copy taken after SetOffloaded(false) is marked offloaded")
 	}
 }

@@ -19,6 +19,11 @@ type EntrySnapshot struct {
 	// master in the kernel's use=. Shard.Snapshot leaves it 0; owners of
 	// the whole table use Table.ChildCounts.
 	Children uint32
+	// Offloaded: the entry was offered to the XDP fast path when copied
+	// (Entry.Offloaded). Its Conn.Expires is then the fast path's live
+	// value when the shard has a snapshot hook (SetSnapshotHook), and
+	// listings show the kernel's [OFFLOAD] (package ctlist).
+	Offloaded bool
 }
 
 // Reply returns the tuple of the reply direction.
@@ -30,6 +35,7 @@ func (e *Entry) snapshot(shard uint16, idx uint32, out *EntrySnapshot) {
 	out.Helper = e.Helper
 	out.Ref = EntryRef{Shard: shard, Index: idx, Gen: e.gen}
 	out.Children = 0
+	out.Offloaded = false
 }
 
 // readRequest is a reader's request to a shard's owner: copy live entries
@@ -121,7 +127,11 @@ func (s *Shard) serveReads(budget int) int {
 		idx := r.cursor
 		r.cursor++
 		if e := &s.entries[idx]; e.flags&flagUsed != 0 {
-			e.snapshot(s.id, idx, &r.buf[r.n])
+			if s.snapshotAt(e, idx, &r.buf[r.n]) {
+				// The hook read the fast path (a system call):
+				// it counts as hookCost slots of the budget.
+				visited += hookCost - 1
+			}
 			r.n++
 		}
 	}
@@ -142,6 +152,13 @@ func (s *Shard) finishRead(r *readRequest) {
 	}
 	r.ready <- struct{}{}
 }
+
+// hookCost is how many slots of a read's budget one call of the snapshot
+// hook counts for: the hook reads the entry's fast-path map entry (one
+// bpf system call, about a microsecond, where copying a slot costs a few
+// nanoseconds), and the owner must not stall its packets for a whole
+// budget of them. Reads of a table with nothing offloaded never pay it.
+const hookCost = 16
 
 // snapshotBuf is how many entries one read request carries.
 const snapshotBuf = 512

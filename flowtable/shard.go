@@ -89,6 +89,11 @@ type Shard struct {
 	// path keeps the live value.
 	onExpiry func(e *Entry, now int64) int64
 
+	// onSnapshot, when set, fills the live values of an offloaded
+	// entry's copy (the fast path's Expires) for listings and events.
+	// Entries that are not offloaded never call it.
+	onSnapshot func(e *Entry, out *EntrySnapshot)
+
 	// links records which entries are children of which master, for the
 	// use= of listings (use.go). Owner only, but links.n, which other
 	// goroutines read to skip shards without children.
@@ -400,6 +405,31 @@ func (s *Shard) SetRemoveHook(fn func(s *Shard, e *Entry)) { s.onRemove = fn }
 // entries. nil removes the hook. Owner only.
 func (s *Shard) SetExpiryHook(fn func(e *Entry, now int64) (expires int64)) { s.onExpiry = fn }
 
+// SetSnapshotHook makes the shard call fn for every copy of an offloaded
+// entry (Entry.Offloaded) it hands out (Table.Snapshot's reads,
+// Shard.Snapshot), after the copy is made: fn writes the values the fast
+// path keeps live into out (today Conn.Expires), so listings show the
+// current timeout. The entry itself is not changed. Copies of entries that
+// are not offloaded never call it. fn must not insert or delete entries.
+// nil removes the hook. Owner only.
+func (s *Shard) SetSnapshotHook(fn func(e *Entry, out *EntrySnapshot)) { s.onSnapshot = fn }
+
+// snapshotAt copies live entry e, at slot idx, into out: EntrySnapshot's
+// Offloaded mark, and through the snapshot hook the live values of an
+// offloaded entry. It reports whether the hook ran.
+func (s *Shard) snapshotAt(e *Entry, idx uint32, out *EntrySnapshot) bool {
+	e.snapshot(s.id, idx, out)
+	if e.flags&flagOffloaded == 0 {
+		return false
+	}
+	out.Offloaded = true
+	if s.onSnapshot == nil {
+		return false
+	}
+	s.onSnapshot(e, out)
+	return true
+}
+
 // Snapshot copies live entry e of this shard into out (with its Ref), as
 // Table.Snapshot does for other goroutines. Owner only.
 func (s *Shard) Snapshot(e *Entry, out *EntrySnapshot) {
@@ -408,7 +438,7 @@ func (s *Shard) Snapshot(e *Entry, out *EntrySnapshot) {
 		*out = EntrySnapshot{}
 		return
 	}
-	e.snapshot(s.id, uint32(idx), out)
+	s.snapshotAt(e, uint32(idx), out)
 }
 
 // Range calls fn for every live entry until fn returns false. Owner only
