@@ -192,9 +192,16 @@ func (pl *Pipeline) syncRemoveHook() {
 
 // emit writes an event about e; a full ring drops it and counts it.
 func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
+	pl.emitOffloaded(kind, e, protoInfo, false)
+}
+
+// emitOffloaded is emit with the copy marked offloaded when offloaded is
+// set (an entry taken back just before).
+func (pl *Pipeline) emitOffloaded(kind EventKind, e *flowtable.Entry, protoInfo, offloaded bool) {
 	es := &pl.ev
 	ev := &es.one[0]
 	pl.shard.Snapshot(e, &ev.Entry)
+	ev.Entry.Offloaded = ev.Entry.Offloaded || offloaded
 	ev.Now, ev.Kind, ev.ProtoInfo = es.now, kind, protoInfo
 	if es.ring.r.Push(es.one[:]) == 0 {
 		es.ring.lost.Add(1)
@@ -203,12 +210,21 @@ func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
 
 // onRemove is the shard's remove hook while someone listens or a fast
 // path is set: an offered entry is taken back first (its map entry goes,
-// and the [DESTROY] event shows the state the fast path left).
+// and the [DESTROY] event shows the state the fast path left). The event
+// of an entry removed while offered still carries Offloaded ([OFFLOAD]),
+// as the kernel's: `conntrack -D` of a flowtable-offloaded connection
+// (ctnetlink_del_conntrack, net/netfilter/nf_conntrack_netlink.c, which
+// since the removal of its -EBUSY check deletes offloaded entries too)
+// calls nf_ct_delete, whose IPCT_DESTROY event carries the status with
+// IPS_OFFLOAD still set; the flowtable's garbage collector clears the bit
+// only afterwards, when it tears the flow of the dying entry down
+// (flow_offload_teardown, net/netfilter/nf_flow_table_core.c).
 func (pl *Pipeline) onRemove(_ *flowtable.Shard, e *flowtable.Entry) {
-	if e.Offloaded() {
+	was := e.Offloaded()
+	if was {
 		pl.takeBack(e, TakeBackRemove, 0)
 	}
 	if pl.ev.ring != nil {
-		pl.emit(EventDestroy, e, true)
+		pl.emitOffloaded(EventDestroy, e, true, was)
 	}
 }

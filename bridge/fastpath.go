@@ -107,8 +107,10 @@ func (pl *Pipeline) SetFastPath(fp FastPath) {
 			pl.fast.delay = offerDelay
 		}
 		pl.shard.SetExpiryHook(pl.fastExpires)
+		pl.shard.SetSnapshotHook(pl.fastSnapshot)
 	} else {
 		pl.shard.SetExpiryHook(nil)
+		pl.shard.SetSnapshotHook(nil)
 	}
 	pl.syncRemoveHook()
 }
@@ -179,6 +181,29 @@ func (pl *Pipeline) fastExpires(e *flowtable.Entry, now int64) int64 {
 		return e.Conn.Expires
 	}
 	return f.usage.Expires
+}
+
+// fastSnapshot is the shard's snapshot hook: a copy of an offered entry
+// (conntrack -L, /proc/net/nf_conntrack, the metrics' snapshot) gets the
+// fast path's live Expires, so its timeout is the current one. The entry
+// itself keeps its Expires (expiry refreshes it through fastExpires when
+// it matters). The copy keeps the table's value when the fast path cannot
+// be read. One map lookup per offered entry; entries not offered cost
+// nothing.
+func (pl *Pipeline) fastSnapshot(e *flowtable.Entry, out *flowtable.EntrySnapshot) {
+	f := &pl.fast
+	x := pl.own(e)
+	if x == nil {
+		return
+	}
+	ok, err := f.fp.Peek(x, &f.usage)
+	if err != nil {
+		pl.stats.Fast.Errors++
+		return
+	}
+	if ok {
+		out.Conn.Expires = f.usage.Expires
+	}
 }
 
 // maybeOffer offers e, whose packet the pipeline just accepted, to the

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/statewire/statewire/flowtable"
@@ -269,5 +270,65 @@ func TestFastPathBatchOffersOnce(t *testing.T) {
 	}
 	if len(fp.offered) != 1 || pl.Stats().Fast.Offered != 1 || fp.takeBack != 0 {
 		t.Fatalf("after the batch: %d flows offered, stats %+v, take-backs %d; want one offer after the batch and no take-back", len(fp.offered), pl.Stats().Fast, fp.takeBack)
+	}
+}
+
+// TestFastPathSnapshot: a copy of an offered entry (the listings') is
+// marked Offloaded and carries the fast path's live Expires, the entry
+// keeping its own; a copy of a flow that is not offered does not ask the
+// fast path. Removing an offered entry while someone listens gives a
+// [DESTROY] event marked Offloaded (the kernel's [OFFLOAD] of conntrack
+// -D), after the take-back.
+func TestFastPathSnapshot(t *testing.T) {
+	pl := newTestPipeline(t, nil, 64)
+	fp := newFakeFast()
+	pl.SetFastPath(fp)
+	pl.fast.delay = 0
+	q := pt.UDP4("198.18.0.1", "198.18.0.2", 40000, 53, []byte("q"))
+	a := pt.UDP4("198.18.0.2", "198.18.0.1", 53, 40000, []byte("a"))
+	other := pt.UDP4("198.18.0.1", "198.18.0.2", 40001, 53, []byte("q"))
+	pl.Process(q, 0, PortA, 100*sec)
+	pl.Process(a, 0, PortB, 100*sec)
+	pl.Process(other, 0, PortA, 100*sec)
+	k, _ := flowtable.KeyOf(mustParse(t, q))
+	ok, _ := flowtable.KeyOf(mustParse(t, other))
+	e := pl.Shard().Lookup(&k, pl.table.HashKey(&k), 100*sec)
+	o := pl.Shard().Lookup(&ok, pl.table.HashKey(&ok), 100*sec)
+	if e == nil || !e.Offloaded() || o == nil || o.Offloaded() {
+		t.Fatalf("setup: want the answered flow offered and the other not")
+	}
+	table := e.Conn.Expires
+	fp.live[k] = table + 42*sec
+	fp.live[ok] = 1 // must not be asked
+	var es flowtable.EntrySnapshot
+	pl.Shard().Snapshot(e, &es)
+	if !es.Offloaded || es.Conn.Expires != table+42*sec || e.Conn.Expires != table {
+		t.Errorf("offered entry: copy Offloaded %v Expires %d, entry Expires %d; want true, %d (the fast path's), %d",
+			es.Offloaded, es.Conn.Expires, e.Conn.Expires, table+42*sec, table)
+	}
+	pl.Shard().Snapshot(o, &es)
+	if es.Offloaded || es.Conn.Expires == 1 {
+		t.Errorf("entry not offered: copy Offloaded %v Expires %d; want false and the table's", es.Offloaded, es.Conn.Expires)
+	}
+
+	ev := pl.ctl.Events()
+	ev.Subscribe(1)
+	defer ev.Unsubscribe()
+	pl.WatchEvents(101 * sec)
+	pl.Shard().Delete(e)
+	pl.Shard().Delete(o)
+	var marks []bool
+	ev.Drain(make([]Event, 4), func(evs []Event) {
+		for i := range evs {
+			if evs[i].Kind == EventDestroy {
+				marks = append(marks, evs[i].Entry.Offloaded)
+			}
+		}
+	})
+	if fmt.Sprint(marks) != "[true false]" {
+		t.Errorf("[DESTROY] events marked offloaded: %v, want [true false] (the offered entry's only)", marks)
+	}
+	if len(fp.offered) != 0 {
+		t.Errorf("deleted entry left in the fast path")
 	}
 }

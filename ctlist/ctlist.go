@@ -76,7 +76,8 @@ const (
 	Conntrack
 )
 
-// Line formats one entry (no trailing newline).
+// Line formats one entry (no trailing newline). Accounting is off, as by
+// default in the kernel (nf_conntrack_acct=0): no packets= bytes= fields.
 func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 	var b strings.Builder
 	if f == Proc {
@@ -86,10 +87,15 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 		b.WriteString(strconv.Itoa(num))
 		b.WriteByte(' ')
 	}
-	writeTuples(&b, es, now, true, true)
+	// /proc omits the timeout of an offloaded entry (ct_seq_show prints
+	// it only without IPS_OFFLOAD); conntrack -L prints it (ctnetlink
+	// dumps CTA_TIMEOUT for every entry and libnetfilter_conntrack prints
+	// it when present), here the fast path's live one.
+	writeTuples(&b, es, now, f == Conntrack || !es.Offloaded, true)
 	b.WriteByte(' ')
-	if es.Conn.Status&statemachine.StatusAssured != 0 {
-		b.WriteString("[ASSURED] ")
+	if flag := statusFlag(es); flag != "" {
+		b.WriteString(flag)
+		b.WriteByte(' ')
 	}
 	b.WriteString("mark=0 ")
 	// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
@@ -108,6 +114,29 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 	b.WriteString("use=")
 	b.WriteString(strconv.FormatUint(uint64(Use(es, f)), 10))
 	return b.String()
+}
+
+// statusFlag returns the one status flag a listing or event line shows
+// after the reply tuple: "[OFFLOAD]" for an entry in the XDP fast path,
+// else "[ASSURED]" for an assured one, else "". Both the kernel and
+// conntrack-tools print one of them, in that order of precedence, never
+// both: /proc/net/nf_conntrack's ct_seq_show
+// (net/netfilter/nf_conntrack_standalone.c) tests IPS_HW_OFFLOAD, then
+// IPS_OFFLOAD, then IPS_ASSURED in an else-if chain, and `conntrack -L`
+// and `-E` lines come from libnetfilter_conntrack's
+// __snprintf_status_assured (src/conntrack/snprintf_default.c), the same
+// chain, called after the reply tuple (and its counters) and before
+// mark=. An offloaded entry is still ASSURED (its status bits are
+// unchanged: --status ASSURED matches it, JSON lists both); the fast path
+// is software, so it is never [HW_OFFLOAD].
+func statusFlag(es *flowtable.EntrySnapshot) string {
+	switch {
+	case es.Offloaded:
+		return "[OFFLOAD]"
+	case es.Conn.Status&statemachine.StatusAssured != 0:
+		return "[ASSURED]"
+	}
+	return ""
 }
 
 // Use returns the use= the kernel prints for es: the connection's reference
@@ -211,8 +240,9 @@ func EventLine(kind string, es *flowtable.EntrySnapshot, now int64, protoInfo bo
 	var b strings.Builder
 	b.WriteString(EventPrefix(kind))
 	writeTuples(&b, es, now, kind != "DESTROY", protoInfo)
-	if es.Conn.Status&statemachine.StatusAssured != 0 {
-		b.WriteString(" [ASSURED]")
+	if flag := statusFlag(es); flag != "" {
+		b.WriteByte(' ')
+		b.WriteString(flag)
 	}
 	if es.Orig.VLAN != 0 {
 		b.WriteString(" zone=")

@@ -26,6 +26,14 @@ func TestLineFormats(t *testing.T) {
 	vlan.Orig.VLAN = 7
 	master3 := est
 	master3.Children = 3
+	offl := est
+	offl.Helper = 0
+	offl.Offloaded = true
+	offlUDP := flowtable.EntrySnapshot{
+		Orig:      flowtable.Tuple{Src: addr4(10, 0, 0, 1), Dst: addr4(10, 0, 0, 2), SrcPort: 5000, DstPort: 53, Proto: packet.ProtoUDP, L3: 4},
+		Conn:      statemachine.Conn{Expires: now + 119e9 + 7e8, Proto: packet.ProtoUDP, Status: statemachine.StatusSeenReply | statemachine.StatusAssured},
+		Offloaded: true,
+	}
 	ping := flowtable.EntrySnapshot{
 		Orig: flowtable.Tuple{Src: addr4(10, 0, 0, 1), Dst: addr4(10, 0, 0, 2), SrcPort: 77, DstPort: 8 << 8, Proto: packet.ProtoICMP, L3: 4},
 		Conn: statemachine.Conn{Expires: now + 29e9, Proto: packet.ProtoICMP, Status: statemachine.StatusSeenReply},
@@ -44,6 +52,14 @@ func TestLineFormats(t *testing.T) {
 		// A master with three live data connections: one reference each.
 		{"master with three children", master3, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 helper=ftp use=4"},
 		{"master with three children proc", master3, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=0 zone=0 helper=ftp use=5"},
+		// An entry in the XDP fast path: [OFFLOAD] in place of [ASSURED]
+		// in both formats (the kernel's else-if chain); conntrack -L
+		// prints its (live) timeout, /proc none (ct_seq_show prints
+		// the timeout only without IPS_OFFLOAD).
+		{"offloaded conntrack -L", offl, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [OFFLOAD] mark=0 use=1"},
+		{"offloaded proc", offl, Proc, "ipv4     2 tcp      6 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [OFFLOAD] mark=0 zone=0 use=2"},
+		{"offloaded udp proc", offlUDP, Proc, "ipv4     2 udp      17 src=10.0.0.1 dst=10.0.0.2 sport=5000 dport=53 src=10.0.0.2 dst=10.0.0.1 sport=53 dport=5000 [OFFLOAD] mark=0 zone=0 use=2"},
+		{"offloaded udp conntrack -L", offlUDP, Conntrack, "udp      17 119 src=10.0.0.1 dst=10.0.0.2 sport=5000 dport=53 src=10.0.0.2 dst=10.0.0.1 sport=53 dport=5000 [OFFLOAD] mark=0 use=1"},
 		// conntrack -L prints a zone only when it is not the default.
 		{"vlan conntrack -L", vlan, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=7 use=1"},
 	}
@@ -61,6 +77,11 @@ func TestLineFormats(t *testing.T) {
 	}
 	if j := JSON(&est, now); j.State != "ESTABLISHED" || j.Helper != "ftp" || len(j.Status) != 1 || j.Status[0] != "ASSURED" || *j.Orig.SrcPort != 1031 {
 		t.Errorf("json: %+v", j)
+	}
+	// JSON lists status bits: an offloaded entry is ASSURED and OFFLOAD,
+	// with its (live) timeout.
+	if j := JSON(&offl, now); strings.Join(j.Status, ",") != "ASSURED,OFFLOAD" || j.Timeout != 431999 {
+		t.Errorf("json of an offloaded entry: %+v", j)
 	}
 }
 
@@ -97,6 +118,8 @@ func TestEventLine(t *testing.T) {
 	est.Conn.State, est.Conn.Status, est.Conn.Expires = statemachine.TCPEstablished, statemachine.StatusSeenReply|statemachine.StatusAssured, now+432000e9
 	tw := est
 	tw.Conn.State = statemachine.TCPTimeWait
+	offl := est
+	offl.Offloaded = true
 	udp := flowtable.EntrySnapshot{
 		Orig: flowtable.Tuple{Src: addr4(198, 18, 0, 1), Dst: addr4(198, 18, 0, 2), SrcPort: 5000, DstPort: 53, Proto: packet.ProtoUDP, L3: 4},
 		Conn: statemachine.Conn{Expires: now + 120e9, Proto: packet.ProtoUDP, Status: statemachine.StatusSeenReply | statemachine.StatusAssured},
@@ -111,6 +134,8 @@ func TestEventLine(t *testing.T) {
 		{"update", "UPDATE", est, true, " [UPDATE] tcp      6 432000 ESTABLISHED src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
 		{"update without protoinfo", "UPDATE", est, false, " [UPDATE] tcp      6 432000 src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
 		{"destroy", "DESTROY", tw, true, "[DESTROY] tcp      6 TIME_WAIT src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [ASSURED]"},
+		// An entry removed while in the fast path ([DESTROY] of conntrack -D).
+		{"destroy offloaded", "DESTROY", offl, true, "[DESTROY] tcp      6 ESTABLISHED src=198.18.0.1 dst=198.18.0.2 sport=58542 dport=8080 src=198.18.0.2 dst=198.18.0.1 sport=8080 dport=58542 [OFFLOAD]"},
 		{"udp update", "UPDATE", udp, false, " [UPDATE] udp      17 120 src=198.18.0.1 dst=198.18.0.2 sport=5000 dport=53 src=198.18.0.2 dst=198.18.0.1 sport=53 dport=5000 [ASSURED]"},
 	}
 	for _, tt := range tests {

@@ -65,6 +65,10 @@ func JSON(es *flowtable.EntrySnapshot, now int64) EntryJSON {
 	if es.Conn.Status&statemachine.StatusExpected != 0 {
 		j.Status = append(j.Status, "EXPECTED")
 	}
+	if es.Offloaded {
+		// In the XDP fast path; Timeout is its live one.
+		j.Status = append(j.Status, "OFFLOAD")
+	}
 	if es.Helper != 0 {
 		j.Helper = helpers.ID(es.Helper).String()
 	}
