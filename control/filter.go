@@ -23,7 +23,7 @@ type Filter struct {
 	SPort  int    `json:"sport,omitempty"`  // --sport
 	DPort  int    `json:"dport,omitempty"`  // --dport
 	State  string `json:"state,omitempty"`  // TCP state name (--state ESTABLISHED)
-	Status string `json:"status,omitempty"` // comma list of ASSURED, UNREPLIED, SEEN_REPLY, EXPECTED (--status)
+	Status string `json:"status,omitempty"` // comma list of ASSURED, UNREPLIED, SEEN_REPLY, EXPECTED, OFFLOAD (--status)
 	Zone   int    `json:"zone,omitempty"`   // VLAN id (--zone); 0: any
 }
 
@@ -38,6 +38,7 @@ type matcher struct {
 	hasState   bool
 	statusSet  uint8 // bits that must be set
 	statusNone uint8 // bits that must be clear
+	offload    bool  // the entry must be in the fast path (--status OFFLOAD)
 }
 
 // compile checks f and prepares it for Match.
@@ -78,8 +79,12 @@ func (f Filter) compile() (*matcher, error) {
 				m.statusNone |= statemachine.StatusSeenReply
 			case "EXPECTED":
 				m.statusSet |= statemachine.StatusExpected
+			case "OFFLOAD":
+				// conntrack-tools' --status OFFLOAD (IPS_OFFLOAD):
+				// entries in the XDP fast path.
+				m.offload = true
 			default:
-				return nil, fmt.Errorf("unknown status %q (ASSURED, SEEN_REPLY, UNREPLIED, EXPECTED)", s)
+				return nil, fmt.Errorf("unknown status %q (ASSURED, SEEN_REPLY, UNREPLIED, EXPECTED, OFFLOAD)", s)
 			}
 		}
 	}
@@ -158,7 +163,7 @@ func (m *matcher) Match(es *flowtable.EntrySnapshot) bool {
 	if m.hasState && (o.Proto != 6 || es.Conn.State != m.state) {
 		return false
 	}
-	if es.Conn.Status&m.statusSet != m.statusSet || es.Conn.Status&m.statusNone != 0 {
+	if es.Conn.Status&m.statusSet != m.statusSet || es.Conn.Status&m.statusNone != 0 || (m.offload && !es.Offloaded) {
 		return false
 	}
 	if f.Zone != 0 && int(o.VLAN) != f.Zone {

@@ -61,22 +61,27 @@ func TestSocketMode(t *testing.T) {
 func TestListFilters(t *testing.T) {
 	f := newFake(t, 2)
 	table3(t, f)
+	// An ASSURED entry in the fast path: --status ASSURED still matches
+	// it (the bit is set), OFFLOAD only it.
+	f.add(t, conn{Proto: 6, Src: "198.18.0.3", Dst: "198.18.1.4", SPort: 40002, DPort: 443, State: established, Status: assured, Timeout: 300 * time.Second, Offloaded: true})
 	path := serve(t, f, Options{})
 	tests := []struct {
 		name   string
 		filter Filter
 		want   []string // substrings, one per expected line (any order)
 	}{
-		{"all", Filter{}, []string{"dport=80", "dport=22", "dport=53"}},
-		{"proto tcp", Filter{Proto: 6}, []string{"dport=80", "dport=22"}},
+		{"all", Filter{}, []string{"dport=80", "dport=22", "dport=53", "dport=443"}},
+		{"proto tcp", Filter{Proto: 6}, []string{"dport=80", "dport=22", "dport=443"}},
 		{"src", Filter{Src: "198.18.0.1"}, []string{"dport=80", "dport=53"}},
 		{"src prefix", Filter{Src: "198.18.0.0/24", Proto: 17}, []string{"dport=53"}},
 		{"dst", Filter{Dst: "198.18.1.2"}, []string{"dport=22"}},
 		{"sport", Filter{SPort: 5353}, []string{"dport=53"}},
 		{"dport", Filter{DPort: 80}, []string{"dport=80"}},
 		{"state", Filter{State: "syn_sent"}, []string{"dport=22"}},
-		{"assured", Filter{Status: "ASSURED"}, []string{"dport=80"}},
+		{"assured", Filter{Status: "ASSURED"}, []string{"dport=80", "dport=443"}},
 		{"unreplied", Filter{Status: "UNREPLIED"}, []string{"dport=22"}},
+		{"offload", Filter{Status: "OFFLOAD"}, []string{"dport=443"}},
+		{"assured and offload", Filter{Status: "ASSURED,OFFLOAD"}, []string{"dport=443"}},
 		{"family 6", Filter{Family: 6}, nil},
 		{"no match", Filter{DPort: 8080}, nil},
 	}
@@ -117,9 +122,28 @@ func TestListFormats(t *testing.T) {
 		{FormatProc, "ipv4     2 tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40000 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40000 [ASSURED] mark=0 zone=0 use=2"},
 		{FormatJSON, `"state":"ESTABLISHED"`},
 	}
+	// The same entry in the fast path, as the kernel prints an offloaded
+	// one: [OFFLOAD] in place of [ASSURED]; /proc without a timeout.
+	off := []struct{ format, want string }{
+		{"", "tcp      6 300 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40001 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40001 [OFFLOAD] mark=0 use=1"},
+		{FormatProc, "ipv4     2 tcp      6 ESTABLISHED src=198.18.0.1 dst=198.18.1.1 sport=40001 dport=80 src=198.18.1.1 dst=198.18.0.1 sport=80 dport=40001 [OFFLOAD] mark=0 zone=0 use=2"},
+		{FormatJSON, `"status":["ASSURED","OFFLOAD"]`},
+	}
 	for _, tc := range tests {
 		t.Run(tc.format, func(t *testing.T) {
 			lines, _, err := call(t, path, Request{Op: OpList, Format: tc.format})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Errorf("got %q, want a line containing %q", lines, tc.want)
+			}
+		})
+	}
+	f.add(t, conn{Proto: 6, Src: "198.18.0.1", Dst: "198.18.1.1", SPort: 40001, DPort: 80, State: established, Status: assured, Timeout: 300 * time.Second, Offloaded: true})
+	for _, tc := range off {
+		t.Run("offloaded "+tc.format, func(t *testing.T) {
+			lines, _, err := call(t, path, Request{Op: OpList, Format: tc.format, Filter: Filter{SPort: 40001}})
 			if err != nil {
 				t.Fatal(err)
 			}

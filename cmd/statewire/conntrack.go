@@ -84,7 +84,7 @@ func conntrackCmd(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&f.DPort, n, 0, "filter: original destination port")
 	}
 	fs.StringVar(&f.State, "state", "", "filter: TCP state (SYN_SENT, ESTABLISHED, TIME_WAIT, ...)")
-	fs.StringVar(&f.Status, "status", "", "filter: status bits, comma-separated: ASSURED, UNREPLIED, SEEN_REPLY, EXPECTED")
+	fs.StringVar(&f.Status, "status", "", "filter: status bits, comma-separated: ASSURED, UNREPLIED, SEEN_REPLY, EXPECTED, OFFLOAD (in the XDP fast path)")
 	fs.IntVar(&f.Zone, "zone", 0, "filter: zone (the VLAN id)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: statewire conntrack -L|-C|-S|-D|-F|-E|--expect-list [filters] [flags]\n\n"+

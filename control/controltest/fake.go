@@ -127,6 +127,9 @@ type Conn struct {
 	State        statemachine.TCPState
 	Status       uint8
 	Timeout      time.Duration
+	// Offloaded marks the entry offered to the XDP fast path (no fast
+	// path runs: copies keep the table's Expires).
+	Offloaded bool
 }
 
 // Add inserts c on its owning shard.
@@ -149,6 +152,7 @@ func (f *Fake) Add(t testing.TB, c Conn) {
 		if e != nil {
 			e.Conn.State, e.Conn.Status = c.State, c.Status
 			e.Conn.Expires = now + int64(c.Timeout)
+			e.SetOffloaded(c.Offloaded)
 		}
 	})
 	if res != flowtable.Inserted {
