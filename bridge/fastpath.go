@@ -45,6 +45,16 @@ type FastPathStats struct {
 	Errors    uint64                     // TakeBack or Peek failures (the flow is treated as taken back)
 }
 
+// InFastPath returns the flows in the fast path as these counters see
+// them: offered and not yet taken back.
+func (s *FastPathStats) InFastPath() uint64 {
+	n := s.Offered
+	for _, t := range s.TakenBack {
+		n -= t
+	}
+	return n
+}
+
 func (s *FastPathStats) add(o *FastPathStats) {
 	s.Offered += o.Offered
 	s.Refused += o.Refused

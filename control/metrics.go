@@ -14,6 +14,7 @@ import (
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/ctlist"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -91,6 +92,17 @@ var metricDefs = []metricDef{
 	{"conntrack_stat_total", "Table counters under /proc/net/stat/nf_conntrack names.", []string{"counter"}},
 	{"expectations", "Live expectations.", nil},
 	{"conntrack_entries_by_state", "Live entries by L4 protocol and TCP state (from a table snapshot; absent above 262144 entries).", []string{"proto", "state"}},
+	// The XDP fast path (DESIGN.md "Two levels"): its frames never reach
+	// the sockets, so none of the counters above count them.
+	{"fastpath_enabled", "1 when the XDP fast path runs (--offload), 0 otherwise.", nil},
+	{"fastpath_flows", "Flows in the fast path now (offered and not taken back).", nil},
+	{"fastpath_flows_offered_total", "Flows the workers put into the fast path.", nil},
+	{"fastpath_offers_refused_total", "Offers the fast path refused (its map full, or an error).", nil},
+	{"fastpath_flows_taken_back_total", "Flows taken back from the fast path, by reason: slow-path (a packet of the flow came up the slow path), remove (the entry was removed: expiry, early drop, conntrack -D/-F), settings (a rules reload or sysctl change).", []string{"reason"}},
+	{"fastpath_errors_total", "Fast-path map reads or take-backs that failed (the flow is treated as taken back).", nil},
+	{"fastpath_packets_total", "Frames the fast path forwarded in the kernel, by ingress port.", []string{"port"}},
+	{"fastpath_bytes_total", "Bytes of the frames the fast path forwarded, by ingress port.", []string{"port"}},
+	{"fastpath_punts_total", "Frames the fast path handed to the slow path (AF_XDP), by ingress port and reason.", []string{"port", "reason"}},
 }
 
 // maxStateScan is the largest table the collector walks for
@@ -169,6 +181,27 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for i, n := range pl.States {
 		if i > 0 {
 			counter("packets_by_state_total", n, bridge.StateNames[i])
+		}
+	}
+	fast := &pl.Fast
+	on := 0.0
+	if st.Fast.On {
+		on = 1
+	}
+	gauge("fastpath_enabled", on)
+	gauge("fastpath_flows", float64(fast.InFastPath()))
+	counter("fastpath_flows_offered_total", fast.Offered)
+	counter("fastpath_offers_refused_total", fast.Refused)
+	for r, n := range fast.TakenBack {
+		counter("fastpath_flows_taken_back_total", n, bridge.TakeBackNames[r])
+	}
+	counter("fastpath_errors_total", fast.Errors)
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		ps, pn := &st.Fast.Ports[p], c.port(p)
+		counter("fastpath_packets_total", ps.FastPackets, pn)
+		counter("fastpath_bytes_total", ps.FastBytes, pn)
+		for r, n := range ps.Punts {
+			counter("fastpath_punts_total", n, pn, offload.PuntReason(r).String())
 		}
 	}
 	t := c.b.Table()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/offload"
 )
 
 func TestMetricsScrape(t *testing.T) {
@@ -22,6 +23,11 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Pipeline.Accepted = 7
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
+	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1}
+	f.DPStats.Fast.On = true
+	f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 50, FastBytes: 3200}
+	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
+	f.DPStats.Fast.Ports[bridge.PortB].FastPackets = 40
 	// The table publishes its counters from the owner's ServeRequests: wait
 	// for the three entries to show.
 	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
@@ -59,6 +65,19 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_conntrack_entries_by_state{proto="tcp",state="ESTABLISHED"} 1`,
 		`statewire_conntrack_entries_by_state{proto="tcp",state="SYN_SENT"} 1`,
 		`statewire_conntrack_entries_by_state{proto="udp",state=""} 1`,
+		`statewire_fastpath_enabled 1`,
+		`statewire_fastpath_flows 4`,
+		`statewire_fastpath_flows_offered_total 9`,
+		`statewire_fastpath_offers_refused_total 2`,
+		`statewire_fastpath_flows_taken_back_total{reason="slow-path"} 3`,
+		`statewire_fastpath_flows_taken_back_total{reason="remove"} 1`,
+		`statewire_fastpath_flows_taken_back_total{reason="settings"} 1`,
+		`statewire_fastpath_errors_total 1`,
+		`statewire_fastpath_packets_total{port="ethA"} 50`,
+		`statewire_fastpath_bytes_total{port="ethA"} 3200`,
+		`statewire_fastpath_packets_total{port="ethB"} 40`,
+		`statewire_fastpath_punts_total{port="ethA",reason="window"} 6`,
+		`statewire_fastpath_punts_total{port="ethB",reason="no-egress"} 0`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("scrape: missing %q", want)

@@ -20,6 +20,7 @@ import (
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/ctlist"
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -412,7 +413,44 @@ func (s *Server) stats(w *writer) {
 		ptot.Add(&ds.Workers[i])
 	}
 	w.line(fmt.Sprintf("total    %s expect_delete=%d", statsFields(&tot, &ptot), x.Delete))
+	if ds.Fast.On {
+		s.fastStats(w, &ds, &ptot.Fast)
+	}
 }
+
+// fastStats writes the XDP fast path's counters after `conntrack -S`'s
+// kernel lines (the kernel has none: its flowtable's counters are not in
+// /proc/net/stat/nf_conntrack), in the same name=value form: one line for
+// the flows (in the fast path now, offered, refused, taken back by reason,
+// errors), one per ingress port for the frames (forwarded by the fast
+// path, their bytes, handed to the slow path by reason). Names with a '-'
+// take '_' (taken_back_slow_path, punt_no_egress).
+func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPathStats) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "fastpath flows=%d offered=%d refused=%d", f.InFastPath(), f.Offered, f.Refused)
+	for r, n := range f.TakenBack {
+		fmt.Fprintf(&b, " taken_back_%s=%d", statName(bridge.TakeBackNames[r]), n)
+	}
+	fmt.Fprintf(&b, " errors=%d", f.Errors)
+	w.line(b.String())
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		ps := &ds.Fast.Ports[p]
+		name := s.opt.Ports[p]
+		if name == "" {
+			name = p.String()
+		}
+		b.Reset()
+		fmt.Fprintf(&b, "fastpath port=%s packets=%d bytes=%d", name, ps.FastPackets, ps.FastBytes)
+		for r, n := range ps.Punts {
+			fmt.Fprintf(&b, " punt_%s=%d", statName(offload.PuntReason(r).String()), n)
+		}
+		w.line(b.String())
+	}
+}
+
+// statName turns a reason name into a counter name ("slow-path":
+// "slow_path").
+func statName(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
 // statsFields formats one line's counters (kernel names; "new" and
 // "insert" are equal: an entry is confirmed when created).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/rules"
@@ -509,5 +511,44 @@ func TestStatsPerWorker(t *testing.T) {
 		if !strings.Contains(lines[2], want) {
 			t.Errorf("total line: got %q, want it to contain %q", lines[2], want)
 		}
+	}
+}
+
+// TestStatsFastPath: with the fast path on, `conntrack -S` ends with its
+// counters, summed over workers: one line for the flows, one per port
+// (named by Options.Ports) for the frames; with it off, the kernel's
+// lines only.
+func TestStatsFastPath(t *testing.T) {
+	// The fake's DPStats are set before its server starts (the server
+	// reads them from its own goroutines).
+	stats := func(on bool) []string {
+		f := newFake(t, 2)
+		f.DPStats.Workers = []bridge.Stats{
+			{Fast: bridge.FastPathStats{Offered: 5, Refused: 1, TakenBack: [bridge.NumTakeBackReasons]uint64{2, 1, 0}}},
+			{Fast: bridge.FastPathStats{Offered: 3, TakenBack: [bridge.NumTakeBackReasons]uint64{0, 0, 1}, Errors: 1}},
+		}
+		f.DPStats.Fast.On = on
+		f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 100, FastBytes: 6400}
+		f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntMiss] = 7
+		f.DPStats.Fast.Ports[bridge.PortB] = offload.PortStats{FastPackets: 90, FastBytes: 5760}
+		f.DPStats.Fast.Ports[bridge.PortB].Punts[offload.PuntNoDev] = 2
+		path := serve(t, f, Options{Ports: [2]string{"ethA", "ethB"}})
+		lines, _, err := call(t, path, Request{Op: OpStats})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	if lines := stats(false); len(lines) != 3 {
+		t.Fatalf("fast path off: got %q, want the kernel's three lines only", lines)
+	}
+	lines := stats(true)
+	want := []string{
+		"fastpath flows=4 offered=8 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 errors=1",
+		"fastpath port=ethA packets=100 bytes=6400 punt_parse=0 punt_miss=7 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=0",
+		"fastpath port=ethB packets=90 bytes=5760 punt_parse=0 punt_miss=0 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=2",
+	}
+	if len(lines) != 6 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
+		t.Errorf("fast path on: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
