@@ -9,6 +9,7 @@ import (
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/rules"
 )
 
@@ -66,7 +67,13 @@ func TestOffloadUDPEchoAndRuleReload(t *testing.T) {
 		s := *r.DP.Control().Load()
 		s.Rules = rs
 		r.DP.Control().Store(&s)
-		time.Sleep(20 * time.Millisecond) // a worker loop or two
+		// The workers take the offered flow back at their next loop; the
+		// published counters say when (every 50 ms).
+		if !testenv.WaitFor(2*time.Second, func() bool {
+			return r.DP.Stats().Pipeline.Fast.TakenBack[bridge.TakeBackSettings] > before.Pipeline.Fast.TakenBack[bridge.TakeBackSettings]
+		}) {
+			t.Fatalf("the rule reload took no flow back within 2 s")
+		}
 		const m = 10
 		if got := echo(m, "after"); got != 0 {
 			t.Errorf("echoes after a rule reload dropping UDP got %d, want 0", got)
