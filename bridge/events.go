@@ -200,7 +200,9 @@ func (pl *Pipeline) emit(kind EventKind, e *flowtable.Entry, protoInfo bool) {
 func (pl *Pipeline) emitOffloaded(kind EventKind, e *flowtable.Entry, protoInfo, offloaded bool) {
 	es := &pl.ev
 	ev := &es.one[0]
-	pl.shard.Snapshot(e, &ev.Entry)
+	// Through own: the snapshot hook is a function value, and handing it
+	// e itself would move every key e was looked up with to the heap.
+	pl.shard.Snapshot(pl.own(e), &ev.Entry)
 	ev.Entry.Offloaded = ev.Entry.Offloaded || offloaded
 	ev.Now, ev.Kind, ev.ProtoInfo = es.now, kind, protoInfo
 	if es.ring.r.Push(es.one[:]) == 0 {
