@@ -79,6 +79,7 @@ enum punt_reason {
 	PUNT_EXPIRED,   // the entry's timeout ran out (Go's Lookup deletes it)
 	PUNT_REVOKED,   // userspace is taking the flow back
 	PUNT_NODEV,     // the other port is not in ports_devmap
+	PUNT_PENDING,   // offered, not yet activated (marked, see punt_pending)
 	NUM_PUNT,
 };
 
@@ -244,6 +245,63 @@ static __always_inline int punt(struct xdp_md *ctx, __u32 reason)
 {
 	count_punt(reason);
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, miss_action);
+}
+
+// ---- Two-phase offer (offload.go OfferPending, Activate) --------------
+//
+// While revoked[slot] is gen | PEND_BIT | count<<32 the flow is offered but
+// not active: the program takes none of its frames. It numbers each frame
+// it punts (count, by compare-and-swap, so that Activate's own
+// compare-and-swap from count to gen fails if one more was punted) and
+// writes a mark in front of the frame (XDP metadata, which AF_XDP copies
+// into the UMEM with the frame): the slow path activates the flow only
+// once it has processed every frame punted while pending.
+
+#define PEND_BIT (1ULL << 63)
+#define PEND_ONE (1ULL << 32)
+#define PEND_MAX 0x7fffffffULL
+#define MARK_MAGIC 0x45505753 // "SWPE" little-endian: offload.go markMagic
+
+struct mark {
+	__u32 magic;
+	__u32 slot;
+	__u32 gen;
+	__u32 seq; // 1 for the first frame punted while pending
+};
+
+// punt_pending returns 1 when the flow of slot, generation gen, is pending
+// (the frame is then counted, marked if the driver keeps metadata, and must
+// be punted), 0 when it is not (active, or revoked: the usual checks
+// follow).
+static __always_inline int punt_pending(struct xdp_md *ctx, __u64 *rv, __u32 gen, __u32 slot)
+{
+	__u64 x = *(volatile __u64 *)rv;
+	__u32 seq = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (!(x & PEND_BIT) || (__u32)x != gen)
+			return 0;
+		__u64 c = (x >> 32) & PEND_MAX;
+		if (c == PEND_MAX)
+			break; // no number left: punted unmarked
+		__u64 old = __sync_val_compare_and_swap(rv, x, x + PEND_ONE);
+		if (old == x) {
+			seq = (__u32)c + 1;
+			break;
+		}
+		x = old;
+	}
+	count_punt(PUNT_PENDING);
+	if (seq == 0 || bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct mark)) != 0)
+		return 1;
+	struct mark *m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return 1;
+	m->magic = MARK_MAGIC;
+	m->slot = slot;
+	m->gen = gen;
+	m->seq = seq;
+	return 1;
 }
 
 // fold16 folds a one's-complement sum to 16 bits (packet fold()).
@@ -565,6 +623,14 @@ int statewire_xdp(struct xdp_md *ctx)
 	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 	if (!v)
 		return punt(ctx, PUNT_MISS);
+	{
+		// Two-phase offer (offload.go OfferPending): a pending flow
+		// has revoked[slot] = gen | PEND_BIT | count<<32.
+		__u32 pslot = v->slot;
+		__u64 *prv = bpf_map_lookup_elem(&revoked, &pslot);
+		if (prv && punt_pending(ctx, prv, v->gen, pslot))
+			return bpf_redirect_map(&xsks, ctx->rx_queue_index, miss_action);
+	}
 
 	// -- Entry.DirOf: the packet runs from A unless its source is B. --
 	__u32 fromA = !src_after;

@@ -1,6 +1,7 @@
 package offload
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -71,10 +72,11 @@ const (
 	PuntExpired                    // the entry's timeout ran out
 	PuntRevoked                    // being taken back
 	PuntNoDev                      // the other port is not set (SetPorts)
+	PuntPending                    // offered pending (OfferPending), not yet activated
 	NumPuntReasons
 )
 
-var puntNames = [...]string{"parse", "miss", "verdict", "state", "window", "checksum", "expired", "revoked", "no-egress"}
+var puntNames = [...]string{"parse", "miss", "verdict", "state", "window", "checksum", "expired", "revoked", "no-egress", "pending"}
 
 func (r PuntReason) String() string {
 	if int(r) < len(puntNames) {
@@ -450,8 +452,83 @@ func Eligible(e *flowtable.Entry) bool {
 // table decision for the flow), and stops judging the flow's packets until
 // TakeBack. It returns ErrNotEligible, ErrOffered or ErrFull.
 func (p *Program) Offer(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) error {
+	_, err := p.offer(e, verdicts, oc, false)
+	return err
+}
+
+// Pending names a pending offer (OfferPending): the slot and generation
+// the program writes into the Mark of each frame it punts meanwhile.
+type Pending struct {
+	Slot, Gen uint32
+}
+
+// OfferPending is the first phase of a two-phase offer (package comment,
+// "Moving between the levels"): it puts e into the flow map like Offer,
+// but pending. The program takes no frame of a pending flow: it punts
+// them all, numbers them 1, 2, ... and writes a Mark (slot, generation,
+// number) in front of each (XDP metadata). The caller keeps judging the
+// flow's frames on its own table (the program changes nothing) and calls
+// Activate once it has processed them. TakeBack cancels a pending offer
+// without touching e. Errors as Offer's.
+func (p *Program) OfferPending(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (Pending, error) {
+	return p.offer(e, verdicts, oc, true)
+}
+
+// revoked[slot] of a pending flow: gen | pendBit | count<<32 (offload.c).
+const (
+	pendBit = uint64(1) << 63
+	pendOne = uint64(1) << 32
+	pendMax = uint64(0x7fffffff)
+)
+
+func pendWord(pd Pending, count uint32) uint64 {
+	return pendBit | uint64(count)<<32 | uint64(pd.Gen)
+}
+
+// Punted returns how many frames of the pending offer pd the program has
+// punted and numbered so far, and whether pd is still pending.
+func (p *Program) Punted(pd Pending) (n uint32, pending bool) {
+	w := p.rev.load(pd.Slot)
+	if w&pendBit == 0 || uint32(w) != pd.Gen {
+		return 0, false
+	}
+	return uint32(w >> 32 & pendMax), true
+}
+
+// Activate is the second phase: when the program has punted exactly
+// punted frames of the pending offer pd (the caller has processed all of
+// them: it saw the Marks 1..punted), it writes e's current state and the
+// verdicts into the map and makes the flow active in one compare-and-swap
+// of revoked[slot], which fails if the program numbered one more frame in
+// between. ok is false (nothing changed but the map value, which the
+// program does not read while the flow is pending) when the count differs
+// or the flow is no longer pending; ErrNotEligible when e is no longer
+// eligible (still pending then).
+func (p *Program) Activate(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig, pd Pending, punted uint32) (ok bool, err error) {
+	want := pendWord(pd, punted)
+	if p.rev.load(pd.Slot) != want {
+		return false, nil
+	}
+	v, err := p.value(e, verdicts, oc)
+	if err != nil {
+		return false, err
+	}
+	v.Slot, v.Gen = pd.Slot, pd.Gen
+	k := e.Key()
+	mk := mapKey(&k)
+	if err := p.flows.Update(&mk, &v, ebpf.UpdateExist|ebpf.UpdateLock); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("offload: activate: %w", err)
+	}
+	return p.rev.cas(pd.Slot, want, uint64(pd.Gen)), nil
+}
+
+// value builds e's map value (without slot and generation).
+func (p *Program) value(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (bpfFlowValue, error) {
 	if !Eligible(e) {
-		return ErrNotEligible
+		return bpfFlowValue{}, ErrNotEligible
 	}
 	cfg := oc.Conntrack
 	k := e.Key()
@@ -485,11 +562,20 @@ func (p *Program) Offer(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) e
 		created := int64(uint64(c.TCP.LastSeq)<<32 | uint64(c.TCP.LastAck))
 		v.UdpCreated = p.KernelTime(created)
 	}
+	return v, nil
+}
+
+func (p *Program) offer(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig, pending bool) (Pending, error) {
+	v, err := p.value(e, verdicts, oc)
+	if err != nil {
+		return Pending{}, err
+	}
+	k := e.Key()
 
 	p.mu.Lock()
 	if len(p.free) == 0 {
 		p.mu.Unlock()
-		return ErrFull
+		return Pending{}, ErrFull
 	}
 	slot := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
@@ -501,20 +587,56 @@ func (p *Program) Offer(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) e
 	p.mu.Unlock()
 
 	v.Slot, v.Gen = slot, g
-	p.rev.store(slot, uint64(g))
+	pd := Pending{Slot: slot, Gen: g}
+	if pending {
+		p.rev.store(slot, pendWord(pd, 0))
+	} else {
+		p.rev.store(slot, uint64(g))
+	}
 	mk := mapKey(&k)
 	if err := p.flows.Update(&mk, &v, ebpf.UpdateNoExist); err != nil {
 		p.rev.store(slot, 0)
 		p.release(slot)
 		if errors.Is(err, ebpf.ErrKeyExist) {
-			return ErrOffered
+			return Pending{}, ErrOffered
 		}
 		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
-			return fmt.Errorf("%w: %v", ErrFull, err)
+			return Pending{}, fmt.Errorf("%w: %v", ErrFull, err)
 		}
-		return fmt.Errorf("offload: offer: %w", err)
+		return Pending{}, fmt.Errorf("offload: offer: %w", err)
 	}
-	return nil
+	return pd, nil
+}
+
+// MarkLen is the length of the Mark the program writes in front of a frame
+// it punts while the frame's flow is pending (XDP metadata: AF_XDP copies
+// it into the UMEM right before the frame, in copy and zero-copy mode).
+const MarkLen = 16
+
+const markMagic = 0x45505753 // offload.c MARK_MAGIC
+
+// Mark says that the program punted a frame while the frame's flow was
+// pending: the flow's Pending and the frame's number (1, 2, ...).
+type Mark struct {
+	Pending
+	Seq uint32
+}
+
+// ReadMark reads the Mark in the MarkLen bytes in front of a received
+// frame (the zero Mark when there is none) and clears them, so that a
+// UMEM frame reused for a later, unmarked frame carries no stale Mark.
+func ReadMark(meta []byte) Mark {
+	if len(meta) < MarkLen {
+		return Mark{}
+	}
+	meta = meta[len(meta)-MarkLen:]
+	if binary.LittleEndian.Uint32(meta) != markMagic {
+		return Mark{}
+	}
+	m := Mark{Pending: Pending{Slot: binary.LittleEndian.Uint32(meta[4:]), Gen: binary.LittleEndian.Uint32(meta[8:])},
+		Seq: binary.LittleEndian.Uint32(meta[12:])}
+	clear(meta)
+	return m
 }
 
 func (p *Program) release(slot uint32) {
@@ -585,7 +707,15 @@ func (p *Program) TakeBackUsage(e *flowtable.Entry, u *Usage) (ok bool, err erro
 	}
 	slot := v.Slot
 	// Revoke, then read under the lock (see the package comment).
-	p.rev.store(slot, 0)
+	if w := p.rev.swap(slot, 0); w&pendBit != 0 && uint32(w) == v.Gen {
+		// Pending: the program took nothing, e is the state. Cancel.
+		if err := p.flows.Delete(&mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, fmt.Errorf("offload: take back: delete: %w", err)
+		}
+		p.release(slot)
+		*u = Usage{Expires: e.Conn.Expires}
+		return true, nil
+	}
 	if err := p.flows.LookupWithFlags(&mk, &v, ebpf.LookupLock); err != nil {
 		return false, fmt.Errorf("offload: take back: locked read: %w", err)
 	}

@@ -33,6 +33,22 @@ func (r revokeMem) store(slot uint32, gen uint64) {
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&r.b[8*int(slot)])), gen)
 }
 
+// swap is store that returns the previous value.
+func (r revokeMem) swap(slot uint32, w uint64) uint64 {
+	return atomic.SwapUint64((*uint64)(unsafe.Pointer(&r.b[8*int(slot)])), w)
+}
+
+// load reads slot's word.
+func (r revokeMem) load(slot uint32) uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&r.b[8*int(slot)])))
+}
+
+// cas replaces slot's word old by w, atomically with the program's
+// compare-and-swap on it (offload.c punt_pending).
+func (r revokeMem) cas(slot uint32, old, w uint64) bool {
+	return atomic.CompareAndSwapUint64((*uint64)(unsafe.Pointer(&r.b[8*int(slot)])), old, w)
+}
+
 func (r revokeMem) close() error {
 	if r.b == nil {
 		return nil
