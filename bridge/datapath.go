@@ -478,6 +478,7 @@ func (dp *Datapath) open(idx [2]int) error {
 		dp.fastStats.Store(dp.fast)
 		for _, w := range dp.workers {
 			w.pl.SetFastPath(dp.fast)
+			w.pl.DeferActivation(true)
 		}
 	}
 	fast := "off"

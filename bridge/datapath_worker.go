@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/ring"
 	"golang.org/x/sys/unix"
@@ -31,6 +32,7 @@ type handoff struct {
 	len     uint32
 	qi      uint16 // index of the queue in the sender's list
 	in      Port
+	mark    offload.Mark // read in front of the frame by the receiving worker
 	verdict Verdict
 	drop    DropReason
 }
@@ -67,6 +69,7 @@ type worker struct {
 	local   [maxBatch]ring.Desc
 	frames  [maxBatch][]byte
 	results [maxBatch]Result
+	marks   [maxBatch]offload.Mark // with the fast path (two-phase offers)
 
 	rxStopped                     bool
 	deadline, lastPub, lastExpect int64
@@ -213,6 +216,10 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		c.RX++
 		c.RXBytes += uint64(d.Len)
 		frame := q.umem.Frame(d.Addr, d.Len)
+		var mark offload.Mark
+		if w.dp.fast != nil {
+			mark = readMark(q.umem, d.Addr)
+		}
 		if frame == nil || d.Len > w.maxLen {
 			c.Drops[DropOversize]++
 			w.free[nfree] = d.Addr
@@ -222,7 +229,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		if w.reqOut != nil {
 			if o, steered := w.route(frame, now); o != w.id {
 				if w.pending[o]+len(w.outBuf[o]) < w.dp.cfg.Handoff {
-					w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, qi: uint16(q.idx), in: in})
+					w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, qi: uint16(q.idx), in: in, mark: mark})
 					c.HandedOff++
 					c.InFlight++
 					if steered {
@@ -244,7 +251,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		if len(frame) > 0 {
 			touch ^= frame[0]
 		}
-		w.local[nlocal], w.frames[nlocal] = d, frame
+		w.local[nlocal], w.frames[nlocal], w.marks[nlocal] = d, frame, mark
 		nlocal++
 	}
 	w.touch = touch
@@ -252,7 +259,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	// flow-table cache misses of a batch overlap (ProcessBatch).
 	for base := 0; base < nlocal; base += MaxBatch {
 		end := min(base+MaxBatch, nlocal)
-		w.pl.ProcessBatch(w.frames[base:end], in, now, w.results[base:end])
+		w.pl.ProcessBatchMarked(w.frames[base:end], w.marks[base:end], in, now, w.results[base:end])
 	}
 	for i := range nlocal {
 		d, r := w.local[i], &w.results[i]
@@ -282,7 +289,24 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	if w.reqOut != nil {
 		w.flushHandoffs()
 	}
+	// The batch is out: activating a pending offer now lets no frame of
+	// the flow the program takes overtake one of it still in this batch.
+	w.pl.ActivateFastPath(now)
 	return int(n)
+}
+
+// readMark returns the offload.Mark in front of the frame at addr (and
+// clears it), or the zero Mark.
+func readMark(u *ring.UMEM, addr uint64) offload.Mark {
+	buf := u.FrameBuf(addr)
+	if buf == nil {
+		return offload.Mark{}
+	}
+	off := int(addr & uint64(len(buf)-1))
+	if off < offload.MarkLen {
+		return offload.Mark{}
+	}
+	return offload.ReadMark(buf[off-offload.MarkLen : off])
 }
 
 // owner returns the worker owning the flow of frame: the shard of the
@@ -373,9 +397,11 @@ func (w *worker) serveRequests(now int64) int {
 		for i := range w.popBuf[:n] {
 			h := &w.popBuf[i]
 			frame := src.queues[h.qi].umem.Frame(h.addr, h.len)
+			w.pl.SetMark(h.mark)
 			r := w.pl.Process(frame, 0, h.in, now)
 			h.verdict, h.drop = r.Verdict, r.Drop
 		}
+		w.pl.ActivateFastPath(now)
 		// The reply ring is as large as the request ring and the sender
 		// never has more than that outstanding, so this always fits.
 		rest := w.popBuf[:n]

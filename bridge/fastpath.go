@@ -18,6 +18,17 @@ type FastPath interface {
 	Peek(e *flowtable.Entry, u *offload.Usage) (ok bool, err error)
 }
 
+// TwoPhaseFastPath is a FastPath that can offer a flow pending and
+// activate it once every frame it punted meanwhile has been judged
+// (*offload.Program; offload/doc.go "Moving between the levels"). A
+// pipeline whose FastPath is one offers that way; TakeBack of a pending
+// offer cancels it.
+type TwoPhaseFastPath interface {
+	FastPath
+	OfferPending(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig) (offload.Pending, error)
+	Activate(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig, pd offload.Pending, punted uint32) (ok bool, err error)
+}
+
 // TakeBackReason says why a pipeline took a flow back from the fast path.
 type TakeBackReason uint8
 
@@ -39,10 +50,16 @@ var TakeBackNames = [NumTakeBackReasons]string{"slow-path", "remove", "settings"
 
 // FastPathStats are a pipeline's fast-path counters.
 type FastPathStats struct {
-	Offered   uint64                     // flows put into the fast path
-	Refused   uint64                     // offers the fast path refused (map full, or an error)
-	TakenBack [NumTakeBackReasons]uint64 // flows taken back, by reason
-	Errors    uint64                     // TakeBack or Peek failures (the flow is treated as taken back)
+	Offered   uint64 // flows put into the fast path (pending first with a TwoPhaseFastPath)
+	Activated uint64 // pending offers made active
+	Cancelled uint64 // pending offers taken back before activation
+	// PreOffer counts the frames of pending flows judged here that were
+	// punted before the offer (no Mark): each took the flow back before
+	// the two-phase offer. Marked counts those punted while pending.
+	PreOffer, Marked uint64
+	Refused          uint64                     // offers the fast path refused (map full, or an error)
+	TakenBack        [NumTakeBackReasons]uint64 // flows taken back, by reason
+	Errors           uint64                     // TakeBack or Peek failures (the flow is treated as taken back)
 }
 
 // InFastPath returns the flows in the fast path as these counters see
@@ -57,6 +74,10 @@ func (s *FastPathStats) InFastPath() uint64 {
 
 func (s *FastPathStats) add(o *FastPathStats) {
 	s.Offered += o.Offered
+	s.Activated += o.Activated
+	s.Cancelled += o.Cancelled
+	s.PreOffer += o.PreOffer
+	s.Marked += o.Marked
 	s.Refused += o.Refused
 	for i := range s.TakenBack {
 		s.TakenBack[i] += o.TakenBack[i]
@@ -84,6 +105,28 @@ const offerHoldoff = int64(2 * 1e6)
 // endpoints' ceiling to below the kernel's with every connection offered).
 const offerDelay = int64(10 * 1e6)
 
+// pendingWait is how long a pending offer waits for a marked frame of each
+// direction that has a cached verdict before it activates on the marks of
+// one: a frame punted before the offer that is still queued in the other
+// direction's ring would take the flow back right after the activation.
+// pendingLimit is how long a pending offer may wait for the marks of all
+// the frames the program punted (one may have been lost: a full RX ring)
+// before it is cancelled and offered afresh.
+const (
+	pendingWait  = int64(2 * 1e6)
+	pendingLimit = int64(50 * 1e6)
+)
+
+// pendState is a pending offer: the offer's Mark, the marked frames judged
+// so far, the directions they came in (bit per Dir) and those that need
+// one (a cached verdict at the offer), and the time of the offer.
+type pendState struct {
+	pd         offload.Pending
+	seen       uint32
+	dirs, need uint8
+	since      int64
+}
+
 // offerWait is, per entry slot, the time before which the entry is not
 // offered: gen names the allocation of the slot it is about.
 type offerWait struct {
@@ -101,6 +144,16 @@ type fastState struct {
 	wait     []offerWait // by entry slot
 	delay    int64       // offerDelay (tests: 0)
 
+	// Two-phase offers (fp is a TwoPhaseFastPath): the pending offers,
+	// the Mark of the frame being judged, the flows a marked frame made
+	// ready to activate, and whether the caller activates them
+	// (ActivateFastPath) rather than Process and ProcessBatch at their end.
+	two      TwoPhaseFastPath
+	pend     map[flowtable.EntryRef]pendState
+	mark     offload.Mark
+	ready    []flowtable.EntryRef
+	deferAct bool
+
 	// ProcessBatch offers at the end of the batch, once per flow.
 	batching bool
 	pending  [MaxBatch]flowtable.EntryRef
@@ -111,6 +164,10 @@ type fastState struct {
 // path, the default). Owner only, before the first packet.
 func (pl *Pipeline) SetFastPath(fp FastPath) {
 	pl.fast.fp = fp
+	pl.fast.two, _ = fp.(TwoPhaseFastPath)
+	if pl.fast.two != nil && pl.fast.pend == nil {
+		pl.fast.pend = make(map[flowtable.EntryRef]pendState)
+	}
 	if fp != nil {
 		if pl.fast.wait == nil {
 			pl.fast.wait = make([]offerWait, pl.shard.Max())
@@ -148,11 +205,25 @@ func (pl *Pipeline) fastSettings(s *Settings) {
 	})
 }
 
-// takeBack takes offered entry e back from the fast path at time now.
+// takeBack takes offered entry e back from the fast path at time now. A
+// pending offer is cancelled (counted as such, no hold-off).
 func (pl *Pipeline) takeBack(e *flowtable.Entry, why TakeBackReason, now int64) {
 	f := &pl.fast
 	e.SetOffloaded(false)
 	f.offered--
+	if len(f.pend) != 0 {
+		ref := pl.shard.Ref(e)
+		if _, ok := f.pend[ref]; ok {
+			delete(f.pend, ref)
+			pl.stats.Fast.Cancelled++
+			if x := pl.own(e); x == nil {
+				pl.stats.Fast.Errors++
+			} else if _, err := f.fp.TakeBack(x); err != nil {
+				pl.stats.Fast.Errors++
+			}
+			return
+		}
+	}
 	if why == TakeBackSlowPath {
 		if ref := pl.shard.Ref(e); int(ref.Index) < len(f.wait) {
 			f.wait[ref.Index] = offerWait{gen: ref.Gen, until: now + offerHoldoff}
@@ -179,6 +250,11 @@ func (pl *Pipeline) own(e *flowtable.Entry) *flowtable.Entry {
 // entry, from the fast path.
 func (pl *Pipeline) fastExpires(e *flowtable.Entry, now int64) int64 {
 	f := &pl.fast
+	if len(f.pend) != 0 {
+		if _, ok := f.pend[pl.shard.Ref(e)]; ok {
+			return e.Conn.Expires // pending: the table is the state
+		}
+	}
 	x := pl.own(e)
 	if x == nil {
 		return e.Conn.Expires
@@ -266,20 +342,119 @@ func (pl *Pipeline) offerPending(s *Settings, now int64) {
 	f.npending = 0
 }
 
-// offer offers e, which maybeOffer found eligible.
-func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
-	f := &pl.fast
-	gen := s.Rules.Generation()
-	var vs [2]uint8
-	any := false
+// fastVerdicts returns the verdict bytes e would be offered with under rule
+// generation gen, and whether any direction has one: only directions whose
+// cached verdict is an ACCEPT the raw table cannot interfere with
+// (rules.CachedVerdict.FastPath).
+func fastVerdicts(e *flowtable.Entry, gen uint32) (vs [2]uint8, any bool) {
 	for d := range vs {
-		// Only directions whose cached verdict is an ACCEPT the raw
-		// table cannot interfere with (rules.CachedVerdict.FastPath).
 		if v, ok := e.CachedVerdict(statemachine.Dir(d), gen); ok {
 			vs[d] = rules.CachedVerdict(v).FastPath()
 			any = any || vs[d] != 0
 		}
 	}
+	return vs, any
+}
+
+// pendingFrame is called for a frame of offered entry e that came up the
+// slow path, before it is judged. It returns false when the offer is
+// active (the caller takes the flow back). For a pending offer the frame is
+// judged on the table, which is the flow's state (the program took
+// nothing): a frame with the offer's Mark is counted, and may make the
+// offer ready to activate once judged; one without was punted before the
+// offer.
+func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool {
+	f := &pl.fast
+	if len(f.pend) == 0 {
+		return false
+	}
+	ref := pl.shard.Ref(e)
+	ps, ok := f.pend[ref]
+	if !ok {
+		return false
+	}
+	if f.mark.Seq == 0 || f.mark.Pending != ps.pd {
+		pl.stats.Fast.PreOffer++
+		return true
+	}
+	pl.stats.Fast.Marked++
+	ps.seen++
+	ps.dirs |= 1 << (dir & 1)
+	f.pend[ref] = ps
+	for _, r := range f.ready {
+		if r == ref {
+			return true
+		}
+	}
+	f.ready = append(f.ready, ref)
+	return true
+}
+
+// SetMark gives the Mark read in front of the next frame Process judges
+// (the zero Mark: none). Owner only.
+func (pl *Pipeline) SetMark(m offload.Mark) { pl.fast.mark = m }
+
+// DeferActivation makes Process and ProcessBatch leave the activation of
+// pending offers to ActivateFastPath, which the datapath worker calls once
+// the frames it judged are on their TX ring and kicked: a flow activated
+// before would have its later frames forwarded by the program past them.
+func (pl *Pipeline) DeferActivation(on bool) { pl.fast.deferAct = on }
+
+// ActivateFastPath activates the pending offers whose marked frames have
+// all been judged (the fast path's count of frames punted while pending
+// equals the marked frames judged here) and that have seen a marked frame
+// of each direction with a verdict, or waited pendingWait for one. An
+// offer the entry no longer qualifies for is cancelled, and one still
+// short of marks after pendingLimit too (offered again by its next frame).
+// Owner only.
+func (pl *Pipeline) ActivateFastPath(now int64) {
+	f := &pl.fast
+	if len(f.ready) == 0 {
+		return
+	}
+	s := f.settings
+	for _, ref := range f.ready {
+		e := pl.shard.Resolve(ref)
+		if e == nil || !e.Offloaded() {
+			continue
+		}
+		ps, ok := f.pend[ref]
+		if !ok {
+			continue
+		}
+		if ps.dirs&ps.need != ps.need && now < ps.since+pendingWait {
+			continue
+		}
+		vs, any := fastVerdicts(e, s.Rules.Generation())
+		if !any || e.Helper != 0 || !offload.Eligible(e) {
+			pl.takeBack(e, TakeBackSlowPath, now) // cancels
+			continue
+		}
+		x := pl.own(e)
+		if x == nil {
+			continue
+		}
+		oc := offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: s.VerifyChecksum}
+		done, err := f.two.Activate(x, vs, oc, ps.pd, ps.seen)
+		switch {
+		case err != nil:
+			pl.stats.Fast.Errors++
+			pl.takeBack(e, TakeBackSlowPath, now)
+		case done:
+			delete(f.pend, ref)
+			pl.stats.Fast.Activated++
+		case now >= ps.since+pendingLimit:
+			pl.takeBack(e, TakeBackSlowPath, now)
+		}
+	}
+	f.ready = f.ready[:0]
+}
+
+// offer offers e, which maybeOffer found eligible.
+func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
+	f := &pl.fast
+	gen := s.Rules.Generation()
+	vs, any := fastVerdicts(e, gen)
 	if !any {
 		return
 	}
@@ -287,7 +462,22 @@ func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
 	if x == nil {
 		return
 	}
-	err := f.fp.Offer(x, vs, offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: s.VerifyChecksum})
+	oc := offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: s.VerifyChecksum}
+	var err error
+	if f.two != nil {
+		var pd offload.Pending
+		if pd, err = f.two.OfferPending(x, vs, oc); err == nil {
+			ps := pendState{pd: pd, since: now}
+			for d, v := range vs {
+				if v != 0 {
+					ps.need |= 1 << d
+				}
+			}
+			f.pend[pl.shard.Ref(e)] = ps
+		}
+	} else {
+		err = f.fp.Offer(x, vs, oc)
+	}
 	if err != nil {
 		pl.stats.Fast.Refused++
 		if errors.Is(err, offload.ErrFull) {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/helpers"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
@@ -128,6 +129,12 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	if s.LogInvalid != 0 && r.State == statemachine.StateInvalid {
 		pl.logInvalid(s, p, in, &r, now)
 	}
+	if pl.fast.fp != nil {
+		pl.fast.mark = offload.Mark{}
+		if !pl.fast.deferAct {
+			pl.ActivateFastPath(now)
+		}
+	}
 	return r
 }
 
@@ -247,6 +254,13 @@ type batchState struct {
 // it inserted or removed an entry). Results and counters are exactly those
 // of calling Process on each frame in turn.
 func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Result) {
+	pl.ProcessBatchMarked(frames, nil, in, now, out)
+}
+
+// ProcessBatchMarked is ProcessBatch with the Marks read in front of the
+// frames (marks[i] for frames[i]; nil or short: unmarked), for a fast path
+// that offers in two phases.
+func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in Port, now int64, out []Result) {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()
 	if pl.fast.fp != nil {
@@ -286,13 +300,20 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 			fh = &b.flows[i]
 			*fh = flowHash{key: &b.keys[j], hash: b.hashes[j], entry: b.found[j], version: version}
 		}
+		if i < len(marks) {
+			pl.fast.mark = marks[i]
+		}
 		pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh, &out[i])
+		pl.fast.mark = offload.Mark{}
 		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
 			pl.logInvalid(s, &b.pkts[i], in, &out[i], now)
 		}
 	}
 	if pl.fast.fp != nil {
 		pl.offerPending(s, now)
+		if !pl.fast.deferAct {
+			pl.ActivateFastPath(now)
+		}
 	}
 }
 
@@ -394,7 +415,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		e = pl.shard.Lookup(fh.key, fh.hash, now)
 	}
 	if e != nil {
-		if e.Offloaded() {
+		if e.Offloaded() && !pl.pendingFrame(e, e.DirOf(p)) {
 			// Judge it on the state the fast path left, not on the
 			// table's stale copy.
 			pl.takeBack(e, TakeBackSlowPath, now)
