@@ -160,8 +160,8 @@ func TestDatapathOffloadTransfer(t *testing.T) {
 	fast := st.Fast.Packets(PortA) + st.Fast.Packets(PortB)
 	slow := st.Total(PortA).RX + st.Total(PortB).RX
 	f := st.Pipeline.Fast
-	t.Logf("transfer %d MB in %v; fast path %d frames, sockets %d frames; offered %d, taken back %v (%v), refused %d, errors %d; disturbed: %d settings changes, %d flushes",
-		len(data)>>20, tr.Took, fast, slow, f.Offered, f.TakenBack, TakeBackNames, f.Refused, f.Errors, d[0], d[1])
+	t.Logf("transfer %d MB in %v; fast path %d frames, sockets %d frames; offered %d (activated %d, cancelled %d; pre-offer frames %d, marked %d), taken back %v (%v), refused %d, errors %d; disturbed: %d settings changes, %d flushes",
+		len(data)>>20, tr.Took, fast, slow, f.Offered, f.Activated, f.Cancelled, f.PreOffer, f.Marked, f.TakenBack, TakeBackNames, f.Refused, f.Errors, d[0], d[1])
 	t.Logf("punts A %v B %v", st.Fast.Ports[0].Punts, st.Fast.Ports[1].Punts)
 	if !st.Fast.On || fast == 0 || fast <= slow {
 		t.Errorf("fast path frames %d, socket frames %d: want most frames by the fast path", fast, slow)

@@ -73,24 +73,49 @@
 // frames that are in different levels at the same moment can swap. That
 // happens only when the flow moves, and only in two ways:
 //
-//   - Moving in (Offer). The frames of the flow the program punted (miss)
-//     before the map entry appeared and that the worker has not yet sent
-//     out are still queued: in the offering batch (ProcessBatch offers at
-//     the end of the batch, before the batch is written to the TX ring and
-//     kicked), in the port's XSK RX ring, in a hand-off ring, and in the
-//     other direction's RX ring (the other port's batch comes later in the
-//     loop). Frames arriving after the entry appeared are forwarded by the
-//     program at once and overtake them. Then the first queued frame
-//     reaches the pipeline as a slow-path packet of an offered flow, which
-//     takes the flow back (TakeBackSlowPath, then offerHoldoff, 2 ms, before
-//     the next offer); from the revoke on every frame goes up the slow path
-//     behind it, in order. So a move in can give, per direction, at most
-//     two runs of overtaken frames (the batch's, then the RX ring's), and
-//     it usually costs a take-back and a 2 ms hold-off at once when frames
-//     were queued at the offer: how many depends on the arrival rate times
-//     the time the worker takes to reach them, i.e. at most the RX ring
-//     (DatapathConfig.RXSize) plus a batch (Batch, 64) plus the hand-off
-//     ring, and the overtaking frames are those arriving during that time.
+//   - Moving in (OfferPending, then Activate: two phases). When the
+//     entry appears, frames of the flow the program punted (miss) before
+//     are still queued: in the offering batch, the XSK RX rings, a hand-off
+//     ring. With a one-phase Offer the first of them reached the pipeline
+//     as a frame of an offered flow and took it back at once (measured:
+//     33 of 34 offers undone at 20 000/s, 352 of 353 at 100 000/s), and the
+//     frames the program forwarded meanwhile overtook them. So the
+//     pipeline offers pending: revoked[slot] = gen | bit 63 | count<<32.
+//     The program takes no frame of a pending flow; it numbers every frame
+//     of it it punts (count+1, by compare-and-swap on revoked[slot]) and
+//     writes a Mark (slot, generation, number) in front of the frame as XDP
+//     metadata (bpf_xdp_adjust_meta: AF_XDP copies data_meta..data_end
+//     into the UMEM in copy mode, xsk_copy_xdp, and zero-copy frames are
+//     the UMEM; the worker reads the 16 bytes in front of each received
+//     frame and clears them, so a reused UMEM frame carries no stale Mark).
+//     The pipeline judges every frame of a pending flow on its table,
+//     which is the flow's state (the program took nothing): an unmarked
+//     one was punted before the offer (PreOffer), a marked one after
+//     (Marked). Once it has judged as many marked frames as the program
+//     numbered, one of each direction with a verdict among them (or
+//     pendingWait, 2 ms, after the offer), Activate writes the table's
+//     current state into the value and swaps revoked[slot] from exactly
+//     gen | bit 63 | count<<32 to gen: if the program numbered one more
+//     frame in between, the swap fails and the next marked frame tries
+//     again. So at the activation every frame the program punted while
+//     pending has been judged, and every frame punted before the offer
+//     that came in front of a marked one on its ring too (a port's queue
+//     is FIFO, and so are the worker's batches and hand-off rings); the
+//     value holds the state after all of them; and the worker activates
+//     after its batch is on the TX ring and kicked, so the program's
+//     first taken frame follows them. What remains: a frame punted before
+//     the offer on a queue (RSS, several queues per port) or in a
+//     direction that delivered no marked frame before the activation
+//     reaches the pipeline after it, as a frame of an active flow, and
+//     takes the flow back exactly as any punted frame does (below); a
+//     marked frame lost on the way (a full RX ring) leaves the count short
+//     and the offer is cancelled after pendingLimit (50 ms) and made
+//     again. A pending offer the entry no longer qualifies for (its state
+//     or verdicts changed), a Settings change or a removal cancels it:
+//     TakeBack of a pending offer deletes the map entry and leaves the
+//     table's entry as it is (Cancelled). A driver that keeps no XDP
+//     metadata gets no Marks: its flows stay pending (slow path, exact)
+//     until cancelled and offered again.
 //   - Moving out (TakeBack). A frame the program punts (a state change: FIN,
 //     RST, a window failure, a checksum it cannot verify, the UDP
 //     packet that makes the flow ASSURED...) waits in the XSK RX ring behind
@@ -111,21 +136,17 @@
 // or here. Across ports there is nothing else to keep: a flow's direction
 // arrives on one port. Frames of different flows are never ordered.
 //
-// What bounds it: nothing but queue depths and the worker's latency. The
-// overtaken frames of a direction are at most those queued before the
-// move (RX ring + batch + hand-off ring); the overtaking ones are those
-// arriving while the worker gets to them: a loop iteration on a pinned,
-// busy-polling worker, milliseconds on a shared core. offerDelay (10 ms
-// eligible before the first offer) keeps short flows from moving at all;
-// offerHoldoff (2 ms after a slow-path take-back) bounds a busy flow to one
-// move in and one out per 2 ms; the Settings take-back moves every offered
-// flow out once per change.
+// What bounds it: nothing but queue depths and the worker's latency for a
+// move out. offerDelay (10 ms eligible before the first offer) keeps short
+// flows from moving at all; offerHoldoff (2 ms after a slow-path
+// take-back) bounds a busy flow to one move in and one out per 2 ms; the
+// Settings take-back moves every offered flow out once per change.
 //
 // No state is judged on stale data either way. Each frame is judged once,
 // by one level, on the state every frame judged before it left: moving in,
-// Offer copies the entry after the last frame the worker judged and the
-// worker judges nothing of the flow until it takes it back; the frames the
-// program took meanwhile are in what TakeBack reads back, so a stranded
+// Activate copies the entry after the last frame the worker judged and
+// the worker judges nothing of the flow until it takes it back; the frames
+// the program took meanwhile are in what TakeBack reads back, so a stranded
 // older frame is judged after them, exactly as the tracker judges a frame
 // reordered on the wire (TCP: an old sequence number within the window,
 // td_end never moves back). Moving out, TakeBack's locked read holds every
@@ -134,43 +155,54 @@
 // Measured (bridge/datapath_reorder_lab_test.go, one worker, one queue,
 // veth lab with GRO on the hosts, 2 shared cores also running the senders
 // and receivers; 64-byte UDP datagrams numbered per direction, both ways
-// over one flow, 3 s):
+// over one flow, 3 s). Before the two-phase offer, then with it (one run
+// each unless said):
 //
 //   - Fast path off, a Settings change every 30 ms, 20 000/s each way: no
 //     datagram out of order, none lost.
-//   - Fast path on, no reloads, 20 000/s each way (two runs): 20 and 34
-//     offers, 19 and 33 slow-path take-backs (the frames queued at the
-//     offer); 14-1 664 of ~60 000 datagrams out of order (0.02-2.8 %), in
-//     5-22 runs, at most 8-674 behind (the larger when the worker was
-//     descheduled longer); none lost.
-//   - Fast path on, a Settings change every 30 ms (107-110 reloads),
-//     20 000/s each way (three runs): 420-547 offers, 58-76 Settings and
-//     358-471 slow-path take-backs; 1.2-9.1 % of the datagrams out of
-//     order, in 39-209 runs, at most 121-133 behind (6 ms at that rate) in
-//     a quiet run and 519-1 178 in runs where the machine was also busy with
-//     other tests (the worker descheduled for tens of milliseconds; its RX
-//     rings then overflowed, 2.4 % lost, every loss counted as a kernel
-//     drop at the socket).
-//   - Overload, 100 000/s each way (the two cores saturated, the senders
-//     fell short): 350-380 moves, 25-40 % lost at the full RX rings
-//     (counted), runs up to 8 000-23 000 behind: the queued frames wait as
-//     long as the starved worker does.
-//   - TCP, 256 MB left to right: fast path off, a Settings change every
-//     30 ms: no retransmission, no reordering detected. Fast path on, the
-//     same (two runs): 95-101 offers, 40-43 Settings and 55-58 slow-path
-//     take-backs; the sender retransmitted 8 342-11 161 of ~185 400
-//     segments (4.5-6 %; 6 092-8 622 DSACKs: spurious), detected reordering
-//     686-4 935 times by SACK and 5-653 by timestamps, and the receiver
-//     queued 385-1 712 segments out of order; no frame dropped by the
-//     datapath, the transfer intact, nothing INVALID.
+//   - Fast path on, no reloads, 20 000/s each way. Before (two runs): 20
+//     and 34 offers, 19 and 33 slow-path take-backs (the frames queued at
+//     the offer); 14-1 664 of ~60 000 datagrams out of order (0.02-2.8 %),
+//     in 5-22 runs, at most 8-674 behind. Now: 2 offers, both activated
+//     (53 pre-offer frames and 83 marked ones judged without a take-back),
+//     1 slow-path take-back (the UDP packet that makes the flow ASSURED);
+//     no datagram out of order, none lost.
+//   - Fast path on, no reloads, 100 000/s each way. Before: 350-380 moves
+//     (352 of 353 offers undone at once), 25-40 % lost at the full RX rings
+//     (counted), runs up to 8 000-23 000 behind. Now: 2 offers, 2
+//     activations (310 pre-offer and 2 744 marked frames judged on the
+//     way), 1 slow-path take-back; ~163 000 and ~167 000 datagrams, none
+//     out of order, none lost.
+//   - Fast path on, a Settings change every 30 ms (102 reloads), 20 000/s
+//     each way. Before (three runs): 420-547 offers, 58-76 Settings and
+//     358-471 slow-path take-backs; 1.2-9.1 % out of order, at most
+//     121-1 178 behind. Now: 91 offers, 89 activated and 2 cancelled (by a
+//     reload while pending), 88 Settings take-backs and 1 slow-path one; no
+//     datagram out of order; 82 of ~120 000 lost, counted as drops.
+//   - TCP, 256 MB left to right, fast path on, a Settings change every
+//     30 ms. Before (two runs): 95-101 offers, 40-43 Settings and 55-58
+//     slow-path take-backs; the sender retransmitted 8 342-11 161 of
+//     ~185 400 segments (4.5-6 %; 6 092-8 622 DSACKs: spurious), detected
+//     reordering 686-4 935 times by SACK and 5-653 by timestamps, and the
+//     receiver queued 385-1 712 segments out of order. Now (70 reloads):
+//     63 offers, 10 activated and 53 cancelled (a reload came first: a
+//     busy flow activates only when the worker has caught up with its
+//     last marked frame, so the fast path took 65 000 of ~250 000 frames),
+//     10 Settings take-backs and no slow-path one; 1 segment
+//     retransmitted (1 DSACK), reordering detected 6 times by SACK and
+//     once by timestamps, 3 segments queued out of order.
+//   - bridge/datapath_offload_lab_test.go (128 MB TCP, one settings change
+//     and 4 flushes): 7 offers, 3 activated, 4 cancelled (the flushes and
+//     the change), 1 slow-path take-back; 2 739 pre-offer and 22 750 marked
+//     frames judged that each would have taken the flow back before.
 //
-// So the moves cost reordering where a flow is busy when it moves, and a
-// busy flow whose frames are queued when it is offered moves out again at
-// once (the pipeline cannot tell a frame punted before the offer from one
-// punted after): under load it alternates between the levels every
-// offerHoldoff. The tests assert what does not depend on timing: no loss
-// beyond counted drops, no duplicate, nothing INVALID, no reordering with
-// the fast path off, at most two runs of reordering per direction per move.
+// So a flow now moves in without moving out again: the reordering that
+// remains comes from moves out (a punted frame overtaken by taken ones
+// until the worker reaches it) and from the rare pre-offer frame that
+// reaches the pipeline after the activation. The tests assert what does
+// not depend on timing: no loss beyond counted drops, no duplicate,
+// nothing INVALID, no reordering with the fast path off, at most two runs
+// of reordering per direction per move.
 //
 // # Time
 //
