@@ -65,7 +65,7 @@ type FastPathStats struct {
 // InFastPath returns the flows in the fast path as these counters see
 // them: offered and not yet taken back.
 func (s *FastPathStats) InFastPath() uint64 {
-	n := s.Offered
+	n := s.Offered - s.Cancelled
 	for _, t := range s.TakenBack {
 		n -= t
 	}
