@@ -80,13 +80,13 @@ type bpfPortStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapClockAdjust   = "clock_adjust"
 	bpfMapFlows         = "flows"
 	bpfMapPortsDevmap   = "ports_devmap"
 	bpfMapRevoked       = "revoked"
 	bpfMapStats         = "stats"
 	bpfMapXsks          = "xsks"
 	bpfProgStatewireXdp = "statewire_xdp"
+	bpfVarClockAdjust   = "clock_adjust"
 	bpfVarMissAction    = "miss_action"
 	bpfVarPortId        = "port_id"
 )
@@ -140,7 +140,6 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	ClockAdjust *ebpf.MapSpec `ebpf:"clock_adjust"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	PortsDevmap *ebpf.MapSpec `ebpf:"ports_devmap"`
 	Revoked     *ebpf.MapSpec `ebpf:"revoked"`
@@ -152,8 +151,9 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	MissAction *ebpf.VariableSpec `ebpf:"miss_action"`
-	PortId     *ebpf.VariableSpec `ebpf:"port_id"`
+	ClockAdjust *ebpf.VariableSpec `ebpf:"clock_adjust"`
+	MissAction  *ebpf.VariableSpec `ebpf:"miss_action"`
+	PortId      *ebpf.VariableSpec `ebpf:"port_id"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -176,7 +176,6 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	ClockAdjust *ebpf.Map `ebpf:"clock_adjust"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	PortsDevmap *ebpf.Map `ebpf:"ports_devmap"`
 	Revoked     *ebpf.Map `ebpf:"revoked"`
@@ -186,7 +185,6 @@ type bpfMaps struct {
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
-		m.ClockAdjust,
 		m.Flows,
 		m.PortsDevmap,
 		m.Revoked,
@@ -199,8 +197,9 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	MissAction *ebpf.Variable `ebpf:"miss_action"`
-	PortId     *ebpf.Variable `ebpf:"port_id"`
+	ClockAdjust *ebpf.Variable `ebpf:"clock_adjust"`
+	MissAction  *ebpf.Variable `ebpf:"miss_action"`
+	PortId      *ebpf.Variable `ebpf:"port_id"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

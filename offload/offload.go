@@ -194,10 +194,10 @@ func (p *Program) load() error {
 		p.xsks[port] = coll.Maps["xsks"]
 		if port == 0 {
 			p.flows, p.devmap, p.stats = coll.Maps["flows"], coll.Maps["ports_devmap"], coll.Maps["stats"]
-			p.revoked, p.clock = coll.Maps["revoked"], coll.Maps["clock_adjust"]
+			p.revoked, p.clock = coll.Maps["revoked"], coll.Maps[".bss"]
 			shared = map[string]*ebpf.Map{
 				"flows": p.flows, "ports_devmap": p.devmap, "stats": p.stats,
-				"revoked": p.revoked, "clock_adjust": p.clock,
+				"revoked": p.revoked, ".bss": p.clock,
 			}
 		}
 	}
