@@ -22,7 +22,10 @@ import (
 
 // Device names, as given to --devices and used in reports.
 const (
-	Statewire       = "statewire"
+	Statewire = "statewire"
+	// StatewireOff is statewire with --offload=off: every frame through
+	// the AF_XDP slow path, in the same run as the fast path.
+	StatewireOff    = "statewire-offload-off"
 	KernelBridge    = "kernel-bridge"
 	KernelBridgeCT  = "kernel-bridge-ct"
 	XDPRedirect     = "xdp-redirect"
@@ -47,7 +50,7 @@ const (
 )
 
 // AllDevices is the default device list, in report order.
-var AllDevices = []string{Statewire, KernelBridge, KernelBridgeCT, XDPRedirect}
+var AllDevices = []string{Statewire, StatewireOff, KernelBridge, KernelBridgeCT, XDPRedirect}
 
 // Nice is the nice value of every thread of the harness that does the
 // measured work: the generator, the devices' NAPI threads and statewire.
@@ -96,7 +99,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		lo.Mode = lab.KernelBridge
 	case KernelBridgeCT:
 		lo.Mode = lab.KernelBridgeConntrack
-	case Statewire, XDPRedirect, generatorDevice:
+	case Statewire, StatewireOff, XDPRedirect, generatorDevice:
 		lo.Mode = lab.None
 	default:
 		return nil, fmt.Errorf("perf: unknown device %q (want one of %s)", name, strings.Join(AllDevices, ", "))
@@ -146,8 +149,19 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		if err := d.attach(func() (*ebpf.Program, error) { return redirectProgram(ia) }, l.PortB); err != nil {
 			return nil, err
 		}
-	case Statewire:
-		if err := d.startStatewire(o); err != nil {
+	case Statewire, StatewireOff:
+		// statewire's XDP fast path redirects into port B (the sink's
+		// XDP program on the right host's veth gives it NAPI, as for
+		// XDP_REDIRECT) and into port A, whose peer on the left host
+		// has an XDP program only while the generator sends: GRO on
+		// there gives it NAPI for good, so --offload=auto finds the
+		// fast path usable on both ports (bridge checkRedirect), as
+		// the e2e rig does. Both statewire devices get it, so their
+		// labs differ only by the flag.
+		if _, err := l.Run(ctx, l.LeftNS, "ethtool", "-K", l.LeftIf, "gro", "on"); err != nil {
+			return nil, fmt.Errorf("perf: GRO on %s: %w", l.LeftIf, err)
+		}
+		if err := d.startStatewire(o, name == StatewireOff); err != nil {
 			return nil, err
 		}
 	}
@@ -178,7 +192,8 @@ func (d *device) attach(mk func() (*ebpf.Program, error), ifname string) error {
 
 // startStatewire runs `ip netns exec BRIDGE [taskset -c CPUS] statewire run
 // --port-a A --port-b B [--rules FILE] ARGS...`.
-func (d *device) startStatewire(o *Options) error {
+// With off it adds --offload=off (device StatewireOff).
+func (d *device) startStatewire(o *Options, off bool) error {
 	bin := o.Statewire
 	if bin == "" {
 		return errors.New("perf: no statewire binary (Options.Statewire)")
@@ -202,6 +217,9 @@ func (d *device) startStatewire(o *Options) error {
 		args = append(args, "--rules", f)
 	}
 	args = append(args, o.StatewireArgs...)
+	if off {
+		args = append(args, "--offload=off")
+	}
 	argv := []string{"-n", strconv.Itoa(Nice)}
 	if o.StatewireCPUs != "" {
 		argv = append(argv, "taskset", "-c", o.StatewireCPUs)

@@ -35,6 +35,16 @@
 // falls behind loses frames at its queue (RPS backlog, AF_XDP RX ring,
 // veth ring), as on a NIC.
 //
+// statewire runs twice, as device statewire (its default --offload=auto)
+// and as statewire-offload-off (--offload=off), in identical labs: the
+// left host's veth has GRO on, so that auto finds NAPI behind both ports
+// (the sink's XDP program gives it to the right host's veth) and selects
+// the XDP fast path; before that, auto depended on whether the readiness
+// probe's generator program happened to be attached to the left veth when
+// statewire checked. The fast path, like XDP_REDIRECT, forwards in port
+// A's NAPI poll, i.e. on the generator CPU; its slow path (first packets,
+// offers) runs in the workers on the device CPU.
+//
 // Shared machine: the generator, the devices' threads, statewire and
 // ksoftirqd run at nice -20 and the harness's scheduler autogroup is
 // reniced too (with kernel.sched_autogroup_enabled every session is a

@@ -23,9 +23,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if slices.Contains(sizes, IMIX) {
 		fmt.Fprintf(&b, "imix: simple IMIX, frames of 64/576/1500 B (FCS included) 7:4:1, mean %.2f B\n", MeanFrameBytes(IMIX))
 	}
-	fmt.Fprintf(&b, "\n%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s\n",
-		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct", "thru", "NDR")
-	fmt.Fprintf(&b, "%5s %7s  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "Gbit/s", "Gbit/s")
+	fmt.Fprintf(&b, "\n%5s %7s  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n",
+		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct", "thr/xdp", "NDR/xdp", "thru", "NDR")
+	fmt.Fprintf(&b, "%5s %7s  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "", "", "Gbit/s", "Gbit/s")
 	for _, x := range r.Results {
 		ndr, pdr := "-", "-"
 		if x.Searched {
@@ -39,10 +39,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.Searched {
 			ndrG = fmt.Sprintf("%.3f", Gbps(x.NDR.Delivered, x.FrameSize))
 		}
-		fmt.Fprintf(&b, "%5s %7d  %-17s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7.3f %7s",
+		fmt.Fprintf(&b, "%5s %7d  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7.3f %7s",
 			SizeLabel(x.FrameSize), x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
 			r.ratio(x, KernelBridge, false), r.ratio(x, KernelBridgeCT, false),
 			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true),
+			r.ratio(x, XDPRedirect, false), r.ratio(x, XDPRedirect, true),
 			Gbps(x.Throughput.Delivered, x.FrameSize), ndrG)
 		if x.Error != "" {
 			fmt.Fprintf(&b, "  error: %s", firstLine(x.Error))
@@ -132,6 +133,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // deviceColors are the bar colours, in AllDevices order.
 var deviceColors = map[string]string{
 	Statewire:      "#d9534f",
+	StatewireOff:   "#f0ad4e",
 	KernelBridge:   "#5bc0de",
 	KernelBridgeCT: "#337ab7",
 	XDPRedirect:    "#5cb85c",

@@ -366,6 +366,13 @@ func (r *runner) closeAll() {
 	for _, d := range r.devs {
 		err := d.close()
 		if d.out != nil {
+			// Whether --offload selected the fast path, and its totals,
+			// whatever the tail below holds.
+			for _, line := range strings.Split(d.out.String(), "\n") {
+				if strings.Contains(line, "fast path") {
+					r.logf("%s: %s", d.name, strings.TrimSpace(line))
+				}
+			}
 			r.logf("statewire output (tail):\n%s", tail(d.out.String(), 2000))
 		}
 		if err != nil {
