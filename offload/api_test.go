@@ -206,3 +206,66 @@ func TestOfferRefuses(t *testing.T) {
 		t.Errorf("second Offer = %v, want ErrOffered", err)
 	}
 }
+
+// TestPeekConsistent runs the program on two goroutines while Peek reads
+// the flow: every read is a state some number of taken frames left
+// (bytes = packets x IP length), the counts never go back, and TakeBack
+// counts every frame taken. Peek reads without a kernel lock (the flow's
+// lock is its revoked word), so this is what keeps it honest.
+func TestPeekConsistent(t *testing.T) {
+	prog := load(t, offload.Options{MaxFlows: 16, PassOnMiss: true})
+	if err := prog.SetPorts(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	frame := packettest.UDP4("198.18.0.1", "198.19.0.1", 4000, 53, []byte("peek"))
+	const iplen = 20 + 8 + 4
+	e, vs, oc := udpFlow(t, prog, frame, offload.PortA)
+	if err := prog.Offer(e, vs, oc); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if _, _, err := prog.EBPF(offload.PortA).Benchmark(frame, 64, nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var last uint64
+	peeks := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for ; peeks < 2000 || (last < 20000 && time.Now().Before(deadline)); peeks++ {
+		var u offload.Usage
+		ok, err := prog.Peek(e, &u)
+		if err != nil || !ok {
+			t.Fatalf("Peek: %v %v", ok, err)
+		}
+		if u.Bytes[0] != u.Packets[0]*iplen {
+			t.Fatalf("torn read: %d packets, %d bytes", u.Packets[0], u.Bytes[0])
+		}
+		if u.Packets[0] < last {
+			t.Fatalf("packets went back: %d after %d", u.Packets[0], last)
+		}
+		last = u.Packets[0]
+	}
+	stop.Store(true)
+	wg.Wait()
+	var u offload.Usage
+	if ok, err := prog.TakeBackUsage(e, &u); err != nil || !ok {
+		t.Fatalf("TakeBack: %v %v", ok, err)
+	}
+	st, err := prog.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Packets[0] != st[offload.PortA].FastPackets {
+		t.Errorf("TakeBack counts %d packets, the program forwarded %d", u.Packets[0], st[offload.PortA].FastPackets)
+	}
+	t.Logf("%d Peeks, %d frames taken, punts %v", peeks, u.Packets[0], st[offload.PortA].Punts)
+}

@@ -73,7 +73,7 @@ type bpfPortStats struct {
 	_           structs.HostLayout
 	FastPackets uint64
 	FastBytes   uint64
-	Punt        [10]uint64
+	Punt        [11]uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -50,16 +50,29 @@
 // # Userspace is the authority
 //
 // Offer copies an entry's state into the map; TakeBack reads it back into
-// the entry and deletes it. TakeBack is exact: it first clears the flow's
-// generation in the memory-mapped revoked array (one atomic store), then
-// reads the value with BPF_F_LOCK. The program checks the generation
-// inside the value's spin lock, so a packet either was judged and updated
-// the value before TakeBack's locked read (its effect is in what TakeBack
-// returns) or sees the cleared generation and goes to the slow path. A
-// program still holding a pointer to a deleted value finds a generation
-// that is no longer current, even when the slot has been given to another
-// flow. What remains is reordering at the moment a flow moves between
-// the levels (below).
+// the entry and deletes it. TakeBack is exact. An active flow's lock is its
+// word in the memory-mapped revoked array: the flow's generation while
+// free, generation | busy (bit 62) while a program updates the value (bit
+// 63 marks a pending offer, below, which the program never updates). The
+// program takes the lock with one compare-and-swap from the generation it
+// read in the value, which is also the revocation check; TakeBack swaps
+// the generation for 0 (spinning while a program holds the lock, a few
+// dozen ns), then reads the value. Both sides' atomics are fully ordered,
+// so a packet either took the lock before the swap (its update is in what
+// TakeBack reads) or finds 0 and goes to the slow path. A program still
+// holding a pointer to a deleted value compares against a generation that
+// is no longer current, even when the slot has been given to another
+// flow. A frame that finds the lock held for 1024 attempts (the other
+// direction on another CPU, or Peek's fallback) is punted (PuntBusy): the
+// lock is never waited for unboundedly in softirq. Peek reads twice and
+// keeps a read whose usage fields the next read repeats; on a flow so busy
+// that none does it takes the lock itself for one lookup. The value keeps
+// a bpf_spin_lock only for Activate's in-place update (BPF_F_LOCK); the
+// program does not take it. This replaced the program's bpf_spin_lock,
+// which disables interrupts and costs two helper calls: ~40 ns of a ~210
+// ns taken frame under BPF_PROG_RUN on this machine (perf/RESULTS.md).
+// What remains is reordering at the moment a flow moves between the
+// levels (below).
 //
 // # Moving between the levels
 //
@@ -122,8 +135,8 @@
 //     the frames of other flows queued there, while later frames of the same
 //     flow that the program can take (ACKs, data in window) are still
 //     forwarded until the worker gets to the punted frame and TakeBack
-//     revokes the entry. After the revoke (one atomic store the program
-//     checks under the value's lock) all go up the slow path behind it, in
+//     revokes the entry. After the revoke (one compare-and-swap of the
+//     word the program locks) all go up the slow path behind it, in
 //     order. A take-back with no punted frame (a Settings change: rules
 //     reload, sysctl; conntrack -D/-F; expiry) reorders nothing beyond the
 //     race of a frame the program has judged but not yet enqueued with the
@@ -149,7 +162,7 @@
 // the program took meanwhile are in what TakeBack reads back, so a stranded
 // older frame is judged after them, exactly as the tracker judges a frame
 // reordered on the wire (TCP: an old sequence number within the window,
-// td_end never moves back). Moving out, TakeBack's locked read holds every
+// td_end never moves back). Moving out, TakeBack's read after the revoke holds every
 // frame the program judged. The lab tests count INVALID and find none.
 //
 // Measured (bridge/datapath_reorder_lab_test.go, one worker, one queue,

@@ -11,7 +11,7 @@
 // but counters, timestamps and the window edges, and whose cached verdict
 // for (direction, ctstate, ingress port) is ACCEPT, is judged here exactly
 // as bridge.Pipeline.Process would judge it, the entry's window state is
-// updated under the value's spin lock, and the frame is redirected to the
+// updated under the flow's lock (lock_flow), and the frame is redirected to the
 // other port (ports_devmap). Everything else goes, untouched, to the AF_XDP
 // socket of its queue (xsks), as bridge/xdpprog's program did.
 //
@@ -80,6 +80,7 @@ enum punt_reason {
 	PUNT_REVOKED,   // userspace is taking the flow back
 	PUNT_NODEV,     // the other port is not in ports_devmap
 	PUNT_PENDING,   // offered, not yet activated (marked, see punt_pending)
+	PUNT_BUSY,      // the flow's lock stayed held for LOCK_TRIES attempts
 	NUM_PUNT,
 };
 
@@ -111,11 +112,15 @@ struct peer {
 
 // flow_value is what the fast path knows of an offered flow. The first
 // block is written by userspace (Offer) only and read without the lock;
-// the rest is written under lock by the program and read back by TakeBack
-// and Peek with BPF_F_LOCK. Times are CLOCK_MONOTONIC ns (bpf_ktime_get_ns).
+// the rest is written by the program holding the flow's lock (revoked[slot]
+// with FLOW_BUSY set, see lock_flow) and read back by TakeBack after it
+// revoked the flow, by Peek as offload.go describes. Times are
+// CLOCK_MONOTONIC ns (bpf_ktime_get_ns).
 struct flow_value {
-	struct bpf_spin_lock lock;
-	__u32 gen;       // must equal revoked[slot] for the program to take a packet
+	struct bpf_spin_lock lock; // not taken by the program: Activate's in-place
+	                           // update (BPF_F_LOCK) needs it, and the program
+	                           // reads nothing of a pending flow's value
+	__u32 gen;       // revoked[slot] must be gen for the program to take a packet
 	__u32 slot;      // index in revoked
 	__u8 proto;      // PROTO_TCP or PROTO_UDP
 	__u8 orig_is_b;  // flowtable flagSwapped: the original direction runs B -> A
@@ -159,9 +164,11 @@ struct {
 	__uint(max_entries, 1); // set by Load (Options.MaxFlows)
 } flows SEC(".maps");
 
-// revoked[slot] holds the generation of the flow offered in slot, or 0.
-// It is BPF_F_MMAPABLE: TakeBack clears it with one atomic store, no
-// syscall, before it reads the value back (see offload.go).
+// revoked[slot] holds the generation of the flow offered in slot, or 0,
+// and is the flow's lock: gen | FLOW_BUSY while a program updates the
+// value. It is BPF_F_MMAPABLE: userspace compares-and-swaps it in place,
+// no syscall (TakeBack gen -> 0, Peek's fallback gen -> gen | FLOW_BUSY;
+// see offload.go).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -204,6 +211,42 @@ volatile const __u32 port_id = 0;      // 0: port A, 1: port B
 volatile const __u32 miss_action = XDP_DROP; // XDP_PASS with Options.PassOnMiss
 
 // ---- Helpers -----------------------------------------------------------
+
+#define FLOW_BUSY (1ULL << 62) // revoked[slot] of an active flow: its lock is held
+                               // (bit 63 is PEND_BIT: a pending flow is never locked)
+#define LOCK_TRIES 1024        // attempts before a frame is punted (PUNT_BUSY)
+
+// lock_flow takes the lock of the flow whose generation is gen: one
+// compare-and-swap of revoked[slot] from gen to gen | FLOW_BUSY, which both
+// checks that the flow is not revoked (the revocation check that used to
+// run inside a bpf_spin_lock) and takes the lock. BPF atomics with a fetch
+// are fully ordered, so the program's reads of the value come after it and
+// TakeBack's compare-and-swap gen -> 0 either precedes it (the program sees
+// 0 and punts) or follows the release (and TakeBack's read sees every
+// update). The holder is another CPU's XDP program (softirq, a few dozen
+// ns) or Peek's rare fallback: a bounded spin, then the frame is punted.
+// Returns 0 locked, PUNT_REVOKED, or PUNT_BUSY.
+static __always_inline int lock_flow(__u64 *rv, __u64 gen)
+{
+	__u64 busy = gen | FLOW_BUSY;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < LOCK_TRIES; i++) {
+		__u64 old = __sync_val_compare_and_swap(rv, gen, busy);
+		if (old == gen)
+			return 0;
+		if (old != busy)
+			return PUNT_REVOKED;
+	}
+	return PUNT_BUSY;
+}
+
+// unlock_flow releases it (an atomic exchange: fully ordered, so every
+// store to the value is visible before the lock is free). Only the holder
+// writes revoked[slot] while FLOW_BUSY is set.
+static __always_inline void unlock_flow(__u64 *rv, __u64 gen)
+{
+	__sync_lock_test_and_set(rv, gen);
+}
 
 // before/after: statemachine before()/after(), the kernel's seq compare.
 static __always_inline int before(__u32 a, __u32 b) { return (__s32)(a - b) < 0; }
@@ -727,14 +770,15 @@ int statewire_xdp(struct xdp_md *ctx)
 		return punt(ctx, PUNT_REVOKED);
 	__u64 now = bpf_ktime_get_ns() + clock_adjust;
 
-	int reason = -1;
-	bpf_spin_lock(&v->lock);
-	// Revocation: TakeBack clears revoked[slot] before its locked read,
-	// so a packet that gets the lock after that read sees it here.
-	if (*(volatile __u64 *)rv != v->gen) {
-		reason = PUNT_REVOKED;
-		goto unlock;
-	}
+	// Revocation and the lock in one step: TakeBack swaps revoked[slot]
+	// from gen to 0 when no program holds the lock, so a packet either
+	// got the lock before (its update is in what TakeBack reads) or
+	// finds 0 here and punts.
+	__u64 gen = v->gen;
+	int reason = lock_flow(rv, gen);
+	if (reason)
+		return punt(ctx, reason);
+	reason = -1;
 	// The clock of one flow never runs backwards (a packet that read the
 	// clock on another CPU before the previous holder of the lock).
 	if (now < v->last_seen)
@@ -880,7 +924,7 @@ int statewire_xdp(struct xdp_md *ctx)
 		v->bytes[0] += iplen;
 	}
 unlock:
-	bpf_spin_unlock(&v->lock);
+	unlock_flow(rv, gen);
 	if (reason >= 0)
 		return punt(ctx, reason);
 

@@ -73,10 +73,11 @@ const (
 	PuntRevoked                    // being taken back
 	PuntNoDev                      // the other port is not set (SetPorts)
 	PuntPending                    // offered pending (OfferPending), not yet activated
+	PuntBusy                       // the flow's lock stayed held (other direction's CPU, or Peek)
 	NumPuntReasons
 )
 
-var puntNames = [...]string{"parse", "miss", "verdict", "state", "window", "checksum", "expired", "revoked", "no-egress", "pending"}
+var puntNames = [...]string{"parse", "miss", "verdict", "state", "window", "checksum", "expired", "revoked", "no-egress", "pending", "busy"}
 
 func (r PuntReason) String() string {
 	if int(r) < len(puntNames) {
@@ -672,14 +673,48 @@ func (p *Program) usage(v *bpfFlowValue, u *Usage) {
 func (p *Program) Peek(e *flowtable.Entry, u *Usage) (ok bool, err error) {
 	k := e.Key()
 	mk := mapKey(&k)
-	var v bpfFlowValue
-	if err := p.flows.LookupWithFlags(&mk, &v, ebpf.LookupLock); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
+	// The program updates the value holding the flow's lock
+	// (revoked[slot] | busy), not a bpf_spin_lock, so there is no locked
+	// read: two successive reads whose usage fields agree are a
+	// consistent snapshot (Packets and Bytes grow with every packet
+	// taken, LastSeen never goes back, Expires does not come back to a
+	// value it left: a read torn by an update differs from the next).
+	// A flow so busy that no two reads agree is read under its lock,
+	// taken from here for the length of one lookup: frames arriving then
+	// spin, and after LOCK_TRIES (1024) attempts go to the slow path (PuntBusy).
+	var a, b bpfFlowValue
+	read := func(v *bpfFlowValue) (bool, error) {
+		if err := p.flows.Lookup(&mk, v); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return false, nil
+			}
+			return false, fmt.Errorf("offload: peek: %w", err)
 		}
-		return false, fmt.Errorf("offload: peek: %w", err)
+		return true, nil
 	}
-	p.usage(&v, u)
+	if ok, err := read(&a); !ok || err != nil {
+		return ok, err
+	}
+	for range 4 {
+		if ok, err := read(&b); !ok || err != nil {
+			return ok, err
+		}
+		if a.Gen == b.Gen && a.Slot == b.Slot && a.LastSeen == b.LastSeen && a.Expires == b.Expires &&
+			a.Packets == b.Packets && a.Bytes == b.Bytes {
+			p.usage(&b, u)
+			return true, nil
+		}
+		a = b
+	}
+	if !p.rev.lock(a.Slot, uint64(a.Gen)) {
+		return false, nil // taken back meanwhile
+	}
+	ok, err = read(&b)
+	p.rev.unlock(a.Slot, uint64(a.Gen))
+	if !ok || err != nil || b.Gen != a.Gen {
+		return false, err
+	}
+	p.usage(&b, u)
 	return true, nil
 }
 
@@ -706,9 +741,11 @@ func (p *Program) TakeBackUsage(e *flowtable.Entry, u *Usage) (ok bool, err erro
 		return false, fmt.Errorf("offload: take back: %w", err)
 	}
 	slot := v.Slot
-	// Revoke, then read under the lock (see the package comment).
-	if w := p.rev.swap(slot, 0); w&pendBit != 0 && uint32(w) == v.Gen {
-		// Pending: the program took nothing, e is the state. Cancel.
+	// Revoke: a pending offer is cancelled (the program took nothing, e
+	// is the state); an active flow's generation is swapped for 0 once
+	// no program holds its lock, and no program writes the value after
+	// that (see the package comment).
+	if p.rev.revoke(slot, uint64(v.Gen)) {
 		if err := p.flows.Delete(&mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return false, fmt.Errorf("offload: take back: delete: %w", err)
 		}
@@ -716,8 +753,8 @@ func (p *Program) TakeBackUsage(e *flowtable.Entry, u *Usage) (ok bool, err erro
 		*u = Usage{Expires: e.Conn.Expires}
 		return true, nil
 	}
-	if err := p.flows.LookupWithFlags(&mk, &v, ebpf.LookupLock); err != nil {
-		return false, fmt.Errorf("offload: take back: locked read: %w", err)
+	if err := p.flows.Lookup(&mk, &v); err != nil {
+		return false, fmt.Errorf("offload: take back: read: %w", err)
 	}
 	if err := p.flows.Delete(&mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, fmt.Errorf("offload: take back: delete: %w", err)

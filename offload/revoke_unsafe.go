@@ -3,6 +3,7 @@ package offload
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -25,12 +26,78 @@ func mapRevoked(m *ebpf.Map, n int) (revokeMem, error) {
 	return revokeMem{b: b[:n*8]}, nil
 }
 
-// store sets slot's generation. The atomic store is sequentially
-// consistent (XCHG on amd64, STLR on arm64): it is ordered before the
-// BPF_F_LOCK lookup that follows it in TakeBack, whose spin lock the
-// program takes before it reads the generation (offload.c).
-func (r revokeMem) store(slot uint32, gen uint64) {
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&r.b[8*int(slot)])), gen)
+// flowBusy is offload.c FLOW_BUSY: revoked[slot] of an active flow is
+// gen|flowBusy while a program (or Peek's fallback) holds the flow's lock.
+// Bit 63 (pendBit) marks a pending offer, which is never locked.
+const flowBusy = 1 << 62
+
+func (r revokeMem) word(slot uint32) *uint64 {
+	return (*uint64)(unsafe.Pointer(&r.b[8*int(slot)]))
+}
+
+// store sets slot's word (Offer, before the value is in the map; and its
+// undo).
+func (r revokeMem) store(slot uint32, w uint64) {
+	atomic.StoreUint64(r.word(slot), w)
+}
+
+// revoke takes slot's flow of generation gen out of the program's hands:
+// a pending offer (gen|pendBit|count<<32) is swapped for 0 at once and
+// revoke returns true (cancelled: the program took nothing); an active
+// flow's gen is swapped for 0 once no program holds its lock (gen|flowBusy:
+// a few dozen ns of softirq work). The compare-and-swap is sequentially
+// consistent (LOCK CMPXCHG on amd64, CASAL or LDAXR/STLXR on arm64) and the
+// program's lock and unlock are fully ordered BPF atomics: once it
+// succeeds every update a program made is visible to the lookup that
+// follows, and every program that has not taken the lock yet finds 0 and
+// punts.
+func (r revokeMem) revoke(slot uint32, gen uint64) (cancelled bool) {
+	w := r.word(slot)
+	for i := 0; ; i++ {
+		x := atomic.LoadUint64(w)
+		switch {
+		case x&pendBit != 0 && uint32(x) == uint32(gen):
+			if atomic.CompareAndSwapUint64(w, x, 0) {
+				return true
+			}
+			continue
+		case x == gen:
+			if atomic.CompareAndSwapUint64(w, gen, 0) {
+				return false
+			}
+		case x == gen|flowBusy:
+		default:
+			return false // not this generation: already revoked
+		}
+		if i > 64 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// lock takes an active flow's lock from userspace (Peek's fallback);
+// false when the flow is no longer active with gen.
+func (r revokeMem) lock(slot uint32, gen uint64) bool {
+	w := r.word(slot)
+	for i := 0; ; i++ {
+		switch atomic.LoadUint64(w) {
+		case gen:
+			if atomic.CompareAndSwapUint64(w, gen, gen|flowBusy) {
+				return true
+			}
+		case gen | flowBusy:
+		default:
+			return false
+		}
+		if i > 64 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// unlock releases lock.
+func (r revokeMem) unlock(slot uint32, gen uint64) {
+	atomic.StoreUint64(r.word(slot), gen)
 }
 
 // swap is store that returns the previous value.
