@@ -762,7 +762,10 @@ int statewire_xdp(struct xdp_md *ctx)
 	}
 
 	__u32 egress = (port_id & 1) ^ 1;
-	if (!bpf_map_lookup_elem(&ports_devmap, &egress))
+	// Set the redirect now: it fails (XDP_ABORTED, flags 0) when the
+	// other port is not in ports_devmap, before any store. A later punt
+	// calls bpf_redirect_map(&xsks, ...), which replaces the target.
+	if (bpf_redirect_map(&ports_devmap, egress, 0) != XDP_REDIRECT)
 		return punt(ctx, PUNT_NODEV);
 	__u32 slot = v->slot;
 	__u64 *rv = bpf_map_lookup_elem(&revoked, &slot);
@@ -934,5 +937,5 @@ unlock:
 		st->fast_packets++;
 		st->fast_bytes += frame_len;
 	}
-	return bpf_redirect_map(&ports_devmap, egress, 0);
+	return XDP_REDIRECT; // to ports_devmap[egress], set above
 }
