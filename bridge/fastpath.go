@@ -117,7 +117,7 @@ const (
 	pendingLimit = int64(50 * 1e6)
 )
 
-// pendState is a pending offer: the offer's Mark, the marked frames judged
+// pendState is a pending offer: the offer's Mark, the highest Mark judged
 // so far, the directions they came in (bit per Dir) and those that need
 // one (a cached verdict at the offer), and the time of the offer.
 type pendState struct {
@@ -378,7 +378,12 @@ func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool 
 		return true
 	}
 	pl.stats.Fast.Marked++
-	ps.seen++
+	// The highest Mark judged, not how many: a frame the kernel dropped
+	// (a full RX ring) never comes, and was never judged, as if the wire
+	// had lost it; waiting for it would keep an overloaded flow pending
+	// for ever. A lower Mark still on another queue, arriving after the
+	// activation, finds the offer active and takes the flow back.
+	ps.seen = max(ps.seen, f.mark.Seq)
 	ps.dirs |= 1 << (dir & 1)
 	f.pend[ref] = ps
 	for _, r := range f.ready {
@@ -400,9 +405,10 @@ func (pl *Pipeline) SetMark(m offload.Mark) { pl.fast.mark = m }
 // before would have its later frames forwarded by the program past them.
 func (pl *Pipeline) DeferActivation(on bool) { pl.fast.deferAct = on }
 
-// ActivateFastPath activates the pending offers whose marked frames have
-// all been judged (the fast path's count of frames punted while pending
-// equals the marked frames judged here) and that have seen a marked frame
+// ActivateFastPath activates the pending offers whose last marked frame
+// has been judged (the fast path's count of frames punted while pending
+// equals the highest Mark judged here; pendingFrame says why not the
+// number judged) and that have seen a marked frame
 // of each direction with a verdict, or waited pendingWait for one. An
 // offer the entry no longer qualifies for is cancelled, and one still
 // short of marks after pendingLimit too (offered again by its next frame).

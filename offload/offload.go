@@ -497,8 +497,8 @@ func (p *Program) Punted(pd Pending) (n uint32, pending bool) {
 }
 
 // Activate is the second phase: when the program has punted exactly
-// punted frames of the pending offer pd (the caller has processed all of
-// them: it saw the Marks 1..punted), it writes e's current state and the
+// punted frames of the pending offer pd (the caller has processed the last
+// of them, Mark punted; the kernel may have dropped some before it), it writes e's current state and the
 // verdicts into the map and makes the flow active in one compare-and-swap
 // of revoked[slot], which fails if the program numbered one more frame in
 // between. ok is false (nothing changed but the map value, which the
