@@ -112,32 +112,43 @@ func TestOffloadTCPListDeleteAndBack(t *testing.T) {
 		if strings.Contains(lines[0], "[ASSURED]") || !strings.Contains(lines[0], " ESTABLISHED src="+leftIP.String()) {
 			t.Errorf("conntrack -L of the offloaded flow: got %q, want ESTABLISHED with [OFFLOAD] alone", lines[0])
 		}
-		inAt := time.Now()
-		var offered uint64
-		testenv.WaitFor(5*time.Second, func() bool { // published every 50 ms
-			offered = r.DP.Stats().Pipeline.Fast.Offered
-			return offered > 0
-		})
-
 		// The timeout is the fast path's: after 2 s of fast-path traffic
 		// (no packet up the slow path, no new offer) it is still the full
 		// established timeout once the last ACK is through, where the
 		// table's copy, of the last slow-path packet, would be 2 s short.
+		// A window in which the flow moved out and in again (a stale frame
+		// on the other queue, a forced activation) proves nothing: it is
+		// tried again, three windows at most.
 		est := timeoutSysctl(t, call, "nf_conntrack_tcp_timeout_established")
 		var timeout int64
-		if !testenv.WaitFor(10*time.Second, func() bool {
-			if time.Since(inAt) < 2*time.Second {
-				echo()
-				return false
+		proved := false
+		for try := 0; try < 3 && !proved; try++ {
+			var offered uint64
+			testenv.WaitFor(5*time.Second, func() bool { // published every 50 ms
+				offered = r.DP.Stats().Pipeline.Fast.Offered
+				return offered > 0
+			})
+			inAt := time.Now()
+			if !testenv.WaitFor(10*time.Second, func() bool {
+				if time.Since(inAt) < 2*time.Second {
+					echo()
+					return false
+				}
+				lines = list("")
+				timeout = listedTimeout(lines)
+				return timeout >= est-1
+			}) {
+				t.Errorf("offloaded flow's timeout after 2 s of fast-path traffic: got %d (%q), want %d or %d (the fast path's live one)", timeout, lines, est-1, est)
+				break
 			}
-			lines = list("")
-			timeout = listedTimeout(lines)
-			return timeout >= est-1
-		}) {
-			t.Errorf("offloaded flow's timeout after 2 s of fast-path traffic: got %d (%q), want %d or %d (the fast path's live one)", timeout, lines, est-1, est)
+			p := r.DP.Stats().Pipeline.Fast
+			proved = p.Offered == offered
+			if !proved {
+				t.Logf("window %d: the flow was offered again meanwhile (offered %d, then %d; taken back %v); trying another", try+1, offered, p.Offered, p.TakenBack)
+			}
 		}
-		if p := r.DP.Stats().Pipeline.Fast; p.Offered != offered {
-			t.Errorf("the flow was offered again meanwhile (offered %d, then %d; taken back %v): the timeout check proves nothing", offered, p.Offered, p.TakenBack)
+		if !proved {
+			t.Errorf("in three 2 s windows the flow never stayed in the fast path: the timeout check proves nothing")
 		}
 		// /proc/net/nf_conntrack prints no timeout for an offloaded entry.
 		if proc := list(control.FormatProc); len(proc) != 1 || !strings.HasPrefix(proc[0], "ipv4     2 tcp      6 ESTABLISHED src=") || !strings.Contains(proc[0], " [OFFLOAD] mark=0 zone=0 ") {
