@@ -314,30 +314,46 @@ func (p *Program) logf(format string, args ...any) {
 // logged and the attach retried; a program held by another live bpf_link
 // is not touched: Attach fails naming it.
 func (p *Program) Attach(port int, ifname string, mode Mode) error {
-	ifc, err := net.InterfaceByName(ifname)
+	l, err := AttachLink(p.progs[port&1], ifname, mode == Generic, func(f string, a ...any) { p.logf("offload: "+f, a...) })
 	if err != nil {
 		return fmt.Errorf("offload: %w", err)
 	}
-	flags := link.XDPDriverMode
-	if mode == Generic {
-		flags = link.XDPGenericMode
+	p.links = append(p.links, attached{ifname: ifname, l: l})
+	return nil
+}
+
+// AttachLink attaches prog to ifname with a bpf_link (generic: the skb
+// path, else the driver), in the network namespace of the calling thread.
+// A program attached through netlink (not tied to any process) that is in
+// the way is detached, the replacement is logged through logf (nil: not
+// logged) and the attach retried; a program held by another live bpf_link
+// is not touched: AttachLink fails naming it. bridge/xdpprog shares it.
+func AttachLink(prog *ebpf.Program, ifname string, generic bool, logf func(string, ...any)) (link.Link, error) {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, err
 	}
-	opts := link.XDPOptions{Program: p.progs[port&1], Interface: ifc.Index, Flags: flags}
+	flags, mode := link.XDPDriverMode, "native"
+	if generic {
+		flags, mode = link.XDPGenericMode, "generic"
+	}
+	opts := link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: flags}
 	l, err := link.AttachXDP(opts)
 	if err != nil && (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) {
 		var id uint32
 		id, err = detachNetlink(ifname)
 		if err != nil {
-			return fmt.Errorf("offload: attach %s (%s): an XDP program is in the way and could not be removed: %w", ifname, mode, err)
+			return nil, fmt.Errorf("attach %s (%s): an XDP program is in the way and could not be removed: %w", ifname, mode, err)
 		}
-		p.logf("offload: %s: replaced stale XDP program id %d (attached via netlink by an earlier run or another tool)", ifname, id)
+		if logf != nil {
+			logf("%s: replaced stale XDP program id %d (attached via netlink by an earlier run or another tool)", ifname, id)
+		}
 		l, err = link.AttachXDP(opts)
 	}
 	if err != nil {
-		return fmt.Errorf("offload: attach %s (%s): %w", ifname, mode, err)
+		return nil, fmt.Errorf("attach %s (%s): %w", ifname, mode, err)
 	}
-	p.links = append(p.links, attached{ifname: ifname, l: l})
-	return nil
+	return l, nil
 }
 
 // detachNetlink removes a netlink-attached XDP program (native or generic)

@@ -3,13 +3,11 @@ package xdpprog
 import (
 	"errors"
 	"fmt"
-	"net"
+	"github.com/statewire/statewire/offload"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Mode is the XDP attach mode.
@@ -164,74 +162,17 @@ func (p *Program) logf(format string, args ...any) {
 // is logged, and the attach is retried. A program held by another live
 // process's bpf_link is not touched: Attach fails with an error naming it.
 func (p *Program) Attach(ifname string, mode Mode) error {
-	ifc, err := net.InterfaceByName(ifname)
+	l, err := offload.AttachLink(p.prog, ifname, mode == Generic, func(f string, a ...any) { p.logf("xdpprog: "+f, a...) })
 	if err != nil {
 		return fmt.Errorf("xdpprog: %w", err)
-	}
-	flags := link.XDPDriverMode
-	if mode == Generic {
-		flags = link.XDPGenericMode
-	}
-	opts := link.XDPOptions{Program: p.prog, Interface: ifc.Index, Flags: flags}
-	l, err := link.AttachXDP(opts)
-	if err != nil && (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) {
-		var id uint32
-		id, err = detachNetlink(ifname)
-		if err != nil {
-			return fmt.Errorf("xdpprog: attach %s (%s): an XDP program is in the way and could not be removed: %w", ifname, mode, err)
-		}
-		p.logf("xdpprog: %s: replaced stale XDP program id %d (attached via netlink by an earlier run or another tool)", ifname, id)
-		l, err = link.AttachXDP(opts)
-	}
-	if err != nil {
-		return fmt.Errorf("xdpprog: attach %s (%s): %w", ifname, mode, err)
 	}
 	p.links = append(p.links, attached{ifname: ifname, l: l})
 	return nil
 }
 
-// detachNetlink removes a netlink-attached XDP program (native or generic)
-// from ifname and returns its id. A program held by a bpf_link refuses the
-// netlink detach with EBUSY, which is returned.
-func detachNetlink(ifname string) (uint32, error) {
-	nl, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return 0, err
-	}
-	x := nl.Attrs().Xdp
-	if x == nil || !x.Attached {
-		return 0, errors.New("no XDP program reported by netlink")
-	}
-	id := x.ProgId
-	var errs []error
-	for _, f := range []int{unix.XDP_FLAGS_DRV_MODE, unix.XDP_FLAGS_SKB_MODE} {
-		if err := netlink.LinkSetXdpFdWithFlags(nl, -1, f); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	att, _, err := XDPAttached(ifname)
-	if err != nil {
-		return id, err
-	}
-	if att {
-		return id, fmt.Errorf("program id %d still attached (held by a live bpf_link?): %w", id, errors.Join(errs...))
-	}
-	return id, nil
-}
-
 // XDPAttached reports whether netlink shows an XDP program on ifname (in
 // the calling thread's namespace), and its id.
-func XDPAttached(ifname string) (bool, uint32, error) {
-	nl, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return false, 0, err
-	}
-	x := nl.Attrs().Xdp
-	if x == nil {
-		return false, 0, nil
-	}
-	return x.Attached, x.ProgId, nil
-}
+func XDPAttached(ifname string) (bool, uint32, error) { return offload.XDPAttached(ifname) }
 
 // Close detaches the program from every interface and closes it and its
 // map. The sockets registered in the map are not closed.
