@@ -454,13 +454,19 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 			continue
 		}
 		oc := offload.OfferConfig{Conntrack: &s.Conntrack, VerifyChecksum: s.VerifyChecksum}
+		// Activate is a system call (it writes the state into the map):
+		// ask the program's count, a load from the mmapped word, first,
+		// so a worker behind the program makes none per marked frame.
 		seen, forced := ps.seen, false
-		if now >= ps.since+pendingForce {
-			if n, pending := f.two.Punted(ps.pd); pending && n > seen {
-				seen, forced = n, true
-			}
+		n, pending := f.two.Punted(ps.pd)
+		if pending && n > seen && now >= ps.since+pendingForce {
+			seen, forced = n, true
 		}
-		done, err := f.two.Activate(x, vs, oc, ps.pd, seen)
+		var done bool
+		var err error
+		if !pending || n == seen {
+			done, err = f.two.Activate(x, vs, oc, ps.pd, seen)
+		}
 		switch {
 		case err != nil:
 			pl.stats.Fast.Errors++
