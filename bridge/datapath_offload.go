@@ -75,6 +75,7 @@ func (dp *Datapath) openFast(idx [2]int) error {
 	}
 	prog, err := offload.Load(offload.Options{
 		MaxFlows: flows, Queues: offload.DefaultQueues, Now: dp.Now, Logf: dp.cfg.Logf,
+		IgnoreVLAN: dp.table.Config().IgnoreVLAN,
 	})
 	if err != nil {
 		return fmt.Errorf("load the XDP fast path: %w", err)

@@ -59,6 +59,7 @@ type worker struct {
 	outBuf                       [][]handoff
 	popBuf                       []handoff
 	steerPkt                     packet.Packet
+	vlanMask                     uint16 // the table's Config.VLANMask, for steerPkt
 
 	free [maxBatch]uint64 // frames to free after the RX release
 	// touch keeps rxBatch's early loads of the frames alive (see there).
@@ -78,14 +79,15 @@ type worker struct {
 
 func newWorker(dp *Datapath, id int) *worker {
 	return &worker{
-		id:     id,
-		dp:     dp,
-		pl:     NewPipeline(dp.table, id, dp.ctl, dp.frags),
-		shard:  dp.table.Shard(id),
-		table:  dp.table,
-		batch:  uint32(dp.cfg.Batch),
-		maxLen: uint32(dp.cfg.maxFrameLen()),
-		popBuf: make([]handoff, maxBatch),
+		id:       id,
+		dp:       dp,
+		pl:       NewPipeline(dp.table, id, dp.ctl, dp.frags),
+		shard:    dp.table.Shard(id),
+		table:    dp.table,
+		batch:    uint32(dp.cfg.Batch),
+		maxLen:   uint32(dp.cfg.maxFrameLen()),
+		popBuf:   make([]handoff, maxBatch),
+		vlanMask: dp.table.Config().VLANMask(),
 	}
 }
 
@@ -324,6 +326,7 @@ func (w *worker) flowOwner(frame []byte) (o int, parsed bool) {
 	if packet.Parse(frame, 0, packet.Options{}, p) != packet.ReasonOK {
 		return w.id, false
 	}
+	flowtable.ZoneOf(p, w.vlanMask) // the owner keys the flow in the table's zone
 	k, ok := flowtable.KeyOf(p)
 	if !ok {
 		return w.id, true

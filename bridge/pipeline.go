@@ -82,6 +82,10 @@ type Pipeline struct {
 	frags *FragCache
 	pkt   packet.Packet
 	stats Stats
+	// vlanMask is the table's Config.VLANMask, applied to every parse
+	// (flowtable.ZoneOf) before a key, tuple, expectation or fragment
+	// lookup reads the VLAN id.
+	vlanMask uint16
 
 	helperState helperStates
 	batch       *batchState
@@ -95,7 +99,7 @@ type Pipeline struct {
 // bytes per entry slot (helperStates), touched only by connections with a
 // helper.
 func NewPipeline(t *flowtable.Table, i int, ctl *Control, frags *FragCache) *Pipeline {
-	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags}
+	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, vlanMask: t.Config().VLANMask()}
 	pl.helperState = make(helperStates, pl.shard.Max())
 	pl.ev.hook = pl.onRemove
 	return pl
@@ -124,6 +128,7 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	}
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
+	flowtable.ZoneOf(p, pl.vlanMask)
 	var r Result
 	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
 	if s.LogInvalid != 0 && r.State == statemachine.StateInvalid {
@@ -277,6 +282,7 @@ func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in
 	for i := range n {
 		p := &b.pkts[i]
 		b.reasons[i] = packet.Parse(frames[i], 0, opt, p)
+		flowtable.ZoneOf(p, pl.vlanMask)
 		b.hasFlow[i] = false
 		if b.reasons[i] != packet.ReasonOK {
 			continue

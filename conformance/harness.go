@@ -140,7 +140,7 @@ func (h *Harness) Compare(ctx context.Context, name string, frames []replay.Fram
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	ours, err := NewOurs(h.opts, flowtable.Config{})
+	ours, err := NewOurs(h.opts, flowtable.Config{IgnoreVLAN: h.opts.IgnoreVLAN})
 	if err != nil {
 		return nil, err
 	}

@@ -60,6 +60,11 @@ type Options struct {
 	// set`), e.g. ftp on TCP 2121 as in the kernel's nft_conntrack_helper
 	// selftest. Independent of Helpers.
 	HelperPorts []HelperPort
+	// IgnoreVLAN runs statewire's side with flowtable.Config.IgnoreVLAN
+	// (--vlan-zones=false), the kernel's keys. The kernel side is the same
+	// either way: its bridge (bridge-nf-filter-vlan-tagged=1) tracks tagged
+	// frames in zone 0, whatever their tag.
+	IgnoreVLAN bool
 }
 
 // HelperPort attaches a kernel helper (ftp, tftp, irc) to one L4 port by rule.

@@ -28,7 +28,9 @@ const (
 // kernel.
 //
 // The VLAN id is the zone: the same 5-tuple on another VLAN is another
-// connection. Key has no padding (key_test asserts it), so == and the hash
+// connection. A table with Config.IgnoreVLAN (--vlan-zones=false) has its
+// packets' VLAN ids zeroed by ZoneOf before any key is built, so every
+// key's VLAN is 0 there, as in the kernel without zones. Key has no padding (key_test asserts it), so == and the hash
 // over its 40 bytes see every field and nothing else.
 type Key struct {
 	_     [0]uint64 // 8-byte alignment: keys are compared and hashed as five words
@@ -115,7 +117,8 @@ func after(a *packet.Addr, ap uint16, b *packet.Addr, bp uint16) bool {
 //
 // Every place that finds the connection of a packet (the pipeline, the
 // workers' steering, the test fakes) uses KeyOf or SetOf, so an error and
-// the flow it quotes always land on the same shard and entry.
+// the flow it quotes always land on the same shard and entry. Their
+// packets went through ZoneOf first, so the zone is the table's.
 func KeyOf(p *packet.Packet) (k Key, ok bool) {
 	ok = k.SetOf(p)
 	return k, ok

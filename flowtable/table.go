@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"unsafe"
+
+	"github.com/statewire/statewire/packet"
 )
 
 // Config sizes a table. Zero fields take the kernel's defaults (spec §6).
@@ -39,7 +41,35 @@ type Config struct {
 	// thousand entries). The process then holds the whole table resident
 	// from the start.
 	Prefault bool
+	// IgnoreVLAN leaves the VLAN id out of every key (--vlan-zones=false):
+	// the kernel's keys, where a frame's VLAN tag plays no part unless
+	// conntrack zones are configured. The zero value keeps the VLAN id as
+	// the zone, so the same tuple on two VLANs is two connections: the
+	// safe choice on a trunk. Fixed for the life of the table: everything
+	// that builds a key (ZoneOf) reads it, so both directions, the
+	// steering between workers, the expectations, the fragment cache and
+	// the XDP fast path agree.
+	IgnoreVLAN bool
 }
+
+// VLANMask is what a packet's VLAN id is masked with to give its zone:
+// 0x0fff (every VLAN id bit) or 0 with IgnoreVLAN. A mask rather than a
+// branch: the pipeline applies it to every parsed packet.
+func (c Config) VLANMask() uint16 {
+	if c.IgnoreVLAN {
+		return 0
+	}
+	return 0x0fff
+}
+
+// ZoneOf makes p's VLAN id its zone under mask (Config.VLANMask): the id,
+// or 0 when the table ignores VLANs. Call it right after packet.Parse,
+// before anything builds a key from p: KeyOf, SetOf, TupleFromPacket,
+// Expectations.Match and the fragment cache read p.VLAN as the zone, so
+// applying it once to the parse keeps them all in agreement. Every parse
+// whose packet finds a connection (the pipeline's, the workers' steering)
+// calls it.
+func ZoneOf(p *packet.Packet, mask uint16) { p.VLAN &= mask }
 
 // ErrConfig is wrapped by New for an impossible configuration.
 var ErrConfig = errors.New("flowtable: bad config")

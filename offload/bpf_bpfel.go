@@ -89,6 +89,7 @@ const (
 	bpfVarClockAdjust   = "clock_adjust"
 	bpfVarMissAction    = "miss_action"
 	bpfVarPortId        = "port_id"
+	bpfVarVlanMask      = "vlan_mask"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -154,6 +155,7 @@ type bpfVariableSpecs struct {
 	ClockAdjust *ebpf.VariableSpec `ebpf:"clock_adjust"`
 	MissAction  *ebpf.VariableSpec `ebpf:"miss_action"`
 	PortId      *ebpf.VariableSpec `ebpf:"port_id"`
+	VlanMask    *ebpf.VariableSpec `ebpf:"vlan_mask"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -200,6 +202,7 @@ type bpfVariables struct {
 	ClockAdjust *ebpf.Variable `ebpf:"clock_adjust"`
 	MissAction  *ebpf.Variable `ebpf:"miss_action"`
 	PortId      *ebpf.Variable `ebpf:"port_id"`
+	VlanMask    *ebpf.Variable `ebpf:"vlan_mask"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

@@ -210,6 +210,15 @@ volatile __u64 clock_adjust = 0;
 volatile const __u32 port_id = 0;      // 0: port A, 1: port B
 volatile const __u32 miss_action = XDP_DROP; // XDP_PASS with Options.PassOnMiss
 
+// ---- VLAN zones (--vlan-zones) ------------------------------------------
+// vlan_mask is what the innermost tag's id is masked with in the key:
+// 0x0fff (the VLAN id is the zone, flowtable's default) or 0 with
+// Options.IgnoreVLAN (--vlan-zones=false: the kernel's keys), exactly as
+// flowtable.ZoneOf masks Packet.VLAN, so the program and the table build
+// the same key. Set by Load.
+volatile const __u16 vlan_mask = 0x0fff;
+// ---- end VLAN zones ---------------------------------------------------------
+
 // ---- Helpers -----------------------------------------------------------
 
 #define FLOW_BUSY (1ULL << 62) // revoked[slot] of an active flow: its lock is held
@@ -703,7 +712,7 @@ int statewire_xdp(struct xdp_md *ctx)
 		key.port_b = dport;
 	}
 	key.proto = proto;
-	key.vlan = vlan;
+	key.vlan = vlan & vlan_mask; // VLAN zones: see vlan_mask
 
 	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 	if (!v)

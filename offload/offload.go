@@ -103,6 +103,10 @@ type Options struct {
 	// PassOnMiss hands frames of queues without a registered socket to
 	// the kernel stack (XDP_PASS) instead of dropping them (XDP_DROP).
 	PassOnMiss bool
+	// IgnoreVLAN builds keys without the VLAN id, as a flowtable with
+	// Config.IgnoreVLAN does (--vlan-zones=false); it must equal the
+	// table's setting, or no offered flow is ever found.
+	IgnoreVLAN bool
 	// Now is the datapath's clock, monotonic ns (bridge Datapath.Now).
 	// nil: the clock is CLOCK_MONOTONIC itself.
 	Now func() int64
@@ -185,6 +189,13 @@ func (p *Program) load() error {
 		}
 		if err := spec.Variables["miss_action"].Set(miss); err != nil {
 			return fmt.Errorf("offload: set miss_action: %w", err)
+		}
+		vlanMask := uint16(0x0fff)
+		if p.opts.IgnoreVLAN {
+			vlanMask = 0
+		}
+		if err := spec.Variables["vlan_mask"].Set(vlanMask); err != nil {
+			return fmt.Errorf("offload: set vlan_mask: %w", err)
 		}
 		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
 		if err != nil {

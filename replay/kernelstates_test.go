@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
@@ -53,6 +54,29 @@ type diff struct {
 }
 
 func runCorpus(t *testing.T, variant string) (agree, total int, diffs []diff) {
+	return runCorpusWith(t, variant, corpusRun{})
+}
+
+// corpusRun varies runCorpusWith.
+type corpusRun struct {
+	// oneWay tags one direction of every capture with VLAN oneWayVID
+	// (testenv.OneWay): what a capture point that tags one way records.
+	oneWay bool
+	// ignoreVLAN replays with flowtable.Config.IgnoreVLAN
+	// (--vlan-zones=false).
+	ignoreVLAN bool
+}
+
+// oneWayVID is the VLAN id runCorpusWith tags one direction with.
+const oneWayVID = 100
+
+// runCorpusWith is runCorpus with the capture's frames and the table
+// configured by o. The labels are compared with the same fixtures: the
+// kernel (br_netfilter, bridge-nf-filter-vlan-tagged=1, no zones) keys
+// tagged and untagged frames alike, so a capture with one direction tagged
+// has the labels of the untagged capture (conformance's
+// TestOneWayTaggedKernel checks that on the live kernel).
+func runCorpusWith(t *testing.T, variant string, o corpusRun) (agree, total int, diffs []diff) {
 	shared := testenv.Shared(t)
 	pcaps, _ := filepath.Glob(filepath.Join(shared, "pcaps", "*.pcap*"))
 	if len(pcaps) == 0 {
@@ -75,9 +99,21 @@ func runCorpus(t *testing.T, variant string) (agree, total int, diffs []diff) {
 			}
 			s.Rules = rs
 		}
-		rp, err := New(Options{Settings: s, NoTimestamps: true})
+		rp, err := New(Options{Settings: s, NoTimestamps: true, Table: flowtable.Config{IgnoreVLAN: o.ignoreVLAN}})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if o.oneWay {
+			data := make([][]byte, len(frames))
+			for i := range frames {
+				data[i] = frames[i].Data
+			}
+			data, tagged := testenv.OneWay(data, oneWayVID)
+			for i := range frames {
+				if tagged[i] {
+					frames[i].Data, frames[i].WireLen = data[i], frames[i].WireLen+4
+				}
+			}
 		}
 		a, n := 0, 0
 		for _, f := range frames {
@@ -164,4 +200,55 @@ func readKnown(t *testing.T) map[string]bool {
 		m[f[0]+"#"+f[1]+":"+f[2]+">"+f[3]] = true
 	}
 	return m
+}
+
+// TestKernelStatesOneWayTagged is the asymmetric-VLAN case of issue 13:
+// every capture of the corpus with one direction tagged (VLAN 100) and the
+// other not. With --vlan-zones=false (IgnoreVLAN) each packet gets the
+// state the kernel gave the untagged capture, exactly as without tags: the
+// same differences, all known. With the default (the VLAN id is the zone)
+// the two directions are two connections and the states split.
+func TestKernelStatesOneWayTagged(t *testing.T) {
+	key := func(d diff) string { return d.capture + "#" + strconv.Itoa(d.num) + ":" + d.kernel + ">" + d.ours }
+	for _, variant := range []string{"nohelper", "helpers"} {
+		t.Run(variant, func(t *testing.T) {
+			_, _, plain := runCorpus(t, variant)
+			want := map[string]bool{}
+			for _, d := range plain {
+				want[key(d)] = true
+			}
+			agree, total, diffs := runCorpusWith(t, variant, corpusRun{oneWay: true, ignoreVLAN: true})
+			t.Logf("--vlan-zones=false, one way tagged: agreement %d/%d", agree, total)
+			got := map[string]bool{}
+			for _, d := range diffs {
+				got[key(d)] = true
+				if !want[key(d)] {
+					t.Errorf("--vlan-zones=false, one way tagged: %s #%d: kernel %s, statewire %s (%s); untagged it agrees",
+						d.capture, d.num, d.kernel, d.ours, d.detail)
+				}
+			}
+			for k := range want {
+				if !got[k] {
+					t.Errorf("--vlan-zones=false, one way tagged: difference %s of the untagged capture is gone", k)
+				}
+			}
+
+			// The default keeps the tag in the key: the tagged direction
+			// and the untagged one are two connections, so the replies of
+			// a handshake are not ESTABLISHED.
+			zagree, ztotal, zdiffs := runCorpusWith(t, variant, corpusRun{oneWay: true})
+			t.Logf("--vlan-zones=true, one way tagged: agreement %d/%d (%d differences)", zagree, ztotal, len(zdiffs))
+			split := map[string]int{}
+			for _, d := range zdiffs {
+				if !want[key(d)] {
+					split[d.capture]++
+				}
+			}
+			for _, c := range []string{"tcp-http-handshake-data-fin.pcap", "dns-udp-query-response.pcap", "ftp-passive-pasv-download.pcap"} {
+				if split[c] == 0 {
+					t.Errorf("--vlan-zones=true, one way tagged: %s agrees with the kernel; want its directions split (is a direction tagged?)", c)
+				}
+			}
+		})
+	}
 }

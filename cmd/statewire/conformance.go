@@ -25,6 +25,7 @@ func conformanceCmd(args []string, stdout, stderr io.Writer) error {
 	inject := fs.Bool("inject-fragments", false, "send IP fragments to the kernel too (it reassembles them); fragments are never compared one by one")
 	tolerance := fs.Int64("timeout-tolerance", conformance.DefaultTimeoutTolerance, "seconds the final tables' timeouts may differ")
 	failTable := fs.Bool("fail-on-table", false, "also exit non-zero when the final tables differ")
+	vlanZones := fs.Bool("vlan-zones", true, vlanZonesHelp+" (the kernel oracle has no zones: with true, a tuple seen on two VLANs differs)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: statewire conformance [flags] FILE.pcap|FILE.pcapng...\n\n"+
 			"Replays each capture through a Linux kernel bridge (br_netfilter, nftables ct state,\n"+
@@ -67,7 +68,7 @@ func conformanceCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	h, err := conformance.NewHarness(ctx, conformance.Options{Helpers: *helpers, InjectFragments: *inject}, *tolerance)
+	h, err := conformance.NewHarness(ctx, conformance.Options{Helpers: *helpers, InjectFragments: *inject, IgnoreVLAN: !*vlanZones}, *tolerance)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ type conntrackFlags struct {
 	nonIP          string
 	maxFlows       int
 	hashsize       int
+	vlanZones      bool
 	ct             statemachine.Config
 	sysctls        map[string]*string
 }
@@ -37,6 +38,7 @@ func addConntrackFlags(fs *flag.FlagSet, live bool) *conntrackFlags {
 	fs.BoolVar(&cf.autoHelpers, "auto-helpers", false, "attach helpers by classic port: ftp 21, irc 6667, tftp 69, amanda 10080 (off, as in current kernels; use -j CT --helper rules)")
 	fs.IntVar(&cf.maxFlows, "max-flows", 0, "most tracked connections (nf_conntrack_max); default from RAM like the kernel")
 	fs.IntVar(&cf.hashsize, "hashsize", 0, "hash buckets (nf_conntrack_buckets); default from RAM like the kernel")
+	fs.BoolVar(&cf.vlanZones, "vlan-zones", true, vlanZonesHelp)
 	if live {
 		fs.StringVar(&cf.nonIP, "non-ip", "forward", "non-IP frames (ARP, LLDP, STP): forward or drop")
 	} else {
@@ -92,5 +94,12 @@ func (cf *conntrackFlags) settings(ports [2]string) (*bridge.Settings, flowtable
 	if cf.maxFlows < 0 || cf.hashsize < 0 {
 		return nil, flowtable.Config{}, fmt.Errorf("--max-flows and --hashsize must not be negative")
 	}
-	return s, flowtable.Config{MaxEntries: cf.maxFlows, Buckets: cf.hashsize}, nil
+	return s, flowtable.Config{MaxEntries: cf.maxFlows, Buckets: cf.hashsize, IgnoreVLAN: !cf.vlanZones}, nil
 }
+
+// vlanZonesHelp is the help text of --vlan-zones, shared by run, replay,
+// demo and conformance.
+const vlanZonesHelp = "the VLAN id is part of the connection key (a zone): the same tuple on two VLANs is two connections, " +
+	"the safe choice on a trunk. false: the kernel's keys, VLAN ignored; use it where one direction is tagged and the other not " +
+	"(a capture point or trunk that tags one way), or every connection splits in two"
+
