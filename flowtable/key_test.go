@@ -329,3 +329,62 @@ func TestRandomFlowsBothDirections(t *testing.T) {
 		}
 	}
 }
+
+// TestZoneOf: with the default config the VLAN id is the zone, so the same
+// tuple in two VLANs has two keys and a tagged request and its untagged
+// reply have two; with IgnoreVLAN (--vlan-zones=false) they share one
+// key, of VLAN 0, as in the kernel without zones. ZoneOf applies to the
+// quoted connection of an ICMP error too (its zone is the outer packet's).
+func TestZoneOf(t *testing.T) {
+	withVLAN := func(p *packet.Packet, vid uint16) *packet.Packet { p.VLAN = vid; return p }
+	req := func(vid uint16) *packet.Packet {
+		return withVLAN(pkt(packet.ProtoUDP, "198.18.0.1", 5000, "198.18.0.2", 53), vid)
+	}
+	reply := func(vid uint16) *packet.Packet {
+		return withVLAN(pkt(packet.ProtoUDP, "198.18.0.2", 53, "198.18.0.1", 5000), vid)
+	}
+	errOf := func(vid uint16) *packet.Packet {
+		return withVLAN(icmpError("198.18.0.9", "198.18.0.1", 3, req(0)), vid)
+	}
+	for _, tc := range []struct {
+		name    string
+		a, b    *packet.Packet
+		zones   bool // keys equal with zones (the default)
+		noZones bool // keys equal with IgnoreVLAN
+	}{
+		{"same tuple, two VLANs", req(10), req(20), false, true},
+		{"tagged request, untagged reply", req(100), reply(0), false, true},
+		{"both tagged alike", req(100), reply(100), true, true},
+		{"icmp error untagged, flow tagged", errOf(0), req(100), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, ignore := range []bool{false, true} {
+				mask := Config{IgnoreVLAN: ignore}.VLANMask()
+				a, b := *tc.a, *tc.b
+				ZoneOf(&a, mask)
+				ZoneOf(&b, mask)
+				ka, kb := mustKey(t, &a), mustKey(t, &b)
+				want := tc.zones
+				if ignore {
+					want = tc.noZones
+					if ka.VLAN != 0 || kb.VLAN != 0 {
+						t.Errorf("IgnoreVLAN: key VLANs %d, %d, want 0", ka.VLAN, kb.VLAN)
+					}
+					if tu := mustTupleOrNil(&a); tu != nil && tu.VLAN != 0 {
+						t.Errorf("IgnoreVLAN: tuple VLAN %d, want 0", tu.VLAN)
+					}
+				}
+				if got := ka == kb; got != want {
+					t.Errorf("IgnoreVLAN=%v: keys equal %v, want %v (%+v, %+v)", ignore, got, want, ka, kb)
+				}
+			}
+		})
+	}
+}
+
+func mustTupleOrNil(p *packet.Packet) *Tuple {
+	if tu, ok := TupleFromPacket(p); ok {
+		return &tu
+	}
+	return nil
+}
