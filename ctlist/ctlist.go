@@ -99,8 +99,10 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 	}
 	b.WriteString("mark=0 ")
 	// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
-	// connections (the kernel needs explicit zones for that). The proc
-	// file always prints the zone, conntrack -L only a non-default one.
+	// connections (the kernel needs explicit zones for that). With
+	// --vlan-zones=false every key's VLAN is 0 (flowtable.ZoneOf), as the
+	// kernel's zone without zones. The proc file always prints the zone,
+	// conntrack -L only a non-default one.
 	if f == Proc || es.Orig.VLAN != 0 {
 		b.WriteString("zone=")
 		b.WriteString(strconv.Itoa(int(es.Orig.VLAN)))

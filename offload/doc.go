@@ -16,7 +16,8 @@
 //     or UDP (no extension header); TCP with 20 <= data offset <= segment,
 //     or UDP with 8 <= length <= segment;
 //   - its flowtable.Key (built byte for byte, canonical order, innermost
-//     VLAN id) is in the flow map (Offer put it there);
+//     VLAN id, or 0 with Options.IgnoreVLAN: --vlan-zones=false) is in
+//     the flow map (Offer put it there);
 //   - the verdict byte cached for its direction is exactly
 //     1 | ctstate<<1 | port<<6: ACCEPT, computed for the CtState the Go
 //     tracker gives this packet (statemachine ctinfo) and for the port it

@@ -102,4 +102,3 @@ func (cf *conntrackFlags) settings(ports [2]string) (*bridge.Settings, flowtable
 const vlanZonesHelp = "the VLAN id is part of the connection key (a zone): the same tuple on two VLANs is two connections, " +
 	"the safe choice on a trunk. false: the kernel's keys, VLAN ignored; use it where one direction is tagged and the other not " +
 	"(a capture point or trunk that tags one way), or every connection splits in two"
-
