@@ -231,7 +231,9 @@ const newOnlyFromLeft = `*filter
 COMMIT
 `
 
-// TestVLANZonesRunOneWay runs `statewire run` with the fast path on in a
+// TestVLANZonesRunOneWay runs `statewire run` (two workers, so the
+// workers' steering must bring both directions to one owner) with the
+// fast path on in a
 // lab whose right host tags what it sends (VLAN 100) while the left host
 // sends untagged, with rules that admit NEW only from the left.
 // --vlan-zones=false: ping and a 10 MB TCP transfer pass intact (SHA-256
@@ -260,7 +262,7 @@ func TestVLANZonesRunOneWay(t *testing.T) {
 			}
 			sock := filepath.Join(dir, "ctl.sock")
 			var stderr lab.SyncBuffer
-			cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--queues", "2",
+			cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB, "--cores", "2", "--queues", "2",
 				"--ring-size", "1024", "--rules", rulesFile, "--offload", "on", "--vlan-zones="+tc.zones,
 				"--control-socket", sock)
 			cmd.Stderr = &stderr
