@@ -72,7 +72,23 @@ type Config struct {
 	// NoNeedWakeup disables XDP_USE_NEED_WAKEUP (then every TX batch is
 	// kicked with sendto). For comparisons only.
 	NoNeedWakeup bool
+	// MultiBuffer binds with XDP_USE_SG: a frame longer than one buffer
+	// (FrameSize - headroom) arrives as a chain of RX descriptors, all
+	// but the last with Contd in Options, and is sent as such a chain
+	// (Documentation/networking/af_xdp.rst, "Multi-Buffer Support").
+	// Without it the kernel drops such frames. The application must then
+	// treat every descriptor with Contd as a part of the next frame.
+	MultiBuffer bool
 }
+
+// Contd is XDP_PKT_CONTD in Desc.Options: the frame continues in the next
+// descriptor of the same ring.
+const Contd = 0x1
+
+// MaxChain is the most buffers the kernel puts in one frame (MAX_SKB_FRAGS
+// + 1 with the default MAX_SKB_FRAGS of 17): a longer frame is dropped on
+// RX and refused on TX.
+const MaxChain = 18
 
 // DefaultConfig is a UMEM of 4096 frames of 2048 bytes and rings of 1024
 // entries: enough for the two sockets (A and B) of one queue.

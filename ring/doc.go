@@ -21,6 +21,17 @@
 // SPSC is the exception: exactly one producer goroutine and exactly one
 // consumer goroutine may use it concurrently.
 //
+// # Multi-buffer frames
+//
+// With Config.MultiBuffer the first socket binds with XDP_USE_SG (a
+// shared-UMEM bind inherits it) and a frame longer than one buffer is a
+// chain of descriptors, all but the last with Contd in Options, at most
+// MaxChain. The kernel publishes a frame's descriptors together; the
+// application releases RX descriptors and submits TX ones by whole frames.
+// The fill and completion rings and the UMEM accounting count buffers;
+// Stats counts frames (RX, TX) and buffers (RXBuffers, TXBuffers, Filled,
+// Completed).
+//
 // # Files
 //
 // Syscalls and unsafe are confined to the files named *_unsafe.go; the ring

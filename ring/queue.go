@@ -30,6 +30,10 @@ type Desc struct {
 	Options uint32
 }
 
+// More reports whether the frame continues in the next descriptor
+// (Contd: multi-buffer, Config.MultiBuffer).
+func (d Desc) More() bool { return d.Options&Contd != 0 }
+
 // idx holds the shared and cached indices of one ring. Indices are free
 // running uint32 counters; a slot is index&mask, and differences are
 // computed modulo 2^32, so wraparound needs no special case.
@@ -161,7 +165,8 @@ const xdpRingNeedWakeup = 1 // XDP_RING_NEED_WAKEUP
 // frame from the socket's fill place to the application.
 type RXRing struct {
 	idx
-	descs []Desc
+	descs  []Desc
+	frames uint64 // frames (descriptors without Contd) released since open
 }
 
 // Peek returns how many descriptors (at most max) are ready and the index
@@ -174,13 +179,28 @@ func (r *RXRing) Desc(i uint32) Desc { return r.descs[i&r.mask] }
 // Release hands n descriptors back to the kernel; the frames they name now
 // belong to the application (counted in Counts.App) until it puts them on
 // a TX or fill ring or frees them.
-func (r *RXRing) Release(n uint32) { r.release(n) }
+//
+// Release only whole frames: a frame's descriptors are published together,
+// and a chain cut in two would leave its start to the application and its
+// end to the next Peek.
+func (r *RXRing) Release(n uint32) {
+	if avail := r.cachedProd - r.cachedCons; n > avail {
+		n = avail
+	}
+	for i := uint32(0); i < n; i++ {
+		if r.descs[(r.cachedCons+i)&r.mask].Options&Contd == 0 {
+			r.frames++
+		}
+	}
+	r.release(n)
+}
 
 // TXRing is a socket's transmit ring: the owning goroutine produces, the
 // kernel consumes and later reports each frame on the completion ring.
 type TXRing struct {
 	idx
-	descs []Desc
+	descs  []Desc
+	frames uint64 // frames (descriptors without Contd) submitted since open
 }
 
 // Reserve returns how many slots (at most n) are free and the index of the
@@ -191,8 +211,22 @@ func (r *TXRing) Reserve(n uint32) (got, start uint32) { return r.reserve(n) }
 func (r *TXRing) Set(i uint32, d Desc) { r.descs[i&r.mask] = d }
 
 // Submit publishes n descriptors; their frames move from the application
-// to the TX place until they come back on the completion ring.
-func (r *TXRing) Submit(n uint32) { r.submit(n) }
+// to the TX place until they come back on the completion ring. A chained
+// frame (all its descriptors but the last with Contd) must be submitted
+// whole: the kernel takes a frame only once its last descriptor is there.
+func (r *TXRing) Submit(n uint32) {
+	if free := r.size - (r.cachedProd - r.cachedCons); n > free {
+		n = free
+	}
+	// Count frames, not buffers: the descriptors just written are in
+	// the cache, and only the last of each frame lacks Contd.
+	for i := uint32(0); i < n; i++ {
+		if r.descs[(r.cachedProd+i)&r.mask].Options&Contd == 0 {
+			r.frames++
+		}
+	}
+	r.submit(n)
+}
 
 // NeedWakeup reports whether the kernel needs a sendto to process TX.
 func (r *TXRing) NeedWakeup() bool { return r.needWakeup() }

@@ -413,3 +413,67 @@ func TestRefillCompleteNoAlloc(t *testing.T) {
 		t.Fatalf("Counts got %+v, want all frames free after the round trips", c)
 	}
 }
+
+// TestMultiBufferChainAccounting plays a multi-buffer kernel on fake rings:
+// a frame of three buffers (Contd on the first two) and a frame of one
+// arrive on A and are forwarded to B as they are. The rings count frames
+// (RX, TX), the UMEM and the completion ring count buffers, and Check
+// holds throughout.
+func TestMultiBufferChainAccounting(t *testing.T) {
+	cfg := smallConfig()
+	cfg.MultiBuffer = true
+	u := newUMEMOn(cfg, make([]byte, cfg.Frames*cfg.FrameSize))
+	a, fa := fakeSocket(u)
+	b, fb := fakeSocket(u)
+	a.Refill(8)
+	lens := []uint32{1792, 1792, 400, 60}
+	opts := []uint32{Contd, Contd, 0, 0}
+	for i := range lens {
+		fa["rx"].descs[i] = Desc{Addr: fa["fill"].addrs[i] + 256, Len: lens[i], Options: opts[i]}
+	}
+	fa["fill"].cons += 4
+	fa["rx"].prod += 4
+	n, start := a.RX().Peek(16)
+	if n != 4 {
+		t.Fatalf("RX Peek got %d, want 4 descriptors", n)
+	}
+	frames := 0
+	for i := uint32(0); i < n; i++ {
+		if !a.RX().Desc(start + i).More() {
+			frames++
+		}
+	}
+	if frames != 2 {
+		t.Fatalf("frames ending in the batch got %d, want 2", frames)
+	}
+	got, ts := b.TX().Reserve(n)
+	for i := uint32(0); i < got; i++ {
+		b.TX().Set(ts+i, a.RX().Desc(start+i))
+	}
+	a.RX().Release(n)
+	b.TX().Submit(got)
+	if err := u.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if c := u.Counts(); c.TX != 4 || c.Fill != 4 {
+		t.Fatalf("Counts got %+v, want 4 buffers on TX and 4 in fill", c)
+	}
+	for i := uint32(0); i < 4; i++ {
+		if d := fb["tx"].descs[i]; d.Options != opts[i] {
+			t.Errorf("TX descriptor %d options got %#x, want %#x (Contd kept on all but the last)", i, d.Options, opts[i])
+		}
+		fb["comp"].addrs[i] = fb["tx"].descs[i].Addr
+	}
+	fb["tx"].cons += 4
+	fb["comp"].prod += 4
+	if n := b.Complete(16); n != 4 {
+		t.Fatalf("Complete got %d, want 4 buffers", n)
+	}
+	if err := u.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if a.rx.frames != 2 || a.rx.moved != 4 || b.tx.frames != 2 || b.tx.moved != 4 || b.comp.moved != 4 {
+		t.Errorf("RX frames %d buffers %d, TX frames %d buffers %d, completed %d: want 2, 4, 2, 4, 4",
+			a.rx.frames, a.rx.moved, b.tx.frames, b.tx.moved, b.comp.moved)
+	}
+}

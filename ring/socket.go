@@ -67,6 +67,11 @@ func (u *UMEM) Open(ifindex, queue int) (*Socket, error) {
 	if !u.cfg.NoNeedWakeup {
 		wake = unix.XDP_USE_NEED_WAKEUP
 	}
+	if u.cfg.MultiBuffer {
+		// Only the first bind names it: a shared-UMEM bind takes no
+		// flags and inherits multi-buffer from the UMEM.
+		wake |= unix.XDP_USE_SG
+	}
 	var firstErr error
 	if u.cfg.Mode != ModeCopy {
 		s, err := u.open(ifindex, queue, unix.XDP_ZEROCOPY|wake)
@@ -266,7 +271,12 @@ type Stats struct {
 	RxFillRingEmptyDescs uint64 // the fill ring was empty when a frame came
 	TxRingEmptyDescs     uint64 // the kernel found the TX ring empty
 	// Ours.
-	RX, TX, Filled, Completed uint64 // frames through each ring
+	// Frames through the RX and TX rings. A frame of several buffers
+	// (Config.MultiBuffer) counts once there and once per buffer in
+	// RXBuffers, TXBuffers, Filled and Completed (the fill and
+	// completion rings carry buffers, not frames).
+	RX, TX, Filled, Completed uint64
+	RXBuffers, TXBuffers      uint64
 	Kicks                     uint64 // TX sendto calls
 	KickAgain                 uint64 // of which EAGAIN/EBUSY/ENOBUFS: more left to send
 	KickErrors                uint64 // of which other errors
@@ -289,8 +299,10 @@ func (s *Socket) Stats() (Stats, error) {
 		RxRingFull:           k.Rx_ring_full,
 		RxFillRingEmptyDescs: k.Rx_fill_ring_empty_descs,
 		TxRingEmptyDescs:     k.Tx_ring_empty_descs,
-		RX:                   s.rx.moved,
-		TX:                   s.tx.moved,
+		RX:                   s.rx.frames,
+		RXBuffers:            s.rx.moved,
+		TX:                   s.tx.frames,
+		TXBuffers:            s.tx.moved,
 		Filled:               s.fill.moved,
 		Completed:            s.comp.moved,
 		Kicks:                s.kicks,
