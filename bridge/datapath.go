@@ -36,8 +36,13 @@ type DatapathConfig struct {
 	// RXSize, TXSize, FillSize and CompletionSize are the AF_XDP ring
 	// sizes of every socket (powers of two).
 	RXSize, TXSize, FillSize, CompletionSize int
-	// FrameSize is the UMEM frame size (2048 or 4096); a frame larger than
-	// what fits is dropped (by the kernel, or counted as DropOversize).
+	// FrameSize is the UMEM frame size (2048 or 4096): one buffer, of
+	// which 256 bytes are headroom. 0 (the default) derives it from the
+	// ports' MTU at Start: 2048 while a frame fits one buffer (MTU up to
+	// 1770), else 4096. A frame longer than one buffer is received and
+	// sent as a chain of buffers (AF_XDP multi-buffer); fewer, larger
+	// buffers cost less per frame (each is a descriptor on four rings, and
+	// copy-mode TX sends 32 descriptors per sendto).
 	FrameSize int
 	// Frames is the number of UMEM frames of each queue, shared by the
 	// sockets of port A and port B of that queue (a power of two).
@@ -76,16 +81,23 @@ type DatapathConfig struct {
 	// Logf receives notable events (bind mode obtained, stale programs
 	// replaced). nil discards them.
 	Logf func(format string, args ...any)
+
+	// Set by checkInterfaces from the ports' MTU: a port whose frames do
+	// not fit one buffer (FrameSize - 256) makes the datapath bind with
+	// AF_XDP multi-buffer; wireMax is the largest frame either port can
+	// carry (MTU + Ethernet header + two tags).
+	multiBuffer bool
+	wireMax     int
 }
 
 // DefaultDatapathConfig returns one worker on one queue, 2048-entry rings,
-// 8192 frames of 2048 bytes per queue, batches of 64, auto bind mode and
+// 8192 frames per queue of a size derived from the MTU, batches of 64, auto bind mode and
 // native attach. The ports must still be named.
 func DefaultDatapathConfig() DatapathConfig {
 	return DatapathConfig{
 		Cores: 1, Queues: 1,
 		RXSize: 2048, TXSize: 2048, FillSize: 2048, CompletionSize: 2048,
-		FrameSize: 2048, Frames: 8192, Batch: 64,
+		Frames: 8192, Batch: 64,
 		XDPMode: ring.ModeAuto, Attach: xdpprog.Native, Handoff: 1024,
 	}
 }
@@ -101,7 +113,7 @@ func (c DatapathConfig) withDefaults() DatapathConfig {
 	}
 	for _, f := range []struct{ v, def *int }{
 		{&c.RXSize, &d.RXSize}, {&c.TXSize, &d.TXSize}, {&c.FillSize, &d.FillSize},
-		{&c.CompletionSize, &d.CompletionSize}, {&c.FrameSize, &d.FrameSize},
+		{&c.CompletionSize, &d.CompletionSize},
 		{&c.Frames, &d.Frames}, {&c.Batch, &d.Batch}, {&c.Handoff, &d.Handoff},
 	} {
 		if *f.v == 0 {
@@ -177,6 +189,9 @@ func (c DatapathConfig) Validate() error {
 		seen[cpu] = true
 	}
 	rc := c.ringConfig()
+	if rc.FrameSize == 0 {
+		rc.FrameSize = 2048 // derived at Start; the rest must hold for either
+	}
 	if err := rc.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrDatapathConfig, err)
 	}
@@ -196,22 +211,100 @@ func (c DatapathConfig) Validate() error {
 // maxFrameLen is the largest frame a UMEM frame can take.
 func (c *DatapathConfig) maxFrameLen() int { return c.FrameSize - xdpHeadroom }
 
+// maxMultiBufferMTU is the largest MTU a multi-buffer frame can carry: the
+// kernel chains at most ring.MaxChain buffers.
+func (c *DatapathConfig) maxMultiBufferMTU() int {
+	return ring.MaxChain*c.maxFrameLen() - l2Overhead
+}
+
+// maxLen is the largest frame the workers take: one buffer, or with
+// multi-buffer the largest the ports' MTU allows.
+func (c *DatapathConfig) maxLen() int {
+	if c.multiBuffer {
+		return c.wireMax
+	}
+	return c.maxFrameLen()
+}
+
 // checkInterfaces verifies that the ports exist in the calling thread's
-// namespace and that their MTU fits the frame size.
+// namespace and sizes the frames from their MTU: a frame that does not fit
+// one buffer of FrameSize - 256 bytes (MTU above 1770 with 2048-byte
+// frames, 3818 with 4096) is received and sent as a chain of buffers
+// (AF_XDP multi-buffer), up to ring.MaxChain of them.
 func (c *DatapathConfig) checkInterfaces() ([2]int, error) {
 	var idx [2]int
+	var ifcs [2]*net.Interface
+	c.multiBuffer, c.wireMax = false, 0
 	for i, name := range []string{c.PortA, c.PortB} {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
 			return idx, fmt.Errorf("%w: port %s %q: %w", ErrDatapathConfig, Port(i), name, err)
 		}
-		if ifc.MTU+l2Overhead > c.maxFrameLen() {
-			return idx, fmt.Errorf("%w: port %s %q: MTU %d needs frames of %d bytes, frame size %d leaves %d (raise --frame-size to 4096 or lower the MTU)",
-				ErrDatapathConfig, Port(i), name, ifc.MTU, ifc.MTU+l2Overhead, c.FrameSize, c.maxFrameLen())
+		ifcs[i], idx[i] = ifc, ifc.Index
+		if c.FrameSize != 0 {
+			if err := c.checkMTU(Port(i), ifc); err != nil {
+				return idx, err
+			}
 		}
-		idx[i] = ifc.Index
+	}
+	if c.FrameSize == 0 {
+		c.FrameSize = 2048
+		if max(ifcs[0].MTU, ifcs[1].MTU)+l2Overhead > c.maxFrameLen() {
+			c.FrameSize = 4096
+		}
+		for i, ifc := range ifcs {
+			if err := c.checkMTU(Port(i), ifc); err != nil {
+				return idx, err
+			}
+		}
 	}
 	return idx, nil
+}
+
+// checkMTU checks that port p's frames fit a chain of buffers and notes
+// whether they need more than one.
+func (c *DatapathConfig) checkMTU(p Port, ifc *net.Interface) error {
+	if max := c.maxMultiBufferMTU(); ifc.MTU > max {
+		return fmt.Errorf("%w: port %s %q: MTU %d is too large: frames of %d bytes need more than %d buffers of %d bytes (--frame-size %d); the largest MTU that works is %d (ip link set dev %s mtu %d)",
+			ErrDatapathConfig, p, ifc.Name, ifc.MTU, ifc.MTU+l2Overhead, ring.MaxChain, c.maxFrameLen(), c.FrameSize, max, ifc.Name, max)
+	}
+	if ifc.MTU+l2Overhead > c.maxFrameLen() {
+		c.multiBuffer = true
+	}
+	c.wireMax = max(c.wireMax, ifc.MTU+l2Overhead)
+	return nil
+}
+
+// bindsWithout reports whether a socket with rc but without multi-buffer
+// binds to queue of ifindex: then multi-buffer is what the driver or mode
+// refused, not the bind as such. Only on the error path.
+func bindsWithout(rc ring.Config, ifindex, queue int) bool {
+	rc.MultiBuffer = false
+	u, err := ring.NewUMEM(rc)
+	if err != nil {
+		return false
+	}
+	defer u.Close()
+	s, err := u.Open(ifindex, queue)
+	if err != nil {
+		return false
+	}
+	s.Close()
+	return true
+}
+
+// multiBufferError explains a failed multi-buffer start on port p: the
+// port's MTU needs it, the driver or mode refused, and without it the
+// largest MTU is one buffer's.
+func (c *DatapathConfig) multiBufferError(p Port, what string, err error) error {
+	name := [2]string{c.PortA, c.PortB}[p]
+	one := c.maxFrameLen() - l2Overhead
+	mtu := 0
+	if ifc, e := net.InterfaceByName(name); e == nil {
+		mtu = ifc.MTU
+	}
+	return fmt.Errorf("%s on port %s %q: %w; its MTU %d needs frames of %d bytes, more than one %d-byte buffer (--frame-size %d), and the driver or mode (AF_XDP %s, XDP %s) cannot chain buffers (multi-buffer); the largest MTU that works here is %d (ip link set dev %s mtu %d), or try --xdp-mode=copy and --attach=generic",
+		what, p, name, err, mtu, mtu+l2Overhead, c.maxFrameLen(), c.FrameSize, c.XDPMode, c.Attach, one, name, one)
 }
 
 // Datapath is the AF_XDP bridge: XDP programs on both ports redirect every
@@ -391,7 +484,21 @@ func (dp *Datapath) Start() error {
 // open makes the UMEMs, sockets and programs.
 func (dp *Datapath) open(idx [2]int) error {
 	rc := dp.cfg.ringConfig()
+	rc.MultiBuffer = dp.cfg.multiBuffer
 	names := [2]string{dp.cfg.PortA, dp.cfg.PortB}
+	for _, w := range dp.workers {
+		w.maxLen = uint32(dp.cfg.maxLen())
+		if dp.cfg.multiBuffer {
+			w.scratch = make([]byte, int(max(w.batch, ring.MaxChain))*dp.cfg.maxLen())
+			w.one = make([]byte, dp.cfg.maxLen())
+		}
+		for _, q := range w.queues {
+			q.bufSize = uint64(dp.cfg.FrameSize)
+			if dp.cfg.multiBuffer {
+				q.next = make([]ring.Desc, dp.cfg.Frames)
+			}
+		}
+	}
 	if dp.cfg.Offload != OffloadOff {
 		err := dp.openFast(idx)
 		if err == nil && dp.cfg.Offload == OffloadAuto {
@@ -425,6 +532,9 @@ func (dp *Datapath) open(idx [2]int) error {
 			q.umem = u
 			for p := range q.sock {
 				s, err := u.Open(idx[p], q.id)
+				if err != nil && dp.cfg.multiBuffer && bindsWithout(rc, idx[p], q.id) {
+					return dp.cfg.multiBufferError(Port(p), fmt.Sprintf("open AF_XDP socket (queue %d)", q.id), err)
+				}
 				if err != nil {
 					return fmt.Errorf("open AF_XDP socket on %s queue %d: %w", names[p], q.id, err)
 				}
@@ -470,6 +580,9 @@ func (dp *Datapath) open(idx [2]int) error {
 	if dp.fast == nil {
 		for p, prog := range dp.progs {
 			if err := prog.Attach(names[p], dp.cfg.Attach); err != nil {
+				if dp.cfg.multiBuffer {
+					return dp.cfg.multiBufferError(Port(p), "attach XDP", err)
+				}
 				return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
 			}
 		}
@@ -634,8 +747,8 @@ func (dp *Datapath) settleTX(final *DatapathStats) error {
 					continue
 				}
 				qs.Socket[p] = st
-				if st.TX > st.Completed {
-					qs.Unsent[p] = st.TX - st.Completed
+				if st.TXBuffers > st.Completed {
+					qs.Unsent[p] = st.TXBuffers - st.Completed
 				}
 			}
 			if err := q.umem.Check(); err != nil {

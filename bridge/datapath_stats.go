@@ -70,7 +70,8 @@ type QueueStats struct {
 	Mode          ring.Mode
 	Port          [2]PortCounters
 	Socket        [2]ring.Stats
-	// Unsent[p] counts, in the final totals only, the frames still on port
+	// Unsent[p] counts, in the final totals only, the buffers (frames,
+	// but for multi-buffer frames) still on port
 	// p's TX ring (or in the kernel) when Stop gave up draining: they were
 	// counted forwarded but never left (for example port p was down).
 	Unsent [2]uint64
@@ -166,12 +167,15 @@ func (s *DatapathStats) CheckConservation() error {
 		if !s.Final {
 			continue
 		}
-		var done uint64
+		// The completion ring returns buffers: a multi-buffer frame
+		// comes back once per buffer.
+		var done, sent uint64
 		for i := range s.Queues {
 			done += s.Queues[i].Socket[p.Other()].Completed
+			sent += s.Queues[i].Socket[p.Other()].TXBuffers
 		}
-		if sent, unsent := s.Sent(p.Other()), s.Unsent(p.Other()); sent != done+unsent {
-			return fmt.Errorf("direction %s->%s: %d frames submitted on %s's TX rings, %d completed + %d unsent at stop",
+		if unsent := s.Unsent(p.Other()); sent != done+unsent {
+			return fmt.Errorf("direction %s->%s: %d buffers submitted on %s's TX rings, %d completed + %d unsent at stop",
 				p, p.Other(), sent, p.Other(), done, unsent)
 		}
 	}

@@ -76,12 +76,15 @@ func TestCheckInterfaces(t *testing.T) {
 		name, a, b, wantErr string
 	}{
 		{"missing port", "sw-no-such-port", "lo", `port A "sw-no-such-port"`},
-		// lo has an MTU of 65536: no UMEM frame holds that.
-		{"MTU over frame size", "lo", "sw-no-such-port-2", "MTU 65536"},
+		// lo has an MTU of 65536: more than 18 buffers of 2048-byte
+		// frames hold (the kernel chains at most 18).
+		{"MTU over frame size", "lo", "sw-no-such-port-2", `port A "lo": MTU 65536 is too large`},
+		{"largest MTU", "lo", "sw-no-such-port-2", "the largest MTU that works is 32234 (ip link set dev lo mtu 32234)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig().withDefaults()
 			c.PortA, c.PortB = tc.a, tc.b
+			c.FrameSize = 2048
 			_, err := c.checkInterfaces()
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("checkInterfaces got %v, want an error containing %q", err, tc.wantErr)
@@ -146,10 +149,35 @@ func finalTotals(s *DatapathStats, stuck uint64) {
 	s.Queues[1].Socket[PortB].TX++
 	for i := range s.Queues {
 		for p := range s.Queues[i].Socket {
+			// One buffer per frame; TestCheckConservationMultiBuffer
+			// has frames of several.
+			s.Queues[i].Socket[p].TXBuffers = s.Queues[i].Socket[p].TX
 			s.Queues[i].Socket[p].Completed = s.Queues[i].Socket[p].TX
 		}
 	}
 	s.Queues[1].Socket[PortB].Completed -= stuck
+}
+
+// TestCheckConservationMultiBuffer: frames of several buffers count once
+// as forwarded and submitted, and once per buffer on the completion ring
+// and in Unsent; a lost buffer is caught.
+func TestCheckConservationMultiBuffer(t *testing.T) {
+	var s DatapathStats
+	s.Final = true
+	s.Queues = make([]QueueStats, 1)
+	s.Queues[0].Port[PortA] = PortCounters{RX: 4, Forwarded: 4}
+	s.Queues[0].Socket[PortB].TX = 4        // frames
+	s.Queues[0].Socket[PortB].TXBuffers = 9 // three of 2, one of 3 buffers
+	s.Queues[0].Socket[PortB].Completed = 7
+	s.Queues[0].Unsent[PortB] = 2
+	if err := s.CheckConservation(); err != nil {
+		t.Fatalf("CheckConservation got %v, want nil", err)
+	}
+	s.Queues[0].Unsent[PortB] = 1
+	want := "direction A->B: 9 buffers submitted on B's TX rings, 7 completed + 1 unsent at stop"
+	if err := s.CheckConservation(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("CheckConservation got %v, want an error containing %q", err, want)
+	}
 }
 
 func TestDropList(t *testing.T) {
@@ -190,7 +218,7 @@ func TestCheckConservation(t *testing.T) {
 			s.Queues[1].Unsent[PortB] = 2
 		}, ""},
 		{"final, two left on B's TX ring, not counted", func(s *DatapathStats) { finalTotals(s, 2) },
-			"direction A->B: 12 frames submitted on B's TX rings, 10 completed + 0 unsent at stop"},
+			"direction A->B: 12 buffers submitted on B's TX rings, 10 completed + 0 unsent at stop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()

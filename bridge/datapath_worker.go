@@ -21,6 +21,84 @@ type dpQueue struct {
 	sock [2]*ring.Socket
 	mode ring.Mode
 	ctr  [2]PortCounters // by ingress port; owner-only plain counters
+
+	// next links the buffers of multi-buffer frames (nil without
+	// multi-buffer): next[i] is the descriptor that follows buffer i
+	// (Addr / FrameSize) in its frame, written when the chain is
+	// received and read until its last buffer is sent or freed, so a
+	// frame anywhere in the worker (batch, hand-off, TX) is its first
+	// descriptor. A hand-off's owner reads it too: the SPSC push and pop
+	// order its writes before those reads.
+	next    []ring.Desc
+	bufSize uint64
+}
+
+// nextBuf returns the descriptor after d in its frame (d.More()), or a
+// zero Desc (no Contd: the walk ends) when d is not a UMEM buffer.
+func (q *dpQueue) nextBuf(d ring.Desc) ring.Desc {
+	if q.next == nil {
+		return ring.Desc{}
+	}
+	if i := d.Addr / q.bufSize; i < uint64(len(q.next)) {
+		return q.next[i]
+	}
+	return ring.Desc{}
+}
+
+// chainLen returns the number of buffers of the frame that starts at d.
+func (q *dpQueue) chainLen(d ring.Desc) uint32 {
+	n := uint32(1)
+	for ; d.More() && n < ring.MaxChain; n++ {
+		d = q.nextBuf(d)
+	}
+	return n
+}
+
+// freeFrame returns every buffer of the frame that starts at d to the
+// free stack.
+func (q *dpQueue) freeFrame(d ring.Desc) {
+	for k := 0; k < ring.MaxChain; k++ {
+		q.umem.Free(d.Addr)
+		if !d.More() {
+			return
+		}
+		d = q.nextBuf(d)
+	}
+}
+
+// sendFrame puts the frame that starts at d, nb buffers, on tx from ring
+// index t; the caller reserved the slots and submits them.
+func (q *dpQueue) sendFrame(tx *ring.TXRing, t uint32, d ring.Desc, nb uint32) {
+	for j := uint32(0); j < nb; j++ {
+		if j == nb-1 {
+			d.Options &^= ring.Contd // a corrupt chain still ends here
+		}
+		tx.Set(t+j, d)
+		if d.More() {
+			d = q.nextBuf(d)
+		}
+	}
+}
+
+// gather copies the frame that starts at d into dst and returns the copy,
+// or nil when it does not fit or a buffer is outside the UMEM. The
+// pipeline reads a multi-buffer frame as one slice (headers, helpers and
+// the --checksum check see every byte); the buffers themselves are
+// forwarded as they are.
+func (q *dpQueue) gather(d ring.Desc, dst []byte) []byte {
+	n := 0
+	for k := 0; k < ring.MaxChain; k++ {
+		b := q.umem.Frame(d.Addr, d.Len)
+		if b == nil || n+len(b) > len(dst) {
+			return nil
+		}
+		n += copy(dst[n:], b)
+		if !d.More() {
+			return dst[:n]
+		}
+		d = q.nextBuf(d)
+	}
+	return nil
 }
 
 // handoff is a frame handed to the worker owning its flow (request), and
@@ -30,6 +108,8 @@ type dpQueue struct {
 type handoff struct {
 	addr    uint64
 	len     uint32
+	opts    uint32 // the first descriptor's Options: Contd for a multi-buffer frame
+	wire    uint32 // the whole frame's length
 	qi      uint16 // index of the queue in the sender's list
 	in      Port
 	mark    offload.Mark // read in front of the frame by the receiving worker
@@ -67,10 +147,16 @@ type worker struct {
 
 	// Frames of the current RX batch that this worker's shard owns, and
 	// the pipeline's results for them.
-	local   [maxBatch]ring.Desc
+	local   [maxBatch]ring.Desc // a frame's first descriptor
+	nbuf    [maxBatch]uint32    // and its number of buffers
 	frames  [maxBatch][]byte
 	results [maxBatch]Result
 	marks   [maxBatch]offload.Mark // with the fast path (two-phase offers)
+
+	// With multi-buffer frames: scratch holds the batch's gathered
+	// frames, maxLen bytes each (slot i for local frame i); one the frame
+	// of a hand-off being judged.
+	scratch, one []byte
 
 	rxStopped                     bool
 	deadline, lastPub, lastExpect int64
@@ -202,9 +288,27 @@ func (w *worker) step(now int64) (moved int, done bool) {
 // owner. It returns the frames taken.
 func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	rx := q.sock[in].RX()
-	n, s := rx.Peek(w.batch)
+	max := w.batch
+	if q.next != nil && max < ring.MaxChain {
+		max = ring.MaxChain // room for one whole frame
+	}
+	n, s := rx.Peek(max)
 	if n == 0 {
 		return 0
+	}
+	if q.next != nil {
+		// The kernel publishes a frame's buffers together, but a batch
+		// may end inside one: leave that frame for the next batch.
+		m := n
+		for m > 0 && rx.Desc(s+m-1).More() {
+			m--
+		}
+		if m == 0 && n < ring.MaxChain {
+			return 0
+		}
+		if m > 0 {
+			n = m
+		} // else a chain longer than the kernel makes: dropped below
 	}
 	out := q.sock[in.Other()]
 	tx := out.TX()
@@ -215,23 +319,48 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	c := &q.ctr[in]
 	for i := uint32(0); i < n; i++ {
 		d := rx.Desc(s + i)
+		first, nb, wire := d, uint32(1), d.Len
+		for d.More() && i+1 < n {
+			// Link the chain (see dpQueue.next); its last buffer has
+			// no Contd, or the batch ended: the check below drops it.
+			i++
+			nd := rx.Desc(s + i)
+			if q.next != nil {
+				if j := d.Addr / q.bufSize; j < uint64(len(q.next)) {
+					q.next[j] = nd
+				}
+			}
+			d = nd
+			nb++
+			wire += d.Len
+		}
 		c.RX++
-		c.RXBytes += uint64(d.Len)
-		frame := q.umem.Frame(d.Addr, d.Len)
+		c.RXBytes += uint64(wire)
+		frame := q.umem.Frame(first.Addr, first.Len)
 		var mark offload.Mark
 		if w.dp.fast != nil {
-			mark = readMark(q.umem, d.Addr)
+			mark = readMark(q.umem, first.Addr)
 		}
-		if frame == nil || d.Len > w.maxLen {
+		if frame == nil || wire > w.maxLen || d.More() || nb > ring.MaxChain {
 			c.Drops[DropOversize]++
-			w.free[nfree] = d.Addr
-			nfree++
+			for j := uint32(0); j < nb; j++ {
+				w.free[nfree] = rx.Desc(s + i + 1 - nb + j).Addr
+				nfree++
+			}
 			continue
+		}
+		if nb > 1 {
+			// The pipeline, and route before it, read the frame as
+			// one slice: headers of any length, checksums and helper
+			// payloads over every buffer. Slot nlocal is free again
+			// when the frame is handed off.
+			slot := w.scratch[nlocal*int(w.maxLen) : (nlocal+1)*int(w.maxLen)]
+			frame = q.gather(first, slot)
 		}
 		if w.reqOut != nil {
 			if o, steered := w.route(frame, now); o != w.id {
 				if w.pending[o]+len(w.outBuf[o]) < w.dp.cfg.Handoff {
-					w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, qi: uint16(q.idx), in: in, mark: mark})
+					w.outBuf[o] = append(w.outBuf[o], handoff{addr: first.Addr, len: first.Len, opts: first.Options, wire: wire, qi: uint16(q.idx), in: in, mark: mark})
 					c.HandedOff++
 					c.InFlight++
 					if steered {
@@ -239,8 +368,10 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 					}
 				} else {
 					c.HandoffFull++
-					w.free[nfree] = d.Addr
-					nfree++
+					for j := uint32(0); j < nb; j++ {
+						w.free[nfree] = rx.Desc(s + i + 1 - nb + j).Addr
+						nfree++
+					}
 				}
 				continue
 			}
@@ -253,7 +384,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		if len(frame) > 0 {
 			touch ^= frame[0]
 		}
-		w.local[nlocal], w.frames[nlocal], w.marks[nlocal] = d, frame, mark
+		w.local[nlocal], w.nbuf[nlocal], w.frames[nlocal], w.marks[nlocal] = first, nb, frame, mark
 		nlocal++
 	}
 	w.touch = touch
@@ -264,21 +395,29 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		w.pl.ProcessBatchMarked(w.frames[base:end], w.marks[base:end], in, now, w.results[base:end])
 	}
 	for i := range nlocal {
-		d, r := w.local[i], &w.results[i]
+		d, nb, r := w.local[i], w.nbuf[i], &w.results[i]
 		if r.Verdict == Accept {
-			if k < got {
-				tx.Set(t+k, d)
-				k++
+			if k+nb <= got {
+				if nb == 1 {
+					tx.Set(t+k, d)
+				} else {
+					q.sendFrame(tx, t+k, d, nb)
+				}
+				k += nb
 				c.Forwarded++
-				c.FwdBytes += uint64(d.Len)
+				c.FwdBytes += uint64(len(w.frames[i]))
 				continue
 			}
 			c.Drops[DropNoTXSpace]++
 		} else {
 			c.Drops[r.Drop]++
 		}
-		w.free[nfree] = d.Addr
-		nfree++
+		if nb == 1 {
+			w.free[nfree] = d.Addr
+			nfree++
+		} else {
+			q.freeFrame(d) // after the release is as good: the UMEM is ours
+		}
 	}
 	rx.Release(n) // frames: fill -> application
 	tx.Submit(k)  // accepted frames: application -> TX
@@ -378,7 +517,7 @@ func (w *worker) flushHandoffs() {
 			q.ctr[h.in].InFlight--
 			q.ctr[h.in].HandedOff--
 			q.ctr[h.in].HandoffFull++
-			q.umem.Free(h.addr)
+			q.freeFrame(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts})
 		}
 		w.outBuf[o] = buf[:0]
 	}
@@ -399,7 +538,13 @@ func (w *worker) serveRequests(now int64) int {
 		src := w.dp.workers[f]
 		for i := range w.popBuf[:n] {
 			h := &w.popBuf[i]
-			frame := src.queues[h.qi].umem.Frame(h.addr, h.len)
+			sq := src.queues[h.qi]
+			var frame []byte
+			if h.opts&ring.Contd == 0 {
+				frame = sq.umem.Frame(h.addr, h.len)
+			} else {
+				frame = sq.gather(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, w.one)
+			}
 			w.pl.SetMark(h.mark)
 			r := w.pl.Process(frame, 0, h.in, now)
 			h.verdict, h.drop = r.Verdict, r.Drop
@@ -432,20 +577,25 @@ func (w *worker) handleReplies() int {
 			q := w.queues[h.qi]
 			c := &q.ctr[h.in]
 			c.InFlight--
+			d := ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}
 			if h.verdict == Accept {
 				tx := q.sock[h.in.Other()].TX()
-				if got, t := tx.Reserve(1); got == 1 {
-					tx.Set(t, ring.Desc{Addr: h.addr, Len: h.len})
-					tx.Submit(1)
+				nb := uint32(1)
+				if d.More() {
+					nb = q.chainLen(d)
+				}
+				if got, t := tx.Reserve(nb); got == nb {
+					q.sendFrame(tx, t, d, nb)
+					tx.Submit(nb)
 					c.Forwarded++
-					c.FwdBytes += uint64(h.len)
+					c.FwdBytes += uint64(h.wire)
 					continue
 				}
 				c.Drops[DropNoTXSpace]++
 			} else {
 				c.Drops[h.drop]++
 			}
-			q.umem.Free(h.addr)
+			q.freeFrame(d)
 		}
 		w.pending[o] -= n
 		w.dp.inflight.Add(-int64(n))

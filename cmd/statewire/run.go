@@ -52,7 +52,7 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.IntVar(&df.txSize, "tx-size", 0, "TX ring size (default --ring-size)")
 	fs.IntVar(&df.fillSize, "fill-size", 0, "fill ring size (default --ring-size)")
 	fs.IntVar(&df.compSize, "completion-size", 0, "completion ring size (default --ring-size)")
-	fs.IntVar(&df.frameSize, "frame-size", d.FrameSize, "UMEM frame size, 2048 or 4096; MTU + 22 must fit in frame-size - 256")
+	fs.IntVar(&df.frameSize, "frame-size", d.FrameSize, "UMEM frame (buffer) size, 2048 or 4096; 0 derives it from the ports' MTU (4096 above MTU 1770). A frame longer than one buffer (MTU + 22 > frame-size - 256) travels as a chain of buffers (AF_XDP multi-buffer)")
 	fs.IntVar(&df.frames, "frames", 0, "UMEM frames per queue, shared by both ports (default 4 x ring size); a power of two")
 	fs.IntVar(&df.batch, "batch", d.Batch, "most descriptors taken from an RX ring at once")
 	fs.BoolVar(&df.busyPoll, "busy-poll", false, "spin when idle instead of sleeping 50us (lower latency, one full core per worker)")

@@ -32,7 +32,8 @@ func TestRunCommandErrors(t *testing.T) {
 		{"cpus per worker", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "2", "--cpus", "0"}, 1, "1 CPUs listed for 2 workers"},
 		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
 		{"missing interface", []string{"run", "--port-a", "sw-nosuch-a", "--port-b", "sw-nosuch-b"}, 1, `port A "sw-nosuch-a"`},
-		{"MTU over frame size", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b"}, 1, "MTU 65536"},
+		{"MTU over frame size", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b", "--frame-size", "2048"}, 1, "MTU 65536 is too large"},
+		{"largest MTU that works", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b", "--frame-size", "2048"}, 1, "the largest MTU that works is 32234"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := run(t, tc.args...)

@@ -241,9 +241,9 @@ func CheckSockets(st *bridge.DatapathStats) error {
 			if q.Port[p].RX != s.RX {
 				return fmt.Errorf("queue %d port %s: counted %d frames in, RX ring gave %d", q.Queue, bridge.Port(p), q.Port[p].RX, s.RX)
 			}
-			if s.TX != s.Completed+q.Unsent[p] {
-				return fmt.Errorf("queue %d port %s: %d frames submitted on TX, %d completed + %d counted unsent: %d frames not accounted for",
-					q.Queue, bridge.Port(p), s.TX, s.Completed, q.Unsent[p], int64(s.TX)-int64(s.Completed+q.Unsent[p]))
+			if s.TXBuffers != s.Completed+q.Unsent[p] {
+				return fmt.Errorf("queue %d port %s: %d buffers submitted on TX, %d completed + %d counted unsent: %d buffers not accounted for",
+					q.Queue, bridge.Port(p), s.TXBuffers, s.Completed, q.Unsent[p], int64(s.TXBuffers)-int64(s.Completed+q.Unsent[p]))
 			}
 			if s.TxInvalidDescs != 0 || s.RxInvalidDescs != 0 {
 				return fmt.Errorf("queue %d port %s: kernel found %d invalid TX and %d invalid fill descriptors, want 0",

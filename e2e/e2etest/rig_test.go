@@ -16,6 +16,7 @@ func balanced() bridge.QueueStats {
 	q.Port[bridge.PortA].Forwarded = 10
 	q.Socket[bridge.PortA].RX = 10
 	q.Socket[bridge.PortB].TX = 10
+	q.Socket[bridge.PortB].TXBuffers = 10
 	q.Socket[bridge.PortB].Completed = 8
 	q.Unsent[bridge.PortB] = 2
 	return q
@@ -29,7 +30,7 @@ func TestCheckSockets(t *testing.T) {
 	}{
 		{"balanced", func(*bridge.QueueStats) {}, ""},
 		{"RX counted but not taken", func(q *bridge.QueueStats) { q.Port[bridge.PortA].RX++ }, "counted 11 frames in, RX ring gave 10"},
-		{"TX not completed nor unsent", func(q *bridge.QueueStats) { q.Unsent[bridge.PortB] = 0 }, "2 frames not accounted for"},
+		{"TX not completed nor unsent", func(q *bridge.QueueStats) { q.Unsent[bridge.PortB] = 0 }, "2 buffers not accounted for"},
 		{"invalid TX descriptor", func(q *bridge.QueueStats) { q.Socket[bridge.PortB].TxInvalidDescs = 1 }, "1 invalid TX"},
 		{"invalid fill descriptor", func(q *bridge.QueueStats) { q.Socket[bridge.PortA].RxInvalidDescs = 3 }, "3 invalid fill"},
 	} {
