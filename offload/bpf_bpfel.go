@@ -69,6 +69,11 @@ type bpfFlowValue struct {
 	Pad1      [7]uint8
 }
 
+type bpfJumboBuf struct {
+	_ structs.HostLayout
+	B [512]uint8
+}
+
 type bpfPortStats struct {
 	_           structs.HostLayout
 	FastPackets uint64
@@ -81,6 +86,7 @@ type bpfPortStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapFlows         = "flows"
+	bpfMapJumboScratch  = "jumbo_scratch"
 	bpfMapPortsDevmap   = "ports_devmap"
 	bpfMapRevoked       = "revoked"
 	bpfMapStats         = "stats"
@@ -141,11 +147,12 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	PortsDevmap *ebpf.MapSpec `ebpf:"ports_devmap"`
-	Revoked     *ebpf.MapSpec `ebpf:"revoked"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	JumboScratch *ebpf.MapSpec `ebpf:"jumbo_scratch"`
+	PortsDevmap  *ebpf.MapSpec `ebpf:"ports_devmap"`
+	Revoked      *ebpf.MapSpec `ebpf:"revoked"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -178,16 +185,18 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Flows       *ebpf.Map `ebpf:"flows"`
-	PortsDevmap *ebpf.Map `ebpf:"ports_devmap"`
-	Revoked     *ebpf.Map `ebpf:"revoked"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	Xsks        *ebpf.Map `ebpf:"xsks"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	JumboScratch *ebpf.Map `ebpf:"jumbo_scratch"`
+	PortsDevmap  *ebpf.Map `ebpf:"ports_devmap"`
+	Revoked      *ebpf.Map `ebpf:"revoked"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Xsks         *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Flows,
+		m.JumboScratch,
 		m.PortsDevmap,
 		m.Revoked,
 		m.Stats,

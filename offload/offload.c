@@ -569,15 +569,115 @@ __attribute__((noinline)) int tcp_sack(struct xdp_md *ctx, __u32 l4off, __u32 do
 	return 0;
 }
 
+// ---- Jumbo frames (multi-buffer, [jumbo]) ------------------------------
+// The program is loaded with frags support (SEC("xdp.frags"), so the
+// loader sets BPF_F_XDP_HAS_FRAGS): veth and most drivers refuse a
+// program without it above an MTU of about 3500. A frame larger than a
+// page then comes as a linear part plus fragments. Every header is read
+// from the linear part (data .. data_end): the bounds checks below punt
+// a frame whose headers are not all there (PUNT_PARSE). csum_ok sees only
+// the linear part; csum_frags below verifies the rest (with --checksum).
+// Lengths (the IP length check, the port's byte counter) use the whole
+// frame.
+static __always_inline __u32 whole_frame_len(struct xdp_md *ctx)
+{
+	return (__u32)bpf_xdp_get_buff_len(ctx);
+}
+
+// csum_frags is csum_ok for a segment csum_ok cannot see: one that runs
+// into the fragments of a multi-buffer frame, or is longer than
+// CSUM_MAX_CHUNKS chunks. It copies the segment, 512 bytes at a time, into
+// a per-CPU scratch buffer with bpf_xdp_load_bytes (the only way to reach
+// fragment bytes) and sums each copy. The tail is summed as a whole number
+// of 32-bit words with the word it ends in zeroed first: an odd last byte
+// is then the high byte of a zero-padded big-endian word, as packet sum()
+// has it. The pseudo-header addresses are in the linear part (the parser
+// checked). Returns 1 good, 0 bad, -1 cannot verify (punt).
+#define JUMBO_CHUNK 512
+#define JUMBO_MAX_CHUNKS 20 // 10240 bytes: an MTU 9000 segment and more
+
+struct jumbo_buf {
+	__u8 b[JUMBO_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jumbo_buf);
+} jumbo_scratch SEC(".maps");
+
+__attribute__((noinline)) int csum_frags(struct xdp_md *ctx, __u32 saddr_off, __u32 l4off, __u32 len, __u32 proto_v6)
+{
+	__u32 proto = proto_v6 & 0xff, v6 = proto_v6 >> 8;
+	if (!ctx)
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (saddr_off > MAX_FRAME || len > JUMBO_MAX_CHUNKS * JUMBO_CHUNK)
+		return -1;
+	__u64 s = 0;
+	__u8 *a = data + bound(saddr_off);
+	if (v6) {
+		if ((void *)(a + 32) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+		s = add64(s, *(__u64 *)(a + 8));
+		s = add64(s, *(__u64 *)(a + 16));
+		s = add64(s, *(__u64 *)(a + 24));
+	} else {
+		if ((void *)(a + 8) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+	}
+	s = add64(s, bpf_htons((__u16)proto));
+	s = add64(s, bpf_htons((__u16)len));
+	__u32 zero = 0;
+	struct jumbo_buf *buf = bpf_map_lookup_elem(&jumbo_scratch, &zero);
+	if (!buf)
+		return -1;
+	__u32 pos = l4off;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < JUMBO_MAX_CHUNKS; i++) {
+		if (len < JUMBO_CHUNK)
+			break;
+		if (bpf_xdp_load_bytes(ctx, pos, buf->b, JUMBO_CHUNK) != 0)
+			return -1;
+		s = add64(s, (__u32)bpf_csum_diff(0, 0, (void *)buf->b, JUMBO_CHUNK, 0));
+		pos += JUMBO_CHUNK;
+		len -= JUMBO_CHUNK;
+	}
+	if (len >= JUMBO_CHUNK)
+		return -1;
+	if (len) {
+		// The masks after the empty asm are what the verifier sees:
+		// 1 <= tail <= 511, words a multiple of 4 in 4..512.
+		__u32 tail = len, words = len + 3;
+		asm volatile("" : "+r"(tail));
+		asm volatile("" : "+r"(words));
+		tail &= JUMBO_CHUNK - 1;
+		words &= (JUMBO_CHUNK - 1) | JUMBO_CHUNK;
+		words &= ~3u;
+		if (tail < 1 || words < 4 || words > JUMBO_CHUNK)
+			return -1;
+		*(__u32 *)(buf->b + ((words - 4) & (JUMBO_CHUNK - 4))) = 0;
+		if (bpf_xdp_load_bytes(ctx, pos, buf->b, tail) != 0)
+			return -1;
+		s = add64(s, (__u32)bpf_csum_diff(0, 0, (void *)buf->b, words, 0));
+	}
+	return fold16(s) == 0xffff ? 1 : 0;
+}
+// ---- end of jumbo block ----
+
 // ---- The program -------------------------------------------------------
 
-SEC("xdp")
+SEC("xdp.frags")
 int statewire_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 *pkt = data;
-	__u32 frame_len = (__u32)(data_end - data);
+	__u32 frame_len = whole_frame_len(ctx);
 
 	// -- packet.Parse (parseFast / parseGeneral), the subset we take. --
 	// Ethernet and 0-2 tags of 0x8100/0x88a8/0x9100; the key's VLAN is
@@ -766,6 +866,8 @@ int statewire_xdp(struct xdp_md *ctx)
 	// -- packet.Parse with VerifyChecksum: a bad one is INVALID in Go. --
 	if (v->csum && verify) {
 		int ok = csum_ok(ctx, saddr_off, l4off, seg, proto | (v6 << 8));
+		if (ok < 0) // [jumbo] beyond the linear part or CSUM_MAX_CHUNKS
+			ok = csum_frags(ctx, saddr_off, l4off, seg, proto | (v6 << 8));
 		if (ok != 1)
 			return punt(ctx, PUNT_CSUM);
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is the XDP attach mode.
@@ -115,8 +116,12 @@ func Load(opts Options) (*Program, error) {
 		}
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "sw_xsk_redir",
-		Type:         ebpf.XDP,
+		Name: "sw_xsk_redir",
+		Type: ebpf.XDP,
+		// Frags: the program only redirects, so it takes multi-buffer
+		// frames as they are, and veth refuses a program without it
+		// above an MTU of about 3500 (ERANGE).
+		Flags:        unix.BPF_F_XDP_HAS_FRAGS,
 		Instructions: insns,
 		License:      "Dual MIT/GPL",
 	})
