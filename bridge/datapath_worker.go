@@ -288,11 +288,11 @@ func (w *worker) step(now int64) (moved int, done bool) {
 // owner. It returns the frames taken.
 func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	rx := q.sock[in].RX()
-	max := w.batch
-	if q.next != nil && max < ring.MaxChain {
-		max = ring.MaxChain // room for one whole frame
+	want := w.batch
+	if q.next != nil && want < ring.MaxChain {
+		want = ring.MaxChain // room for one whole frame
 	}
-	n, s := rx.Peek(max)
+	n, s := rx.Peek(want)
 	if n == 0 {
 		return 0
 	}
