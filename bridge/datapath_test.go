@@ -236,3 +236,19 @@ func TestCheckConservation(t *testing.T) {
 		})
 	}
 }
+
+// TestMultiBufferError: when a port's MTU needs chained buffers and the
+// driver or mode refuses them, the message names the port, its MTU, what
+// failed and the largest MTU that works without chaining, with the command
+// that sets it.
+func TestMultiBufferError(t *testing.T) {
+	c := validConfig().withDefaults()
+	c.PortA, c.PortB, c.FrameSize = "lo", "lo2", 4096
+	err := c.multiBufferError(PortA, "attach XDP", errors.New("numerical result out of range"))
+	for _, want := range []string{`attach XDP on port A "lo": numerical result out of range`, "its MTU 65536",
+		"cannot chain buffers (multi-buffer)", "the largest MTU that works here is 3818 (ip link set dev lo mtu 3818)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
