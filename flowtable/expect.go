@@ -55,6 +55,10 @@ type Expectations struct {
 	seq  uint64
 
 	created, matched, deleted atomic.Uint64
+
+	// mirror, with the table in a state file, gets every published list
+	// (store.go). Written under mu.
+	mirror *expectMirror
 }
 
 // NewExpectations returns an empty table holding at most max expectations.
@@ -77,6 +81,9 @@ func (x *Expectations) Stats() ExpectStats {
 
 // store publishes l (nil when empty). Caller holds mu.
 func (x *Expectations) store(l []Expect) {
+	if x.mirror != nil {
+		x.mirror.save(l)
+	}
 	if len(l) == 0 {
 		x.list.Store(nil)
 		return

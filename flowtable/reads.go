@@ -80,6 +80,10 @@ func (s *Shard) publish() {
 	if st == *lp {
 		return
 	}
+	if s.meta != nil {
+		// The state file's copy, for the next process (store.go).
+		s.meta.Stats = st
+	}
 	set := func(i int, v uint64, last *uint64) {
 		if v != *last {
 			s.pub[i].Store(v)

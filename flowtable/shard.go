@@ -78,6 +78,12 @@ type Shard struct {
 	stats   Stats
 	sink    uint32 // keeps LookupBatch's touching loads alive
 
+	// aux is the caller's per-slot state (Config.AuxSize bytes per slot,
+	// Table.Aux); meta, with the table in a state file, is where publish
+	// keeps the counters for the next process. Owner only.
+	aux  []byte
+	meta *shardMeta
+
 	// onRemove, when set, sees every entry just before its slot is freed
 	// (conntrack -E [DESTROY]). Nil while nobody listens: one predictable
 	// branch per removal.

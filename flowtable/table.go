@@ -50,6 +50,11 @@ type Config struct {
 	// steering between workers, the expectations, the fragment cache and
 	// the XDP fast path agree.
 	IgnoreVLAN bool
+	// AuxSize is the size in bytes of a slot of caller state kept beside
+	// each entry slot (Table.Aux): with the table in a state file (Open)
+	// it is kept in the file and survives a restart with the entry. 0:
+	// none.
+	AuxSize int
 }
 
 // VLANMask is what a packet's VLAN id is masked with to give its zone:
@@ -142,36 +147,77 @@ type Table struct {
 
 	// Expect holds the expectations of all shards.
 	Expect *Expectations
+
+	// store is the state file the table lives in (Open); nil for New.
+	store *store
 }
 
 // New allocates a table: all entry slots and buckets are allocated here,
 // once; nothing is allocated afterwards. The memory is
-// MaxEntries × unsafe.Sizeof(Entry) plus 4 bytes per bucket.
+// MaxEntries × unsafe.Sizeof(Entry) plus 4 bytes per bucket (plus AuxSize
+// per entry). Open makes one that outlives the process.
 func New(cfg Config) (*Table, error) {
+	c, g, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	t := makeTable(c, g, nil)
+	if c.Prefault {
+		for _, s := range t.shards {
+			prefault(s)
+		}
+	}
+	return t, nil
+}
+
+// resolve fills the defaults of cfg, draws the seed and computes the
+// geometry.
+func (cfg Config) resolve() (Config, geometry, error) {
 	c := cfg.withDefaults()
+	var g geometry
 	if c.Shards > 1<<16 {
-		return nil, fmt.Errorf("%w: %d shards", ErrConfig, c.Shards)
+		return c, g, fmt.Errorf("%w: %d shards", ErrConfig, c.Shards)
 	}
 	per := c.MaxEntries / c.Shards
 	if per < 1 || per > maxShardEntries {
-		return nil, fmt.Errorf("%w: %d entries over %d shards", ErrConfig, c.MaxEntries, c.Shards)
+		return c, g, fmt.Errorf("%w: %d entries over %d shards", ErrConfig, c.MaxEntries, c.Shards)
 	}
 	nb := 1 << bits.Len(uint((c.Buckets+c.Shards-1)/c.Shards-1))
 	if nb > 1<<31 {
-		return nil, fmt.Errorf("%w: %d buckets", ErrConfig, c.Buckets)
+		return c, g, fmt.Errorf("%w: %d buckets", ErrConfig, c.Buckets)
+	}
+	if c.AuxSize < 0 || c.AuxSize > 1<<12 {
+		return c, g, fmt.Errorf("%w: aux slot of %d bytes", ErrConfig, c.AuxSize)
 	}
 	if c.Seed == 0 {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("flowtable: seed: %w", err)
+			return c, g, fmt.Errorf("flowtable: seed: %w", err)
 		}
 		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	t := &Table{seed: c.Seed, cfg: c, Expect: NewExpectations(c.MaxExpect)}
+	g = geometry{Shards: uint32(c.Shards), PerShard: uint32(per), Buckets: uint32(nb),
+		MaxExpect: uint32(c.MaxExpect), AuxSize: uint32(c.AuxSize)}
+	return c, g, nil
+}
+
+// makeTable makes the table of geometry g: its slots over the state file
+// st, or on the heap when st is nil. Buckets are always on the heap (the
+// file's chains are rebuilt, never read).
+func makeTable(c Config, g geometry, st *store) *Table {
+	t := &Table{seed: c.Seed, cfg: c, Expect: NewExpectations(c.MaxExpect), store: st}
+	per, nb, aux := int(g.PerShard), int(g.Buckets), int(g.AuxSize)
+	var entries []Entry
+	var auxes []byte
+	var metas []shardMeta
+	if st != nil {
+		entries = st.m.entries(&st.l, c.Shards*per)
+		auxes = st.m.aux(&st.l)
+		metas = st.m.metas(&st.l, c.Shards)
+	}
 	t.shards = make([]*Shard, c.Shards)
 	for i := range t.shards {
-		t.shards[i] = &Shard{
-			entries: make([]Entry, per),
+		s := &Shard{
 			buckets: make([]uint32, nb),
 			mask:    uint32(nb - 1),
 			max:     per,
@@ -180,13 +226,17 @@ func New(cfg Config) (*Table, error) {
 			seed:    c.Seed,
 			exp:     t.Expect,
 		}
-	}
-	if c.Prefault {
-		for _, s := range t.shards {
-			prefault(s)
+		if st != nil {
+			s.entries = entries[i*per : (i+1)*per : (i+1)*per]
+			s.aux = auxes[i*per*aux : (i+1)*per*aux : (i+1)*per*aux]
+			s.meta = &metas[i]
+		} else {
+			s.entries = make([]Entry, per)
+			s.aux = alignedBytes(per * aux)
 		}
+		t.shards[i] = s
 	}
-	return t, nil
+	return t
 }
 
 // prefault writes one word per page of the shard's arrays.
@@ -203,6 +253,12 @@ func prefault(s *Shard) {
 
 // Config returns the configuration with defaults resolved (and the seed).
 func (t *Table) Config() Config { return t.cfg }
+
+// Aux returns shard i's caller slots: AuxSize bytes per entry slot, slot j
+// at [j*AuxSize, (j+1)*AuxSize), 8-byte aligned, zero in a fresh table. They
+// belong to the shard's owner, like its entries; in a state file they
+// survive a restart with them.
+func (t *Table) Aux(i int) []byte { return t.shards[i].aux }
 
 // NumShards returns the number of shards.
 func (t *Table) NumShards() int { return len(t.shards) }

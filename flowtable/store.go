@@ -1,0 +1,429 @@
+package flowtable
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The state file: the table in a file mapped MAP_SHARED (on tmpfs, e.g.
+// /run/statewire/NAME.table), so that the connections, the expectations and
+// the callers' per-slot state (Config.AuxSize: the helpers' state) outlive
+// the process that serves them, a kill -9 included: every store the
+// datapath makes is in the page cache the moment it is made, and nothing is
+// written at exit that a crash would miss.
+//
+// What is in the file: a header (magic, format version, the layout
+// fingerprint, the geometry, the hash seed, the boot id and clock base), each
+// shard's counters, the entry slots, the aux slots, and two expectation
+// buffers. What is not: bucket chains and free lists. A process killed in the
+// middle of an insert or a removal leaves them half-linked, so the next one
+// rebuilds them from the slots' used flags (Entry.flags) and keeps the slots
+// themselves, and with them their generations: an expectation's master
+// (EntryRef) and the aux slot of an entry still name the same connection.
+//
+// The hot path is unchanged: the shard's entries are the same slice type,
+// over the mapping instead of the heap.
+
+const (
+	fileMagic   = "SWTABLE\x00"
+	fileVersion = 1
+)
+
+// Persist says where Open keeps a table so the next process can adopt it.
+type Persist struct {
+	// Path is the state file. Its directory is made if missing.
+	Path string
+	// Now is the caller's clock at the call, in the time base of every
+	// Expires (the datapath's): entries and expectations whose timeout
+	// passed while no process served the table are dropped. The clock must
+	// run across processes (CLOCK_MONOTONIC based) for timeouts to keep
+	// running over the gap.
+	Now int64
+	// ClockBase is the caller's clock minus CLOCK_MONOTONIC. A file
+	// written under another base holds times of another clock: refused.
+	ClockBase int64
+}
+
+// Adoption says what Open did with an existing state file.
+type Adoption struct {
+	Path    string
+	Adopted bool // the file's table was adopted
+	Clean   bool // the previous process stopped gracefully (else it died)
+	// Connections and Expectations are what was adopted; Offloaded the
+	// adopted connections marked offered to the XDP fast path.
+	Connections, Expectations, Offloaded int
+	// ExpiredInGap and ExpectExpired are the connections and expectations
+	// whose timeout ran out between the previous process and this one.
+	ExpiredInGap, ExpectExpired int
+	// ExpectOrphaned are expectations whose master connection is gone.
+	ExpectOrphaned int
+	// Gap is the time since the previous process's graceful stop (0 when
+	// it died: unknown).
+	Gap time.Duration
+	// Refused says why an existing file was not adopted ("" if none was
+	// refused); a fresh table was started in its place.
+	Refused string
+}
+
+// String is the log line of the adoption.
+func (a *Adoption) String() string {
+	switch {
+	case a.Adopted:
+		how := "after a graceful stop " + a.Gap.Round(time.Millisecond).String() + " ago"
+		if !a.Clean {
+			how = "after the previous process died (crash or kill -9)"
+		}
+		return fmt.Sprintf("adopted %d connections, %d expectations from %s (%s; %d connections and %d expectations expired in the gap, %d expectations without master)",
+			a.Connections, a.Expectations, a.Path, how, a.ExpiredInGap, a.ExpectExpired, a.ExpectOrphaned)
+	case a.Refused != "":
+		return fmt.Sprintf("state file %s refused: %s; started a fresh table in its place (the old connections are forgotten)", a.Path, a.Refused)
+	}
+	return fmt.Sprintf("state file %s: started a fresh table", a.Path)
+}
+
+// geometry is what fixes a table's layout beyond the types' sizes.
+type geometry struct {
+	Shards, PerShard, Buckets, MaxExpect, AuxSize uint32
+}
+
+// store is a table's state file, while mapped.
+type store struct {
+	m   *mapping
+	h   *fileHeader
+	l   layout
+	mir *expectMirror
+}
+
+// expectMirror keeps the expectations in the state file: two buffers, of
+// which the header's ExpSel names the current one. Written under the
+// Expectations' mutex, on every change (they are rare: a helper command, a
+// related flow, a master's death).
+type expectMirror struct {
+	h   *fileHeader
+	buf [2][]Expect
+}
+
+// save makes l the file's expectations: the other buffer is filled first,
+// its count set, then ExpSel flipped, so a process killed at any point
+// leaves one whole buffer current.
+func (m *expectMirror) save(l []Expect) {
+	next := 1 - m.h.ExpSel.Load()&1
+	n := copy(m.buf[next], l)
+	m.h.ExpN[next].Store(uint32(n))
+	m.h.ExpSel.Store(next)
+}
+
+// load returns the current buffer's expectations (a view into the file).
+func (m *expectMirror) load() []Expect {
+	sel := m.h.ExpSel.Load() & 1
+	n := min(int(m.h.ExpN[sel].Load()), len(m.buf[sel]))
+	return m.buf[sel][:n]
+}
+
+// ErrStateFileBusy is wrapped by Open when another process holds the file.
+var ErrStateFileBusy = errors.New("flowtable: state file in use")
+
+// Open is New with the table kept in the state file p.Path: when the file
+// holds a table of the same layout and geometry from this boot, Open adopts
+// it (its connections whose timeout has not passed at p.Now, its
+// expectations whose master lives, its counters and hash seed) and reports
+// what it adopted; a file from another format version, layout, size or
+// shard count, or an earlier boot, is refused, the reason reported in
+// Adoption.Refused, and a fresh table replaces it. The file stays locked
+// (flock) while the table is open: a second process opening it fails with
+// ErrStateFileBusy. Close marks it cleanly stopped.
+//
+// Adopted entries keep their Offloaded mark: call ResumeOffloaded once the
+// caller knows whether the fast path's map survived too.
+func Open(cfg Config, p Persist) (*Table, Adoption, error) {
+	a := Adoption{Path: p.Path}
+	c, g, err := cfg.resolve()
+	if err != nil {
+		return nil, a, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p.Path), 0o755); err != nil {
+		return nil, a, fmt.Errorf("flowtable: state file directory: %w (use --state-file none to keep the table in memory only)", err)
+	}
+	f, err := os.OpenFile(p.Path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, a, fmt.Errorf("flowtable: state file: %w (use --state-file none to keep the table in memory only)", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, a, fmt.Errorf("%w: %s is held by another statewire process serving the same --name: stop it first, or give this one another --name or --state-file", ErrStateFileBusy, p.Path)
+		}
+		return nil, a, fmt.Errorf("flowtable: lock state file %s: %w", p.Path, err)
+	}
+	want := newHeader(&g, c.Seed, p.ClockBase)
+	l := fileLayout(&g)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, a, fmt.Errorf("flowtable: state file: %w", err)
+	}
+	if st.Size() > 0 {
+		var first [headerSize]byte
+		n, _ := f.ReadAt(first[:], 0)
+		old, _ := readHeader(first[:n])
+		if a.Refused = old.mismatch(want, st.Size(), int64(l.size)); a.Refused == "" {
+			a.Adopted, a.Clean = true, old.Clean.Load() == 1
+			c.Seed = old.Seed
+			if a.Clean {
+				a.Gap = time.Duration(max(0, p.Now-old.Saved.Load()))
+			}
+		}
+	}
+	if !a.Adopted {
+		if err := resetFile(f, l.size); err != nil {
+			return nil, a, err
+		}
+	}
+	m, err := mapFile(f, l.size)
+	if err != nil {
+		return nil, a, fmt.Errorf("flowtable: state file: %w", err)
+	}
+	s := &store{m: m, h: m.header(), l: l}
+	if !a.Adopted {
+		m.writeHeader(want)
+	}
+	s.h.Clean.Store(0)
+	s.h.Pid = int32(os.Getpid())
+	s.mir = &expectMirror{h: s.h, buf: m.expectBufs(&l, int(g.MaxExpect))}
+	t := makeTable(c, g, s)
+	if a.Adopted {
+		t.adopt(p.Now, &a)
+	} else {
+		t.Expect.mirror = s.mir
+		s.mir.save(nil)
+	}
+	if c.Prefault {
+		for _, sh := range t.shards {
+			prefault(sh)
+		}
+	}
+	ok = true
+	return t, a, nil
+}
+
+// resetFile empties f and gives it size bytes of zeros, reserved (on tmpfs
+// a page written beyond the free space would kill the process with SIGBUS;
+// fallocate fails here instead).
+func resetFile(f *os.File, size int) error {
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("flowtable: state file: %w", err)
+	}
+	if err := f.Truncate(int64(size)); err != nil {
+		return fmt.Errorf("flowtable: state file: %w", err)
+	}
+	err := unix.Fallocate(int(f.Fd()), 0, 0, int64(size))
+	switch {
+	case err == nil, errors.Is(err, unix.EOPNOTSUPP):
+		return nil
+	case errors.Is(err, unix.ENOSPC):
+		f.Truncate(0)
+		return fmt.Errorf("flowtable: state file %s needs %d MiB and its file system is full: make room (for tmpfs /run: mount -o remount,size=... /run), lower --conntrack-max, or run with --state-file none",
+			f.Name(), (size+1<<20-1)>>20)
+	}
+	return fmt.Errorf("flowtable: state file %s: reserve %d bytes: %w", f.Name(), size, err)
+}
+
+// newHeader is the header a file of geometry g written by this build has.
+func newHeader(g *geometry, seed uint64, clockBase int64) *fileHeader {
+	h := &fileHeader{Version: fileVersion, Seed: seed, ClockBase: clockBase, BootID: bootID()}
+	copy(h.Magic[:], fileMagic)
+	h.EntrySize, h.KeySize, h.ConnSize, h.ExpectSize = layoutSizes()
+	h.AuxSize = g.AuxSize
+	h.Shards, h.PerShard, h.Buckets, h.MaxExpect = g.Shards, g.PerShard, g.Buckets, g.MaxExpect
+	return h
+}
+
+// mismatch says why a file whose header is h, size bytes long, cannot be
+// adopted by a process that would write want into a file of wantSize
+// bytes; "" when it can. h may hold anything.
+func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
+	switch {
+	case string(h.Magic[:]) != fileMagic:
+		return "not a statewire table (no magic: another file, or a table whose creation was interrupted)"
+	case h.Version != want.Version:
+		return fmt.Sprintf("format version %d, this statewire reads version %d", h.Version, want.Version)
+	case h.EntrySize != want.EntrySize || h.KeySize != want.KeySize || h.ConnSize != want.ConnSize ||
+		h.ExpectSize != want.ExpectSize || h.AuxSize != want.AuxSize:
+		return fmt.Sprintf("written by a statewire with another entry layout (entry/key/conn/expectation/helper slot %d/%d/%d/%d/%d bytes, this one %d/%d/%d/%d/%d)",
+			h.EntrySize, h.KeySize, h.ConnSize, h.ExpectSize, h.AuxSize,
+			want.EntrySize, want.KeySize, want.ConnSize, want.ExpectSize, want.AuxSize)
+	case h.Shards != want.Shards:
+		return fmt.Sprintf("it has %d shards (--cores %d), this process %d", h.Shards, h.Shards, want.Shards)
+	case h.PerShard != want.PerShard || h.Buckets != want.Buckets || h.MaxExpect != want.MaxExpect:
+		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--conntrack-max, --conntrack-buckets or --expect-max changed)",
+			h.PerShard, h.Buckets, h.MaxExpect, want.PerShard, want.Buckets, want.MaxExpect)
+	case h.BootID != want.BootID:
+		return "written before the last reboot (its timestamps belong to that boot's clock)"
+	case h.ClockBase != want.ClockBase:
+		return fmt.Sprintf("its clock base is %d ns, this process's %d ns", h.ClockBase, want.ClockBase)
+	case h.Seed == 0:
+		return "no hash seed"
+	case size != wantSize:
+		return fmt.Sprintf("the file is %d bytes, its header needs %d (truncated or extended)", size, wantSize)
+	}
+	return ""
+}
+
+// bootID returns the kernel's boot id (zero when unreadable).
+func bootID() [16]byte {
+	var id [16]byte
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return id
+	}
+	hex.Decode(id[:], bytes.ReplaceAll(bytes.TrimSpace(b), []byte("-"), nil))
+	return id
+}
+
+// adopt rebuilds every shard from its slots and the expectations from the
+// file's current buffer. Before any worker runs.
+func (t *Table) adopt(now int64, a *Adoption) {
+	s := t.store
+	metas := s.m.metas(&s.l, len(t.shards))
+	for i, sh := range t.shards {
+		sh.stats = metas[i].Stats
+		sh.adopt(now, a)
+	}
+	saved := s.mir.load()
+	keep := make([]Expect, 0, len(saved))
+	var seq uint64
+	for _, e := range saved {
+		switch {
+		case e.Expires <= now:
+			a.ExpectExpired++
+		case int(e.Master.Shard) >= len(t.shards) || t.shards[e.Master.Shard].Resolve(e.Master) == nil:
+			a.ExpectOrphaned++
+		default:
+			keep = append(keep, e)
+			seq = max(seq, e.seq)
+		}
+	}
+	a.Expectations = len(keep)
+	x := t.Expect
+	x.mu.Lock()
+	x.mirror = s.mir
+	x.seq = seq
+	x.store(keep)
+	x.mu.Unlock()
+}
+
+// adopt rebuilds the shard's chains, free list, count and high-water mark
+// from its slots: a slot is live when its used flag is set. The persisted
+// chains are not trusted (a kill -9 can leave one half-linked); the slots
+// are, since each is written whole before it is linked. Live entries whose
+// timeout passed at now are freed, except offloaded ones, whose live expiry
+// was the fast path's (ResumeOffloaded decides).
+func (sh *Shard) adopt(now int64, a *Adoption) {
+	hwm := 0
+	for i := len(sh.entries) - 1; i >= 0; i-- {
+		if e := &sh.entries[i]; e.gen != 0 || e.flags != 0 {
+			hwm = i + 1
+			break
+		}
+	}
+	sh.hwm, sh.free, sh.count, sh.cursor = uint32(hwm), 0, 0, 0
+	clear(sh.buckets)
+	// Backwards, so that the free list hands out the lowest slots first.
+	for i := hwm - 1; i >= 0; i-- {
+		e := &sh.entries[i]
+		if e.flags&flagUsed != 0 {
+			if e.Conn.Expires > now || e.flags&flagOffloaded != 0 {
+				b := uint32(hashKey(sh.seed, &e.key)) & sh.mask
+				e.next = sh.buckets[b]
+				sh.buckets[b] = uint32(i) + 1
+				sh.count++
+				a.Connections++
+				if e.flags&flagOffloaded != 0 {
+					a.Offloaded++
+				}
+				continue
+			}
+			e.flags = 0
+			sh.stats.Expired++
+			sh.stats.Delete++
+			a.ExpiredInGap++
+		}
+		e.next = sh.free
+		sh.free = uint32(i) + 1
+	}
+}
+
+// ResumeOffloaded settles the entries an adopted table marks offloaded
+// (offered to the XDP fast path): the datapath calls it once it knows
+// whether the fast path's map survived the gap with them (adopted). When
+// it did, nothing changes: the map holds their live state. When it did
+// not, each is taken back as the fast path last left it to userspace: the
+// mark is cleared; TCP window tracking restarts from the next segment of
+// each direction (the fast path moved the windows on, so the stored edges
+// are behind: this is how the kernel resumes a connection it picked up
+// mid-stream or a conntrackd committed without window data), and an
+// Expires that has passed is moved to now+grace, so a flow the fast path
+// kept alive lives on with its next packet and a dead one expires soon.
+// It returns how many entries it took back. Before any worker runs.
+func (t *Table) ResumeOffloaded(adopted bool, now, grace int64) int {
+	if adopted {
+		return 0
+	}
+	n := 0
+	for _, sh := range t.shards {
+		for i := uint32(0); i < sh.hwm; i++ {
+			e := &sh.entries[i]
+			if e.flags&flagUsed == 0 || e.flags&flagOffloaded == 0 {
+				continue
+			}
+			e.flags &^= flagOffloaded
+			for d := range e.Conn.TCP.Peer {
+				p := &e.Conn.TCP.Peer[d]
+				p.End, p.MaxEnd, p.MaxWin, p.MaxAck = 0, 0, 0, 0
+			}
+			if e.Conn.Expires <= now {
+				e.Conn.Expires = now + grace
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// Persistent reports whether the table lives in a state file (Open).
+func (t *Table) Persistent() bool { return t.store != nil }
+
+// Close marks the state file cleanly stopped at now (the clock of Persist)
+// and unmaps it; the next Open adopts it. Only after every owner stopped:
+// the table is unusable afterwards. A table made by New has nothing to
+// close.
+func (t *Table) Close(now int64) error {
+	s := t.store
+	if s == nil {
+		return nil
+	}
+	metas := s.m.metas(&s.l, len(t.shards))
+	for i, sh := range t.shards {
+		metas[i].Stats = sh.Stats()
+		sh.entries, sh.aux, sh.meta = nil, nil, nil
+	}
+	t.Expect.mu.Lock()
+	t.Expect.mirror = nil
+	t.Expect.mu.Unlock()
+	s.h.Saved.Store(now)
+	s.h.Clean.Store(1)
+	t.store = nil
+	err := s.m.unmap()
+	return errors.Join(err, s.m.f.Close())
+}
