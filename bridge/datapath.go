@@ -13,6 +13,7 @@ import (
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
+	"golang.org/x/sys/unix"
 )
 
 // ErrDatapathConfig is wrapped by every DatapathConfig validation error.
@@ -78,6 +79,12 @@ type DatapathConfig struct {
 	// per worker). Empty: workers are locked to their threads but the
 	// scheduler places the threads.
 	CPUs []int
+	// StateFile, when set, is the file the flow table lives in (package
+	// flowtable, Open), e.g. /run/statewire/NAME.table: a later datapath
+	// given the same file adopts the connections, expectations and helper
+	// state this one leaves, after a graceful Stop or a crash. Empty: the
+	// table lives in this process only.
+	StateFile string
 	// Logf receives notable events (bind mode obtained, stale programs
 	// replaced). nil discards them.
 	Logf func(format string, args ...any)
@@ -321,6 +328,7 @@ type Datapath struct {
 	ctl     *Control
 	frags   *FragCache
 	epoch   time.Time
+	base    int64 // Now at epoch: CLOCK_MONOTONIC then, plus clockBase
 	workers []*worker
 	progs   [2]*xdpprog.Program
 
@@ -351,19 +359,26 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	dp := &Datapath{cfg: cfg, ctl: NewControl(cfg.Settings)}
+	dp.epoch, dp.base = monotonicEpoch()
 	tc := cfg.Table
 	tc.Shards = cfg.Cores
-	t, err := flowtable.New(tc)
+	tc.AuxSize = helperSlotSize
+	var t *flowtable.Table
+	var err error
+	if cfg.StateFile == "" {
+		t, err = flowtable.New(tc)
+	} else {
+		var a flowtable.Adoption
+		t, a, err = flowtable.Open(tc, flowtable.Persist{Path: cfg.StateFile, Now: dp.Now(), ClockBase: clockBase})
+		if err == nil {
+			dp.logf("%s", a.String())
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	dp := &Datapath{
-		cfg:   cfg,
-		table: t,
-		ctl:   NewControl(cfg.Settings),
-		frags: NewFragCache(1024, t.Config().Seed),
-		epoch: time.Now(),
-	}
+	dp.table, dp.frags = t, NewFragCache(1024, t.Config().Seed)
 	for i := range cfg.Cores {
 		dp.workers = append(dp.workers, newWorker(dp, i))
 	}
@@ -373,6 +388,7 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 	}
 	if cfg.Cores > 1 {
 		if err := dp.linkWorkers(); err != nil {
+			t.Close(dp.Now())
 			return nil, err
 		}
 	}
@@ -424,12 +440,43 @@ func (dp *Datapath) Table() *flowtable.Table { return dp.table }
 func (dp *Datapath) Control() *Control { return dp.ctl }
 
 // Now returns the datapath's clock (monotonic nanoseconds), the time base
-// of every entry in the table: pass it to ctlist.Line.
-func (dp *Datapath) Now() int64 { return int64(time.Since(dp.epoch)) + clockBase }
+// of every entry in the table: pass it to ctlist.Line. It is
+// CLOCK_MONOTONIC plus clockBase, the same in every process of one boot,
+// so the timeouts of a table adopted from a state file keep running across
+// the restart; it is read through Go's monotonic clock (the same clock,
+// from the vDSO) from a base taken once.
+func (dp *Datapath) Now() int64 { return int64(time.Since(dp.epoch)) + dp.base }
 
 // clockBase keeps the datapath clock away from zero, which some code reads
-// as "never".
+// as "never" (CLOCK_MONOTONIC starts near zero at boot). A state file
+// records it: one written under another base is refused.
 const clockBase = int64(time.Second)
+
+// monotonicEpoch returns now and the datapath clock at that instant
+// (CLOCK_MONOTONIC + clockBase).
+func monotonicEpoch() (time.Time, int64) {
+	var ts unix.Timespec
+	epoch := time.Now()
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return epoch, ts.Nano() + clockBase
+}
+
+// resumeOffloaded is the hook for a fast path that may survive a restart
+// (pinned in bpffs): open calls it once it knows whether the fast-path
+// map it runs with is the one the previous process left (adopted). Entries
+// of an adopted state file marked offloaded keep their mark only then;
+// otherwise flowtable.Table.ResumeOffloaded takes them back liberally
+// (window tracking restarts, a passed expiry gets offloadResumeGrace).
+// Before the workers start.
+func (dp *Datapath) resumeOffloaded(adopted bool) {
+	if n := dp.table.ResumeOffloaded(adopted, dp.Now(), int64(offloadResumeGrace)); n > 0 {
+		dp.logf("datapath: %d adopted connections were in the previous process's fast path, whose map did not survive: taken back, their windows relearnt from the next segments", n)
+	}
+}
+
+// offloadResumeGrace is the expiry given to an adopted offloaded entry
+// whose stored expiry passed: the fast path, gone, may have kept it alive.
+const offloadResumeGrace = 30 * time.Second
 
 func (dp *Datapath) logf(format string, args ...any) {
 	if dp.cfg.Logf != nil {
@@ -594,6 +641,9 @@ func (dp *Datapath) open(idx [2]int) error {
 			w.pl.DeferActivation(true)
 		}
 	}
+	// The fast-path map is made fresh by every start today (pinning is
+	// not there yet): no offloaded entry of an adopted table is in it.
+	dp.resumeOffloaded(false)
 	fast := "off"
 	switch {
 	case dp.fastOn:
@@ -705,6 +755,9 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 	errs = append(errs, dp.settleTX(&final))
 	dp.final.Store(&final)
 	errs = append(errs, dp.closeAll())
+	// The workers are done: the state file is left consistent and marked
+	// cleanly stopped for the next process.
+	errs = append(errs, dp.table.Close(dp.Now()))
 	return final, errors.Join(errs...)
 }
 

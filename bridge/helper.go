@@ -36,6 +36,10 @@ var helperOfRule = func() [rules.NumHelpers]helpers.ID {
 // connections without a helper (the pages of a large array stay untouched,
 // and unbacked, until a helper connection lands in them).
 //
+// With a state file the slots are the table's aux slots (helperStatesOf),
+// in the file, so an FTP control connection adopted by the next process
+// keeps its newline bookkeeping.
+//
 // A slot carries the generation of the entry slot it was last used for:
 // a connection that reuses an entry slot finds a different generation and
 // starts from a zero State, whatever the previous one left. Owned by the

@@ -95,12 +95,14 @@ type Pipeline struct {
 }
 
 // NewPipeline returns the pipeline of shard i of t. Beside the table's
-// memory it allocates the helper state of the shard's connections, 24
-// bytes per entry slot (helperStates), touched only by connections with a
-// helper.
+// memory it needs the helper state of the shard's connections, 24 bytes
+// per entry slot (helperStates), touched only by connections with a
+// helper: the table's aux slots when it was made with AuxSize
+// helperSlotSize (the datapath's, kept in its state file), else allocated
+// here.
 func NewPipeline(t *flowtable.Table, i int, ctl *Control, frags *FragCache) *Pipeline {
 	pl := &Pipeline{table: t, shard: t.Shard(i), ctl: ctl, frags: frags, vlanMask: t.Config().VLANMask()}
-	pl.helperState = make(helperStates, pl.shard.Max())
+	pl.helperState = helperStatesOf(t, i)
 	pl.ev.hook = pl.onRemove
 	return pl
 }
