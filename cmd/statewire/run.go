@@ -126,11 +126,16 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	cf := addConntrackFlags(fs, true)
 	ctlf := control.AddFlags(fs)
 	interval := fs.Duration("stats-interval", 0, "print a throughput line this often (e.g. 1s); 0: only the totals at exit")
+	stateFile := fs.String("state-file", "", "file the connection table, expectations and helper state live in; the next start with the\n"+
+		"same --name adopts them, after a graceful stop or a crash (default /run/statewire/NAME.table;\n"+
+		"\"none\": in this process only, a restart forgets every connection)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: statewire run --port-a IF --port-b IF [flags]\n\n"+
 			"Bridges two interfaces over AF_XDP: every frame is tracked with Linux conntrack\n"+
 			"semantics, judged by the FORWARD rules and, when accepted, sent out of the other\n"+
 			"port unchanged. SIGINT or SIGTERM detaches the XDP programs and prints the totals.\n\n"+
+			"The connection table lives in --state-file: started again with the same --name\n"+
+			"(after SIGTERM, systemctl restart or a crash), statewire adopts its connections.\n\n"+
 			"The control socket (--name, --control-socket) serves statewire conntrack,\n"+
 			"sysctl and rules; SIGHUP reloads the --rules files.\n\n"+
 			"Example:\n  statewire run --port-a enp1s0f0 --port-b enp1s0f1 --cores 4 --queues 4 \\\n"+
@@ -154,6 +159,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Settings, cfg.Table = settings, tcfg
+	cfg.StateFile = stateFilePath(*stateFile, ctlf.Name, [2]string{df.portA, df.portB})
 	logger, err := ctlf.Logger(stderr)
 	if err != nil {
 		return err
@@ -210,6 +216,23 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+}
+
+// stateFilePath returns the state file the --state-file flag selects ("" for
+// none): by default NAME.table beside the control socket, NAME being the
+// instance name (--name, default PORTA-PORTB), so a restart with the same
+// name finds it.
+func stateFilePath(flagValue, name string, ports [2]string) string {
+	switch flagValue {
+	case "none":
+		return ""
+	case "":
+		if name == "" {
+			name = ports[0] + "-" + ports[1]
+		}
+		return filepath.Join(control.SocketDir, name+".table")
+	}
+	return flagValue
 }
 
 // rxQueues returns the number of RX queues sysfs shows for ifc (0 when it
