@@ -329,6 +329,9 @@ type Datapath struct {
 	frags   *FragCache
 	epoch   time.Time
 	base    int64 // Now at epoch: CLOCK_MONOTONIC then, plus clockBase
+	// freshState: the table's state file was made by this datapath (not
+	// adopted); a Start that fails removes it.
+	freshState bool
 	workers []*worker
 	progs   [2]*xdpprog.Program
 
@@ -373,6 +376,10 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 		t, a, err = flowtable.Open(tc, flowtable.Persist{Path: cfg.StateFile, Now: dp.Now(), ClockBase: clockBase})
 		if err == nil {
 			dp.logf("%s", a.String())
+			dp.freshState = !a.Adopted
+			if a.NotTmpfs {
+				dp.logf("state file %s is not on tmpfs: the kernel writes the table back to its disk every few seconds; put it on tmpfs (/run usually is)", cfg.StateFile)
+			}
 		}
 	}
 	if err != nil {
@@ -497,10 +504,12 @@ func (dp *Datapath) Start() error {
 	defer runtime.UnlockOSThread()
 	idx, err := dp.cfg.checkInterfaces()
 	if err != nil {
+		dp.releaseState()
 		return err
 	}
 	if err := dp.open(idx); err != nil {
 		dp.closeAll()
+		dp.releaseState()
 		return err
 	}
 	dp.started = true
@@ -717,6 +726,17 @@ func (dp *Datapath) closeAll() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// releaseState closes the table after a failed Start: a state file this
+// datapath made is removed (nothing was ever served from it), an adopted
+// one is kept for the next start.
+func (dp *Datapath) releaseState() {
+	if dp.freshState {
+		dp.table.Discard()
+		return
+	}
+	dp.table.Close(dp.Now())
 }
 
 // stopDrainTimeout bounds how long Stop waits for frames in flight (TX rings,

@@ -70,6 +70,9 @@ type Adoption struct {
 	// Refused says why an existing file was not adopted ("" if none was
 	// refused); a fresh table was started in its place.
 	Refused string
+	// NotTmpfs is set when the file is not on tmpfs: the kernel then
+	// writes the table's dirty pages back to disk every few seconds.
+	NotTmpfs bool
 }
 
 // String is the log line of the adoption.
@@ -190,6 +193,10 @@ func Open(cfg Config, p Persist) (*Table, Adoption, error) {
 			return nil, a, err
 		}
 	}
+	var fs unix.Statfs_t
+	if unix.Fstatfs(int(f.Fd()), &fs) == nil && fs.Type != unix.TMPFS_MAGIC {
+		a.NotTmpfs = true
+	}
 	m, err := mapFile(f, l.size)
 	if err != nil {
 		return nil, a, fmt.Errorf("flowtable: state file: %w", err)
@@ -233,7 +240,7 @@ func resetFile(f *os.File, size int) error {
 		return nil
 	case errors.Is(err, unix.ENOSPC):
 		f.Truncate(0)
-		return fmt.Errorf("flowtable: state file %s needs %d MiB and its file system is full: make room (for tmpfs /run: mount -o remount,size=... /run), lower --conntrack-max, or run with --state-file none",
+		return fmt.Errorf("flowtable: state file %s needs %d MiB and its file system is full: make room (for tmpfs /run: mount -o remount,size=... /run), lower --max-flows, or run with --state-file none",
 			f.Name(), (size+1<<20-1)>>20)
 	}
 	return fmt.Errorf("flowtable: state file %s: reserve %d bytes: %w", f.Name(), size, err)
@@ -266,7 +273,7 @@ func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
 	case h.Shards != want.Shards:
 		return fmt.Sprintf("it has %d shards (--cores %d), this process %d", h.Shards, h.Shards, want.Shards)
 	case h.PerShard != want.PerShard || h.Buckets != want.Buckets || h.MaxExpect != want.MaxExpect:
-		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--conntrack-max, --conntrack-buckets or --expect-max changed)",
+		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--max-flows, --hashsize or --cores changed, or the RAM the defaults follow)",
 			h.PerShard, h.Buckets, h.MaxExpect, want.PerShard, want.Buckets, want.MaxExpect)
 	case h.BootID != want.BootID:
 		return "written before the last reboot (its timestamps belong to that boot's clock)"
@@ -399,6 +406,19 @@ func (t *Table) ResumeOffloaded(adopted bool, now, grace int64) int {
 		}
 	}
 	return n
+}
+
+// Discard closes the table and removes its state file: for a process that
+// made a fresh file and then failed to start, so that nothing is left
+// behind. Only after every owner stopped, or before any started.
+func (t *Table) Discard() error {
+	s := t.store
+	if s == nil {
+		return nil
+	}
+	path := s.m.f.Name()
+	err := t.Close(0)
+	return errors.Join(err, os.Remove(path))
 }
 
 // Persistent reports whether the table lives in a state file (Open).

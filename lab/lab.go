@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -423,6 +425,17 @@ func (l *Lab) Close() error {
 			}
 		}
 	}
+	// State files of `statewire run` on the lab's ports (default name
+	// PORTA-PORTB, or a --name built on the prefix): tens of MB each.
+	if files, err := filepath.Glob(filepath.Join(stateDir, "*"+l.Prefix+"*.table")); err == nil {
+		for _, f := range files {
+			os.Remove(f)
+		}
+	}
 	removeOwner(l.Prefix)
 	return errors.Join(errs...)
 }
+
+// stateDir is where `statewire run` keeps its state files by default
+// (control.SocketDir; lab cannot import control).
+const stateDir = "/run/statewire"
