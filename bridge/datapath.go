@@ -323,17 +323,17 @@ func (c *DatapathConfig) multiBufferError(p Port, what string, err error) error 
 // and sockets of its queues and its counters. Table (for Snapshot), Control,
 // Stats and Now are safe from any goroutine while the datapath runs.
 type Datapath struct {
-	cfg     DatapathConfig
-	table   *flowtable.Table
-	ctl     *Control
-	frags   *FragCache
-	epoch   time.Time
-	base    int64 // Now at epoch: CLOCK_MONOTONIC then, plus clockBase
+	cfg   DatapathConfig
+	table *flowtable.Table
+	ctl   *Control
+	frags *FragCache
+	epoch time.Time
+	base  int64 // Now at epoch: CLOCK_MONOTONIC then, plus clockBase
 	// freshState: the table's state file was made by this datapath (not
 	// adopted); a Start that fails removes it.
 	freshState bool
-	workers []*worker
-	progs   [2]*xdpprog.Program
+	workers    []*worker
+	progs      [2]*xdpprog.Program
 
 	// The XDP fast path, when Offload is on or auto and it started
 	// (fastOn); fastWhy says why auto left it off. fastStats is what
