@@ -2,6 +2,7 @@ package flowtable
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -331,4 +332,76 @@ func FuzzStateHeader(f *testing.F) {
 			t.Fatalf("accepted header %+v", h)
 		}
 	})
+}
+
+// BenchmarkStateFile compares the packet path over a table on the heap
+// (New) and over a state file on tmpfs (Open), in one run: LookupBatch at
+// 1M entries, and Insert with the sweep's removals.
+func BenchmarkStateFile(b *testing.B) {
+	const n = 1 << 20
+	dir := "/dev/shm"
+	if _, err := os.Stat(dir); err != nil {
+		dir = b.TempDir()
+	}
+	for _, where := range []string{"heap", "file"} {
+		mk := func(b *testing.B) *Table {
+			c := Config{MaxEntries: n, Buckets: n, Shards: 1, Prefault: true, Seed: 0x5eed, AuxSize: 24}
+			if where == "heap" {
+				return newTable(b, c)
+			}
+			path := filepath.Join(dir, "statewire-bench.table")
+			os.Remove(path)
+			tb, _, err := Open(c, Persist{Path: path, Now: 1, ClockBase: sec})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { tb.Discard() })
+			return tb
+		}
+		b.Run("LookupBatch/"+where, func(b *testing.B) {
+			tb := mk(b)
+			s := tb.Shard(0)
+			keys, hashes := make([]Key, n), make([]uint64, n)
+			for i, j := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+				k, tu := udpFlow(j)
+				h := tb.HashKey(&k)
+				e, _ := s.Insert(&k, h, &tu, 0)
+				e.Conn.Expires = 1 << 62
+				keys[i], hashes[i] = k, h
+			}
+			var out [batchChunk]*Entry
+			b.ReportAllocs()
+			b.ResetTimer()
+			i, pkts := 0, 0
+			for pkts < b.N {
+				s.LookupBatch(keys[i:i+batchChunk], hashes[i:i+batchChunk], out[:], 1)
+				pkts += batchChunk
+				i = nextBatch(i, n)
+			}
+			pktsPerSec(b, pkts)
+		})
+		b.Run("Insert/"+where, func(b *testing.B) {
+			tb := mk(b)
+			s := tb.Shard(0)
+			keys, tuples := make([]Key, n), make([]Tuple, n)
+			for i := range n {
+				keys[i], tuples[i] = udpFlow(i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for range b.N {
+				if i == n {
+					b.StopTimer()
+					s.Expire(1<<62, n)
+					i = 0
+					b.StartTimer()
+				}
+				e, _ := s.Insert(&keys[i], tb.HashKey(&keys[i]), &tuples[i], 0)
+				e.Conn.Expires = 1 << 61
+				i++
+			}
+			pktsPerSec(b, b.N)
+		})
+	}
 }
