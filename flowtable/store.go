@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/statewire/statewire/statemachine"
 	"golang.org/x/sys/unix"
 )
 
@@ -377,9 +378,9 @@ func (sh *Shard) adopt(now int64, a *Adoption) {
 // it did, nothing changes: the map holds their live state. When it did
 // not, each is taken back as the fast path last left it to userspace: the
 // mark is cleared; TCP window tracking restarts from the next segment of
-// each direction (the fast path moved the windows on, so the stored edges
-// are behind: this is how the kernel resumes a connection it picked up
-// mid-stream or a conntrackd committed without window data), and an
+// each direction, liberally (the fast path moved the windows on, so the
+// stored edges are behind: this is how the kernel resumes a connection it
+// picks up mid-stream, SACK assumed and both directions BE_LIBERAL), and an
 // Expires that has passed is moved to now+grace, so a flow the fast path
 // kept alive lives on with its next packet and a dead one expires soon.
 // It returns how many entries it took back. Before any worker runs.
@@ -398,6 +399,12 @@ func (t *Table) ResumeOffloaded(adopted bool, now, grace int64) int {
 			for d := range e.Conn.TCP.Peer {
 				p := &e.Conn.TCP.Peer[d]
 				p.End, p.MaxEnd, p.MaxWin, p.MaxAck = 0, 0, 0, 0
+				// As the kernel's mid-stream pickup: the history is
+				// lost, so track liberally. Without it a cumulative
+				// ACK for data the receiver got before the restart,
+				// beyond the first retransmitted segment, fails check
+				// III and the connection stalls (seen in e2e).
+				p.Flags |= statemachine.TCPFlagSACKPerm | statemachine.TCPFlagBeLiberal
 			}
 			if e.Conn.Expires <= now {
 				e.Conn.Expires = now + grace

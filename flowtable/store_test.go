@@ -287,7 +287,7 @@ func TestResumeOffloaded(t *testing.T) {
 		case adopted && (n != 0 || e == nil || !e.Offloaded()):
 			t.Errorf("fast path adopted: took back %d, entry %v", n, e)
 		case !adopted && (n != 1 || e == nil || e.Offloaded() || e.Conn.Expires != later+30*sec ||
-			e.Conn.TCP.Peer[0] != statemachine.TCPPeer{Scale: 7}):
+			e.Conn.TCP.Peer[0] != statemachine.TCPPeer{Scale: 7, Flags: statemachine.TCPFlagSACKPerm | statemachine.TCPFlagBeLiberal}):
 			t.Errorf("fast path lost: took back %d, entry %+v", n, e)
 		}
 		tb2.Close(later)
