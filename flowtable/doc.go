@@ -44,6 +44,18 @@
 // read an immutable slice through one atomic pointer; the rare writers
 // copy it under a mutex that lookups never take.
 //
+// # State file
+//
+// Open makes a table whose entry slots, aux slots (Config.AuxSize, Table.Aux),
+// counters and expectations live in a file mapped MAP_SHARED (store.go), so
+// that the next process adopts them after a graceful Close or a crash. The
+// ownership rules are the same: the mapping is memory like any other, and
+// the adoption (chains and free lists rebuilt from the slots, expired
+// entries dropped) and ResumeOffloaded run in Open and before any owner
+// starts. The expectations are mirrored into the file under their mutex on
+// every change. Close, after every owner stopped, marks the file clean and
+// unmaps it.
+//
 // # Per batch
 //
 // A worker, per batch: for each packet Key.SetOf (of the quoted packet for an

@@ -351,7 +351,10 @@ func (sh *Shard) adopt(now int64, a *Adoption) {
 	for i := hwm - 1; i >= 0; i-- {
 		e := &sh.entries[i]
 		if e.flags&flagUsed != 0 {
-			if e.Conn.Expires > now || e.flags&flagOffloaded != 0 {
+			// Insert sets Conn.Proto after the slot and the caller sets
+			// Expires after Insert: a slot caught half-way by a kill -9
+			// fails one of the two and is freed.
+			if e.Conn.Proto == e.key.Proto && (e.Conn.Expires > now || e.flags&flagOffloaded != 0) {
 				b := uint32(hashKey(sh.seed, &e.key)) & sh.mask
 				e.next = sh.buckets[b]
 				sh.buckets[b] = uint32(i) + 1
