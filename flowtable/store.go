@@ -95,6 +95,9 @@ func (a *Adoption) String() string {
 // geometry is what fixes a table's layout beyond the types' sizes.
 type geometry struct {
 	Shards, PerShard, Buckets, MaxExpect, AuxSize uint32
+	// VLANMask is Config.VLANMask: the keys of a table with zones and of
+	// one without differ, so neither can adopt the other's.
+	VLANMask uint32
 }
 
 // store is a table's state file, while mapped.
@@ -254,6 +257,7 @@ func newHeader(g *geometry, seed uint64, clockBase int64) *fileHeader {
 	h.EntrySize, h.KeySize, h.ConnSize, h.ExpectSize = layoutSizes()
 	h.AuxSize = g.AuxSize
 	h.Shards, h.PerShard, h.Buckets, h.MaxExpect = g.Shards, g.PerShard, g.Buckets, g.MaxExpect
+	h.VLANMask = g.VLANMask
 	return h
 }
 
@@ -276,6 +280,8 @@ func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
 	case h.PerShard != want.PerShard || h.Buckets != want.Buckets || h.MaxExpect != want.MaxExpect:
 		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--max-flows, --hashsize or --cores changed, or the RAM the defaults follow)",
 			h.PerShard, h.Buckets, h.MaxExpect, want.PerShard, want.Buckets, want.MaxExpect)
+	case h.VLANMask != want.VLANMask:
+		return fmt.Sprintf("its keys were made with --vlan-zones=%t, this process runs with --vlan-zones=%t", h.VLANMask != 0, want.VLANMask != 0)
 	case h.BootID != want.BootID:
 		return "written before the last reboot (its timestamps belong to that boot's clock)"
 	case h.ClockBase != want.ClockBase:

@@ -211,6 +211,7 @@ func TestStateFileRefused(t *testing.T) {
 		{"other shard count", nil, storeConfig(4), "it has 2 shards"},
 		{"other size", nil, func() Config { c := storeConfig(2); c.MaxEntries = 512; return c }(), "sized for 128 entries"},
 		{"other helper slot", nil, func() Config { c := storeConfig(2); c.AuxSize = 32; return c }(), "another entry layout"},
+		{"other vlan zones", nil, func() Config { c := storeConfig(2); c.IgnoreVLAN = true; return c }(), "--vlan-zones=true, this process runs with --vlan-zones=false"},
 		{"truncated", func(p string) { os.Truncate(p, 8192) }, storeConfig(2), "the file is 8192 bytes"},
 		{"not a table", func(p string) { os.WriteFile(p, []byte("hello"), 0o600) }, storeConfig(2), "not a statewire table"},
 		{"other boot", func(p string) {
@@ -320,7 +321,7 @@ func TestStateFileAllocs(t *testing.T) {
 // and judging it never panics, and only a header this build writes is
 // accepted.
 func FuzzStateHeader(f *testing.F) {
-	g := geometry{Shards: 2, PerShard: 128, Buckets: 32, MaxExpect: 16, AuxSize: 24}
+	g := geometry{Shards: 2, PerShard: 128, Buckets: 32, MaxExpect: 16, AuxSize: 24, VLANMask: 0xfff}
 	want := newHeader(&g, 7, sec)
 	f.Add([]byte{})
 	f.Add([]byte(fileMagic))

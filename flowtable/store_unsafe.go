@@ -25,6 +25,7 @@ type fileHeader struct {
 
 	EntrySize, KeySize, ConnSize, ExpectSize, AuxSize uint32
 	Shards, PerShard, Buckets, MaxExpect              uint32
+	VLANMask                                          uint32
 
 	Seed uint64
 	// BootID is the kernel's boot id: the clock (CLOCK_MONOTONIC based)

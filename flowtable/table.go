@@ -197,7 +197,7 @@ func (cfg Config) resolve() (Config, geometry, error) {
 		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
 	g = geometry{Shards: uint32(c.Shards), PerShard: uint32(per), Buckets: uint32(nb),
-		MaxExpect: uint32(c.MaxExpect), AuxSize: uint32(c.AuxSize)}
+		MaxExpect: uint32(c.MaxExpect), AuxSize: uint32(c.AuxSize), VLANMask: uint32(c.VLANMask())}
 	return c, g, nil
 }
 
