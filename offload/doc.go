@@ -233,10 +233,11 @@
 //
 // The program's clock is bpf_ktime_get_ns (CLOCK_MONOTONIC), the same
 // clock Go's monotonic time reads. Options.Now is the datapath's clock
-// (bridge Datapath.Now: time.Since(epoch)+1s); Load measures the offset
-// once, and every time crossing the boundary is converted with it, so
-// Expires read back is exactly last packet's time + the timeout Go's
-// Update would have chosen.
+// (bridge Datapath.Now: CLOCK_MONOTONIC+1s, the same in every process of
+// a boot, so a table adopted from a state file keeps its times); Load
+// measures the offset once, and every time crossing the boundary is
+// converted with it, so Expires read back is exactly last packet's time +
+// the timeout Go's Update would have chosen.
 //
 // Ownership: Load, Attach, SetPorts, Register and Close belong to the
 // goroutine that starts and stops the datapath. Offer, TakeBack and Peek
