@@ -74,11 +74,20 @@ type Adoption struct {
 	// NotTmpfs is set when the file is not on tmpfs: the kernel then
 	// writes the table's dirty pages back to disk every few seconds.
 	NotTmpfs bool
+	// Migrated says why the file's table was not adopted as it lay (its
+	// geometry differs from this process's) and its live connections
+	// and expectations were re-inserted into a fresh table instead;
+	// Lost counts the connections that did not fit.
+	Migrated string
+	Lost     int
 }
 
 // String is the log line of the adoption.
 func (a *Adoption) String() string {
 	switch {
+	case a.Adopted && a.Migrated != "":
+		return fmt.Sprintf("adopted %d connections, %d expectations from %s (re-inserted into this process's table: %s; %d connections did not fit, %d connections and %d expectations expired in the gap, %d expectations without master)",
+			a.Connections, a.Expectations, a.Path, a.Migrated, a.Lost, a.ExpiredInGap, a.ExpectExpired, a.ExpectOrphaned)
 	case a.Adopted:
 		how := "after a graceful stop " + a.Gap.Round(time.Millisecond).String() + " ago"
 		if !a.Clean {
@@ -141,9 +150,12 @@ var ErrStateFileBusy = errors.New("flowtable: state file in use")
 // holds a table of the same layout and geometry from this boot, Open adopts
 // it (its connections whose timeout has not passed at p.Now, its
 // expectations whose master lives, its counters and hash seed) and reports
-// what it adopted; a file from another format version, layout, size or
-// shard count, or an earlier boot, is refused, the reason reported in
-// Adoption.Refused, and a fresh table replaces it. The file stays locked
+// what it adopted. A file of this build from this boot whose size or shard
+// count differs is re-inserted into a fresh table of the new geometry
+// (Adoption.Migrated; what does not fit is lost, non-ASSURED first). A
+// file from another format version, layout, --vlan-zones or an earlier
+// boot is refused, the reason reported in Adoption.Refused, and a fresh
+// table replaces it. The file stays locked
 // (flock) while the table is open: a second process opening it fails with
 // ErrStateFileBusy. Close marks it cleanly stopped.
 //
@@ -180,11 +192,20 @@ func Open(cfg Config, p Persist) (*Table, Adoption, error) {
 	if err != nil {
 		return nil, a, fmt.Errorf("flowtable: state file: %w", err)
 	}
+	var mig *savedTable
 	if st.Size() > 0 {
 		var first [headerSize]byte
 		n, _ := f.ReadAt(first[:], 0)
 		old, _ := readHeader(first[:n])
-		if a.Refused = old.mismatch(want, st.Size(), int64(l.size)); a.Refused == "" {
+		a.Refused = old.mismatch(want, st.Size(), int64(l.size))
+		if a.Refused != "" && old.layoutMismatch(want) == "" && st.Size() == int64(fileLayout(old.geometry()).size) {
+			// Same build, same clock, another size or shard count:
+			// keep what it holds and re-insert it below.
+			if mig, err = readForMigration(f, old); err == nil {
+				a.Migrated, a.Refused = a.Refused, ""
+			}
+		}
+		if a.Refused == "" {
 			a.Adopted, a.Clean = true, old.Clean.Load() == 1
 			c.Seed = old.Seed
 			if a.Clean {
@@ -192,7 +213,8 @@ func Open(cfg Config, p Persist) (*Table, Adoption, error) {
 			}
 		}
 	}
-	if !a.Adopted {
+	adoptInPlace := a.Adopted && mig == nil
+	if !adoptInPlace {
 		if err := resetFile(f, l.size); err != nil {
 			return nil, a, err
 		}
@@ -206,18 +228,22 @@ func Open(cfg Config, p Persist) (*Table, Adoption, error) {
 		return nil, a, fmt.Errorf("flowtable: state file: %w", err)
 	}
 	s := &store{m: m, h: m.header(), l: l}
-	if !a.Adopted {
+	if !adoptInPlace {
+		want.Seed = c.Seed
 		m.writeHeader(want)
 	}
 	s.h.Clean.Store(0)
 	s.h.Pid = int32(os.Getpid())
 	s.mir = &expectMirror{h: s.h, buf: m.expectBufs(&l, int(g.MaxExpect))}
 	t := makeTable(c, g, s)
-	if a.Adopted {
+	if adoptInPlace {
 		t.adopt(p.Now, &a)
 	} else {
 		t.Expect.mirror = s.mir
 		s.mir.save(nil)
+		if mig != nil {
+			t.migrate(mig, p.Now, &a)
+		}
 	}
 	if c.Prefault {
 		for _, sh := range t.shards {
@@ -265,6 +291,25 @@ func newHeader(g *geometry, seed uint64, clockBase int64) *fileHeader {
 // adopted by a process that would write want into a file of wantSize
 // bytes; "" when it can. h may hold anything.
 func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
+	if why := h.layoutMismatch(want); why != "" {
+		return why
+	}
+	switch {
+	case h.Shards != want.Shards:
+		return fmt.Sprintf("it has %d shards (--cores %d), this process %d", h.Shards, h.Shards, want.Shards)
+	case h.PerShard != want.PerShard || h.Buckets != want.Buckets || h.MaxExpect != want.MaxExpect:
+		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--max-flows, --hashsize or --cores changed, or the RAM the defaults follow)",
+			h.PerShard, h.Buckets, h.MaxExpect, want.PerShard, want.Buckets, want.MaxExpect)
+	case size != wantSize:
+		return fmt.Sprintf("the file is %d bytes, its header needs %d (truncated or extended)", size, wantSize)
+	}
+	return ""
+}
+
+// layoutMismatch is mismatch for everything but the geometry: what makes
+// the file's entries unreadable or their times and keys meaningless here,
+// so that not even a re-insertion can use them.
+func (h *fileHeader) layoutMismatch(want *fileHeader) string {
 	switch {
 	case string(h.Magic[:]) != fileMagic:
 		return "not a statewire table (no magic: another file, or a table whose creation was interrupted)"
@@ -275,11 +320,6 @@ func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
 		return fmt.Sprintf("written by a statewire with another entry layout (entry/key/conn/expectation/helper slot %d/%d/%d/%d/%d bytes, this one %d/%d/%d/%d/%d)",
 			h.EntrySize, h.KeySize, h.ConnSize, h.ExpectSize, h.AuxSize,
 			want.EntrySize, want.KeySize, want.ConnSize, want.ExpectSize, want.AuxSize)
-	case h.Shards != want.Shards:
-		return fmt.Sprintf("it has %d shards (--cores %d), this process %d", h.Shards, h.Shards, want.Shards)
-	case h.PerShard != want.PerShard || h.Buckets != want.Buckets || h.MaxExpect != want.MaxExpect:
-		return fmt.Sprintf("sized for %d entries, %d buckets and %d expectations per shard, this process for %d, %d and %d (--max-flows, --hashsize or --cores changed, or the RAM the defaults follow)",
-			h.PerShard, h.Buckets, h.MaxExpect, want.PerShard, want.Buckets, want.MaxExpect)
 	case h.VLANMask != want.VLANMask:
 		return fmt.Sprintf("its keys were made with --vlan-zones=%t, this process runs with --vlan-zones=%t", h.VLANMask != 0, want.VLANMask != 0)
 	case h.BootID != want.BootID:
@@ -288,10 +328,121 @@ func (h *fileHeader) mismatch(want *fileHeader, size, wantSize int64) string {
 		return fmt.Sprintf("its clock base is %d ns, this process's %d ns", h.ClockBase, want.ClockBase)
 	case h.Seed == 0:
 		return "no hash seed"
-	case size != wantSize:
-		return fmt.Sprintf("the file is %d bytes, its header needs %d (truncated or extended)", size, wantSize)
+	case h.Shards == 0 || h.Shards > 1<<16 || h.PerShard == 0 || h.PerShard > maxShardEntries ||
+		h.Buckets == 0 || h.Buckets > 1<<31 || h.MaxExpect > 1<<24:
+		return fmt.Sprintf("impossible geometry (%d shards of %d entries, %d buckets, %d expectations)", h.Shards, h.PerShard, h.Buckets, h.MaxExpect)
 	}
 	return ""
+}
+
+// geometry is the geometry h records.
+func (h *fileHeader) geometry() *geometry {
+	return &geometry{Shards: h.Shards, PerShard: h.PerShard, Buckets: h.Buckets,
+		MaxExpect: h.MaxExpect, AuxSize: h.AuxSize, VLANMask: h.VLANMask}
+}
+
+// savedTable is what a file of another geometry held: its used slots (with
+// their refs and aux bytes) and its current expectations, copied out before
+// the file is made anew.
+type savedTable struct {
+	entries []savedEntry
+	expects []Expect
+}
+
+type savedEntry struct {
+	e   Entry
+	ref EntryRef
+	aux []byte
+}
+
+// readForMigration copies the used slots and expectations out of f, whose
+// header h has this build's layout and a geometry that matches the file's
+// size.
+func readForMigration(f *os.File, h *fileHeader) (*savedTable, error) {
+	g := h.geometry()
+	l := fileLayout(g)
+	m, err := mapFile(f, l.size)
+	if err != nil {
+		return nil, err
+	}
+	defer m.unmap()
+	per, aux := int(g.PerShard), int(g.AuxSize)
+	all := m.entries(&l, int(g.Shards)*per)
+	auxes := m.aux(&l)
+	sv := &savedTable{}
+	for i := range all {
+		if all[i].flags&flagUsed == 0 {
+			continue
+		}
+		se := savedEntry{e: all[i], ref: EntryRef{Shard: uint16(i / per), Index: uint32(i % per), Gen: all[i].gen}}
+		se.aux = append([]byte(nil), auxes[i*aux:(i+1)*aux]...)
+		sv.entries = append(sv.entries, se)
+	}
+	mir := &expectMirror{h: m.header(), buf: m.expectBufs(&l, int(g.MaxExpect))}
+	sv.expects = append([]Expect(nil), mir.load()...)
+	return sv, nil
+}
+
+// migrate re-inserts a saved table into t, a fresh table with the same hash
+// seed: each live connection goes to the shard and bucket its key has
+// here, keeping its contents, generation and aux bytes (whose helper state
+// names the generation); the expectations follow their masters. Before any
+// worker runs.
+func (t *Table) migrate(sv *savedTable, now int64, a *Adoption) {
+	refs := make(map[EntryRef]EntryRef, len(sv.entries))
+	aux := t.cfg.AuxSize
+	for i := range sv.entries {
+		se := &sv.entries[i]
+		e := &se.e
+		if e.Conn.Proto != e.key.Proto || (e.Conn.Expires <= now && e.flags&flagOffloaded == 0) {
+			a.ExpiredInGap++
+			continue
+		}
+		h := t.HashKey(&e.key)
+		sh := t.shards[t.ShardFor(h)]
+		ne, res := sh.Insert(&e.key, h, nil, now)
+		if res == TableFull || res == InsertExists {
+			continue // counted in Lost below
+		}
+		next := ne.next
+		*ne = *e
+		ne.next = next
+		r := sh.Ref(ne)
+		copy(sh.aux[int(r.Index)*aux:(int(r.Index)+1)*aux], se.aux)
+		refs[se.ref] = r
+	}
+	// Early drop may have evicted some of the re-inserted: count what is
+	// there at the end.
+	for _, sh := range t.shards {
+		a.Connections += sh.count
+		for i := uint32(0); i < sh.hwm; i++ {
+			if f := sh.entries[i].flags; f&flagUsed != 0 && f&flagOffloaded != 0 {
+				a.Offloaded++
+			}
+		}
+	}
+	a.Lost = len(sv.entries) - a.ExpiredInGap - a.Connections
+	keep := make([]Expect, 0, len(sv.expects))
+	var seq uint64
+	for _, x := range sv.expects {
+		m, ok := refs[x.Master]
+		switch {
+		case x.Expires <= now:
+			a.ExpectExpired++
+		case !ok || t.shards[m.Shard].Resolve(m) == nil || len(keep) >= t.cfg.MaxExpect:
+			a.ExpectOrphaned++
+		default:
+			x.Master = m
+			keep = append(keep, x)
+			seq = max(seq, x.seq)
+		}
+	}
+	a.Expectations = len(keep)
+	x := t.Expect
+	x.mu.Lock()
+	x.seq = seq
+	x.store(keep)
+	x.mu.Unlock()
 }
 
 // bootID returns the kernel's boot id (zero when unreadable).

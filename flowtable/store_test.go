@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -208,8 +209,6 @@ func TestStateFileRefused(t *testing.T) {
 		cfg    Config
 		want   string
 	}{
-		{"other shard count", nil, storeConfig(4), "it has 2 shards"},
-		{"other size", nil, func() Config { c := storeConfig(2); c.MaxEntries = 512; return c }(), "sized for 128 entries"},
 		{"other helper slot", nil, func() Config { c := storeConfig(2); c.AuxSize = 32; return c }(), "another entry layout"},
 		{"other vlan zones", nil, func() Config { c := storeConfig(2); c.IgnoreVLAN = true; return c }(), "--vlan-zones=true, this process runs with --vlan-zones=false"},
 		{"truncated", func(p string) { os.Truncate(p, 8192) }, storeConfig(2), "the file is 8192 bytes"},
@@ -247,6 +246,88 @@ func TestStateFileRefused(t *testing.T) {
 			tb3.Close(now)
 			if !a.Adopted || a.Connections != 3 {
 				t.Errorf("reopen of the fresh table: %+v", a)
+			}
+		})
+	}
+}
+
+// TestStateFileMigrate: a file of another shard count or size is not
+// refused: its live connections and expectations are re-inserted into the
+// new geometry, keeping their contents and helper state; what does not
+// fit is counted.
+func TestStateFileMigrate(t *testing.T) {
+	now := 100 * sec
+	tests := []struct {
+		name      string
+		cfg       Config
+		why       string
+		wantConns int // of the 50 live ones
+	}{
+		{"more shards", storeConfig(4), "it has 2 shards", 50},
+		{"fewer shards", storeConfig(1), "it has 2 shards", 50},
+		{"larger", func() Config { c := storeConfig(2); c.MaxEntries = 512; c.Buckets = 256; return c }(), "sized for 128 entries", 50},
+		{"smaller", func() Config { c := storeConfig(2); c.MaxEntries = 40; c.Buckets = 16; return c }(), "sized for 128 entries", 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "br.table")
+			tb, _ := openStore(t, path, storeConfig(2), now)
+			first := fillStore(t, tb, 50, now, now+300*sec, now+5*sec, now+60*sec)
+			tb.Close(now)
+			later := now + 10*sec
+			tb2, a := openStore(t, path, tt.cfg, later)
+			defer tb2.Close(later)
+			if !a.Adopted || !strings.Contains(a.Migrated, tt.why) || a.Connections != tt.wantConns ||
+				a.Lost != 50-tt.wantConns || a.ExpiredInGap != 1 {
+				t.Fatalf("got %+v, want %d connections re-inserted (%q), %d lost, 1 expired", a, tt.wantConns, tt.why, 50-tt.wantConns)
+			}
+			if !strings.Contains(a.String(), "adopted "+strconv.Itoa(tt.wantConns)+" connections") || !strings.Contains(a.String(), "re-inserted") {
+				t.Errorf("log line %q", a.String())
+			}
+			found := 0
+			var master *Entry
+			for i := range 50 {
+				p := pkt(packet.ProtoTCP, "198.19.0.1", 80, "198.18.0.1", uint16(40000+i))
+				e := lookupPkt(t, tb2, p, later)
+				if e == nil {
+					continue
+				}
+				found++
+				if e.Conn.TCP.Peer[0].MaxWin != 1000+uint32(i) || e.Conn.State != statemachine.TCPEstablished {
+					t.Errorf("connection %d re-inserted with maxwin %d state %v", i, e.Conn.TCP.Peer[0].MaxWin, e.Conn.State)
+				}
+				if e.DirOf(p) != statemachine.Reply {
+					t.Errorf("connection %d: reply packet judged %v after re-insertion", i, e.DirOf(p))
+				}
+				if i == 0 {
+					master = e
+				}
+			}
+			if found != tt.wantConns {
+				t.Errorf("found %d connections, want %d", found, tt.wantConns)
+			}
+			if master == nil {
+				return // the master did not fit (smaller)
+			}
+			k := master.Key()
+			sh := tb2.Shard(tb2.ShardFor(tb2.HashKey(&k)))
+			ref := sh.Ref(master)
+			if ref.Gen != first.Gen {
+				t.Errorf("master generation %d after re-insertion, want %d (the helper state names it)", ref.Gen, first.Gen)
+			}
+			if got := string(tb2.Aux(sh.ID())[ref.Index*24 : ref.Index*24+22]); got != "helper state of conn 0" {
+				t.Errorf("aux slot of the master after re-insertion: %q", got)
+			}
+			x, ok := tb2.Expect.Match(pkt(packet.ProtoTCP, "198.18.1.1", 20, "198.18.0.1", 5001), later)
+			if !ok || x.Master != ref {
+				t.Errorf("expectation after re-insertion: %+v, %v; want master %+v", x, ok, ref)
+			}
+			// And the next process adopts the new file as it lies.
+			tb2.Close(later)
+			tb3, a := openStore(t, path, tt.cfg, later)
+			tb3.Close(later)
+			if !a.Adopted || a.Migrated != "" || a.Connections != tt.wantConns {
+				t.Errorf("reopen after the re-insertion: %+v", a)
 			}
 		})
 	}
