@@ -27,6 +27,7 @@ type TwoPhaseFastPath interface {
 	FastPath
 	OfferPending(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig) (offload.Pending, error)
 	Activate(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig, pd offload.Pending, punted uint32) (ok bool, err error)
+	ActivateNow(e *flowtable.Entry, verdicts [2]uint8, oc offload.OfferConfig, pd offload.Pending) (cut uint32, ok bool, err error)
 	Punted(pd offload.Pending) (n uint32, pending bool)
 }
 
@@ -54,6 +55,9 @@ type FastPathStats struct {
 	Offered   uint64 // flows put into the fast path (pending first with a TwoPhaseFastPath)
 	Activated uint64 // pending offers made active
 	Forced    uint64 // of those, activated at the program's count before the worker caught up (pendingForce)
+	// Handover counts the frames a forced activation left behind: punted
+	// while pending, judged nowhere, dropped here (DropHandover).
+	Handover  uint64
 	Cancelled uint64 // pending offers taken back before activation
 	// PreOffer counts the frames of pending flows judged here that were
 	// punted before the offer (no Mark): each took the flow back before
@@ -78,6 +82,7 @@ func (s *FastPathStats) add(o *FastPathStats) {
 	s.Offered += o.Offered
 	s.Activated += o.Activated
 	s.Forced += o.Forced
+	s.Handover += o.Handover
 	s.Cancelled += o.Cancelled
 	s.PreOffer += o.PreOffer
 	s.Marked += o.Marked
@@ -117,17 +122,29 @@ const offerDelay = int64(10 * 1e6)
 // before it is cancelled and offered afresh.
 //
 // pendingForce is how long a pending offer waits for the worker to catch
-// up with the program's count before it activates at the count the
-// program has reached: a flow that never pauses while the worker is
-// overloaded (its RX ring full) would otherwise stay pending for ever
-// (measured: a bulk TCP transfer under -race, 72 offers, 55 cancelled,
-// 8% of its frames by the fast path). The frames punted between the last
-// Mark judged and that count are then still queued; the first of them
-// takes the flow back, exactly, as a one-phase offer would have.
+// up with the program's count before it is activated at once
+// (offload.ActivateNow, "hand-over"): a flow that never pauses while the
+// worker is overloaded (its RX ring full) would otherwise stay pending for
+// ever (measured: a bulk TCP transfer under -race, 72 offers, 55
+// cancelled, 8% of its frames by the fast path). The frames the program
+// punted up to the count the activation swapped away (the cut) are still
+// queued or were lost at the full ring; judged now they would follow the
+// frames the program takes from then on (and, before the hand-over, took
+// the flow back: the one-phase offer's reordering, and the flow out of
+// the fast path again). So they are dropped unjudged when they arrive
+// (DropHandover), as the full ring drops its share: the flow loses what
+// was queued of it, once, and keeps its order (offload/doc.go, "Under
+// overload").
+//
+// handoverKeep is how long the cut of a forced activation is remembered:
+// longer than any frame stays queued (an RX ring of 2048 frames at 100 000
+// frames/s under -race is 20 ms). A frame older still would be judged and
+// take the flow back, exactly.
 const (
 	pendingWait  = int64(2 * 1e6)
 	pendingForce = int64(5 * 1e6)
 	pendingLimit = int64(50 * 1e6)
+	handoverKeep = int64(1e9)
 )
 
 // pendState is a pending offer: the offer's Mark, the highest Mark judged
@@ -167,6 +184,13 @@ type fastState struct {
 	ready    []flowtable.EntryRef
 	deferAct bool
 
+	// Forced activations' cuts (pendingForce): a frame with a Mark of
+	// one of these offers numbered at or below the cut is dropped. Two
+	// generations, swapped every handoverKeep, so an entry lives one to
+	// two handoverKeep and cleaning allocates nothing in the steady state.
+	cuts     [2]map[offload.Pending]uint32
+	cutsTill int64 // when cuts[0] becomes cuts[1]
+
 	// ProcessBatch offers at the end of the batch, once per flow.
 	batching bool
 	pending  [MaxBatch]flowtable.EntryRef
@@ -180,6 +204,7 @@ func (pl *Pipeline) SetFastPath(fp FastPath) {
 	pl.fast.two, _ = fp.(TwoPhaseFastPath)
 	if pl.fast.two != nil && pl.fast.pend == nil {
 		pl.fast.pend = make(map[flowtable.EntryRef]pendState)
+		pl.fast.cuts = [2]map[offload.Pending]uint32{make(map[offload.Pending]uint32), make(map[offload.Pending]uint32)}
 	}
 	if fp != nil {
 		if pl.fast.wait == nil {
@@ -412,6 +437,40 @@ func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool 
 // (the zero Mark: none). Owner only.
 func (pl *Pipeline) SetMark(m offload.Mark) { pl.fast.mark = m }
 
+// handedOver reports whether the frame being judged, whose Mark is
+// f.mark, was left behind by a forced activation of its flow: punted
+// while pending, numbered at or below the activation's cut. The caller
+// drops it unjudged (DropHandover). One load when no activation was
+// forced lately.
+func (f *fastState) handedOver() bool {
+	m := f.mark
+	if m.Seq == 0 || len(f.cuts[0])+len(f.cuts[1]) == 0 {
+		return false
+	}
+	for _, c := range f.cuts {
+		if cut, ok := c[m.Pending]; ok && m.Seq <= cut {
+			return true
+		}
+	}
+	return false
+}
+
+// rememberCut records a forced activation's cut, and forgets those older
+// than handoverKeep.
+func (f *fastState) rememberCut(pd offload.Pending, cut uint32, now int64) {
+	f.ageCuts(now)
+	f.cuts[0][pd] = cut
+}
+
+func (f *fastState) ageCuts(now int64) {
+	if now < f.cutsTill {
+		return
+	}
+	f.cuts[0], f.cuts[1] = f.cuts[1], f.cuts[0]
+	clear(f.cuts[0])
+	f.cutsTill = now + handoverKeep
+}
+
 // DeferActivation makes Process and ProcessBatch leave the activation of
 // pending offers to ActivateFastPath, which the datapath worker calls once
 // the frames it judged are on their TX ring and kicked: a flow activated
@@ -422,12 +481,16 @@ func (pl *Pipeline) DeferActivation(on bool) { pl.fast.deferAct = on }
 // has been judged (the fast path's count of frames punted while pending
 // equals the highest Mark judged here; pendingFrame says why not the
 // number judged) and that have seen a marked frame
-// of each direction with a verdict, or waited pendingWait for one. An
-// offer the entry no longer qualifies for is cancelled, and one still
-// short of marks after pendingLimit too (offered again by its next frame).
-// Owner only.
+// of each direction with a verdict, or waited pendingWait for one; and
+// those the worker has stayed behind for pendingForce, at once, dropping
+// their frames still queued (handedOver). An offer the entry no longer
+// qualifies for is cancelled, and one still short of marks after
+// pendingLimit too (offered again by its next frame). Owner only.
 func (pl *Pipeline) ActivateFastPath(now int64) {
 	f := &pl.fast
+	if now >= f.cutsTill && f.cuts[0] != nil {
+		f.ageCuts(now)
+	}
 	if len(f.ready) == 0 {
 		return
 	}
@@ -457,15 +520,19 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 		// Activate is a system call (it writes the state into the map):
 		// ask the program's count, a load from the mmapped word, first,
 		// so a worker behind the program makes none per marked frame.
-		seen, forced := ps.seen, false
-		n, pending := f.two.Punted(ps.pd)
-		if pending && n > seen && now >= ps.since+pendingForce {
-			seen, forced = n, true
-		}
-		var done bool
+		var done, forced bool
+		var cut uint32
 		var err error
-		if !pending || n == seen {
-			done, err = f.two.Activate(x, vs, oc, ps.pd, seen)
+		switch n, pending := f.two.Punted(ps.pd); {
+		case !pending:
+		case n == ps.seen:
+			done, err = f.two.Activate(x, vs, oc, ps.pd, n)
+		case now >= ps.since+pendingForce:
+			// The worker is behind the program for good: activate at
+			// once, and drop what is still queued of the flow up to the
+			// count swapped away (handedOver).
+			cut, done, err = f.two.ActivateNow(x, vs, oc, ps.pd)
+			forced = done
 		}
 		switch {
 		case err != nil:
@@ -476,6 +543,9 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 			pl.stats.Fast.Activated++
 			if forced {
 				pl.stats.Fast.Forced++
+				if cut > ps.seen {
+					f.rememberCut(ps.pd, cut, now)
+				}
 			}
 		case now >= ps.since+pendingLimit:
 			pl.takeBack(e, TakeBackSlowPath, now)

@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -152,4 +154,112 @@ func TestFastPathPendingActivation(t *testing.T) {
 	if fs.TakenBack[TakeBackSettings] != 1 || fs.Cancelled != 1 || fs.Offered != 2 {
 		t.Fatalf("stats %+v: want one settings take-back, one cancellation, two offers", *fs)
 	}
+}
+
+// TestFastPathForcedHandover: a flow that keeps sending while the worker
+// stays behind the program (half of what is queued judged per round) is
+// activated after pendingForce at the program's count; the frames still
+// queued, numbered up to that cut, are dropped unjudged (DropHandover)
+// instead of taking the flow back, and what leaves the bridge (frames the
+// pipeline accepted and frames the program took, in the order they left)
+// keeps the sender's order. Before the hand-over, the first queued frame
+// took the flow back and left after frames the program had taken.
+func TestFastPathForcedHandover(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "loading XDP programs needs root")
+	}
+	prog, err := offload.Load(offload.Options{MaxFlows: 64, PassOnMiss: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := prog.SetPorts(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	pl := newTestPipeline(t, nil, 64)
+	var out []uint64 // sequence numbers in the order they left
+	w := &bpfWire{t: t, prog: prog, pl: pl}
+	seq := uint64(0)
+	send := func() {
+		seq++
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], seq)
+		before := w.taken
+		w.send(pt.UDP4("198.18.0.1", "198.19.0.1", 4000, 53, b[:]), PortA)
+		if w.taken > before {
+			out = append(out, seq)
+		}
+	}
+	// drain judges n queued frames as the worker does, recording the
+	// accepted ones; the handed-over ones come back dropped.
+	var handedOver int
+	drain := func(n int) {
+		n = min(n, len(w.queue))
+		for _, q := range w.queue[:n] {
+			pl.SetMark(q.mark)
+			r := pl.Process(q.frame, 0, q.in, prog.Now())
+			switch {
+			case r.Verdict == Accept:
+				if q.in == PortA {
+					out = append(out, binary.BigEndian.Uint64(q.frame[len(q.frame)-8:]))
+				}
+			case r.Drop == DropHandover:
+				handedOver++
+			default:
+				t.Fatalf("frame dropped: %+v", r)
+			}
+		}
+		w.queue = w.queue[n:]
+	}
+	reply := pt.UDP4("198.19.0.1", "198.18.0.1", 53, 4000, []byte("r"))
+	for range 2 {
+		send()
+		w.send(reply, PortB)
+	}
+	drain(len(w.queue))
+	out = out[:0]
+	first := seq + 1
+	pl.SetFastPath(prog)
+	pl.fast.delay = 0
+
+	// Overload: every round the flow sends 8 frames and the worker judges
+	// 6 of what is queued, while 1 ms passes; the queue grows, the worker
+	// never reaches the program's count.
+	fs := &pl.Stats().Fast
+	for round := 0; round < 20 && fs.Activated == 0; round++ {
+		for range 8 {
+			send()
+		}
+		if err := prog.AdjustClock(time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		drain(6)
+	}
+	if fs.Offered != 1 || fs.Activated != 1 || fs.Forced != 1 {
+		t.Fatalf("after the overload: %+v; want one offer, activated by force", *fs)
+	}
+	// The flow now goes by the fast path; the queue drains behind it.
+	for range 16 {
+		send()
+		drain(6)
+	}
+	drain(len(w.queue))
+	if uint64(handedOver) != fs.Handover || fs.Handover == 0 {
+		t.Errorf("%d frames dropped as handed over, stats say %d; want some", handedOver, fs.Handover)
+	}
+	if got := pl.Stats().Drops[DropHandover]; got != fs.Handover {
+		t.Errorf("Drops[handover] = %d, FastPathStats.Handover = %d", got, fs.Handover)
+	}
+	if fs.TakenBack != [NumTakeBackReasons]uint64{} || fs.Cancelled != 0 || len(pl.fast.pend) != 0 || pl.fast.offered != 1 {
+		t.Errorf("stats %+v: want no take-back, no cancellation, the flow active", *fs)
+	}
+	for i := 1; i < len(out); i++ {
+		if out[i] <= out[i-1] {
+			t.Fatalf("left out of order: %d after %d (%v)", out[i], out[i-1], out)
+		}
+	}
+	if want := int(seq-first+1) - handedOver; len(out) != want || out[0] != first {
+		t.Errorf("%d frames left from %d, want %d sent from %d - %d handed over", len(out), out[0], seq-first+1, first, handedOver)
+	}
+	t.Logf("%d frames sent, %d by the program, %d handed over; stats %+v", seq, w.taken, handedOver, *fs)
 }

@@ -179,6 +179,14 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
+	if pl.fast.handedOver() {
+		// Left behind by a forced activation of its flow: the fast path
+		// has taken the flow's later frames (fastpath.go pendingForce).
+		r.Drop = DropHandover
+		st.Fast.Handover++
+		pl.count(r)
+		return
+	}
 	switch {
 	case r.Parse == packet.ReasonNotIP:
 		// Not IP: no tracking and no FORWARD rules (br_netfilter hands only

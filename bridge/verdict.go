@@ -54,6 +54,11 @@ const (
 	DropOversize                // the frame is larger than the datapath's frame size
 	DropNoTXSpace               // the egress port's TX ring was full
 	DropReopenFailed            // a TCP reopen could not replace the old entry
+	// DropHandover: a frame the XDP fast path punted while its flow was
+	// pending, still queued when the flow was activated under overload
+	// (bridge fastpath.go, pendingForce): judging it after the frames the
+	// fast path has taken since would reorder the flow.
+	DropHandover
 	NumDropReasons
 )
 
@@ -68,6 +73,7 @@ var dropReasonNames = [...]string{
 	DropOversize:     "oversize",
 	DropNoTXSpace:    "tx-ring-full",
 	DropReopenFailed: "reopen-failed",
+	DropHandover:     "handover",
 }
 
 func (r DropReason) String() string {

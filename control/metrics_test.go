@@ -23,7 +23,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Pipeline.Accepted = 7
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
-	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1}
+	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, Handover: 17}
 	f.DPStats.Fast.On = true
 	f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 50, FastBytes: 3200}
 	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
@@ -73,6 +73,9 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_fastpath_flows_taken_back_total{reason="remove"} 1`,
 		`statewire_fastpath_flows_taken_back_total{reason="settings"} 1`,
 		`statewire_fastpath_errors_total 1`,
+		`statewire_fastpath_offers_activated_total 4`,
+		`statewire_fastpath_offers_forced_total 3`,
+		`statewire_fastpath_handover_drops_total 17`,
 		`statewire_fastpath_packets_total{port="ethA"} 50`,
 		`statewire_fastpath_bytes_total{port="ethA"} 3200`,
 		`statewire_fastpath_packets_total{port="ethB"} 40`,

@@ -431,7 +431,7 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 	for r, n := range f.TakenBack {
 		fmt.Fprintf(&b, " taken_back_%s=%d", statName(bridge.TakeBackNames[r]), n)
 	}
-	fmt.Fprintf(&b, " activated=%d cancelled=%d errors=%d", f.Activated, f.Cancelled, f.Errors)
+	fmt.Fprintf(&b, " activated=%d forced=%d handover_drops=%d cancelled=%d errors=%d", f.Activated, f.Forced, f.Handover, f.Cancelled, f.Errors)
 	w.line(b.String())
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		ps := &ds.Fast.Ports[p]

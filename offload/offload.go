@@ -553,6 +553,54 @@ func (p *Program) Activate(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig
 	return p.rev.cas(pd.Slot, want, uint64(pd.Gen)), nil
 }
 
+// forceTries bounds ActivateNow's compare-and-swap loop: each failure is
+// one more frame the program numbered in between (one per frame, a few
+// hundred ns apart even in a flood), so a handful always suffices.
+const forceTries = 1024
+
+// ActivateNow is the second phase for a worker that cannot catch up with
+// the program (package comment, "Under overload"): it writes e's current
+// state and the verdicts into the map and makes the flow active at
+// whatever count the program has reached, returned as cut. Frames the
+// program numbered up to cut were punted before the activation and may
+// still be queued for the caller; it must not judge any of them (they
+// carry Marks of pd with Seq <= cut), or the program's later frames would
+// have overtaken them. ok is false when pd is no longer pending (or the
+// program kept numbering through forceTries attempts: try again); errors
+// as Activate's.
+func (p *Program) ActivateNow(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig, pd Pending) (cut uint32, ok bool, err error) {
+	if _, pending := p.Punted(pd); !pending {
+		return 0, false, nil
+	}
+	v, err := p.value(e, verdicts, oc)
+	if err != nil {
+		return 0, false, err
+	}
+	v.Slot, v.Gen = pd.Slot, pd.Gen
+	k := e.Key()
+	mk := mapKey(&k)
+	if err := p.flows.Update(&mk, &v, ebpf.UpdateExist|ebpf.UpdateLock); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("offload: activate: %w", err)
+	}
+	// The value is written and the program reads none of it while the
+	// flow is pending: the swap below is the activation. The count it
+	// swaps away is the last number the program gave; the next frame
+	// finds gen and is judged on the value.
+	for range forceTries {
+		w := p.rev.load(pd.Slot)
+		if w&pendBit == 0 || uint32(w) != pd.Gen {
+			return 0, false, nil
+		}
+		if p.rev.cas(pd.Slot, w, uint64(pd.Gen)) {
+			return uint32(w >> 32 & pendMax), true, nil
+		}
+	}
+	return 0, false, nil
+}
+
 // value builds e's map value (without slot and generation).
 func (p *Program) value(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (bpfFlowValue, error) {
 	if !Eligible(e) {

@@ -1,6 +1,7 @@
 package offload_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -109,4 +110,131 @@ func TestOfferPending(t *testing.T) {
 	if ret, m := runMarked(t, prog, frame); ret != offload.ActionPass || m.Seq != 0 {
 		t.Fatalf("after cancel: action %d mark %+v", ret, m)
 	}
+}
+
+// TestActivateNow: a forced activation makes the flow active at the count
+// the program has reached, whatever it is, and returns it: the frames
+// numbered up to it were punted before the activation, every later frame
+// is taken, and none is numbered after it. Run with the program marking
+// frames on two other goroutines (two CPUs under BPF_PROG_RUN) while the
+// activation swaps the count away: the numbers punted are exactly 1..cut,
+// each once, and on each goroutine no marked punt follows a taken frame.
+func TestActivateNow(t *testing.T) {
+	prog := load(t, offload.Options{MaxFlows: 16, PassOnMiss: true})
+	if err := prog.SetPorts(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	frame := packettest.UDP4("198.18.0.1", "198.19.0.1", 4000, 53, []byte("q"))
+	e, vs, oc := udpFlow(t, prog, frame, offload.PortA)
+
+	// Sequentially: five numbered, then cut 5 and taken.
+	pd, err := prog.OfferPending(e, vs, oc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint32(1); i <= 5; i++ {
+		if ret, m := runMarked(t, prog, frame); ret != offload.ActionPass || m.Seq != i {
+			t.Fatalf("pending frame %d: action %d mark %+v", i, ret, m)
+		}
+	}
+	cut, ok, err := prog.ActivateNow(e, vs, oc, pd)
+	if !ok || err != nil || cut != 5 {
+		t.Fatalf("ActivateNow = %d, %v, %v; want 5, true", cut, ok, err)
+	}
+	if ret, m := runMarked(t, prog, frame); ret != offload.ActionRedirect || m.Seq != 0 {
+		t.Fatalf("after ActivateNow: action %d mark %+v; want redirect, unmarked", ret, m)
+	}
+	if _, ok, err := prog.ActivateNow(e, vs, oc, pd); ok || err != nil {
+		t.Fatalf("ActivateNow of an active flow: %v %v; want false", ok, err)
+	}
+	if ok, err := prog.TakeBack(e); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+
+	// Concurrently.
+	pd, err = prog.OfferPending(e, vs, oc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		ret uint32
+		seq uint32
+	}
+	const perG = 4000
+	var runs [2][]run
+	var started sync.WaitGroup
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for g := range runs {
+		started.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := make([]byte, len(frame)+offload.MarkLen+64)
+			for i := range perG {
+				if i == 100 {
+					started.Done()
+				}
+				opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+				ret, err := prog.EBPF(offload.PortA).Run(opts)
+				if err != nil {
+					errs <- err
+					if i < 100 {
+						started.Done()
+					}
+					return
+				}
+				r := run{ret: ret}
+				if meta := len(opts.DataOut) - len(frame); meta == offload.MarkLen {
+					r.seq = offload.ReadMark(opts.DataOut[:meta]).Seq
+				}
+				runs[g] = append(runs[g], r)
+			}
+		}()
+	}
+	started.Wait() // both goroutines are numbering frames
+	cut, ok, err = prog.ActivateNow(e, vs, oc, pd)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if !ok || err != nil {
+		t.Fatalf("ActivateNow under load: %v %v", ok, err)
+	}
+	seen := make(map[uint32]int)
+	var taken uint64
+	for g, rs := range runs {
+		after := false
+		for i, r := range rs {
+			switch r.ret {
+			case offload.ActionRedirect:
+				after = true
+				taken++
+			case offload.ActionPass:
+				if after {
+					t.Fatalf("goroutine %d run %d: punted (mark %d) after a taken frame", g, i, r.seq)
+				}
+				if r.seq == 0 || r.seq > cut {
+					t.Fatalf("goroutine %d run %d: mark %d, cut %d", g, i, r.seq, cut)
+				}
+				seen[r.seq]++
+			default:
+				t.Fatalf("goroutine %d run %d: action %d", g, i, r.ret)
+			}
+		}
+	}
+	for s := uint32(1); s <= cut; s++ {
+		if seen[s] != 1 {
+			t.Fatalf("mark %d punted %d times (cut %d)", s, seen[s], cut)
+		}
+	}
+	if uint32(len(seen)) != cut || cut < 200 || taken == 0 {
+		t.Fatalf("%d marks, cut %d, %d taken: want 1..cut, at least the 200 before the activation, some taken after", len(seen), cut, taken)
+	}
+	var u offload.Usage
+	if ok, err := prog.TakeBackUsage(e, &u); !ok || err != nil || u.Packets[0] != taken {
+		t.Fatalf("TakeBack: %v %v, %d packets; want %d taken", ok, err, u.Packets[0], taken)
+	}
+	t.Logf("cut at %d of %d frames, %d taken after", cut, 2*perG, taken)
 }
