@@ -432,8 +432,36 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	}
 	// The batch is out: activating a pending offer now lets no frame of
 	// the flow the program takes overtake one of it still in this batch.
-	w.pl.ActivateFastPath(now)
+	w.activate(now)
 	return int(n)
+}
+
+// txFlushKicks bounds the kicks activate spends emptying the TX rings: a
+// copy-mode sendto sends 32 frames, so 64 kicks send a full 2048-entry ring.
+const txFlushKicks = 64
+
+// activate activates the pending offers the worker's frames made ready
+// (Pipeline.ActivateFastPath) once every frame it put on a TX ring has
+// left it. In copy mode a kick sends at most 32 frames and the rest wait
+// for the next; a flow activated meanwhile had the frames the program took
+// overtake those (measured: 20 of 586 000 frames out of order over 64
+// flooding flows, TestFastPathOverload). When a ring does not empty (the
+// device refuses: EBUSY, ENOBUFS) the activation waits for a later batch.
+func (w *worker) activate(now int64) {
+	if !w.pl.ActivationDue(now) {
+		return
+	}
+	for _, q := range w.queues {
+		for _, s := range q.sock {
+			for i := 0; s.TXPending() && i < txFlushKicks; i++ {
+				s.KickTX()
+			}
+			if s.TXPending() {
+				return
+			}
+		}
+	}
+	w.pl.ActivateFastPath(now)
 }
 
 // readMark returns the offload.Mark in front of the frame at addr (and
@@ -549,7 +577,7 @@ func (w *worker) serveRequests(now int64) int {
 			r := w.pl.Process(frame, 0, h.in, now)
 			h.verdict, h.drop = r.Verdict, r.Drop
 		}
-		w.pl.ActivateFastPath(now)
+		w.activate(now)
 		// The reply ring is as large as the request ring and the sender
 		// never has more than that outstanding, so this always fits.
 		rest := w.popBuf[:n]

@@ -477,6 +477,14 @@ func (f *fastState) ageCuts(now int64) {
 // before would have its later frames forwarded by the program past them.
 func (pl *Pipeline) DeferActivation(on bool) { pl.fast.deferAct = on }
 
+// ActivationDue reports whether ActivateFastPath has anything to do at
+// now: pending offers made ready by the frames judged since its last
+// call, or forced activations' cuts to forget. Owner only.
+func (pl *Pipeline) ActivationDue(now int64) bool {
+	f := &pl.fast
+	return len(f.ready) != 0 || (now >= f.cutsTill && f.cuts[0] != nil)
+}
+
 // ActivateFastPath activates the pending offers whose last marked frame
 // has been judged (the fast path's count of frames punted while pending
 // equals the highest Mark judged here; pendingFrame says why not the
