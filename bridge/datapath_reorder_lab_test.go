@@ -155,7 +155,7 @@ type reorderRun struct {
 	rcvbuf   [2]uint64   // receivers' UDP RcvbufErrors (right, left)
 	offered  uint64
 	taken    [NumTakeBackReasons]uint64
-	two      [4]uint64 // activated, cancelled, pre-offer frames, marked frames
+	two      [6]uint64 // activated, cancelled, pre-offer frames, marked frames, forced, handover drops
 	reloads  int
 	rate     int
 	invalid  uint64
@@ -172,8 +172,8 @@ func (r *reorderRun) moves() uint64 {
 }
 
 func (r *reorderRun) String() string {
-	return fmt.Sprintf("%d/s each way for %v, %d reloads: A->B %v; B->A %v; fast path %v frames, sockets %v; offered %d (activated %d, cancelled %d; pre-offer frames %d, marked %d), taken back %v %v; drops %v, rcvbuf %v",
-		r.rate, r.duration, r.reloads, &r.dir[0], &r.dir[1], r.fast, r.slow, r.offered, r.two[0], r.two[1], r.two[2], r.two[3], TakeBackNames, r.taken, r.drops, r.rcvbuf)
+	return fmt.Sprintf("%d/s each way for %v, %d reloads: A->B %v; B->A %v; fast path %v frames, sockets %v; offered %d (activated %d, forced %d, cancelled %d; pre-offer frames %d, marked %d, handover drops %d), taken back %v %v; drops %v, rcvbuf %v",
+		r.rate, r.duration, r.reloads, &r.dir[0], &r.dir[1], r.fast, r.slow, r.offered, r.two[0], r.two[4], r.two[1], r.two[2], r.two[3], r.two[5], TakeBackNames, r.taken, r.drops, r.rcvbuf)
 }
 
 // runReorderUDP sends rate datagrams per second each way over one UDP flow
@@ -309,7 +309,7 @@ func runReorderUDP(t *testing.T, mode OffloadMode, rate int, reload bool) reorde
 	run.rcvbuf = [2]uint64{udpRcvbufErrors(t, l, l.RightNS), udpRcvbufErrors(t, l, l.LeftNS)}
 	f := st.Pipeline.Fast
 	run.offered, run.taken, run.invalid = f.Offered, f.TakenBack, st.Pipeline.Invalid
-	run.two = [4]uint64{f.Activated, f.Cancelled, f.PreOffer, f.Marked}
+	run.two = [6]uint64{f.Activated, f.Cancelled, f.PreOffer, f.Marked, f.Forced, f.Handover}
 	run.punts = fmt.Sprintf("punts A %v B %v", st.Fast.Ports[0].Punts, st.Fast.Ports[1].Punts)
 	return run
 }
@@ -468,9 +468,9 @@ func TestDatapathReorderTCP(t *testing.T) {
 			st := stopLabDatapath(t, l, dp)
 			snd, rcv := tcpCounters(t, l, l.LeftNS), tcpCounters(t, l, l.RightNS)
 			f := st.Pipeline.Fast
-			t.Logf("%v: %d MB in %v, %d reloads; fast path %d+%d frames, sockets %d+%d; offered %d (activated %d, cancelled %d; pre-offer frames %d, marked %d), taken back %v %v",
+			t.Logf("%v: %d MB in %v, %d reloads; fast path %d+%d frames, sockets %d+%d; offered %d (activated %d, forced %d, cancelled %d; pre-offer frames %d, marked %d, handover drops %d), taken back %v %v",
 				mode, len(data)>>20, tr.Took, reloads, st.Fast.Packets(PortA), st.Fast.Packets(PortB),
-				st.Total(PortA).RX, st.Total(PortB).RX, f.Offered, f.Activated, f.Cancelled, f.PreOffer, f.Marked, TakeBackNames, f.TakenBack)
+				st.Total(PortA).RX, st.Total(PortB).RX, f.Offered, f.Activated, f.Forced, f.Cancelled, f.PreOffer, f.Marked, f.Handover, TakeBackNames, f.TakenBack)
 			t.Logf("sender:  %s", pick(snd))
 			t.Logf("receiver:%s", pick(rcv))
 			if st.Pipeline.Invalid != 0 {

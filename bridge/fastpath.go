@@ -55,8 +55,9 @@ type FastPathStats struct {
 	Offered   uint64 // flows put into the fast path (pending first with a TwoPhaseFastPath)
 	Activated uint64 // pending offers made active
 	Forced    uint64 // of those, activated at the program's count before the worker caught up (pendingForce)
-	// Handover counts the frames a forced activation left behind: punted
-	// while pending, judged nowhere, dropped here (DropHandover).
+	// Handover counts the frames an activation left behind (most after a
+	// forced one): punted while pending, still queued, dropped here
+	// unjudged (DropHandover).
 	Handover  uint64
 	Cancelled uint64 // pending offers taken back before activation
 	// PreOffer counts the frames of pending flows judged here that were
@@ -113,13 +114,14 @@ const offerHoldoff = int64(2 * 1e6)
 // endpoints' ceiling to below the kernel's with every connection offered).
 const offerDelay = int64(10 * 1e6)
 
-// pendingWait is how long a pending offer waits for a marked frame of each
+// pendingWait is how long a pending offer waits, after the first marked
+// frame it judged (or as long again as that one took to come, when
+// longer: the worker's delay behind its rings), for a marked frame of each
 // direction that has a cached verdict before it activates on the marks of
 // one: a frame punted before the offer that is still queued in the other
 // direction's ring would take the flow back right after the activation.
-// pendingLimit is how long a pending offer may wait for the marks of all
-// the frames the program punted (one may have been lost: a full RX ring)
-// before it is cancelled and offered afresh.
+// pendingLimit is how long a pending offer may stay pending before it is
+// cancelled and offered afresh, when it can be activated neither way.
 //
 // pendingForce is how long a pending offer waits for the worker to catch
 // up with the program's count before it is activated at once
@@ -136,9 +138,14 @@ const offerDelay = int64(10 * 1e6)
 // was queued of it, once, and keeps its order (offload/doc.go, "Under
 // overload").
 //
-// handoverKeep is how long the cut of a forced activation is remembered:
-// longer than any frame stays queued (an RX ring of 2048 frames at 100 000
-// frames/s under -race is 20 ms). A frame older still would be judged and
+// An activation that was not forced has a cut too, the highest Mark
+// judged: a frame numbered below it can still be queued on the other
+// direction's ring, and is dropped likewise.
+//
+// handoverKeep is how long the cut of an activation is remembered: longer
+// than any frame stays queued (an RX ring of 2048 frames before a -race
+// worker taking 7 000 frames/s on a loaded machine is 300 ms,
+// TestDatapathReorderUDPSteady). A frame older still would be judged and
 // take the flow back, exactly.
 const (
 	pendingWait  = int64(2 * 1e6)
@@ -149,12 +156,13 @@ const (
 
 // pendState is a pending offer: the offer's Mark, the highest Mark judged
 // so far, the directions they came in (bit per Dir) and those that need
-// one (a cached verdict at the offer), and the time of the offer.
+// one (a cached verdict at the offer), the time of the offer and the time
+// the first marked frame was judged.
 type pendState struct {
-	pd         offload.Pending
-	seen       uint32
-	dirs, need uint8
-	since      int64
+	pd           offload.Pending
+	seen         uint32
+	dirs, need   uint8
+	since, first int64
 }
 
 // offerWait is, per entry slot, the time before which the entry is not
@@ -184,8 +192,8 @@ type fastState struct {
 	ready    []flowtable.EntryRef
 	deferAct bool
 
-	// Forced activations' cuts (pendingForce): a frame with a Mark of
-	// one of these offers numbered at or below the cut is dropped. Two
+	// Activations' cuts (pendingForce): a frame with a Mark of one of
+	// these offers numbered at or below the cut is dropped. Two
 	// generations, swapped every handoverKeep, so an entry lives one to
 	// two handoverKeep and cleaning allocates nothing in the steady state.
 	cuts     [2]map[offload.Pending]uint32
@@ -401,7 +409,7 @@ func fastVerdicts(e *flowtable.Entry, gen uint32) (vs [2]uint8, any bool) {
 // nothing): a frame with the offer's Mark is counted, and may make the
 // offer ready to activate once judged; one without was punted before the
 // offer.
-func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool {
+func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir, now int64) bool {
 	f := &pl.fast
 	if len(f.pend) == 0 {
 		return false
@@ -423,6 +431,9 @@ func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool 
 	// activation, finds the offer active and takes the flow back.
 	ps.seen = max(ps.seen, f.mark.Seq)
 	ps.dirs |= 1 << (dir & 1)
+	if ps.first == 0 {
+		ps.first = now
+	}
 	f.pend[ref] = ps
 	for _, r := range f.ready {
 		if r == ref {
@@ -438,10 +449,10 @@ func (pl *Pipeline) pendingFrame(e *flowtable.Entry, dir statemachine.Dir) bool 
 func (pl *Pipeline) SetMark(m offload.Mark) { pl.fast.mark = m }
 
 // handedOver reports whether the frame being judged, whose Mark is
-// f.mark, was left behind by a forced activation of its flow: punted
-// while pending, numbered at or below the activation's cut. The caller
-// drops it unjudged (DropHandover). One load when no activation was
-// forced lately.
+// f.mark, was left behind by the activation of its flow: punted while
+// pending, numbered at or below the activation's cut, judged after it.
+// The caller drops it unjudged (DropHandover). One load for a frame
+// without a Mark.
 func (f *fastState) handedOver() bool {
 	m := f.mark
 	if m.Seq == 0 || len(f.cuts[0])+len(f.cuts[1]) == 0 {
@@ -455,8 +466,8 @@ func (f *fastState) handedOver() bool {
 	return false
 }
 
-// rememberCut records a forced activation's cut, and forgets those older
-// than handoverKeep.
+// rememberCut records an activation's cut, and forgets those older than
+// handoverKeep.
 func (f *fastState) rememberCut(pd offload.Pending, cut uint32, now int64) {
 	f.ageCuts(now)
 	f.cuts[0][pd] = cut
@@ -490,8 +501,9 @@ func (pl *Pipeline) ActivationDue(now int64) bool {
 // equals the highest Mark judged here; pendingFrame says why not the
 // number judged) and that have seen a marked frame
 // of each direction with a verdict, or waited pendingWait for one; and
-// those the worker has stayed behind for pendingForce, at once, dropping
-// their frames still queued (handedOver). An offer the entry no longer
+// those the worker has stayed behind for pendingForce, at once. The
+// frames numbered up to an activation that are judged after it are
+// dropped (handedOver). An offer the entry no longer
 // qualifies for is cancelled, and one still short of marks after
 // pendingLimit too (offered again by its next frame). Owner only.
 func (pl *Pipeline) ActivateFastPath(now int64) {
@@ -512,7 +524,12 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 		if !ok {
 			continue
 		}
-		if ps.dirs&ps.need != ps.need && now < ps.since+pendingWait {
+		// The other direction's ring may still hold frames punted
+		// before the offer: they would take the flow back. Its first
+		// Mark says it is past them; wait for one pendingWait, or as
+		// long again as this direction's first Mark took to come (a
+		// worker behind its rings: their delay).
+		if ps.dirs&ps.need != ps.need && now < ps.first+max(pendingWait, ps.first-ps.since) {
 			continue
 		}
 		vs, any := fastVerdicts(e, s.Rules.Generation())
@@ -551,10 +568,12 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 			pl.stats.Fast.Activated++
 			if forced {
 				pl.stats.Fast.Forced++
-				if cut > ps.seen {
-					f.rememberCut(ps.pd, cut, now)
-				}
+			} else {
+				cut = ps.seen
 			}
+			// A frame numbered up to the cut still queued (on another
+			// ring, or behind the worker) is dropped when it comes.
+			f.rememberCut(ps.pd, cut, now)
 		case now >= ps.since+pendingLimit:
 			pl.takeBack(e, TakeBackSlowPath, now)
 		}

@@ -431,7 +431,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		e = pl.shard.Lookup(fh.key, fh.hash, now)
 	}
 	if e != nil {
-		if e.Offloaded() && !pl.pendingFrame(e, e.DirOf(p)) {
+		if e.Offloaded() && !pl.pendingFrame(e, e.DirOf(p), now) {
 			// Judge it on the state the fast path left, not on the
 			// table's stale copy.
 			pl.takeBack(e, TakeBackSlowPath, now)

@@ -55,9 +55,9 @@ const (
 	DropNoTXSpace               // the egress port's TX ring was full
 	DropReopenFailed            // a TCP reopen could not replace the old entry
 	// DropHandover: a frame the XDP fast path punted while its flow was
-	// pending, still queued when the flow was activated under overload
-	// (bridge fastpath.go, pendingForce): judging it after the frames the
-	// fast path has taken since would reorder the flow.
+	// pending, still queued when the flow was activated (most often
+	// under overload, fastpath.go pendingForce): judging it after the
+	// frames the fast path has taken since would reorder the flow.
 	DropHandover
 	NumDropReasons
 )
