@@ -315,7 +315,7 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 		for i, n := range f.TakenBack {
 			fmt.Fprintf(w, " %s=%d", bridge.TakeBackNames[i], n)
 		}
-		fmt.Fprintf(w, ", refused %d\n", f.Refused)
+		fmt.Fprintf(w, ", refused %d; activated %d (forced %d), handover drops %d\n", f.Refused, f.Activated, f.Forced, f.Handover)
 	}
 	fmt.Fprintf(w, "states:")
 	for i, n := range s.Pipeline.States {
