@@ -105,9 +105,11 @@
 //     The pipeline judges every frame of a pending flow on its table,
 //     which is the flow's state (the program took nothing): an unmarked
 //     one was punted before the offer (PreOffer), a marked one after
-//     (Marked). Once it has judged as many marked frames as the program
-//     numbered, one of each direction with a verdict among them (or
-//     pendingWait, 2 ms, after the offer), Activate writes the table's
+//     (Marked). Once it has judged the frame with the highest number the
+//     program gave (a frame lost on the way, at a full RX ring, is as if
+//     the wire had lost it), and a marked frame of each direction with a
+//     verdict (or waited for one: pendingWait, 2 ms, or as long again as
+//     the first Mark took to come), Activate writes the table's
 //     current state into the value and swaps revoked[slot] from exactly
 //     gen | bit 63 | count<<32 to gen: if the program numbered one more
 //     frame in between, the swap fails and the next marked frame tries
@@ -116,15 +118,16 @@
 //     that came in front of a marked one on its ring too (a port's queue
 //     is FIFO, and so are the worker's batches and hand-off rings); the
 //     value holds the state after all of them; and the worker activates
-//     after its batch is on the TX ring and kicked, so the program's
-//     first taken frame follows them. What remains: a frame punted before
+//     only once every frame it put on a TX ring has left it (a copy-mode
+//     sendto sends 32: it kicks until the ring is empty), so the
+//     program's first taken frame follows them. What remains: a frame
+//     numbered while pending that reaches the pipeline after the
+//     activation (from the other direction's ring) is dropped, as under
+//     overload (below); a frame punted before
 //     the offer on a queue (RSS, several queues per port) or in a
 //     direction that delivered no marked frame before the activation
 //     reaches the pipeline after it, as a frame of an active flow, and
-//     takes the flow back exactly as any punted frame does (below); a
-//     marked frame lost on the way (a full RX ring) leaves the count short
-//     and the offer is cancelled after pendingLimit (50 ms) and made
-//     again. A pending offer the entry no longer qualifies for (its state
+//     takes the flow back exactly as any punted frame does (below). A pending offer the entry no longer qualifies for (its state
 //     or verdicts changed), a Settings change or a removal cancels it:
 //     TakeBack of a pending offer deletes the map entry and leaves the
 //     table's entry as it is (Cancelled). A driver that keeps no XDP
@@ -210,18 +213,69 @@
 //     the change), 1 slow-path take-back; 2 739 pre-offer and 22 750 marked
 //     frames judged that each would have taken the flow back before.
 //
-// Under overload the worker may never catch up with a flow that keeps
-// sending (its RX ring stays full, the program's count keeps ahead of the
-// last Mark judged). After 5 ms pending (bridge pendingForce) the pipeline
-// activates at the count the program has reached; the frames between the
-// last Mark judged and that count are still queued, and the first of them
-// takes the flow back, exactly, as a one-phase offer's stale frames did.
-// That trades the reordering of the one-phase offer back for the fast
-// path under load: in the TCP reorder test under -race, 121 of 152
-// offers activated, 166 691 of 239 000 frames went by the fast path, and
-// the sender retransmitted 11% of its segments (spurious, DSACKed).
+// # Under overload
 //
-// So a flow now moves in without moving out again, unless overloaded: the reordering that
+// The worker may never catch up with a flow that keeps sending: its RX
+// ring stays full, and by the time it judges a marked frame the program
+// has numbered more. Waiting keeps such a flow in the slow path for ever
+// (measured, main before pendingForce: TCP at 1 000 flows, 14 404 offers
+// for 1 000 flows, 0.21x XDP_REDIRECT). Activating at the program's count
+// anyway (pendingForce, as first built) leaves the frames numbered between
+// the last Mark judged and that count queued; the first of them took the
+// flow back (exactly) after the program had forwarded later frames: the
+// one-phase offer's reordering, and the flow out again, round and round
+// (bridge TestFastPathOverload, 64 UDP flows flooding a -race worker:
+// 2 708 offers, 2 644 take-backs, 46 291 frames out of order, 39% of the
+// frames by the fast path).
+//
+// What is done instead, the hand-over: after 5 ms pending (bridge
+// pendingForce) the worker activates at once (ActivateNow: the value is
+// written, then revoked[slot] is swapped from whatever count it holds to
+// gen) and remembers the count swapped away, the cut. Every frame with
+// that offer's Mark numbered at or below the cut that reaches it
+// afterwards is dropped unjudged (bridge DropHandover, counted: the
+// fastpath handover_drops in conntrack -S, statewire_fastpath_handover_drops_total).
+// Nothing is judged out of order and nothing is judged twice: each
+// direction's frames are judged by the worker up to some point, then
+// dropped, then judged by the program. The same happens to a frame numbered
+// while pending that arrives after an activation that was not forced
+// (the other direction's ring lagging). Measured with the hand-over: the
+// same test, 64 offers, 64 activations (all forced), no take-back, no
+// frame out of order, 98-99% of the frames by the fast path, 1 500-2 000
+// frames dropped at the hand-over (about one RX ring) against 5 000-8 500
+// the kernel dropped at the full ring.
+//
+// The cost is the frames of the flow that were queued at the activation:
+// about one RX ring's delay of the flow's traffic (2 048 frames shared by
+// every flow the ring holds), lost once per activation, and only when the
+// worker is behind, where the full ring is already dropping. A TCP sender
+// recovers them by SACK retransmission (TestDatapathReorderTCP under
+// -race on the loaded machine, a reload every 30 ms, 154 offers and 118
+// activations: 23 532 of 185 416 segments retransmitted (12.7%), 255 of
+// them spurious (DSACK), no reordering detected by SACK or timestamps;
+// with the forced take-backs before, 11% retransmitted, spurious and
+// DSACKed, reordering detected).
+//
+// Considered and not done:
+//   - Drain, then activate: the program drops the flow's new frames (count
+//     above a cut it is told) until the worker has judged the cut's frame.
+//     It loses as many frames (the flow's traffic for one ring's delay),
+//     but the new ones rather than the old: both directions stop for the
+//     drain, so a TCP sender's ACK clock stops and it waits for its
+//     retransmission timeout (200 ms or more) instead of a fast
+//     retransmission; the flow stays in the slow path meanwhile; and the
+//     end of the drain needs proof that the cut's frame was judged, which
+//     a frame lost at the full ring never gives (ring positions, or a
+//     timeout). It would also change offload.c; the hand-over changes
+//     nothing in the program.
+//   - Holding frames back instead of dropping them: XDP cannot queue a
+//     frame. The program could copy it into a map or ring buffer for the
+//     worker to send after the frames before it, but a flow sending faster
+//     than the worker judges (the case at hand: a flood) fills any such
+//     buffer faster than it drains, so it ends in drops too, after
+//     more work on the overloaded worker.
+//
+// So a flow now moves in without moving out again, overloaded or not: the reordering that
 // remains comes from moves out (a punted frame overtaken by taken ones
 // until the worker reaches it) and from the rare pre-offer frame that
 // reaches the pipeline after the activation. The tests assert what does
