@@ -106,6 +106,7 @@ var metricDefs = []metricDef{
 	{"fastpath_errors_total", "Fast-path map reads or take-backs that failed (the flow is treated as taken back).", nil},
 	{"fastpath_packets_total", "Frames the fast path forwarded in the kernel, by ingress port.", []string{"port"}},
 	{"fastpath_bytes_total", "Bytes of the frames the fast path forwarded, by ingress port.", []string{"port"}},
+	{"fastpath_redirect_errors_total", "Frames the fast path forwarded (in fastpath_packets_total) that the kernel then dropped: the egress port down, the frame above its MTU, its driver refusing them (a veth whose peer is down), by ingress port.", []string{"port"}},
 	{"fastpath_punts_total", "Frames the fast path handed to the slow path (AF_XDP), by ingress port and reason.", []string{"port", "reason"}},
 }
 
@@ -208,6 +209,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ps, pn := &st.Fast.Ports[p], c.port(p)
 		counter("fastpath_packets_total", ps.FastPackets, pn)
 		counter("fastpath_bytes_total", ps.FastBytes, pn)
+		counter("fastpath_redirect_errors_total", ps.RedirectErrors, pn)
 		for r, n := range ps.Punts {
 			counter("fastpath_punts_total", n, pn, offload.PuntReason(r).String())
 		}

@@ -28,6 +28,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 50, FastBytes: 3200}
 	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
 	f.DPStats.Fast.Ports[bridge.PortB].FastPackets = 40
+	f.DPStats.Fast.Ports[bridge.PortB].RedirectErrors = 5
 	// The table publishes its counters from the owner's ServeRequests: wait
 	// for the three entries to show.
 	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
@@ -79,6 +80,8 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_fastpath_packets_total{port="ethA"} 50`,
 		`statewire_fastpath_bytes_total{port="ethA"} 3200`,
 		`statewire_fastpath_packets_total{port="ethB"} 40`,
+		`statewire_fastpath_redirect_errors_total{port="ethB"} 5`,
+		`statewire_fastpath_redirect_errors_total{port="ethA"} 0`,
 		`statewire_fastpath_punts_total{port="ethA",reason="window"} 6`,
 		`statewire_fastpath_punts_total{port="ethB",reason="no-egress"} 0`,
 	} {

@@ -423,7 +423,8 @@ func (s *Server) stats(w *writer) {
 // /proc/net/stat/nf_conntrack), in the same name=value form: one line for
 // the flows (in the fast path now, offered, refused, taken back by reason,
 // errors), one per ingress port for the frames (forwarded by the fast
-// path, their bytes, handed to the slow path by reason). Names with a '-'
+// path, their bytes, those the kernel then dropped at the egress port,
+// handed to the slow path by reason). Names with a '-'
 // take '_' (taken_back_slow_path, punt_no_egress).
 func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPathStats) {
 	var b strings.Builder
@@ -440,7 +441,7 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 			name = p.String()
 		}
 		b.Reset()
-		fmt.Fprintf(&b, "fastpath port=%s packets=%d bytes=%d", name, ps.FastPackets, ps.FastBytes)
+		fmt.Fprintf(&b, "fastpath port=%s packets=%d bytes=%d redirect_errors=%d", name, ps.FastPackets, ps.FastBytes, ps.RedirectErrors)
 		for r, n := range ps.Punts {
 			fmt.Fprintf(&b, " punt_%s=%d", statName(offload.PuntReason(r).String()), n)
 		}

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfEgressDev struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Netns   uint32
+}
+
 type bpfFlowKey struct {
 	_     structs.HostLayout
 	A     [16]uint8
@@ -85,17 +91,22 @@ type bpfPortStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapFlows         = "flows"
-	bpfMapJumboScratch  = "jumbo_scratch"
-	bpfMapPortsDevmap   = "ports_devmap"
-	bpfMapRevoked       = "revoked"
-	bpfMapStats         = "stats"
-	bpfMapXsks          = "xsks"
-	bpfProgStatewireXdp = "statewire_xdp"
-	bpfVarClockAdjust   = "clock_adjust"
-	bpfVarMissAction    = "miss_action"
-	bpfVarPortId        = "port_id"
-	bpfVarVlanMask      = "vlan_mask"
+	bpfMapEgress            = "egress"
+	bpfMapFlows             = "flows"
+	bpfMapJumboScratch      = "jumbo_scratch"
+	bpfMapPortsDevmap       = "ports_devmap"
+	bpfMapRedirectErrs      = "redirect_errs"
+	bpfMapRevoked           = "revoked"
+	bpfMapStats             = "stats"
+	bpfMapXsks              = "xsks"
+	bpfProgCountDevmapXmit  = "count_devmap_xmit"
+	bpfProgCountRedirectErr = "count_redirect_err"
+	bpfProgStatewireXdp     = "statewire_xdp"
+	bpfVarClockAdjust       = "clock_adjust"
+	bpfVarDevmapId          = "devmap_id"
+	bpfVarMissAction        = "miss_action"
+	bpfVarPortId            = "port_id"
+	bpfVarVlanMask          = "vlan_mask"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -140,16 +151,20 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	StatewireXdp *ebpf.ProgramSpec `ebpf:"statewire_xdp"`
+	CountDevmapXmit  *ebpf.ProgramSpec `ebpf:"count_devmap_xmit"`
+	CountRedirectErr *ebpf.ProgramSpec `ebpf:"count_redirect_err"`
+	StatewireXdp     *ebpf.ProgramSpec `ebpf:"statewire_xdp"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	Egress       *ebpf.MapSpec `ebpf:"egress"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	JumboScratch *ebpf.MapSpec `ebpf:"jumbo_scratch"`
 	PortsDevmap  *ebpf.MapSpec `ebpf:"ports_devmap"`
+	RedirectErrs *ebpf.MapSpec `ebpf:"redirect_errs"`
 	Revoked      *ebpf.MapSpec `ebpf:"revoked"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
@@ -160,6 +175,7 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	ClockAdjust *ebpf.VariableSpec `ebpf:"clock_adjust"`
+	DevmapId    *ebpf.VariableSpec `ebpf:"devmap_id"`
 	MissAction  *ebpf.VariableSpec `ebpf:"miss_action"`
 	PortId      *ebpf.VariableSpec `ebpf:"port_id"`
 	VlanMask    *ebpf.VariableSpec `ebpf:"vlan_mask"`
@@ -185,9 +201,11 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	Egress       *ebpf.Map `ebpf:"egress"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	JumboScratch *ebpf.Map `ebpf:"jumbo_scratch"`
 	PortsDevmap  *ebpf.Map `ebpf:"ports_devmap"`
+	RedirectErrs *ebpf.Map `ebpf:"redirect_errs"`
 	Revoked      *ebpf.Map `ebpf:"revoked"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Xsks         *ebpf.Map `ebpf:"xsks"`
@@ -195,9 +213,11 @@ type bpfMaps struct {
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.Egress,
 		m.Flows,
 		m.JumboScratch,
 		m.PortsDevmap,
+		m.RedirectErrs,
 		m.Revoked,
 		m.Stats,
 		m.Xsks,
@@ -209,6 +229,7 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	ClockAdjust *ebpf.Variable `ebpf:"clock_adjust"`
+	DevmapId    *ebpf.Variable `ebpf:"devmap_id"`
 	MissAction  *ebpf.Variable `ebpf:"miss_action"`
 	PortId      *ebpf.Variable `ebpf:"port_id"`
 	VlanMask    *ebpf.Variable `ebpf:"vlan_mask"`
@@ -218,11 +239,15 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	StatewireXdp *ebpf.Program `ebpf:"statewire_xdp"`
+	CountDevmapXmit  *ebpf.Program `ebpf:"count_devmap_xmit"`
+	CountRedirectErr *ebpf.Program `ebpf:"count_redirect_err"`
+	StatewireXdp     *ebpf.Program `ebpf:"statewire_xdp"`
 }
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.CountDevmapXmit,
+		p.CountRedirectErr,
 		p.StatewireXdp,
 	)
 }

@@ -5,4 +5,4 @@ package offload
 // building statewire needs no clang. `make generate` reruns this with the
 // compiler and flags of this machine (see the Makefile).
 //
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -type flow_key -type flow_value -type port_stats bpf offload.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -type flow_key -type flow_value -type port_stats -type egress_dev bpf offload.c

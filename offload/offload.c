@@ -1050,3 +1050,96 @@ unlock:
 	}
 	return XDP_REDIRECT; // to ports_devmap[egress], set above
 }
+
+// ---- Redirects the kernel could not complete (offload.go Stats) -------
+//
+// The program counts a frame forwarded (fast_packets) when it returns
+// XDP_REDIRECT; the kernel sends it afterwards, and drops it when the
+// egress port cannot take it: down (xdp_ok_fwd_dev: ENETDOWN, reported by
+// the xdp_redirect_err tracepoint with our DEVMAP's id), too long for its
+// MTU (EMSGSIZE, same), or refused by its driver at the flush (a veth
+// whose peer is down or has no NAPI: the xdp_devmap_xmit tracepoint, with
+// the drops). Two tracing programs count those per ingress port into
+// redirect_errs; they run for every XDP redirect error on the machine and
+// keep only ours: the DEVMAP id, or the egress devices SetPorts wrote
+// into egress (ifindex and network namespace inode; ifindexes repeat
+// across namespaces). Loaded only when the kernel has BTF (tp_btf).
+
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct net_device {
+	int ifindex;
+	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct egress_dev {
+	__u32 ifindex; // 0: not set
+	__u32 netns;   // inode of its network namespace
+};
+
+// egress: DEVMAP slot (the egress port) -> its device, as SetPorts set it.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct egress_dev);
+	__uint(max_entries, 2);
+} egress SEC(".maps");
+
+// redirect_errs: per ingress port, per CPU, the frames taken (counted in
+// fast_packets) that the kernel then dropped.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2);
+} redirect_errs SEC(".maps");
+
+volatile const __u32 devmap_id = 0; // ports_devmap's id, set by Load
+
+static __always_inline void count_redirect_errs(__u32 egress_slot, __u64 n)
+{
+	__u32 in = (egress_slot & 1) ^ 1;
+	__u64 *c = bpf_map_lookup_elem(&redirect_errs, &in);
+	if (c)
+		*c += n;
+}
+
+SEC("tp_btf/xdp_redirect_err")
+int count_redirect_err(__u64 *ctx)
+{
+	// (dev, xdp, tgt, err, map_type, map_id, index)
+	__u32 map_id = (__u32)ctx[5], index = (__u32)ctx[6];
+	if (map_id == devmap_id && devmap_id != 0)
+		count_redirect_errs(index, 1);
+	return 0;
+}
+
+SEC("tp_btf/xdp_devmap_xmit")
+int count_devmap_xmit(__u64 *ctx)
+{
+	// (from_dev, to_dev, sent, drops, err)
+	const struct net_device *to = (const void *)ctx[1];
+	int drops = (int)ctx[3];
+	if (drops <= 0 || !to)
+		return 0;
+	int ifindex = to->ifindex;
+	unsigned int inum = to->nd_net.net->ns.inum;
+#pragma unroll
+	for (__u32 slot = 0; slot < 2; slot++) {
+		__u32 k = slot;
+		struct egress_dev *e = bpf_map_lookup_elem(&egress, &k);
+		if (e && e->ifindex != 0 && e->ifindex == (__u32)ifindex && e->netns == inum)
+			count_redirect_errs(slot, (__u64)drops);
+	}
+	return 0;
+}

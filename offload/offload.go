@@ -125,6 +125,12 @@ type Program struct {
 	flows, devmap, stats, revoked, clock *ebpf.Map
 	rev                                  revokeMem
 
+	// Redirects the kernel dropped after the program (offload.c
+	// count_redirect_err, count_devmap_xmit): nil tracers when the kernel
+	// has no BTF for them.
+	egress, redirErrs *ebpf.Map
+	tracers           []link.Link
+
 	// offset is CLOCK_MONOTONIC - Options.Now(), measured once at Load.
 	offset int64
 
@@ -181,6 +187,9 @@ func (p *Program) load() error {
 		if err != nil {
 			return fmt.Errorf("offload: load spec: %w", err)
 		}
+		// The tracing programs are loaded once, below.
+		delete(spec.Programs, "count_redirect_err")
+		delete(spec.Programs, "count_devmap_xmit")
 		spec.Maps["flows"].MaxEntries = uint32(p.opts.MaxFlows)
 		spec.Maps["revoked"].MaxEntries = uint32(p.opts.MaxFlows)
 		spec.Maps["xsks"].MaxEntries = uint32(p.opts.Queues)
@@ -207,9 +216,11 @@ func (p *Program) load() error {
 		if port == 0 {
 			p.flows, p.devmap, p.stats = coll.Maps["flows"], coll.Maps["ports_devmap"], coll.Maps["stats"]
 			p.revoked, p.clock = coll.Maps["revoked"], coll.Maps[".bss"]
+			p.egress, p.redirErrs = coll.Maps["egress"], coll.Maps["redirect_errs"]
 			shared = map[string]*ebpf.Map{
 				"flows": p.flows, "ports_devmap": p.devmap, "stats": p.stats,
 				"revoked": p.revoked, ".bss": p.clock,
+				"egress": p.egress, "redirect_errs": p.redirErrs,
 			}
 		}
 	}
@@ -218,7 +229,56 @@ func (p *Program) load() error {
 		return fmt.Errorf("offload: mmap revoked: %w", err)
 	}
 	p.rev = rev
+	if err := p.loadTracers(shared); err != nil {
+		p.logf("offload: redirects the kernel drops after the fast path (egress down, MTU) will not be counted: %v", err)
+	}
 	return nil
+}
+
+// loadTracers loads and attaches offload.c's two tracing programs, which
+// count the frames the program redirected and the kernel then dropped.
+// They need the kernel's BTF (tp_btf); without it they are left out.
+func (p *Program) loadTracers(shared map[string]*ebpf.Map) error {
+	info, err := p.devmap.Info()
+	if err != nil {
+		return fmt.Errorf("DEVMAP info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return errors.New("DEVMAP id unknown")
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables["devmap_id"].Set(uint32(id)); err != nil {
+		return err
+	}
+	var objs struct {
+		RedirectErr *ebpf.Program `ebpf:"count_redirect_err"`
+		DevmapXmit  *ebpf.Program `ebpf:"count_devmap_xmit"`
+	}
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+		return err
+	}
+	defer objs.RedirectErr.Close()
+	defer objs.DevmapXmit.Close()
+	for _, prog := range []*ebpf.Program{objs.RedirectErr, objs.DevmapXmit} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			p.closeTracers()
+			return err
+		}
+		p.tracers = append(p.tracers, l)
+	}
+	return nil
+}
+
+func (p *Program) closeTracers() {
+	for _, l := range p.tracers {
+		l.Close()
+	}
+	p.tracers = nil
 }
 
 // measureOffset returns CLOCK_MONOTONIC - now() from the closest of a few
@@ -304,10 +364,22 @@ func (p *Program) Unregister(port, queue int) error {
 
 // SetPorts sets the DEVMAP: frames taken on port A leave by ifindexB and
 // the other way round. Until it is called the program takes nothing.
+//
+// It is called in the ports' network namespace (on a locked thread): the
+// tracers that count the redirects the kernel drops tell our ports from
+// others with the same ifindex by it.
 func (p *Program) SetPorts(ifindexA, ifindexB int) error {
+	var ns uint32
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
+		ns = uint32(st.Ino)
+	}
 	for i, ifx := range [2]int{ifindexA, ifindexB} {
 		if err := p.devmap.Put(uint32(i), uint32(ifx)); err != nil {
 			return fmt.Errorf("offload: DEVMAP slot %d = ifindex %d: %w", i, ifx, err)
+		}
+		if err := p.egress.Put(uint32(i), bpfEgressDev{Ifindex: uint32(ifx), Netns: ns}); err != nil {
+			return fmt.Errorf("offload: egress slot %d: %w", i, err)
 		}
 	}
 	return nil
@@ -427,6 +499,7 @@ func (p *Program) Detach() error {
 // Close detaches the programs and closes them and their maps. The sockets
 // registered in the XSKMAPs are not closed.
 func (p *Program) Close() error {
+	p.closeTracers()
 	errs := []error{p.Detach(), p.rev.close()}
 	p.rev = revokeMem{}
 	for _, c := range p.colls {
@@ -856,6 +929,11 @@ type PortStats struct {
 	FastPackets uint64 // frames forwarded to the other port
 	FastBytes   uint64 // their frame lengths
 	Punts       [NumPuntReasons]uint64
+	// RedirectErrors counts the frames of FastPackets the kernel dropped
+	// after the program had redirected them: the egress port down, the
+	// frame too long for its MTU, its driver refusing them (a veth whose
+	// peer is down). Not counted when the kernel lacks BTF (logged at Load).
+	RedirectErrors uint64
 }
 
 // Stats returns the counters of both ports (index PortA, PortB).
@@ -873,6 +951,17 @@ func (p *Program) Stats() ([2]PortStats, error) {
 				out[port].Punts[i] += s.Punt[i]
 			}
 		}
+		var errs []uint64
+		if err := p.redirErrs.Lookup(uint32(port), &errs); err != nil {
+			return out, fmt.Errorf("offload: stats: %w", err)
+		}
+		for _, n := range errs {
+			out[port].RedirectErrors += n
+		}
 	}
 	return out, nil
 }
+
+// Tracing reports whether the redirects the kernel drops after the
+// program are counted (PortStats.RedirectErrors).
+func (p *Program) Tracing() bool { return len(p.tracers) == 2 }

@@ -35,7 +35,8 @@ type rig struct{ *e2etest.Rig }
 // empty, TX ring full, a port down under the sockets) and balance every
 // frame sent against the sockets' counters, which fast-path frames never
 // reach. (A frame the fast path redirects into a port that is down is
-// dropped by the kernel's redirect without a statewire counter.)
+// dropped by the kernel's redirect; it is counted apart, in
+// offload.PortStats.RedirectErrors: bridge TestFastPathEgressDown.)
 func newRig(t *testing.T, tweak func(*bridge.DatapathConfig)) *rig {
 	t.Helper()
 	return &rig{e2etest.Start(t, e2etest.Options{Cores: 1, StaticNeighbours: true, Tweak: tweak, Offload: "off"})}
