@@ -283,6 +283,19 @@
 // nothing INVALID, no reordering with the fast path off, at most two runs
 // of reordering per direction per move.
 //
+// # Redirects the kernel drops
+//
+// The program counts a frame forwarded when it returns XDP_REDIRECT; the
+// kernel transmits it afterwards and drops it when the egress port cannot
+// take it: down (the redirect fails with ENETDOWN), the frame above its
+// MTU (EMSGSIZE), or its driver refusing it at the flush (a veth whose
+// peer is down or has no NAPI). Two tracing programs in offload.c
+// (tp_btf on xdp_redirect_err, keyed by our DEVMAP's id, and on
+// xdp_devmap_xmit, keyed by the egress ifindex and network namespace
+// SetPorts recorded) count those per ingress port: PortStats.RedirectErrors,
+// a part of FastPackets. They need the kernel's BTF; without it Load logs
+// that these drops go uncounted and carries on (Tracing reports it).
+//
 // # Time
 //
 // The program's clock is bpf_ktime_get_ns (CLOCK_MONOTONIC), the same
