@@ -446,7 +446,8 @@ const txFlushKicks = 64
 // for the next; a flow activated meanwhile had the frames the program took
 // overtake those (measured: 20 of 586 000 frames out of order over 64
 // flooding flows, TestFastPathOverload). When a ring does not empty (the
-// device refuses: EBUSY, ENOBUFS) the activation waits for a later batch.
+// device refuses: EBUSY, ENOBUFS; a port down) the activation waits for
+// the next marked frame of each flow.
 func (w *worker) activate(now int64) {
 	if !w.pl.ActivationDue(now) {
 		return
@@ -457,6 +458,7 @@ func (w *worker) activate(now int64) {
 				s.KickTX()
 			}
 			if s.TXPending() {
+				w.pl.PostponeActivation()
 				return
 			}
 		}

@@ -496,6 +496,12 @@ func (pl *Pipeline) ActivationDue(now int64) bool {
 	return len(f.ready) != 0 || (now >= f.cutsTill && f.cuts[0] != nil)
 }
 
+// PostponeActivation forgets which pending offers are ready to activate,
+// for a caller that cannot activate them now (ActivateFastPath's
+// condition does not hold: frames still on a TX ring); the next marked
+// frame of each makes it ready again. Owner only.
+func (pl *Pipeline) PostponeActivation() { pl.fast.ready = pl.fast.ready[:0] }
+
 // ActivateFastPath activates the pending offers whose last marked frame
 // has been judged (the fast path's count of frames punted while pending
 // equals the highest Mark judged here; pendingFrame says why not the
