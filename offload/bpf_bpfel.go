@@ -19,6 +19,12 @@ type bpfEgressDev struct {
 	Netns   uint32
 }
 
+type bpfFailStats struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type bpfFlowKey struct {
 	_     structs.HostLayout
 	A     [16]uint8
@@ -92,6 +98,8 @@ type bpfPortStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapEgress            = "egress"
+	bpfMapFailCfg           = "fail_cfg"
+	bpfMapFailOpenStats     = "fail_open_stats"
 	bpfMapFlows             = "flows"
 	bpfMapJumboScratch      = "jumbo_scratch"
 	bpfMapPortsDevmap       = "ports_devmap"
@@ -106,6 +114,7 @@ const (
 	bpfVarDevmapId          = "devmap_id"
 	bpfVarMissAction        = "miss_action"
 	bpfVarPortId            = "port_id"
+	bpfVarSlowOnly          = "slow_only"
 	bpfVarVlanMask          = "vlan_mask"
 )
 
@@ -160,14 +169,16 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Egress       *ebpf.MapSpec `ebpf:"egress"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	JumboScratch *ebpf.MapSpec `ebpf:"jumbo_scratch"`
-	PortsDevmap  *ebpf.MapSpec `ebpf:"ports_devmap"`
-	RedirectErrs *ebpf.MapSpec `ebpf:"redirect_errs"`
-	Revoked      *ebpf.MapSpec `ebpf:"revoked"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
+	Egress        *ebpf.MapSpec `ebpf:"egress"`
+	FailCfg       *ebpf.MapSpec `ebpf:"fail_cfg"`
+	FailOpenStats *ebpf.MapSpec `ebpf:"fail_open_stats"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	JumboScratch  *ebpf.MapSpec `ebpf:"jumbo_scratch"`
+	PortsDevmap   *ebpf.MapSpec `ebpf:"ports_devmap"`
+	RedirectErrs  *ebpf.MapSpec `ebpf:"redirect_errs"`
+	Revoked       *ebpf.MapSpec `ebpf:"revoked"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -178,6 +189,7 @@ type bpfVariableSpecs struct {
 	DevmapId    *ebpf.VariableSpec `ebpf:"devmap_id"`
 	MissAction  *ebpf.VariableSpec `ebpf:"miss_action"`
 	PortId      *ebpf.VariableSpec `ebpf:"port_id"`
+	SlowOnly    *ebpf.VariableSpec `ebpf:"slow_only"`
 	VlanMask    *ebpf.VariableSpec `ebpf:"vlan_mask"`
 }
 
@@ -201,19 +213,23 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Egress       *ebpf.Map `ebpf:"egress"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	JumboScratch *ebpf.Map `ebpf:"jumbo_scratch"`
-	PortsDevmap  *ebpf.Map `ebpf:"ports_devmap"`
-	RedirectErrs *ebpf.Map `ebpf:"redirect_errs"`
-	Revoked      *ebpf.Map `ebpf:"revoked"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Xsks         *ebpf.Map `ebpf:"xsks"`
+	Egress        *ebpf.Map `ebpf:"egress"`
+	FailCfg       *ebpf.Map `ebpf:"fail_cfg"`
+	FailOpenStats *ebpf.Map `ebpf:"fail_open_stats"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	JumboScratch  *ebpf.Map `ebpf:"jumbo_scratch"`
+	PortsDevmap   *ebpf.Map `ebpf:"ports_devmap"`
+	RedirectErrs  *ebpf.Map `ebpf:"redirect_errs"`
+	Revoked       *ebpf.Map `ebpf:"revoked"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Egress,
+		m.FailCfg,
+		m.FailOpenStats,
 		m.Flows,
 		m.JumboScratch,
 		m.PortsDevmap,
@@ -232,6 +248,7 @@ type bpfVariables struct {
 	DevmapId    *ebpf.Variable `ebpf:"devmap_id"`
 	MissAction  *ebpf.Variable `ebpf:"miss_action"`
 	PortId      *ebpf.Variable `ebpf:"port_id"`
+	SlowOnly    *ebpf.Variable `ebpf:"slow_only"`
 	VlanMask    *ebpf.Variable `ebpf:"vlan_mask"`
 }
 

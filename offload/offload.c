@@ -288,12 +288,72 @@ static __always_inline void count_punt(__u32 reason)
 		st->punt[reason]++;
 }
 
-// punt hands the frame to the AF_XDP socket of its queue, exactly as
-// bridge/xdpprog did: bpf_redirect_map(&xsks, rx_queue_index, miss_action).
+// ---- Fail-open: no worker -> the other port (offload.go pin.go) -------
+//
+// [pin] block. With --fail-mode=open the program stays attached (pinned in
+// bpffs) after statewire exits, however it exits. A frame for the slow path
+// whose queue has no AF_XDP socket in xsks (the kernel removes a socket's
+// entry when the socket closes, so a kill -9 clears it too) is forwarded
+// unchanged to the other port through ports_devmap and counted, instead of
+// getting miss_action. fail_cfg[0] is 1 in fail-open mode (set by the
+// process, kept across restarts in the pinned map); 0: miss_action as
+// before.
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} fail_cfg SEC(".maps");
+
+struct fail_stats {
+	__u64 packets; // frames forwarded because no worker was registered
+	__u64 bytes;   // their frame lengths
+};
+
+// fail_open_stats: one element per ingress port, per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fail_stats);
+	__uint(max_entries, 2);
+} fail_open_stats SEC(".maps");
+
+// Set per program object by Load: 1 sends every frame to the slow path
+// without parsing it (--offload=off: no flow is ever offered).
+volatile const __u32 slow_only = 0;
+
+// to_slow_path hands the frame to the AF_XDP socket of its queue, as
+// bridge/xdpprog's program did: bpf_redirect_map(&xsks, rx_queue_index,
+// miss_action). On a miss (no socket: no worker) in fail-open mode the
+// frame goes to the other port instead. The hit costs nothing more.
+static __attribute__((noinline)) int to_slow_path(struct xdp_md *ctx)
+{
+	long r = bpf_redirect_map(&xsks, ctx->rx_queue_index, miss_action);
+	if (r == XDP_REDIRECT)
+		return XDP_REDIRECT;
+	__u32 k = 0;
+	__u32 *open = bpf_map_lookup_elem(&fail_cfg, &k);
+	if (!open || *open != 1)
+		return r;
+	if (bpf_redirect_map(&ports_devmap, (port_id & 1) ^ 1, 0) != XDP_REDIRECT)
+		return r;
+	k = port_id & 1;
+	struct fail_stats *fs = bpf_map_lookup_elem(&fail_open_stats, &k);
+	if (fs) {
+		fs->packets++;
+		fs->bytes += (__u64)(ctx->data_end - ctx->data);
+	}
+	return XDP_REDIRECT;
+}
+
+// ---- end of the fail-open block ----------------------------------------
+
+// punt hands the frame to the slow path (to_slow_path).
 static __always_inline int punt(struct xdp_md *ctx, __u32 reason)
 {
 	count_punt(reason);
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, miss_action);
+	return to_slow_path(ctx);
 }
 
 // ---- Two-phase offer (offload.go OfferPending, Activate) --------------
@@ -679,6 +739,9 @@ int statewire_xdp(struct xdp_md *ctx)
 	__u8 *pkt = data;
 	__u32 frame_len = whole_frame_len(ctx);
 
+	if (slow_only) // [pin] --offload=off: the XSKMAP-only program's path
+		return to_slow_path(ctx);
+
 	// -- packet.Parse (parseFast / parseGeneral), the subset we take. --
 	// Ethernet and 0-2 tags of 0x8100/0x88a8/0x9100; the key's VLAN is
 	// the innermost tag's id (Packet.VLAN). A third tag: punt
@@ -823,7 +886,7 @@ int statewire_xdp(struct xdp_md *ctx)
 		__u32 pslot = v->slot;
 		__u64 *prv = bpf_map_lookup_elem(&revoked, &pslot);
 		if (prv && punt_pending(ctx, prv, v->gen, pslot))
-			return bpf_redirect_map(&xsks, ctx->rx_queue_index, miss_action);
+			return to_slow_path(ctx);
 	}
 
 	// -- Entry.DirOf: the packet runs from A unless its source is B. --

@@ -113,6 +113,20 @@ type Options struct {
 	// Logf receives one line per notable event (a stale program
 	// replaced). nil discards them.
 	Logf func(format string, args ...any)
+	// SlowOnly sends every frame to the AF_XDP sockets without parsing
+	// it (--offload=off: nothing is ever offered; the program then does
+	// what bridge/xdpprog's did).
+	SlowOnly bool
+	// Pin is the bridge's bpffs directory (PinDir), "" for none. Load
+	// adopts the maps pinned there by an earlier run and Attach its
+	// links; with FailOpen the links and maps are pinned there once both
+	// ports are attached and stay after the process exits, however it
+	// exits; without, every pin there is removed then.
+	Pin string
+	// FailOpen forwards the frames of queues without a registered socket
+	// (no worker: statewire is not running) unchanged to the other port
+	// and counts them (FailOpen), instead of the miss action.
+	FailOpen bool
 }
 
 // Program is the fast path: one XDP program per port sharing the flow
@@ -140,11 +154,17 @@ type Program struct {
 
 	colls []*ebpf.Collection
 	links []attached
+
+	failCfg, failStats *ebpf.Map
+	adopted            bool // the flow map came from the pins (RevokeAdopted)
+	pinned             bool // pins of this bridge exist: Close keeps them with FailOpen
 }
 
 type attached struct {
-	ifname string
-	l      link.Link
+	ifname  string
+	port    int
+	adopted bool // taken over from a pin (adoptLink)
+	l       link.Link
 }
 
 // Load loads the program twice (port A, port B) with their shared maps.
@@ -163,7 +183,11 @@ func Load(opts Options) (*Program, error) {
 		return nil, fmt.Errorf("offload: MaxFlows %d out of range 1..%d", opts.MaxFlows, 1<<26)
 	}
 	p := &Program{opts: opts}
-	if err := p.load(); err != nil {
+	if err := p.loadPinned(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := p.SetFailOpen(opts.FailOpen); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -176,12 +200,71 @@ func Load(opts Options) (*Program, error) {
 	return p, nil
 }
 
-func (p *Program) load() error {
+// loadPinned loads the programs on the maps pinned by an earlier run of
+// the bridge (Options.Pin) when there are any and they fit this run (same
+// layout and sizes); otherwise, and without a pin directory, on new maps.
+func (p *Program) loadPinned() error {
+	if p.opts.Pin == "" {
+		return p.load(nil, [2]*ebpf.Map{})
+	}
+	if !p.opts.FailOpen && !bpffsMounted() {
+		// Closed mode pins nothing, and without bpffs nothing can be
+		// pinned from an earlier run.
+		return p.load(nil, [2]*ebpf.Map{})
+	}
+	mounted, err := EnsureBPFFS()
+	if err != nil {
+		return fmt.Errorf("offload: %w", err)
+	}
+	if mounted {
+		p.logf("offload: mounted bpffs at %s (it was not mounted; ip and tc use the same place)", BPFFS)
+	}
+	shared, xsks, err := loadPinnedMaps(p.opts.Pin)
+	if err != nil {
+		p.logf("offload: %v: starting on new maps", err)
+		return p.load(nil, [2]*ebpf.Map{})
+	}
+	if len(shared) == 0 && xsks[0] == nil && xsks[1] == nil {
+		return p.load(nil, [2]*ebpf.Map{})
+	}
+	p.pinned = true
+	if len(shared) != len(sharedPins) || xsks[0] == nil || xsks[1] == nil {
+		closeMaps(shared, xsks)
+		p.logf("offload: %s holds only some of the maps of an earlier run: starting on new maps", p.opts.Pin)
+		return p.load(nil, [2]*ebpf.Map{})
+	}
+	err = p.load(shared, xsks)
+	if err != nil {
+		p.closeColls()
+		p.logf("offload: the maps pinned in %s do not fit this run (%v; another version, or --offload-flows changed): "+
+			"starting on new maps, the flows the fast path held go up the slow path", p.opts.Pin, err)
+		err = p.load(nil, [2]*ebpf.Map{})
+	} else {
+		p.adopted = true
+		p.logf("offload: adopted the maps pinned in %s by an earlier run", p.opts.Pin)
+	}
+	// The collections hold their own references.
+	closeMaps(shared, xsks)
+	return err
+}
+
+func (p *Program) closeColls() {
+	for _, c := range p.colls {
+		c.Close()
+	}
+	p.colls = nil
+	p.rev.close()
+	p.rev = revokeMem{}
+}
+
+// load loads both programs; shared and xsks, when set, are maps to use
+// instead of new ones (pinned by an earlier run).
+func (p *Program) load(pinned map[string]*ebpf.Map, pinnedXsks [2]*ebpf.Map) error {
 	miss := uint32(ActionDrop)
 	if p.opts.PassOnMiss {
 		miss = ActionPass
 	}
-	var shared map[string]*ebpf.Map
+	shared := pinned
 	for port := range 2 {
 		spec, err := loadBpf()
 		if err != nil {
@@ -206,7 +289,17 @@ func (p *Program) load() error {
 		if err := spec.Variables["vlan_mask"].Set(vlanMask); err != nil {
 			return fmt.Errorf("offload: set vlan_mask: %w", err)
 		}
-		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+		if err := spec.Variables["slow_only"].Set(uint32(b2u(p.opts.SlowOnly))); err != nil {
+			return fmt.Errorf("offload: set slow_only: %w", err)
+		}
+		repl := map[string]*ebpf.Map{}
+		for k, m := range shared {
+			repl[k] = m
+		}
+		if pinnedXsks[port] != nil {
+			repl["xsks"] = pinnedXsks[port]
+		}
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
 		if err != nil {
 			return fmt.Errorf("offload: load program for port %d: %w", port, err)
 		}
@@ -217,10 +310,12 @@ func (p *Program) load() error {
 			p.flows, p.devmap, p.stats = coll.Maps["flows"], coll.Maps["ports_devmap"], coll.Maps["stats"]
 			p.revoked, p.clock = coll.Maps["revoked"], coll.Maps[".bss"]
 			p.egress, p.redirErrs = coll.Maps["egress"], coll.Maps["redirect_errs"]
+			p.failCfg, p.failStats = coll.Maps["fail_cfg"], coll.Maps["fail_open_stats"]
 			shared = map[string]*ebpf.Map{
 				"flows": p.flows, "ports_devmap": p.devmap, "stats": p.stats,
 				"revoked": p.revoked, ".bss": p.clock,
 				"egress": p.egress, "redirect_errs": p.redirErrs,
+				"fail_cfg": p.failCfg, "fail_open_stats": p.failStats,
 			}
 		}
 	}
@@ -396,12 +491,39 @@ func (p *Program) logf(format string, args ...any) {
 // tied to any process) that is in the way is detached, the replacement is
 // logged and the attach retried; a program held by another live bpf_link
 // is not touched: Attach fails naming it.
+//
+// With Options.Pin, a link an earlier run pinned for port is adopted
+// instead: its program is replaced by this one in place, so frames never
+// meet a detached port. Once both ports are attached the pins are settled
+// (Options.Pin).
 func (p *Program) Attach(port int, ifname string, mode Mode) error {
-	l, err := AttachLink(p.progs[port&1], ifname, mode == Generic, func(f string, a ...any) { p.logf("offload: "+f, a...) })
+	port &= 1
+	if p.opts.Pin != "" {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return fmt.Errorf("offload: %w", err)
+		}
+		if l, ok := p.adoptLink(port, ifc.Index, ifname); ok {
+			p.links = append(p.links, attached{ifname: ifname, port: port, adopted: true, l: l})
+			return p.settleIfAttached()
+		}
+	}
+	l, err := AttachLink(p.progs[port], ifname, mode == Generic, func(f string, a ...any) { p.logf("offload: "+f, a...) })
 	if err != nil {
 		return fmt.Errorf("offload: %w", err)
 	}
-	p.links = append(p.links, attached{ifname: ifname, l: l})
+	p.links = append(p.links, attached{ifname: ifname, port: port, l: l})
+	return p.settleIfAttached()
+}
+
+func (p *Program) settleIfAttached() error {
+	var seen [2]bool
+	for _, a := range p.links {
+		seen[a.port] = true
+	}
+	if seen[0] && seen[1] {
+		return p.settlePins()
+	}
 	return nil
 }
 
@@ -483,10 +605,15 @@ func XDPAttached(ifname string) (bool, uint32, error) {
 }
 
 // Detach detaches the programs from every port they were attached to
-// (frames then reach the stack); the maps stay usable, so offered flows
-// can still be taken back. Close detaches too.
+// (frames then reach the stack), removing the bridge's pins first; the
+// maps stay usable, so offered flows can still be taken back. Close
+// detaches too, except in fail-open mode.
 func (p *Program) Detach() error {
 	var errs []error
+	if p.opts.Pin != "" {
+		errs = append(errs, removePins(p.opts.Pin))
+		p.pinned = false
+	}
 	for _, a := range p.links {
 		if err := a.l.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("offload: detach %s: %w", a.ifname, err))
@@ -497,10 +624,22 @@ func (p *Program) Detach() error {
 }
 
 // Close detaches the programs and closes them and their maps. The sockets
-// registered in the XSKMAPs are not closed.
+// registered in the XSKMAPs are not closed. In fail-open mode with pins
+// (Options.Pin, FailOpen) nothing is detached: the pins keep the programs
+// attached and their maps, and Close only lets go of this process's
+// references.
 func (p *Program) Close() error {
 	p.closeTracers()
-	errs := []error{p.Detach(), p.rev.close()}
+	var errs []error
+	if p.opts.FailOpen && p.pinned {
+		for _, a := range p.links {
+			errs = append(errs, a.l.Close())
+		}
+		p.links = nil
+	} else {
+		errs = append(errs, p.Detach())
+	}
+	errs = append(errs, p.rev.close())
 	p.rev = revokeMem{}
 	for _, c := range p.colls {
 		c.Close()

@@ -1,0 +1,361 @@
+package offload
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// BPFFS is where bpffs is mounted, as ip and tc expect it.
+const BPFFS = "/sys/fs/bpf"
+
+// PinRoot holds one directory of pins per bridge name (PinDir).
+const PinRoot = BPFFS + "/statewire"
+
+// Pin file names inside a bridge's directory. The links keep the programs
+// attached after the process is gone; the maps let the next start adopt
+// the flow map, the counters and the XSKMAPs.
+var (
+	linkPins   = [2]string{"link_a", "link_b"}
+	xsksPins   = [2]string{"xsks_a", "xsks_b"}
+	sharedPins = []string{"flows", "revoked", "ports_devmap", "stats", "bss", "fail_cfg", "fail_open_stats"}
+)
+
+// sharedMapOf returns the collection's name of a shared map's pin file.
+func sharedMapOf(pin string) string {
+	if pin == "bss" {
+		return ".bss"
+	}
+	return pin
+}
+
+// PinDir returns the bpffs directory of the bridge called name, or an
+// error when the name cannot be a directory name.
+func PinDir(name string) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("bridge name %q cannot name a bpffs directory (no '/', not empty): choose another --name", name)
+	}
+	return filepath.Join(PinRoot, name), nil
+}
+
+// EnsureBPFFS mounts bpffs at BPFFS when it is not mounted there (as ip
+// and tc do) and reports whether it did.
+func EnsureBPFFS() (mounted bool, err error) {
+	if bpffsMounted() {
+		return false, nil
+	}
+	if err := os.MkdirAll(BPFFS, 0o755); err != nil {
+		return false, fmt.Errorf("create %s for bpffs: %w", BPFFS, err)
+	}
+	if err := unix.Mount("bpf", BPFFS, "bpf", 0, "mode=0700"); err != nil {
+		return false, fmt.Errorf("mount bpffs at %s (needed to keep the XDP program after exit; mount -t bpf bpf %s): %w", BPFFS, BPFFS, err)
+	}
+	return true, nil
+}
+
+// bpffsMounted reports whether bpffs is mounted at BPFFS.
+func bpffsMounted() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(BPFFS, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}
+
+// loadPinnedMaps opens the maps pinned in dir; a map without a pin is
+// absent from the result.
+func loadPinnedMaps(dir string) (shared map[string]*ebpf.Map, xsks [2]*ebpf.Map, err error) {
+	shared = map[string]*ebpf.Map{}
+	open := func(pin string) (*ebpf.Map, error) {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, pin), nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return m, err
+	}
+	for _, pin := range sharedPins {
+		m, err := open(pin)
+		if err != nil {
+			closeMaps(shared, xsks)
+			return nil, [2]*ebpf.Map{}, fmt.Errorf("open pinned map %s: %w", filepath.Join(dir, pin), err)
+		}
+		if m != nil {
+			shared[sharedMapOf(pin)] = m
+		}
+	}
+	for i, pin := range xsksPins {
+		m, err := open(pin)
+		if err != nil {
+			closeMaps(shared, xsks)
+			return nil, [2]*ebpf.Map{}, fmt.Errorf("open pinned map %s: %w", filepath.Join(dir, pin), err)
+		}
+		xsks[i] = m
+	}
+	return shared, xsks, nil
+}
+
+func closeMaps(shared map[string]*ebpf.Map, xsks [2]*ebpf.Map) {
+	for _, m := range shared {
+		m.Close()
+	}
+	for _, m := range xsks {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// Adopted reports whether Load took the flow map of an earlier run from
+// the pins (Options.Pin): its flows kept being forwarded while no process
+// ran. The connection table that goes with them is not adopted here: call
+// RevokeAdopted unless the table was carried over too.
+func (p *Program) Adopted() bool { return p.adopted }
+
+// RevokeAdopted empties the adopted flow map so that userspace is the
+// authority again (every flow's next frame goes up the slow path and is
+// judged on the table), and returns how many flows it held. Call it
+// before any Offer.
+func (p *Program) RevokeAdopted() (int, error) {
+	var keys []bpfFlowKey
+	var k bpfFlowKey
+	var v bpfFlowValue
+	it := p.flows.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+		// The program takes a frame only while revoked[slot] is the
+		// value's generation: zero it first (waiting for a holder of the
+		// flow's lock), then delete.
+		if int(v.Slot) < p.opts.MaxFlows {
+			p.rev.revoke(v.Slot, uint64(v.Gen))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("offload: read the adopted flow map: %w", err)
+	}
+	for i := range keys {
+		if err := p.flows.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("offload: empty the adopted flow map: %w", err)
+		}
+	}
+	// Slots of pending offers of the earlier run hold no entry any more.
+	for s := range p.opts.MaxFlows {
+		p.rev.store(uint32(s), 0)
+	}
+	p.adopted = false
+	return len(keys), nil
+}
+
+// FailOpenStats counts the frames of one ingress port the program
+// forwarded unjudged in fail-open mode because no worker was registered.
+type FailOpenStats struct {
+	Packets, Bytes uint64
+}
+
+// failStats is offload.c struct fail_stats.
+type failStats struct {
+	Packets, Bytes uint64
+}
+
+// FailOpen returns the fail-open counters by ingress port (PortA, PortB),
+// summed over CPUs; they live in the pinned map, so they include the
+// frames forwarded while no process ran.
+func (p *Program) FailOpen() ([2]FailOpenStats, error) { return readFailOpen(p.failStats) }
+
+func readFailOpen(m *ebpf.Map) ([2]FailOpenStats, error) {
+	var out [2]FailOpenStats
+	for port := range 2 {
+		var per []failStats
+		if err := m.Lookup(uint32(port), &per); err != nil {
+			return out, fmt.Errorf("offload: fail-open counters: %w", err)
+		}
+		for _, s := range per {
+			out[port].Packets += s.Packets
+			out[port].Bytes += s.Bytes
+		}
+	}
+	return out, nil
+}
+
+// SetFailOpen sets the mode the program applies to frames of queues
+// without a socket: forward them to the other port (open) or give them the
+// miss action (closed).
+func (p *Program) SetFailOpen(open bool) error {
+	if err := p.failCfg.Put(uint32(0), uint32(b2u(open))); err != nil {
+		return fmt.Errorf("offload: set fail mode: %w", err)
+	}
+	return nil
+}
+
+// adoptLink takes over the link pinned for port, if any: it must attach
+// an interface of index ifindex; its program is replaced by port's in one
+// step (bpf_link_update: no frame sees no program). A pinned link of
+// another interface, or one that is gone, is unpinned and closed. ok is
+// false when nothing was adopted.
+func (p *Program) adoptLink(port, ifindex int, ifname string) (link.Link, bool) {
+	path := filepath.Join(p.opts.Pin, linkPins[port])
+	l, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.logf("offload: %s: pinned link %s unusable (%v): removed", ifname, path, err)
+			os.Remove(path)
+		}
+		return nil, false
+	}
+	info, err := l.Info()
+	var x *link.XDPInfo
+	if err == nil {
+		x = info.XDP()
+	}
+	if x == nil || int(x.Ifindex) != ifindex {
+		p.logf("offload: %s: pinned link %s attaches another interface or none: removed", ifname, path)
+		l.Unpin()
+		l.Close()
+		return nil, false
+	}
+	old := info.Program
+	if err := l.Update(p.progs[port&1]); err != nil {
+		p.logf("offload: %s: cannot update the pinned XDP link (%v): attaching anew", ifname, err)
+		l.Unpin()
+		l.Close()
+		return nil, false
+	}
+	p.logf("offload: %s: adopted the pinned XDP link %s (program %d replaced by this run's, no gap)", ifname, path, old)
+	return l, true
+}
+
+// settlePins makes bpffs match the fail mode once both ports are
+// attached: open pins the links and maps (replacing pins of maps that were
+// not adopted); closed removes every pin of the bridge, so that nothing
+// outlives the process.
+func (p *Program) settlePins() error {
+	if p.opts.Pin == "" {
+		return nil
+	}
+	if !p.opts.FailOpen {
+		return removePins(p.opts.Pin)
+	}
+	if err := os.MkdirAll(p.opts.Pin, 0o700); err != nil {
+		return fmt.Errorf("offload: create %s: %w", p.opts.Pin, err)
+	}
+	pin := func(name string, m *ebpf.Map) error {
+		path := filepath.Join(p.opts.Pin, name)
+		if info, err := m.Info(); err == nil {
+			if old, err := ebpf.LoadPinnedMap(path, nil); err == nil {
+				oi, ierr := old.Info()
+				old.Close()
+				if ierr == nil {
+					if a, ok1 := oi.ID(); ok1 {
+						if b, ok2 := info.ID(); ok2 && a == b {
+							return nil // adopted: already pinned
+						}
+					}
+				}
+			}
+		}
+		os.Remove(path)
+		if err := m.Pin(path); err != nil {
+			return fmt.Errorf("offload: pin %s: %w", path, err)
+		}
+		return nil
+	}
+	for _, name := range sharedPins {
+		if err := pin(name, p.colls[0].Maps[sharedMapOf(name)]); err != nil {
+			return err
+		}
+	}
+	for i, name := range xsksPins {
+		if err := pin(name, p.xsks[i]); err != nil {
+			return err
+		}
+	}
+	for _, a := range p.links {
+		path := filepath.Join(p.opts.Pin, linkPins[a.port])
+		if a.adopted {
+			continue
+		}
+		os.Remove(path)
+		if err := a.l.Pin(path); err != nil {
+			return fmt.Errorf("offload: pin %s: %w", path, err)
+		}
+	}
+	p.pinned = true
+	return nil
+}
+
+// removePins unpins everything in dir and removes it. The objects go away
+// when no process holds them either: an XDP link then detaches.
+func removePins(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("offload: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// DetachReport is what DetachPinned found and removed.
+type DetachReport struct {
+	Dir        string
+	Interfaces []int            // ifindexes the pinned links attached
+	Programs   []ebpf.ProgramID // their programs
+	FailOpen   [2]FailOpenStats // frames forwarded unjudged, by ingress port
+	Counted    bool             // FailOpen could be read
+}
+
+// DetachPinned removes the pins of the bridge in dir (PinDir): its XDP
+// links, and with them the programs, detach from the interfaces unless a
+// live process still holds them. It reports the fail-open counters before
+// removing them. A directory that does not exist is an error wrapping
+// fs.ErrNotExist.
+func DetachPinned(dir string) (DetachReport, error) {
+	rep := DetachReport{Dir: dir}
+	if _, err := os.Stat(dir); err != nil {
+		return rep, err
+	}
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "fail_open_stats"), nil); err == nil {
+		if st, err := readFailOpen(m); err == nil {
+			rep.FailOpen, rep.Counted = st, true
+		}
+		m.Close()
+	}
+	var links []link.Link
+	for _, name := range linkPins {
+		l, err := link.LoadPinnedLink(filepath.Join(dir, name), nil)
+		if err != nil {
+			continue
+		}
+		if info, err := l.Info(); err == nil {
+			rep.Programs = append(rep.Programs, info.Program)
+			if x := info.XDP(); x != nil {
+				rep.Interfaces = append(rep.Interfaces, int(x.Ifindex))
+			}
+		}
+		links = append(links, l)
+	}
+	err := removePins(dir)
+	// Closing the last reference detaches the link (it is not pinned
+	// any more).
+	for _, l := range links {
+		l.Close()
+	}
+	if err != nil {
+		return rep, err
+	}
+	os.Remove(PinRoot) // only when empty
+	return rep, nil
+}
