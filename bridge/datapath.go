@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/statewire/statewire/bridge/xdpprog"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
@@ -57,7 +56,7 @@ type DatapathConfig struct {
 	// zerocopy (fail without it) or copy.
 	XDPMode ring.Mode
 	// Attach is the XDP attach mode: native (driver) or generic (skb).
-	Attach xdpprog.Mode
+	Attach offload.Mode
 	// Offload selects the XDP fast path (package offload; DESIGN.md "Two
 	// levels"): off (the zero value: every frame goes to the sockets), on
 	// (Start fails when the fast path cannot load or attach) or auto (on
@@ -67,6 +66,16 @@ type DatapathConfig struct {
 	// OffloadFlows sizes the fast-path flow map; 0: the flow table's
 	// maximum entries.
 	OffloadFlows int
+	// Name is the bridge's name: its XDP program's pins live in
+	// offload.PinDir(Name). A start adopts the pins an earlier run left
+	// there (no gap). "" : no pins, nothing adopted.
+	Name string
+	// FailOpen (--fail-mode=open) keeps the XDP program attached and
+	// pinned after the process exits, however it exits; while no worker
+	// is registered it forwards every frame unchanged to the other port
+	// and counts it. Needs Name. Off (closed): nothing passes without the
+	// process, and no pin is left.
+	FailOpen bool
 	// Handoff is the size of each SPSC ring between two workers (a power of
 	// two); unused with one worker.
 	Handoff int
@@ -105,7 +114,7 @@ func DefaultDatapathConfig() DatapathConfig {
 		Cores: 1, Queues: 1,
 		RXSize: 2048, TXSize: 2048, FillSize: 2048, CompletionSize: 2048,
 		Frames: 8192, Batch: 64,
-		XDPMode: ring.ModeAuto, Attach: xdpprog.Native, Handoff: 1024,
+		XDPMode: ring.ModeAuto, Attach: offload.Native, Handoff: 1024,
 	}
 }
 
@@ -170,18 +179,20 @@ func (c DatapathConfig) Validate() error {
 		return bad("cores %d: must be at least 1", c.Cores)
 	case c.Queues < c.Cores:
 		return bad("queues %d fewer than cores %d: every worker needs a queue", c.Queues, c.Cores)
-	case c.Queues > xdpprog.DefaultQueues:
-		return bad("queues %d: at most %d", c.Queues, xdpprog.DefaultQueues)
+	case c.Queues > offload.DefaultQueues:
+		return bad("queues %d: at most %d", c.Queues, offload.DefaultQueues)
 	case c.Batch < 1 || c.Batch > maxBatch:
 		return bad("batch %d: must be in [1, %d]", c.Batch, maxBatch)
 	case !isPow2(c.Handoff):
 		return bad("handoff ring size %d: must be a power of two", c.Handoff)
-	case c.Attach != xdpprog.Native && c.Attach != xdpprog.Generic:
+	case c.Attach != offload.Native && c.Attach != offload.Generic:
 		return bad("attach mode %d: must be native or generic", int(c.Attach))
 	case c.Offload > OffloadOn:
 		return bad("offload mode %d: must be auto, on or off", int(c.Offload))
 	case c.OffloadFlows < 0 || c.OffloadFlows > 1<<26:
 		return bad("offload flows %d: must be in [0, %d]", c.OffloadFlows, 1<<26)
+	case c.FailOpen && c.Name == "":
+		return bad("fail-open needs the bridge's name: its XDP program is pinned under it (--name)")
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}
@@ -333,15 +344,17 @@ type Datapath struct {
 	// adopted); a Start that fails removes it.
 	freshState bool
 	workers    []*worker
-	progs      [2]*xdpprog.Program
 
-	// The XDP fast path, when Offload is on or auto and it started
-	// (fastOn); fastWhy says why auto left it off. fastStats is what
-	// Stats reads from other goroutines.
+	// The XDP program (package offload) of every mode; it offers flows
+	// (the fast path) when Offload is on or auto and it started (fastOn);
+	// fastWhy says why auto left it off. fastStats (set when fastOn) and
+	// failStats (set while loaded: the fail-open counters) are what Stats
+	// reads from other goroutines.
 	fast      *offload.Program
 	fastOn    bool
 	fastWhy   string
 	fastStats atomic.Pointer[offload.Program]
+	failStats atomic.Pointer[offload.Program]
 
 	stop      atomic.Bool  // workers stop taking RX
 	rxStopped atomic.Int32 // workers that saw stop and take no more RX
@@ -537,7 +550,8 @@ func (dp *Datapath) Start() error {
 	return nil
 }
 
-// open makes the UMEMs, sockets and programs.
+// open makes the program, the UMEMs and the sockets, and attaches the
+// program (or adopts the one an earlier run pinned).
 func (dp *Datapath) open(idx [2]int) error {
 	rc := dp.cfg.ringConfig()
 	rc.MultiBuffer = dp.cfg.multiBuffer
@@ -555,27 +569,37 @@ func (dp *Datapath) open(idx [2]int) error {
 			}
 		}
 	}
-	if dp.cfg.Offload != OffloadOff {
-		err := dp.openFast(idx)
-		if err == nil && dp.cfg.Offload == OffloadAuto {
-			if dp.cfg.Attach != xdpprog.Native {
-				err = fmt.Errorf("attach mode is %s; auto uses the fast path in native mode only", dp.cfg.Attach)
-			}
-			for p := range names {
-				if err == nil {
-					err = checkRedirect(names[p])
-				}
+	if dp.cfg.FailOpen {
+		if err := dp.checkFailOpen(names); err != nil {
+			return err
+		}
+	}
+	fast := dp.cfg.Offload != OffloadOff
+	if dp.cfg.Offload == OffloadAuto {
+		var err error
+		if dp.cfg.Attach != offload.Native {
+			err = fmt.Errorf("attach mode is %s; auto uses the fast path in native mode only", dp.cfg.Attach)
+		}
+		for p := range names {
+			if err == nil {
+				err = checkRedirect(names[p])
 			}
 		}
 		if err != nil {
-			if dp.cfg.Offload == OffloadOn {
-				return fmt.Errorf("--offload=on: %w", err)
-			}
 			dp.fallBack(err)
+			fast = false
 		}
 	}
-	if dp.fast == nil {
-		if err := dp.loadXSKOnly(); err != nil {
+	if err := dp.openProgram(idx, fast); err != nil {
+		if dp.cfg.Offload == OffloadOn {
+			return fmt.Errorf("--offload=on: %w", err)
+		}
+		if !fast {
+			return err
+		}
+		dp.fallBack(err)
+		fast = false
+		if err := dp.openProgram(idx, false); err != nil {
 			return err
 		}
 	}
@@ -595,54 +619,54 @@ func (dp *Datapath) open(idx [2]int) error {
 					return fmt.Errorf("open AF_XDP socket on %s queue %d: %w", names[p], q.id, err)
 				}
 				q.sock[p] = s
-				if err := dp.register(p, q.id, s.FD()); err != nil {
-					return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
-				}
 			}
 			q.mode = q.sock[0].Mode()
-			// Fill before the programs are attached: the first frames
-			// must find receive buffers.
+			// Fill before the sockets are registered: the first frames
+			// must find receive buffers (an adopted program is already
+			// attached and sends frames to a socket the moment it is in
+			// its XSKMAP).
 			for _, sk := range q.sock {
 				sk.Refill(uint32(dp.cfg.FillSize))
 			}
 		}
 	}
-	if dp.fast != nil {
-		var err error
-		for p := range names {
-			if err == nil {
-				err = dp.fast.Attach(p, names[p], offload.Mode(dp.cfg.Attach))
-			}
-		}
-		if err != nil {
-			if dp.cfg.Offload == OffloadOn {
-				return fmt.Errorf("--offload=on: %w", err)
-			}
-			dp.fallBack(err)
-			if err := dp.loadXSKOnly(); err != nil {
-				return err
-			}
-			for _, w := range dp.workers {
-				for _, q := range w.queues {
-					for p, s := range q.sock {
-						if err := dp.register(p, q.id, s.FD()); err != nil {
-							return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
-						}
-					}
-				}
+	if err := dp.registerAll(); err != nil {
+		return err
+	}
+	err := dp.attach(names)
+	if err != nil && fast && dp.cfg.Offload == OffloadAuto {
+		dp.fallBack(err)
+		fast = false
+		if err = dp.openProgram(idx, false); err == nil {
+			if err = dp.registerAll(); err == nil {
+				err = dp.attach(names)
 			}
 		}
 	}
-	if dp.fast == nil {
-		for p, prog := range dp.progs {
-			if err := prog.Attach(names[p], dp.cfg.Attach); err != nil {
-				if dp.cfg.multiBuffer {
-					return dp.cfg.multiBufferError(Port(p), "attach XDP", err)
-				}
-				return fmt.Errorf("attach XDP (%s) to %s: %w", dp.cfg.Attach, names[p], err)
-			}
+	if err != nil {
+		if dp.cfg.Offload == OffloadOn {
+			return fmt.Errorf("--offload=on: %w", err)
 		}
-	} else {
+		if ap, ok := err.(attachError); ok && dp.cfg.multiBuffer {
+			return dp.cfg.multiBufferError(ap.port, "attach XDP", ap.err)
+		}
+		return fmt.Errorf("attach XDP (%s): %w", dp.cfg.Attach, err)
+	}
+	if dp.fast.Adopted() {
+		// The table starts empty: the flows the earlier run left in the
+		// fast path go up the slow path, which is the authority.
+		n, err := dp.fast.RevokeAdopted()
+		if err != nil {
+			return err
+		}
+		dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path (the table starts empty)", n)
+	}
+	if fo, err := dp.fast.FailOpen(); err == nil && fo[0].Packets+fo[1].Packets > 0 {
+		dp.logf("datapath: fail-open forwarded %d frames from %s and %d from %s unjudged while no worker ran",
+			fo[0].Packets, names[0], fo[1].Packets, names[1])
+	}
+	dp.failStats.Store(dp.fast)
+	if fast {
 		dp.fastOn = true
 		dp.fastStats.Store(dp.fast)
 		for _, w := range dp.workers {
@@ -650,64 +674,94 @@ func (dp *Datapath) open(idx [2]int) error {
 			w.pl.DeferActivation(true)
 		}
 	}
-	// The fast-path map is made fresh by every start today (pinning is
-	// not there yet): no offloaded entry of an adopted table is in it.
+	// The adopted fast-path map's flows were revoked above (the
+	// table's offloaded entries are not reconciled with it yet): an
+	// adopted table takes its offloaded entries back.
 	dp.resumeOffloaded(false)
-	fast := "off"
+	fp := "off"
 	switch {
 	case dp.fastOn:
-		fast = "on"
+		fp = "on"
 	case dp.fastWhy != "":
-		fast = "off (" + dp.fastWhy + ")"
+		fp = "off (" + dp.fastWhy + ")"
 	}
-	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s, fast path %s",
-		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach, fast)
+	mode := "closed"
+	if dp.cfg.FailOpen {
+		mode = "open (program pinned in " + dp.pinDir() + ")"
+	}
+	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s, fast path %s, fail mode %s",
+		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach, fp, mode)
 	return nil
 }
 
-// fallBack closes the fast path auto could not use and records why.
+// fallBack records why auto runs without the fast path and closes the
+// program that was to offer flows, if any.
 func (dp *Datapath) fallBack(err error) {
 	dp.fastWhy = err.Error()
 	dp.logf("datapath: --offload=auto: fast path off: %v", err)
 	if dp.fast != nil {
+		dp.failStats.Store(nil)
 		dp.fast.Close()
 		dp.fast = nil
 	}
 }
 
-// loadXSKOnly loads the XSKMAP-only program of each port (offload off).
-func (dp *Datapath) loadXSKOnly() error {
+// registerAll points every queue of both ports at its socket.
+func (dp *Datapath) registerAll() error {
 	names := [2]string{dp.cfg.PortA, dp.cfg.PortB}
-	for p := range dp.progs {
-		prog, err := xdpprog.Load(xdpprog.Options{Queues: xdpprog.DefaultQueues, Logf: dp.cfg.Logf})
-		if err != nil {
-			return fmt.Errorf("load XDP program for %s: %w", names[p], err)
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			for p, s := range q.sock {
+				if err := dp.fast.Register(p, q.id, s.FD()); err != nil {
+					return fmt.Errorf("register %s queue %d: %w", names[p], q.id, err)
+				}
+			}
 		}
-		dp.progs[p] = prog
 	}
 	return nil
 }
 
-// register points queue of port p at socket fd in whichever program runs.
-func (dp *Datapath) register(p, queue, fd int) error {
-	if dp.fast != nil {
-		return dp.fast.Register(p, queue, fd)
+// unregisterAll removes every socket from the XSKMAPs: with FailOpen the
+// program forwards the frames of every queue from then on.
+func (dp *Datapath) unregisterAll() error {
+	var errs []error
+	for _, w := range dp.workers {
+		for _, q := range w.queues {
+			for p := range q.sock {
+				errs = append(errs, dp.fast.Unregister(p, q.id))
+			}
+		}
 	}
-	return dp.progs[p].Register(queue, fd)
+	return errors.Join(errs...)
 }
+
+// attach attaches (or adopts) the program on both ports; an error is an
+// attachError naming the port.
+func (dp *Datapath) attach(names [2]string) error {
+	for p := range names {
+		if err := dp.fast.Attach(p, names[p], dp.cfg.Attach); err != nil {
+			return attachError{port: Port(p), err: err}
+		}
+	}
+	return nil
+}
+
+// attachError is an attach failure on port.
+type attachError struct {
+	port Port
+	err  error
+}
+
+func (e attachError) Error() string { return e.err.Error() }
+func (e attachError) Unwrap() error { return e.err }
 
 // closeAll detaches the programs and closes sockets and UMEMs. Only after
 // the workers stopped (or before they started).
 func (dp *Datapath) closeAll() error {
 	var errs []error
-	for p, prog := range dp.progs {
-		if prog != nil {
-			errs = append(errs, prog.Close())
-			dp.progs[p] = nil
-		}
-	}
 	if dp.fast != nil {
 		dp.fastStats.Store(nil)
+		dp.failStats.Store(nil)
 		errs = append(errs, dp.fast.Close())
 		dp.fast = nil
 	}
@@ -755,16 +809,16 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 	}
 	dp.stopped = true
 	var errs []error
-	for p, prog := range dp.progs {
-		if prog != nil {
-			errs = append(errs, prog.Close())
-			dp.progs[p] = nil
-		}
-	}
 	if dp.fast != nil {
-		// Detach only: the workers still take offered flows back from
-		// the map as they finish; closeAll closes it.
-		errs = append(errs, dp.fast.Detach())
+		if dp.cfg.FailOpen {
+			// The program stays: without the sockets it forwards every
+			// frame to the other port from now on.
+			errs = append(errs, dp.unregisterAll())
+		} else {
+			// Detach only: the workers still take offered flows back
+			// from the map as they finish; closeAll closes it.
+			errs = append(errs, dp.fast.Detach())
+		}
 	}
 	dp.stop.Store(true)
 	if dp.manual {

@@ -18,8 +18,8 @@ import (
 type OffloadMode uint8
 
 const (
-	// OffloadOff: every frame goes to the AF_XDP sockets (the XSKMAP-only
-	// program of bridge/xdpprog). The zero value.
+	// OffloadOff: every frame goes to the AF_XDP sockets (the program
+	// loaded slow-only: it parses nothing). The zero value.
 	OffloadOff OffloadMode = iota
 	// OffloadAuto: the fast path when it loads and attaches in native mode
 	// and every port can take XDP redirects (on veth: its peer has NAPI,
@@ -55,6 +55,11 @@ func ParseOffloadMode(s string) (OffloadMode, error) {
 type FastStats struct {
 	On    bool                 // the fast path is running
 	Ports [2]offload.PortStats // by ingress port
+	// FailOpen counts the frames the program forwarded unjudged
+	// (--fail-mode=open) because no worker was registered, by ingress
+	// port; the map is adopted across restarts, so this includes the
+	// frames of the gaps between processes.
+	FailOpen [2]offload.FailOpenStats
 }
 
 // Packets returns the frames the fast path forwarded that arrived on p.
@@ -66,23 +71,71 @@ func (dp *Datapath) Offload() (on bool, why string) {
 	return dp.fastOn, dp.fastWhy
 }
 
-// openFast loads the fast path and points its DEVMAP at the ports; Start
-// registers the sockets and attaches it.
-func (dp *Datapath) openFast(idx [2]int) error {
+// pinDir is the bridge's bpffs directory, "" without a name.
+func (dp *Datapath) pinDir() string {
+	if dp.cfg.Name == "" {
+		return ""
+	}
+	d, err := offload.PinDir(dp.cfg.Name)
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// openProgram loads the XDP program (fast: it may be offered flows; else
+// slow-only), adopting the maps an earlier run of the same name pinned,
+// and points its DEVMAP at the ports; open registers the sockets and
+// attaches it.
+func (dp *Datapath) openProgram(idx [2]int, fast bool) error {
 	flows := dp.cfg.OffloadFlows
 	if flows == 0 {
 		flows = dp.table.Config().MaxEntries
 	}
+	pin := ""
+	if dp.cfg.Name != "" {
+		var err error
+		if pin, err = offload.PinDir(dp.cfg.Name); err != nil {
+			return err
+		}
+	}
 	prog, err := offload.Load(offload.Options{
 		MaxFlows: flows, Queues: offload.DefaultQueues, Now: dp.Now, Logf: dp.cfg.Logf,
 		IgnoreVLAN: dp.table.Config().IgnoreVLAN,
+		SlowOnly:   !fast, Pin: pin, FailOpen: dp.cfg.FailOpen,
 	})
 	if err != nil {
-		return fmt.Errorf("load the XDP fast path: %w", err)
+		if fast {
+			return fmt.Errorf("load the XDP fast path: %w", err)
+		}
+		return fmt.Errorf("load the XDP program: %w", err)
 	}
 	dp.fast = prog
+	dp.failStats.Store(prog)
 	if err := prog.SetPorts(idx[0], idx[1]); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkFailOpen refuses --fail-mode=open where it cannot work or would let
+// frames through unjudged while statewire runs: a veth port whose peer
+// cannot take XDP redirects (the program could not forward), or a port
+// with receive queues no worker serves (their frames would find no socket
+// and be forwarded unjudged).
+func (dp *Datapath) checkFailOpen(names [2]string) error {
+	for _, n := range names {
+		if err := checkRedirect(n); err != nil {
+			return fmt.Errorf("--fail-mode=open forwards frames with XDP redirects while statewire is down: %w", err)
+		}
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			return err
+		}
+		if rx := l.Attrs().NumRxQueues; rx > dp.cfg.Queues {
+			return fmt.Errorf("--fail-mode=open: %s has %d receive queues and --queues is %d: frames on queues %d..%d would pass unjudged "+
+				"while statewire runs (set --queues %d, or ethtool -L %s combined %d)", n, rx, dp.cfg.Queues, dp.cfg.Queues, rx-1, rx, n, dp.cfg.Queues)
+		}
 	}
 	return nil
 }

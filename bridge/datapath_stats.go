@@ -212,6 +212,11 @@ func (dp *Datapath) Stats() DatapathStats {
 		out.Now = max(out.Now, w.pub.now)
 		w.pub.mu.Unlock()
 	}
+	if fp := dp.failStats.Load(); fp != nil {
+		if fo, err := fp.FailOpen(); err == nil {
+			out.Fast.FailOpen = fo
+		}
+	}
 	if fp := dp.fastStats.Load(); fp != nil {
 		out.Fast.On = true
 		if ps, err := fp.Stats(); err == nil {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/ring"
 )
@@ -39,7 +39,7 @@ func TestDatapathConfigValidate(t *testing.T) {
 		{"frame size", func(c *DatapathConfig) { c.FrameSize = 1500 }, "FrameSize 1500"},
 		{"too few frames", func(c *DatapathConfig) { c.Frames = 4096 }, "need at least 2*(fill 2048 + tx 2048) = 8192"},
 		{"handoff not a power of two", func(c *DatapathConfig) { c.Handoff = 1000 }, "handoff ring size 1000"},
-		{"attach mode", func(c *DatapathConfig) { c.Attach = xdpprog.Mode(7) }, "attach mode 7"},
+		{"attach mode", func(c *DatapathConfig) { c.Attach = offload.Mode(7) }, "attach mode 7"},
 		{"offload mode", func(c *DatapathConfig) { c.Offload = OffloadMode(9) }, "offload mode 9"},
 		{"offload flows", func(c *DatapathConfig) { c.OffloadFlows = -1 }, "offload flows -1"},
 		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},

@@ -338,7 +338,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		c.RXBytes += uint64(wire)
 		frame := q.umem.Frame(first.Addr, first.Len)
 		var mark offload.Mark
-		if w.dp.fast != nil {
+		if w.dp.fastOn {
 			mark = readMark(q.umem, first.Addr)
 		}
 		if frame == nil || wire > w.maxLen || d.More() || nb > ring.MaxChain {

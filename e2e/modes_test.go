@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
@@ -22,7 +22,7 @@ import (
 // (skb) mode too.
 func TestGenericAttach(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
-		r := e2etest.Start(t, e2etest.Options{Cores: cores, Attach: xdpprog.Generic})
+		r := e2etest.Start(t, e2etest.Options{Cores: cores, Attach: offload.Generic})
 		for _, tc := range []struct{ ns, to string }{{r.Lab.LeftNS, rightIP.String()}, {r.Lab.RightNS, leftIP.String()}} {
 			if ok, out := r.Lab.Ping(tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping from %s got %q, want 2 received", tc.ns, out)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/control"
 	"github.com/statewire/statewire/ring"
 )
@@ -110,9 +110,9 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 	c.OffloadFlows = df.offloadFlows
 	switch df.attach {
 	case "native":
-		c.Attach = xdpprog.Native
+		c.Attach = offload.Native
 	case "generic":
-		c.Attach = xdpprog.Generic
+		c.Attach = offload.Generic
 	default:
 		return c, fmt.Errorf("--attach must be native or generic, got %q", df.attach)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/rules"
@@ -49,7 +49,7 @@ type Options struct {
 	Table flowtable.Config
 	// Attach is the XDP attach mode (zero: native); CPUs pins worker i to
 	// CPUs[i] when set.
-	Attach xdpprog.Mode
+	Attach offload.Mode
 	CPUs   []int
 	// Offload is the XDP fast path mode: "" is DefaultOffload, else
 	// "off", "auto" or "on" (bridge.ParseOffloadMode). With auto or on the

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/statewire/statewire/bridge/xdpprog"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
 	"github.com/vishvananda/netlink"
@@ -182,7 +182,7 @@ func TestKillAndRestart(t *testing.T) {
 // (no bpf_link: it outlives the process that loaded it) and returns its id.
 func attachStale(t *testing.T, l *lab.Lab) uint32 {
 	t.Helper()
-	p, err := xdpprog.Load(xdpprog.Options{})
+	p, err := offload.Load(offload.Options{SlowOnly: true})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -193,10 +193,10 @@ func attachStale(t *testing.T, l *lab.Lab) uint32 {
 		if err != nil {
 			return err
 		}
-		if err := netlink.LinkSetXdpFdWithFlags(nl, p.EBPF().FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
+		if err := netlink.LinkSetXdpFdWithFlags(nl, p.EBPF(offload.PortA).FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
 			return err
 		}
-		att, pid, err := xdpprog.XDPAttached(l.PortA)
+		att, pid, err := offload.XDPAttached(l.PortA)
 		if err == nil && !att {
 			err = fmt.Errorf("netlink shows no program after the attach")
 		}

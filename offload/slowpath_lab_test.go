@@ -1,4 +1,4 @@
-package xdpprog
+package offload_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,7 @@ import (
 type port struct {
 	name string
 	sock *ring.Socket
-	prog *Program
+	prog *offload.Program // shared by both ports
 }
 
 // forwarder is the smallest datapath: RX on one port -> TX on the other,
@@ -120,14 +121,20 @@ func ifindex(name string) (int, error) {
 }
 
 // setupPorts opens a shared UMEM with one socket per port (queue 0), loads
-// and attaches one program per port, all inside the bridge namespace.
-func setupPorts(t *testing.T, l *lab.Lab, cfg ring.Config, mode Mode) (*ring.UMEM, port, port) {
+// and loads the program slow-only (--offload=off: every frame to the
+// sockets) and attaches it to both ports, all inside the bridge namespace.
+func setupPorts(t *testing.T, l *lab.Lab, cfg ring.Config, mode offload.Mode) (*ring.UMEM, port, port) {
 	t.Helper()
 	u, err := ring.NewUMEM(cfg)
 	if err != nil {
 		t.Fatalf("NewUMEM: %v", err)
 	}
 	ports := [2]port{{name: l.PortA}, {name: l.PortB}}
+	prog, err := offload.Load(offload.Options{Queues: 4, SlowOnly: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	ports[0].prog, ports[1].prog = prog, prog
 	err = lab.Do(l.BridgeNS, func() error {
 		for i := range ports {
 			p := &ports[i]
@@ -138,23 +145,18 @@ func setupPorts(t *testing.T, l *lab.Lab, cfg ring.Config, mode Mode) (*ring.UME
 			if p.sock, err = u.Open(idx, 0); err != nil {
 				return err
 			}
-			if p.prog, err = Load(Options{Queues: 4, Logf: t.Logf}); err != nil {
+			if err := p.prog.Register(i, 0, p.sock.FD()); err != nil {
 				return err
 			}
-			if err := p.prog.Register(0, p.sock.FD()); err != nil {
-				return err
-			}
-			if err := p.prog.Attach(p.name, mode); err != nil {
+			if err := p.prog.Attach(i, p.name, mode); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	t.Cleanup(func() {
+		prog.Close()
 		for _, p := range ports {
-			if p.prog != nil {
-				p.prog.Close()
-			}
 			if p.sock != nil {
 				p.sock.Close()
 			}
@@ -206,13 +208,13 @@ func flood(t *testing.T, l *lab.Lab, d time.Duration) uint64 {
 	return sent
 }
 
-// TestForwardEndToEnd runs the full AF_XDP path on a veth lab: XDP program
-// on both ports, one UMEM shared by the sockets of port A and port B, and
+// TestForwardEndToEnd runs the full AF_XDP path on a veth lab: the XDP
+// program loaded slow-only (what --offload=off runs) on both ports, one UMEM shared by the sockets of port A and port B, and
 // the forwarder above between them. Ping (with ARP) must work through it,
 // the frame accounting must balance and no XDP program may be left behind.
 // It also measures the forwarder with a 2-second UDP flood.
 func TestForwardEndToEnd(t *testing.T) {
-	for _, mode := range []Mode{Native, Generic} {
+	for _, mode := range []offload.Mode{offload.Native, offload.Generic} {
 		t.Run(mode.String(), func(t *testing.T) {
 			l := lab.NewT(t, lab.Options{})
 			cfg := ring.DefaultConfig()

@@ -1,4 +1,4 @@
-package xdpprog
+package offload_test
 
 import (
 	"bufio"
@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-const childEnv = "SWT_XDPPROG_CHILD"
+const childEnv = "SWT_OFFLOAD_CHILD"
 
 // TestMain doubles as the "previous run" in TestKilledProcessDoesNotBlock:
 // with childEnv set, the binary attaches a program and waits to be killed.
@@ -40,13 +40,13 @@ func child(spec string) error {
 	}
 	ns, ifname, how := f[0], f[1], f[2]
 	return lab.Do(ns, func() error {
-		p, err := Load(Options{})
+		p, err := offload.Load(offload.Options{SlowOnly: true})
 		if err != nil {
 			return err
 		}
 		switch how {
 		case "link":
-			if err := p.Attach(ifname, Native); err != nil {
+			if err := p.Attach(offload.PortA, ifname, offload.Native); err != nil {
 				return err
 			}
 		case "netlink":
@@ -54,7 +54,7 @@ func child(spec string) error {
 			if err != nil {
 				return err
 			}
-			if err := netlink.LinkSetXdpFdWithFlags(l, p.EBPF().FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
+			if err := netlink.LinkSetXdpFdWithFlags(l, p.EBPF(offload.PortA).FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
 				return err
 			}
 		}
@@ -63,45 +63,22 @@ func child(spec string) error {
 	})
 }
 
-func TestInstructions(t *testing.T) {
-	for _, tc := range []struct {
-		pass bool
-		want int64
-	}{{false, actionDrop}, {true, actionPass}} {
-		t.Run(fmt.Sprintf("pass=%v", tc.pass), func(t *testing.T) {
-			insns := Instructions(tc.pass)
-			if len(insns) != 5 {
-				t.Fatalf("got %d instructions, want 5:\n%v", len(insns), insns)
-			}
-			if c := insns[0]; c.OpCode.Class() != asm.LdXClass || c.Offset != offRxQueueIndex {
-				t.Errorf("first instruction got %v, want a load of rx_queue_index", c)
-			}
-			if got := insns[2].Constant; got != tc.want {
-				t.Errorf("fallback flags got %d, want %d", got, tc.want)
-			}
-			if !insns[3].IsBuiltinCall() || insns[3].Constant != int64(asm.FnRedirectMap) {
-				t.Errorf("call got %v, want bpf_redirect_map", insns[3])
-			}
-		})
-	}
-}
-
-// TestMissAction runs the program on a frame with an empty XSKMAP: the
-// action must be the requested fallback.
+// TestMissAction runs the program, slow-only (--offload=off) and not, on a
+// frame with an empty XSKMAP: the action must be the requested fallback.
 func TestMissAction(t *testing.T) {
 	lab.RequireRoot(t)
 	frame := make([]byte, 64)
 	for _, tc := range []struct {
-		pass bool
-		want uint32
-	}{{false, actionDrop}, {true, actionPass}} {
-		t.Run(fmt.Sprintf("pass=%v", tc.pass), func(t *testing.T) {
-			p, err := Load(Options{PassOnMiss: tc.pass, Queues: 4})
+		pass, slowOnly bool
+		want           uint32
+	}{{false, true, offload.ActionDrop}, {true, true, offload.ActionPass}, {false, false, offload.ActionDrop}, {true, false, offload.ActionPass}} {
+		t.Run(fmt.Sprintf("pass=%v/slow-only=%v", tc.pass, tc.slowOnly), func(t *testing.T) {
+			p, err := offload.Load(offload.Options{PassOnMiss: tc.pass, SlowOnly: tc.slowOnly, Queues: 4})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
 			defer p.Close()
-			got, err := p.EBPF().Run(&ebpf.RunOptions{Data: frame})
+			got, err := p.EBPF(offload.PortA).Run(&ebpf.RunOptions{Data: frame})
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -117,7 +94,7 @@ func attachedIn(t *testing.T, ns, ifname string) (bool, uint32) {
 	var att bool
 	var id uint32
 	err := lab.Do(ns, func() (err error) {
-		att, id, err = XDPAttached(ifname)
+		att, id, err = offload.XDPAttached(ifname)
 		return err
 	})
 	if err != nil {
@@ -128,13 +105,13 @@ func attachedIn(t *testing.T, ns, ifname string) (bool, uint32) {
 
 func TestAttachClose(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Bare: true})
-	for _, mode := range []Mode{Native, Generic} {
+	for _, mode := range []offload.Mode{offload.Native, offload.Generic} {
 		t.Run(mode.String(), func(t *testing.T) {
-			p, err := Load(Options{})
+			p, err := offload.Load(offload.Options{SlowOnly: true})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			err = lab.Do(l.BridgeNS, func() error { return p.Attach(l.PortA, mode) })
+			err = lab.Do(l.BridgeNS, func() error { return p.Attach(offload.PortA, l.PortA, mode) })
 			if err != nil {
 				p.Close()
 				t.Fatalf("Attach: %v", err)
@@ -200,7 +177,7 @@ func TestKilledProcessDoesNotBlock(t *testing.T) {
 			}
 			var mu sync.Mutex
 			var logs []string
-			p, err := Load(Options{Logf: func(f string, a ...any) {
+			p, err := offload.Load(offload.Options{SlowOnly: true, Logf: func(f string, a ...any) {
 				mu.Lock()
 				logs = append(logs, fmt.Sprintf(f, a...))
 				mu.Unlock()
@@ -209,7 +186,7 @@ func TestKilledProcessDoesNotBlock(t *testing.T) {
 				t.Fatalf("Load: %v", err)
 			}
 			defer p.Close()
-			if err := lab.Do(l.BridgeNS, func() error { return p.Attach(l.PortA, Native) }); err != nil {
+			if err := lab.Do(l.BridgeNS, func() error { return p.Attach(offload.PortA, l.PortA, offload.Native) }); err != nil {
 				t.Fatalf("Attach after killed run: %v", err)
 			}
 			if got := len(logs) == 1 && strings.Contains(logs[0], "replaced stale XDP program"); got != tc.wantLogLine {
@@ -229,21 +206,21 @@ func TestKilledProcessDoesNotBlock(t *testing.T) {
 // instance) must not be removed; Attach fails instead.
 func TestLiveLinkNotStolen(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Bare: true})
-	first, err := Load(Options{})
+	first, err := offload.Load(offload.Options{SlowOnly: true})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	defer first.Close()
-	second, err := Load(Options{})
+	second, err := offload.Load(offload.Options{SlowOnly: true})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	defer second.Close()
 	err = lab.Do(l.BridgeNS, func() error {
-		if err := first.Attach(l.PortA, Native); err != nil {
+		if err := first.Attach(offload.PortA, l.PortA, offload.Native); err != nil {
 			return err
 		}
-		if err := second.Attach(l.PortA, Native); err == nil {
+		if err := second.Attach(offload.PortA, l.PortA, offload.Native); err == nil {
 			return fmt.Errorf("second Attach got nil error, want a refusal")
 		}
 		return nil
