@@ -35,6 +35,15 @@ func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	return NewLogger(w, f.LogFormat, f.LogLevel, 10, 10*time.Second)
 }
 
+// InstanceName returns the instance name the flags select for a bridge of
+// ports: --name, or "PORTA-PORTB".
+func (f *Flags) InstanceName(ports [2]string) string {
+	if f.Name != "" {
+		return f.Name
+	}
+	return ports[0] + "-" + ports[1]
+}
+
 // Path returns the control socket path the flags select for a bridge of
 // ports ("" for none). The default instance name is "PORTA-PORTB": unique
 // per pair of ports, so several bridges on one machine do not collide.
@@ -43,11 +52,7 @@ func (f *Flags) Path(ports [2]string) string {
 	case "none":
 		return ""
 	case "":
-		name := f.Name
-		if name == "" {
-			name = ports[0] + "-" + ports[1]
-		}
-		return DefaultPath(name)
+		return DefaultPath(f.InstanceName(ports))
 	}
 	return f.Socket
 }

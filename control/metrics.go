@@ -108,6 +108,10 @@ var metricDefs = []metricDef{
 	{"fastpath_bytes_total", "Bytes of the frames the fast path forwarded, by ingress port.", []string{"port"}},
 	{"fastpath_redirect_errors_total", "Frames the fast path forwarded (in fastpath_packets_total) that the kernel then dropped: the egress port down, the frame above its MTU, its driver refusing them (a veth whose peer is down), by ingress port.", []string{"port"}},
 	{"fastpath_punts_total", "Frames the fast path handed to the slow path (AF_XDP), by ingress port and reason.", []string{"port", "reason"}},
+	// --fail-mode=open: frames the pinned XDP program forwarded unjudged
+	// while no worker was registered (between two runs, at start and stop).
+	{"failopen_packets_total", "Frames forwarded unjudged by the fail-open XDP program while no statewire worker ran (--fail-mode=open; kept across restarts in the pinned map), by ingress port.", []string{"port"}},
+	{"failopen_bytes_total", "Bytes of those frames, by ingress port.", []string{"port"}},
 }
 
 // maxStateScan is the largest table the collector walks for
@@ -213,6 +217,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for r, n := range ps.Punts {
 			counter("fastpath_punts_total", n, pn, offload.PuntReason(r).String())
 		}
+		counter("failopen_packets_total", st.Fast.FailOpen[p].Packets, pn)
+		counter("failopen_bytes_total", st.Fast.FailOpen[p].Bytes, pn)
 	}
 	t := c.b.Table()
 	ts := t.Stats()

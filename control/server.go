@@ -416,6 +416,17 @@ func (s *Server) stats(w *writer) {
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}
+	if fo := &ds.Fast.FailOpen; fo[0].Packets+fo[1].Packets > 0 {
+		// --fail-mode=open: frames the pinned program forwarded
+		// unjudged while no worker ran (the gaps between runs).
+		for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+			name := s.opt.Ports[p]
+			if name == "" {
+				name = p.String()
+			}
+			w.line(fmt.Sprintf("failopen port=%s packets=%d bytes=%d", name, fo[p].Packets, fo[p].Bytes))
+		}
+	}
 }
 
 // fastStats writes the XDP fast path's counters after `conntrack -S`'s

@@ -425,6 +425,10 @@ func (l *Lab) Close() error {
 			}
 		}
 	}
+	// XDP programs a statewire run of this lab left pinned
+	// (--fail-mode=open, --name PREFIX...): with the namespaces gone
+	// their links are defunct, but the pins still hold programs and maps.
+	errs = append(errs, removePins(l.Prefix))
 	// State files of `statewire run` on the lab's ports (default name
 	// PORTA-PORTB, or a --name built on the prefix): tens of MB each.
 	if files, err := filepath.Glob(filepath.Join(stateDir, "*"+l.Prefix+"*.table")); err == nil {

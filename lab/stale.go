@@ -27,7 +27,46 @@ var procStart = time.Now()
 var (
 	nsName   = regexp.MustCompile(`^(sw[0-9a-f]{6})-(left|right|br)$`)
 	linkName = regexp.MustCompile(`^(sw[0-9a-f]{6})-(l|r|a|b|br)(\.[0-9]+)?$`)
+	pinName  = regexp.MustCompile(`^(sw[0-9a-f]{6})([-.].*)?$`)
 )
+
+// PinRoot is where statewire run pins its XDP program per bridge name
+// (offload.PinRoot; lab does not import offload).
+const PinRoot = "/sys/fs/bpf/statewire"
+
+// removePinDir unpins everything in dir (unlinking a bpffs pin drops its
+// reference: an XDP link no process holds detaches) and removes dir.
+func removePinDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("lab: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// removePins removes the pin directories of bridges named after prefix.
+func removePins(prefix string) error {
+	ents, _ := os.ReadDir(PinRoot)
+	var errs []error
+	for _, e := range ents {
+		if m := pinName.FindStringSubmatch(e.Name()); m != nil && m[1] == prefix {
+			errs = append(errs, removePinDir(filepath.Join(PinRoot, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 func writeOwner(prefix string) error {
 	if err := os.MkdirAll(ownerDir, 0o755); err != nil {
@@ -147,6 +186,20 @@ func RemoveStale() ([]string, error) {
 			continue
 		}
 		removed = append(removed, ifi.Name)
+	}
+	// bpffs pins of statewire runs named after a lab (--name PREFIX...),
+	// which --fail-mode=open leaves after a kill.
+	pins, _ := os.ReadDir(PinRoot)
+	for _, e := range pins {
+		m := pinName.FindStringSubmatch(e.Name())
+		if m == nil || !isStale(m[1]) {
+			continue
+		}
+		if err := removePinDir(filepath.Join(PinRoot, e.Name())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, filepath.Join(PinRoot, e.Name()))
 	}
 	for prefix, v := range stale {
 		if v {

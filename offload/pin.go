@@ -51,6 +51,14 @@ func EnsureBPFFS() (mounted bool, err error) {
 	if bpffsMounted() {
 		return false, nil
 	}
+	if privateMountNS() {
+		// ip netns exec unshares the mount namespace and mounts a new
+		// sysfs on /sys: a bpffs mounted here would die with this
+		// process, and the pins with it.
+		return false, fmt.Errorf("%s is not bpffs in this mount namespace, which is not the host's (ip netns exec makes such a one, with a fresh /sys): "+
+			"pins made here would vanish with the process. Start statewire in the host's mount namespace, e.g. "+
+			"nsenter --net=/run/netns/NS statewire ... instead of ip netns exec NS statewire ...", BPFFS)
+	}
 	if err := os.MkdirAll(BPFFS, 0o755); err != nil {
 		return false, fmt.Errorf("create %s for bpffs: %w", BPFFS, err)
 	}
@@ -58,6 +66,14 @@ func EnsureBPFFS() (mounted bool, err error) {
 		return false, fmt.Errorf("mount bpffs at %s (needed to keep the XDP program after exit; mount -t bpf bpf %s): %w", BPFFS, BPFFS, err)
 	}
 	return true, nil
+}
+
+// privateMountNS reports whether this process's mount namespace differs
+// from init's (false when it cannot tell).
+func privateMountNS() bool {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	init, err2 := os.Readlink("/proc/1/ns/mnt")
+	return err1 == nil && err2 == nil && self != init
 }
 
 // bpffsMounted reports whether bpffs is mounted at BPFFS.
@@ -358,4 +374,27 @@ func DetachPinned(dir string) (DetachReport, error) {
 	}
 	os.Remove(PinRoot) // only when empty
 	return rep, nil
+}
+
+// PinnedFlows reads the flow map pinned in dir (PinDir) by a run that is
+// gone or running: how many flows the fast path holds and the packets it
+// took for them. It is how one sees the fast path keep forwarding while
+// no process runs.
+func PinnedFlows(dir string) (flows int, packets uint64, err error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "flows"), nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("offload: open the pinned flow map: %w", err)
+	}
+	defer m.Close()
+	var k bpfFlowKey
+	var v bpfFlowValue
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		flows++
+		packets += v.Packets[0] + v.Packets[1]
+	}
+	if err := it.Err(); err != nil {
+		return 0, 0, fmt.Errorf("offload: read the pinned flow map: %w", err)
+	}
+	return flows, packets, nil
 }

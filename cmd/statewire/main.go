@@ -5,6 +5,7 @@
 //	statewire run --port-a IF --port-b IF [flags]   bridge two interfaces
 //	statewire demo [flags]                          run the bridge in a built-in lab
 //	statewire replay [flags] FILE.pcap              track a capture offline
+//	statewire detach --name NAME                    remove a fail-open program left attached
 //	statewire version
 //
 // Every subcommand takes -h for its flags and their defaults.
@@ -37,6 +38,7 @@ func commands() []command {
 		{"conntrack", "list, count, delete, flush and watch the live connection table (conntrack -L/-C/-D/-F/-E/-S)", conntrackCmd},
 		{"sysctl", "read or set conntrack timeouts and switches of the running bridge", sysctlCmd},
 		{"rules", "load (atomically) or show the rules of the running bridge", rulesCmd},
+		{"detach", "remove the XDP program --fail-mode=open left attached (and its pins), report its fail-open count", detachCmd},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "statewire", version)
 			return nil

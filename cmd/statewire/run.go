@@ -36,6 +36,7 @@ type datapathFlags struct {
 	cpus          string
 	offload       string
 	offloadFlows  int
+	failMode      string
 }
 
 func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
@@ -64,6 +65,14 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 		"ports can take XDP redirects: on veth the peer needs GRO on or an XDP program; else\n"+
 		"off, and the log says why), on (fail to start without it) or off (every frame to AF_XDP)")
 	fs.IntVar(&df.offloadFlows, "offload-flows", 0, "size of the fast-path flow map (default: the flow table's maximum entries)")
+	if ports {
+		fs.StringVar(&df.failMode, "fail-mode", "closed", "what passes while no statewire process serves the ports: closed (nothing; no\n"+
+			"XDP program is left after exit) or open (the XDP program stays attached, pinned in\n"+
+			"/sys/fs/bpf/statewire/NAME, after any exit including kill -9, and forwards every frame\n"+
+			"unchanged and unjudged until the next start with the same --name takes over without a\n"+
+			"gap; on veth the ports' peers need GRO on or an XDP program; statewire detach --name\n"+
+			"NAME removes it)")
+	}
 	return df
 }
 
@@ -108,6 +117,13 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 		return c, fmt.Errorf("--offload: %w", err)
 	}
 	c.OffloadFlows = df.offloadFlows
+	switch df.failMode {
+	case "closed", "":
+	case "open":
+		c.FailOpen = true
+	default:
+		return c, fmt.Errorf("--fail-mode must be closed or open, got %q", df.failMode)
+	}
 	switch df.attach {
 	case "native":
 		c.Attach = offload.Native
@@ -133,7 +149,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "Usage: statewire run --port-a IF --port-b IF [flags]\n\n"+
 			"Bridges two interfaces over AF_XDP: every frame is tracked with Linux conntrack\n"+
 			"semantics, judged by the FORWARD rules and, when accepted, sent out of the other\n"+
-			"port unchanged. SIGINT or SIGTERM detaches the XDP programs and prints the totals.\n\n"+
+			"port unchanged. SIGINT or SIGTERM detaches the XDP programs (with --fail-mode=open\n"+
+			"they stay and forward every frame until the next start) and prints the totals.\n\n"+
 			"The connection table lives in --state-file: started again with the same --name\n"+
 			"(after SIGTERM, systemctl restart or a crash), statewire adopts its connections.\n\n"+
 			"The control socket (--name, --control-socket) serves statewire conntrack,\n"+
@@ -160,6 +177,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Settings, cfg.Table = settings, tcfg
 	cfg.StateFile = stateFilePath(*stateFile, ctlf.Name, [2]string{df.portA, df.portB})
+	cfg.Name = ctlf.InstanceName([2]string{df.portA, df.portB})
 	logger, err := ctlf.Logger(stderr)
 	if err != nil {
 		return err

@@ -1,0 +1,401 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/testenv"
+	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
+)
+
+// swProc is one `statewire run` process in the bridge namespace, in its
+// own process group so that kill -9 reaches statewire itself.
+type swProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lab.SyncBuffer
+	done           chan error
+}
+
+func startSW(t *testing.T, l *lab.Lab, bin string, args ...string) *swProc {
+	t.Helper()
+	p := &swProc{stdout: &lab.SyncBuffer{}, stderr: &lab.SyncBuffer{}, done: make(chan error, 1)}
+	p.cmd = inBridgeNS(l, bin, append([]string{"run", "--port-a", l.PortA, "--port-b", l.PortB, "--ring-size", "512"}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start statewire run: %v", err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	})
+	return p
+}
+
+// inBridgeNS runs name in the bridge's network namespace but the host's
+// mount namespace (nsenter --net, not ip netns exec, which mounts a fresh
+// /sys without bpffs): the pins must land in the host's bpffs to outlive
+// the process, as under systemd.
+func inBridgeNS(l *lab.Lab, name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + l.BridgeNS, name}, args...)...)
+}
+
+// runInBridgeNS runs name (statewire detach, conntrack) as inBridgeNS and
+// returns its stdout; the error carries its stderr.
+func runInBridgeNS(l *lab.Lab, name string, args ...string) (string, error) {
+	cmd := inBridgeNS(l, name, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.String())
+		}
+		return stdout.String(), nil
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return stdout.String(), fmt.Errorf("%s %s: no exit within 10 s", name, strings.Join(args, " "))
+	}
+}
+
+// signal sends sig to the process group and waits for the exit.
+func (p *swProc) signal(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil {
+		t.Fatalf("kill -%d: %v", sig, err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("statewire run did not exit within 15s of signal %v\nstderr: %s", sig, p.stderr.String())
+		return nil
+	}
+}
+
+// failModeLab is a lab whose hosts' veths have GRO on (the ports' peers
+// must run NAPI for XDP redirects into the ports: --fail-mode=open checks
+// it) and static neighbours, and the bridge name (the lab's prefix, so
+// that lab.RemoveStale finds the pins of a killed run). Its cleanup
+// removes the bridge's pins, whatever happened, and fails the test if a
+// pin or an XDP program was left.
+func failModeLab(t *testing.T) (l *lab.Lab, bin, name, dir string) {
+	lab.RequireRoot(t)
+	bin = lab.StatewireBinary(t)
+	l = lab.NewT(t, lab.Options{})
+	e2etest.HostGRO(t, l, true)
+	e2etest.StaticNeighbours(t, l)
+	name = l.Prefix + "-fm"
+	dir, err := offload.PinDir(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Runs after the processes are killed (cleanups run last first).
+		if _, err := os.Stat(dir); err == nil {
+			if !t.Failed() {
+				t.Errorf("pins left in %s at the end of the test", dir)
+			}
+			offload.DetachPinned(dir)
+		}
+	})
+	return l, bin, name, dir
+}
+
+func pingOK(t *testing.T, l *lab.Lab, count int) (bool, string) {
+	t.Helper()
+	return l.Ping(l.LeftNS, rightIP.String(), count)
+}
+
+func xdpOn(t *testing.T, l *lab.Lab, ifc string) uint32 {
+	t.Helper()
+	id, err := l.XDPAttached(ifc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+var failOpenRE = regexp.MustCompile(`failopen port=(\S+) packets=(\d+) bytes=(\d+)`)
+
+// TestFailModeOpen: with --fail-mode=open ping keeps answering after
+// statewire is killed with -9 and before it is started again, through the
+// program that stays attached and pinned; the next start adopts it (same
+// name, no gap) and its `conntrack -S` shows the frames forwarded unjudged
+// meanwhile; a graceful stop leaves it forwarding too; `statewire detach`
+// then removes program and pins (ip link shows no xdp, bpffs no pin),
+// reports the count, and nothing passes any more.
+func TestFailModeOpen(t *testing.T) {
+	l, bin, name, dir := failModeLab(t)
+	args := []string{"--fail-mode=open", "--name", name}
+	first := startSW(t, l, bin, args...)
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
+		t.Fatalf("no ping through statewire within %v\nstderr: %s", d, first.stderr.String())
+	}
+	for _, f := range []string{"link_a", "link_b", "flows", "xsks_a", "xsks_b", "fail_open_stats"} {
+		if _, err := os.Stat(dir + "/" + f); err != nil {
+			t.Errorf("fail-open run: pin %s: %v", f, err)
+		}
+	}
+	progA := xdpOn(t, l, l.PortA)
+
+	// A ping every 50 ms across the kill: the program forwards from the
+	// moment the sockets are gone.
+	across := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, _ := l.Run(ctx, l.LeftNS, "ping", "-c", "60", "-i", "0.05", "-W", "1", rightIP.String())
+		across <- out
+	}()
+	time.Sleep(time.Second) // the kill lands in the middle of the 3 s of pings
+	if err := first.signal(t, syscall.SIGKILL); err == nil {
+		t.Fatalf("first run exited cleanly, want killed")
+	}
+	if id := xdpOn(t, l, l.PortA); id != progA {
+		t.Fatalf("after kill -9: XDP program on %s got id %d, want %d still attached", l.PortA, id, progA)
+	}
+	if ok, out := pingOK(t, l, 5); !ok {
+		t.Fatalf("after kill -9, before any restart: ping through the fail-open program failed:\n%s", out)
+	}
+	out := <-across
+	t.Logf("60 pings every 50 ms across the kill: %s", lastLine(out, "received"))
+	if n := pingsReceived(out); n < 50 {
+		t.Errorf("pings across the kill: %d of 60 answered, want at least 50:\n%s", n, out)
+	}
+
+	second := startSW(t, l, bin, args...)
+	if !testenv.WaitFor(15*time.Second, func() bool { return strings.Contains(second.stderr.String(), "datapath "+l.PortA) }) {
+		t.Fatalf("second run did not start:\n%s", second.stderr.String())
+	}
+	if s := second.stderr.String(); !strings.Contains(s, "adopted the pinned XDP link") {
+		t.Errorf("second run did not adopt the pinned links:\n%s", s)
+	}
+	if ok, out := pingOK(t, l, 3); !ok {
+		t.Fatalf("second run: ping failed:\n%s", out)
+	}
+	stats, err := runInBridgeNS(l, bin, "conntrack", "-S", "--name", name)
+	if err != nil {
+		t.Fatalf("conntrack -S: %v", err)
+	}
+	m := failOpenRE.FindAllStringSubmatch(stats, -1)
+	var fo uint64
+	for _, x := range m {
+		n, _ := strconv.ParseUint(x[2], 10, 64)
+		fo += n
+	}
+	if len(m) != 2 || fo < 10 {
+		t.Errorf("conntrack -S of the next run: fail-open lines %q, want two with the >= 10 frames forwarded while killed:\n%s", m, stats)
+	}
+	t.Logf("conntrack -S after the restart: %q", m)
+
+	if err := second.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("second run after SIGTERM: %v\n%s", err, second.stderr.String())
+	}
+	if xdpOn(t, l, l.PortA) == 0 || xdpOn(t, l, l.PortB) == 0 {
+		t.Fatalf("after a graceful stop in fail-open mode: XDP program gone, want it attached")
+	}
+	if ok, out := pingOK(t, l, 3); !ok {
+		t.Fatalf("after a graceful stop in fail-open mode: ping failed:\n%s", out)
+	}
+
+	det, err := runInBridgeNS(l, bin, "detach", "--name", name)
+	if err != nil {
+		t.Fatalf("statewire detach: %v", err)
+	}
+	t.Logf("statewire detach: %s", strings.TrimSpace(det))
+	if !strings.Contains(det, "detached from "+l.PortA+" and "+l.PortB) || !strings.Contains(det, "fail-open: forwarded unjudged A->B") {
+		t.Errorf("detach output got %q, want the ports and the fail-open count", det)
+	}
+	checkNothingLeft(t, l, dir)
+	if ok, out := pingOK(t, l, 2); ok || !strings.Contains(out, " 0 received") {
+		t.Errorf("after detach: ping got answers, want none (nothing passes without statewire):\n%s", out)
+	}
+	_, err = runInBridgeNS(l, bin, "detach", "--name", name)
+	if err == nil || !strings.Contains(err.Error(), "nothing to detach") {
+		t.Errorf("second detach got %v, want 'nothing to detach'", err)
+	}
+}
+
+// TestFailModeClosedDefault: without --fail-mode nothing passes once
+// statewire is killed, and it leaves neither an XDP program nor a pin.
+func TestFailModeClosedDefault(t *testing.T) {
+	l, bin, name, dir := failModeLab(t)
+	p := startSW(t, l, bin, "--name", name)
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
+		t.Fatalf("no ping through statewire within %v\nstderr: %s", d, p.stderr.String())
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("closed mode while running: %s got %v, want no pins", dir, err)
+	}
+	if err := p.signal(t, syscall.SIGKILL); err == nil {
+		t.Fatalf("run exited cleanly, want killed")
+	}
+	if !testenv.WaitFor(2*time.Second, func() bool { return xdpOn(t, l, l.PortA) == 0 && xdpOn(t, l, l.PortB) == 0 }) {
+		t.Fatalf("closed mode: XDP program still attached 2 s after kill -9")
+	}
+	if ok, out := pingOK(t, l, 2); ok || !strings.Contains(out, " 0 received") {
+		t.Errorf("closed mode after kill -9: ping got answers, want none:\n%s", out)
+	}
+	checkNothingLeft(t, l, dir)
+}
+
+// TestFailOpenRestartKeepsFastFlows: a UDP echo flow in the fast path
+// (--offload=on) keeps being forwarded by the pinned program while
+// statewire is killed: the packet counters of the pinned flow map grow
+// during the gap and the echoes keep coming. The next start adopts the
+// map, sends the flows to the slow path (its table is fresh: userspace
+// stays the authority) and the echoes keep coming.
+func TestFailOpenRestartKeepsFastFlows(t *testing.T) {
+	l, bin, name, dir := failModeLab(t)
+	args := []string{"--fail-mode=open", "--offload=on", "--name", name}
+	first := startSW(t, l, bin, args...)
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
+		t.Fatalf("no ping through statewire within %v\nstderr: %s", d, first.stderr.String())
+	}
+	addr := &net.UDPAddr{IP: rightIP.AsSlice(), Port: 5007}
+	udpEcho(t, l, l.RightNS, addr)
+	c := dialUDP(t, l, l.LeftNS, addr)
+	var sent, got atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msg := fmt.Sprintf("fail-open echo %d", i)
+			if _, err := c.Write([]byte(msg)); err != nil {
+				return
+			}
+			sent.Add(1)
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if k, err := c.Read(buf); err == nil && string(buf[:k]) == msg {
+				got.Add(1)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	var flows int
+	var pk uint64
+	if !testenv.WaitFor(15*time.Second, func() bool {
+		flows, pk, _ = offload.PinnedFlows(dir)
+		return flows >= 1 && pk > 20
+	}) {
+		t.Fatalf("the echo flow is not in the fast path after 15 s (pinned map: %d flows, %d packets)\nstderr: %s", flows, pk, first.stderr.String())
+	}
+	if err := first.signal(t, syscall.SIGKILL); err == nil {
+		t.Fatalf("first run exited cleanly, want killed")
+	}
+	_, atKill, err := offload.PinnedFlows(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotAtKill := got.Load()
+	var now uint64
+	if !testenv.WaitFor(5*time.Second, func() bool {
+		_, now, _ = offload.PinnedFlows(dir)
+		return now >= atKill+100 && got.Load() >= gotAtKill+50
+	}) {
+		t.Fatalf("during the gap: pinned flow packets %d -> %d, echoes %d -> %d; want the fast path to keep forwarding", atKill, now, gotAtKill, got.Load())
+	}
+	t.Logf("during the gap: the pinned flow map's packets grew %d -> %d, %d echoes answered", atKill, now, got.Load()-gotAtKill)
+
+	second := startSW(t, l, bin, args...)
+	re := regexp.MustCompile(`its (\d+) fast-path flows go to the slow path`)
+	var adopted []string
+	if !testenv.WaitFor(15*time.Second, func() bool { adopted = re.FindStringSubmatch(second.stderr.String()); return adopted != nil }) {
+		t.Fatalf("second run did not report the adopted flows:\n%s", second.stderr.String())
+	}
+	if n, _ := strconv.Atoi(adopted[1]); n < 1 {
+		t.Errorf("second run adopted %d fast-path flows, want the echo flow", n)
+	}
+	gotAtStart := got.Load()
+	if !testenv.WaitFor(5*time.Second, func() bool { return got.Load() >= gotAtStart+100 }) {
+		t.Errorf("after the restart: echoes %d -> %d, want them to keep coming", gotAtStart, got.Load())
+	}
+	t.Logf("echoes: %d sent, %d answered over the run, kill and restart", sent.Load(), got.Load())
+
+	if err := second.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("second run after SIGTERM: %v\n%s", err, second.stderr.String())
+	}
+	det, err := runInBridgeNS(l, bin, "detach", "--name", name)
+	if err != nil {
+		t.Fatalf("statewire detach: %v", err)
+	}
+	t.Logf("statewire detach: %s", strings.TrimSpace(det))
+	checkNothingLeft(t, l, dir)
+}
+
+// checkNothingLeft fails t if an XDP program is on a port (netlink and
+// `ip link`) or the bridge's bpffs directory exists.
+func checkNothingLeft(t *testing.T, l *lab.Lab, dir string) {
+	t.Helper()
+	if !testenv.WaitFor(2*time.Second, func() bool { return xdpOn(t, l, l.PortA) == 0 && xdpOn(t, l, l.PortB) == 0 }) {
+		t.Errorf("XDP program still attached: %s id %d, %s id %d", l.PortA, xdpOn(t, l, l.PortA), l.PortB, xdpOn(t, l, l.PortB))
+	}
+	for _, ifc := range []string{l.PortA, l.PortB} {
+		out, err := l.Run(context.Background(), l.BridgeNS, "ip", "link", "show", ifc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, "xdp") {
+			t.Errorf("ip link show %s got %q, want no xdp", ifc, out)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("bpffs: %s got %v, want it gone", dir, err)
+	}
+}
+
+var receivedRE = regexp.MustCompile(`(\d+) received`)
+
+func pingsReceived(pingOut string) int {
+	m := receivedRE.FindStringSubmatch(pingOut)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+func lastLine(s, with string) string {
+	for _, ln := range strings.Split(s, "\n") {
+		if strings.Contains(ln, with) {
+			return strings.TrimSpace(ln)
+		}
+	}
+	return ""
+}
