@@ -193,6 +193,8 @@ func (c DatapathConfig) Validate() error {
 		return bad("offload flows %d: must be in [0, %d]", c.OffloadFlows, 1<<26)
 	case c.FailOpen && c.Name == "":
 		return bad("fail-open needs the bridge's name: its XDP program is pinned under it (--name)")
+	case c.Name != "" && pinDirErr(c.Name) != nil:
+		return bad("%v", pinDirErr(c.Name))
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}

@@ -71,6 +71,11 @@ func (dp *Datapath) Offload() (on bool, why string) {
 	return dp.fastOn, dp.fastWhy
 }
 
+func pinDirErr(name string) error {
+	_, err := offload.PinDir(name)
+	return err
+}
+
 // pinDir is the bridge's bpffs directory, "" without a name.
 func (dp *Datapath) pinDir() string {
 	if dp.cfg.Name == "" {

@@ -40,6 +40,8 @@ func TestDatapathConfigValidate(t *testing.T) {
 		{"too few frames", func(c *DatapathConfig) { c.Frames = 4096 }, "need at least 2*(fill 2048 + tx 2048) = 8192"},
 		{"handoff not a power of two", func(c *DatapathConfig) { c.Handoff = 1000 }, "handoff ring size 1000"},
 		{"attach mode", func(c *DatapathConfig) { c.Attach = offload.Mode(7) }, "attach mode 7"},
+		{"fail-open without a name", func(c *DatapathConfig) { c.FailOpen = true }, "fail-open needs the bridge's name"},
+		{"name not a directory", func(c *DatapathConfig) { c.Name = "a/b" }, "cannot name a bpffs directory"},
 		{"offload mode", func(c *DatapathConfig) { c.Offload = OffloadMode(9) }, "offload mode 9"},
 		{"offload flows", func(c *DatapathConfig) { c.OffloadFlows = -1 }, "offload flows -1"},
 		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},

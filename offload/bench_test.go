@@ -1,8 +1,13 @@
 package offload_test
 
 import (
+	"os"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet/packettest"
 )
@@ -49,6 +54,59 @@ func BenchmarkProgram(b *testing.B) {
 			}
 			b.ReportMetric(float64(d.Nanoseconds()), "ns/frame")
 			b.ReportMetric(1e9/float64(d.Nanoseconds())/1e6, "Mpps")
+		})
+	}
+}
+
+// BenchmarkSlowPath compares, per frame under BPF_PROG_RUN, what
+// --offload=off runs now (the program loaded slow-only) with the retired
+// bridge/xdpprog program (its five instructions rebuilt here:
+// bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS)) and with the full
+// program punting a frame of a flow not offered. The XSKMAP is empty (a
+// run cannot redirect into a socket), so all three take the miss.
+func BenchmarkSlowPath(b *testing.B) {
+	frame := packettest.UDP4("198.18.0.1", "198.19.0.1", 4000, 53, make([]byte, 18))
+	bench := func(b *testing.B, p *ebpf.Program) {
+		ret, d, err := p.Benchmark(frame, b.N, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ret != offload.ActionPass {
+			b.Fatalf("action %d, want pass", ret)
+		}
+		b.ReportMetric(float64(d.Nanoseconds()), "ns/frame")
+	}
+	b.Run("xdpprog", func(b *testing.B) {
+		if os.Geteuid() != 0 {
+			testenv.Unavailable(b, "loading XDP programs needs root")
+		}
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 64})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		insns := asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // rx_queue_index
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Imm(asm.R3, offload.ActionPass),
+			asm.FnRedirectMap.Call(),
+			asm.Return(),
+		}
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "Dual MIT/GPL"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		bench(b, p)
+	})
+	for _, slow := range []bool{true, false} {
+		name := "slow-only"
+		if !slow {
+			name = "full-miss"
+		}
+		b.Run(name, func(b *testing.B) {
+			prog := loadB(b, offload.Options{MaxFlows: 1024, PassOnMiss: true, SlowOnly: slow})
+			bench(b, prog.EBPF(offload.PortA))
 		})
 	}
 }

@@ -1,7 +1,9 @@
 // Package offload is statewire's XDP fast path (DESIGN.md, "Two levels:
 // the XDP fast path and the AF_XDP slow path"): the C program offload.c,
 // its bpf2go bindings, the layout of the fast-path flow map and the loader.
-// It replaces bridge/xdpprog.
+// It replaced bridge/xdpprog: the same program serves --offload=off,
+// loaded slow-only (Options.SlowOnly: no parse, every frame to the AF_XDP
+// socket of its queue, as xdpprog's five instructions did).
 //
 // # What the program takes
 //
@@ -305,6 +307,41 @@
 // measures the offset once, and every time crossing the boundary is
 // converted with it, so Expires read back is exactly last packet's time +
 // the timeout Go's Update would have chosen.
+//
+// # Fail-open, pins and the next start
+//
+// With Options.FailOpen (statewire run --fail-mode=open) the program
+// outlives the process: once both ports are attached its two bpf_links
+// and its maps are pinned in PinDir(name) (/sys/fs/bpf/statewire/NAME;
+// bpffs is mounted there when it is not, and the log says so), so that
+// neither an exit nor a kill -9 detaches it. The program's slow-path
+// redirect (offload.c to_slow_path) looks the frame's queue up in the
+// XSKMAP; when the socket is missing, that is, no worker is registered
+// (the kernel removes a socket's entry when the socket closes, so no
+// process has to clear anything, and a kill -9 clears it too), it forwards
+// the frame unchanged to the other port through the DEVMAP the fast path
+// uses and counts it per ingress port (fail_open_stats; FailOpen). Offered
+// flows keep going through the fast path meanwhile, their counters and
+// window state updated in the pinned flow map. A socket registered costs
+// the slow path nothing more: the XSKMAP hit returns at once.
+//
+// The next Load with the same Pin adopts the pinned maps when they fit
+// (same layout and sizes; otherwise it logs why and starts on new maps),
+// and Attach takes the pinned links over with bpf_link_update: the new
+// program replaces the old one in place, so no frame meets a port without
+// a program. Until the sockets are registered the program goes on
+// forwarding unjudged (fail-open) or dropping (closed). The adopted flow
+// map belongs to the earlier run's table: RevokeAdopted empties it unless
+// the table was carried over too (Adopted is the hook for that), so that
+// userspace stays the authority.
+//
+// Without FailOpen (closed, the default) nothing is pinned, and a start
+// that adopted pins of an earlier fail-open run removes them once it is
+// attached: nothing outlives the process, also on a graceful restart.
+// That is deliberate: a SIGTERM does not say whether a restart follows,
+// and a closed bridge that stopped must pass nothing, not even its offered
+// flows. DetachPinned (statewire detach) removes the pins: the links
+// detach when no process holds them.
 //
 // Ownership: Load, Attach, SetPorts, Register and Close belong to the
 // goroutine that starts and stops the datapath. Offer, TakeBack and Peek

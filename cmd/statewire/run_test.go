@@ -28,6 +28,10 @@ func TestRunCommandErrors(t *testing.T) {
 		{"attach", []string{"run", "--port-a", "a", "--port-b", "b", "--attach", "offload"}, 1, "--attach must be native or generic"},
 		{"offload", []string{"run", "--port-a", "a", "--port-b", "b", "--offload", "maybe"}, 1, `--offload: offload mode "maybe": must be auto, on or off`},
 		{"offload flows", []string{"run", "--port-a", "a", "--port-b", "b", "--offload-flows", "-1"}, 1, "offload flows -1"},
+		{"fail mode", []string{"run", "--port-a", "a", "--port-b", "b", "--fail-mode", "bypass"}, 1, "--fail-mode must be closed or open"},
+		{"fail-open name", []string{"run", "--port-a", "a", "--port-b", "b", "--fail-mode", "open", "--name", "a/b"}, 1, "cannot name a bpffs directory"},
+		{"detach without name", []string{"detach"}, 2, "--name is required"},
+		{"detach nothing", []string{"detach", "--name", "sw-nosuch-bridge", "--control-socket", "/nonexistent/sw.sock"}, 1, "nothing to detach"},
 		{"cpus not numbers", []string{"run", "--port-a", "a", "--port-b", "b", "--cpus", "0,x"}, 1, `--cpus: "x" is not a CPU number`},
 		{"cpus per worker", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "2", "--cpus", "0"}, 1, "1 CPUs listed for 2 workers"},
 		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
@@ -44,6 +48,19 @@ func TestRunCommandErrors(t *testing.T) {
 				t.Errorf("stderr got %q, want it to contain %q", stderr, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestRunHelpFailMode: run --help documents --fail-mode and its default.
+func TestRunHelpFailMode(t *testing.T) {
+	code, _, stderr := run(t, "run", "--help")
+	if code != 0 {
+		t.Errorf("exit code got %d, want 0", code)
+	}
+	for _, want := range []string{"-fail-mode string", `(default "closed")`, "statewire detach --name"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("run --help lacks %q", want)
+		}
 	}
 }
 
