@@ -613,7 +613,7 @@ func (dp *Datapath) open(idx [2]int) error {
 			}
 			q.umem = u
 			for p := range q.sock {
-				s, err := u.Open(idx[p], q.id)
+				s, err := dp.openSocket(u, idx[p], q.id, names[p])
 				if err != nil && dp.cfg.multiBuffer && bindsWithout(rc, idx[p], q.id) {
 					return dp.cfg.multiBufferError(Port(p), fmt.Sprintf("open AF_XDP socket (queue %d)", q.id), err)
 				}
@@ -694,6 +694,32 @@ func (dp *Datapath) open(idx [2]int) error {
 	dp.logf("datapath %s <-> %s: %d workers, %d queues, AF_XDP %s, XDP %s, fast path %s, fail mode %s",
 		names[0], names[1], dp.cfg.Cores, dp.cfg.Queues, dp.workers[0].queues[0].mode, dp.cfg.Attach, fp, mode)
 	return nil
+}
+
+// socketBusyWait bounds how long open waits, beyond ring's own second,
+// for a queue still held by a socket closed a moment ago.
+const socketBusyWait = 10 * time.Second
+
+// openSocket opens the socket of queue on port ifindex. EBUSY means a
+// socket closed a moment ago still holds the queue: the kernel releases
+// its buffer pool from a workqueue after the process exits, which on a
+// loaded machine takes longer than ring's one-second retry after a kill -9
+// (with --fail-mode=open the restart follows at once: the program keeps
+// forwarding meanwhile).
+func (dp *Datapath) openSocket(u *ring.UMEM, ifindex, queue int, name string) (*ring.Socket, error) {
+	deadline := time.Now().Add(socketBusyWait)
+	for logged := false; ; {
+		s, err := u.Open(ifindex, queue)
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return s, err
+		}
+		if !logged {
+			dp.logf("datapath: %s queue %d is still held by a socket closed a moment ago (an earlier run's, released by the kernel after it exits): waiting up to %v",
+				name, queue, socketBusyWait)
+			logged = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // fallBack records why auto runs without the fast path and closes the
