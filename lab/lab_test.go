@@ -16,6 +16,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/statewire/statewire/offload"
 )
 
 // gone fails t if any namespace or root-namespace link of l still exists.
@@ -277,11 +281,38 @@ func TestRemoveStale(t *testing.T) {
 		run(ctx, "ip", "netns", "del", prefix+"-br")
 		run(ctx, "ip", "link", "del", prefix+"-a")
 	})
+	// Pins a killed fail-open run of each lab would leave (statewire run
+	// --name PREFIX-...): the stale lab's go, the live lab's stay.
+	if _, err := offload.EnsureBPFFS(); err != nil {
+		t.Fatal(err)
+	}
+	pinDirs := []string{filepath.Join(PinRoot, prefix+"-fm"), filepath.Join(PinRoot, live.Prefix+"-fm")}
+	for _, d := range pinDirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = m.Pin(filepath.Join(d, "flows"))
+		m.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { removePinDir(pinDirs[1]) })
 	removed, err := RemoveStale()
 	if err != nil {
 		t.Fatalf("RemoveStale: %v", err)
 	}
-	want := []string{prefix + "-br", prefix + "-left"}
+	if _, err := os.Stat(pinDirs[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale lab's pins %s: got %v, want them removed", pinDirs[0], err)
+	}
+	if _, err := os.Stat(filepath.Join(pinDirs[1], "flows")); err != nil {
+		t.Errorf("live lab's pins removed by RemoveStale: %v", err)
+	}
+	want := []string{prefix + "-br", prefix + "-left", pinDirs[0]}
 	for _, w := range want {
 		found := false
 		for _, r := range removed {
