@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
 )
 

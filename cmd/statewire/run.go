@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/control"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
 )
 

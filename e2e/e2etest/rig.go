@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/rules"
 )
 

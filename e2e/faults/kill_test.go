@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
