@@ -399,7 +399,8 @@ func (l *Lab) mac(ns, ifc string) (net.HardwareAddr, error) {
 }
 
 // Close removes the namespaces (which takes every veth, VLAN and bridge in
-// them along) and the ownership record. It is idempotent and tries every
+// them along), the bpffs pins of statewire runs named after the lab
+// (PinRoot/PREFIX..., --fail-mode=open) and the ownership record. It is idempotent and tries every
 // step even after an error.
 func (l *Lab) Close() error {
 	if l == nil || l.closed {

@@ -124,8 +124,10 @@ func ownerAlive(prefix string) (alive, known bool) {
 	return err == nil && st == f[1], true
 }
 
-// RemoveStale deletes namespaces and root-namespace links left by labs of
-// killed runs: objects named sw<6 hex>-..., whose owner process is gone, or
+// RemoveStale deletes namespaces, root-namespace links and bpffs pin
+// directories (PinRoot/sw<6 hex>..., left by a fail-open statewire run
+// named after the lab) left by labs of killed runs: objects named
+// sw<6 hex>-..., whose owner process is gone, or
 // which have no owner record and are older than this process. Labs of live
 // processes (including this one) are left alone. It returns the names it
 // removed.
