@@ -225,6 +225,31 @@ func TestFailModeOpen(t *testing.T) {
 		t.Fatalf("after a graceful stop in fail-open mode: ping failed:\n%s", out)
 	}
 
+	// A graceful restart: pings every 50 ms while a third run takes the
+	// program over from the pins and stops again.
+	across = make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, _ := l.Run(ctx, l.LeftNS, "ping", "-c", "100", "-i", "0.05", "-W", "1", rightIP.String())
+		across <- out
+	}()
+	third := startSW(t, l, bin, args...)
+	if !testenv.WaitFor(15*time.Second, func() bool { return strings.Contains(third.stderr.String(), "datapath "+l.PortA) }) {
+		t.Fatalf("third run did not start:\n%s", third.stderr.String())
+	}
+	if !strings.Contains(third.stderr.String(), "adopted the pinned XDP link") {
+		t.Errorf("third run (after a graceful stop) did not adopt the pinned links:\n%s", third.stderr.String())
+	}
+	if err := third.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("third run after SIGTERM: %v\n%s", err, third.stderr.String())
+	}
+	out = <-across
+	t.Logf("100 pings every 50 ms across a start and a graceful stop: %s", lastLine(out, "received"))
+	if n := pingsReceived(out); n < 95 {
+		t.Errorf("pings across a graceful restart: %d of 100 answered, want at least 95:\n%s", n, out)
+	}
+
 	det, err := runInBridgeNS(l, bin, "detach", "--name", name)
 	if err != nil {
 		t.Fatalf("statewire detach: %v", err)
