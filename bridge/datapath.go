@@ -654,14 +654,10 @@ func (dp *Datapath) open(idx [2]int) error {
 		}
 		return fmt.Errorf("attach XDP (%s): %w", dp.cfg.Attach, err)
 	}
-	if dp.fast.Adopted() {
-		// The table starts empty: the flows the earlier run left in the
-		// fast path go up the slow path, which is the authority.
-		n, err := dp.fast.RevokeAdopted()
-		if err != nil {
-			return err
-		}
-		dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path (the table starts empty)", n)
+	// The table starts empty (until it survives restarts): the flows the
+	// earlier run left in the fast path go up the slow path.
+	if _, err := dp.settleAdoptedFlows(false); err != nil {
+		return err
 	}
 	if fo, err := dp.fast.FailOpen(); err == nil && fo[0].Packets+fo[1].Packets > 0 {
 		dp.logf("datapath: fail-open forwarded %d frames from %s and %d from %s unjudged while no worker ran",
@@ -720,6 +716,34 @@ func (dp *Datapath) openSocket(u *ring.UMEM, ifindex, queue int, name string) (*
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// settleAdoptedFlows decides what becomes of the flows an earlier run left
+// in the fast-path map this run adopted (offload Program.Adopted): with
+// the connection table carried over too (tableAdopted), they stay in the
+// fast path (offload KeepAdopted), the table's entries marked offloaded
+// being their userspace side; otherwise they go up the slow path
+// (RevokeAdopted), which is the authority. kept is the "fast path adopted"
+// answer a carried-over table needs (false: take its offloaded entries
+// back). Before the workers start.
+func (dp *Datapath) settleAdoptedFlows(tableAdopted bool) (kept bool, err error) {
+	if dp.fast == nil || !dp.fast.Adopted() {
+		return false, nil
+	}
+	if tableAdopted {
+		n, err := dp.fast.KeepAdopted()
+		if err != nil {
+			return false, err
+		}
+		dp.logf("datapath: took the XDP program over from the earlier run with its %d fast-path flows", n)
+		return true, nil
+	}
+	n, err := dp.fast.RevokeAdopted()
+	if err != nil {
+		return false, err
+	}
+	dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path (the table starts empty)", n)
+	return false, nil
 }
 
 // fallBack records why auto runs without the fast path and closes the

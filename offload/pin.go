@@ -165,6 +165,61 @@ func (p *Program) RevokeAdopted() (int, error) {
 	return len(keys), nil
 }
 
+// KeepAdopted keeps the adopted flow map for a table that was carried over
+// with it (the hook for a connection table that survives restarts): the
+// active flows stay in the fast path and their slots and generations are
+// taken out of this run's allocator, so that no new offer reuses them;
+// pending offers (the earlier run's worker that would activate them is
+// gone) are cancelled and deleted. It returns how many flows it kept. The
+// caller must hold a table entry for each kept flow (it takes them back as
+// it would its own offers) or TakeBack those it has none for. Call it
+// before any Offer, instead of RevokeAdopted.
+func (p *Program) KeepAdopted() (int, error) {
+	var k bpfFlowKey
+	var v bpfFlowValue
+	var drop []bpfFlowKey
+	used := make([]bool, p.opts.MaxFlows)
+	it := p.flows.Iterate()
+	for it.Next(&k, &v) {
+		if int(v.Slot) >= p.opts.MaxFlows || used[v.Slot] {
+			drop = append(drop, k)
+			continue
+		}
+		w := p.rev.load(v.Slot)
+		if w&pendBit != 0 || uint32(w) != v.Gen || v.Gen == 0 {
+			// Pending, or revoked by a take-back the earlier run did
+			// not finish: userspace holds the state.
+			p.rev.revoke(v.Slot, uint64(v.Gen))
+			drop = append(drop, k)
+			continue
+		}
+		used[v.Slot] = true
+		p.gens[v.Slot] = v.Gen
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("offload: read the adopted flow map: %w", err)
+	}
+	for i := range drop {
+		if err := p.flows.Delete(&drop[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("offload: delete a pending adopted flow: %w", err)
+		}
+	}
+	p.mu.Lock()
+	p.free = p.free[:0]
+	kept := 0
+	for s := p.opts.MaxFlows - 1; s >= 0; s-- {
+		if used[s] {
+			kept++
+			continue
+		}
+		p.rev.store(uint32(s), 0)
+		p.free = append(p.free, uint32(s))
+	}
+	p.mu.Unlock()
+	p.adopted = false
+	return kept, nil
+}
+
 // FailOpenStats counts the frames of one ingress port the program
 // forwarded unjudged in fail-open mode because no worker was registered.
 type FailOpenStats struct {

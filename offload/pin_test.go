@@ -246,3 +246,96 @@ func attachedID(t *testing.T, l *lab.Lab, ifname string) (uint32, bool) {
 	}
 	return id, att
 }
+
+// TestPinKeepAdopted: a run offers two flows, one active and one still
+// pending, and goes away (fail-open Close). The next Load adopts the map
+// and, as with a connection table carried over, keeps it: the active flow
+// stays in the fast path (its frames are still taken), the pending one is
+// cancelled (nobody would activate it); new offers get other slots, so the
+// kept flow is still taken after them, and it can be taken back as usual.
+func TestPinKeepAdopted(t *testing.T) {
+	l := lab.NewT(t, lab.Options{Bare: true})
+	dir, err := offload.PinDir(l.Prefix + "-keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { offload.DetachPinned(dir) })
+	attach := func(p *offload.Program) {
+		t.Helper()
+		err := l.Do(l.BridgeNS, func() error {
+			for i, n := range []string{l.PortA, l.PortB} {
+				if err := p.Attach(i, n, offload.Native); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			p.Close()
+			t.Fatal(err)
+		}
+	}
+	active := packettest.UDP4("198.18.0.1", "198.19.0.1", 4000, 53, []byte("a"))
+	pending := packettest.UDP4("198.18.0.1", "198.19.0.1", 4001, 53, []byte("p"))
+	later := packettest.UDP4("198.18.0.1", "198.19.0.1", 4002, 53, []byte("l"))
+
+	first, err := offload.Load(offload.Options{MaxFlows: 4, Pin: dir, FailOpen: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.SetPorts(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	attach(first)
+	ea, vsa, oc := udpFlow(t, first, active, offload.PortA)
+	if err := first.Offer(ea, vsa, oc); err != nil {
+		t.Fatal(err)
+	}
+	ep, vsp, ocp := udpFlow(t, first, pending, offload.PortA)
+	if _, err := first.OfferPending(ep, vsp, ocp); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+
+	second, err := offload.Load(offload.Options{MaxFlows: 4, Pin: dir, FailOpen: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	attach(second)
+	if !second.Adopted() {
+		t.Fatal("the pinned maps were not adopted")
+	}
+	n, err := second.KeepAdopted()
+	if err != nil || n != 1 {
+		t.Fatalf("KeepAdopted got %d, %v; want the 1 active flow", n, err)
+	}
+	taken := func(frame []byte) bool {
+		st0, _ := second.Stats()
+		second.EBPF(offload.PortA).Run(&ebpf.RunOptions{Data: frame})
+		st1, _ := second.Stats()
+		return st1[offload.PortA].FastPackets == st0[offload.PortA].FastPackets+1
+	}
+	if !taken(active) {
+		t.Errorf("kept flow: its frame was not taken by the fast path")
+	}
+	if taken(pending) {
+		t.Errorf("cancelled pending flow: its frame was taken")
+	}
+	// Three free slots: fill them; none may be the kept flow's.
+	el, vsl, ocl := udpFlow(t, second, later, offload.PortA)
+	if err := second.Offer(el, vsl, ocl); err != nil {
+		t.Fatal(err)
+	}
+	ep2, vsp2, ocp2 := udpFlow(t, second, pending, offload.PortA)
+	if err := second.Offer(ep2, vsp2, ocp2); err != nil {
+		t.Fatal(err)
+	}
+	if !taken(active) || !taken(later) || !taken(pending) {
+		t.Errorf("after new offers: kept %v, later %v, re-offered %v; want all taken", taken(active), taken(later), taken(pending))
+	}
+	var u offload.Usage
+	if ok, err := second.TakeBackUsage(ea, &u); !ok || err != nil || u.Packets[0] != 2 {
+		t.Errorf("TakeBack of the kept flow got %v, %v, %d packets; want ok with the 2 taken by this run", ok, err, u.Packets[0])
+	}
+}
