@@ -268,6 +268,34 @@ func TestFailModeOpen(t *testing.T) {
 	}
 }
 
+// TestFailModeOpenOffloadOff: with --offload=off the same program,
+// loaded slow-only, keeps the ports forwarding after kill -9, and detach
+// removes it.
+func TestFailModeOpenOffloadOff(t *testing.T) {
+	l, bin, name, dir := failModeLab(t)
+	p := startSW(t, l, bin, "--fail-mode=open", "--offload=off", "--name", name)
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
+		t.Fatalf("no ping through statewire within %v\nstderr: %s", d, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "fast path off") {
+		t.Errorf("--offload=off: the log does not say the fast path is off:\n%s", p.stderr.String())
+	}
+	if err := p.signal(t, syscall.SIGKILL); err == nil {
+		t.Fatalf("run exited cleanly, want killed")
+	}
+	if ok, out := pingOK(t, l, 5); !ok {
+		t.Fatalf("--offload=off, after kill -9: ping through the fail-open program failed:\n%s", out)
+	}
+	det, err := runInBridgeNS(l, bin, "detach", "--name", name)
+	if err != nil {
+		t.Fatalf("statewire detach: %v", err)
+	}
+	if m := regexp.MustCompile(`A->B (\d+) frames`).FindStringSubmatch(det); m == nil || m[1] == "0" {
+		t.Errorf("detach output got %q, want the frames forwarded while killed", det)
+	}
+	checkNothingLeft(t, l, dir)
+}
+
 // TestFailModeClosedDefault: without --fail-mode nothing passes once
 // statewire is killed, and it leaves neither an XDP program nor a pin.
 func TestFailModeClosedDefault(t *testing.T) {
