@@ -156,6 +156,7 @@ type Program struct {
 	links []attached
 
 	failCfg, failStats *ebpf.Map
+	lockFD             int  // flock'ed pin directory while this run owns it (lockPins), else -1
 	adopted            bool // the flow map came from the pins (RevokeAdopted)
 	pinned             bool // pins of this bridge exist: Close keeps them with FailOpen
 }
@@ -182,7 +183,7 @@ func Load(opts Options) (*Program, error) {
 	if opts.MaxFlows < 0 || opts.MaxFlows > 1<<26 {
 		return nil, fmt.Errorf("offload: MaxFlows %d out of range 1..%d", opts.MaxFlows, 1<<26)
 	}
-	p := &Program{opts: opts}
+	p := &Program{opts: opts, lockFD: -1}
 	if err := p.loadPinned(); err != nil {
 		p.Close()
 		return nil, err
@@ -218,6 +219,9 @@ func (p *Program) loadPinned() error {
 	}
 	if mounted {
 		p.logf("offload: mounted bpffs at %s (it was not mounted; ip and tc use the same place)", BPFFS)
+	}
+	if err := p.lockPins(); err != nil {
+		return err
 	}
 	shared, xsks, err := loadPinnedMaps(p.opts.Pin)
 	if err != nil {
@@ -610,7 +614,9 @@ func XDPAttached(ifname string) (bool, uint32, error) {
 // detaches too, except in fail-open mode.
 func (p *Program) Detach() error {
 	var errs []error
-	if p.opts.Pin != "" {
+	if p.opts.Pin != "" && p.lockFD >= 0 {
+		// Only the run that holds the directory's lock may remove it
+		// (a refused Load must not remove a live run's pins).
 		errs = append(errs, removePins(p.opts.Pin))
 		p.pinned = false
 	}
@@ -645,6 +651,10 @@ func (p *Program) Close() error {
 		c.Close()
 	}
 	p.colls = nil
+	if p.lockFD >= 0 {
+		unix.Close(p.lockFD) // releases the flock
+		p.lockFD = -1
+	}
 	return errors.Join(errs...)
 }
 

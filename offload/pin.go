@@ -82,6 +82,51 @@ func bpffsMounted() bool {
 	return unix.Statfs(BPFFS, &st) == nil && st.Type == unix.BPF_FS_MAGIC
 }
 
+// errPinsBusy says that a live process holds a bridge's pin directory.
+var errPinsBusy = errors.New("held by another running statewire")
+
+// lockDir takes an exclusive flock on dir (created when create is set and
+// it is missing) and returns the descriptor, -1 when dir does not exist.
+// A lock held by a live process fails with errPinsBusy; the kernel
+// releases it when that process exits, however it exits.
+func lockDir(dir string, create bool) (int, error) {
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return -1, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return -1, fmt.Errorf("%s: %w", dir, errPinsBusy)
+		}
+		return -1, fmt.Errorf("flock %s: %w", dir, err)
+	}
+	return fd, nil
+}
+
+// lockPins makes this run the owner of its pin directory for as long as
+// it lives: a second process started with the same name would otherwise
+// adopt the links of the first, live one and take its ports over.
+func (p *Program) lockPins() error {
+	fd, err := lockDir(p.opts.Pin, p.opts.FailOpen)
+	if errors.Is(err, errPinsBusy) {
+		return fmt.Errorf("offload: the bridge's XDP program in %s is served by another running statewire: stop it first, or choose another --name", p.opts.Pin)
+	}
+	if err != nil {
+		return fmt.Errorf("offload: %w", err)
+	}
+	p.lockFD = fd
+	return nil
+}
+
 // loadPinnedMaps opens the maps pinned in dir; a map without a pin is
 // absent from the result.
 func loadPinnedMaps(dir string) (shared map[string]*ebpf.Map, xsks [2]*ebpf.Map, err error) {
@@ -307,6 +352,9 @@ func (p *Program) settlePins() error {
 		return nil
 	}
 	if !p.opts.FailOpen {
+		if p.lockFD < 0 {
+			return nil // no directory: nothing pinned
+		}
 		return removePins(p.opts.Pin)
 	}
 	if err := os.MkdirAll(p.opts.Pin, 0o700); err != nil {
@@ -398,6 +446,16 @@ func DetachPinned(dir string) (DetachReport, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return rep, err
 	}
+	lock, err := lockDir(dir, false)
+	if errors.Is(err, errPinsBusy) {
+		return rep, fmt.Errorf("%s is held by a running statewire: stop it first", dir)
+	}
+	if err != nil {
+		return rep, err
+	}
+	if lock >= 0 {
+		defer unix.Close(lock)
+	}
 	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "fail_open_stats"), nil); err == nil {
 		if st, err := readFailOpen(m); err == nil {
 			rep.FailOpen, rep.Counted = st, true
@@ -418,7 +476,7 @@ func DetachPinned(dir string) (DetachReport, error) {
 		}
 		links = append(links, l)
 	}
-	err := removePins(dir)
+	err = removePins(dir)
 	// Closing the last reference detaches the link (it is not pinned
 	// any more).
 	for _, l := range links {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -305,6 +306,16 @@ func TestPinKeepAdopted(t *testing.T) {
 	attach(second)
 	if !second.Adopted() {
 		t.Fatal("the pinned maps were not adopted")
+	}
+	// While second runs, nobody else may take the bridge over or remove it.
+	if p, err := offload.Load(offload.Options{MaxFlows: 4, Pin: dir, FailOpen: true}); err == nil || !strings.Contains(err.Error(), "served by another running statewire") {
+		if p != nil {
+			p.Close()
+		}
+		t.Errorf("Load while another run holds %s got %v, want a refusal", dir, err)
+	}
+	if _, err := offload.DetachPinned(dir); err == nil || !strings.Contains(err.Error(), "held by a running statewire") {
+		t.Errorf("DetachPinned while a run holds %s got %v, want a refusal", dir, err)
 	}
 	n, err := second.KeepAdopted()
 	if err != nil || n != 1 {
