@@ -341,7 +341,10 @@
 // That is deliberate: a SIGTERM does not say whether a restart follows,
 // and a closed bridge that stopped must pass nothing, not even its offered
 // flows. DetachPinned (statewire detach) removes the pins: the links
-// detach when no process holds them.
+// detach when no process holds them. A run holds an flock on its pin
+// directory for its lifetime (the kernel drops it however the process
+// ends): a second process started with the same name is refused instead
+// of taking the live run's links over, and so is a detach.
 //
 // Ownership: Load, Attach, SetPorts, Register and Close belong to the
 // goroutine that starts and stops the datapath. Offer, TakeBack and Peek
