@@ -342,7 +342,7 @@ static __attribute__((noinline)) int to_slow_path(struct xdp_md *ctx)
 	struct fail_stats *fs = bpf_map_lookup_elem(&fail_open_stats, &k);
 	if (fs) {
 		fs->packets++;
-		fs->bytes += (__u64)(ctx->data_end - ctx->data);
+		fs->bytes += bpf_xdp_get_buff_len(ctx); // the whole frame, fragments too
 	}
 	return XDP_REDIRECT;
 }

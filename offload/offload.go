@@ -536,7 +536,7 @@ func (p *Program) settleIfAttached() error {
 // A program attached through netlink (not tied to any process) that is in
 // the way is detached, the replacement is logged through logf (nil: not
 // logged) and the attach retried; a program held by another live bpf_link
-// is not touched: AttachLink fails naming it. bridge/xdpprog shares it.
+// is not touched: AttachLink fails naming it.
 func AttachLink(prog *ebpf.Program, ifname string, generic bool, logf func(string, ...any)) (link.Link, error) {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
