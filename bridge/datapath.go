@@ -654,8 +654,11 @@ func (dp *Datapath) open(idx [2]int) error {
 		}
 		return fmt.Errorf("attach XDP (%s): %w", dp.cfg.Attach, err)
 	}
-	// The table starts empty (until it survives restarts): the flows the
-	// earlier run left in the fast path go up the slow path.
+	// The flows the earlier run left in the fast path go up the slow
+	// path: KeepAdopted needs the adopted table's offloaded entries and
+	// the map's flows reconciled first (a flow in one and not the other,
+	// pending offers), which is not done yet; resumeOffloaded(false) below
+	// takes the table's side back.
 	if _, err := dp.settleAdoptedFlows(false); err != nil {
 		return err
 	}
@@ -742,7 +745,7 @@ func (dp *Datapath) settleAdoptedFlows(tableAdopted bool) (kept bool, err error)
 	if err != nil {
 		return false, err
 	}
-	dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path (the table starts empty)", n)
+	dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path, the authority", n)
 	return false, nil
 }
 
