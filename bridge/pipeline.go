@@ -133,6 +133,9 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	flowtable.ZoneOf(p, pl.vlanMask)
 	var r Result
 	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
+	if p.ChecksumPartial {
+		pl.completeChecksum(frame, p, &r)
+	}
 	if s.LogInvalid != 0 && r.State == statemachine.StateInvalid {
 		pl.logInvalid(s, p, in, &r, now)
 	}
@@ -320,6 +323,9 @@ func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in
 			pl.fast.mark = marks[i]
 		}
 		pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh, &out[i])
+		if b.pkts[i].ChecksumPartial {
+			pl.completeChecksum(frames[i], &b.pkts[i], &out[i])
+		}
 		pl.fast.mark = offload.Mark{}
 		if s.LogInvalid != 0 && out[i].State == statemachine.StateInvalid {
 			pl.logInvalid(s, &b.pkts[i], in, &out[i], now)
@@ -331,6 +337,21 @@ func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in
 			pl.ActivateFastPath(now)
 		}
 	}
+}
+
+// completeChecksum writes the checksum into an accepted frame whose sender
+// left it to the device (packet.Packet.ChecksumPartial): the kernel judged
+// such a frame valid, but the host behind the other port never sees the
+// sender's skb and would drop it as corrupt. The frame is the UMEM buffer
+// the TX ring sends, so it leaves complete. Completing costs one store: the
+// parse already summed the segment (packet.CompleteChecksum). A dropped
+// frame is left alone.
+func (pl *Pipeline) completeChecksum(frame []byte, p *packet.Packet, r *Result) {
+	if r.Verdict != Accept {
+		return
+	}
+	packet.CompleteChecksum(frame, p)
+	pl.stats.CsumCompleted++
 }
 
 // invalidInConntrack reports whether a parse failure is one conntrack sees

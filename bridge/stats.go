@@ -25,6 +25,7 @@ type Stats struct {
 	VerdictCacheHits uint64        // verdicts served from the flow entry without walking the rules
 	FragCached       uint64        // later fragments given their first fragment's verdict
 	FragUnknown      uint64        // later fragments whose first fragment was not seen
+	CsumCompleted    uint64        // accepted frames whose partial checksum (CHECKSUM_PARTIAL) was completed
 	Fast             FastPathStats // flows offered to and taken back from the XDP fast path
 }
 
@@ -69,6 +70,7 @@ func (s *Stats) Add(o *Stats) {
 	s.VerdictCacheHits += o.VerdictCacheHits
 	s.FragCached += o.FragCached
 	s.FragUnknown += o.FragUnknown
+	s.CsumCompleted += o.CsumCompleted
 	s.Fast.add(&o.Fast)
 }
 

@@ -136,12 +136,14 @@ func parseFast(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 			return ReasonOK
 		}
 	}
+	// The whole datagram was captured and is not a fragment: verify the
+	// checksum, or at least recognise a partial one (parseL4's check).
+	check, off := checkPartial, udpChecksumOff
 	if opt.VerifyChecksum {
-		p.ChecksumChecked = true
-		p.ChecksumOK = l4Checksum(seg, p) == 0xffff
-		if !p.ChecksumOK {
-			return ReasonBadChecksum
-		}
+		check = checkVerify
 	}
-	return ReasonOK
+	if p.Proto == ProtoTCP {
+		off = tcpChecksumOff
+	}
+	return checkTCPUDP(seg, off, check, p)
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/statewire/statewire/packet"
+	pt "github.com/statewire/statewire/packet/packettest"
 )
 
 // FuzzParse feeds Parse arbitrary frames and wire lengths. Seeds: every
@@ -16,6 +17,10 @@ func FuzzParse(f *testing.F) {
 	}
 	for _, tc := range parseCases() {
 		f.Add(tc.frame, tc.wireLen, tc.verify)
+	}
+	for _, fr := range partialCases() {
+		f.Add(pt.Partial(fr), 0, true)
+		f.Add(pt.Partial(fr), 0, false)
 	}
 	f.Fuzz(func(t *testing.T, frame []byte, wireLen int, verify bool) {
 		var p, q packet.Packet
@@ -30,6 +35,19 @@ func FuzzParse(f *testing.F) {
 		}
 		if p.ChecksumOK && !p.ChecksumChecked {
 			t.Fatal("ChecksumOK without ChecksumChecked")
+		}
+		if p.ChecksumPartial && (r != packet.ReasonOK || p.ChecksumOK) {
+			t.Fatalf("ChecksumPartial with reason %v, ChecksumOK %v", r, p.ChecksumOK)
+		}
+		if p.ChecksumPartial {
+			// Completing it gives a checksum that verifies.
+			c := append([]byte(nil), frame...)
+			packet.CompleteChecksum(c, &p)
+			var v packet.Packet
+			if r := packet.Parse(c, wireLen, packet.Options{VerifyChecksum: true}, &v); r != packet.ReasonOK || !v.ChecksumOK {
+				t.Fatalf("completed partial checksum: got %v ok %v, want ok, verified", r, v.ChecksumOK)
+			}
+			packet.Parse(frame, wireLen, opt, &p)
 		}
 		q.TCP.MSS = 1 // garbage that Parse must clear
 		if r2 := packet.Parse(frame, wireLen, opt, &q); r2 != r || q != p {
@@ -58,6 +76,7 @@ var garbage = packet.Packet{
 		SrcPort: 0xee, DstPort: 0xee, ICMP: packet.ICMP{Type: 0xee}, NonFirstFragment: true,
 	},
 	InnerReason: 0xee, PayloadOff: 0xeeee, PayloadLen: 0xeeee, ChecksumChecked: true, ChecksumOK: true,
+	ChecksumPartial: true, PartialSum: 0xeeee,
 }
 
 // FuzzParseDifferential checks Parse against RefParse, the parser as it was
@@ -72,6 +91,9 @@ func FuzzParseDifferential(f *testing.F) {
 	for _, tc := range parseCases() {
 		f.Add(tc.frame, tc.wireLen)
 	}
+	for _, fr := range partialCases() {
+		f.Add(pt.Partial(fr), 0)
+	}
 	for _, fr := range hotFrames() {
 		f.Add(fr, 0)
 		f.Add(fr[:len(fr)-1], len(fr)) // snaplen cut by one byte
@@ -82,6 +104,21 @@ func FuzzParseDifferential(f *testing.F) {
 			got, want := garbage, garbage
 			rg := packet.Parse(frame, wireLen, opt, &got)
 			rw := packet.RefParse(frame, wireLen, opt, &want)
+			// The reference predates partial checksums: it calls them
+			// bad (verify) or says nothing (no verify). Parse must flag
+			// exactly the frames RefPartial names, as ReasonOK, and be
+			// the reference in everything else.
+			isPartial := (rw == packet.ReasonOK || rw == packet.ReasonBadChecksum) && packet.RefPartial(frame, &want)
+			if got.ChecksumPartial != isPartial {
+				t.Fatalf("verify %v: got ChecksumPartial %v, want %v (reference reason %v)", verify, got.ChecksumPartial, isPartial, rw)
+			}
+			if isPartial {
+				if rg != packet.ReasonOK {
+					t.Fatalf("verify %v: partial checksum: got reason %v, want ok", verify, rg)
+				}
+				rg = rw
+				got.ChecksumPartial, got.PartialSum = false, 0
+			}
 			if rg != rw {
 				t.Fatalf("verify %v: got reason %v, want %v (reference)", verify, rg, rw)
 			}

@@ -117,6 +117,21 @@ type Packet struct {
 	// caller asked for checksum verification and all bytes were present.
 	ChecksumChecked bool
 	ChecksumOK      bool
+
+	// ChecksumPartial reports a TCP or UDP datagram whose checksum field
+	// holds the folded pseudo-header sum instead of the checksum: the frame
+	// of a local sender that offloads checksums (the kernel's
+	// CHECKSUM_PARTIAL; a veth hands such frames over as they are). The
+	// kernel sees CHECKSUM_PARTIAL as valid, so Parse returns ReasonOK for
+	// it with or without VerifyChecksum (ChecksumOK stays false); the
+	// receiver, which never sees the sender's skb, would drop it, so
+	// whoever forwards it calls CompleteChecksum first. Set only for a
+	// complete, unfragmented datagram whose full check fails.
+	ChecksumPartial bool
+	// PartialSum is, when ChecksumPartial, the folded one's-complement sum
+	// of the pseudo-header and the segment as received; CompleteChecksum
+	// derives the checksum from it without summing the segment again.
+	PartialSum uint16
 }
 
 // IsIPv4 reports whether a is an IPv4-mapped address.

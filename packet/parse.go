@@ -285,12 +285,19 @@ func parseL4(frame []byte, l4, end int, opt Options, p *Packet) Reason {
 	}
 	capEnd := min(end, len(frame))
 	seg := end - l4 // the L4 length by the IP header
-	verify := opt.VerifyChecksum && !p.Fragment && end <= len(frame)
+	check := checkNone
+	if !p.Fragment && end <= len(frame) {
+		check = checkPartial
+		if opt.VerifyChecksum {
+			check = checkVerify
+		}
+	}
+	verify := check == checkVerify
 	switch {
 	case p.Proto == ProtoTCP:
-		return parseTCP(frame, l4, end, capEnd, seg, verify, p)
+		return parseTCP(frame, l4, end, capEnd, seg, check, p)
 	case p.Proto == ProtoUDP:
-		return parseUDP(frame, l4, end, capEnd, seg, verify, p)
+		return parseUDP(frame, l4, end, capEnd, seg, check, p)
 	case IsICMP(p.IPVersion, p.Proto):
 		return parseICMP(frame, l4, end, capEnd, seg, verify, p)
 	case p.Proto == ProtoSCTP || p.Proto == ProtoDCCP || p.Proto == ProtoUDPLite:
@@ -316,7 +323,7 @@ func tooShort(p *Packet, short Reason) Reason {
 	return short
 }
 
-func parseTCP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
+func parseTCP(frame []byte, l4, end, capEnd, seg int, check checkMode, p *Packet) Reason {
 	if seg < tcpMinHdrLen {
 		return tooShort(p, ReasonTruncatedTCP)
 	}
@@ -347,12 +354,8 @@ func parseTCP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Re
 	} else {
 		parseTCPOptions(h[tcpMinHdrLen:doff], t)
 	}
-	if verify {
-		p.ChecksumChecked = true
-		p.ChecksumOK = l4Checksum(frame[l4:end], p) == 0xffff
-		if !p.ChecksumOK {
-			return ReasonBadChecksum
-		}
+	if check != checkNone {
+		return checkTCPUDP(frame[l4:end], tcpChecksumOff, check, p)
 	}
 	return ReasonOK
 }
@@ -425,7 +428,7 @@ func parseTCPOptions(o []byte, t *TCP) {
 // parseUDP applies udp_error(): the UDP length must lie within 8 and the IP
 // payload. On a first fragment the length speaks for the whole datagram, so
 // only its lower bound is checked and the payload is the fragment's.
-func parseUDP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Reason {
+func parseUDP(frame []byte, l4, end, capEnd, seg int, check checkMode, p *Packet) Reason {
 	if seg < udpHdrLen {
 		return tooShort(p, ReasonTruncatedUDP)
 	}
@@ -447,14 +450,10 @@ func parseUDP(frame []byte, l4, end, capEnd, seg int, verify bool, p *Packet) Re
 	}
 	// A zero checksum means none on IPv4; on IPv6 it is computed and fails,
 	// as nf_checksum does.
-	if verify && !(p.IPVersion == 4 && binary.BigEndian.Uint16(h[6:]) == 0) {
-		p.ChecksumChecked = true
+	if check != checkNone && !(p.IPVersion == 4 && binary.BigEndian.Uint16(h[6:]) == 0) {
 		// The kernel sums the whole IP payload (skb->len - dataoff),
 		// not the UDP length.
-		p.ChecksumOK = l4Checksum(frame[l4:end], p) == 0xffff
-		if !p.ChecksumOK {
-			return ReasonBadChecksum
-		}
+		return checkTCPUDP(frame[l4:end], udpChecksumOff, check, p)
 	}
 	return ReasonOK
 }
@@ -616,6 +615,12 @@ func parseInnerL4(l4 []byte, icmpProto uint8, in *Inner) Reason {
 // l4Checksum returns the folded one's-complement sum of the pseudo-header
 // and the L4 bytes b; 0xffff means the checksum verifies.
 func l4Checksum(b []byte, p *Packet) uint16 {
+	return fold(sumAll(b, pseudoSum(p, len(b))))
+}
+
+// pseudoSum is the unfolded sum of the pseudo-header of p's addresses and
+// protocol and an L4 length of n bytes.
+func pseudoSum(p *Packet, n int) uint64 {
 	var acc uint64
 	if p.IPVersion == 4 {
 		acc = sum(p.Src[12:16], acc)
@@ -624,8 +629,7 @@ func l4Checksum(b []byte, p *Packet) uint16 {
 		acc = sum(p.Src[:], acc)
 		acc = sum(p.Dst[:], acc)
 	}
-	acc += uint64(p.Proto) + uint64(len(b))
-	return fold(sumAll(b, acc))
+	return acc + uint64(p.Proto) + uint64(n)
 }
 
 // sumAll is sum for a whole segment: 32-byte blocks first, eight

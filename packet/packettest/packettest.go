@@ -521,3 +521,37 @@ func FixChecksums(frame []byte) []byte {
 	setL4Checksum(h[40:40+pl], h[6], pseudo6([16]byte(h[8:24]), [16]byte(h[24:40]), h[6], pl))
 	return frame
 }
+
+// Partial returns a copy of a TCP or UDP frame (IPv4 without options, or
+// IPv6 without extension headers; tags allowed) as a sender that offloads
+// checksums hands it to a veth (CHECKSUM_PARTIAL): the L4 checksum field
+// holds the folded pseudo-header sum, not complemented, as
+// tcp_v4_send_check and udp4_hwcsum store it. It panics on any other frame
+// (a test's mistake).
+func Partial(frame []byte) []byte {
+	b := append([]byte(nil), frame...)
+	ip := b[ethHdrLen(b):]
+	var proto uint8
+	var l4 []byte
+	var ps uint32
+	switch ip[0] >> 4 {
+	case 4:
+		if ip[0] != 0x45 {
+			panic("packettest.Partial: IPv4 options")
+		}
+		proto = ip[9]
+		l4 = ip[20:binary.BigEndian.Uint16(ip[2:])]
+		ps = pseudo4([4]byte(ip[12:16]), [4]byte(ip[16:20]), proto, len(l4))
+	case 6:
+		proto = ip[6]
+		l4 = ip[40 : 40+int(binary.BigEndian.Uint16(ip[4:]))]
+		ps = pseudo6([16]byte(ip[8:24]), [16]byte(ip[24:40]), proto, len(l4))
+	}
+	off := map[uint8]int{packet.ProtoTCP: 16, packet.ProtoUDP: 6}
+	o, ok := off[proto]
+	if !ok {
+		panic("packettest.Partial: not TCP or UDP")
+	}
+	binary.BigEndian.PutUint16(l4[o:], ^checksum(ps))
+	return b
+}
