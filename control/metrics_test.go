@@ -22,6 +22,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Queues = []bridge.QueueStats{q}
 	f.DPStats.Pipeline.Accepted = 7
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
+	f.DPStats.Pipeline.CsumCompleted = 5
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
 	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, Handover: 17}
 	f.DPStats.Fast.On = true
@@ -54,6 +55,7 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_drops_total{port="ethA",queue="0",reason="` + bridge.DropRule.String() + `"} 3`,
 		`statewire_verdicts_total{verdict="accept"} 7`,
 		`statewire_verdicts_total{verdict="drop"} 3`,
+		`statewire_checksums_completed_total{path="slow"} 5`,
 		`statewire_fragments_total{outcome="cached"} 4`,
 		`statewire_fragments_total{outcome="unknown"} 1`,
 		`statewire_fragments_total{outcome="steered"} 2`,

@@ -412,7 +412,9 @@ func (s *Server) stats(w *writer) {
 	for i := range ds.Workers {
 		ptot.Add(&ds.Workers[i])
 	}
-	w.line(fmt.Sprintf("total    %s expect_delete=%d", statsFields(&tot, &ptot), x.Delete))
+	// csum_completed is statewire's own (no kernel counter): accepted
+	// frames whose partial checksum the workers completed.
+	w.line(fmt.Sprintf("total    %s expect_delete=%d csum_completed=%d", statsFields(&tot, &ptot), x.Delete, ptot.CsumCompleted))
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}

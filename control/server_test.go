@@ -477,7 +477,7 @@ func TestStatsPerWorker(t *testing.T) {
 	f := newFake(t, 2)
 	f.DPStats.Workers = []bridge.Stats{
 		{Invalid: 3, Ignore: 1, ICMPError: 2, ExpectNew: 1},
-		{Invalid: 5, ExpectCreate: 4},
+		{Invalid: 5, ExpectCreate: 4, CsumCompleted: 6},
 	}
 	path := serve(t, f, Options{})
 	f.Process(pt.UDP4("198.18.0.1", "198.18.0.2", 1000, 53, nil), bridge.PortA)
@@ -507,7 +507,7 @@ func TestStatsPerWorker(t *testing.T) {
 			t.Errorf("cpu=1 line: got %q, want it to contain %q", lines[1], want)
 		}
 	}
-	for _, want := range []string{"total    found=0 new=1 invalid=8 ignore=1 delete=0 insert=1 ", "icmp_error=2 expect_new=1 expect_create=4 entries=1 expect_delete=0"} {
+	for _, want := range []string{"total    found=0 new=1 invalid=8 ignore=1 delete=0 insert=1 ", "icmp_error=2 expect_new=1 expect_create=4 entries=1 expect_delete=0 csum_completed=6"} {
 		if !strings.Contains(lines[2], want) {
 			t.Errorf("total line: got %q, want it to contain %q", lines[2], want)
 		}
