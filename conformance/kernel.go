@@ -163,6 +163,9 @@ func NewOracle(ctx context.Context, opts Options) (*Oracle, error) {
 		MTU:     9000,
 		Ruleset: ruleset(opts),
 		Sysctls: Sysctls,
+		// The oracle's bridge must see the captured frames as a wire
+		// carries them: no GRO merging injected segments.
+		OffloadsOff: true,
 	})
 	if err != nil {
 		return nil, err

@@ -15,14 +15,25 @@
 // leftovers of killed runs. Namespaces are made with `ip netns add`, so
 // `ip netns exec NAME ...` works on them from a shell while a test is paused.
 //
-// Offloads: the hosts' veths and the bridge-side ports have checksum
-// offload, TSO, GSO and GRO turned off. A socket on a veth with tx checksum
-// offload hands the frame over with CHECKSUM_PARTIAL, i.e. a TCP/UDP checksum
-// that is never completed when XDP or AF_XDP takes the raw bytes; TSO/GSO/GRO
-// make super-frames larger than the MTU that XDP on veth cannot take (it
-// needs a linear frame that fits one page) and that do not exist on a real
-// wire. Turning them off makes every frame on a veth look like a frame on a
-// cable, which is what statewire and the kernel oracle must both see.
+// Offloads: by default the veths keep the kernel's defaults, which are what
+// a first-time user's containers and namespaces have (measured on 6.18:
+// tx-checksumming, rx-checksumming, TSO and GSO on, GRO off). A socket on
+// such a veth hands its TCP and UDP frames over with CHECKSUM_PARTIAL: the
+// checksum field holds the pseudo-header sum and nothing completes it when
+// XDP or AF_XDP takes the raw bytes; statewire recognises and completes it
+// (packet.CompleteChecksum). TSO does not make super-frames here: a veth
+// whose peer has an XDP program loses TSO (veth_fix_features drops
+// NETIF_F_GSO_SOFTWARE), so the host's stack segments to the MTU before
+// the veth (GSO in software, each segment still partial). A frame XDP
+// redirects into a veth is dropped unless the veth's peer runs NAPI (GRO
+// on, or an XDP program): with the default GRO off, statewire's
+// --offload=auto runs without the fast path and logs the ethtool command
+// that enables it.
+//
+// Options.OffloadsOff turns checksum offload, TSO, GSO and GRO off on every
+// veth instead, so that every frame on a veth looks like a frame on a
+// cable: for the kernel oracle and the perf harness, whose frames must be
+// what a wire carries, and for tests about exactly that.
 //
 // Ownership: a *Lab is not safe for concurrent Close; Do and Command may be
 // called from any goroutine (Do locks its own OS thread). All methods shell

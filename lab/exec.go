@@ -112,7 +112,7 @@ func sysctl(ctx context.Context, ns string, kv ...string) error {
 }
 
 // offloadsOff turns off the veth offloads that produce frames no wire
-// carries (see the package doc).
+// carries (Options.OffloadsOff, see the package doc).
 func offloadsOff(ctx context.Context, ns, ifc string) error {
 	return run(ctx, "ip", "netns", "exec", ns, "ethtool", "-K", ifc,
 		"tx", "off", "rx", "off", "gso", "off", "tso", "off", "gro", "off")

@@ -78,6 +78,12 @@ type Options struct {
 	// Sysctls are extra `key=value` sysctls set in the bridge namespace
 	// after the ruleset is loaded (conntrack settings live per namespace).
 	Sysctls []string
+	// OffloadsOff turns checksum offload, TSO, GSO and GRO off on every
+	// veth, so that every frame looks like a frame on a cable (see the
+	// package doc). Without it the veths keep the kernel's defaults, as
+	// a first-time user's do: the hosts hand over TCP and UDP frames with
+	// partial checksums (CHECKSUM_PARTIAL), which statewire completes.
+	OffloadsOff bool
 }
 
 // DefaultRuleset is the KernelBridgeConntrack ruleset: a stateful firewall
@@ -259,11 +265,13 @@ func (l *Lab) build(ctx context.Context) error {
 		if err := run(ctx, "ip", args...); err != nil {
 			return err
 		}
-		if err := offloadsOff(ctx, l.BridgeNS, v.port); err != nil {
-			return err
-		}
-		if err := offloadsOff(ctx, v.hostNS, v.host); err != nil {
-			return err
+		if o.OffloadsOff {
+			if err := offloadsOff(ctx, l.BridgeNS, v.port); err != nil {
+				return err
+			}
+			if err := offloadsOff(ctx, v.hostNS, v.host); err != nil {
+				return err
+			}
 		}
 	}
 	if o.Mode == KernelBridge || o.Mode == KernelBridgeConntrack {

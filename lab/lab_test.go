@@ -237,15 +237,30 @@ func TestQueues(t *testing.T) {
 	}
 }
 
-func TestOffloadsOff(t *testing.T) {
-	l := NewT(t, Options{})
-	out, err := l.Run(context.Background(), l.BridgeNS, "ethtool", "-k", l.PortA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, feat := range []string{"tx-checksumming", "rx-checksumming", "generic-segmentation-offload", "tcp-segmentation-offload", "generic-receive-offload"} {
-		if !strings.Contains(out, feat+": off") {
-			t.Errorf("%s on %s: want off, got\n%s", feat, l.PortA, out)
+// TestOffloads: with OffloadsOff every offload is off on both sides; by
+// default the veths keep the kernel's defaults (tx checksum offload on:
+// the hosts send partial checksums).
+func TestOffloads(t *testing.T) {
+	for _, off := range []bool{true, false} {
+		l := NewT(t, Options{OffloadsOff: off})
+		for _, p := range []struct{ ns, ifc string }{{l.BridgeNS, l.PortA}, {l.LeftNS, l.LeftIf}} {
+			out, err := l.Run(context.Background(), p.ns, "ethtool", "-k", p.ifc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			feats := []string{"tx-checksumming", "rx-checksumming"}
+			if off {
+				feats = append(feats, "generic-segmentation-offload", "tcp-segmentation-offload", "generic-receive-offload")
+			}
+			want := "on"
+			if off {
+				want = "off"
+			}
+			for _, feat := range feats {
+				if !strings.Contains(out, feat+": "+want) {
+					t.Errorf("OffloadsOff %v: %s on %s: want %s, got\n%s", off, feat, p.ifc, want, out)
+				}
+			}
 		}
 	}
 }

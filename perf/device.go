@@ -93,7 +93,10 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 			d.close()
 		}
 	}()
-	lo := lab.Options{Bare: true, Queues: o.Queues}
+	// Offloads off: every device is measured on frames as a cable
+	// carries them (GRO on the left host is turned back on below where
+	// the fast path needs it).
+	lo := lab.Options{Bare: true, Queues: o.Queues, OffloadsOff: true}
 	switch name {
 	case KernelBridge:
 		lo.Mode = lab.KernelBridge
