@@ -86,7 +86,7 @@ var metricDefs = []metricDef{
 	{"verdicts_total", "Pipeline verdicts.", []string{"verdict"}},
 	{"fragments_total", "Fragment handling: later fragments given their first fragment's verdict (cached) or not (unknown), handed to the first fragment's worker (steered); datagram records evicted; duplicate and overlapping fragments.", []string{"outcome"}},
 	{"packets_by_state_total", "Packets by conntrack state (ctstate).", []string{"state"}},
-	{"checksums_completed_total", "Accepted frames that came with a partial checksum (a sender offloading it: CHECKSUM_PARTIAL) and left with the checksum completed, by the path that completed it (slow: the AF_XDP workers).", []string{"path"}},
+	{"checksums_completed_total", "Accepted frames that came with a partial checksum (a sender offloading it: CHECKSUM_PARTIAL) and left with the checksum completed, by the path that completed it (slow: the AF_XDP workers; fast: the XDP fast path).", []string{"path"}},
 	{"conntrack_entries", "Live connection-table entries.", nil},
 	{"conntrack_max", "Most entries the table holds (nf_conntrack_max).", nil},
 	{"conntrack_fill_ratio", "conntrack_entries / conntrack_max.", nil},
@@ -189,6 +189,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("fragments_total", kv.v, kv.outcome)
 	}
 	counter("checksums_completed_total", pl.CsumCompleted, "slow")
+	counter("checksums_completed_total", st.Fast.Ports[bridge.PortA].CsumCompleted+st.Fast.Ports[bridge.PortB].CsumCompleted, "fast")
 	for i, n := range pl.States {
 		if i > 0 {
 			counter("packets_by_state_total", n, bridge.StateNames[i])

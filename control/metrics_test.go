@@ -30,6 +30,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
 	f.DPStats.Fast.Ports[bridge.PortB].FastPackets = 40
 	f.DPStats.Fast.Ports[bridge.PortB].RedirectErrors = 5
+	f.DPStats.Fast.Ports[bridge.PortB].CsumCompleted = 8
 	// The table publishes its counters from the owner's ServeRequests: wait
 	// for the three entries to show.
 	for end := time.Now().Add(5 * time.Second); f.T.Len() != 3 && time.Now().Before(end); {
@@ -56,6 +57,7 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_verdicts_total{verdict="accept"} 7`,
 		`statewire_verdicts_total{verdict="drop"} 3`,
 		`statewire_checksums_completed_total{path="slow"} 5`,
+		`statewire_checksums_completed_total{path="fast"} 8`,
 		`statewire_fragments_total{outcome="cached"} 4`,
 		`statewire_fragments_total{outcome="unknown"} 1`,
 		`statewire_fragments_total{outcome="steered"} 2`,

@@ -458,6 +458,7 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 		for r, n := range ps.Punts {
 			fmt.Fprintf(&b, " punt_%s=%d", statName(offload.PuntReason(r).String()), n)
 		}
+		fmt.Fprintf(&b, " csum_completed=%d", ps.CsumCompleted)
 		w.line(b.String())
 	}
 }

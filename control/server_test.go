@@ -546,8 +546,8 @@ func TestStatsFastPath(t *testing.T) {
 	lines := stats(true)
 	want := []string{
 		"fastpath flows=3 offered=8 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 activated=4 forced=2 handover_drops=30 cancelled=1 errors=1",
-		"fastpath port=ethA packets=100 bytes=6400 redirect_errors=0 punt_parse=0 punt_miss=7 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=0 punt_pending=0 punt_busy=0",
-		"fastpath port=ethB packets=90 bytes=5760 redirect_errors=3 punt_parse=0 punt_miss=0 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=2 punt_pending=0 punt_busy=0",
+		"fastpath port=ethA packets=100 bytes=6400 redirect_errors=0 punt_parse=0 punt_miss=7 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=0 punt_pending=0 punt_busy=0 csum_completed=0",
+		"fastpath port=ethB packets=90 bytes=5760 redirect_errors=3 punt_parse=0 punt_miss=0 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=2 punt_pending=0 punt_busy=0 csum_completed=0",
 	}
 	if len(lines) != 6 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
 		t.Errorf("fast path on: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))

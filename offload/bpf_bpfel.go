@@ -87,10 +87,11 @@ type bpfJumboBuf struct {
 }
 
 type bpfPortStats struct {
-	_           structs.HostLayout
-	FastPackets uint64
-	FastBytes   uint64
-	Punt        [11]uint64
+	_             structs.HostLayout
+	FastPackets   uint64
+	FastBytes     uint64
+	Punt          [11]uint64
+	CsumCompleted uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -155,6 +155,7 @@ struct port_stats {
 	__u64 fast_packets; // frames redirected to the other port
 	__u64 fast_bytes;   // their frame lengths
 	__u64 punt[NUM_PUNT];
+	__u64 csum_completed; // [csum] of fast_packets, partial checksums completed (csum_partial)
 };
 
 struct {
@@ -438,13 +439,14 @@ static __always_inline __u32 fold16(__u64 s)
 // is kept and the verifier sees x in 0..MAX_FRAME.
 #define bound(x) ({ __u32 __v = (x); asm volatile("" : "+r"(__v)); __v & MAX_FRAME; })
 
-// csum_ok is packet.l4Checksum(seg) == 0xffff: the pseudo-header (the
+// csum_ok is packet.l4Checksum(seg) (0xffff: good): the pseudo-header (the
 // addresses at saddr_off, 8 bytes, or 32 when bit 8 of proto_v6 says IPv6;
 // the protocol, low byte of proto_v6; the L4 length) and the len
 // bytes at l4off. Sums are taken in memory byte order (64-bit loads;
 // bpf_csum_diff for chunks of 64 bytes or more), added with end-around
 // carry; a byte-swapped one's-complement sum is 0xffff exactly when the big-endian
-// one is. Returns 1 good, 0 bad, -1 cannot verify here.
+// one is. Returns the folded sum in memory byte order (0xffff: good; any
+// other: bad, or partial, see csum_partial), -1 cannot verify here.
 //
 // A global function: the verifier checks it once, for any arguments,
 // instead of once per path of the parser that calls it.
@@ -561,7 +563,7 @@ __attribute__((noinline)) int csum_ok(struct xdp_md *ctx, __u32 saddr_off, __u32
 		*(__u8 *)&w = p[0];
 		s = add64(s, w);
 	}
-	return fold16(s) == 0xffff ? 1 : 0;
+	return fold16(s);
 }
 
 // sack is the right edges of the first well-formed SACK option.
@@ -728,6 +730,81 @@ __attribute__((noinline)) int csum_frags(struct xdp_md *ctx, __u32 saddr_off, __
 	return fold16(s) == 0xffff ? 1 : 0;
 }
 // ---- end of jumbo block ----
+
+// ---- [csum] Partial checksums (CHECKSUM_PARTIAL) ----------------------
+//
+// A host that offloads checksums (a veth's default) sends TCP and UDP
+// frames whose checksum field holds the folded pseudo-header sum; the
+// kernel calls them valid, packet.Parse too (Packet.ChecksumPartial), with
+// or without VerifyChecksum. Redirected as they are, they reach the far
+// host as CHECKSUM_NONE frames with a wrong checksum, and it drops them:
+// the program completes them instead, as the slow path does
+// (packet.CompleteChecksum), from the sum csum_ok took.
+
+// csum_partial checks the TCP or UDP checksum of the len bytes at l4off
+// (pseudo-header as for csum_ok; proto_v6 as there, and bit 9 set when
+// checksums are verified, v->csum: five arguments at most) and says what to do:
+// 0 forward as it is (the checksum verifies; or, when not verified, it is
+// not partial), -1 punt (bad and verified: INVALID in Go; or it cannot be
+// completed here and may be partial), else 1 + the checksum to store, in
+// memory byte order (the frame is partial). Unverified, only a field
+// equal to the pseudo-header sum costs the segment's sum.
+__attribute__((noinline)) int csum_partial(struct xdp_md *ctx, __u32 saddr_off, __u32 l4off, __u32 len, __u32 flags)
+{
+	__u32 proto = flags & 0xff, v6 = (flags >> 8) & 1, verify = (flags >> 9) & 1;
+	__u32 proto_v6 = flags & 0x1ff;
+	if (!ctx)
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	if (l4off > MAX_FRAME || saddr_off > MAX_FRAME)
+		return -1;
+	__u8 *ck = data + bound(l4off) + (proto == PROTO_TCP ? 16 : 6);
+	if ((void *)(ck + 2) > data_end)
+		return -1;
+	__u16 field;
+	__builtin_memcpy(&field, ck, 2);
+	// The pseudo-header sum, as csum_ok adds it.
+	__u64 s = 0;
+	__u8 *a = data + bound(saddr_off);
+	if (v6) {
+		if ((void *)(a + 32) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+		s = add64(s, *(__u64 *)(a + 8));
+		s = add64(s, *(__u64 *)(a + 16));
+		s = add64(s, *(__u64 *)(a + 24));
+	} else {
+		if ((void *)(a + 8) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+	}
+	s = add64(s, bpf_htons((__u16)proto));
+	s = add64(s, bpf_htons((__u16)len));
+	__u32 ph = fold16(s);
+	if (!verify && field != ph)
+		return 0;
+	int full = csum_ok(ctx, saddr_off, l4off, len, proto_v6);
+	if (full < 0) {
+		// [jumbo] Beyond the linear part or CSUM_MAX_CHUNKS: csum_frags
+		// verifies but gives no sum to complete from, so a frame that
+		// may be partial goes to the slow path (which completes it).
+		if (field == ph || !verify)
+			return -1;
+		return csum_frags(ctx, saddr_off, l4off, len, proto_v6) == 1 ? 0 : -1;
+	}
+	if (full == 0xffff)
+		return 0;
+	if (field != ph)
+		return verify ? -1 : 0;
+	// The segment without the field sums to full - ph (one's
+	// complement); the checksum is its complement. UDP sends 0 as 0xffff.
+	__u32 c = ~fold16((__u64)full + (~ph & 0xffff)) & 0xffff;
+	if (c == 0 && proto == PROTO_UDP)
+		c = 0xffff;
+	return (int)c + 1;
+}
+// ---- end of [csum] block ----
 
 // ---- The program -------------------------------------------------------
 
@@ -927,11 +1004,13 @@ int statewire_xdp(struct xdp_md *ctx)
 	}
 
 	// -- packet.Parse with VerifyChecksum: a bad one is INVALID in Go. --
-	if (v->csum && verify) {
-		int ok = csum_ok(ctx, saddr_off, l4off, seg, proto | (v6 << 8));
-		if (ok < 0) // [jumbo] beyond the linear part or CSUM_MAX_CHUNKS
-			ok = csum_frags(ctx, saddr_off, l4off, seg, proto | (v6 << 8));
-		if (ok != 1)
+	// [csum] A partial one is valid with or without it: completed below,
+	// after the last punt (csum_partial; it calls csum_ok, and
+	// csum_frags [jumbo] for what csum_ok cannot see).
+	int partial = 0;
+	if (verify) {
+		partial = csum_partial(ctx, saddr_off, l4off, seg, proto | (v6 << 8) | ((v->csum != 0) << 9));
+		if (partial < 0)
 			return punt(ctx, PUNT_CSUM);
 	}
 
@@ -1110,6 +1189,17 @@ unlock:
 	if (st) {
 		st->fast_packets++;
 		st->fast_bytes += frame_len;
+	}
+	// [csum] Complete a partial checksum (the field is within the header
+	// parsed above, so the check never fails).
+	if (partial > 0) {
+		__u8 *ck = pkt + (l4off & MAX_FRAME) + (proto == PROTO_TCP ? 16 : 6);
+		if ((void *)(ck + 2) <= data_end) {
+			__u16 c = (__u16)(partial - 1);
+			__builtin_memcpy(ck, &c, 2);
+			if (st)
+				st->csum_completed++;
+		}
 	}
 	return XDP_REDIRECT; // to ports_devmap[egress], set above
 }

@@ -1083,6 +1083,10 @@ type PortStats struct {
 	// frame too long for its MTU, its driver refusing them (a veth whose
 	// peer is down). Not counted when the kernel lacks BTF (logged at Load).
 	RedirectErrors uint64
+	// CsumCompleted counts the frames of FastPackets that came with a
+	// partial checksum (packet.Packet.ChecksumPartial) and left with it
+	// completed.
+	CsumCompleted uint64
 }
 
 // Stats returns the counters of both ports (index PortA, PortB).
@@ -1099,6 +1103,7 @@ func (p *Program) Stats() ([2]PortStats, error) {
 			for i := range out[port].Punts {
 				out[port].Punts[i] += s.Punt[i]
 			}
+			out[port].CsumCompleted += s.CsumCompleted
 		}
 		var errs []uint64
 		if err := p.redirErrs.Lookup(uint32(port), &errs); err != nil {
