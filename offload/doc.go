@@ -33,7 +33,14 @@
 //     flow's packet within 2 s of its creation, or an ASSURED flow's packet
 //     (the packet that would make a replied flow ASSURED is not taken);
 //   - its L4 checksum verifies, when the flow was offered with checksum
-//     verification (segments over 4 KiB are not taken then);
+//     verification (segments over 4 KiB are not taken then); or it is a
+//     partial checksum (CHECKSUM_PARTIAL from a sender that offloads it:
+//     the field holds the folded pseudo-header sum, packet.Packet's
+//     ChecksumPartial), with or without verification: csum_partial writes
+//     the real checksum into the frame after the last punt, as the worker
+//     does (packet.CompleteChecksum), and counts it (PortStats.CsumCompleted);
+//     without verification only a field equal to the pseudo-header sum
+//     costs the segment's sum, and such a segment over 4 KiB is punted;
 //   - the entry has not expired (Expires <= now) and is not being taken
 //     back.
 //
