@@ -679,6 +679,15 @@ func (dp *Datapath) open(idx [2]int) error {
 	// table's offloaded entries are not reconciled with it yet): an
 	// adopted table takes its offloaded entries back.
 	dp.resumeOffloaded(false)
+	if dp.cfg.Attach == offload.Generic {
+		// Say at start what will drop frames in this mode (the sender's
+		// super-frames), naming the command that fixes it.
+		for p := range names {
+			if err := checkGenericSegments(names[p]); err != nil {
+				dp.logf("datapath: %v", err)
+			}
+		}
+	}
 	fp := "off"
 	switch {
 	case dp.fastOn:
