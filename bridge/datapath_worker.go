@@ -80,6 +80,20 @@ func (q *dpQueue) sendFrame(tx *ring.TXRing, t uint32, d ring.Desc, nb uint32) {
 	}
 }
 
+// csumBack writes the checksum the pipeline completed in the gathered copy
+// of a multi-buffer frame (Result.CsumAt; 0: none) back into the frame's
+// first buffer, which is what leaves: the L4 header is in it (the parser
+// and the XDP program read headers from the first buffer only).
+func (q *dpQueue) csumBack(d ring.Desc, copyOf []byte, at uint16) {
+	if at == 0 {
+		return
+	}
+	b := q.umem.Frame(d.Addr, d.Len)
+	if int(at)+2 <= len(b) && int(at)+2 <= len(copyOf) {
+		copy(b[at:at+2], copyOf[at:at+2])
+	}
+}
+
 // gather copies the frame that starts at d into dst and returns the copy,
 // or nil when it does not fit or a buffer is outside the UMEM. The
 // pipeline reads a multi-buffer frame as one slice (headers, helpers and
@@ -401,6 +415,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 				if nb == 1 {
 					tx.Set(t+k, d)
 				} else {
+					q.csumBack(d, w.frames[i], r.CsumAt)
 					q.sendFrame(tx, t+k, d, nb)
 				}
 				k += nb
@@ -578,6 +593,9 @@ func (w *worker) serveRequests(now int64) int {
 			w.pl.SetMark(h.mark)
 			r := w.pl.Process(frame, 0, h.in, now)
 			h.verdict, h.drop = r.Verdict, r.Drop
+			if h.opts&ring.Contd != 0 {
+				sq.csumBack(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, frame, r.CsumAt)
+			}
 		}
 		w.activate(now)
 		// The reply ring is as large as the request ring and the sender

@@ -48,6 +48,11 @@ func TestPartialChecksumHandshake(t *testing.T) {
 				if !bytes.Equal(f, g) {
 					t.Fatalf("verify %v batch %v frame %d: forwarded frame is not the correct one:\n% x\nwant\n% x", verify, batch, i, f, g)
 				}
+				var q packet.Packet
+				packet.Parse(g, 0, packet.Options{}, &q)
+				if want := q.L4Off + 16; r.CsumAt != want {
+					t.Fatalf("verify %v batch %v frame %d: CsumAt %d, want %d (the TCP checksum field)", verify, batch, i, r.CsumAt, want)
+				}
 			}
 			if got := pl.Stats().CsumCompleted; got != uint64(len(good)) {
 				t.Errorf("verify %v batch %v: CsumCompleted %d, want %d", verify, batch, got, len(good))

@@ -350,8 +350,13 @@ func (pl *Pipeline) completeChecksum(frame []byte, p *packet.Packet, r *Result) 
 	if r.Verdict != Accept {
 		return
 	}
+	at := p.L4Off + 6
+	if p.Proto == packet.ProtoTCP {
+		at = p.L4Off + 16
+	}
 	packet.CompleteChecksum(frame, p)
 	pl.stats.CsumCompleted++
+	r.CsumAt = at
 }
 
 // invalidInConntrack reports whether a parse failure is one conntrack sees

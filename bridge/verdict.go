@@ -94,4 +94,10 @@ type Result struct {
 	Invalid  statemachine.InvalidReason
 	Tracked  bool  // the packet belongs to (or created) a flow-table entry
 	Rule     int32 // the deciding FORWARD rule, or rules.PolicyRule
+	// CsumAt is the offset of the L4 checksum field the pipeline completed
+	// in the frame (a partial checksum, packet.CompleteChecksum), 0 when
+	// none: a caller that had the pipeline judge a copy of the frame (a
+	// multi-buffer frame gathered into one slice) writes those two bytes
+	// back into the buffer it forwards.
+	CsumAt uint16
 }
