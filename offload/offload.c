@@ -654,7 +654,8 @@ static __always_inline __u32 whole_frame_len(struct xdp_md *ctx)
 // of 32-bit words with the word it ends in zeroed first: an odd last byte
 // is then the high byte of a zero-padded big-endian word, as packet sum()
 // has it. The pseudo-header addresses are in the linear part (the parser
-// checked). Returns 1 good, 0 bad, -1 cannot verify (punt).
+// checked). Returns the folded sum as csum_ok does (0xffff good), -1
+// cannot verify (punt).
 #define JUMBO_CHUNK 512
 #define JUMBO_MAX_CHUNKS 20 // 10240 bytes: an MTU 9000 segment and more
 
@@ -727,7 +728,7 @@ __attribute__((noinline)) int csum_frags(struct xdp_md *ctx, __u32 saddr_off, __
 			return -1;
 		s = add64(s, (__u32)bpf_csum_diff(0, 0, (void *)buf->b, words, 0));
 	}
-	return fold16(s) == 0xffff ? 1 : 0;
+	return fold16(s); // [csum] the sum, as csum_ok returns it
 }
 // ---- end of jumbo block ----
 
@@ -746,7 +747,7 @@ __attribute__((noinline)) int csum_frags(struct xdp_md *ctx, __u32 saddr_off, __
 // checksums are verified, v->csum: five arguments at most) and says what to do:
 // 0 forward as it is (the checksum verifies; or, when not verified, it is
 // not partial), -1 punt (bad and verified: INVALID in Go; or it cannot be
-// completed here and may be partial), else 1 + the checksum to store, in
+// summed here and may be partial), else 1 + the checksum to store, in
 // memory byte order (the frame is partial). Unverified, only a field
 // equal to the pseudo-header sum costs the segment's sum.
 __attribute__((noinline)) int csum_partial(struct xdp_md *ctx, __u32 saddr_off, __u32 l4off, __u32 len, __u32 flags)
@@ -785,14 +786,10 @@ __attribute__((noinline)) int csum_partial(struct xdp_md *ctx, __u32 saddr_off, 
 	if (!verify && field != ph)
 		return 0;
 	int full = csum_ok(ctx, saddr_off, l4off, len, proto_v6);
-	if (full < 0) {
-		// [jumbo] Beyond the linear part or CSUM_MAX_CHUNKS: csum_frags
-		// verifies but gives no sum to complete from, so a frame that
-		// may be partial goes to the slow path (which completes it).
-		if (field == ph || !verify)
-			return -1;
-		return csum_frags(ctx, saddr_off, l4off, len, proto_v6) == 1 ? 0 : -1;
-	}
+	if (full < 0) // [jumbo] beyond the linear part or CSUM_MAX_CHUNKS
+		full = csum_frags(ctx, saddr_off, l4off, len, proto_v6);
+	if (full < 0)
+		return -1;
 	if (full == 0xffff)
 		return 0;
 	if (field != ph)
