@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/bridge"
-	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/lab"
+	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	pt "github.com/statewire/statewire/packet/packettest"
 )
