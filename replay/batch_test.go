@@ -36,9 +36,11 @@ func TestBatchEqualsSingle(t *testing.T) {
 		for start := 0; start < len(frames); start += bridge.MaxBatch {
 			end := min(start+bridge.MaxBatch, len(frames))
 			// One ingress port per batch, as a datapath RX ring delivers.
+			// Each pipeline gets its own copy: an accepted frame with a
+			// partial checksum is completed in place.
 			var data [][]byte
 			for _, f := range frames[start:end] {
-				data = append(data, f.Data)
+				data = append(data, append([]byte(nil), f.Data...))
 			}
 			batched.Pipeline.ProcessBatch(data, bridge.PortA, now, out[:])
 			for i, f := range frames[start:end] {
