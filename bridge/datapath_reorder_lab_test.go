@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -159,6 +160,37 @@ func linkStat(t *testing.T, l *lab.Lab, ns, ifname, name string) uint64 {
 	return v
 }
 
+// staticNeighbours gives each host a permanent neighbour entry for the
+// other, so that the numbered streams start without address resolution.
+// Otherwise the left host's kernel queues the datagrams sent while its ARP
+// request is unanswered and, when the reply comes, flushes that queue
+// while the sender's next datagrams already go out directly, interleaved
+// with it (__neigh_update drops the neighbour's lock between two queued
+// frames): the first datagrams reach port A out of order, before the
+// bridge, and were counted as the bridge's reordering. Seen with the
+// worker's input traced (1 run in 67 under -race: seq 26 reached port A
+// before 0..25, none of them by the fast path); a CI failure had its
+// signature: direction 0 only (the one that resolves), 52 datagrams out
+// of order in 7 episodes, at most 52 behind (0..51 queued, interleaved
+// with 52, 53...).
+func staticNeighbours(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	for _, h := range []struct {
+		ns, ifc string
+		peer    netip.Prefix
+		mac     net.HardwareAddr
+	}{
+		{l.LeftNS, l.LeftIf, lab.RightIPv4, l.RightMAC},
+		{l.RightNS, l.RightIf, lab.LeftIPv4, l.LeftMAC},
+	} {
+		out, err := l.Run(context.Background(), h.ns, "ip", "neigh", "replace", h.peer.Addr().String(),
+			"lladdr", h.mac.String(), "dev", h.ifc, "nud", "permanent")
+		if err != nil {
+			t.Fatalf("static neighbour in %s: %v %s", h.ns, err, out)
+		}
+	}
+}
+
 // reorderRun is one run's figures.
 type reorderRun struct {
 	dir      [2]seqCount // [0] left->right (A->B), [1] right->left
@@ -197,6 +229,7 @@ func (r *reorderRun) String() string {
 func runReorderUDP(t *testing.T, mode OffloadMode, rate int, reload bool) reorderRun {
 	l := lab.NewT(t, lab.Options{})
 	hostGRO(t, l, "on")
+	staticNeighbours(t, l)
 	dp := startOffloadDatapath(t, l, mode)
 	if on, why := dp.Offload(); on != (mode != OffloadOff) {
 		t.Fatalf("fast path on=%v (%s), mode %v", on, why, mode)
@@ -377,7 +410,10 @@ func TestDatapathReorderUDPFastPathOff(t *testing.T) {
 			// Seen once in ~10 runs under -race on a loaded machine, only
 			// in runs where the kernel also dropped frames at a full RX
 			// ring; not explained yet (the slow path has one ring per
-			// direction and sends in order). Logged, not failed.
+			// direction and sends in order). The left host's address
+			// resolution, which reordered the first datagrams before the
+			// bridge until staticNeighbours, may have been it: a
+			// recurrence now is something else. Logged, not failed.
 			t.Logf("direction %d: %d datagrams out of order without the fast path, with %d drops (unexplained, see the notes)", i, r.dir[i].ooo, r.drops[i])
 		default:
 			t.Errorf("direction %d: %d datagrams out of order without the fast path", i, r.dir[i].ooo)
