@@ -39,6 +39,9 @@ type GenConfig struct {
 	Stamp bool
 	// CPU pins the generating thread (-1: no pinning).
 	CPU int
+	// Kind is GenLive (default, "") or GenPacket; frames above
+	// LiveMaxFrame need GenPacket.
+	Kind string
 
 	// tmpl and lay replace Frame and udpLayout (TCP traffic, see tcp.go).
 	tmpl []byte
@@ -57,6 +60,10 @@ type Generator struct {
 	counter *ebpf.Map
 	frame   []byte
 	ifindex int
+	// pkt and lay are the packet generator (Kind GenPacket); prog and
+	// counter are nil then.
+	pkt *packetTX
+	lay layout
 }
 
 // NewGenerator loads the generator program for cfg.
@@ -70,6 +77,18 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if frame == nil && cfg.FrameSize == IMIX {
 		imix = newIMIXFields(cfg.Src, cfg.Dst)
 		frame = Frame(cfg.Src, cfg.Dst, IMIXSizes[len(IMIXSizes)-1])
+	}
+	switch cfg.Kind {
+	case "", GenLive:
+		if frame == nil && cfg.FrameSize > LiveMaxFrame {
+			return nil, fmt.Errorf("perf: %d-byte frames exceed what BPF_PROG_RUN live frames can send (%d bytes: one page, no fragments in live mode); use the packet generator (%s)", cfg.FrameSize, LiveMaxFrame, GenPacket)
+		}
+	case GenPacket:
+		if imix != nil {
+			return nil, errors.New("perf: IMIX needs the live-frames generator (it resizes frames in XDP)")
+		}
+	default:
+		return nil, fmt.Errorf("perf: generator %q: want %s or %s", cfg.Kind, GenLive, GenPacket)
 	}
 	if frame == nil {
 		if cfg.FrameSize-4 < minFrame {
@@ -86,7 +105,12 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if cfg.Flows <= 0 || cfg.Flows > 1<<29 {
 		return nil, fmt.Errorf("perf: flows %d out of range 1..2^29", cfg.Flows)
 	}
-	g := &Generator{cfg: cfg, frame: frame}
+	g := &Generator{cfg: cfg, frame: frame, lay: lay}
+	if cfg.Kind == GenPacket {
+		var err error
+		g.pkt, err = newPacketTX(cfg.NS, cfg.Ifname, len(frame))
+		return g, err
+	}
 	err := lab.Do(cfg.NS, func() error {
 		ifc, err := net.InterfaceByName(cfg.Ifname)
 		if err != nil {
@@ -179,6 +203,9 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 	// An interface that already has a program (the right host's veth,
 	// with the sink, when it sends TCP handshake replies) goes without:
 	// slower, and those phases are slow anyway.
+	if g.pkt != nil {
+		return g.sendPacket(rate, d, limit)
+	}
 	if anchor, aerr := attachXDP(g.cfg.NS, g.cfg.Ifname, g.prog); aerr == nil {
 		defer func() {
 			if cerr := anchor.Close(); cerr != nil && err == nil {
@@ -187,16 +214,8 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 		}()
 	}
 	err = lab.Do(g.cfg.NS, func() error {
-		if g.cfg.CPU >= 0 {
-			var set unix.CPUSet
-			set.Set(g.cfg.CPU)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
-				return fmt.Errorf("perf: pin generator to CPU %d: %w", g.cfg.CPU, err)
-			}
-		}
-		// Thread-directed: on Linux PRIO_PROCESS with 0 is this thread.
-		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, Nice); err != nil {
-			return fmt.Errorf("perf: renice generator: %w", err)
+		if err := g.pin(); err != nil {
+			return err
 		}
 		opts := ebpf.RunOptions{
 			Data:    g.frame,
@@ -248,7 +267,71 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 	return sent, elapsed, err
 }
 
-// Close releases the program and its map.
+// Close releases the program and its map, or the packet socket.
 func (g *Generator) Close() error {
+	if g.pkt != nil {
+		return g.pkt.close()
+	}
 	return errors.Join(g.prog.Close(), g.counter.Close())
+}
+
+// pin pins the calling (locked) thread to the generator CPU and renices it.
+func (g *Generator) pin() error {
+	if g.cfg.CPU >= 0 {
+		var set unix.CPUSet
+		set.Set(g.cfg.CPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("perf: pin generator to CPU %d: %w", g.cfg.CPU, err)
+		}
+	}
+	// Thread-directed: on Linux PRIO_PROCESS with 0 is this thread.
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, Nice); err != nil {
+		return fmt.Errorf("perf: renice generator: %w", err)
+	}
+	return nil
+}
+
+// sendPacket is send for the packet generator, paced as the live one: each
+// turn queues every frame due by now (at least max(minBatch, rate x
+// minInterval)) into the TX ring and flushes it with one sendto; a turn
+// more than maxLag late does not grow the burst. It returns when the
+// kernel has taken every frame it was given.
+func (g *Generator) sendPacket(rate float64, d time.Duration, limit uint64) (sent uint64, elapsed time.Duration, err error) {
+	err = lab.Do(g.cfg.NS, func() error {
+		if err := g.pin(); err != nil {
+			return err
+		}
+		start := time.Now()
+		var slipped float64
+		for {
+			now := time.Since(start)
+			if now >= d || (limit > 0 && sent >= limit) {
+				elapsed = now
+				break
+			}
+			n := uint64(pktSlots)
+			if rate > 0 {
+				due := rate*now.Seconds() - slipped - float64(sent)
+				if late := due - rate*maxLag.Seconds(); late > 0 {
+					slipped += late
+					due -= late
+				}
+				if due < max(minBatch, rate*minInterval.Seconds()) {
+					continue // spin
+				}
+				n = min(uint64(due), pktSlots)
+			}
+			if limit > 0 {
+				n = min(n, limit-sent)
+			}
+			sent += g.pkt.fill(g, g.lay, n)
+			if err := g.pkt.flush(); err != nil {
+				return err
+			}
+		}
+		refused, err := g.pkt.drain(time.Second)
+		sent -= min(refused, sent)
+		return err
+	})
+	return sent, elapsed, err
 }
