@@ -96,7 +96,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 	// Offloads off: every device is measured on frames as a cable
 	// carries them (GRO on the left host is turned back on below where
 	// the fast path needs it).
-	lo := lab.Options{Bare: true, Queues: o.Queues, OffloadsOff: true}
+	lo := lab.Options{Bare: true, Queues: o.Queues, OffloadsOff: true, MTU: o.MTU}
 	switch name {
 	case KernelBridge:
 		lo.Mode = lab.KernelBridge

@@ -72,6 +72,83 @@ type Options struct {
 	// CPSComplete is the share of connections that must complete for a
 	// CPS trial to pass (0.995).
 	CPSComplete float64
+	// MTU is the MTU of every link of every lab (0: 1500). Frame sizes up
+	// to MaxFrame(MTU) are allowed; statewire sizes its buffers from the
+	// ports' MTU as `statewire run` does (a chain of buffers above one).
+	MTU int
+	// Generator is GenLive, GenPacket or "" (GenLive when every frame
+	// size fits LiveMaxFrame, else GenPacket for every size of the run,
+	// so that its figures compare like with like).
+	Generator string
+}
+
+// MinMTU and MaxMTU bound Options.MTU: IPv6's minimum, and the largest
+// MTU whose frames fit a slot of the packet generator's TX ring.
+const (
+	MinMTU = 1280
+	MaxMTU = pktMaxData - 14
+)
+
+// MaxFrame returns the largest untagged Ethernet frame, FCS included, a
+// link of the given MTU carries: MTU + 14 (header) + 4 (FCS).
+func MaxFrame(mtu int) int { return mtu + 18 }
+
+// CheckFrames is checkFrames for the command line, before any lab is built
+// (Run checks again).
+func CheckFrames(o *Options) error {
+	if o.Mode == "" {
+		o.Mode = ModeAll
+	}
+	return o.checkFrames()
+}
+
+// checkFrames validates o.MTU, o.FrameSizes and o.Generator, filling in the
+// defaults (MTU 1500, the generator kind).
+func (o *Options) checkFrames() error {
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	if o.MTU < MinMTU || o.MTU > MaxMTU {
+		return fmt.Errorf("perf: MTU %d out of range %d..%d", o.MTU, MinMTU, MaxMTU)
+	}
+	if o.MTU > 1500 && o.Mode != ModeFlood {
+		return fmt.Errorf("perf: MTU %d: connections per second are measured at MTU 1500 only (their endpoints' XDP programs, asavie/xdp, have no frags support, which a veth requires above MTU ~3500); use mode %s", o.MTU, ModeFlood)
+	}
+	live := true
+	for _, size := range o.FrameSizes {
+		big := size
+		if size == IMIX {
+			big = IMIXSizes[len(IMIXSizes)-1]
+		}
+		if big > MaxFrame(o.MTU) {
+			what := fmt.Sprintf("frame size %d", size)
+			if size == IMIX {
+				what = fmt.Sprintf("IMIX (frames up to %d)", big)
+			}
+			return fmt.Errorf("perf: %s exceeds MTU %d: the largest frame it allows is %d bytes (MTU + 14-byte Ethernet header + 4-byte FCS); use MTU %d or more", what, o.MTU, MaxFrame(o.MTU), big-18)
+		}
+		if big > LiveMaxFrame {
+			live = false
+		}
+	}
+	switch o.Generator {
+	case "":
+		o.Generator = GenLive
+		if !live {
+			o.Generator = GenPacket
+		}
+	case GenLive:
+		if !live {
+			return fmt.Errorf("perf: generator %s: frames above %d bytes need the packet generator (BPF_PROG_RUN refuses live frames beyond one page)", GenLive, LiveMaxFrame)
+		}
+	case GenPacket:
+	default:
+		return fmt.Errorf("perf: generator %q: want %s or %s", o.Generator, GenLive, GenPacket)
+	}
+	if o.Generator == GenPacket && slices.Contains(o.FrameSizes, IMIX) {
+		return fmt.Errorf("perf: IMIX needs the live-frames generator, which sends frames up to %d bytes only", LiveMaxFrame)
+	}
+	return nil
 }
 
 // QuickOptions is the one-minute comparison.
@@ -190,6 +267,10 @@ type Report struct {
 	CPSTrialSeconds float64     `json:"cps_trial_seconds,omitempty"`
 	// TrialSeconds is the trial length.
 	TrialSeconds float64 `json:"trial_seconds"`
+	// MTU is every lab link's MTU; Generator the generator kind
+	// (GenLive or GenPacket) that sent every frame of the run.
+	MTU       int    `json:"mtu,omitempty"`
+	Generator string `json:"generator,omitempty"`
 }
 
 // Result returns the result of device at size and flows, or nil.
@@ -266,11 +347,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Mode != ModeCPS && (len(o.FrameSizes) == 0 || len(o.Flows) == 0) {
 		return nil, errors.New("perf: need at least one frame size and one flow count")
 	}
+	if err := o.checkFrames(); err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
 		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer, Proto: o.Proto,
+		MTU: o.MTU, Generator: o.Generator,
 	}
 	defer func() { rep.LoadAfter = loadavg() }()
 	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
@@ -390,7 +475,7 @@ func (r *runner) genFor(d *device, size, flows int, stamp bool) (*Generator, err
 	l := d.lab
 	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
-		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU,
+		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: r.o.Generator,
 	}
 	if r.o.Proto == "tcp" && d != r.nullDev {
 		lay := tcpLayout(false)

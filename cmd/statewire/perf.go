@@ -19,6 +19,41 @@ import (
 // bridge, the kernel bridge with conntrack and XDP_REDIRECT, counted at an
 // XDP sink (see package perf).
 func perfCmd(args []string, stdout, stderr io.Writer) error {
+	o, jsonOut, svgOut, err := perfParse(args, stderr)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, XDP, nftables)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, runErr := perf.Run(ctx, o)
+	if rep == nil {
+		return runErr
+	}
+	rep.Command = "statewire perf " + strings.Join(args, " ")
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if jsonOut != "" {
+		if err := perfWriteFile(jsonOut, rep.WriteJSON); err != nil {
+			return err
+		}
+	}
+	if svgOut != "" {
+		if err := perfWriteFile(svgOut, rep.WriteSVG); err != nil {
+			return err
+		}
+	}
+	return runErr
+}
+
+// perfParse turns perf's command line into Options (validated as far as
+// that goes without a lab: devices, sizes against the MTU, the generator)
+// and the JSON and SVG file names.
+func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, error) {
+	var o perf.Options
 	fs := flag.NewFlagSet("perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "the one-minute version: 64 and 1518 B, 1 and 1000 flows, short trials")
@@ -45,28 +80,30 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
 	profile := fs.String("profile", "", "directory for `perf record -g` files of the device CPU during one extra full-rate trial per device at the first frame size; top symbols go into the report")
 	proto := fs.String("proto", "udp", "traffic: udp, or tcp (flows opened with three-way handshakes, then data segments: ESTABLISHED in every device; no latency)")
+	mtu := fs.Int("mtu", 1500, fmt.Sprintf("MTU of every lab link (%d..%d); frame sizes up to MTU+18 (header and FCS); statewire sizes its buffers from it as `statewire run` does; above 1500 only with --mode flood", perf.MinMTU, perf.MaxMTU))
+	gen := fs.String("generator", "", "traffic generator: live (BPF_PROG_RUN live frames, frames up to "+strconv.Itoa(perf.LiveMaxFrame)+" B) or packet (AF_PACKET TX ring, any size); default live, packet for every size when one exceeds live's limit")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, "", "", err
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "statewire perf: unexpected arguments %q\n", fs.Args())
-		return errUsage
+		return o, "", "", errUsage
 	}
-	o := perf.FullOptions()
+	o = perf.FullOptions()
 	if *quick {
 		o = perf.QuickOptions()
 	}
 	o.Devices = perfSplitList(*devices)
 	for _, d := range o.Devices {
 		if !perfContains(perf.AllDevices, d) {
-			return fmt.Errorf("--devices: unknown device %q (want %s)", d, strings.Join(perf.AllDevices, ","))
+			return o, "", "", fmt.Errorf("--devices: unknown device %q (want %s)", d, strings.Join(perf.AllDevices, ","))
 		}
 	}
 	var err error
 	if *sizes != "" {
 		if o.FrameSizes, err = perfSizeList(*sizes); err != nil {
-			return fmt.Errorf("--frame-sizes: %w", err)
+			return o, "", "", fmt.Errorf("--frame-sizes: %w", err)
 		}
 	}
 	o.Mode = *mode
@@ -77,12 +114,12 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 		o.CPSSteps = *cpsSteps
 	}
 	if *cpsComplete <= 0 || *cpsComplete > 1 {
-		return fmt.Errorf("--cps-complete %v: want a share in (0, 1]", *cpsComplete)
+		return o, "", "", fmt.Errorf("--cps-complete %v: want a share in (0, 1]", *cpsComplete)
 	}
 	o.CPSComplete = *cpsComplete
 	if *flows != "" {
 		if o.Flows, err = perfIntList(*flows); err != nil {
-			return fmt.Errorf("--flows: %w", err)
+			return o, "", "", fmt.Errorf("--flows: %w", err)
 		}
 	}
 	if *trial > 0 {
@@ -108,39 +145,20 @@ func perfCmd(args []string, stdout, stderr io.Writer) error {
 	o.Statewire = *bin
 	if o.Statewire == "" {
 		if o.Statewire, err = os.Executable(); err != nil {
-			return fmt.Errorf("--statewire: %w", err)
+			return o, "", "", fmt.Errorf("--statewire: %w", err)
 		}
 	}
 	o.StatewireArgs = strings.Fields(*swArgs)
 	o.ProfileDir = *profile
 	o.Proto = *proto
+	o.MTU, o.Generator = *mtu, *gen
+	if err := perf.CheckFrames(&o); err != nil {
+		return o, "", "", err
+	}
 	if !*quiet {
 		o.Progress = stderr
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces, XDP, nftables)")
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, runErr := perf.Run(ctx, o)
-	if rep == nil {
-		return runErr
-	}
-	rep.Command = "statewire perf " + strings.Join(args, " ")
-	if err := rep.WriteTable(stdout); err != nil {
-		return err
-	}
-	if *jsonOut != "" {
-		if err := perfWriteFile(*jsonOut, rep.WriteJSON); err != nil {
-			return err
-		}
-	}
-	if *svgOut != "" {
-		if err := perfWriteFile(*svgOut, rep.WriteSVG); err != nil {
-			return err
-		}
-	}
-	return runErr
+	return o, *jsonOut, *svgOut, nil
 }
 
 func perfWriteFile(name string, write func(io.Writer) error) error {

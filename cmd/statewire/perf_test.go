@@ -1,0 +1,49 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/statewire/statewire/perf"
+)
+
+// TestPerfMTUFlags: --mtu sets the labs' MTU and with it the largest
+// frame size; sizes above MTU+18 are refused before any lab is built, with
+// the MTU that would take them; jumbo sizes select the packet generator
+// for every size of the run.
+func TestPerfMTUFlags(t *testing.T) {
+	o, _, _, err := perfParse([]string{"--mtu", "9000", "--frame-sizes", "1518,9018", "--flows", "1,1000", "--mode", "flood", "--quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MTU != 9000 || o.Generator != perf.GenPacket || len(o.FrameSizes) != 2 || o.FrameSizes[1] != 9018 {
+		t.Errorf("got MTU %d generator %q sizes %v, want 9000, %q, [1518 9018]", o.MTU, o.Generator, o.FrameSizes, perf.GenPacket)
+	}
+	o, _, _, err = perfParse([]string{"--quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MTU != 1500 || o.Generator != perf.GenLive {
+		t.Errorf("default: got MTU %d generator %q, want 1500, %q", o.MTU, o.Generator, perf.GenLive)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--frame-sizes", "9018", "--mode", "flood"}, "frame size 9018 exceeds MTU 1500: the largest frame it allows is 1518 bytes"},
+		{[]string{"--mtu", "9000", "--frame-sizes", "9100", "--mode", "flood"}, "use MTU 9082 or more"},
+		{[]string{"--mtu", "9000", "--frame-sizes", "9018"}, "use mode flood"},
+		{[]string{"--mtu", "9000", "--frame-sizes", "9018", "--mode", "flood", "--generator", "live"}, "need the packet generator"},
+		{[]string{"--mtu", "100", "--mode", "flood"}, "MTU 100 out of range"},
+		{[]string{"--mtu", "jumbo"}, "invalid value"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stderr strings.Builder
+			_, _, _, err := perfParse(tc.args, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
