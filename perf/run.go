@@ -58,7 +58,9 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// ProfileDir, when set, gets a `perf record -g` of the device CPU during
 	// one extra full-rate trial per device at the first frame size (files
-	// DEVICE-SIZE-FLOWS.perf.data); the top symbols go into the report.
+	// DEVICE-SIZE-FLOWS.perf.data), and of the generator CPU, where port
+	// A's receive runs (DEVICE-SIZE-FLOWS.gen.perf.data); the top symbols
+	// go into the report.
 	// The profiled trial is not one of the measurements.
 	ProfileDir string
 	// Progress receives one line per trial (nil: silent).
