@@ -21,6 +21,25 @@
 // Pacing spins between calls (no sleep: a sleep on a busy machine
 // oversleeps and the catch-up burst overflows the device's queues).
 //
+// Jumbo frames (Options.MTU, `--mtu N`): every link of every lab gets
+// MTU N, frame sizes up to N+18 are allowed (refused above, with the MTU
+// that would take them), statewire sizes its buffers from the ports' MTU as
+// `statewire run` does (a chain of AF_XDP buffers beyond one), and every
+// XDP program of the harness is loaded with frags support (a veth refuses
+// one without above MTU ~3500). BPF_PROG_RUN cannot send such frames: the
+// kernel refuses live-frames mode for data beyond one page (LiveMaxFrame,
+// 3412 B; test_run builds fragments only without live frames). Frames
+// above that are sent by the packet generator (GenPacket, packet.go): an
+// AF_PACKET socket with a TX ring whose slots hold the template, only the
+// ports rewritten per frame, the qdisc bypassed, pinned and reniced as the
+// live one. It costs far more per frame than live frames (an skb each, and
+// on veth the kernel copies the ring's pages when it forwards the skb,
+// skb_copy_ubufs, then again into port A's page pool for XDP), about
+// 0.37 Mpps at 1518 B and 0.2 Mpps at 9018 B on the lab machine against
+// millions with live frames: a run with any size above LiveMaxFrame sends
+// every size with it, so its figures compare like with like, and they are
+// bounded by the generator CPU (see RESULTS.md, "Jumbo frames").
+//
 // Where the work runs (Steer): veth schedules port A's NAPI poll on the CPU
 // that transmitted, i.e. the generator's. In the default SteerRPS the
 // kernel bridges' port A has an XDP_PASS program (veth needs one for XDP

@@ -16,6 +16,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
 	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
+	if r.MTU != 0 && (r.MTU != 1500 || r.Generator != GenLive) {
+		fmt.Fprintf(&b, "MTU %d on every link; generator %s\n", r.MTU, r.Generator)
+	}
 	sizes := r.sizes()
 	for _, s := range sizes {
 		fmt.Fprintf(&b, "generator ceiling %sB: %.3f Mpps (sink on port A, no device)\n", SizeLabel(s), r.GeneratorPPS[s]/1e6)
