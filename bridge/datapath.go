@@ -743,7 +743,7 @@ func (dp *Datapath) settleAdoptedFlows(tableAdopted bool) (kept bool, err error)
 		return false, nil
 	}
 	if tableAdopted {
-		n, err := dp.fast.KeepAdopted()
+		n, _, err := dp.fast.KeepAdopted(nil)
 		if err != nil {
 			return false, err
 		}

@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/packet"
 )
 
 // BPFFS is where bpffs is mounted, as ip and tc expect it.
@@ -210,16 +214,27 @@ func (p *Program) RevokeAdopted() (int, error) {
 	return len(keys), nil
 }
 
-// KeepAdopted keeps the adopted flow map for a table that was carried over
-// with it (the hook for a connection table that survives restarts): the
-// active flows stay in the fast path and their slots and generations are
-// taken out of this run's allocator, so that no new offer reuses them;
-// pending offers (the earlier run's worker that would activate them is
-// gone) are cancelled and deleted. It returns how many flows it kept. The
-// caller must hold a table entry for each kept flow (it takes them back as
-// it would its own offers) or TakeBack those it has none for. Call it
-// before any Offer, instead of RevokeAdopted.
-func (p *Program) KeepAdopted() (int, error) {
+// AdoptedFlow is an active flow of an adopted flow map, as KeepAdopted's
+// keep function sees it.
+type AdoptedFlow struct {
+	Key      flowtable.Key
+	Verdicts [2]uint8  // the verdict bytes it was offered with (Original, Reply)
+	Packets  [2]uint64 // packets the fast path took for it, all runs together
+}
+
+// KeepAdopted keeps the flows of the adopted flow map that a connection
+// table carried over with it still holds as offered: keep is asked about
+// every active flow and those it says yes to stay in the fast path, their
+// slots and generations taken out of this run's allocator so that no new
+// offer reuses them. Every other flow is revoked and deleted: those keep
+// refuses, pending offers (the earlier run's worker that would activate
+// them is gone; the table holds their state), and flows an unfinished
+// take-back of the earlier run had revoked. It returns how many flows it
+// kept and how many it removed. The caller takes the kept flows back as
+// it would its own offers (TakeBack); it may do so at once for one that
+// turns out not to fit (OfferedAs). keep must not call the Program. Call
+// it before any Offer, instead of RevokeAdopted.
+func (p *Program) KeepAdopted(keep func(f *AdoptedFlow) bool) (kept, removed int, err error) {
 	var k bpfFlowKey
 	var v bpfFlowValue
 	var drop []bpfFlowKey
@@ -238,20 +253,25 @@ func (p *Program) KeepAdopted() (int, error) {
 			drop = append(drop, k)
 			continue
 		}
+		f := AdoptedFlow{Key: flowKey(&k), Verdicts: v.Verdict, Packets: v.Packets}
+		if keep != nil && !keep(&f) {
+			p.rev.revoke(v.Slot, uint64(v.Gen))
+			drop = append(drop, k)
+			continue
+		}
 		used[v.Slot] = true
 		p.gens[v.Slot] = v.Gen
 	}
 	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("offload: read the adopted flow map: %w", err)
+		return 0, 0, fmt.Errorf("offload: read the adopted flow map: %w", err)
 	}
 	for i := range drop {
 		if err := p.flows.Delete(&drop[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return 0, fmt.Errorf("offload: delete a pending adopted flow: %w", err)
+			return 0, 0, fmt.Errorf("offload: delete an adopted flow: %w", err)
 		}
 	}
 	p.mu.Lock()
 	p.free = p.free[:0]
-	kept := 0
 	for s := p.opts.MaxFlows - 1; s >= 0; s-- {
 		if used[s] {
 			kept++
@@ -262,7 +282,58 @@ func (p *Program) KeepAdopted() (int, error) {
 	}
 	p.mu.Unlock()
 	p.adopted = false
-	return kept, nil
+	return kept, len(drop), nil
+}
+
+// OfferedAs reports whether e's flow in the map is e's connection as an
+// Offer of e with verdicts and oc would have put it there: the same
+// orientation, protocol state and status, UDP creation time, TCP window
+// scales with sequence edges at or ahead of e's (the fast path only moves
+// them forward from the offer), and the same verdict bytes, checksum
+// verification, liberal tracking, retransmission limit and timeouts. It is
+// how a run that kept an adopted flow (KeepAdopted) checks it against its
+// own table and settings; a flow that does not fit is taken back. ok is
+// false too when e is not in the map.
+func (p *Program) OfferedAs(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (ok bool, err error) {
+	want, err := p.value(e, verdicts, oc)
+	if errors.Is(err, ErrNotEligible) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	k := e.Key()
+	mk := mapKey(&k)
+	var v bpfFlowValue
+	if err := p.flows.Lookup(&mk, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("offload: read an adopted flow: %w", err)
+	}
+	if v.Proto != want.Proto || v.OrigIsB != want.OrigIsB || v.Verdict != want.Verdict || v.Status != want.Status ||
+		v.TcpState != want.TcpState || v.Csum != want.Csum || v.Liberal != want.Liberal || v.MaxRetrans != want.MaxRetrans ||
+		v.ToMain != want.ToMain || v.ToAlt != want.ToAlt || v.ToMaxretrans != want.ToMaxretrans {
+		return false, nil
+	}
+	if k.Proto != packet.ProtoTCP {
+		// Each run measures the clocks' offset (measureOffset): allow
+		// for its jitter.
+		d := int64(v.UdpCreated - want.UdpCreated)
+		return d > -int64(time.Millisecond) && d < int64(time.Millisecond), nil
+	}
+	for i := range v.Peer {
+		m, t := &v.Peer[i], &want.Peer[i]
+		if m.Scale != t.Scale || int32(m.End-t.End) < 0 || int32(m.Maxend-t.Maxend) < 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// flowKey is mapKey's inverse.
+func flowKey(k *bpfFlowKey) flowtable.Key {
+	return flowtable.Key{A: k.A, B: k.B, PortA: k.PortA, PortB: k.PortB, Proto: k.Proto, L3: k.L3, VLAN: k.Vlan}
 }
 
 // FailOpenStats counts the frames of one ingress port the program

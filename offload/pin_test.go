@@ -317,9 +317,22 @@ func TestPinKeepAdopted(t *testing.T) {
 	if _, err := offload.DetachPinned(dir); err == nil || !strings.Contains(err.Error(), "held by a running statewire") {
 		t.Errorf("DetachPinned while a run holds %s got %v, want a refusal", dir, err)
 	}
-	n, err := second.KeepAdopted()
-	if err != nil || n != 1 {
-		t.Fatalf("KeepAdopted got %d, %v; want the 1 active flow", n, err)
+	var asked []offload.AdoptedFlow
+	n, removed, err := second.KeepAdopted(func(f *offload.AdoptedFlow) bool {
+		asked = append(asked, *f)
+		return true
+	})
+	if err != nil || n != 1 || removed != 1 {
+		t.Fatalf("KeepAdopted got %d kept, %d removed, %v; want the 1 active flow kept, the pending one removed", n, removed, err)
+	}
+	if len(asked) != 1 || asked[0].Key != ea.Key() || asked[0].Verdicts != vsa {
+		t.Errorf("KeepAdopted asked about %+v; want the active flow only, key %v, verdicts %v", asked, ea.Key(), vsa)
+	}
+	if ok, err := second.OfferedAs(ea, vsa, oc); !ok || err != nil {
+		t.Errorf("OfferedAs(the kept flow, its verdicts) = %v, %v; want true", ok, err)
+	}
+	if ok, _ := second.OfferedAs(ea, [2]uint8{vsa[1], vsa[0]}, oc); ok {
+		t.Errorf("OfferedAs with other verdicts = true; want false")
 	}
 	taken := func(frame []byte) bool {
 		st0, _ := second.Stats()
