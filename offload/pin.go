@@ -196,6 +196,7 @@ func (p *Program) RevokeAdopted() (int, error) {
 		// flow's lock), then delete.
 		if int(v.Slot) < p.opts.MaxFlows {
 			p.rev.revoke(v.Slot, uint64(v.Gen))
+			p.gens[v.Slot] = v.Gen // no new offer reuses a generation a queued Mark names
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -220,11 +221,17 @@ type AdoptedFlow struct {
 	Key      flowtable.Key
 	Verdicts [2]uint8  // the verdict bytes it was offered with (Original, Reply)
 	Packets  [2]uint64 // packets the fast path took for it, all runs together
+	// Pending: an offer the earlier run had not activated (the program
+	// took nothing of it: the table holds its state). KeepAdopted removes
+	// it whatever keep answers.
+	Pending bool
 }
 
 // KeepAdopted keeps the flows of the adopted flow map that a connection
 // table carried over with it still holds as offered: keep is asked about
-// every active flow and those it says yes to stay in the fast path, their
+// every active flow and those it says yes to stay in the fast path (it is
+// told about pending offers too, AdoptedFlow.Pending, and its answer
+// ignored), their
 // slots and generations taken out of this run's allocator so that no new
 // offer reuses them. Every other flow is revoked and deleted: those keep
 // refuses, pending offers (the earlier run's worker that would activate
@@ -245,15 +252,21 @@ func (p *Program) KeepAdopted(keep func(f *AdoptedFlow) bool) (kept, removed int
 			drop = append(drop, k)
 			continue
 		}
+		// A new offer of this slot takes the next generation, so that no
+		// Mark of the earlier run still queued names it.
+		p.gens[v.Slot] = v.Gen
 		w := p.rev.load(v.Slot)
+		f := AdoptedFlow{Key: flowKey(&k), Verdicts: v.Verdict, Packets: v.Packets}
 		if w&pendBit != 0 || uint32(w) != v.Gen || v.Gen == 0 {
 			// Pending, or revoked by a take-back the earlier run did
 			// not finish: userspace holds the state.
+			if f.Pending = w&pendBit != 0 && uint32(w) == v.Gen && v.Gen != 0; f.Pending && keep != nil {
+				keep(&f)
+			}
 			p.rev.revoke(v.Slot, uint64(v.Gen))
 			drop = append(drop, k)
 			continue
 		}
-		f := AdoptedFlow{Key: flowKey(&k), Verdicts: v.Verdict, Packets: v.Packets}
 		if keep != nil && !keep(&f) {
 			p.rev.revoke(v.Slot, uint64(v.Gen))
 			drop = append(drop, k)

@@ -325,8 +325,17 @@ func TestPinKeepAdopted(t *testing.T) {
 	if err != nil || n != 1 || removed != 1 {
 		t.Fatalf("KeepAdopted got %d kept, %d removed, %v; want the 1 active flow kept, the pending one removed", n, removed, err)
 	}
-	if len(asked) != 1 || asked[0].Key != ea.Key() || asked[0].Verdicts != vsa {
-		t.Errorf("KeepAdopted asked about %+v; want the active flow only, key %v, verdicts %v", asked, ea.Key(), vsa)
+	if len(asked) != 2 {
+		t.Fatalf("KeepAdopted asked about %d flows; want 2 (the active one, the pending one)", len(asked))
+	}
+	for _, f := range asked {
+		want, vs := ea.Key(), vsa
+		if f.Pending {
+			want, vs = ep.Key(), vsp
+		}
+		if f.Key != want || f.Verdicts != vs {
+			t.Errorf("KeepAdopted asked about %+v (pending %v); want key %v, verdicts %v", f, f.Pending, want, vs)
+		}
 	}
 	if ok, err := second.OfferedAs(ea, vsa, oc); !ok || err != nil {
 		t.Errorf("OfferedAs(the kept flow, its verdicts) = %v, %v; want true", ok, err)
