@@ -533,17 +533,12 @@ func (sh *Shard) adopt(now int64, a *Adoption) {
 }
 
 // ResumeOffloaded settles the entries an adopted table marks offloaded
-// (offered to the XDP fast path): the datapath calls it once it knows
-// whether the fast path's map survived the gap with them (adopted). When
-// it did, nothing changes: the map holds their live state. When it did
-// not, each is taken back as the fast path last left it to userspace: the
-// mark is cleared; TCP window tracking restarts from the next segment of
-// each direction, liberally (the fast path moved the windows on, so the
-// stored edges are behind: this is how the kernel resumes a connection it
-// picks up mid-stream, SACK assumed and both directions BE_LIBERAL), and an
-// Expires that has passed is moved to now+grace, so a flow the fast path
-// kept alive lives on with its next packet and a dead one expires soon.
-// It returns how many entries it took back. Before any worker runs.
+// (offered to the XDP fast path) when the fast path's map did not survive
+// the gap with them (adopted false; adopted true changes nothing: the map
+// holds their live state): each is taken back as Entry.ResumeOffloaded
+// says. It returns how many entries it took back. Before any worker runs.
+// A datapath that adopted the map too settles each entry on its own
+// (bridge, adoptFastPath).
 func (t *Table) ResumeOffloaded(adopted bool, now, grace int64) int {
 	if adopted {
 		return 0
@@ -555,24 +550,37 @@ func (t *Table) ResumeOffloaded(adopted bool, now, grace int64) int {
 			if e.flags&flagUsed == 0 || e.flags&flagOffloaded == 0 {
 				continue
 			}
-			e.flags &^= flagOffloaded
-			for d := range e.Conn.TCP.Peer {
-				p := &e.Conn.TCP.Peer[d]
-				p.End, p.MaxEnd, p.MaxWin, p.MaxAck = 0, 0, 0, 0
-				// As the kernel's mid-stream pickup: the history is
-				// lost, so track liberally. Without it a cumulative
-				// ACK for data the receiver got before the restart,
-				// beyond the first retransmitted segment, fails check
-				// III and the connection stalls (seen in e2e).
-				p.Flags |= statemachine.TCPFlagSACKPerm | statemachine.TCPFlagBeLiberal
-			}
-			if e.Conn.Expires <= now {
-				e.Conn.Expires = now + grace
-			}
+			e.ResumeOffloaded(now, grace)
 			n++
 		}
 	}
 	return n
+}
+
+// ResumeOffloaded takes back e, an adopted entry marked offloaded whose
+// flow the fast path no longer holds, as the fast path last left it to
+// userspace: the mark is cleared; TCP window tracking restarts from the
+// next segment of each direction, liberally (the fast path moved the
+// windows on, so the stored edges are behind: this is how the kernel
+// resumes a connection it picks up mid-stream, SACK assumed and both
+// directions BE_LIBERAL), and an Expires that has passed is moved to
+// now+grace, so a flow the fast path kept alive lives on with its next
+// packet and a dead one expires soon. Owner only, or before any owner runs.
+func (e *Entry) ResumeOffloaded(now, grace int64) {
+	e.flags &^= flagOffloaded
+	for d := range e.Conn.TCP.Peer {
+		p := &e.Conn.TCP.Peer[d]
+		p.End, p.MaxEnd, p.MaxWin, p.MaxAck = 0, 0, 0, 0
+		// As the kernel's mid-stream pickup: the history is lost, so
+		// track liberally. Without it a cumulative ACK for data the
+		// receiver got before the restart, beyond the first
+		// retransmitted segment, fails check III and the connection
+		// stalls (seen in e2e).
+		p.Flags |= statemachine.TCPFlagSACKPerm | statemachine.TCPFlagBeLiberal
+	}
+	if e.Conn.Expires <= now {
+		e.Conn.Expires = now + grace
+	}
 }
 
 // Discard closes the table and removes its state file: for a process that
