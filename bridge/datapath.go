@@ -345,7 +345,11 @@ type Datapath struct {
 	// freshState: the table's state file was made by this datapath (not
 	// adopted); a Start that fails removes it.
 	freshState bool
-	workers    []*worker
+	// tableAdopted: the table came from an earlier run's state file
+	// (adoptFastPath settles its offloaded entries).
+	tableAdopted bool
+	adoptRep     AdoptReport // what Start did with the earlier run's fast-path flows
+	workers      []*worker
 
 	// The XDP program (package offload) of every mode; it offers flows
 	// (the fast path) when Offload is on or auto and it started (fastOn);
@@ -392,6 +396,7 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 		if err == nil {
 			dp.logf("%s", a.String())
 			dp.freshState = !a.Adopted
+			dp.tableAdopted = a.Adopted
 			if a.NotTmpfs {
 				dp.logf("state file %s is not on tmpfs: the kernel writes the table back to its disk every few seconds; put it on tmpfs (/run usually is)", cfg.StateFile)
 			}
@@ -481,19 +486,6 @@ func monotonicEpoch() (time.Time, int64) {
 	epoch := time.Now()
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return epoch, ts.Nano() + clockBase
-}
-
-// resumeOffloaded is the hook for a fast path that may survive a restart
-// (pinned in bpffs): open calls it once it knows whether the fast-path
-// map it runs with is the one the previous process left (adopted). Entries
-// of an adopted state file marked offloaded keep their mark only then;
-// otherwise flowtable.Table.ResumeOffloaded takes them back liberally
-// (window tracking restarts, a passed expiry gets offloadResumeGrace).
-// Before the workers start.
-func (dp *Datapath) resumeOffloaded(adopted bool) {
-	if n := dp.table.ResumeOffloaded(adopted, dp.Now(), int64(offloadResumeGrace)); n > 0 {
-		dp.logf("datapath: %d adopted connections were in the previous process's fast path, whose map did not survive: taken back, their windows relearnt from the next segments", n)
-	}
 }
 
 // offloadResumeGrace is the expiry given to an adopted offloaded entry
@@ -654,14 +646,6 @@ func (dp *Datapath) open(idx [2]int) error {
 		}
 		return fmt.Errorf("attach XDP (%s): %w", dp.cfg.Attach, err)
 	}
-	// The flows the earlier run left in the fast path go up the slow
-	// path: KeepAdopted needs the adopted table's offloaded entries and
-	// the map's flows reconciled first (a flow in one and not the other,
-	// pending offers), which is not done yet; resumeOffloaded(false) below
-	// takes the table's side back.
-	if _, err := dp.settleAdoptedFlows(false); err != nil {
-		return err
-	}
 	if fo, err := dp.fast.FailOpen(); err == nil && fo[0].Packets+fo[1].Packets > 0 {
 		dp.logf("datapath: fail-open forwarded %d frames from %s and %d from %s unjudged while no worker ran",
 			fo[0].Packets, names[0], fo[1].Packets, names[1])
@@ -675,10 +659,15 @@ func (dp *Datapath) open(idx [2]int) error {
 			w.pl.DeferActivation(true)
 		}
 	}
-	// The adopted fast-path map's flows were revoked above (the
-	// table's offloaded entries are not reconciled with it yet): an
-	// adopted table takes its offloaded entries back.
-	dp.resumeOffloaded(false)
+	// The flows the earlier run left in the fast path: kept where the
+	// adopted table and this run's settings agree with the adopted map,
+	// else taken back (adoptFastPath). Before the workers run.
+	rep, err := dp.adoptFastPath(dp.tableAdopted, fast)
+	if err != nil {
+		return fmt.Errorf("settle the fast-path flows of the earlier run (statewire detach --name %s starts the next run without them): %w", dp.cfg.Name, err)
+	}
+	dp.adoptRep = rep
+	dp.logAdoption(rep)
 	if dp.cfg.Attach == offload.Generic {
 		// Say at start what will drop frames in this mode (the sender's
 		// super-frames), naming the command that fixes it.
@@ -728,34 +717,6 @@ func (dp *Datapath) openSocket(u *ring.UMEM, ifindex, queue int, name string) (*
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// settleAdoptedFlows decides what becomes of the flows an earlier run left
-// in the fast-path map this run adopted (offload Program.Adopted): with
-// the connection table carried over too (tableAdopted), they stay in the
-// fast path (offload KeepAdopted), the table's entries marked offloaded
-// being their userspace side; otherwise they go up the slow path
-// (RevokeAdopted), which is the authority. kept is the "fast path adopted"
-// answer a carried-over table needs (false: take its offloaded entries
-// back). Before the workers start.
-func (dp *Datapath) settleAdoptedFlows(tableAdopted bool) (kept bool, err error) {
-	if dp.fast == nil || !dp.fast.Adopted() {
-		return false, nil
-	}
-	if tableAdopted {
-		n, _, err := dp.fast.KeepAdopted(nil)
-		if err != nil {
-			return false, err
-		}
-		dp.logf("datapath: took the XDP program over from the earlier run with its %d fast-path flows", n)
-		return true, nil
-	}
-	n, err := dp.fast.RevokeAdopted()
-	if err != nil {
-		return false, err
-	}
-	dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path, the authority", n)
-	return false, nil
 }
 
 // fallBack records why auto runs without the fast path and closes the

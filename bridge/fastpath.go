@@ -52,7 +52,11 @@ var TakeBackNames = [NumTakeBackReasons]string{"slow-path", "remove", "settings"
 
 // FastPathStats are a pipeline's fast-path counters.
 type FastPathStats struct {
-	Offered   uint64 // flows put into the fast path (pending first with a TwoPhaseFastPath)
+	Offered uint64 // flows put into the fast path (pending first with a TwoPhaseFastPath)
+	// Adopted counts the flows the previous process left in the fast
+	// path that this one kept there at start (the table and the map both
+	// adopted: Datapath adoptFastPath); they are taken back like offers.
+	Adopted   uint64
 	Activated uint64 // pending offers made active
 	Forced    uint64 // of those, activated at the program's count before the worker caught up (pendingForce)
 	// Handover counts the frames an activation left behind (most after a
@@ -72,7 +76,7 @@ type FastPathStats struct {
 // InFastPath returns the flows in the fast path as these counters see
 // them: offered and not yet taken back.
 func (s *FastPathStats) InFastPath() uint64 {
-	n := s.Offered - s.Cancelled
+	n := s.Offered + s.Adopted - s.Cancelled
 	for _, t := range s.TakenBack {
 		n -= t
 	}
@@ -81,6 +85,7 @@ func (s *FastPathStats) InFastPath() uint64 {
 
 func (s *FastPathStats) add(o *FastPathStats) {
 	s.Offered += o.Offered
+	s.Adopted += o.Adopted
 	s.Activated += o.Activated
 	s.Forced += o.Forced
 	s.Handover += o.Handover
@@ -625,6 +630,21 @@ func (pl *Pipeline) offer(s *Settings, e *flowtable.Entry, now int64) {
 	e.SetOffloaded(true)
 	f.offered++
 	pl.stats.Fast.Offered++
+}
+
+// adoptOffered makes e, an entry of the pipeline's shard that the
+// previous process left offloaded and whose flow this run kept in the
+// fast path under s (Datapath adoptFastPath), one of the pipeline's
+// offered flows: counted (offered, FastPathStats.Adopted) and taken back
+// as the pipeline's own offers are, by its next punted frame, its
+// removal, or new Settings (s is the Settings it counts as offered
+// under). Owner only, before the first packet.
+func (pl *Pipeline) adoptOffered(s *Settings, e *flowtable.Entry) {
+	f := &pl.fast
+	f.settings = s
+	e.SetOffloaded(true)
+	f.offered++
+	pl.stats.Fast.Adopted++
 }
 
 // SyncFastPath takes back every offered flow when new Settings were
