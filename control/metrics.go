@@ -98,6 +98,7 @@ var metricDefs = []metricDef{
 	{"fastpath_enabled", "1 when the XDP fast path runs (--offload), 0 otherwise.", nil},
 	{"fastpath_flows", "Flows in the fast path now (offered and not taken back).", nil},
 	{"fastpath_flows_offered_total", "Flows the workers put into the fast path.", nil},
+	{"fastpath_flows_adopted_total", "Flows the previous process left in the fast path that this one kept there at start (the connection table and the pinned flow map both adopted).", nil},
 	{"fastpath_offers_refused_total", "Offers the fast path refused (its map full, or an error).", nil},
 	{"fastpath_flows_taken_back_total", "Flows taken back from the fast path, by reason: slow-path (a packet of the flow came up the slow path), remove (the entry was removed: expiry, early drop, conntrack -D/-F), settings (a rules reload or sysctl change).", []string{"reason"}},
 	{"fastpath_offers_activated_total", "Pending offers made active (the worker had judged every frame the program punted while the offer was pending).", nil},
@@ -203,6 +204,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge("fastpath_enabled", on)
 	gauge("fastpath_flows", float64(fast.InFastPath()))
 	counter("fastpath_flows_offered_total", fast.Offered)
+	counter("fastpath_flows_adopted_total", fast.Adopted)
 	counter("fastpath_offers_refused_total", fast.Refused)
 	for r, n := range fast.TakenBack {
 		counter("fastpath_flows_taken_back_total", n, bridge.TakeBackNames[r])

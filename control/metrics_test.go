@@ -24,7 +24,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	f.DPStats.Pipeline.CsumCompleted = 5
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
-	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, Handover: 17}
+	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Adopted: 1, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, Handover: 17}
 	f.DPStats.Fast.On = true
 	f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 50, FastBytes: 3200}
 	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
@@ -71,8 +71,9 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_conntrack_entries_by_state{proto="tcp",state="SYN_SENT"} 1`,
 		`statewire_conntrack_entries_by_state{proto="udp",state=""} 1`,
 		`statewire_fastpath_enabled 1`,
-		`statewire_fastpath_flows 4`,
+		`statewire_fastpath_flows 5`,
 		`statewire_fastpath_flows_offered_total 9`,
+		`statewire_fastpath_flows_adopted_total 1`,
 		`statewire_fastpath_offers_refused_total 2`,
 		`statewire_fastpath_flows_taken_back_total{reason="slow-path"} 3`,
 		`statewire_fastpath_flows_taken_back_total{reason="remove"} 1`,

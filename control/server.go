@@ -434,14 +434,15 @@ func (s *Server) stats(w *writer) {
 // fastStats writes the XDP fast path's counters after `conntrack -S`'s
 // kernel lines (the kernel has none: its flowtable's counters are not in
 // /proc/net/stat/nf_conntrack), in the same name=value form: one line for
-// the flows (in the fast path now, offered, refused, taken back by reason,
+// the flows (in the fast path now, offered, adopted from the previous
+// process at start, refused, taken back by reason,
 // errors), one per ingress port for the frames (forwarded by the fast
 // path, their bytes, those the kernel then dropped at the egress port,
 // handed to the slow path by reason). Names with a '-'
 // take '_' (taken_back_slow_path, punt_no_egress).
 func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPathStats) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "fastpath flows=%d offered=%d refused=%d", f.InFastPath(), f.Offered, f.Refused)
+	fmt.Fprintf(&b, "fastpath flows=%d offered=%d adopted=%d refused=%d", f.InFastPath(), f.Offered, f.Adopted, f.Refused)
 	for r, n := range f.TakenBack {
 		fmt.Fprintf(&b, " taken_back_%s=%d", statName(bridge.TakeBackNames[r]), n)
 	}
