@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statewire/statewire/control"
 	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
@@ -327,7 +329,9 @@ func TestFailModeClosedDefault(t *testing.T) {
 // stays the authority) and the echoes keep coming.
 func TestFailOpenRestartKeepsFastFlows(t *testing.T) {
 	l, bin, name, dir := failModeLab(t)
-	args := []string{"--fail-mode=open", "--offload=on", "--name", name}
+	// No table carried over (the state file is another test's subject,
+	// TestFailOpenRestartKeepsDownloadInFastPath): the map is revoked.
+	args := []string{"--fail-mode=open", "--offload=on", "--name", name, "--state-file", "none"}
 	first := startSW(t, l, bin, args...)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire within %v\nstderr: %s", d, first.stderr.String())
@@ -458,4 +462,165 @@ func lastLine(s, with string) string {
 		}
 	}
 	return ""
+}
+
+// fastLineRE reads `conntrack -S`'s fast-path flow line.
+var fastLineRE = regexp.MustCompile(`(?m)^fastpath flows=(\d+) offered=(\d+) adopted=(\d+) refused=\d+ taken_back_slow_path=(\d+) taken_back_remove=(\d+) taken_back_settings=(\d+) .* errors=(\d+)`)
+
+// fastLine is that line's numbers.
+type fastLine struct{ flows, offered, adopted, takenBack, errors uint64 }
+
+func readFastLine(t *testing.T, stats string) fastLine {
+	t.Helper()
+	m := fastLineRE.FindStringSubmatch(stats)
+	if m == nil {
+		t.Fatalf("conntrack -S has no fastpath flows= line:\n%s", stats)
+	}
+	n := make([]uint64, len(m))
+	for i := 1; i < len(m); i++ {
+		n[i], _ = strconv.ParseUint(m[i], 10, 64)
+	}
+	return fastLine{flows: n[1], offered: n[2], adopted: n[3], takenBack: n[4] + n[5] + n[6], errors: n[7]}
+}
+
+var totalInsertRE = regexp.MustCompile(`(?m)^total.* insert=(\d+)`)
+
+// totalInserts reads the insert= counter of `conntrack -S`'s total line.
+func totalInserts(t *testing.T, stats string) uint64 {
+	t.Helper()
+	m := totalInsertRE.FindStringSubmatch(stats)
+	if m == nil {
+		t.Fatalf("conntrack -S has no total insert= counter:\n%s", stats)
+	}
+	n, _ := strconv.ParseUint(m[1], 10, 64)
+	return n
+}
+
+// TestFailOpenRestartKeepsDownloadInFastPath: with --fail-mode=open, the
+// fast path on and a state file, a TCP download pushed from the right
+// (the rules admit NEW only from the left) is held by the fast path
+// ([OFFLOAD]). statewire is killed with -9 in the middle, started again,
+// then restarted gracefully (SIGTERM). Across both the flow's frames keep
+// being forwarded during the gap (the pinned map's packet counters grow),
+// the new process adopts the table and the map and keeps the flow in the
+// fast path: it lists it [OFFLOAD] ESTABLISHED, counts it adopted and has
+// taken nothing back, the map's counters carry on from the gap's, the
+// table's insert counter carries over, and the download completes intact
+// (SHA-256).
+func TestFailOpenRestartKeepsDownloadInFastPath(t *testing.T) {
+	l, bin, name, dir := failModeLab(t)
+	rulesPath := filepath.Join(t.TempDir(), "fw.rules")
+	if err := os.WriteFile(rulesPath, []byte(strings.ReplaceAll(restartRules, "{PortA}", l.PortA)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(control.SocketDir, name+".table")
+	t.Cleanup(func() { os.Remove(state) })
+	args := []string{"--fail-mode=open", "--offload=on", "--name", name, "--rules", rulesPath, "--state-file", state}
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := runInBridgeNS(l, bin, append([]string{"conntrack", "--name", name}, args...)...)
+		if err != nil {
+			t.Fatalf("statewire conntrack %v: %v", args, err)
+		}
+		return out
+	}
+	listing := func() string { return ctl("-L", "-p", "tcp", "--dport", "5001") }
+	started := func(p *swProc) {
+		t.Helper()
+		if !testenv.WaitFor(20*time.Second, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
+			t.Fatalf("statewire run did not start within 20 s; stderr:\n%s", p.stderr.String())
+		}
+	}
+	pinned := func() (int, uint64) {
+		t.Helper()
+		n, pk, err := offload.PinnedFlows(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, pk
+	}
+
+	first := startSW(t, l, bin, args...)
+	started(first)
+	d := startPacedDownload(t, l)
+	// In the fast path and active: listed [OFFLOAD], the pinned map's
+	// packets moving.
+	var last uint64
+	if !testenv.WaitFor(15*time.Second, func() bool {
+		n, pk := pinned()
+		moving := n == 1 && pk > last && last > 0
+		last = pk
+		return moving && d.got.Load() >= restartSize/8 && strings.Contains(listing(), "[OFFLOAD]")
+	}) {
+		t.Fatalf("the download is not in the fast path (%d of %d bytes; conntrack -L %q)\nstderr: %s", d.got.Load(), restartSize, listing(), first.stderr.String())
+	}
+	prev := first
+	for round, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		inserts := totalInserts(t, ctl("-S"))
+		err := prev.signal(t, sig)
+		if sig == syscall.SIGKILL && err == nil {
+			t.Fatalf("run exited cleanly, want killed")
+		}
+		if sig == syscall.SIGTERM && err != nil {
+			t.Fatalf("run after SIGTERM: %v\n%s", err, prev.stderr.String())
+		}
+		_, atStop := pinned()
+		gotAtStop := d.got.Load()
+		var inGap uint64
+		if !testenv.WaitFor(5*time.Second, func() bool {
+			_, inGap = pinned()
+			return inGap >= atStop+50 && d.got.Load() >= gotAtStop+64<<10
+		}) {
+			t.Fatalf("gap after %v: pinned flow packets %d -> %d, download %d -> %d bytes; want the fast path to keep forwarding it", sig, atStop, inGap, gotAtStop, d.got.Load())
+		}
+		next := startSW(t, l, bin, args...)
+		started(next)
+		if !strings.Contains(next.stderr.String(), "1 kept in the fast path, 0 taken back") {
+			t.Errorf("after %v: the new process did not keep the flow; stderr:\n%s", sig, next.stderr.String())
+		}
+		after := listing()
+		if !strings.Contains(after, "ESTABLISHED") || !strings.Contains(after, "[OFFLOAD]") {
+			t.Errorf("after %v: conntrack -L %q, want the download [OFFLOAD] ESTABLISHED", sig, after)
+		}
+		if n, pk := pinned(); n != 1 || pk < inGap {
+			t.Errorf("after %v: pinned map %d flows, %d packets; want the flow with at least the gap's %d", sig, n, pk, inGap)
+		}
+		// The flow stays in the fast path: the map's counters go on, the
+		// download too, and nothing is taken back.
+		_, atStart := pinned()
+		gotAtStart := d.got.Load()
+		if !testenv.WaitFor(5*time.Second, func() bool {
+			_, pk := pinned()
+			return pk >= atStart+100 && d.got.Load() >= gotAtStart+128<<10
+		}) {
+			_, pk := pinned()
+			t.Errorf("after %v: pinned flow packets %d -> %d, download %d -> %d bytes; want both to go on", sig, atStart, pk, gotAtStart, d.got.Load())
+		}
+		stats := ctl("-S")
+		fl := readFastLine(t, stats)
+		if fl.adopted != 1 || fl.flows < 1 || fl.takenBack != 0 || fl.errors != 0 {
+			t.Errorf("after %v: conntrack -S fast path %+v; want 1 adopted, in the fast path, nothing taken back, no error:\n%s", sig, fl, stats)
+		}
+		if n := totalInserts(t, stats); n < inserts {
+			t.Errorf("after %v: total insert=%d, want at least the %d before (carried over)", sig, n, inserts)
+		}
+		t.Logf("round %d (%v): gap forwarded %d fast-path packets (%d -> %d), download at %d of %d bytes; %s", round, sig, inGap-atStop, atStop, inGap,
+			d.got.Load(), restartSize, lastLine(stats, "fastpath flows="))
+		prev = next
+	}
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("download across the restarts: %v\nstderr:\n%s", err, prev.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("download did not finish within 60 s (%d of %d bytes)", d.got.Load(), restartSize)
+	}
+	if err := prev.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("last run after SIGTERM: %v\n%s", err, prev.stderr.String())
+	}
+	if _, err := runInBridgeNS(l, bin, "detach", "--name", name); err != nil {
+		t.Fatalf("statewire detach: %v", err)
+	}
+	checkNothingLeft(t, l, dir)
 }
