@@ -338,9 +338,40 @@
 // program replaces the old one in place, so no frame meets a port without
 // a program. Until the sockets are registered the program goes on
 // forwarding unjudged (fail-open) or dropping (closed). The adopted flow
-// map belongs to the earlier run's table: RevokeAdopted empties it unless
-// the table was carried over too (Adopted is the hook for that), so that
-// userspace stays the authority.
+// map belongs to the earlier run's table, and userspace stays the
+// authority over it:
+//
+//   - Without that table (a fresh one: --state-file none, a refused
+//     file) or without the fast path (--offload=off), RevokeAdopted
+//     empties the map: every flow's next frame goes up the slow path.
+//   - With the table carried over (its state file adopted), the datapath
+//     reconciles the two before any worker runs (bridge adoptFastPath)
+//     with KeepAdopted and OfferedAs. An active flow whose entry is
+//     present and marked offloaded stays in the fast path when it is
+//     that entry's connection and fits the run's settings as an Offer
+//     would write it now (OfferedAs: orientation, TCP state, status, UDP
+//     creation time, window scales, sequence edges not behind the
+//     entry's; the verdict bytes, walked afresh through the run's rules
+//     for the state and port they carry, checksum verification, liberal
+//     tracking, retransmission limit and timeouts): the map keeps its live
+//     window, expiry and counters, the entry stays offloaded, and the
+//     worker owning it counts it as its own offer, taken back like one
+//     (by its next punted frame, its removal, the next settings change).
+//     One that does not fit is taken back exactly (TakeBack reads its
+//     live state into the entry). A flow with no offloaded entry (a kill
+//     -9 between an offer's map write and the entry's mark, or between a
+//     take-back's two), a pending offer (its entry holds the state: the
+//     program took nothing; it only loses the mark) and a flow an
+//     unfinished take-back revoked are deleted from the map. An
+//     offloaded entry with no active flow in the map is taken back
+//     liberally (flowtable Entry.ResumeOffloaded), as when the map did
+//     not survive. The kept flows' slots and generations leave the
+//     allocator; every slot's generation moves past the earlier run's,
+//     so no Mark of a frame still queued names a new offer.
+//
+// The table records no offer generation of its own: a flow and an entry
+// are matched by key, then by what OfferedAs compares, which tells a
+// flow of an earlier connection with the same key from the entry's.
 //
 // Without FailOpen (closed, the default) nothing is pinned, and a start
 // that adopted pins of an earlier fail-open run removes them once it is
