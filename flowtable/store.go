@@ -407,6 +407,7 @@ func (t *Table) migrate(sv *savedTable, now int64, a *Adoption) {
 		next := ne.next
 		*ne = *e
 		ne.next = next
+		ne.forgetVerdicts()
 		r := sh.Ref(ne)
 		copy(sh.aux[int(r.Index)*aux:(int(r.Index)+1)*aux], se.aux)
 		refs[se.ref] = r
@@ -512,6 +513,7 @@ func (sh *Shard) adopt(now int64, a *Adoption) {
 			// Expires after Insert: a slot caught half-way by a kill -9
 			// fails one of the two and is freed.
 			if e.Conn.Proto == e.key.Proto && (e.Conn.Expires > now || e.flags&flagOffloaded != 0) {
+				e.forgetVerdicts()
 				b := uint32(hashKey(sh.seed, &e.key)) & sh.mask
 				e.next = sh.buckets[b]
 				sh.buckets[b] = uint32(i) + 1
@@ -530,6 +532,15 @@ func (sh *Shard) adopt(now int64, a *Adoption) {
 		e.next = sh.free
 		sh.free = uint32(i) + 1
 	}
+}
+
+// forgetVerdicts drops the verdicts an adopted entry cached: they are keyed
+// by rule-set generations of the earlier process (rules.RuleSet.Generation
+// counts per process, from 1), which this process hands out again for its
+// own, possibly different, rules; a cache hit would apply the old rules.
+// Each direction's next packet walks this process's rules once.
+func (e *Entry) forgetVerdicts() {
+	e.VerdictGen, e.Verdict = 0, [2]uint8{}
 }
 
 // ResumeOffloaded settles the entries an adopted table marks offloaded

@@ -48,6 +48,7 @@ func fillStore(t *testing.T, tb *Table, n int, now, exp, gone, xexp int64) Entry
 		e.Conn.State = statemachine.TCPEstablished
 		e.Conn.Status = assured
 		e.Conn.TCP.Peer[0].MaxWin = 1000 + uint32(i)
+		e.CacheVerdict(statemachine.Original, 2, 0x05) // an earlier process's generation 2
 		if i == 0 {
 			k := mustKey(t, p)
 			sh := tb.Shard(tb.ShardFor(tb.HashKey(&k)))
@@ -77,6 +78,9 @@ func checkAdopted(t *testing.T, tb *Table, n int, first EntryRef, now int64) {
 		}
 		if e.Conn.State != statemachine.TCPEstablished || e.Conn.TCP.Peer[0].MaxWin != 1000+uint32(i) {
 			t.Errorf("connection %d: state %v maxwin %d, want ESTABLISHED, %d", i, e.Conn.State, e.Conn.TCP.Peer[0].MaxWin, 1000+i)
+		}
+		if v, ok := e.CachedVerdict(statemachine.Original, 2); ok || e.VerdictGen != 0 {
+			t.Errorf("connection %d: cached verdict %#x of the earlier process's rule generation 2 kept (gen %d); want it forgotten", i, v, e.VerdictGen)
 		}
 	}
 	if e := lookupPkt(t, tb, pkt(packet.ProtoUDP, "198.18.0.9", 53, "198.19.0.9", 53), now); e != nil {
@@ -295,6 +299,9 @@ func TestStateFileMigrate(t *testing.T) {
 				found++
 				if e.Conn.TCP.Peer[0].MaxWin != 1000+uint32(i) || e.Conn.State != statemachine.TCPEstablished {
 					t.Errorf("connection %d re-inserted with maxwin %d state %v", i, e.Conn.TCP.Peer[0].MaxWin, e.Conn.State)
+				}
+				if e.VerdictGen != 0 || e.Verdict != [2]uint8{} {
+					t.Errorf("connection %d re-inserted with the earlier process's cached verdicts (gen %d, %v)", i, e.VerdictGen, e.Verdict)
 				}
 				if e.DirOf(p) != statemachine.Reply {
 					t.Errorf("connection %d: reply packet judged %v after re-insertion", i, e.DirOf(p))
