@@ -15,6 +15,7 @@ import (
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet/packettest"
+	"github.com/statewire/statewire/statemachine"
 )
 
 // TestFailOpenNoWorker runs the program on frames of a queue without a
@@ -342,6 +343,23 @@ func TestPinKeepAdopted(t *testing.T) {
 	}
 	if ok, _ := second.OfferedAs(ea, [2]uint8{vsa[1], vsa[0]}, oc); ok {
 		t.Errorf("OfferedAs with other verdicts = true; want false")
+	}
+	// Another connection with the same key (created at another time), or
+	// the entry in another state, is not the flow the map holds.
+	other := *ea
+	other.Conn.TCP.LastSeq++ // UDP: the creation time's high word
+	if ok, _ := second.OfferedAs(&other, vsa, oc); ok {
+		t.Errorf("OfferedAs of an entry created at another time = true; want false")
+	}
+	other = *ea
+	other.Conn.Status ^= statemachine.StatusSeenReply
+	if ok, _ := second.OfferedAs(&other, vsa, oc); ok {
+		t.Errorf("OfferedAs of an entry with another status = true; want false")
+	}
+	strict := *oc.Conntrack
+	strict.Timeouts.UDP++
+	if ok, _ := second.OfferedAs(ea, vsa, offload.OfferConfig{Conntrack: &strict, VerifyChecksum: oc.VerifyChecksum}); ok {
+		t.Errorf("OfferedAs under another UDP timeout = true; want false")
 	}
 	taken := func(frame []byte) bool {
 		st0, _ := second.Stats()
