@@ -52,9 +52,13 @@
 // ownership rules are the same: the mapping is memory like any other, and
 // the adoption (chains and free lists rebuilt from the slots, expired
 // entries dropped) and ResumeOffloaded run in Open and before any owner
-// starts. The expectations are mirrored into the file under their mutex on
-// every change. Close, after every owner stopped, marks the file clean and
-// unmaps it.
+// starts. An adopted entry forgets its cached verdicts (their rule-set
+// generations were the earlier process's). A datapath that adopted the
+// fast path's map with the table settles the offloaded entries one by one
+// instead of with ResumeOffloaded (Entry.ResumeOffloaded for those whose
+// flow the map lost; bridge adoptFastPath). The expectations are mirrored
+// into the file under their mutex on every change. Close, after every owner
+// stopped, marks the file clean and unmaps it.
 //
 // # Per batch
 //
