@@ -16,10 +16,10 @@ type AdoptReport struct {
 	// fits it (offload OfferedAs) under this run's settings: it stays in
 	// the fast path, the entry stays offloaded.
 	Kept int
-	// Refit: an active flow with an offloaded entry that does not fit
-	// (the rules or a sysctl changed, or the flow is not the entry's
-	// connection): taken back exactly (offload TakeBack reads its live
-	// state into the entry).
+	// Refit: an active flow of its offloaded entry's connection offered
+	// otherwise than this run would (the rules or a sysctl changed:
+	// offload FitOther): taken back exactly (offload TakeBack reads its
+	// live state into the entry).
 	Refit int
 	// Pending: offers the previous process had not activated, revoked;
 	// their entries hold the state (the program took nothing) and lose
@@ -27,10 +27,11 @@ type AdoptReport struct {
 	Pending int
 	// Orphans: flows of the map without an offloaded entry (the table
 	// lost or never got the mark: a kill -9 between the two writes of an
-	// offer or a take-back), revoked from the map.
+	// offer or a take-back), or of another connection than their entry's
+	// (offload FitNone), revoked from the map.
 	Orphans int
-	// Resumed: offloaded entries without a flow in the map, taken back
-	// liberally (flowtable Entry.ResumeOffloaded).
+	// Resumed: offloaded entries without a flow of theirs in the map,
+	// taken back liberally (flowtable Entry.ResumeOffloaded).
 	Resumed int
 	// MapRevoked: the map's flows revoked whole because the table or the
 	// fast path did not come with it (RevokeAdopted).
@@ -53,7 +54,10 @@ type AdoptReport struct {
 //     for the state and port the map's carry): the map keeps its live
 //     window, expiry and counters, the entry stays offloaded and the
 //     worker that owns it counts it as its own offer (Pipeline
-//     adoptOffered); one that does not fit is taken back exactly;
+//     adoptOffered); one offered otherwise (FitOther: the rules or a
+//     sysctl changed) is taken back exactly; one of another connection
+//     with the same key (FitNone) is revoked without reading it into
+//     the entry, which is taken back liberally;
 //   - a flow of the map with no offloaded entry, and every pending offer,
 //     is revoked from the map (a pending one's entry holds its state and
 //     only loses the mark);
@@ -122,11 +126,12 @@ func (dp *Datapath) adoptFastPath(tableAdopted, fast bool) (AdoptReport, error) 
 		switch {
 		case a.active:
 			cvs, vs := adoptedVerdicts(s, e, a.verdicts)
-			ok, err := dp.fast.OfferedAs(e, vs, oc)
+			fit, err := dp.fast.OfferedAs(e, vs, oc)
 			if err != nil {
 				return rep, err
 			}
-			if ok && vs == a.verdicts {
+			switch fit {
+			case offload.FitSame:
 				gen := s.Rules.Generation()
 				for d, c := range cvs {
 					if c != 0 {
@@ -135,14 +140,25 @@ func (dp *Datapath) adoptFastPath(tableAdopted, fast bool) (AdoptReport, error) 
 				}
 				pl.adoptOffered(s, e)
 				rep.Kept++
-				continue
+			case offload.FitOther:
+				// Exact: the map's live state into the entry.
+				if _, err := dp.fast.TakeBack(e); err != nil {
+					return rep, err
+				}
+				e.SetOffloaded(false)
+				rep.Refit++
+			default:
+				// Another connection's state: out of the map without
+				// reading it into e (a copy takes it), e resumed as
+				// if the map had lost it.
+				x := *e
+				if _, err := dp.fast.TakeBack(&x); err != nil {
+					return rep, err
+				}
+				e.ResumeOffloaded(now, grace)
+				rep.Orphans++
+				rep.Resumed++
 			}
-			// Exact: the map's live state into the entry.
-			if _, err := dp.fast.TakeBack(e); err != nil {
-				return rep, err
-			}
-			e.SetOffloaded(false)
-			rep.Refit++
 		case a.pending:
 			e.SetOffloaded(false)
 			rep.Pending++
@@ -151,8 +167,8 @@ func (dp *Datapath) adoptFastPath(tableAdopted, fast bool) (AdoptReport, error) 
 			rep.Resumed++
 		}
 	}
-	rep.Orphans = removed - rep.Pending
-	_ = kept // == rep.Kept + rep.Refit: the refits were taken back above
+	rep.Orphans += removed - rep.Pending
+	_ = kept // rep.Kept plus the flows taken back above
 	return rep, nil
 }
 
@@ -207,7 +223,7 @@ func (dp *Datapath) logAdoption(r AdoptReport) {
 		dp.logf("datapath: took the XDP program over from the earlier run; its %d fast-path flows go to the slow path, the authority (the connection table or the fast path did not come with it)", r.MapRevoked)
 	}
 	if r.Kept+r.Refit+r.Pending+r.Orphans > 0 {
-		dp.logf("datapath: took the XDP program over from the earlier run with its fast-path flows: %d kept in the fast path, %d taken back (they do not fit this run's rules or settings), %d pending offers and %d flows without an offloaded entry revoked",
+		dp.logf("datapath: took the XDP program over from the earlier run with its fast-path flows: %d kept in the fast path, %d taken back (they do not fit this run's rules or settings), %d pending offers and %d flows without an offloaded entry of their connection revoked",
 			r.Kept, r.Refit, r.Pending, r.Orphans)
 	}
 	if r.Resumed > 0 {

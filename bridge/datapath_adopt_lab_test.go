@@ -58,7 +58,7 @@ func (s *stepper) pause() {
 // 198.18.0.1:700i to right 198.18.0.2:800i, each with its receiver's
 // count.
 type adoptFlows struct {
-	got [6]atomic.Int64 // by i, 1..5
+	got [7]atomic.Int64 // by i, 1..6
 }
 
 // entry returns flow i's entry in dp's (one) shard, nil when none.
@@ -75,7 +75,7 @@ func (f *adoptFlows) entry(dp *Datapath, i int) *flowtable.Entry {
 }
 
 // TestDatapathAdoptFastPath: a fail-open datapath with a state file and
-// the fast path leaves five UDP flows in the pinned map, set up as the
+// the fast path leaves six UDP flows in the pinned map, set up as the
 // cases the next start reconciles (by hand, as a kill -9 at the wrong
 // moment or a restart with other rules would leave them):
 //
@@ -85,7 +85,10 @@ func (f *adoptFlows) entry(dp *Datapath, i int) *flowtable.Entry {
 //  3. a pending offer, entry offloaded: revoked, mark cleared;
 //  4. no flow in the map, entry offloaded: taken back liberally;
 //  5. active, entry offloaded, but the next run's rules drop it: taken
-//     back (exactly) and its datagrams dropped.
+//     back (exactly) and its datagrams dropped;
+//  6. active, entry offloaded, but the entry is another connection than
+//     the map's (created at another time): revoked unread, the entry
+//     taken back liberally.
 //
 // The map's flows are forwarded during the gap (its counters grow). After
 // the start the kept flow's datagrams keep being taken by the fast path.
@@ -119,8 +122,8 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 	}
 
 	var f adoptFlows
-	var send [6]*net.UDPConn
-	for i := 1; i <= 5; i++ {
+	var send [7]*net.UDPConn
+	for i := 1; i <= 6; i++ {
 		send[i] = udpInNS(t, l, l.LeftNS, fmt.Sprintf("198.18.0.1:%d", 7000+i))
 		rx := udpInNS(t, l, l.RightNS, fmt.Sprintf("198.18.0.2:%d", 8000+i))
 		go func() {
@@ -146,7 +149,7 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			for i := 1; i <= 5; i++ {
+			for i := 1; i <= 6; i++ {
 				send[i].WriteToUDP([]byte("adopt"), &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2), Port: 8000 + i})
 			}
 		}
@@ -158,18 +161,18 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 	st := stepAlong(dp1)
 	if !testenv.WaitFor(10*time.Second, func() bool {
 		fs := dp1.Stats().Pipeline.Fast
-		return fs.Activated >= 5 && fs.InFastPath() == 5
+		return fs.Activated >= 6 && fs.InFastPath() == 6
 	}) {
 		st.pause()
-		t.Fatalf("first run: fast path %+v, want the 5 flows offered and active", dp1.Stats().Pipeline.Fast)
+		t.Fatalf("first run: fast path %+v, want the 6 flows offered and active", dp1.Stats().Pipeline.Fast)
 	}
 	st.pause()
 	pl := dp1.workers[0].pl
 	if len(pl.fast.pend) != 0 {
 		t.Fatalf("first run: %d offers still pending", len(pl.fast.pend))
 	}
-	var e [6]*flowtable.Entry
-	for i := 1; i <= 5; i++ {
+	var e [7]*flowtable.Entry
+	for i := 1; i <= 6; i++ {
 		if e[i] = f.entry(dp1, i); e[i] == nil || !e[i].Offloaded() {
 			t.Fatalf("first run: flow %d entry %v, want offloaded", i, e[i])
 		}
@@ -194,6 +197,9 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 	if _, err := dp1.fast.TakeBack(e[4]); err != nil {
 		t.Fatal(err)
 	}
+	// 6: the entry's connection created at another time than the map's
+	// (UDP keeps its creation time in LastSeq, LastAck).
+	e[6].Conn.TCP.LastSeq++
 	if _, err := dp1.Stop(); err != nil {
 		t.Fatalf("first run: Stop: %v", err)
 	}
@@ -222,14 +228,14 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 	s2.Rules = rs
 	c.Settings = s2
 	dp2 := start(c)
-	want := AdoptReport{Kept: 1, Refit: 1, Pending: 1, Orphans: 1, Resumed: 1}
+	want := AdoptReport{Kept: 1, Refit: 1, Pending: 1, Orphans: 2, Resumed: 2}
 	if dp2.adoptRep != want {
 		t.Errorf("adoption: %+v, want %+v", dp2.adoptRep, want)
 	}
 	if n, _, err := offload.PinnedFlows(dir); n != 1 || err != nil {
 		t.Errorf("pinned map after the start: %d flows (%v), want the kept one", n, err)
 	}
-	for i := 1; i <= 5; i++ {
+	for i := 1; i <= 6; i++ {
 		if e[i] = f.entry(dp2, i); e[i] == nil {
 			t.Fatalf("second run: no entry for flow %d", i)
 		}

@@ -357,8 +357,10 @@
 //     window, expiry and counters, the entry stays offloaded, and the
 //     worker owning it counts it as its own offer, taken back like one
 //     (by its next punted frame, its removal, the next settings change).
-//     One that does not fit is taken back exactly (TakeBack reads its
-//     live state into the entry). A flow with no offloaded entry (a kill
+//     One offered otherwise (FitOther) is taken back exactly (TakeBack
+//     reads its live state into the entry); one that is not the entry's
+//     connection (FitNone) is deleted unread and the entry taken back
+//     liberally, as below. A flow with no offloaded entry (a kill
 //     -9 between an offer's map write and the entry's mark, or between a
 //     take-back's two), a pending offer (its entry holds the state: the
 //     program took nothing; it only loses the mark) and a flow an

@@ -298,50 +298,74 @@ func (p *Program) KeepAdopted(keep func(f *AdoptedFlow) bool) (kept, removed int
 	return kept, len(drop), nil
 }
 
-// OfferedAs reports whether e's flow in the map is e's connection as an
-// Offer of e with verdicts and oc would have put it there: the same
-// orientation, protocol state and status, UDP creation time, TCP window
-// scales with sequence edges at or ahead of e's (the fast path only moves
-// them forward from the offer), and the same verdict bytes, checksum
-// verification, liberal tracking, retransmission limit and timeouts. It is
-// how a run that kept an adopted flow (KeepAdopted) checks it against its
-// own table and settings; a flow that does not fit is taken back. ok is
-// false too when e is not in the map.
-func (p *Program) OfferedAs(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (ok bool, err error) {
+// Fit is how an adopted flow compares with a table entry of its key
+// (OfferedAs).
+type Fit uint8
+
+const (
+	// FitNone: the map holds no flow for the entry, or one of another
+	// connection with the same key (an earlier one, or a state the entry
+	// never had): its state is not the entry's.
+	FitNone Fit = iota
+	// FitOther: the entry's connection, offered otherwise than these
+	// verdicts and settings would offer it now: its live state is the
+	// entry's, its verdicts or settings are not.
+	FitOther
+	// FitSame: the entry's connection as an Offer with these verdicts and
+	// settings would put it there now.
+	FitSame
+)
+
+// OfferedAs compares e's flow in the map with e and with what an Offer of
+// e with verdicts and oc would write now. The flow is e's connection when
+// it has e's orientation, TCP state and status, UDP creation time, and TCP
+// window scales with sequence edges at or ahead of e's (the fast path only
+// moves them forward from the offer; e is not updated while offered); it
+// is offered the same way when the verdict bytes, checksum verification,
+// liberal tracking, retransmission limit and timeouts are the same too. It
+// is how a run that kept an adopted flow (KeepAdopted) checks it against
+// its own table and settings: FitSame stays, FitOther is taken back
+// (TakeBack: its live state is e's), FitNone is revoked without touching e.
+func (p *Program) OfferedAs(e *flowtable.Entry, verdicts [2]uint8, oc OfferConfig) (Fit, error) {
 	want, err := p.value(e, verdicts, oc)
 	if errors.Is(err, ErrNotEligible) {
-		return false, nil
+		return FitNone, nil // e was eligible when offered, and not updated since
 	}
 	if err != nil {
-		return false, err
+		return FitNone, err
 	}
 	k := e.Key()
 	mk := mapKey(&k)
 	var v bpfFlowValue
 	if err := p.flows.Lookup(&mk, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
+			return FitNone, nil
 		}
-		return false, fmt.Errorf("offload: read an adopted flow: %w", err)
+		return FitNone, fmt.Errorf("offload: read an adopted flow: %w", err)
 	}
-	if v.Proto != want.Proto || v.OrigIsB != want.OrigIsB || v.Verdict != want.Verdict || v.Status != want.Status ||
-		v.TcpState != want.TcpState || v.Csum != want.Csum || v.Liberal != want.Liberal || v.MaxRetrans != want.MaxRetrans ||
-		v.ToMain != want.ToMain || v.ToAlt != want.ToAlt || v.ToMaxretrans != want.ToMaxretrans {
-		return false, nil
+	if v.Proto != want.Proto || v.OrigIsB != want.OrigIsB || v.Status != want.Status || v.TcpState != want.TcpState {
+		return FitNone, nil
 	}
-	if k.Proto != packet.ProtoTCP {
+	if k.Proto == packet.ProtoTCP {
+		for i := range v.Peer {
+			m, t := &v.Peer[i], &want.Peer[i]
+			if m.Scale != t.Scale || int32(m.End-t.End) < 0 || int32(m.Maxend-t.Maxend) < 0 {
+				return FitNone, nil
+			}
+		}
+	} else {
 		// Each run measures the clocks' offset (measureOffset): allow
 		// for its jitter.
 		d := int64(v.UdpCreated - want.UdpCreated)
-		return d > -int64(time.Millisecond) && d < int64(time.Millisecond), nil
-	}
-	for i := range v.Peer {
-		m, t := &v.Peer[i], &want.Peer[i]
-		if m.Scale != t.Scale || int32(m.End-t.End) < 0 || int32(m.Maxend-t.Maxend) < 0 {
-			return false, nil
+		if d <= -int64(time.Millisecond) || d >= int64(time.Millisecond) {
+			return FitNone, nil
 		}
 	}
-	return true, nil
+	if v.Verdict != want.Verdict || v.Csum != want.Csum || v.Liberal != want.Liberal || v.MaxRetrans != want.MaxRetrans ||
+		v.ToMain != want.ToMain || v.ToAlt != want.ToAlt || v.ToMaxretrans != want.ToMaxretrans {
+		return FitOther, nil
+	}
+	return FitSame, nil
 }
 
 // flowKey is mapKey's inverse.

@@ -338,28 +338,28 @@ func TestPinKeepAdopted(t *testing.T) {
 			t.Errorf("KeepAdopted asked about %+v (pending %v); want key %v, verdicts %v", f, f.Pending, want, vs)
 		}
 	}
-	if ok, err := second.OfferedAs(ea, vsa, oc); !ok || err != nil {
-		t.Errorf("OfferedAs(the kept flow, its verdicts) = %v, %v; want true", ok, err)
+	if fit, err := second.OfferedAs(ea, vsa, oc); fit != offload.FitSame || err != nil {
+		t.Errorf("OfferedAs(the kept flow, its verdicts) = %v, %v; want FitSame", fit, err)
 	}
-	if ok, _ := second.OfferedAs(ea, [2]uint8{vsa[1], vsa[0]}, oc); ok {
-		t.Errorf("OfferedAs with other verdicts = true; want false")
+	if fit, _ := second.OfferedAs(ea, [2]uint8{vsa[1], vsa[0]}, oc); fit != offload.FitOther {
+		t.Errorf("OfferedAs with other verdicts = %v; want FitOther", fit)
 	}
 	// Another connection with the same key (created at another time), or
 	// the entry in another state, is not the flow the map holds.
 	other := *ea
 	other.Conn.TCP.LastSeq++ // UDP: the creation time's high word
-	if ok, _ := second.OfferedAs(&other, vsa, oc); ok {
-		t.Errorf("OfferedAs of an entry created at another time = true; want false")
+	if fit, _ := second.OfferedAs(&other, vsa, oc); fit != offload.FitNone {
+		t.Errorf("OfferedAs of an entry created at another time = %v; want FitNone", fit)
 	}
 	other = *ea
 	other.Conn.Status ^= statemachine.StatusSeenReply
-	if ok, _ := second.OfferedAs(&other, vsa, oc); ok {
-		t.Errorf("OfferedAs of an entry with another status = true; want false")
+	if fit, _ := second.OfferedAs(&other, vsa, oc); fit != offload.FitNone {
+		t.Errorf("OfferedAs of an entry with another status = %v; want FitNone", fit)
 	}
 	strict := *oc.Conntrack
 	strict.Timeouts.UDP++
-	if ok, _ := second.OfferedAs(ea, vsa, offload.OfferConfig{Conntrack: &strict, VerifyChecksum: oc.VerifyChecksum}); ok {
-		t.Errorf("OfferedAs under another UDP timeout = true; want false")
+	if fit, _ := second.OfferedAs(ea, vsa, offload.OfferConfig{Conntrack: &strict, VerifyChecksum: oc.VerifyChecksum}); fit != offload.FitOther {
+		t.Errorf("OfferedAs under another UDP timeout = %v; want FitOther", fit)
 	}
 	taken := func(frame []byte) bool {
 		st0, _ := second.Stats()
