@@ -204,13 +204,25 @@ func TestHostileFrames(t *testing.T) {
 		e, ok := w.r.entryOf(t, x.Local, x.Remote)
 		// The transfer keeps the counters moving: wait for the published
 		// ones to count the injected segments.
+		// A segment punted while its flow's fast-path offer was pending
+		// and still queued when a worker behind its ring forced the
+		// activation is dropped unjudged at the hand-over (DropHandover,
+		// offload/doc.go "Under overload"), as a full ring would drop it:
+		// under -race on a loaded machine some injected segments go that
+		// way. Each is then counted there instead (with the transfer's
+		// own segments dropped at the same hand-overs, which is why the
+		// sum is a lower bound); none may be forwarded (w.run checks).
 		var a bridge.DatapathStats
+		handover := func() uint64 { return a.Pipeline.Fast.Handover - b.Pipeline.Fast.Handover }
 		testenv.WaitFor(5*time.Second, func() bool {
 			a = w.r.DP.Stats()
-			return delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags)) >= want
+			return delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags))+handover() >= want
 		})
-		if got := delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags)); got != want {
-			t.Errorf("invalid %s: got %d, want %d", statemachine.ReasonTCPFlags, got, want)
+		got := delta(b.Pipeline.InvalidBy[:], a.Pipeline.InvalidBy[:], int(statemachine.ReasonTCPFlags))
+		if got > want || got+handover() < want {
+			t.Errorf("invalid %s: got %d (and %d dropped at fast-path hand-overs), want %d", statemachine.ReasonTCPFlags, got, handover(), want)
+		} else if got < want {
+			t.Logf("invalid %s: %d judged, the rest of %d among %d frames dropped at fast-path hand-overs", statemachine.ReasonTCPFlags, got, want, handover())
 		}
 		if !ok || e.Conn.State != statemachine.TCPEstablished || e.Conn.Status&statemachine.StatusAssured == 0 {
 			t.Errorf("connection after %d invalid segments: found %v, %v status %#x, want ESTABLISHED ASSURED", want, ok, e.Conn.State, e.Conn.Status)
