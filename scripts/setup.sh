@@ -37,6 +37,8 @@ declare -A need=(
   # iptables-save file statewire reads.
   [iptables-legacy-restore]=iptables
   [conntrack]=conntrack
+  # The peer of ctsync's interoperability tests (issue 14: state sync).
+  [conntrackd]=conntrackd
   [ping]=iputils-ping
   [tcpdump]=tcpdump
   [ethtool]=ethtool
