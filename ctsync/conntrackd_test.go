@@ -128,10 +128,12 @@ General {
 			return true
 		default:
 		}
-		_, err := os.Stat(p.ctl)
-		return err == nil
+		// The log says so once the event socket is subscribed (the control
+		// socket exists earlier: src/run.c init).
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return bytes.Contains(log, []byte("initialization completed"))
 	}) {
-		t.Fatalf("conntrackd did not create its socket %s in 10s", p.ctl)
+		t.Fatalf("conntrackd did not log \"initialization completed\" in 10s")
 	}
 	select {
 	case <-done:
@@ -187,55 +189,84 @@ func (p *peer) find(want ctsync.Tuple) (ctsync.Msg, []byte, bool) {
 	return ctsync.Msg{}, nil, false
 }
 
-var kernelTimeout = regexp.MustCompile(`(?m)^tcp\s+6\s+(\d+)\s+(\S+)\s`)
+// kernelTimeout finds the timeout in a conntrack -L line ("tcp 6 299 ...").
+var kernelTimeout = regexp.MustCompile(`(?m)^\w+\s+\d+\s+(\d+)\s`)
 
-// TestConntrackdSends: a connection inserted into the kernel's table in
-// conntrackd's namespace reaches the peer as a CT message whose tuple,
-// TCP state, status and timeout are the kernel's.
+// TestConntrackdSends: connections inserted into the kernel's table in
+// conntrackd's namespace reach the peer as CT messages whose tuple, state,
+// status and timeout are the kernel's, and that this package re-encodes
+// byte for byte.
 func TestConntrackdSends(t *testing.T) {
 	p := startConntrackd(t, "NOTRACK")
 	dst := p.Local.Next().Next().Next().Next().Next().Next().Next().Next() // .9
-	run(t, "ip", "netns", "exec", p.ns, "conntrack", "-I", "-p", "tcp",
-		"-s", p.Local.String(), "-d", dst.String(), "--sport", "40001", "--dport", "80",
-		"--state", "ESTABLISHED", "-u", "SEEN_REPLY,ASSURED", "-t", "300")
-	want := ctsync.Tuple{Src: p.Local, Dst: dst, Proto: 6, SrcPort: 40001, DstPort: 80}
-	var m ctsync.Msg
-	var raw []byte
-	var ok bool
-	if !testenv.WaitFor(10*time.Second, func() bool { m, raw, ok = p.find(want); return ok }) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		t.Fatalf("no CT message for %+v from conntrackd in 10s; got %d messages %+v, decode errors %v", want, len(p.msgs), p.msgs, p.bad)
+	for _, tt := range []struct {
+		name  string
+		args  []string // conntrack -I arguments after the addresses; -p first, -t last
+		want  ctsync.Tuple
+		check func(t *testing.T, c *ctsync.CT)
+	}{
+		{"tcp established", []string{"-p", "tcp", "--sport", "40001", "--dport", "80", "--state", "ESTABLISHED", "-u", "SEEN_REPLY,ASSURED", "-t", "300"},
+			ctsync.Tuple{Src: p.Local, Dst: dst, Proto: 6, SrcPort: 40001, DstPort: 80},
+			func(t *testing.T, c *ctsync.CT) {
+				if c.TCPState != 3 {
+					t.Errorf("TCP state %d, want 3 (ESTABLISHED)", c.TCPState)
+				}
+				if want := ctsync.IPSSeenReply | ctsync.IPSAssured | ctsync.IPSConfirmed; c.Status&want != want {
+					t.Errorf("status %#x, want the bits %#x", c.Status, want)
+				}
+			}},
+		{"udp unreplied", []string{"-p", "udp", "--sport", "40002", "--dport", "53", "-t", "30"},
+			ctsync.Tuple{Src: p.Local, Dst: dst, Proto: 17, SrcPort: 40002, DstPort: 53},
+			func(t *testing.T, c *ctsync.CT) {
+				if c.Status&ctsync.IPSSeenReply != 0 || c.Status&ctsync.IPSConfirmed == 0 {
+					t.Errorf("status %#x, want CONFIRMED without SEEN_REPLY", c.Status)
+				}
+			}},
+		{"icmp echo", []string{"-p", "icmp", "--icmp-type", "8", "--icmp-code", "0", "--icmp-id", "4660", "-t", "29"},
+			ctsync.Tuple{Src: p.Local, Dst: dst, Proto: 1},
+			func(t *testing.T, c *ctsync.CT) {
+				if c.ICMPType != 8 || c.ICMPCode != 0 || c.ICMPID != 4660 {
+					t.Errorf("ICMP type %d code %d id %d, want 8 0 4660", c.ICMPType, c.ICMPCode, c.ICMPID)
+				}
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			run(t, "ip", append([]string{"netns", "exec", p.ns, "conntrack", "-I", "-s", p.Local.String(), "-d", dst.String()}, tt.args...)...)
+			var m ctsync.Msg
+			var raw []byte
+			var ok bool
+			if !testenv.WaitFor(10*time.Second, func() bool { m, raw, ok = p.find(tt.want); return ok }) {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				t.Fatalf("no CT message for %+v from conntrackd in 10s; got %d messages %+v, decode errors %v", tt.want, len(p.msgs), p.msgs, p.bad)
+			}
+			kl := run(t, "ip", "netns", "exec", p.ns, "conntrack", "-L", "-p", tt.args[1], "-s", p.Local.String(), "-d", dst.String())
+			km := kernelTimeout.FindStringSubmatch(kl)
+			if km == nil {
+				t.Fatalf("kernel entry not listed: %q", kl)
+			}
+			kt, _ := strconv.Atoi(km[1])
+			c := m.CT
+			t.Logf("conntrackd sent %v seq %d: %+v; kernel: %s", m.Type, m.Seq, *c, strings.TrimSpace(kl))
+			if m.Type != ctsync.TypeCTNew && m.Type != ctsync.TypeCTUpd {
+				t.Errorf("message type %v, want CT_NEW or CT_UPD", m.Type)
+			}
+			tt.check(t, c)
+			inserted, _ := strconv.Atoi(tt.args[len(tt.args)-1])
+			if !c.Has(ctsync.NTATimeout) || int(c.Timeout) > inserted || int(c.Timeout) < kt-5 {
+				t.Errorf("timeout %d (present %v), want between the kernel's %d - 5 and %d", c.Timeout, c.Has(ctsync.NTATimeout), kt, inserted)
+			}
+			// Our encoder writes the same bytes for the same connection.
+			re, err := ctsync.AppendCT(nil, m.Type, m.Seq, c, ctsync.Options{TCPWindowTracking: c.Has(ctsync.NTATCPWScaleOrg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(re, raw) {
+				t.Errorf("re-encoding the decoded message gives\n% x\nconntrackd sent\n% x", re, raw)
+			}
+			t.Logf("conntrackd's message: % x", raw)
+		})
 	}
-	kl := run(t, "ip", "netns", "exec", p.ns, "conntrack", "-L", "-p", "tcp", "--orig-port-src", "40001")
-	km := kernelTimeout.FindStringSubmatch(kl)
-	if km == nil {
-		t.Fatalf("kernel entry not listed: %q", kl)
-	}
-	kt, _ := strconv.Atoi(km[1])
-	c := m.CT
-	t.Logf("conntrackd sent %v seq %d: %+v; kernel: %s", m.Type, m.Seq, *c, strings.TrimSpace(kl))
-	if m.Type != ctsync.TypeCTNew && m.Type != ctsync.TypeCTUpd {
-		t.Errorf("message type %v, want CT_NEW or CT_UPD", m.Type)
-	}
-	if km[2] != "ESTABLISHED" || c.TCPState != 3 {
-		t.Errorf("TCP state %d (kernel %s), want 3 (ESTABLISHED)", c.TCPState, km[2])
-	}
-	if want := ctsync.IPSSeenReply | ctsync.IPSAssured | ctsync.IPSConfirmed; c.Status&want != want {
-		t.Errorf("status %#x, want the bits %#x", c.Status, want)
-	}
-	if !c.Has(ctsync.NTATimeout) || int(c.Timeout) > 300 || int(c.Timeout) < kt-5 {
-		t.Errorf("timeout %d (present %v), want between the kernel's %d - 5 and 300", c.Timeout, c.Has(ctsync.NTATimeout), kt)
-	}
-	// Our encoder writes the same bytes for the same connection.
-	re, err := ctsync.AppendCT(nil, m.Type, m.Seq, c, ctsync.Options{TCPWindowTracking: c.Has(ctsync.NTATCPWScaleOrg)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(re, raw) {
-		t.Errorf("re-encoding the decoded message gives\n% x\nconntrackd sent\n% x", re, raw)
-	}
-	t.Logf("conntrackd's message: % x", raw)
 }
 
 // TestConntrackdReceives: a CT_NEW of an ESTABLISHED TCP connection

@@ -28,6 +28,17 @@ const conntrackdCTNew = "10000054 6b115ed4" +
 	"00080007 00000000" + // NTA_MARK 0
 	"0010001f 00000000 00000000 00000000" // NTA_SYNPROXY
 
+// conntrackdUDPNew and conntrackdICMPNew are CT_NEWs conntrackd 1.4.7 sent
+// for an unreplied UDP flow (40002 -> 53, timeout 30) and an ICMP echo
+// (type 8 code 0 id 4660, timeout 29): the identifier is "34 12", the
+// little-endian bytes of 0x1234 (see ICMPIDWire).
+const (
+	conntrackdUDPNew = "1000004c6b115f44000c0000c6139f01c6139f0900080005000000080005000211000000" +
+		"000800039c420035000800060000001e00080007000000000010001f000000000000000000000000"
+	conntrackdICMPNew = "1000005c6b115f45000c0000c6139f01c6139f090008000500000008000500020100000000050016080000000005001700000000" +
+		"00060018341200000008000600000" + "01d00080007000000000010001f000000000000000000000000"
+)
+
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
@@ -55,6 +66,27 @@ func TestDecodeConntrackdMessage(t *testing.T) {
 	re, err := AppendCT(nil, m.Type, m.Seq, c, Options{})
 	if err != nil || !bytes.Equal(re, raw) {
 		t.Errorf("AppendCT(decoded) =\n% x, %v\nwant\n% x", re, err, raw)
+	}
+}
+
+func TestDecodeConntrackdUDPAndICMP(t *testing.T) {
+	for _, tt := range []struct {
+		raw  string
+		want Tuple
+		id   uint16
+	}{
+		{conntrackdUDPNew, Tuple{netip.MustParseAddr("198.19.159.1"), netip.MustParseAddr("198.19.159.9"), 17, 40002, 53}, 0},
+		{conntrackdICMPNew, Tuple{netip.MustParseAddr("198.19.159.1"), netip.MustParseAddr("198.19.159.9"), 1, 0, 0}, 4660},
+	} {
+		raw := unhex(t, tt.raw)
+		m, n, err := DecodeMsg(raw)
+		if err != nil || n != len(raw) || m.CT.Orig != tt.want || m.CT.ICMPID != tt.id {
+			t.Errorf("DecodeMsg = %+v, %d, %v; want tuple %+v, ICMP id %d", m.CT, n, err, tt.want, tt.id)
+			continue
+		}
+		if re, err := AppendCT(nil, m.Type, m.Seq, m.CT, Options{}); err != nil || !bytes.Equal(re, raw) {
+			t.Errorf("AppendCT(decoded) = % x, %v\nwant % x", re, err, raw)
+		}
 	}
 }
 
