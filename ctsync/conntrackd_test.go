@@ -197,7 +197,13 @@ var kernelTimeout = regexp.MustCompile(`(?m)^\w+\s+\d+\s+(\d+)\s`)
 // status and timeout are the kernel's, and that this package re-encodes
 // byte for byte.
 func TestConntrackdSends(t *testing.T) {
-	p := startConntrackd(t, "NOTRACK")
+	for _, mode := range []string{"NOTRACK", "FTFW"} {
+		t.Run(mode, func(t *testing.T) { testConntrackdSends(t, mode) })
+	}
+}
+
+func testConntrackdSends(t *testing.T, mode string) {
+	p := startConntrackd(t, mode)
 	dst := p.Local.Next().Next().Next().Next().Next().Next().Next().Next() // .9
 	for _, tt := range []struct {
 		name  string
@@ -257,7 +263,7 @@ func TestConntrackdSends(t *testing.T) {
 				t.Errorf("timeout %d (present %v), want between the kernel's %d - 5 and %d", c.Timeout, c.Has(ctsync.NTATimeout), kt, inserted)
 			}
 			// Our encoder writes the same bytes for the same connection.
-			re, err := ctsync.AppendCT(nil, m.Type, m.Seq, c, ctsync.Options{TCPWindowTracking: c.Has(ctsync.NTATCPWScaleOrg)})
+			re, err := ctsync.AppendCT(nil, m.Header, c, ctsync.Options{TCPWindowTracking: c.Has(ctsync.NTATCPWScaleOrg)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -267,12 +273,39 @@ func TestConntrackdSends(t *testing.T) {
 			t.Logf("conntrackd's message: % x", raw)
 		})
 	}
+	// An idle conntrackd tells the peer it is alive (sync-ftfw.c,
+	// sync-notrack.c): a bare nethdr of type NET_T_CTL, flag ALIVE.
+	t.Run("alive", func(t *testing.T) {
+		var alive *ctsync.Msg
+		if !testenv.WaitFor(10*time.Second, func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for i, m := range p.msgs {
+				if m.Type == ctsync.TypeCtl && m.Flags&ctsync.FlagAlive != 0 {
+					alive = &p.msgs[i]
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("no ALIVE control message from conntrackd in 10s")
+		}
+		if alive.Len != ctsync.HeaderLen || alive.IsData() {
+			t.Errorf("ALIVE %+v, want a bare %d-byte control header", alive.Header, ctsync.HeaderLen)
+		}
+	})
 }
 
 // TestConntrackdReceives: a CT_NEW of an ESTABLISHED TCP connection
 // encoded by this package lands in conntrackd's external cache.
 func TestConntrackdReceives(t *testing.T) {
-	p := startConntrackd(t, "NOTRACK")
+	for _, mode := range []string{"NOTRACK", "FTFW"} {
+		t.Run(mode, func(t *testing.T) { testConntrackdReceives(t, mode) })
+	}
+}
+
+func testConntrackdReceives(t *testing.T, mode string) {
+	p := startConntrackd(t, mode)
 	src, dst := netip.MustParseAddr("198.19.250.50"), netip.MustParseAddr("198.19.250.60")
 	c := &ctsync.CT{
 		Orig:     ctsync.Tuple{Src: src, Dst: dst, Proto: 6, SrcPort: 41000, DstPort: 22},
@@ -284,7 +317,7 @@ func TestConntrackdReceives(t *testing.T) {
 	for _, a := range []int{ctsync.NTAIPv4, ctsync.NTAL4Proto, ctsync.NTAPort, ctsync.NTAStatus, ctsync.NTATCPState, ctsync.NTATimeout} {
 		c.Set(a)
 	}
-	msg, err := ctsync.AppendCT(nil, ctsync.TypeCTNew, 1, c, ctsync.Options{TCPWindowTracking: true})
+	msg, err := ctsync.AppendCT(nil, ctsync.Header{Type: ctsync.TypeCTNew, Seq: 1}, c, ctsync.Options{TCPWindowTracking: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -179,14 +179,16 @@ type Options struct {
 	CommitTimeout bool
 }
 
-// AppendCT appends a CT_NEW, CT_UPD or CT_DEL message for c, with the
+// AppendCT appends a CT_NEW, CT_UPD or CT_DEL message for c (h gives
+// the type, the flags — FTFW sets HELLO until the peer answers — and the
+// sequence number; Version and Len are ignored), with the
 // attributes ct2msg (src/build.c) writes, in its order: address group,
 // status, L4 protocol, the protocol's attributes, timeout, mark, master,
 // helper name. Attributes c does not mark present are left out, except
 // the tuple and status, which ct2msg always writes.
-func AppendCT(b []byte, t Type, seq uint32, c *CT, o Options) ([]byte, error) {
-	if !t.IsCT() {
-		return b, fmt.Errorf("ctsync: AppendCT with message type %v; use CT_NEW, CT_UPD or CT_DEL", t)
+func AppendCT(b []byte, h Header, c *CT, o Options) ([]byte, error) {
+	if !h.Type.IsCT() || !h.IsData() {
+		return b, fmt.Errorf("ctsync: AppendCT with message type %v flags %#x; use CT_NEW, CT_UPD or CT_DEL with no flags but HELLO/HELLO_BACK", h.Type, h.Flags)
 	}
 	if !c.Orig.Src.IsValid() || c.Orig.Src.Is4() != c.Orig.Dst.Is4() {
 		return b, fmt.Errorf("ctsync: tuple %v -> %v is not two addresses of one family", c.Orig.Src, c.Orig.Dst)
@@ -195,7 +197,7 @@ func AppendCT(b []byte, t Type, seq uint32, c *CT, o Options) ([]byte, error) {
 		return b, fmt.Errorf("ctsync: helper name %q longer than conntrackd accepts (%d bytes)", c.Helper, nfctHelperNameMax-attrHdrLen-1)
 	}
 	start := len(b)
-	b = appendHeader(b, t, 0, seq)
+	b = appendHeader(b, h.Type, h.Flags, h.Seq)
 	b = appendAddrs(b, NTAIPv4, NTAIPv6, c.Orig)
 	b = putAttr(b, NTAStatus, be32(c.Status)...)
 	b = putAttr(b, NTAL4Proto, c.Orig.Proto)

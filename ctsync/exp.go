@@ -109,13 +109,14 @@ func decodeExp(b []byte) (*Exp, error) {
 	return e, nil
 }
 
-// AppendExp appends an EXP_NEW/UPD/DEL message for e in exp2msg's order
+// AppendExp appends an EXP_NEW/UPD/DEL message for e (type, flags and
+// sequence number from h) in exp2msg's order
 // (src/build.c): master, expected and mask tuples (address group, L4
 // protocol, ports for TCP/UDP/SCTP/DCCP — the master's protocol decides,
 // as in exp2msg), timeout, flags, class, helper name, function name.
-func AppendExp(b []byte, t Type, seq uint32, e *Exp, o Options) ([]byte, error) {
-	if !t.IsExp() {
-		return b, fmt.Errorf("ctsync: AppendExp with message type %v; use EXP_NEW, EXP_UPD or EXP_DEL", t)
+func AppendExp(b []byte, h Header, e *Exp, o Options) ([]byte, error) {
+	if !h.Type.IsExp() || !h.IsData() {
+		return b, fmt.Errorf("ctsync: AppendExp with message type %v flags %#x; use EXP_NEW, EXP_UPD or EXP_DEL with no flags but HELLO/HELLO_BACK", h.Type, h.Flags)
 	}
 	for _, tu := range []Tuple{e.Master, e.Expect, e.Mask} {
 		if !tu.Src.IsValid() || !tu.Dst.IsValid() || tu.Src.Is4() != tu.Dst.Is4() {
@@ -126,7 +127,7 @@ func AppendExp(b []byte, t Type, seq uint32, e *Exp, o Options) ([]byte, error) 
 		return b, fmt.Errorf("ctsync: helper %q or function %q longer than conntrackd accepts", e.Helper, e.Fn)
 	}
 	start := len(b)
-	b = appendHeader(b, t, 0, seq)
+	b = appendHeader(b, h.Type, h.Flags, h.Seq)
 	ports := false
 	switch e.Master.Proto {
 	case 6, 17, 132, 33:

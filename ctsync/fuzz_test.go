@@ -18,7 +18,7 @@ func FuzzDecode(f *testing.F) {
 			total += int(m.Len)
 			switch {
 			case m.CT != nil:
-				re, err := AppendCT(nil, m.Type, m.Seq, m.CT, Options{TCPWindowTracking: true})
+				re, err := AppendCT(nil, m.Header, m.CT, Options{TCPWindowTracking: true})
 				if err != nil {
 					continue // e.g. an IPv4 group with a zero address is valid input but not a tuple we send
 				}
@@ -26,7 +26,7 @@ func FuzzDecode(f *testing.F) {
 					t.Fatalf("re-encoded CT does not decode: %v\n% x", err, re)
 				}
 			case m.Exp != nil:
-				re, err := AppendExp(nil, m.Type, m.Seq, m.Exp, Options{})
+				re, err := AppendExp(nil, m.Header, m.Exp, Options{})
 				if err != nil {
 					continue
 				}

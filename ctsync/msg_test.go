@@ -63,7 +63,7 @@ func TestDecodeConntrackdMessage(t *testing.T) {
 	if c.Orig != want || c.TCPState != 3 || c.Status != 0xe || c.Timeout != 300 || !c.Has(NTAMark) || !c.Has(NTASynproxy) {
 		t.Errorf("CT %+v, want %+v ESTABLISHED status 0xe timeout 300 with mark and synproxy", *c, want)
 	}
-	re, err := AppendCT(nil, m.Type, m.Seq, c, Options{})
+	re, err := AppendCT(nil, m.Header, c, Options{})
 	if err != nil || !bytes.Equal(re, raw) {
 		t.Errorf("AppendCT(decoded) =\n% x, %v\nwant\n% x", re, err, raw)
 	}
@@ -84,7 +84,7 @@ func TestDecodeConntrackdUDPAndICMP(t *testing.T) {
 			t.Errorf("DecodeMsg = %+v, %d, %v; want tuple %+v, ICMP id %d", m.CT, n, err, tt.want, tt.id)
 			continue
 		}
-		if re, err := AppendCT(nil, m.Type, m.Seq, m.CT, Options{}); err != nil || !bytes.Equal(re, raw) {
+		if re, err := AppendCT(nil, m.Header, m.CT, Options{}); err != nil || !bytes.Equal(re, raw) {
 			t.Errorf("AppendCT(decoded) = % x, %v\nwant % x", re, err, raw)
 		}
 	}
@@ -139,7 +139,7 @@ func TestRoundTrip(t *testing.T) {
 			NTAIPv4, NTAStatus, NTAL4Proto, NTAPort, NTATCPState, NTATimeout, NTAMasterIPv4, NTAMasterL4Prot, NTAMasterPort, NTAHelperName), Options{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := AppendCT([]byte{0xff}, TypeCTUpd, 42, tt.c, tt.o)
+			b, err := AppendCT([]byte{0xff}, Header{Type: TypeCTUpd, Seq: 42}, tt.c, tt.o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +169,7 @@ func TestExpRoundTrip(t *testing.T) {
 		NTAExpExpectPort, NTAExpMaskIPv4, NTAExpMaskL4Proto, NTAExpMaskPort, NTAExpTimeout, NTAExpFlags, NTAExpHelperName} {
 		e.Set(at)
 	}
-	b, err := AppendExp(nil, TypeExpNew, 5, e, Options{})
+	b, err := AppendExp(nil, Header{Type: TypeExpNew, Seq: 5}, e, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestSnapshotConversion(t *testing.T) {
 	if c.Status != IPSSeenReply|IPSAssured|IPSConfirmed|IPSHelper || c.TCPState != 3 || c.Timeout != 432000 || c.Helper != "ftp" || c.WScale != [2]uint8{7, 9} {
 		t.Fatalf("FromSnapshot = %+v", *c)
 	}
-	b, err := AppendCT(nil, TypeCTNew, 1, c, Options{TCPWindowTracking: true})
+	b, err := AppendCT(nil, Header{Type: TypeCTNew, Seq: 1}, c, Options{TCPWindowTracking: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestSnapshotConversion(t *testing.T) {
 
 	icmp := &flowtable.EntrySnapshot{Orig: flowtable.Tuple{Src: es.Orig.Src, Dst: es.Orig.Dst, SrcPort: 0x1234, DstPort: 8 << 8, Proto: 1, L3: 4},
 		Conn: statemachine.Conn{Expires: now, Proto: 1}}
-	b, _ = AppendCT(nil, TypeCTNew, 2, FromSnapshot(icmp, now), Options{})
+	b, _ = AppendCT(nil, Header{Type: TypeCTNew, Seq: 2}, FromSnapshot(icmp, now), Options{})
 	m, _, err = DecodeMsg(b)
 	if err != nil {
 		t.Fatal(err)
