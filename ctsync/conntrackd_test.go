@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/ctsync"
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/internal/testenv"
+	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/statemachine"
 )
 
 // peer is a conntrackd running in a namespace of its own, linked to the
@@ -296,8 +299,9 @@ func testConntrackdSends(t *testing.T, mode string) {
 	})
 }
 
-// TestConntrackdReceives: a CT_NEW of an ESTABLISHED TCP connection
-// encoded by this package lands in conntrackd's external cache.
+// TestConntrackdReceives: a CT_NEW of an ESTABLISHED TCP connection, made
+// by FromSnapshot from a flowtable entry and encoded by this package, lands
+// in conntrackd's external cache.
 func TestConntrackdReceives(t *testing.T) {
 	for _, mode := range []string{"NOTRACK", "FTFW"} {
 		t.Run(mode, func(t *testing.T) { testConntrackdReceives(t, mode) })
@@ -307,16 +311,18 @@ func TestConntrackdReceives(t *testing.T) {
 func testConntrackdReceives(t *testing.T, mode string) {
 	p := startConntrackd(t, mode)
 	src, dst := netip.MustParseAddr("198.19.250.50"), netip.MustParseAddr("198.19.250.60")
-	c := &ctsync.CT{
-		Orig:     ctsync.Tuple{Src: src, Dst: dst, Proto: 6, SrcPort: 41000, DstPort: 22},
-		Status:   ctsync.IPSSeenReply | ctsync.IPSAssured | ctsync.IPSConfirmed,
-		TCPState: 3,
-		WScale:   [2]uint8{7, 9},
-		Timeout:  432000,
+	// The connection as statewire's table holds it: an ESTABLISHED,
+	// ASSURED TCP entry with five days left.
+	now := int64(1e12)
+	es := &flowtable.EntrySnapshot{
+		Orig: flowtable.Tuple{Src: packet.AddrFromNetip(src), Dst: packet.AddrFromNetip(dst), SrcPort: 41000, DstPort: 22, Proto: packet.ProtoTCP, L3: 4},
+		Conn: statemachine.Conn{
+			Expires: now + 432000*int64(time.Second), Proto: packet.ProtoTCP, State: statemachine.TCPEstablished,
+			Status: statemachine.StatusSeenReply | statemachine.StatusAssured,
+			TCP:    statemachine.TCPConn{Peer: [2]statemachine.TCPPeer{{Scale: 7}, {Scale: 9}}},
+		},
 	}
-	for _, a := range []int{ctsync.NTAIPv4, ctsync.NTAL4Proto, ctsync.NTAPort, ctsync.NTAStatus, ctsync.NTATCPState, ctsync.NTATimeout} {
-		c.Set(a)
-	}
+	c := ctsync.FromSnapshot(es, now)
 	msg, err := ctsync.AppendCT(nil, ctsync.Header{Type: ctsync.TypeCTNew, Seq: 1}, c, ctsync.Options{TCPWindowTracking: true})
 	if err != nil {
 		t.Fatal(err)
@@ -349,6 +355,27 @@ func testConntrackdReceives(t *testing.T, mode string) {
 	}
 	if strings.Contains(line, "[UNREPLIED]") {
 		t.Errorf("external cache line %q is UNREPLIED; we sent SEEN_REPLY", line)
+	}
+	// Committing the external cache (what a failover script does) puts the
+	// connection into the kernel's table of the namespace.
+	run(t, "ip", "netns", "exec", p.ns, "conntrackd", "-C", p.conf, "-c")
+	var kl string
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		kl = runQuiet("ip", "netns", "exec", p.ns, "conntrack", "-L", "-p", "tcp", "--orig-port-src", "41000")
+		return strings.Contains(kl, wantLine)
+	}) {
+		t.Fatalf("after conntrackd -c the kernel does not list %q:\n%s", wantLine, kl)
+	}
+	t.Logf("kernel after conntrackd -c: %s", strings.TrimSpace(kl))
+	for _, want := range []string{"ESTABLISHED", "[ASSURED]", "src=" + dst.String() + " dst=" + src.String() + " sport=22 dport=41000"} {
+		if !strings.Contains(kl, want) {
+			t.Errorf("kernel entry %q lacks %q", kl, want)
+		}
+	}
+	if m := kernelTimeout.FindStringSubmatch(kl); m == nil || m[1] == "0" {
+		t.Errorf("kernel entry %q has no timeout", kl)
+	} else if kt, _ := strconv.Atoi(m[1]); kt > 432000 || kt < 431990 {
+		t.Errorf("kernel timeout %d, want the 432000 s we sent (less a few)", kt)
 	}
 }
 
