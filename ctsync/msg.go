@@ -236,10 +236,9 @@ func cstring(d []byte) string {
 	return string(d)
 }
 
-// Builder appends messages to a buffer, as BUILD_NETMSG_FROM_CT/EXP do.
-// seq is the caller's (FTFW numbers messages; NOTRACK too).
-
-// appendHeader starts a message; finish writes its length.
+// appendHeader starts a message as nethdr_set does (src/network.c);
+// finish writes its length. The caller numbers messages (FTFW and NOTRACK
+// both send a sequence number).
 func appendHeader(b []byte, t Type, flags uint8, seq uint32) []byte {
 	return append(b, Version<<4|uint8(t)&0x0f, flags, 0, 0,
 		byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq))
