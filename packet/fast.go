@@ -55,6 +55,7 @@ func parseFast(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 		p.IPVersion = 4
 		p.Proto = h[9]
 		p.TTL = h[8]
+		p.TOS = h[1]
 		putAddr4(&p.Src, h[12:16])
 		putAddr4(&p.Dst, h[16:20])
 		p.IPLen = uint32(tot)
@@ -75,6 +76,7 @@ func parseFast(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 		p.IPVersion = 6
 		p.Proto = h[6]
 		p.TTL = h[7]
+		p.TOS = h[0]<<4 | h[1]>>4
 		p.Src = Addr(h[8:24])
 		p.Dst = Addr(h[24:40])
 		p.IPLen = uint32(ipv6HdrLen + plen)
@@ -82,6 +84,7 @@ func parseFast(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 		return parseGeneral(frame, wireLen, opt, p)
 	}
 	p.EtherType = et
+	p.MAC = [12]byte(frame[:12])
 	p.VLAN = vlan
 	p.VLANTags = tags
 	p.L3Off = uint16(off)

@@ -79,16 +79,18 @@ type Inner struct {
 // snaplen-truncated capture still accounts sequence space correctly.
 type Packet struct {
 	// Layer 2.
-	EtherType uint16 // after VLAN tags
-	VLAN      uint16 // VLAN id of the innermost tag (0: untagged)
-	OuterVLAN uint16 // VLAN id of the outer tag when two tags (QinQ), else 0
-	VLANTags  uint8  // number of 802.1Q/802.1ad tags
-	L3Off     uint16 // offset of the IP header in the frame
+	EtherType uint16   // after VLAN tags
+	VLAN      uint16   // VLAN id of the innermost tag (0: untagged)
+	OuterVLAN uint16   // VLAN id of the outer tag when two tags (QinQ), else 0
+	VLANTags  uint8    // number of 802.1Q/802.1ad tags
+	L3Off     uint16   // offset of the IP header in the frame
+	MAC       [12]byte // the frame's destination (0..5) and source (6..11) MAC addresses
 
 	// Layer 3. IPVersion is 0 for non-IP frames (ARP, LLDP, ...).
 	IPVersion uint8
 	Proto     uint8 // L4 protocol after the IPv6 extension header chain
 	TTL       uint8 // TTL or hop limit
+	TOS       uint8 // IPv4 TOS byte or IPv6 traffic class (DSCP << 2 | ECN)
 	Src, Dst  Addr
 	IPLen     uint32 // IP total length (IPv4) or 40 + payload length (IPv6), from the header
 	L4Off     uint16 // offset of the L4 header in the frame

@@ -102,6 +102,7 @@ func parseGeneral(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 	if len(frame) < ethernetHdrLen {
 		return ReasonTruncatedEthernet
 	}
+	p.MAC = [12]byte(frame[:12])
 	et := binary.BigEndian.Uint16(frame[12:])
 	off := ethernetHdrLen
 	var vids [MaxVLANTags]uint16
@@ -171,6 +172,7 @@ func parseIPv4(frame []byte, off, wireLen int, opt Options, p *Packet) Reason {
 	}
 	p.IPVersion = 4
 	p.TTL = h[8]
+	p.TOS = h[1]
 	p.Proto = h[9]
 	putAddr4(&p.Src, h[12:16])
 	putAddr4(&p.Dst, h[16:20])
@@ -201,6 +203,7 @@ func parseIPv6(frame []byte, off, wireLen int, opt Options, p *Packet) Reason {
 	}
 	p.IPVersion = 6
 	p.TTL = h[7]
+	p.TOS = h[0]<<4 | h[1]>>4
 	p.Src = Addr(h[8:24])
 	p.Dst = Addr(h[24:40])
 	p.IPLen = uint32(ipv6HdrLen + plen)

@@ -72,6 +72,7 @@ func refParse(frame []byte, wireLen int, opt Options, p *Packet) Reason {
 	if len(frame) < refEthernetHdrLen {
 		return ReasonTruncatedEthernet
 	}
+	copy(p.MAC[:], frame[:12]) // added with -m mac / -m pkttype (rules)
 	et := binary.BigEndian.Uint16(frame[12:])
 	off := refEthernetHdrLen
 	var vids [refMaxVLANTags]uint16
@@ -132,6 +133,7 @@ func refParseIPv4(frame []byte, off, wireLen int, opt Options, p *Packet) Reason
 	}
 	p.IPVersion = 4
 	p.TTL = h[8]
+	p.TOS = h[1] // added with -m tos / -m dscp (rules)
 	p.Proto = h[9]
 	p.Src = refAddrFrom4([4]byte(h[12:16]))
 	p.Dst = refAddrFrom4([4]byte(h[16:20]))
@@ -162,6 +164,7 @@ func refParseIPv6(frame []byte, off, wireLen int, opt Options, p *Packet) Reason
 	}
 	p.IPVersion = 6
 	p.TTL = h[7]
+	p.TOS = h[0]<<4 | h[1]>>4
 	p.Src = Addr(h[8:24])
 	p.Dst = Addr(h[24:40])
 	p.IPLen = uint32(refIpv6HdrLen + plen)
