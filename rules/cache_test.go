@@ -127,6 +127,32 @@ func randomMatches(r *rand.Rand) string {
 	if r.IntN(4) == 0 {
 		b.WriteString(neg() + " -f")
 	}
+	// The matches of ext.go: iprange is fixed per flow direction, the rest
+	// read this frame (length, TTL, TOS, MACs).
+	if r.IntN(4) == 0 {
+		b.WriteString(" -m iprange" + neg() + " --src-range " + []string{"10.0.0.1-10.0.0.1", "10.0.0.2-10.0.1.2", "10.0.0.0-10.0.0.255"}[r.IntN(3)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m iprange" + neg() + " --dst-range 10.0.0.2-10.0.1.9")
+	}
+	if r.IntN(5) == 0 {
+		b.WriteString(" -m length" + neg() + " --length " + []string{"40:60", "100", "0:1000"}[r.IntN(3)])
+	}
+	if r.IntN(5) == 0 {
+		b.WriteString(" -m ttl" + []string{neg() + " --ttl-eq 64", " --ttl-lt 10", " --ttl-gt 100"}[r.IntN(3)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m tos" + neg() + " --tos " + []string{"0x10/0x3f", "Minimize-Cost", "0x00/0xfc"}[r.IntN(3)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m dscp" + neg() + []string{" --dscp 0x2e", " --dscp-class AF11", " --dscp 0"}[r.IntN(3)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m mac" + neg() + " --mac-source " + []string{"0a:00:00:00:00:01", "0A:00:00:00:00:02"}[r.IntN(2)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m pkttype" + neg() + " --pkt-type " + []string{"unicast", "broadcast", "multicast", "host"}[r.IntN(4)])
+	}
 	switch r.IntN(4) {
 	case 0:
 		b.WriteString(" -p tcp")
@@ -175,6 +201,13 @@ func randomPacket(r *rand.Rand) *packet.Packet {
 		p = icmpPkt(src, dst, typ, uint8(r.IntN(2)))
 		p.ICMP.ID = uint16(r.IntN(2))
 	}
+	// Per-packet fields the flow key does not hold.
+	p.IPLen = []uint32{40, 60, 100, 576, 1500}[r.IntN(5)]
+	p.TTL = []uint8{1, 9, 64, 128, 255}[r.IntN(5)]
+	p.TOS = []uint8{0, 0x10, 0x28, 0xb8, 0x02}[r.IntN(5)]
+	macs := [][6]byte{{0x0a, 0, 0, 0, 0, 1}, {0x0a, 0, 0, 0, 0, 2}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, {0x01, 0, 0x5e, 0, 0, 1}}
+	copy(p.MAC[0:6], macs[r.IntN(4)][:])
+	copy(p.MAC[6:12], macs[r.IntN(2)][:])
 	switch r.IntN(8) {
 	case 0:
 		frag(p, 0) // first fragment: has the L4 header

@@ -52,6 +52,7 @@ type crule struct {
 	sport, dport     portRange
 	src, dst         prefix
 	multi            [maxMultiport]portRange
+	x                xmatch
 }
 
 // cchain is a compiled chain: a slice [start,end) of RuleSet.rules.
@@ -246,7 +247,7 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 		neg: r.neg, proto: r.proto, tcpMask: r.tcpMask, tcpComp: r.tcpComp,
 		icmpType: r.icmpType, icmpMin: r.icmpMin, icmpMax: r.icmpMax,
 		states: r.states, target: r.target, helper: r.helper,
-		sport: r.sport, dport: r.dport,
+		sport: r.sport, dport: r.dport, x: r.x,
 	}
 	if r.has&mSrc != 0 {
 		cr.src = makePrefix(r.src)

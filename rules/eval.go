@@ -59,6 +59,12 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 	if h&mDst != 0 && r.dst.contains(&p.Dst) == (neg&mDst != 0) {
 		return false, false
 	}
+	if h&mSrcRange != 0 && r.x.srcR.contains(&p.Src) == (neg&mSrcRange != 0) {
+		return false, false
+	}
+	if h&mDstRange != 0 && r.x.dstR.contains(&p.Dst) == (neg&mDstRange != 0) {
+		return false, false
+	}
 	if h&mPorts != 0 && r.ports&(1<<inPort) == 0 {
 		return false, false
 	}
@@ -94,6 +100,9 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 			return false, true
 		}
 		if h&mTCPFlags != 0 && (p.TCP.Flags&r.tcpMask == r.tcpComp) == (neg&mTCPFlags != 0) {
+			return false, true
+		}
+		if h&extPerPacket != 0 && !r.extMatch(p) {
 			return false, true
 		}
 		return true, true

@@ -23,6 +23,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("raw", "-A PREROUTING -p udp --dport 69 -j CT --helper tftp"), uint8(1))
 	f.Add(wrap("filter", "-A FORWARD -s 2001:db8::/32 -p ipv6-icmp --icmpv6-type 1/4 -j DROP"), uint8(1))
 	f.Add(wrap("filter", "[1:2] -A FORWARD ! -i eth+ -m physdev ! --physdev-is-bridged -j user"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -m iprange ! --src-range 10.0.0.1-10.0.0.9 --dst-range 10.1.0.0-10.1.0.255 -m mac ! --mac-source 0a:00:00:00:00:01 -m length --length 0:100 -m pkttype ! --pkt-type broadcast -m tos --tos 0x10/0x3f -m dscp ! --dscp 0x2e -m ttl ! --ttl-eq 64 -j DROP"), uint8(0))
+	f.Add(wrap("filter", "-A FORWARD -m iprange --src-range 2001:db8::1-2001:db8::9 -m hl --hl-lt 5 -m dscp --dscp-class EF -j DROP"), uint8(1))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),

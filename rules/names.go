@@ -232,9 +232,9 @@ var unsupportedTargets = map[string]bool{
 
 var unsupportedMatches = map[string]bool{
 	"limit": true, "hashlimit": true, "recent": true, "set": true, "mark": true,
-	"connmark": true, "connlimit": true, "iprange": true, "mac": true,
-	"string": true, "length": true, "ttl": true, "hl": true, "addrtype": true,
-	"pkttype": true, "owner": true, "tos": true, "dscp": true, "u32": true,
+	"connmark": true, "connlimit": true,
+	"string": true, "addrtype": true,
+	"owner": true, "u32": true,
 	"time": true, "helper": true, "policy": true, "frag": true, "ipv6header": true,
 	"rt": true, "hbh": true, "dst": true, "ah": true, "esp": true, "sctp": true,
 	"dccp": true, "ecn": true, "statistic": true, "quota": true, "bpf": true,

@@ -372,7 +372,7 @@ func tokenize(s string) ([]string, error) {
 }
 
 // Match modules a rule has loaded, explicitly (-m) or implied by -p.
-type modBits uint16
+type modBits uint32
 
 const (
 	modTCP modBits = 1 << iota
@@ -384,12 +384,22 @@ const (
 	modConntrack
 	modPhysdev
 	modComment
+	modIPRange
+	modMAC
+	modLength
+	modPktType
+	modTOS
+	modDSCP
+	modTTL
+	modHL
 )
 
 var modByName = map[string]modBits{
 	"tcp": modTCP, "udp": modUDP, "icmp": modICMP, "icmp6": modICMP6, "icmpv6": modICMP6,
 	"multiport": modMultiport, "state": modState, "conntrack": modConntrack,
 	"physdev": modPhysdev, "comment": modComment,
+	"iprange": modIPRange, "mac": modMAC, "length": modLength, "pkttype": modPktType,
+	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -681,6 +691,153 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrSyntax, "comment longer than %d bytes", maxCommentLen)
 			}
 			err, r.comment = set(mComment), v
+		case "--src-range", "--dst-range":
+			if err = need(modIPRange, "-m iprange"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			lo, hi, ok := parseIPRange(v)
+			if !ok {
+				return nil, p.errf(ErrSyntax, "bad address range %q", v)
+			}
+			f := FamilyIPv6
+			if lo.Is4() {
+				f = FamilyIPv4
+			}
+			if r.fam&f == 0 {
+				return nil, p.errf(ErrSyntax, "address range %q is not of the rule's family", v)
+			}
+			r.fam &= f
+			if opt == "--src-range" {
+				err = set(mSrcRange)
+				r.x.srcRange, r.x.srcR = [2]netip.Addr{lo, hi}, makeAddrRange(lo, hi)
+			} else {
+				err = set(mDstRange)
+				r.x.dstRange, r.x.dstR = [2]netip.Addr{lo, hi}, makeAddrRange(lo, hi)
+			}
+		case "--mac-source":
+			if err = need(modMAC, "-m mac"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			m, ok := parseMAC(v)
+			if !ok {
+				return nil, p.errf(ErrSyntax, "bad MAC address %q", v)
+			}
+			err, r.x.mac = set(mMAC), m
+		case "--length":
+			if err = need(modLength, "-m length"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			lo, hi, ok := parseLength(v)
+			if !ok {
+				return nil, p.errf(ErrSyntax, "bad length or range %q", v)
+			}
+			err, r.x.lenLo, r.x.lenHi = set(mLength), lo, hi
+		case "--pkt-type":
+			if err = need(modPktType, "-m pkttype"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			t := -1
+			if strings.EqualFold(v, "host") {
+				t = int(pktUnicast) // PACKET_HOST, iptables-save writes unicast
+			}
+			for k, n := range pktTypeNames {
+				if strings.EqualFold(v, n) {
+					t = k
+				}
+			}
+			if t < 0 {
+				if strings.EqualFold(v, "otherhost") {
+					return nil, p.errf(ErrUnsupported, "packet type %q is not supported (br_netfilter shows forwarded unicast as host: unicast, broadcast, multicast)", v)
+				}
+				return nil, p.errf(ErrUnknown, "unknown packet type %q", v)
+			}
+			err, r.x.pktType = set(mPktType), uint8(t)
+		case "--tos":
+			if err = need(modTOS, "-m tos"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			val, mask, ok := parseTOS(v)
+			if !ok {
+				return nil, p.errf(ErrSyntax, "bad TOS value %q", v)
+			}
+			err, r.x.tosVal, r.x.tosMask = set(mTOS), val, mask
+		case "--dscp", "--dscp-class":
+			if err = need(modDSCP, "-m dscp"); err != nil {
+				return nil, err
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			var d uint8
+			if opt == "--dscp" {
+				n, ok := parseUintMax(v, 0x3f)
+				if !ok {
+					return nil, p.errf(ErrSyntax, "bad DSCP value %q (0..63)", v)
+				}
+				d = uint8(n)
+			} else {
+				n, ok := dscpClasses[strings.ToUpper(v)]
+				if !ok {
+					return nil, p.errf(ErrUnknown, "unknown DSCP class %q", v)
+				}
+				d = n
+			}
+			err, r.x.dscp = set(mDSCP), d
+		case "--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt":
+			hl := opt[2] == 'h'
+			if hl {
+				err = need(modHL, "-m hl")
+			} else {
+				err = need(modTTL, "-m ttl")
+			}
+			if err != nil {
+				return nil, err
+			}
+			mode := map[string]uint8{"eq": ttlEq, "lt": ttlLt, "gt": ttlGt}[opt[len(opt)-2:]]
+			if mode != ttlEq {
+				if err = noNeg(); err != nil {
+					return nil, err
+				}
+			}
+			var v string
+			if v, err = value(); err != nil {
+				return nil, err
+			}
+			n, ok := parseUintMax(v, 255)
+			if !ok {
+				return nil, p.errf(ErrSyntax, "bad TTL %q (0..255)", v)
+			}
+			f := FamilyIPv4
+			if hl {
+				f = FamilyIPv6
+			}
+			if r.fam&f == 0 {
+				return nil, p.errf(ErrSyntax, "option %q is not for this family (-m ttl is IPv4, -m hl IPv6)", word)
+			}
+			r.fam &= f
+			err = set(mTTL)
+			r.x.ttlMode, r.x.ttlVal, r.x.hl = mode, uint8(n), hl
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err

@@ -148,12 +148,23 @@ const (
 	mFrag                            // -f (per packet)
 	mTCPFlags                        // --syn / --tcp-flags (per packet)
 	mComment                         // --comment (no effect on matching)
+	mSrcRange                        // -m iprange --src-range
+	mDstRange                        // -m iprange --dst-range
+	mMAC                             // -m mac --mac-source (per packet)
+	mLength                          // -m length (per packet)
+	mPktType                         // -m pkttype (per packet)
+	mTOS                             // -m tos (per packet)
+	mDSCP                            // -m dscp (per packet)
+	mTTL                             // -m ttl / -m hl (per packet)
 )
 
 // perPacketBits are the matches that read fields which change from packet to
 // packet within one flow direction. A verdict that consulted one of them is
 // not cacheable.
-const perPacketBits = mFrag | mTCPFlags
+const perPacketBits = mFrag | mTCPFlags | extPerPacket
+
+// extPerPacket are the per-packet matches of ext.go.
+const extPerPacket = mMAC | mLength | mPktType | mTOS | mDSCP | mTTL
 
 // l4Bits are matches that need the L4 header: they fail on non-first
 // fragments, as xt_tcpudp, xt_multiport and xt_icmp do (fragoff != 0 →
@@ -203,6 +214,7 @@ type rule struct {
 	states           statemachine.CtState
 	stateModule      bool // written as -m state --state rather than -m conntrack --ctstate
 	comment          string
+	x                xmatch
 
 	target targetKind
 	jump   *chain

@@ -227,6 +227,7 @@ func ruleString(r *rule) string {
 		opt(mIsOut, "--physdev-is-out", "")
 		opt(mIsBridged, "--physdev-is-bridged", "")
 	}
+	extString(r, opt, func(s string) { b.WriteString(s) })
 	if r.has&mComment != 0 {
 		b.WriteString(" -m comment --comment " + quote(r.comment))
 	}
