@@ -78,6 +78,7 @@ type RuleSet struct {
 	raw     [2]ctable  // by family index
 	srcs    [2]*source // loaded files by family index, for Save
 	trivRaw [2]bool    // raw table has nothing to do for the family
+	anyPort bool       // every interface name names both ports (CheckFiles)
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -116,6 +117,39 @@ func FromText(name, text string, ports [2]string) (*RuleSet, error) {
 // iptables-save file and rules6Path the ip6tables-save file; with only
 // rules6Path, IPv4 has no rules. With neither, it returns Empty().
 func LoadFiles(rulesPath, rules6Path string, ports [2]string) (*RuleSet, error) {
+	l, err := loadFiles(rulesPath, rules6Path)
+	if err != nil {
+		return nil, err
+	}
+	return l.Compile(ports)
+}
+
+// CheckFiles loads and compiles the files as LoadFiles does and returns the
+// number of rules statewire would evaluate for IPv4 and for IPv6 (FORWARD
+// and PREROUTING and the chains they reach). With anyPort, every interface
+// name counts as naming both ports (ports is not used): the check for
+// `statewire rules check` without port names.
+func CheckFiles(rulesPath, rules6Path string, ports [2]string, anyPort bool) (n [2]int, err error) {
+	l, err := loadFiles(rulesPath, rules6Path)
+	if err != nil {
+		return n, err
+	}
+	l.anyPort = anyPort
+	rs, err := l.Compile(ports)
+	if err != nil {
+		return n, err
+	}
+	for fi := range n {
+		for _, t := range [2]*ctable{&rs.filter[fi], &rs.raw[fi]} {
+			for _, c := range t.chains {
+				n[fi] += int(c.end - c.start)
+			}
+		}
+	}
+	return n, nil
+}
+
+func loadFiles(rulesPath, rules6Path string) (*Loader, error) {
 	var l Loader
 	load := func(path string, f Family) error {
 		fh, err := os.Open(path)
@@ -142,7 +176,7 @@ func LoadFiles(rulesPath, rules6Path string, ports [2]string) (*RuleSet, error) 
 			return nil, err
 		}
 	}
-	return l.Compile(ports)
+	return &l, nil
 }
 
 // Compile resolves interface names to the bridge's two ports (ports[0] is
@@ -153,7 +187,7 @@ func LoadFiles(rulesPath, rules6Path string, ports [2]string) (*RuleSet, error) 
 // address, so their rules are kept for Save but never evaluated and their
 // interface names are not checked.
 func (l *Loader) Compile(ports [2]string) (*RuleSet, error) {
-	rs := &RuleSet{gen: nextGeneration(), ports: ports}
+	rs := &RuleSet{gen: nextGeneration(), ports: ports, anyPort: l.anyPort}
 	for fi, f := range [2]Family{FamilyIPv4, FamilyIPv6} {
 		src := l.sourceFor(f)
 		rs.srcs[fi] = src
@@ -268,6 +302,9 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 			continue
 		}
 		m := portMask(x.name, rs.ports)
+		if rs.anyPort {
+			m = 3
+		}
 		if m == 0 {
 			return cr, &ParseError{File: r.file, Line: r.line, Err: ErrUnknownPort,
 				Msg: fmt.Sprintf("interface %q is not a bridge port (ports: %q, %q)", x.name, rs.ports[0], rs.ports[1])}

@@ -276,7 +276,8 @@ type source struct {
 //
 // or a single file for both: l.Load("all.rules", f, rules.FamilyBoth).
 type Loader struct {
-	srcs []*source
+	srcs    []*source
+	anyPort bool // CheckFiles: accept any interface name
 }
 
 // Load parses one iptables-save formatted file for the given family (or

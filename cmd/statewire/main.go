@@ -37,7 +37,7 @@ func commands() []command {
 		{"conformance", "compare statewire with the Linux kernel on captures (per-packet states, final tables)", conformanceCmd},
 		{"conntrack", "list, count, delete, flush and watch the live connection table (conntrack -L/-C/-D/-F/-E/-S)", conntrackCmd},
 		{"sysctl", "read or set conntrack timeouts and switches of the running bridge", sysctlCmd},
-		{"rules", "load (atomically) or show the rules of the running bridge", rulesCmd},
+		{"rules", "check a rules file; load (atomically) or show the rules of the running bridge", rulesCmd},
 		{"detach", "remove the XDP program --fail-mode=open left attached (and its pins), report its fail-open count", detachCmd},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "statewire", version)
