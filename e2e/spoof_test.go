@@ -508,7 +508,9 @@ func (c *catcher) run() {
 		default:
 		}
 		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil || n < 14 || [6]byte(buf[0:6]) != spoofDstMAC {
+		// Frames to spoofDstMAC, or from a crafted source MAC (02:73:70:...,
+		// the broadcast and multicast frames of matches_test.go).
+		if err != nil || n < 14 || [6]byte(buf[0:6]) != spoofDstMAC && [3]byte(buf[6:9]) != [3]byte{0x02, 0x73, 0x70} {
 			continue
 		}
 		c.mu.Lock()
