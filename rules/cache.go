@@ -19,7 +19,9 @@ import "github.com/statewire/statewire/statemachine"
 //     the entry).
 //
 // Everything else a rule can read changes from packet to packet (TCP flags,
-// fragment offset, an ICMP error's own type and addresses): Filter reports
+// fragment offset, an ICMP error's own type and addresses, and the matches
+// of ext.go but -m iprange: IP length, TTL/hop limit, TOS/DSCP, the source
+// MAC and the destination MAC's packet type): Filter reports
 // such an evaluation as not cacheable, and it is never stored.
 //
 // CachedVerdict holds the verdict with the state and port it was computed
