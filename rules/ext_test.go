@@ -60,6 +60,8 @@ func TestExtParseErrors(t *testing.T) {
 		"-m ttl --ttl-eq 256",
 		"-s 10.0.0.0/8 -m hl --hl-eq 5",
 		"-s 2001:db8::/32 -m ttl --ttl-eq 5",
+		"-m conntrack --ctstatus ASSURED", // not yet: ErrUnsupported
+		"-m conntrack --ctdir REPLY",
 	} {
 		_, err := load(t, wrap("filter", "-A FORWARD "+in+" -j DROP"), FamilyBoth)
 		var pe *ParseError
@@ -150,5 +152,12 @@ func TestExtFilterNoAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { rs.Filter(p, stNew, portA) }); n != 0 {
 		t.Errorf("Filter: got %v allocs per run, want 0", n)
+	}
+}
+
+func TestConntrackExtrasUnsupported(t *testing.T) {
+	_, err := load(t, wrap("filter", "-A FORWARD -m conntrack --ctstate NEW --ctorigsrc 10.0.0.1 -j DROP"), FamilyIPv4)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"--ctorigsrc"`) {
+		t.Errorf("got %v, want ErrUnsupported naming --ctorigsrc", err)
 	}
 }

@@ -838,6 +838,12 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			r.fam &= f
 			err = set(mTTL)
 			r.x.ttlMode, r.x.ttlVal, r.x.hl = mode, uint8(n), hl
+		case "--ctstatus", "--ctdir", "--ctproto", "--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst",
+			"--ctorigsrcport", "--ctorigdstport", "--ctreplsrcport", "--ctrepldstport", "--ctexpire":
+			if err = need(modConntrack, "-m conntrack"); err != nil {
+				return nil, err
+			}
+			return nil, p.errf(ErrUnsupported, "conntrack option %q is not supported (only --ctstate)", word)
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err

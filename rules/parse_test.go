@@ -183,7 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{"nat state", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack --ctstate DNAT -j ACCEPT"), `t.rules:6: state "DNAT" is not supported (statewire does no NAT)`, ErrUnsupported},
 		{"ctstate without m", FamilyIPv4, wrap("filter", "-A FORWARD --ctstate NEW -j ACCEPT"), `t.rules:6: option "--ctstate" needs -m conntrack`, ErrSyntax},
 		{"ctstate with m state", FamilyIPv4, wrap("filter", "-A FORWARD -m state --ctstate NEW -j ACCEPT"), `t.rules:6: option "--ctstate" needs -m conntrack`, ErrSyntax},
-		{"conntrack other option", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack --ctdir ORIGINAL -j ACCEPT"), `t.rules:6: unknown match "--ctdir"`, ErrUnknown},
+		{"conntrack other option", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack --ctdir ORIGINAL -j ACCEPT"), `t.rules:6: conntrack option "--ctdir" is not supported (only --ctstate)`, ErrUnsupported},
 		{"physdev without m", FamilyIPv4, wrap("filter", "-A FORWARD --physdev-in ethA -j ACCEPT"), `t.rules:6: option "--physdev-in" needs -m physdev`, ErrSyntax},
 		{"physdev missing value", FamilyIPv4, wrap("filter", "-A FORWARD -m physdev --physdev-in"), `t.rules:6: option "--physdev-in" needs a value`, ErrSyntax},
 		{"bad iface", FamilyIPv4, wrap("filter", "-A FORWARD -i eth/0 -j ACCEPT"), `t.rules:6: bad interface name "eth/0"`, ErrSyntax},
