@@ -41,12 +41,30 @@ const matchesRules = `*filter
 COMMIT
 `
 
-// matchFrame describes one crafted UDP/IPv4 frame.
+// matchesRules6 is the IPv6 file (ip6tables-legacy-restore, --rules6): -m hl
+// and the matches that read IPv6 fields of their own (traffic class, payload
+// length, 128-bit ranges).
+const matchesRules6 = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p udp -m udp --dport 6101 -m hl --hl-lt 10 -j DROP
+-A FORWARD -p udp -m udp --dport 6102 -m hl ! --hl-eq 64 -j DROP
+-A FORWARD -p udp -m udp --dport 6103 -m dscp --dscp 0x2e -j DROP
+-A FORWARD -p udp -m udp --dport 6104 -m length --length 100:200 -j DROP
+-A FORWARD -p udp -m udp --dport 6105 -m iprange --src-range 2001:db8:1::10-2001:db8:1::20 -j DROP
+-A FORWARD -p udp -m udp --dport 6106 -m tos ! --tos 0x10/0x3f -j DROP
+COMMIT
+`
+
+// matchFrame describes one crafted UDP frame, IPv4 or (v6) IPv6.
 type matchFrame struct {
 	from         int // 0: injected at the left host (port A), 1: the right host (port B)
+	v6           bool
+	tc           uint8 // IPv6 traffic class (ttl is also the hop limit)
 	src, dst     string
 	sport, dport uint16
-	ipLen        int // IP total length (>= 28)
+	ipLen        int // IP total length (IPv6: 40 + payload length)
 	ttl, tos     uint8
 	dmac, smac   [6]byte
 	want         fate
@@ -66,12 +84,18 @@ func matchSteps() []spoofStep {
 		id++
 		if f.src == "" {
 			f.src, f.dst = L, R
+			if f.v6 {
+				f.src, f.dst = "2001:db8:1::15", "2001:db8:2::3"
+			}
 			if f.from == 1 {
-				f.src, f.dst = R, L
+				f.src, f.dst = f.dst, f.src
 			}
 		}
 		if f.ipLen == 0 {
 			f.ipLen = 48
+			if f.v6 {
+				f.ipLen = 68
+			}
 		}
 		if f.ttl == 0 {
 			f.ttl = 64
@@ -82,14 +106,24 @@ func matchSteps() []spoofStep {
 		if f.smac == ([6]byte{}) {
 			f.smac = [2][6]byte{spoofLeftMAC, spoofRightMAC}[f.from]
 		}
-		payload := make([]byte, f.ipLen-28)
-		copy(payload, fmt.Sprintf("m%04x", id)) // unique bytes per frame
-		fr := pt.UDP4(f.src, f.dst, f.sport, f.dport, payload)
+		var fr []byte
+		if f.v6 {
+			payload := make([]byte, f.ipLen-48)
+			copy(payload, fmt.Sprintf("m%04x", id)) // unique bytes per frame
+			fr = pt.UDP6(f.src, f.dst, f.sport, f.dport, payload)
+			fr[14], fr[15] = 0x60|f.tc>>4, f.tc<<4|fr[15]&0x0f
+			fr[21] = f.ttl
+			f.tos = f.tc
+		} else {
+			payload := make([]byte, f.ipLen-28)
+			copy(payload, fmt.Sprintf("m%04x", id))
+			fr = pt.UDP4(f.src, f.dst, f.sport, f.dport, payload)
+			fr[15], fr[22] = f.tos, f.ttl
+			binary.BigEndian.PutUint16(fr[18:20], id)
+		}
 		copy(fr[0:6], f.dmac[:])
 		copy(fr[6:12], f.smac[:])
-		fr[15], fr[22] = f.tos, f.ttl
-		binary.BigEndian.PutUint16(fr[18:20], id)
-		what := fmt.Sprintf("udp %s:%d>%s:%d from %c len %d ttl %d tos %#02x dst %x src %x: %s",
+		what := fmt.Sprintf("udp %s.%d>%s.%d from %c len %d ttl %d tos %#02x dst %x src %x: %s",
 			f.src, f.sport, f.dst, f.dport, "AB"[f.from], f.ipLen, f.ttl, f.tos, f.dmac, f.smac, f.what)
 		return spoofStep{what: what, from: f.from, frame: pt.FixChecksums(fr), leftOnly: f.want}
 	}
@@ -151,6 +185,20 @@ func matchSteps() []spoofStep {
 		// drops: the fast path, holding 6002's flow, must not hold these.
 		{dport: 6005, ipLen: 150, want: dr, what: "length 150 in 100:200, after the pause"},
 		{dport: 6012, ttl: 9, want: dr, what: "ttl 9 < 10, after the pause"},
+		// IPv6 (--rules6 / ip6tables).
+		{v6: true, dport: 6101, want: fw, what: "hl 64 not < 10"},
+		{v6: true, dport: 6101, ttl: 9, want: dr, what: "hl 9 < 10"},
+		{v6: true, dport: 6101, want: fw, what: "hl 64 again"},
+		{v6: true, dport: 6102, ttl: 63, want: dr, what: "! hl-eq 64: 63"},
+		{v6: true, dport: 6102, want: fw, what: "! hl-eq 64: 64"},
+		{v6: true, dport: 6103, tc: 0xb8, want: dr, what: "traffic class dscp EF"},
+		{v6: true, dport: 6103, tc: 0x01, want: fw, what: "traffic class ECN only"},
+		{v6: true, dport: 6104, ipLen: 150, want: dr, what: "length 150 (40 + payload length)"},
+		{v6: true, dport: 6104, ipLen: 99, want: fw, what: "length 99"},
+		{v6: true, dport: 6105, want: dr, what: "src in the IPv6 range"},
+		{v6: true, dport: 6105, src: "2001:db8:1::21", dst: "2001:db8:2::3", want: fw, what: "src past the IPv6 range"},
+		{v6: true, dport: 6106, tc: 0x50, want: fw, what: "! tos 0x10/0x3f: traffic class 0x50"},
+		{v6: true, dport: 6106, want: dr, what: "! tos 0x10/0x3f: traffic class 0"},
 	}
 	steps := make([]spoofStep, len(s))
 	for i, f := range s {
@@ -162,7 +210,7 @@ func matchSteps() []spoofStep {
 	return steps
 }
 
-// TestMatchesAgainstKernel loads matchesRules into the kernel bridge with
+// TestMatchesAgainstKernel loads matchesRules and matchesRules6 into the kernel bridge with
 // br_netfilter (iptables-legacy-restore) and into `statewire run` (slow
 // path only, and with the XDP fast path on), sends the same crafted frames
 // through all three and requires every frame's fate to be the one the
@@ -170,14 +218,15 @@ func matchSteps() []spoofStep {
 func TestMatchesAgainstKernel(t *testing.T) {
 	lab.RequireRoot(t)
 	restore, err := exec.LookPath("iptables-legacy-restore")
-	if err != nil {
-		testenv.Unavailable(t, "iptables-legacy-restore not found (Debian package iptables; scripts/setup.sh installs it)")
+	restore6, err6 := exec.LookPath("ip6tables-legacy-restore")
+	if err != nil || err6 != nil {
+		testenv.Unavailable(t, "iptables-legacy-restore or ip6tables-legacy-restore not found (Debian package iptables; scripts/setup.sh installs it)")
 	}
 	bin := lab.StatewireBinary(t)
 	wires := []*spoofWire{
-		kernelWire(t, restore, matchesRules),
-		statewireWire(t, bin, matchesRules, 1, false),
-		statewireWire(t, bin, matchesRules, 1, true),
+		kernelWire46(t, restore, matchesRules, restore6, matchesRules6),
+		statewireWire46(t, bin, matchesRules, matchesRules6, 1, false),
+		statewireWire46(t, bin, matchesRules, matchesRules6, 1, true),
 	}
 	steps := matchSteps()
 	got := make([][]fate, len(wires))

@@ -329,11 +329,23 @@ func portRules(l *lab.Lab, rules string) string {
 // the iptables rules are the only ones.
 func kernelWire(t *testing.T, restore, rules string) *spoofWire {
 	t.Helper()
+	return kernelWire46(t, restore, rules, "", "")
+}
+
+// kernelWire46 is kernelWire with, when rules6 is not empty, an
+// ip6tables-save file loaded with restore6 too.
+func kernelWire46(t *testing.T, restore, rules, restore6, rules6 string) *spoofWire {
+	t.Helper()
 	l := lab.NewT(t, lab.Options{Mode: lab.KernelBridgeConntrack, Ruleset: "table inet swnothing {\n}\n"})
-	cmd := l.Command(l.BridgeNS, restore)
-	cmd.Stdin = strings.NewReader(portRules(l, rules))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
+	for _, r := range [][2]string{{restore, rules}, {restore6, rules6}} {
+		if r[1] == "" {
+			continue
+		}
+		cmd := l.Command(l.BridgeNS, r[0])
+		cmd.Stdin = strings.NewReader(portRules(l, r[1]))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", filepath.Base(r[0]), err, out)
+		}
 	}
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 5*time.Second); !ok {
 		t.Fatalf("no ping through the kernel bridge")
@@ -359,6 +371,13 @@ func kernelNftWire(t *testing.T, nft string) *spoofWire {
 // forwarded frames by the end.
 func statewireWire(t *testing.T, bin, rules string, cores int, fast bool) *spoofWire {
 	t.Helper()
+	return statewireWire46(t, bin, rules, "", cores, fast)
+}
+
+// statewireWire46 is statewireWire with, when rules6 is not empty, rules
+// for IPv4 only and rules6 for IPv6 (--rules6).
+func statewireWire46(t *testing.T, bin, rules, rules6 string, cores int, fast bool) *spoofWire {
+	t.Helper()
 	l := lab.NewT(t, lab.Options{Queues: 2})
 	offload, name := "off", fmt.Sprintf("statewire(cores=%d)", cores)
 	if fast {
@@ -369,10 +388,18 @@ func statewireWire(t *testing.T, bin, rules string, cores int, fast bool) *spoof
 	if err := os.WriteFile(file, []byte(portRules(l, rules)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr lab.SyncBuffer
-	cmd := l.Command(l.BridgeNS, bin, "run", "--port-a", l.PortA, "--port-b", l.PortB,
+	args := []string{"run", "--port-a", l.PortA, "--port-b", l.PortB,
 		"--cores", fmt.Sprint(cores), "--queues", "2", "--ring-size", "512",
-		"--rules", file, "--control-socket", "none", "--offload", offload)
+		"--rules", file, "--control-socket", "none", "--offload", offload}
+	if rules6 != "" {
+		file6 := filepath.Join(t.TempDir(), "fw6.rules")
+		if err := os.WriteFile(file6, []byte(portRules(l, rules6)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--rules6", file6)
+	}
+	var stdout, stderr lab.SyncBuffer
+	cmd := l.Command(l.BridgeNS, bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
