@@ -210,9 +210,10 @@ func matchSteps() []spoofStep {
 	return steps
 }
 
-// TestMatchesAgainstKernel loads matchesRules and matchesRules6 into the kernel bridge with
-// br_netfilter (iptables-legacy-restore) and into `statewire run` (slow
-// path only, and with the XDP fast path on), sends the same crafted frames
+// TestMatchesAgainstKernel loads matchesRules and matchesRules6 into the
+// kernel bridge with br_netfilter (iptables-legacy-restore,
+// ip6tables-legacy-restore) and into `statewire run` (slow path only, and
+// with the XDP fast path on), sends the same crafted frames
 // through all three and requires every frame's fate to be the one the
 // kernel gives and the one the step expects.
 func TestMatchesAgainstKernel(t *testing.T) {
