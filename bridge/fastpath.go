@@ -152,6 +152,15 @@ const offerDelay = int64(10 * 1e6)
 // worker taking 7 000 frames/s on a loaded machine is 300 ms,
 // TestDatapathReorderUDPSteady). A frame older still would be judged and
 // take the flow back, exactly.
+// forceBacklog is how many frames the program must have punted beyond
+// the highest Mark judged before a forced activation: with one frame
+// outstanding the worker holds it in its ring and the next judgement
+// activates normally (seen == count), while forcing would drop that
+// frame unjudged — a lock-step UDP echo under -race lost a reply that way
+// (TestOffloadUDPEchoAndRuleReload). A flow that never pauses under
+// overload stays two or more ahead.
+const forceBacklog = 2
+
 const (
 	pendingWait  = int64(2 * 1e6)
 	pendingForce = int64(5 * 1e6)
@@ -563,7 +572,7 @@ func (pl *Pipeline) ActivateFastPath(now int64) {
 		case !pending:
 		case n == ps.seen:
 			done, err = f.two.Activate(x, vs, oc, ps.pd, n)
-		case now >= ps.since+pendingForce:
+		case now >= ps.since+pendingForce && n-ps.seen >= forceBacklog:
 			// The worker is behind the program for good: activate at
 			// once, and drop what is still queued of the flow up to the
 			// count swapped away (handedOver).

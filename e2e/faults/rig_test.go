@@ -226,12 +226,15 @@ func balance(t *testing.T, u *udpStream, b, a pathCounters) {
 	sent, got := u.sent.Load(), u.got.Load()
 	t.Logf("UDP balance: sent %d = received %d + left veth drops %d + AF_XDP kernel drops %d + bridge drops %d + port B tx drops %d + right veth drops %d (bridge in %d, forwarded %d)",
 		sent, got, d.left, d.kernel, d.dropped, d.bTx, d.right, d.rx, d.fwd)
-	if want := got + d.left + d.kernel + d.dropped + d.bTx + d.right; sent != want {
-		t.Errorf("UDP balance: sent %d, received + counted drops = %d: %d frames unaccounted for", sent, want, int64(sent)-int64(want))
-	}
 	// Port A may also see non-IP frames of the hosts (a link coming up can
-	// send some): allow for as many as the pipeline classified as such.
+	// send some): allow for as many as the pipeline classified as such,
+	// here in the drop counters (the right host or port B may drop one
+	// forwarded non-IP frame: a full run saw received + drops = sent + 1
+	// with two non-IP frames forwarded) and below on the way in.
 	nonIP := a.st.Pipeline.States[0] - b.st.Pipeline.States[0]
+	if want := got + d.left + d.kernel + d.dropped + d.bTx + d.right; sent > want || want > sent+nonIP {
+		t.Errorf("UDP balance: sent %d, received + counted drops = %d (non-IP frames %d): %d frames unaccounted for", sent, want, nonIP, int64(sent)-int64(want))
+	}
 	if extra := int64(d.left+d.kernel+d.rx) - int64(sent); extra < 0 || uint64(extra) > nonIP {
 		t.Errorf("frames reaching port A: sent %d, left veth drops %d + AF_XDP kernel drops %d + bridge RX %d = %d (non-IP frames %d)",
 			sent, d.left, d.kernel, d.rx, d.left+d.kernel+d.rx, nonIP)
