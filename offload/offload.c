@@ -439,6 +439,34 @@ static __always_inline __u32 fold16(__u64 s)
 // is kept and the verifier sees x in 0..MAX_FRAME.
 #define bound(x) ({ __u32 __v = (x); asm volatile("" : "+r"(__v)); __v & MAX_FRAME; })
 
+// pseudo_sum is the pseudo-header's sum (the addresses at saddr_off, 8
+// bytes, or 32 when v6; the protocol; the L4 length), added in memory byte
+// order as csum_ok adds everything. 0, or -1 when the addresses are not in
+// the linear part. One copy for csum_ok, csum_frags and csum_partial.
+static __always_inline int pseudo_sum(void *data, void *data_end, __u32 saddr_off, __u32 proto, __u32 v6, __u32 len, __u64 *sum)
+{
+	__u64 s = 0;
+	__u8 *a = data + bound(saddr_off);
+	if (v6) {
+		if ((void *)(a + 32) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+		s = add64(s, *(__u64 *)(a + 8));
+		s = add64(s, *(__u64 *)(a + 16));
+		s = add64(s, *(__u64 *)(a + 24));
+	} else {
+		if ((void *)(a + 8) > data_end)
+			return -1;
+		s = add64(s, *(__u64 *)a);
+	}
+	// proto and length as the big-endian words 00 proto, len_hi len_lo,
+	// read in memory order.
+	s = add64(s, bpf_htons((__u16)proto));
+	s = add64(s, bpf_htons((__u16)len));
+	*sum = s;
+	return 0;
+}
+
 // csum_ok is packet.l4Checksum(seg) (0xffff: good): the pseudo-header (the
 // addresses at saddr_off, 8 bytes, or 32 when bit 8 of proto_v6 says IPv6;
 // the protocol, low byte of proto_v6; the L4 length) and the len
@@ -459,24 +487,9 @@ __attribute__((noinline)) int csum_ok(struct xdp_md *ctx, __u32 saddr_off, __u32
 	void *data_end = (void *)(long)ctx->data_end;
 	if (l4off > MAX_FRAME || len > MAX_FRAME || l4off + len > MAX_FRAME || saddr_off > MAX_FRAME)
 		return -1;
-	__u64 s = 0;
-	__u8 *a = data + bound(saddr_off);
-	if (v6) {
-		if ((void *)(a + 32) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-		s = add64(s, *(__u64 *)(a + 8));
-		s = add64(s, *(__u64 *)(a + 16));
-		s = add64(s, *(__u64 *)(a + 24));
-	} else {
-		if ((void *)(a + 8) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-	}
-	// proto and length as the big-endian words 00 proto, len_hi len_lo,
-	// read in memory order.
-	s = add64(s, bpf_htons((__u16)proto));
-	s = add64(s, bpf_htons((__u16)len));
+	__u64 s;
+	if (pseudo_sum(data, data_end, saddr_off, proto, v6, len, &s))
+		return -1;
 
 	__u32 pos = l4off;
 #pragma clang loop unroll(disable)
@@ -679,22 +692,9 @@ __attribute__((noinline)) int csum_frags(struct xdp_md *ctx, __u32 saddr_off, __
 	void *data_end = (void *)(long)ctx->data_end;
 	if (saddr_off > MAX_FRAME || len > JUMBO_MAX_CHUNKS * JUMBO_CHUNK)
 		return -1;
-	__u64 s = 0;
-	__u8 *a = data + bound(saddr_off);
-	if (v6) {
-		if ((void *)(a + 32) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-		s = add64(s, *(__u64 *)(a + 8));
-		s = add64(s, *(__u64 *)(a + 16));
-		s = add64(s, *(__u64 *)(a + 24));
-	} else {
-		if ((void *)(a + 8) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-	}
-	s = add64(s, bpf_htons((__u16)proto));
-	s = add64(s, bpf_htons((__u16)len));
+	__u64 s;
+	if (pseudo_sum(data, data_end, saddr_off, proto, v6, len, &s))
+		return -1;
 	__u32 zero = 0;
 	struct jumbo_buf *buf = bpf_map_lookup_elem(&jumbo_scratch, &zero);
 	if (!buf)
@@ -766,22 +766,9 @@ __attribute__((noinline)) int csum_partial(struct xdp_md *ctx, __u32 saddr_off, 
 	__u16 field;
 	__builtin_memcpy(&field, ck, 2);
 	// The pseudo-header sum, as csum_ok adds it.
-	__u64 s = 0;
-	__u8 *a = data + bound(saddr_off);
-	if (v6) {
-		if ((void *)(a + 32) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-		s = add64(s, *(__u64 *)(a + 8));
-		s = add64(s, *(__u64 *)(a + 16));
-		s = add64(s, *(__u64 *)(a + 24));
-	} else {
-		if ((void *)(a + 8) > data_end)
-			return -1;
-		s = add64(s, *(__u64 *)a);
-	}
-	s = add64(s, bpf_htons((__u16)proto));
-	s = add64(s, bpf_htons((__u16)len));
+	__u64 s;
+	if (pseudo_sum(data, data_end, saddr_off, proto, v6, len, &s))
+		return -1;
 	__u32 ph = fold16(s);
 	if (!verify && field != ph)
 		return 0;
