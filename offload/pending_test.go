@@ -203,7 +203,7 @@ func TestActivateNow(t *testing.T) {
 		t.Fatalf("ActivateNow under load: %v %v", ok, err)
 	}
 	seen := make(map[uint32]int)
-	var taken uint64
+	var taken, lateBusy uint64
 	for g, rs := range runs {
 		after := false
 		for i, r := range rs {
@@ -212,6 +212,14 @@ func TestActivateNow(t *testing.T) {
 				after = true
 				taken++
 			case offload.ActionPass:
+				// After the switch the only punt allowed is an
+				// unmarked one of a lock that stayed held (the other
+				// goroutine's CPU preempted inside the program):
+				// PuntBusy, counted and checked below.
+				if after && r.seq == 0 {
+					lateBusy++
+					continue
+				}
 				if after {
 					t.Fatalf("goroutine %d run %d: punted (mark %d) after a taken frame", g, i, r.seq)
 				}
@@ -228,6 +236,16 @@ func TestActivateNow(t *testing.T) {
 		if seen[s] != 1 {
 			t.Fatalf("mark %d punted %d times (cut %d)", s, seen[s], cut)
 		}
+	}
+	if lateBusy > 0 {
+		st, err := prog.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if busy := st[offload.PortA].Punts[offload.PuntBusy]; lateBusy > busy {
+			t.Fatalf("%d unmarked punts after taken frames, %d counted busy: the others had no reason", lateBusy, busy)
+		}
+		t.Logf("%d punts after the switch, each a busy lock (counted)", lateBusy)
 	}
 	if uint32(len(seen)) != cut || cut < 200 || taken == 0 {
 		t.Fatalf("%d marks, cut %d, %d taken: want 1..cut, at least the 200 before the activation, some taken after", len(seen), cut, taken)
