@@ -439,10 +439,13 @@ func (l *Lab) Close() error {
 	// their links are defunct, but the pins still hold programs and maps.
 	errs = append(errs, removePins(l.Prefix))
 	// State files of `statewire run` on the lab's ports (default name
-	// PORTA-PORTB, or a --name built on the prefix): tens of MB each.
-	if files, err := filepath.Glob(filepath.Join(stateDir, "*"+l.Prefix+"*.table")); err == nil {
-		for _, f := range files {
-			os.Remove(f)
+	// PORTA-PORTB, or a --name built on the prefix): tens of MB each; and
+	// the control sockets a killed run (kill -9) could not remove.
+	for _, pattern := range []string{"*" + l.Prefix + "*.table", "*" + l.Prefix + "*.sock"} {
+		if files, err := filepath.Glob(filepath.Join(stateDir, pattern)); err == nil {
+			for _, f := range files {
+				os.Remove(f)
+			}
 		}
 	}
 	removeOwner(l.Prefix)
