@@ -45,9 +45,19 @@ const (
 )
 
 // flood sends frames round-robin from the left host for d through an
-// AF_PACKET socket with a TX ring (one send() flushes a burst of up to 512
-// frames; the qdisc is bypassed), and returns how many it queued.
+// AF_PACKET socket with a TX ring of 8192 128-byte slots (one send()
+// flushes a burst of up to 512 frames; the qdisc is bypassed), and returns
+// how many it queued.
 func flood(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) uint64 {
+	t.Helper()
+	return sendRing(t, l, frames, d, txSlot, txSlots)
+}
+
+// sendRing is flood's and blast's sender: a TPACKET_V2 TX ring of slots
+// slots of slotSize bytes on the left host's veth. When the frames divide
+// the slots, slot i always carries frames[i%len(frames)] and is written
+// once, so the sender's cost does not grow with the frame size.
+func sendRing(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration, slotSize, slots int) uint64 {
 	t.Helper()
 	var fd int
 	var txr []byte
@@ -63,7 +73,8 @@ func flood(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) uint64 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
 			return err
 		}
-		req := unix.TpacketReq{Block_size: txBlock, Block_nr: txSlots * txSlot / txBlock, Frame_size: txSlot, Frame_nr: txSlots}
+		block := max(slotSize, txBlock)
+		req := unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32(slots * slotSize / block), Frame_size: uint32(slotSize), Frame_nr: uint32(slots)}
 		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &req); err != nil {
 			return err
 		}
@@ -73,34 +84,38 @@ func flood(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) uint64 {
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: i.Index}); err != nil {
 			return err
 		}
-		txr, err = unix.Mmap(fd, 0, txSlots*txSlot, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		txr, err = unix.Mmap(fd, 0, slots*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		return err
 	})
 	if err != nil {
 		if fd > 0 {
 			unix.Close(fd)
 		}
-		t.Fatalf("flood socket: %v", err)
+		t.Fatalf("TX ring socket: %v", err)
 	}
 	defer unix.Close(fd)
 	defer unix.Munmap(txr)
+	copyOnce := slots%len(frames) == 0
+	written := make([]bool, slots)
 	var queued uint64
 	slot, k := 0, 0
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
 		n := 0
 		for ; n < floodBurst; n++ {
-			h := txr[slot*txSlot : (slot+1)*txSlot]
+			h := txr[slot*slotSize : (slot+1)*slotSize]
 			// The kernel hands a slot back (AVAILABLE) when the frame's
 			// skb is freed; a slot still in use ends the burst.
 			if binary.NativeEndian.Uint32(h[0:]) != statusAvail {
 				break
 			}
 			f := frames[k]
-			copy(h[txHdrLen:], f)
+			if !copyOnce || !written[slot] {
+				copy(h[txHdrLen:], f)
+				written[slot] = true
+			}
 			binary.NativeEndian.PutUint32(h[4:], uint32(len(f))) // tp_len
 			binary.NativeEndian.PutUint32(h[0:], unix.TP_STATUS_SEND_REQUEST)
-			slot = (slot + 1) % txSlots
+			slot = (slot + 1) % slots
 			k = (k + 1) % len(frames)
 		}
 		// send() with no buffer transmits every slot marked SEND_REQUEST.

@@ -261,73 +261,12 @@ func udpBlast(t *testing.T, l *lab.Lab, payload int, d time.Duration) (sent, got
 	return float64(s) / d.Seconds(), float64(n) / d.Seconds()
 }
 
-// blast is flood with 16 KiB slots (1024 of them).
+// blast is flood with 16 KiB slots (1024 of them), each written once
+// (16 frames divide 1024 slots).
 func blast(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) {
 	t.Helper()
-	const slotSize, slots = 16384, 1024
-	var fd int
-	var txr []byte
-	err := l.Do(l.LeftNS, func() error {
-		i, err := net.InterfaceByName(l.LeftIf)
-		if err != nil {
-			return err
-		}
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
-			return err
-		}
-		req := unix.TpacketReq{Block_size: slotSize, Block_nr: slots, Frame_size: slotSize, Frame_nr: slots}
-		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &req); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: i.Index}); err != nil {
-			return err
-		}
-		txr, err = unix.Mmap(fd, 0, slots*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		return err
-	})
-	if err != nil {
-		if fd > 0 {
-			unix.Close(fd)
-		}
-		t.Fatalf("blast socket: %v", err)
+	if 1024%len(frames) != 0 {
+		t.Fatalf("blast: %d frames do not divide 1024 slots", len(frames))
 	}
-	defer unix.Close(fd)
-	defer unix.Munmap(txr)
-	slot, k := 0, 0
-	written := make([]bool, slots)
-	if slots%len(frames) != 0 {
-		t.Fatalf("blast: %d frames do not divide %d slots", len(frames), slots)
-	}
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		n := 0
-		for ; n < floodBurst; n++ {
-			h := txr[slot*slotSize : (slot+1)*slotSize]
-			if binary.NativeEndian.Uint32(h[0:]) != statusAvail {
-				break
-			}
-			f := frames[k]
-			if !written[slot] {
-				// Slot i always carries frames[i%16] (slots is a
-				// multiple of len(frames)): copy it once, so the
-				// sender's cost does not grow with the frame size.
-				copy(h[txHdrLen:], f)
-				written[slot] = true
-			}
-			binary.NativeEndian.PutUint32(h[4:], uint32(len(f)))
-			binary.NativeEndian.PutUint32(h[0:], unix.TP_STATUS_SEND_REQUEST)
-			slot = (slot + 1) % slots
-			k = (k + 1) % len(frames)
-		}
-		unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, 0, 0, 0)
-		if n == 0 {
-			time.Sleep(10 * time.Microsecond)
-		}
-	}
+	sendRing(t, l, frames, d, 16384, 1024)
 }
