@@ -96,6 +96,10 @@ func DefaultBuckets(ramBytes uint64) int {
 	return max(n, 1024)
 }
 
+// DefaultMaxEntries returns the maximum entries of a table made with the
+// zero Config on this machine (DefaultBuckets of its RAM).
+func DefaultMaxEntries() int { return DefaultBuckets(memTotal()) }
+
 // memTotal returns MemTotal from /proc/meminfo in bytes, or 0.
 func memTotal() uint64 {
 	b, err := os.ReadFile("/proc/meminfo")

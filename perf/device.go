@@ -25,10 +25,13 @@ const (
 	Statewire = "statewire"
 	// StatewireOff is statewire with --offload=off: every frame through
 	// the AF_XDP slow path, in the same run as the fast path.
-	StatewireOff    = "statewire-offload-off"
-	KernelBridge    = "kernel-bridge"
-	KernelBridgeCT  = "kernel-bridge-ct"
-	XDPRedirect     = "xdp-redirect"
+	StatewireOff   = "statewire-offload-off"
+	KernelBridge   = "kernel-bridge"
+	KernelBridgeCT = "kernel-bridge-ct"
+	XDPRedirect    = "xdp-redirect"
+	// XDPLookup is XDP_REDIRECT after one flow-map look-up per frame
+	// (lookup.go): the floor of any flow-keyed fast path.
+	XDPLookup       = "xdp-lookup"
 	generatorDevice = "null" // the generator calibration: sink on port A itself
 )
 
@@ -50,7 +53,7 @@ const (
 )
 
 // AllDevices is the default device list, in report order.
-var AllDevices = []string{Statewire, StatewireOff, KernelBridge, KernelBridgeCT, XDPRedirect}
+var AllDevices = []string{Statewire, StatewireOff, KernelBridge, KernelBridgeCT, XDPRedirect, XDPLookup}
 
 // Nice is the nice value of every thread of the harness that does the
 // measured work: the generator, the devices' NAPI threads and statewire.
@@ -80,6 +83,8 @@ type device struct {
 	cmd   *exec.Cmd
 	out   *bytes.Buffer // statewire's stdout+stderr
 	dir   string        // temporary files (statewire rules)
+	// flows is xdp-lookup's flow map.
+	flows *ebpf.Map
 	// steered is set once port A's RPS points at the device CPU.
 	steered bool
 }
@@ -102,7 +107,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		lo.Mode = lab.KernelBridge
 	case KernelBridgeCT:
 		lo.Mode = lab.KernelBridgeConntrack
-	case Statewire, StatewireOff, XDPRedirect, generatorDevice:
+	case Statewire, StatewireOff, XDPRedirect, XDPLookup, generatorDevice:
 		lo.Mode = lab.None
 	default:
 		return nil, fmt.Errorf("perf: unknown device %q (want one of %s)", name, strings.Join(AllDevices, ", "))
@@ -134,7 +139,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		if err := d.attach(passProgram, l.PortB); err != nil {
 			return nil, err
 		}
-	case XDPRedirect:
+	case XDPRedirect, XDPLookup:
 		var ia, ib int
 		if err := lab.Do(l.BridgeNS, func() error {
 			var err error
@@ -146,7 +151,14 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		}); err != nil {
 			return nil, err
 		}
-		if err := d.attach(func() (*ebpf.Program, error) { return redirectProgram(ib) }, l.PortA); err != nil {
+		toB := func() (*ebpf.Program, error) { return redirectProgram(ib) }
+		if name == XDPLookup {
+			if d.flows, err = newLookupMap(); err != nil {
+				return nil, err
+			}
+			toB = func() (*ebpf.Program, error) { return lookupProgram(d.flows, ib) }
+		}
+		if err := d.attach(toB, l.PortA); err != nil {
 			return nil, err
 		}
 		if err := d.attach(func() (*ebpf.Program, error) { return redirectProgram(ia) }, l.PortB); err != nil {
@@ -467,6 +479,9 @@ func (d *device) close() error {
 	}
 	for _, p := range d.progs {
 		errs = append(errs, p.Close())
+	}
+	if d.flows != nil {
+		errs = append(errs, d.flows.Close())
 	}
 	if d.lab != nil {
 		errs = append(errs, d.lab.Close())

@@ -1,7 +1,9 @@
 // Package perf is statewire's performance harness: it builds one lab per
 // device under test (statewire as a subprocess, the Linux bridge, the Linux
-// bridge with br_netfilter and nftables ct state, and XDP_REDIRECT between
-// the ports as the kernel's ceiling), offers the same traffic to each (UDP,
+// bridge with br_netfilter and nftables ct state, XDP_REDIRECT between
+// the ports as the kernel's ceiling, and xdp-lookup, XDP_REDIRECT after one
+// flow-map look-up per frame: the floor of any flow-keyed fast path, which
+// shows what the look-up alone costs as flows outgrow the caches), offers the same traffic to each (UDP,
 // or TCP data on connections opened by real handshakes: Options.Proto),
 // interleaved trial by trial, and counts what arrives at a sink in XDP on
 // the far host. It reports throughput at the generator's full rate, NDR (no

@@ -140,6 +140,7 @@ var deviceColors = map[string]string{
 	KernelBridge:   "#5bc0de",
 	KernelBridgeCT: "#337ab7",
 	XDPRedirect:    "#5cb85c",
+	XDPLookup:      "#3c763d",
 }
 
 // WriteSVG draws two grouped bar charts: throughput by frame size (at the
@@ -230,7 +231,7 @@ func panel(b *strings.Builder, top, h, width int, title string, groups []group, 
 		for _, br := range g.bars {
 			v := math.Max(br.thr, br.ndr)
 			maxAll = math.Max(maxAll, v)
-			if br.device != XDPRedirect {
+			if br.device != XDPRedirect && br.device != XDPLookup {
 				maxV = math.Max(maxV, v)
 			}
 		}
