@@ -433,6 +433,9 @@ func (dp *Datapath) linkWorkers() error {
 		w.repIn = make([]*ring.SPSC[handoff], n)
 		w.pending = make([]int, n)
 		w.outBuf = make([][]handoff, n)
+		w.repSent = make([]uint64, n)
+		w.repHandled = make([]uint64, n)
+		w.repSentOut = make([]atomic.Uint64, n)
 	}
 	for _, from := range dp.workers {
 		for _, to := range dp.workers {

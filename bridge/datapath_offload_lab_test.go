@@ -17,7 +17,14 @@ import (
 // offload mode, driven by its own worker.
 func startOffloadDatapath(t *testing.T, l *lab.Lab, mode OffloadMode) *Datapath {
 	t.Helper()
+	return startOffloadDatapathCores(t, l, mode, 1)
+}
+
+// startOffloadDatapathCores is startOffloadDatapath with cores workers.
+func startOffloadDatapathCores(t *testing.T, l *lab.Lab, mode OffloadMode, cores int) *Datapath {
+	t.Helper()
 	c := DefaultDatapathConfig()
+	c.Cores, c.Queues = cores, cores
 	c.PortA, c.PortB = l.PortA, l.PortB
 	c.Offload = mode
 	c.Table.MaxEntries = 4096
