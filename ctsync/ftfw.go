@@ -57,6 +57,7 @@ type ftfw struct {
 	ackFromSet bool
 	lastRx     int64
 	rxAny      bool
+	peerHello  bool // the peer's last message said HELLO: it has not heard our HELLO_BACK
 
 	st LinkStats
 }
@@ -241,7 +242,10 @@ func (f *ftfw) nextDatagram(buf []byte, now int64) []byte {
 		}
 		seq := f.nextSeq
 		f.nextSeq++
-		n.msg[1] = n.flags | f.helloFlags()
+		n.msg[1] = n.flags
+		if !f.notrack { // sync-notrack.c does not say HELLO
+			n.msg[1] |= f.helloFlags()
+		}
 		binary.BigEndian.PutUint32(n.msg[4:], seq)
 		buf = append(buf, n.msg...)
 		f.st.MsgsSent++
@@ -388,6 +392,7 @@ func (f *ftfw) receive(h *Header) int {
 		}
 		return v
 	}
+	f.peerHello = h.Flags&FlagHello != 0
 	if h.Flags&FlagHelloBack != 0 && f.hello == helloSay {
 		f.hello = helloDone
 	}
@@ -479,6 +484,12 @@ func (f *ftfw) receiveDatagram(b []byte, now int64, out []Msg) []Msg {
 			f.st.DataRecv++
 			out = append(out, m)
 		}
+	}
+	if f.helloBack && f.tx.n == 0 {
+		// Answer HELLO now rather than with the next alive alarm (up to
+		// AliveInterval later, as conntrackd does): until the peer hears
+		// HELLO_BACK it says HELLO, and each HELLO empties our resend queue.
+		f.queueCtl(FlagAlive, 0, 0)
 	}
 	return out
 }

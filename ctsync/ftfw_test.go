@@ -122,7 +122,7 @@ func TestFTFWAckWindow(t *testing.T) {
 	w := newWire(t, func(c *LinkConfig) { c.ACKWindowSize = 5 })
 	w.handshake()
 	w.b.ackFromSet, w.b.win = false, w.b.window // the handshake's messages are ACKed by the alarm; start a clean window
-	first, base := w.a.nextSeq, w.a.rs.n // base: the handshake's ACK, still unacknowledged
+	first, base := w.a.nextSeq, w.a.rs.n        // base: the handshake's ACK, still unacknowledged
 	for i := 0; i < 12; i++ {
 		queueCT(t, w.a, TypeCTNew, testCT(i))
 	}

@@ -19,7 +19,8 @@ type LinkConfig struct {
 	// UDP { IPv4_address; Port }. The link sends from it too.
 	Listen string
 	// Peer is the peer's UDP address, "ADDR:PORT" (required): conntrackd's
-	// IPv4_Destination_Address and Port. Datagrams from other addresses are
+	// IPv4_Destination_Address and Port. Datagrams from other addresses
+	// (any source port: conntrackd sends from an unbound socket) are
 	// dropped and counted (Foreign).
 	Peer string
 	// Mode is "ftfw" (the default, reliable) or "notrack" (best effort:
@@ -64,7 +65,8 @@ type LinkConfig struct {
 // Handler receives what the peer sends. Its methods are called from one
 // goroutine, the link's receive loop, one at a time and in sequence
 // order; they should return quickly (the link does not ACK meanwhile) and
-// may call the Link's methods.
+// may call the Link's methods except Close (which waits for that
+// goroutine).
 type Handler interface {
 	// CT is a received connection message (already decoded; in sequence
 	// order under FTFW).
@@ -114,8 +116,10 @@ type LinkStats struct {
 	TxQueueLen, ResendQueueLen int
 	// PeerAlive: a datagram came from the peer within PeerTimeout.
 	PeerAlive bool
-	// PeerHello: the HELLO handshake is done (the peer answered our HELLO
-	// with HELLO_BACK); before it, loss is not repaired (sync-ftfw.c).
+	// PeerHello: the HELLO handshake is done both ways (the peer answered
+	// our HELLO with HELLO_BACK, and heard ours: it no longer says HELLO).
+	// Before it, loss is not repaired (sync-ftfw.c): a caller with a cache
+	// to send waits for it, or sends it again afterwards.
 	PeerHello bool
 }
 
@@ -279,7 +283,9 @@ func (l *Link) reader() {
 			l.freeBuf <- b
 			continue
 		}
-		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != l.peer {
+		// Address only: conntrackd sends from a second, unbound socket
+		// (channel_udp.c's client), so its source port is ephemeral.
+		if from.Addr().Unmap() != l.peer.Addr() {
 			l.mu.Lock()
 			l.f.st.Foreign++
 			l.mu.Unlock()
@@ -457,7 +463,7 @@ func (l *Link) Stats() LinkStats {
 	st := f.st
 	st.TxQueueLen, st.ResendQueueLen = f.tx.n, f.rs.n
 	st.PeerAlive = f.rxAny && time.Now().UnixNano()-f.lastRx < int64(l.cfg.PeerTimeout)
-	st.PeerHello = f.hello == helloDone
+	st.PeerHello = f.rxAny && (f.notrack || f.hello == helloDone && !f.peerHello)
 	return st
 }
 

@@ -309,7 +309,7 @@ func TestLinkMalformed(t *testing.T) {
 	if !testenv.WaitFor(5*time.Second, func() bool { return b.Stats().Malformed >= m0+uint64(len(junk)) }) {
 		t.Fatalf("B counted %d malformed, want %d", b.Stats().Malformed-m0, len(junk))
 	}
-	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,5 +410,27 @@ func TestLinkQueueFull(t *testing.T) {
 	}
 	if len(errs) != 3 || !errors.Is(errs[0], ctsync.ErrQueueFull) || l.Stats().QueueDrops != 3 {
 		t.Errorf("errors %v, drops %d; want 3 ErrQueueFull and 3 drops", errs, l.Stats().QueueDrops)
+	}
+}
+
+// TestLinkNotrack: NOTRACK delivers and counts gaps, but neither ACKs,
+// NACKs nor resends, and says no HELLO.
+func TestLinkNotrack(t *testing.T) {
+	a, b, _, rb, r := linkPair(t, func(c *ctsync.LinkConfig) { c.Mode = "notrack"; c.MTU = 28 + 80 })
+	sendAll(t, a, 0, 10)
+	if !testenv.WaitFor(5*time.Second, func() bool { return rb.count() == 10 }) {
+		t.Fatalf("B got %d of 10", rb.count())
+	}
+	r.setFate(func(aToB bool, n int) bool { return !aToB || n%2 == 0 })
+	sendAll(t, a, 10, 30)
+	if !testenv.WaitFor(5*time.Second, func() bool { return b.Stats().Lost >= 5 }) {
+		t.Fatalf("B counted %d lost, want the dropped half", b.Stats().Lost)
+	}
+	sa, sb := a.Stats(), b.Stats()
+	if sb.AcksSent != 0 || sb.NacksSent != 0 || sa.Resent != 0 || sa.ResendQueueLen != 0 {
+		t.Errorf("NOTRACK sent ACKs %d NACKs %d, resent %d, resend queue %d; want none", sb.AcksSent, sb.NacksSent, sa.Resent, sa.ResendQueueLen)
+	}
+	if rb.count() >= 30 {
+		t.Errorf("B got %d messages though half were dropped", rb.count())
 	}
 }
