@@ -434,3 +434,21 @@ func TestLinkNotrack(t *testing.T) {
 		t.Errorf("B got %d messages though half were dropped", rb.count())
 	}
 }
+
+// TestSendCTAllocs: queueing a connection event allocates nothing once the
+// link's buffers have grown (the sync sender runs once per event).
+func TestSendCTAllocs(t *testing.T) {
+	l, err := ctsync.NewLink(ctsync.LinkConfig{Listen: "127.0.0.1:0", Peer: "127.0.0.1:9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := ct(1)
+	c.Master = ctsync.Tuple{Src: c.Orig.Src, Dst: c.Orig.Dst, Proto: 6, SrcPort: 1, DstPort: 21}
+	if err := l.SendCT(ctsync.TypeCTNew, c); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(1000, func() { _ = l.SendCT(ctsync.TypeCTUpd, c) }); n != 0 {
+		t.Errorf("SendCT allocates %v times per call, want 0", n)
+	}
+}
