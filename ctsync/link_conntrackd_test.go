@@ -20,12 +20,79 @@ import (
 	"github.com/statewire/statewire/lab"
 )
 
-// The kernel these tests run on has no netem (CONFIG_NET_SCH_NETEM is
-// off: `tc qdisc add ... netem` fails with "Specified qdisc kind is
-// unknown"), so the sync path's loss, delay and reordering come from
-// netemRelay, a UDP relay in the root namespace that does what
-// `netem loss 5% delay 5ms 2ms reorder 25%` does: drop 5%, send 25% at
-// once and the rest 5ms ± 2ms later (so later datagrams overtake them).
+// The loss tests impair the sync veth with `tc qdisc add dev X root netem
+// loss 5% delay 5ms 2ms reorder 25%` on both ends. Some kernels have no
+// netem (CONFIG_NET_SCH_NETEM off: tc says "Specified qdisc kind is
+// unknown"; the CI VM's is one); there the same impairment comes from
+// netemRelay, a UDP relay in the root namespace, in the path between the
+// veth and the Link, that does what netem does: drop 5%, send 25% at once
+// and the rest 5ms ± 2ms later (so later datagrams overtake them).
+
+var netemArgs = []string{"loss", "5%", "delay", "5ms", "2ms", "reorder", "25%"}
+
+func tcCmd(ns string, args ...string) *exec.Cmd {
+	if ns == "" {
+		return exec.Command("tc", args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", ns, "tc"}, args...)...)
+}
+
+// kernelNetem reports whether dev (in the root namespace) takes a netem
+// qdisc, leaving none behind.
+func kernelNetem(t *testing.T, dev string) bool {
+	t.Helper()
+	out, err := tcCmd("", append([]string{"qdisc", "add", "dev", dev, "root", "netem"}, netemArgs...)...).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "qdisc kind is unknown") {
+			return false
+		}
+		t.Fatalf("tc qdisc add dev %s root netem: %v\n%s", dev, err, out)
+	}
+	_ = tcCmd("", "qdisc", "del", "dev", dev, "root").Run()
+	return true
+}
+
+// impairment turns the sync path's loss on and off: netem on both veth
+// ends when the kernel has it, else the relay.
+type impairment struct {
+	t      *testing.T
+	netem  bool
+	devs   [][2]string // {namespace, device}
+	relay  *netemRelay
+	params netemParams
+}
+
+func (im *impairment) set(on bool) {
+	im.t.Helper()
+	if !im.netem {
+		if on {
+			im.relay.set(&im.params)
+		} else {
+			im.relay.set(nil)
+		}
+		return
+	}
+	for _, d := range im.devs {
+		if on {
+			if out, err := tcCmd(d[0], append([]string{"qdisc", "add", "dev", d[1], "root", "netem"}, netemArgs...)...).CombinedOutput(); err != nil {
+				im.t.Fatalf("tc netem on %s: %v\n%s", d[1], err, out)
+			}
+			ns, dev := d[0], d[1]
+			im.t.Cleanup(func() { _ = tcCmd(ns, "qdisc", "del", "dev", dev, "root").Run() })
+		} else {
+			_ = tcCmd(d[0], "qdisc", "del", "dev", d[1], "root").Run()
+		}
+	}
+}
+
+func (im *impairment) String() string {
+	if im.netem {
+		return "kernel netem " + strings.Join(netemArgs, " ")
+	}
+	return "netemRelay (no netem in this kernel): " + im.relay.stats()
+}
+
+var defaultImpairment = netemParams{loss: 0.05, reorder: 0.25, delay: 5 * time.Millisecond, jitter: 2 * time.Millisecond}
 
 type netemParams struct {
 	loss, reorder float64
@@ -311,11 +378,15 @@ func TestLinkConntrackd(t *testing.T) {
 // path is clean again, both sides have everything.
 func TestLinkConntrackdLoss(t *testing.T) {
 	p := startConntrackd(t, "FTFW")
-	l, rec, r := linkToConntrackd(t, p, true, nil)
+	im := &impairment{t: t, params: defaultImpairment,
+		devs: [][2]string{{"", fmt.Sprintf("swcr%d", os.Getpid())}, {p.ns, fmt.Sprintf("swcn%d", os.Getpid())}}}
+	im.netem = kernelNetem(t, im.devs[0][1])
+	l, rec, r := linkToConntrackd(t, p, !im.netem, nil)
+	im.relay = r
 	const n = 2000
 	kdst := netip.MustParseAddr("198.19.252.9")
 	src := netip.MustParseAddr("198.19.251.1")
-	r.set(&netemParams{loss: 0.05, reorder: 0.25, delay: 5 * time.Millisecond, jitter: 2 * time.Millisecond})
+	im.set(true)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -337,8 +408,8 @@ func TestLinkConntrackdLoss(t *testing.T) {
 	wg.Wait()
 	// Let the lossy path carry the tail too, then clean it.
 	testenv.WaitFor(2*time.Second, func() bool { return len(rec.ports()) == n })
-	r.set(nil)
-	t.Logf("relay: %s", r.stats())
+	im.set(false)
+	t.Logf("impairment: %s", im)
 	var ours int
 	if !testenv.WaitFor(60*time.Second, func() bool {
 		ours = p.externalCount(src)
@@ -383,30 +454,39 @@ func vethNS(t *testing.T) (ns string, nsAddr, rootAddr netip.Addr) {
 func TestLinkLinkLoss(t *testing.T) {
 	ns, nsAddr, rootAddr := vethNS(t)
 	const port = 3781
-	r := newNetemRelay(t, netip.AddrPortFrom(rootAddr, port).String(), "127.0.0.1:0")
+	im := &impairment{t: t, params: defaultImpairment,
+		devs: [][2]string{{"", fmt.Sprintf("swfr%d", os.Getpid())}, {ns, fmt.Sprintf("swfn%d", os.Getpid())}}}
+	im.netem = kernelNetem(t, im.devs[0][1])
+	aAddr, rootEnd := netip.AddrPortFrom(nsAddr, port), netip.AddrPortFrom(rootAddr, port)
+	bListen, bPeer := rootEnd.String(), aAddr.String()
+	if !im.netem {
+		im.relay = newNetemRelay(t, rootEnd.String(), "127.0.0.1:0")
+		bListen, bPeer = "127.0.0.1:0", im.relay.b.LocalAddr().String()
+	}
 	var a *ctsync.Link
 	if err := lab.Do(ns, func() error {
 		var err error
-		a, err = ctsync.NewLink(ctsync.LinkConfig{Listen: netip.AddrPortFrom(nsAddr, port).String(),
-			Peer: netip.AddrPortFrom(rootAddr, port).String(), RcvBuf: 4 << 20})
+		a, err = ctsync.NewLink(ctsync.LinkConfig{Listen: aAddr.String(), Peer: rootEnd.String(), RcvBuf: 4 << 20})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	b, err := ctsync.NewLink(ctsync.LinkConfig{Listen: "127.0.0.1:0", Peer: r.b.LocalAddr().String(), RcvBuf: 4 << 20})
+	b, err := ctsync.NewLink(ctsync.LinkConfig{Listen: bListen, Peer: bPeer, RcvBuf: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	r.setDst(net.UDPAddrFromAddrPort(netip.AddrPortFrom(nsAddr, port)), net.UDPAddrFromAddrPort(b.LocalAddr()))
+	if im.relay != nil {
+		im.relay.setDst(net.UDPAddrFromAddrPort(aAddr), net.UDPAddrFromAddrPort(b.LocalAddr()))
+	}
 	ra, rb := &recorder{}, &recorder{}
 	a.Start(ra)
 	b.Start(rb)
 	if !testenv.WaitFor(10*time.Second, func() bool { return a.Stats().PeerHello && b.Stats().PeerHello }) {
 		t.Fatalf("no HELLO handshake: A %+v B %+v", a.Stats(), b.Stats())
 	}
-	r.set(&netemParams{loss: 0.05, reorder: 0.25, delay: 5 * time.Millisecond, jitter: 2 * time.Millisecond})
+	im.set(true)
 	const n = 2000
 	for i := 0; i < n; i += 100 {
 		sendAll(t, a, i, i+100)
@@ -414,8 +494,8 @@ func TestLinkLinkLoss(t *testing.T) {
 		testenv.WaitFor(time.Second, func() bool { return a.Stats().TxQueueLen == 0 && b.Stats().TxQueueLen == 0 })
 	}
 	testenv.WaitFor(2*time.Second, func() bool { return len(ra.ports()) == n && len(rb.ports()) == n })
-	r.set(nil)
-	t.Logf("relay: %s", r.stats())
+	im.set(false)
+	t.Logf("impairment: %s", im)
 	if !testenv.WaitFor(30*time.Second, func() bool { return len(ra.ports()) == n && len(rb.ports()) == n }) {
 		t.Fatalf("A has %d, B has %d of %d; A %+v B %+v", len(ra.ports()), len(rb.ports()), n, a.Stats(), b.Stats())
 	}

@@ -2,6 +2,7 @@ package ctsync_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand"
 	"net"
 	"net/netip"
@@ -450,5 +451,40 @@ func TestSendCTAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { _ = l.SendCT(ctsync.TypeCTUpd, c) }); n != 0 {
 		t.Errorf("SendCT allocates %v times per call, want 0", n)
+	}
+}
+
+// TestLinkIPv6: a pair over [::1]; datagrams stay within MTU less the
+// IPv6 and UDP headers.
+func TestLinkIPv6(t *testing.T) {
+	// Two free ports: bind, note, release; the links bind them next.
+	var ports [2]int
+	for i := range ports {
+		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			testenv.Unavailable(t, "no IPv6 loopback: "+err.Error())
+		}
+		ports[i] = c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+	}
+	mk := func(me, peer int) *ctsync.Link {
+		l, err := ctsync.NewLink(ctsync.LinkConfig{Listen: fmt.Sprintf("[::1]:%d", me), Peer: fmt.Sprintf("[::1]:%d", peer), MTU: 1280})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	a, b := mk(ports[0], ports[1]), mk(ports[1], ports[0])
+	ra, rb := &recorder{}, &recorder{}
+	a.Start(ra)
+	b.Start(rb)
+	sendAll(t, a, 0, 300)
+	if !testenv.WaitFor(5*time.Second, func() bool { return rb.count() == 300 }) {
+		t.Fatalf("B got %d of 300 over IPv6", rb.count())
+	}
+	st := a.Stats()
+	if per := st.BytesSent / st.DatagramsSent; per > 1280-48 || st.DatagramsSent > 300/5 {
+		t.Errorf("%d datagrams averaging %d bytes: want several messages each, within 1280 - 48", st.DatagramsSent, per)
 	}
 }
