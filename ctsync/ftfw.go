@@ -380,10 +380,11 @@ func (f *ftfw) nack(from, to uint32) {
 // returns its verdict; for msgData the caller delivers the payload.
 func (f *ftfw) receive(h *Header) int {
 	if f.notrack {
-		if !f.recvSet || h.Seq == f.lastRecv+1 {
-		} else if before(f.lastRecv+1, h.Seq) {
+		switch {
+		case !f.recvSet || h.Seq == f.lastRecv+1:
+		case before(f.lastRecv+1, h.Seq):
 			f.st.Lost += uint64(h.Seq - f.lastRecv - 1)
-		} else {
+		default:
 			f.st.Before++
 		}
 		v := f.digest(h)

@@ -53,6 +53,10 @@ type LinkConfig struct {
 	// UDP { SndSocketBuffer RcvSocketBuffer }; its example uses 1249280).
 	// The kernel caps them at net.core.wmem_max/rmem_max.
 	SndBuf, RcvBuf int
+	// StartupResync asks the peer for its whole cache (RequestResync) once
+	// the first HELLO handshake is done (conntrackd's StartupResync, which
+	// asks at start; after the handshake the request is repaired if lost).
+	StartupResync bool
 	// Options are the encoding options (TCPWindowTracking, CommitTimeout).
 	Options Options
 	// Logger, if set, gets the link's events (handshake, peer up/down,
@@ -355,6 +359,9 @@ func (l *Link) loop(h Handler) {
 		if st.PeerHello && !wasHello {
 			wasHello = true
 			l.log.Info("sync peer answered HELLO", "peer", l.peer)
+			if l.cfg.StartupResync {
+				l.RequestResync()
+			}
 		}
 	}
 }

@@ -328,6 +328,18 @@ func TestLinkMalformed(t *testing.T) {
 	}
 }
 
+// TestLinkStartupResync: with StartupResync each side asks the other for its cache once
+// the handshake is done.
+func TestLinkStartupResync(t *testing.T) {
+	a, b, _, rb, _ := linkPair(t, func(c *ctsync.LinkConfig) { c.StartupResync = true })
+	if !testenv.WaitFor(5*time.Second, func() bool { return rb.resyncCount() >= 1 }) {
+		t.Fatalf("B's handler saw no resync request; A %+v", a.Stats())
+	}
+	if a.Stats().ResyncsRequested != 1 || b.Stats().ResyncsServed != 1 {
+		t.Errorf("A requested %d, B served %d resyncs; want 1 and 1", a.Stats().ResyncsRequested, b.Stats().ResyncsServed)
+	}
+}
+
 // TestLinkRequestResync: A's RequestResync makes B's Handler resend.
 func TestLinkRequestResync(t *testing.T) {
 	a, b, ra, rb, _ := linkPair(t, nil)
