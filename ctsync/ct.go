@@ -204,7 +204,7 @@ func AppendCT(b []byte, h Header, c *CT, o Options) ([]byte, error) {
 	switch c.Orig.Proto {
 	case 6: // build_l4proto_tcp: only with a TCP state
 		if c.Has(NTATCPState) {
-			b = putAttr(b, NTAPort, portBytes(c.Orig)...)
+			b = putPorts(b, NTAPort, c.Orig)
 			b = putAttr(b, NTATCPState, c.TCPState)
 			if o.TCPWindowTracking {
 				b = putAttr(b, NTATCPWScaleOrg, c.WScale[0])
@@ -212,7 +212,7 @@ func AppendCT(b []byte, h Header, c *CT, o Options) ([]byte, error) {
 			}
 		}
 	case 17, 136, 132, 33: // build_l4proto_udp (UDP-Lite too); SCTP/DCCP states are not modelled: ports only
-		b = putAttr(b, NTAPort, portBytes(c.Orig)...)
+		b = putPorts(b, NTAPort, c.Orig)
 	case 1, 58: // build_l4proto_icmp
 		b = putAttr(b, NTAICMPType, c.ICMPType)
 		b = putAttr(b, NTAICMPCode, c.ICMPCode)
@@ -230,7 +230,7 @@ func AppendCT(b []byte, h Header, c *CT, o Options) ([]byte, error) {
 		b = appendAddrs(b, NTAMasterIPv4, NTAMasterIPv6, c.Master)
 		b = putAttr(b, NTAMasterL4Prot, c.Master.Proto)
 		if c.Master.SrcPort != 0 || c.Master.DstPort != 0 {
-			b = putAttr(b, NTAMasterPort, portBytes(c.Master)...)
+			b = putPorts(b, NTAMasterPort, c.Master)
 		}
 	}
 	if c.Helper != "" {
@@ -247,13 +247,28 @@ func AppendCT(b []byte, h Header, c *CT, o Options) ([]byte, error) {
 	return finish(b, start), nil
 }
 
+// appendAddrs and portBytes build their payloads in arrays that stay on
+// the stack (putAttr only copies), so encoding allocates nothing beyond
+// the growth of b: Link.SendCT runs once per connection event.
 func appendAddrs(b []byte, a4, a6 uint16, t Tuple) []byte {
+	var d [32]byte
 	if t.Src.Is4() {
-		s, d := t.Src.As4(), t.Dst.As4()
-		return putAttr(b, a4, append(s[:], d[:]...)...)
+		s, dst := t.Src.As4(), t.Dst.As4()
+		copy(d[:4], s[:])
+		copy(d[4:8], dst[:])
+		return putAttr(b, a4, d[:8]...)
 	}
-	s, d := t.Src.As16(), t.Dst.As16()
-	return putAttr(b, a6, append(s[:], d[:]...)...)
+	s, dst := t.Src.As16(), t.Dst.As16()
+	copy(d[:16], s[:])
+	copy(d[16:], dst[:])
+	return putAttr(b, a6, d[:]...)
 }
 
-func portBytes(t Tuple) []byte { return append(be16(t.SrcPort), be16(t.DstPort)...) }
+func portBytes(t Tuple) [4]byte {
+	return [4]byte{byte(t.SrcPort >> 8), byte(t.SrcPort), byte(t.DstPort >> 8), byte(t.DstPort)}
+}
+
+func putPorts(b []byte, attr uint16, t Tuple) []byte {
+	p := portBytes(t)
+	return putAttr(b, attr, p[:]...)
+}

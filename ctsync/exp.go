@@ -138,7 +138,7 @@ func AppendExp(b []byte, h Header, e *Exp, o Options) ([]byte, error) {
 		b = appendAddrs(b, base, base+1, tu)
 		b = putAttr(b, base+2, tu.Proto)
 		if ports {
-			b = putAttr(b, base+3, portBytes(tu)...)
+			b = putPorts(b, base+3, tu)
 		}
 	}
 	if !o.CommitTimeout && e.Has(NTAExpTimeout) {
