@@ -16,7 +16,8 @@ import "github.com/statewire/statewire/statemachine"
 //     or a misplaced cable), and rules such as --physdev-in A -m conntrack
 //     --ctstate NEW decide differently for it;
 //   - the rule set, through its Generation (kept beside the cached bytes in
-//     the entry).
+//     the entry). The ipsets that -m set reads are part of the rule set:
+//     loading new sets compiles a new RuleSet with a new Generation.
 //
 // Everything else a rule can read changes from packet to packet (TCP flags,
 // fragment offset, an ICMP error's own type and addresses, and the matches

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/statewire/statewire/ipset"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -53,6 +54,7 @@ type crule struct {
 	src, dst         prefix
 	multi            [maxMultiport]portRange
 	x                xmatch
+	sets             []setMatch // -m set (ipset.go)
 }
 
 // cchain is a compiled chain: a slice [start,end) of RuleSet.rules.
@@ -73,12 +75,13 @@ type RuleSet struct {
 	gen     uint32
 	ports   [2]string
 	rules   []crule
-	src     []*rule    // source form of rules[i]
-	filter  [2]ctable  // by family index: 0 IPv4, 1 IPv6
-	raw     [2]ctable  // by family index
-	srcs    [2]*source // loaded files by family index, for Save
-	trivRaw [2]bool    // raw table has nothing to do for the family
-	anyPort bool       // every interface name names both ports (CheckFiles)
+	src     []*rule     // source form of rules[i]
+	filter  [2]ctable   // by family index: 0 IPv4, 1 IPv6
+	raw     [2]ctable   // by family index
+	srcs    [2]*source  // loaded files by family index, for Save
+	trivRaw [2]bool     // raw table has nothing to do for the family
+	anyPort bool        // every interface name names both ports (CheckFiles)
+	sets    *ipset.Sets // the sets -m set names (Loader.SetIPSets)
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -134,6 +137,10 @@ func CheckFiles(rulesPath, rules6Path string, ports [2]string, anyPort bool) (n 
 	if err != nil {
 		return n, err
 	}
+	return l.check(ports, anyPort)
+}
+
+func (l *Loader) check(ports [2]string, anyPort bool) (n [2]int, err error) {
 	l.anyPort = anyPort
 	rs, err := l.Compile(ports)
 	if err != nil {
@@ -187,7 +194,7 @@ func loadFiles(rulesPath, rules6Path string) (*Loader, error) {
 // address, so their rules are kept for Save but never evaluated and their
 // interface names are not checked.
 func (l *Loader) Compile(ports [2]string) (*RuleSet, error) {
-	rs := &RuleSet{gen: nextGeneration(), ports: ports, anyPort: l.anyPort}
+	rs := &RuleSet{gen: nextGeneration(), ports: ports, anyPort: l.anyPort, sets: l.sets}
 	for fi, f := range [2]Family{FamilyIPv4, FamilyIPv6} {
 		src := l.sourceFor(f)
 		rs.srcs[fi] = src
@@ -290,6 +297,9 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 		cr.dst = makePrefix(r.dst)
 	}
 	cr.nmulti = uint8(copy(cr.multi[:], r.multi))
+	if err := rs.compileSets(r, &cr, f, rs.sets); err != nil {
+		return cr, err
+	}
 	// Interface matches fold into one mask of allowed ingress ports.
 	allowed := uint8(3)
 	ifaces := []struct {

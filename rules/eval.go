@@ -44,7 +44,7 @@ func (r *crule) multiMatch(p *packet.Packet) bool {
 // negation bit: (test == neg) is false-xor-not-negated or true-and-negated.
 func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (ok, perPacket bool) {
 	h, neg := r.has, r.neg
-	if h == 0 {
+	if h == 0 && len(r.sets) == 0 {
 		return true, false
 	}
 	if h&mNever != 0 {
@@ -70,6 +70,9 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 	}
 	if h&mState != 0 && (st&r.states != 0) == (neg&mState != 0) {
 		return false, false
+	}
+	if len(r.sets) != 0 && !r.setsMatch(p) {
+		return false, false // -m set reads only flow-fixed fields (ipset.go)
 	}
 	if h&l4Bits != 0 {
 		// No L4 header in a non-first fragment: the L4 matches fail

@@ -231,7 +231,7 @@ var unsupportedTargets = map[string]bool{
 }
 
 var unsupportedMatches = map[string]bool{
-	"limit": true, "hashlimit": true, "recent": true, "set": true, "mark": true,
+	"limit": true, "hashlimit": true, "recent": true, "mark": true,
 	"connmark": true, "connlimit": true,
 	"string": true, "addrtype": true,
 	"owner": true, "u32": true,

@@ -392,6 +392,7 @@ const (
 	modDSCP
 	modTTL
 	modHL
+	modSet
 )
 
 var modByName = map[string]modBits{
@@ -399,7 +400,7 @@ var modByName = map[string]modBits{
 	"multiport": modMultiport, "state": modState, "conntrack": modConntrack,
 	"physdev": modPhysdev, "comment": modComment,
 	"iprange": modIPRange, "mac": modMAC, "length": modLength, "pkttype": modPktType,
-	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL,
+	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL, "set": modSet,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -566,6 +567,14 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrUnknown, "unknown match module %q", v)
 			}
 			mods |= m
+			if m == modSet {
+				r.sets = append(r.sets, setMatch{}) // each -m set is one more set match
+			}
+		case "--match-set", "--return-nomatch", "--update-counters", "--update-subcounters",
+			"--packets-eq", "--packets-lt", "--packets-gt", "--bytes-eq", "--bytes-lt", "--bytes-gt":
+			if err = need(modSet, "-m set"); err == nil {
+				err = p.setOption(r, word, opt, neg, value)
+			}
 		case "--sport", "--dport":
 			if err = need(modTCP|modUDP, "-p tcp or -p udp"); err != nil {
 				return nil, err
@@ -911,6 +920,9 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 	}
 	if neg {
 		return nil, p.errf(ErrSyntax, "%q at end of rule", "!")
+	}
+	if err := p.checkSets(r); err != nil {
+		return nil, err
 	}
 	return r, p.checkRule(r)
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/statewire/statewire/ipset"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -215,6 +216,7 @@ type rule struct {
 	stateModule      bool // written as -m state --state rather than -m conntrack --ctstate
 	comment          string
 	x                xmatch
+	sets             []setMatch // -m set, in order (ipset.go)
 
 	target targetKind
 	jump   *chain
@@ -277,7 +279,8 @@ type source struct {
 // or a single file for both: l.Load("all.rules", f, rules.FamilyBoth).
 type Loader struct {
 	srcs    []*source
-	anyPort bool // CheckFiles: accept any interface name
+	anyPort bool        // CheckFiles: accept any interface name
+	sets    *ipset.Sets // for -m set (SetIPSets)
 }
 
 // Load parses one iptables-save formatted file for the given family (or

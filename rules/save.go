@@ -228,6 +228,7 @@ func ruleString(r *rule) string {
 		opt(mIsBridged, "--physdev-is-bridged", "")
 	}
 	extString(r, opt, func(s string) { b.WriteString(s) })
+	setString(r, func(s string) { b.WriteString(s) })
 	if r.has&mComment != 0 {
 		b.WriteString(" -m comment --comment " + quote(r.comment))
 	}
