@@ -47,6 +47,10 @@ type Options struct {
 	// RulesPath and Rules6Path are the files given at start: SIGHUP (with
 	// ReloadOnSIGHUP) reloads them.
 	RulesPath, Rules6Path string
+	// IPSetPaths are the `ipset save` files given at start (--ipsets):
+	// every rules load (SIGHUP or rules-load) reads them again, so a
+	// changed set takes effect with a new rule generation.
+	IPSetPaths []string
 	// ReloadOnSIGHUP makes the server reload the rule files on SIGHUP.
 	ReloadOnSIGHUP bool
 	// Logger receives changes (sysctl, rules) and errors; nil: slog.Default.
@@ -193,25 +197,26 @@ func (s *Server) sighup() {
 		case <-s.ctx.Done():
 			return
 		case <-ch:
-			if s.opt.RulesPath == "" && s.opt.Rules6Path == "" {
+			if s.opt.RulesPath == "" && s.opt.Rules6Path == "" && len(s.opt.IPSetPaths) == 0 {
 				s.log.Warn("SIGHUP: no rule file given at start, nothing to reload")
 				continue
 			}
 			if n, err := s.LoadRules(s.opt.RulesPath, s.opt.Rules6Path); err != nil {
 				s.log.Error("SIGHUP: rules not reloaded, the running rules stay", "err", err)
 			} else {
-				s.log.Info("SIGHUP: rules reloaded", "file", s.opt.RulesPath, "file6", s.opt.Rules6Path, "rules", n)
+				s.log.Info("SIGHUP: rules reloaded", "file", s.opt.RulesPath, "file6", s.opt.Rules6Path, "ipsets", s.opt.IPSetPaths, "rules", n)
 			}
 		}
 	}
 }
 
-// LoadRules parses and compiles the rule files and, only if that succeeds,
+// LoadRules parses and compiles the rule files (with the sets of
+// IPSetPaths, read again) and, only if that succeeds,
 // publishes them: a bad file leaves the running rules untouched. Existing
 // entries stay; the new rules apply from the next packet (cached verdicts
 // belong to the old generation). It returns the number of rules.
 func (s *Server) LoadRules(path, path6 string) (int, error) {
-	rs, err := rules.LoadFiles(path, path6, s.opt.Ports)
+	rs, err := rules.LoadFilesSets(path, path6, s.opt.IPSetPaths, s.opt.Ports)
 	if err != nil {
 		return 0, err
 	}

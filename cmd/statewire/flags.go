@@ -15,6 +15,7 @@ import (
 // and the table size.
 type conntrackFlags struct {
 	rules, rules6  string
+	ipsets         fileList
 	windowTracking bool
 	loose, liberal bool
 	checksum       bool
@@ -31,6 +32,7 @@ func addConntrackFlags(fs *flag.FlagSet, live bool) *conntrackFlags {
 	cf := &conntrackFlags{ct: statemachine.DefaultConfig(), sysctls: map[string]*string{}}
 	fs.StringVar(&cf.rules, "rules", "", "iptables-save file with the FORWARD (and raw) rules; default: accept everything")
 	fs.StringVar(&cf.rules6, "rules6", "", "ip6tables-save file for IPv6 (default: --rules applies to both families)")
+	fs.Var(&cf.ipsets, "ipsets", ipsetsHelp)
 	fs.BoolVar(&cf.windowTracking, "tcp-window-tracking", true, "check TCP sequence numbers and windows (van Rooij); false: state table only")
 	fs.BoolVar(&cf.loose, "tcp-loose", cf.ct.Loose, "pick up established TCP connections mid-stream (nf_conntrack_tcp_loose)")
 	fs.BoolVar(&cf.liberal, "tcp-be-liberal", cf.ct.BeLiberal, "accept out-of-window TCP packets (nf_conntrack_tcp_be_liberal)")
@@ -84,8 +86,8 @@ func (cf *conntrackFlags) settings(ports [2]string) (*bridge.Settings, flowtable
 	default:
 		return nil, flowtable.Config{}, fmt.Errorf("--non-ip must be forward or drop, got %q", cf.nonIP)
 	}
-	if cf.rules != "" || cf.rules6 != "" {
-		rs, err := rules.LoadFiles(cf.rules, cf.rules6, ports)
+	if cf.rules != "" || cf.rules6 != "" || len(cf.ipsets) > 0 {
+		rs, err := rules.LoadFilesSets(cf.rules, cf.rules6, cf.ipsets, ports)
 		if err != nil {
 			return nil, flowtable.Config{}, err
 		}

@@ -124,3 +124,29 @@ func TestRulesCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesCheckIPSets: `statewire rules check --ipsets` resolves the set
+// names; a missing set, or a bad sets file, is an error naming it.
+func TestRulesCheckIPSets(t *testing.T) {
+	dir := t.TempDir()
+	rulesFile, sets, badSets := dir+"/set.rules", dir+"/sets", dir+"/bad.sets"
+	writeFile(t, rulesFile, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m set --match-set allow src -j ACCEPT\n-A FORWARD -m set ! --match-set nets src,dst -j DROP\nCOMMIT\n")
+	writeFile(t, sets, "create allow hash:ip family inet\nadd allow 198.18.0.1\ncreate nets hash:net family inet\nadd nets 198.18.0.0/15\n")
+	writeFile(t, badSets, "create allow hash:ip family inet\nadd allow 198.18.0.300\n")
+	tests := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"rules", "check", "--ipsets", sets, rulesFile}, 0, "set.rules: ok, 2 IPv4 and 2 IPv6 rules", ""},
+		{[]string{"rules", "check", rulesFile}, 1, "", `set.rules:3: set "allow" does not exist: load it with --ipsets FILE`},
+		{[]string{"rules", "check", "--ipsets", badSets, rulesFile}, 1, "", `bad.sets:2: bad address "198.18.0.300"`},
+	}
+	for _, tc := range tests {
+		code, out, errs := run(t, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errs, tc.stderr) {
+			t.Errorf("%v: got exit %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, out, errs, tc.code, tc.stdout, tc.stderr)
+		}
+	}
+}

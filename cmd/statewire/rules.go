@@ -68,8 +68,10 @@ func rulesCheck(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	portA := fs.String("port-a", "", "port A's interface name: check interface names against it")
 	portB := fs.String("port-b", "", "port B's interface name")
+	var ipsets fileList
+	fs.Var(&ipsets, "ipsets", "`ipset save` file with the sets the rules name (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: statewire rules check [--port-a IF --port-b IF] FILE [FILE6]\n\n"+
+		fmt.Fprintf(stderr, "Usage: statewire rules check [--port-a IF --port-b IF] [--ipsets SETS] FILE [FILE6]\n\n"+
 			"Reads FILE (iptables-save format; with FILE6, FILE is IPv4 only and FILE6 the\n"+
 			"ip6tables-save file) as statewire run would and compiles it. Exit 0 with a\n"+
 			"summary, or 1 with the first error naming file:line and the word. Without\n"+
@@ -93,7 +95,7 @@ func rulesCheck(args []string, stdout, stderr io.Writer) error {
 	if !checked {
 		ports = [2]string{"", ""}
 	}
-	n, err := rules.CheckFiles(a[0], file6, ports, !checked)
+	n, err := rules.CheckFilesSets(a[0], file6, ipsets, ports, !checked)
 	if err != nil {
 		return err
 	}

@@ -205,7 +205,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	// the datapath and stop before it.
 	stopCtl, err := ctlf.Start(dp, control.Options{
 		Ports:     [2]string{df.portA, df.portB},
-		RulesPath: cf.rules, Rules6Path: cf.rules6,
+		RulesPath: cf.rules, Rules6Path: cf.rules6, IPSetPaths: cf.ipsets,
 		ReloadOnSIGHUP: true, Logger: logger,
 	})
 	if err != nil {
