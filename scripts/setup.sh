@@ -39,6 +39,8 @@ declare -A need=(
   [conntrack]=conntrack
   # The peer of ctsync's interoperability tests (issue 14: state sync).
   [conntrackd]=conntrackd
+  # The kernel side of e2e's TestIPSetAgainstKernel (issue 16: -m set).
+  [ipset]=ipset
   [ping]=iputils-ping
   [tcpdump]=tcpdump
   [ethtool]=ethtool
