@@ -127,6 +127,9 @@ func randomMatches(r *rand.Rand) string {
 	if r.IntN(4) == 0 {
 		b.WriteString(neg() + " -f")
 	}
+	if r.IntN(4) == 0 { // -m set: fixed per flow direction (ipset_test.go's randomSets)
+		b.WriteString(" -m set" + neg() + " --match-set " + randomSetArgs[r.IntN(len(randomSetArgs))])
+	}
 	// The matches of ext.go: iprange is fixed per flow direction, the rest
 	// read this frame (length, TTL, TOS, MACs).
 	if r.IntN(4) == 0 {

@@ -25,6 +25,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "[1:2] -A FORWARD ! -i eth+ -m physdev ! --physdev-is-bridged -j user"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -m iprange ! --src-range 10.0.0.1-10.0.0.9 --dst-range 10.1.0.0-10.1.0.255 -m mac ! --mac-source 0a:00:00:00:00:01 -m length --length 0:100 -m pkttype ! --pkt-type broadcast -m tos --tos 0x10/0x3f -m dscp ! --dscp 0x2e -m ttl ! --ttl-eq 64 -j DROP"), uint8(0))
 	f.Add(wrap("filter", "-A FORWARD -m iprange --src-range 2001:db8::1-2001:db8::9 -m hl --hl-lt 5 -m dscp --dscp-class EF -j DROP"), uint8(1))
+	f.Add(wrap("filter", "-A FORWARD -m set ! --match-set r-net src,dst --return-nomatch ! --update-counters -m set --match-set r-svc dst,dst -j DROP"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -m set --match-set r-v6 src -j DROP"), uint8(1))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),
@@ -35,6 +37,7 @@ func FuzzLoad(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text string, fsel uint8) {
 		fam := fams[int(fsel)%len(fams)]
 		var l Loader
+		l.SetIPSets(randomSets)
 		if err := l.Load("f.rules", strings.NewReader(text), fam); err != nil {
 			var pe *ParseError
 			if !errors.As(err, &pe) {
@@ -44,8 +47,8 @@ func FuzzLoad(f *testing.F) {
 		}
 		rs, err := l.Compile(testPorts)
 		if err != nil {
-			if !errors.Is(err, ErrUnknownPort) {
-				t.Fatalf("compile: got %v, want ErrUnknownPort", err)
+			if !errors.Is(err, ErrUnknownPort) && !errors.Is(err, ErrNoSet) {
+				t.Fatalf("compile: got %v, want ErrUnknownPort or ErrNoSet", err)
 			}
 			return
 		}
@@ -57,6 +60,7 @@ func FuzzLoad(f *testing.F) {
 		}
 		s1 := saveString(t, rs, fam)
 		var l2 Loader
+		l2.SetIPSets(randomSets)
 		if err := l2.Load("saved", strings.NewReader(s1), fam); err != nil {
 			t.Fatalf("saved form does not load: %v\n%s", err, s1)
 		}

@@ -163,3 +163,34 @@ func TestSetReloadNewGeneration(t *testing.T) {
 		t.Errorf("after the address left the set: %v, want ACCEPT", v.Action)
 	}
 }
+
+// randomSets are the sets the random rule sets of cache_test.go and the
+// fuzz target name, over the addresses and ports of randomPacket.
+var randomSets = func() *ipset.Sets {
+	ss, err := ipset.Parse("random.ipset", strings.NewReader(`create r-ip hash:ip family inet
+add r-ip 10.0.0.1
+create r-net hash:net family inet
+add r-net 10.0.0.0/24
+add r-net 10.0.0.0/31 nomatch
+create r-svc hash:ip,port family inet
+add r-svc 10.0.1.2,udp:53
+add r-svc 10.0.1.2,tcp:80
+add r-svc 10.0.0.2,icmp:8/0
+create r-ports bitmap:port range 0-2000
+add r-ports 53
+add r-ports 1500
+create r-v6 hash:net family inet6
+add r-v6 2001:db8::/32
+create r-list list:set
+add r-list r-ip
+add r-list r-svc
+`))
+	if err != nil {
+		panic(err)
+	}
+	return ss
+}()
+
+// randomSetArgs are the --match-set arguments randomMatches picks from.
+var randomSetArgs = []string{"r-ip src", "r-ip dst", "r-net dst", "r-net src --return-nomatch",
+	"r-svc dst,dst", "r-svc src,src", "r-svc dst", "r-ports dst", "r-ports src", "r-list src,dst"}

@@ -22,6 +22,7 @@ func load(t testing.TB, text string, fam Family) (*RuleSet, error) {
 	if err := l.Load("t.rules", strings.NewReader(text), fam); err != nil {
 		return nil, err
 	}
+	l.SetIPSets(randomSets) // for -m set in the random rule sets (ipset_test.go)
 	return l.Compile(testPorts)
 }
 
