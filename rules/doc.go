@@ -8,6 +8,8 @@
 // and the accessors on it concurrently without locks. Replacing the rule set
 // means compiling a new one (it gets a new Generation) and publishing the
 // pointer; verdicts cached under the old generation then miss by themselves.
+// The ipsets that -m set names (Loader.SetIPSets) are compiled into the rule
+// set and are as immutable as it: new sets mean a new RuleSet.
 //
 // The bridge has exactly two ports, A (index 0) and B (index 1). Interface
 // names in --physdev-in/--physdev-out and in -i/-o are resolved to port

@@ -16,12 +16,13 @@ func rulesCmd(args []string, stdout, stderr io.Writer) error {
 	cl := addClientFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: statewire rules [flags] load FILE [FILE6] | show\n"+
-			"       statewire rules check [--port-a IF --port-b IF] FILE [FILE6]\n\n"+
+			"       statewire rules check [--port-a IF --port-b IF] [--ipsets SETS] FILE [FILE6]\n\n"+
 			"load replaces the rules of a running bridge atomically: the bridge parses and\n"+
 			"compiles FILE (iptables-save format; FILE6 the ip6tables-save file) first, and a\n"+
 			"file with an error leaves the running rules untouched and names file:line.\n"+
 			"Existing connections stay; the new rules judge the next packet. SIGHUP to\n"+
-			"`statewire run` reloads the files it was started with.\n"+
+			"`statewire run` reloads the files it was started with. Both read the\n"+
+			"--ipsets files run was started with again (ipset save format).\n"+
 			"show prints the running rules.\n"+
 			"check reads FILE (and FILE6) as `statewire run --rules FILE [--rules6 FILE6]`\n"+
 			"would, without a running bridge: exit 0 and a summary, or 1 and the first error\n"+
