@@ -61,7 +61,7 @@ bench-baseline: setup
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
 # time). Crashers land in the package's testdata/fuzz and become tests.
 FUZZTIME ?= 30s
-FUZZ := packet:FuzzParse packet:FuzzParseDifferential statemachine:FuzzTrack rules:FuzzLoad \
+FUZZ := packet:FuzzParse packet:FuzzParseDifferential statemachine:FuzzTrack rules:FuzzLoad ipset:FuzzParse \
 	helpers:FuzzFTP helpers:FuzzIRC helpers:FuzzTFTP helpers:FuzzAmanda helpers:FuzzIn6pton \
 	replay:FuzzReplay bridge:FuzzPipeline
 fuzz:
