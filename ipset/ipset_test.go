@@ -3,6 +3,7 @@ package ipset
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -284,5 +285,42 @@ func TestTestAllocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("Test allocates %.1f times per run, want 0", n)
+	}
+}
+
+// TestLoadFiles: several files make one collection (a list:set may name a
+// set of an earlier file); a set created in two files is an error naming
+// the second file and line.
+func TestLoadFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := write("a.save", "create a hash:ip\nadd a 198.18.0.1\n")
+	b := write("b.save", "create b hash:net\nadd b 198.18.0.0/15\ncreate l list:set\nadd l a\nadd l b\n")
+	dup := write("dup.save", "# again\ncreate a hash:net\n")
+	ss, err := Load(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ss.Names(), " "); got != "a b l" {
+		t.Errorf("Names() = %q, want \"a b l\"", got)
+	}
+	if !ss.Get("l").Test(tcp("198.19.1.1", "1.1.1.1", 1, 2), src, false) {
+		t.Errorf("list:set across files: 198.19.1.1 not found in member b")
+	}
+	_, err = Load(a, dup)
+	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "dup.save:2: set \"a\" created twice") {
+		t.Errorf("duplicate set: %v, want ErrExists naming dup.save:2", err)
+	}
+	if _, err := Load(dir + "/missing.save"); err == nil || !strings.Contains(err.Error(), "missing.save") {
+		t.Errorf("missing file: %v, want an error naming it", err)
+	}
+	if ss, err := Load(); err != nil || ss.Len() != 0 {
+		t.Errorf("Load() = %d sets, %v; want none, nil", ss.Len(), err)
 	}
 }

@@ -226,13 +226,13 @@ func (p *parser) create(toks []string) error {
 		return p.errf(ErrSyntax, "bad set name %q (1 to %d printable characters)", name, maxName)
 	}
 	if old := p.ss.byName[name]; old != nil {
-		return p.errf(ErrExists, "set %q created twice (first on line %d)", name, old.line)
+		return p.errf(ErrExists, "set %q created twice (first at %s:%d)", name, old.file, old.line)
 	}
 	t, ok := typeByName[tname]
 	if !ok {
 		return p.errf(ErrUnsupported, "set type %q is not supported (hash:ip, hash:net, hash:ip,port, hash:net,port, bitmap:port, list:set)", tname)
 	}
-	s := &Set{name: name, typ: t, line: p.line, maxelem: defMaxelem}
+	s := &Set{name: name, typ: t, file: p.file, line: p.line, maxelem: defMaxelem}
 	switch t {
 	case BitmapPort, ListSet:
 		s.family = familyAny

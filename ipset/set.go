@@ -104,7 +104,8 @@ type Set struct {
 	name   string
 	typ    Type
 	family uint8
-	line   int // where it was created, for error messages
+	file   string // where it was created, for error messages
+	line   int
 
 	// create options kept for Save.
 	hashsize, maxelem uint32
