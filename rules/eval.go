@@ -120,7 +120,9 @@ type frame struct{ chain, next int32 }
 // collects NOTRACK/CT results (the first one set wins, as xt_CT ignores a
 // packet that already has a conntrack template, and traversal continues);
 // for filter it is nil.
-func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, inPort uint8, res *RawResult) (act Action, rule int32, cacheable bool) {
+//
+// logs, when not nil, collects the LOG rules the packet matched (filter).
+func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, inPort uint8, res *RawResult, logs *LogHits) (act Action, rule int32, cacheable bool) {
 	chains := t.chains
 	rules := rs.rules
 	cacheable = true
@@ -159,6 +161,17 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 			return Accept, r.id, cacheable
 		case tDrop:
 			return Drop, r.id, cacheable
+		case tReject:
+			// A drop with an answer per packet: never cached, so a
+			// cached DROP (or the fast path) cannot swallow the answer.
+			return Drop, r.id, false
+		case tLog:
+			// A line per packet: the verdict of a packet that reached
+			// a matching LOG rule is not cached.
+			cacheable = false
+			if logs != nil {
+				logs.add(r.id)
+			}
 		case tReturn:
 			if sp == 0 {
 				return chains[0].policy, PolicyRule, cacheable
@@ -209,6 +222,18 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 //
 // Filter does not allocate and is safe for concurrent use.
 func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint8) (v Verdict, cacheable bool) {
+	return rs.FilterLog(p, st, inPort, nil)
+}
+
+// FilterLog is Filter that also reports, in logs when not nil, the LOG
+// rules the packet matched on its way (logs is reset first). A verdict
+// reached through a matching LOG rule, or given by a REJECT rule (whose
+// Verdict.Reject names the answer), is not cacheable: both act on every
+// packet.
+func (rs *RuleSet) FilterLog(p *packet.Packet, st statemachine.CtState, inPort uint8, logs *LogHits) (v Verdict, cacheable bool) {
+	if logs != nil {
+		logs.N, logs.Over = 0, 0
+	}
 	var t *ctable
 	switch p.IPVersion {
 	case 4:
@@ -216,13 +241,17 @@ func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint
 	case 6:
 		t = &rs.filter[1]
 	default:
-		return Verdict{Accept, PolicyRule}, true
+		return Verdict{Action: Accept, Rule: PolicyRule}, true
 	}
-	act, rule, cacheable := rs.walk(t, p, st, inPort, nil)
+	act, rule, cacheable := rs.walk(t, p, st, inPort, nil, logs)
 	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
 		cacheable = false
 	}
-	return Verdict{act, rule}, cacheable
+	v = Verdict{Action: act, Rule: rule}
+	if rule >= 0 && int(rule) < len(rs.rules) && rs.rules[rule].target == tReject {
+		v.Reject = rs.rules[rule].reject
+	}
+	return v, cacheable
 }
 
 // Raw evaluates the raw table's PREROUTING chain, before conntrack, for a
@@ -245,7 +274,7 @@ func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
 	if rs.trivRaw[fi] {
 		return res
 	}
-	act, rule, cacheable := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res)
+	act, rule, cacheable := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res, nil)
 	if act == Drop {
 		res.Drop, res.Rule = true, rule
 	}

@@ -65,6 +65,9 @@ type Verdict struct {
 	// NumRules, so workers can keep per-rule counters in a plain slice), or
 	// PolicyRule.
 	Rule int32
+	// Reject is the answer of a REJECT rule (Action is Drop), RejectNone
+	// for a plain DROP or ACCEPT.
+	Reject RejectWith
 }
 
 // RawResult is the outcome of the raw table's PREROUTING chain, evaluated
@@ -185,6 +188,8 @@ const (
 	tCTNoTrack                   // -j CT --notrack (raw)
 	tCTHelper                    // -j CT --helper NAME (raw)
 	tCT                          // -j CT seen, option not yet read (parser only)
+	tReject                      // -j REJECT (filter): DROP and an answer, target_reject.go
+	tLog                         // -j LOG: log and continue, target_log.go
 )
 
 // portRange is an inclusive port range.
@@ -221,6 +226,10 @@ type rule struct {
 	target targetKind
 	jump   *chain
 	helper HelperID
+
+	reject    [2]RejectWith // -j REJECT --reject-with, by family index (RejectNone: the default)
+	rejectSet bool          // --reject-with given
+	log       LogSpec       // -j LOG
 }
 
 // tableID indexes the two tables statewire evaluates.
