@@ -90,8 +90,9 @@ type Pipeline struct {
 	helperState helperStates
 	batch       *batchState
 	ev          eventState
-	invLog      rateLimit // nf_conntrack_log_invalid
-	fast        fastState // the XDP fast path, when set (SetFastPath)
+	invLog      rateLimit   // nf_conntrack_log_invalid
+	fast        fastState   // the XDP fast path, when set (SetFastPath)
+	tg          targetState // REJECT and LOG (reject.go, log.go)
 }
 
 // NewPipeline returns the pipeline of shard i of t. Beside the table's
@@ -133,6 +134,9 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	flowtable.ZoneOf(p, pl.vlanMask)
 	var r Result
 	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
+	if pl.tg.logs.N|pl.tg.logs.Over != 0 {
+		pl.writeLogs(s, frame, p, in, now)
+	}
 	if p.ChecksumPartial {
 		pl.completeChecksum(frame, p, &r)
 	}
@@ -182,6 +186,7 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
+	pl.tg.logs.N, pl.tg.logs.Over = 0, 0
 	if pl.fast.handedOver() {
 		// Left behind by a forced activation of its flow: the fast path
 		// has taken the flow's later frames (fastpath.go pendingForce).
@@ -323,6 +328,9 @@ func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in
 			pl.fast.mark = marks[i]
 		}
 		pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh, &out[i])
+		if pl.tg.logs.N|pl.tg.logs.Over != 0 {
+			pl.writeLogs(s, frames[i], &b.pkts[i], in, now)
+		}
 		if b.pkts[i].ChecksumPartial {
 			pl.completeChecksum(frames[i], &b.pkts[i], &out[i])
 		}
@@ -377,7 +385,7 @@ func invalidInConntrack(r packet.Reason) bool {
 // filter evaluates the FORWARD chain for r.State, unless a verdict was
 // already decided.
 func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
-	v, _ := s.Rules.Filter(p, r.State, uint8(in))
+	v, _ := s.Rules.FilterLog(p, r.State, uint8(in), &pl.tg.logs)
 	r.setVerdict(v)
 }
 
@@ -388,6 +396,9 @@ func (r *Result) setVerdict(v rules.Verdict) {
 		r.Verdict = Accept
 	} else {
 		r.Verdict, r.Drop = Drop, DropRule
+		if v.Reject != rules.RejectNone {
+			r.Drop, r.Reject = DropReject, v.Reject
+		}
 	}
 }
 
@@ -409,7 +420,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 		r.setVerdict(rules.Verdict{Action: a, Rule: r.Rule}) // the deciding rule is not cached
 		return
 	}
-	v, cacheable := s.Rules.Filter(p, r.State, uint8(in))
+	v, cacheable := s.Rules.FilterLog(p, r.State, uint8(in), &pl.tg.logs)
 	r.setVerdict(v)
 	if cacheable {
 		if _, otherPort := c.Lookup(r.State, uint8(in.Other())); !otherPort {

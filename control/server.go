@@ -420,6 +420,7 @@ func (s *Server) stats(w *writer) {
 	// csum_completed is statewire's own (no kernel counter): accepted
 	// frames whose partial checksum the workers completed.
 	w.line(fmt.Sprintf("total    %s expect_delete=%d csum_completed=%d", statsFields(&tot, &ptot), x.Delete, ptot.CsumCompleted))
+	w.line(targetStatsLine(&ptot.Targets))
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}

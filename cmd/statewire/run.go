@@ -187,6 +187,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// LOG lines (and INVALID ones) go to statewire's log, control socket
+	// or not.
+	dp.Control().SetLogger(logger)
 	for _, ifc := range []string{df.portA, df.portB} {
 		if n := rxQueues(ifc); n > dp.Config().Queues {
 			fmt.Fprintf(stderr, "statewire: warning: %s has %d RX queues but --queues is %d: frames on queues %d..%d are dropped "+
@@ -342,6 +345,7 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 		}
 	}
 	fmt.Fprintln(w)
+	printTargets(w, &s.Pipeline.Targets)
 	if n := s.Pipeline.CsumCompleted; n > 0 {
 		// Hosts that offload checksums (a veth's default) send partial
 		// ones; say that they were seen and fixed, not dropped.
