@@ -167,8 +167,8 @@ func (s *DatapathStats) CheckConservation() error {
 		}
 		answers := s.Total(p.Other()).Answers
 		if sent := s.Sent(p.Other()); sent != t.Forwarded+answers {
-			return fmt.Errorf("direction %s->%s: %d frames forwarded and %d REJECT answers but %d submitted on %s's TX rings",
-				p, p.Other(), t.Forwarded, answers, sent, p.Other())
+			return fmt.Errorf("direction %s->%s: %d frames forwarded but %d submitted on %s's TX rings (%d REJECT answers expected among them)",
+				p, p.Other(), t.Forwarded, sent, p.Other(), answers)
 		}
 		if !s.Final {
 			continue

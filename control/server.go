@@ -420,7 +420,9 @@ func (s *Server) stats(w *writer) {
 	// csum_completed is statewire's own (no kernel counter): accepted
 	// frames whose partial checksum the workers completed.
 	w.line(fmt.Sprintf("total    %s expect_delete=%d csum_completed=%d", statsFields(&tot, &ptot), x.Delete, ptot.CsumCompleted))
-	w.line(targetStatsLine(&ptot.Targets))
+	if t := &ptot.Targets; t.RejectsSent()+t.RejectLimited+t.RejectNone+t.RejectNoTX+t.LogLines+t.LogSuppressed > 0 {
+		w.line(targetStatsLine(t))
+	}
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}
