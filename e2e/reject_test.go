@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +32,7 @@ const rejectRules = `*filter
 -A FORWARD -p udp -m udp --dport 7004 -j LOG --log-prefix "SWREJ7004 "
 -A FORWARD -p udp -m udp --dport 7005 -j LOG --log-prefix "SWREJ7005 " --log-level 6 --log-ip-options
 -A FORWARD -p udp -m udp --dport 7005 -j DROP
+-A FORWARD -p tcp -m tcp --dport 7006 -j LOG --log-prefix "SWREJ7006 " --log-tcp-sequence --log-tcp-options --log-ip-options --log-macdecode
 -A FORWARD -s 198.51.100.15/32 -p icmp -m icmp --icmp-type 8 -j REJECT --reject-with icmp-host-prohibited
 COMMIT
 `
@@ -83,6 +86,9 @@ func rejectSteps() []rejectStep {
 		{"ICMP echo: host-prohibited", mac(id(pt.ICMP4Echo(L, R, 8, 0x77, 1, pay), 0x7008)), dropped, true, ""},
 		{"UDP logged and forwarded", mac(id(pt.UDP4(L, R, 41009, 7004, pay), 0x7009)), forwarded, false, "SWREJ7004 "},
 		{"UDP logged and dropped", mac(id(pt.UDP4(L, R, 41010, 7005, pay), 0x700a)), dropped, false, "SWREJ7005 "},
+		{"SYN with IP and TCP options logged and forwarded", mac(id(pt.IPv4Options(pt.TCP4(L, R, 41012, 7006,
+			pt.TCPFields{Flags: packet.TCPSyn | packet.TCPEce | packet.TCPCwr, Seq: 123456, Window: 29200, MSS: 1460, SACKPerm: true, TS: true, TSVal: 7, HasWScale: true, WScale: 7}),
+			[]byte{0x94, 4, 0, 0}), 0x7012)), forwarded, false, "SWREJ7006 "},
 		// A flow no rule touches: its verdict is cached and the fast-path
 		// wire takes its later frames (the REJECT flows above it never).
 		{"UDP to an open port", mac(id(pt.UDP4(L, R, 41011, 7011, pay), 0x700b)), forwarded, false, ""},
@@ -253,6 +259,7 @@ func TestRejectAgainstKernel(t *testing.T) {
 	for i, w := range wires {
 		near[i] = newSniffer(t, w.lab, w.lab.LeftNS, w.lab.LeftIf)
 	}
+	kmsg := openKernelLog(t)
 	steps := rejectSteps()
 	var table strings.Builder
 	for si, s := range steps {
@@ -309,9 +316,118 @@ func TestRejectAgainstKernel(t *testing.T) {
 			if !testenv.WaitFor(5*time.Second, func() bool { return logLines(logs[wi].String(), s.prefix, key) == 1 }) {
 				t.Errorf("%s: %s: %d LOG lines with %q and %q, want 1\nlog:\n%s", wires[wi].name, s.what,
 					logLines(logs[wi].String(), s.prefix, key), s.prefix, key, logs[wi].String())
+				continue
+			}
+			// The kernel's line for the same frame, from MAC= on (the
+			// kernel bridge names br0 in IN= and OUT=, statewire the
+			// ports), when the kernel log is readable.
+			if kmsg == nil {
+				continue
+			}
+			kl := kmsg.find(s.prefix, key, 5*time.Second)
+			if kl == "" {
+				t.Errorf("the kernel's LOG line for %q %s did not appear in /dev/kmsg", s.prefix, key)
+				continue
+			}
+			sl := statewireLogLine(logs[wi].String(), s.prefix, key)
+			if k, w := afterMAC(kl), afterMAC(sl); k != w {
+				t.Errorf("%s: %s: LOG line differs from the kernel's after MAC=:\n  statewire %s\n  kernel    %s", wires[wi].name, s.what, sl, kl)
+			} else {
+				t.Logf("LOG lines agree:\n  statewire %s\n  kernel    %s", sl, kl)
 			}
 		}
 	}
+}
+
+// afterMAC returns a LOG line from "MAC=" (or --log-macdecode's
+// "MACSRC=") on, without trailing spaces.
+func afterMAC(l string) string {
+	if i := strings.Index(l, " MAC"); i >= 0 {
+		l = l[i:]
+	}
+	return strings.TrimRight(l, " ")
+}
+
+// statewireLogLine returns the message of the log record of log (slog's
+// text format) that carries prefix and key.
+func statewireLogLine(log, prefix, key string) string {
+	for _, l := range strings.Split(log, "\n") {
+		i := strings.Index(l, "msg=")
+		if i < 0 || !strings.Contains(l, prefix+"IN=") || !strings.Contains(l, key) {
+			continue
+		}
+		if m, err := strconv.QuotedPrefix(l[i+4:]); err == nil {
+			if u, err := strconv.Unquote(m); err == nil {
+				return u
+			}
+		}
+	}
+	return ""
+}
+
+// kernelLog reads the kernel log (/dev/kmsg) from the moment it was
+// opened. LOG in a namespace other than the first reaches it only with
+// net.netfilter.nf_log_all_netns=1, which openKernelLog sets for the test
+// and restores after.
+type kernelLog struct {
+	fd  int
+	buf []string
+}
+
+func openKernelLog(t *testing.T) *kernelLog {
+	const knob = "/proc/sys/net/netfilter/nf_log_all_netns"
+	old, err := os.ReadFile(knob)
+	if err != nil {
+		t.Logf("kernel LOG lines not compared: %v", err)
+		return nil
+	}
+	if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
+		t.Logf("kernel LOG lines not compared: %v", err)
+		return nil
+	}
+	t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Logf("kernel LOG lines not compared: /dev/kmsg: %v", err)
+		return nil
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if _, err := unix.Seek(fd, 0, unix.SEEK_END); err != nil {
+		t.Logf("kernel LOG lines not compared: seek /dev/kmsg: %v", err)
+		return nil
+	}
+	return &kernelLog{fd: fd}
+}
+
+// find returns the text of the first kernel log record with prefix and
+// key, waiting up to d.
+func (k *kernelLog) find(prefix, key string, d time.Duration) string {
+	var found string
+	testenv.WaitFor(d, func() bool {
+		rec := make([]byte, 8192)
+		for {
+			n, err := unix.Read(k.fd, rec)
+			if err == unix.EPIPE {
+				continue // records overwritten before we read them
+			}
+			if err != nil || n <= 0 {
+				break
+			}
+			r := string(rec[:n])
+			if i := strings.IndexByte(r, ';'); i >= 0 {
+				r = strings.TrimRight(r[i+1:], "\n")
+			}
+			k.buf = append(k.buf, r)
+		}
+		for _, r := range k.buf {
+			if strings.HasPrefix(r, prefix+"IN=") && strings.Contains(r, key) {
+				found = r
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }
 
 // logLines counts the lines of log that carry prefix then key.
