@@ -23,7 +23,10 @@ import "github.com/statewire/statewire/statemachine"
 // fragment offset, an ICMP error's own type and addresses, and the matches
 // of ext.go but -m iprange: IP length, TTL/hop limit, TOS/DSCP, the source
 // MAC and the destination MAC's packet type): Filter reports
-// such an evaluation as not cacheable, and it is never stored.
+// such an evaluation as not cacheable, and it is never stored. Neither is
+// a verdict given by REJECT (a drop with an answer per packet: a cached
+// DROP would lose the answer) or one reached through a matching LOG rule
+// (a line per packet).
 //
 // CachedVerdict holds the verdict with the state and port it was computed
 // for, so a lookup hits only when both match. The XDP fast path compares

@@ -27,6 +27,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -m iprange --src-range 2001:db8::1-2001:db8::9 -m hl --hl-lt 5 -m dscp --dscp-class EF -j DROP"), uint8(1))
 	f.Add(wrap("filter", "-A FORWARD -m set ! --match-set r-net src,dst --return-nomatch ! --update-counters -m set --match-set r-svc dst,dst -j DROP"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -m set --match-set r-v6 src -j DROP"), uint8(1))
+	f.Add(wrap("filter", "-A FORWARD -p tcp --dport 22 -j LOG --log-prefix \"ssh \" --log-level info --log-tcp-sequence --log-macdecode\n-A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A user -j REJECT --reject-with port"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n-A FORWARD -j REJECT --reject-with admin-prohib"), uint8(2))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),
@@ -54,7 +56,13 @@ func FuzzLoad(f *testing.F) {
 		}
 		for _, p := range pkts {
 			for in := uint8(0); in < 3; in++ {
-				rs.Filter(p, stNew, in)
+				var logs LogHits
+				rs.FilterLog(p, stNew, in, &logs)
+				for _, i := range logs.Rule[:logs.N] {
+					if rs.Log(i) == nil {
+						t.Fatalf("LogHits names rule %d, not a LOG rule", i)
+					}
+				}
 				rs.Raw(p, in)
 			}
 		}

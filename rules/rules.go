@@ -229,6 +229,7 @@ type rule struct {
 
 	reject    [2]RejectWith // -j REJECT --reject-with, by family index (RejectNone: the default)
 	rejectSet bool          // --reject-with given
+	rejectArg string        // its value as written (Save for both families)
 	log       LogSpec       // -j LOG
 }
 

@@ -126,6 +126,7 @@ func (p *parser) parseRejectWith(r *rule, v string) error {
 	}
 	r.fam &= f
 	r.reject = [2]RejectWith{w4, w6}
+	r.rejectArg = v
 	return nil
 }
 
@@ -157,7 +158,17 @@ func (r *rule) rejectFor(fi int) RejectWith {
 }
 
 // rejectString is what iptables-save prints after -j REJECT for family f.
+// A rule of a file for both families that answers both keeps the words it
+// was written with (no one name of iptables or ip6tables says "port
+// unreachable" for both but the alias port-unreach), so that it reads
+// back the same.
 func rejectString(r *rule, f Family) string {
+	if f == FamilyBoth && r.fam == FamilyBoth {
+		if r.rejectSet {
+			return " --reject-with " + r.rejectArg
+		}
+		return ""
+	}
 	fi := 0
 	if f == FamilyIPv6 || r.fam == FamilyIPv6 {
 		fi = 1

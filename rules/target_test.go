@@ -196,3 +196,39 @@ func TestLogHits(t *testing.T) {
 		t.Errorf("FilterLog allocates %v times per call", n)
 	}
 }
+
+// A file for both families saves a REJECT that answers both in the words
+// it was written with, so it reads back answering both.
+func TestRejectBothSave(t *testing.T) {
+	for _, line := range []string{
+		"-A FORWARD -p udp -j REJECT",
+		"-A FORWARD -p udp -j REJECT --reject-with port-unreach",
+		"-A FORWARD -p tcp -j REJECT --reject-with tcp-reset",
+	} {
+		rs, err := load(t, wrap("filter", line), FamilyBoth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		rs.Save(&b, FamilyBoth)
+		rs2, err := load(t, b.String(), FamilyBoth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, src := range []string{"10.0.0.1", "2001:db8::1"} {
+			dst := "10.0.0.2"
+			if strings.Contains(src, ":") {
+				dst = "2001:db8::2"
+			}
+			p := udpPkt(src, dst, 1, 2)
+			if strings.Contains(line, "tcp") {
+				p = tcpPkt(src, dst, 1, 2, syn)
+			}
+			v1, _ := rs.Filter(p, stNew, portA)
+			v2, _ := rs2.Filter(p, stNew, portA)
+			if v1 != v2 || v1.Reject == RejectNone {
+				t.Errorf("%s, %s: got %+v, after save and load %+v (saved:\n%s)", line, src, v1, v2, b.String())
+			}
+		}
+	}
+}
