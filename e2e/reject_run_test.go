@@ -44,9 +44,10 @@ func TestRejectThroughRun(t *testing.T) {
 	for _, c := range []struct {
 		cores int
 		fast  bool
-	}{{2, false}, {1, true}} {
-		t.Run(fmt.Sprintf("cores=%d,fast=%v", c.cores, c.fast), func(t *testing.T) {
-			l := lab.NewT(t, lab.Options{Queues: 2, IPv6: true})
+		mtu   int // 9000: the rejected datagrams are multi-buffer frames
+	}{{2, false, 0}, {1, true, 0}, {1, false, 9000}} {
+		t.Run(fmt.Sprintf("cores=%d,fast=%v,mtu=%d", c.cores, c.fast, c.mtu), func(t *testing.T) {
+			l := lab.NewT(t, lab.Options{Queues: 2, IPv6: true, MTU: c.mtu})
 			offload := "off"
 			if c.fast {
 				e2etest.HostGRO(t, l, true)
@@ -83,7 +84,11 @@ func TestRejectThroughRun(t *testing.T) {
 						return err
 					}
 					defer conn.Close()
-					if _, err := conn.Write([]byte("are you there")); err != nil {
+					msg := []byte("are you there")
+					if c.mtu > 0 {
+						msg = make([]byte, 8000) // one frame of two buffers and more
+					}
+					if _, err := conn.Write(msg); err != nil {
 						return err
 					}
 					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
