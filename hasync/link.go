@@ -1,6 +1,10 @@
 package hasync
 
-import "github.com/statewire/statewire/ctsync"
+import (
+	"fmt"
+
+	"github.com/statewire/statewire/ctsync"
+)
 
 // Handler receives what the peer sends (ctsync's FTFW link calls it from
 // its receive goroutine).
@@ -31,4 +35,24 @@ type Link interface {
 	RequestResync()
 	Stats() LinkStats
 	Close() error
+}
+
+// Modes of the sync link (--sync-mode), as conntrackd's Sync { Mode ... }.
+const (
+	ModeFTFW    = "ftfw"    // reliable: sequence tracking, ACK/NACK, resync (ctsync)
+	ModeNotrack = "notrack" // best effort: every message once, no tracking
+)
+
+// NewLink opens the sync link of mode between listen and peer (ADDR:PORT
+// each).
+func NewLink(mode, listen, peer string) (Link, error) {
+	switch mode {
+	case ModeNotrack:
+		return NewNotrackLink(listen, peer)
+	case ModeFTFW:
+		// ctsync's FTFW link is written alongside ([sync-ftfw]); until it
+		// is in this build, say what works instead of pretending.
+		return nil, fmt.Errorf("--sync-mode ftfw: this build has no FTFW link yet; use --sync-mode notrack (and statewire sync -n after a loss on the sync link)")
+	}
+	return nil, fmt.Errorf("--sync-mode must be ftfw or notrack, got %q", mode)
 }

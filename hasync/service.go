@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
@@ -75,7 +74,7 @@ type Service struct {
 
 	removeReader func()
 	stop, done   chan struct{}
-	events       atomic.Uint64
+	closeOnce    sync.Once
 }
 
 // New makes a Service; Start starts it.
@@ -114,15 +113,20 @@ func (s *Service) Start() {
 	}()
 }
 
-// Close stops draining, unsubscribes and closes the link.
+// Close stops draining, unsubscribes and closes the link. Calls after the
+// first do nothing.
 func (s *Service) Close() error {
-	if s.stop != nil {
-		close(s.stop)
-		<-s.done
-		s.removeReader()
-		s.cfg.Events.Unsubscribe()
-	}
-	return s.cfg.Link.Close()
+	var err error
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.done
+			s.removeReader()
+			s.cfg.Events.Unsubscribe()
+		}
+		err = s.cfg.Link.Close()
+	})
+	return err
 }
 
 // HandleEvents is the rings' reader: it records and sends what passes the
@@ -359,3 +363,6 @@ func StatsLines(st Stats) []string {
 		fmt.Sprintf("%12d Resync sent %12d Resync served", st.Link.ResyncsSent, st.ResyncsServed),
 	}
 }
+
+// StatsLines is Stats formatted (control.Sync).
+func (s *Service) StatsLines() []string { return StatsLines(s.Stats()) }
