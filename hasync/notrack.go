@@ -20,7 +20,8 @@ const sendQueue = 4096
 // acknowledgements; a lost message is lost until the next update or a
 // resync (statewire sync -n sends NET_F_RESYNC and the peer answers with
 // its whole internal cache). Datagrams from any address but the peer's are
-// ignored and counted as malformed.
+// ignored and counted as malformed; the source port is not checked, since
+// conntrackd sends from an unbound socket.
 type notrackLink struct {
 	conn *net.UDPConn
 	peer netip.AddrPort
