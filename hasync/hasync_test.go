@@ -39,14 +39,14 @@ var (
 
 // seg is one TCP segment from left (fromLeft) or right.
 type seg struct {
-	fromLeft bool
-	sport    uint16
-	dport    uint16
-	seq, ack uint32
+	fromLeft            bool
+	sport               uint16
+	dport               uint16
+	seq, ack            uint32
 	syn, ack_, fin, rst bool
-	win      uint16
-	payload  string
-	wscale   int // -1: no option
+	win                 uint16
+	payload             string
+	wscale              int // -1: no option
 }
 
 func (s seg) frame(t *testing.T) []byte {
@@ -304,6 +304,16 @@ func TestCommitResumesTCP(t *testing.T) {
 	p.b.serve(func() { res, err = p.sb.Commit(context.Background()) })
 	if err != nil || res.Inserted != 0 || res.Exists != 1 {
 		t.Fatalf("second commit: %+v, %v; want 1 existing", res, err)
+	}
+	// The committed connection is box b's now: a resync request from box
+	// a (back after a restart, its caches empty) gets it, not sent before.
+	if st := p.sb.Stats(); st.Internal != 1 || st.Sent != 0 {
+		t.Fatalf("after the commit box b's internal cache holds %d and it sent %d, want 1 and 0", st.Internal, st.Sent)
+	}
+	p.sa.Flush()
+	p.sa.RequestResync()
+	if n := p.sa.Stats().External; n != 1 {
+		t.Fatalf("box a's external cache after its resync request: %d, want 1", n)
 	}
 	// The server goes on 3 MB later than box b ever saw, window scaled
 	// (box b never saw the SYNs' scale options).

@@ -250,6 +250,19 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 	s.mu.Lock()
 	s.st.Commits++
 	s.st.Committed = res
+	// The committed connections are ours now: into the internal cache,
+	// unsent, as conntrackd records the kernel's events about its own
+	// commit without sending them (sync-mode.c, origin CTD_ORIGIN_COMMIT),
+	// so that a peer coming back and asking for a resync learns them.
+	for _, ext := range s.ext {
+		for _, c := range ext {
+			if st, err := c.ct.ToState(now); err == nil {
+				if _, ok := s.internal[st.Orig]; !ok {
+					s.internal[st.Orig] = cached{ct: c.ct, at: now}
+				}
+			}
+		}
+	}
 	s.mu.Unlock()
 	return res, err
 }
