@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,8 +298,14 @@ connect_timeout=10
 // connection the server opens from the right after the switch (RELATED,
 // through the helper's pickup of the PORT command) carries the whole file,
 // and a connection attempt from the right that was never answered stays
-// dropped on the standby.
+// dropped on the standby. With the XDP fast path on, the committed
+// connections go into the standby's fast path the usual way.
 func TestFailover(t *testing.T) {
+	t.Run("slow path", func(t *testing.T) { testFailover(t, false) })
+	t.Run("fast path", func(t *testing.T) { testFailover(t, true) })
+}
+
+func testFailover(t *testing.T, fast bool) {
 	lab.RequireRoot(t)
 	bin := lab.StatewireBinary(t)
 	pace := 10 * time.Second
@@ -314,6 +321,16 @@ func TestFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	offload := "off"
+	if fast {
+		// XDP redirects into a veth need NAPI at its peer.
+		offload = "on"
+		for _, h := range [][2]string{{l.LeftNS, l.LeftIf}, {l.RightNS, l.RightIf}, {l.LeftNS, par.PeerA}, {l.RightNS, par.PeerB}} {
+			if out, err := l.Run(context.Background(), h[0], "ethtool", "-K", h[1], "gro", "on"); err != nil {
+				t.Fatalf("ethtool -K %s gro on: %v %s", h[1], err, out)
+			}
+		}
+	}
 	dir := t.TempDir()
 	rulesA := filepath.Join(dir, "active.rules")
 	rulesS := filepath.Join(dir, "standby.rules")
@@ -322,12 +339,12 @@ func TestFailover(t *testing.T) {
 	const port = "3780"
 	actName, sbyName := l.Prefix+"-act", l.Prefix+"-sby"
 	active := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", actName, "--rules", rulesA,
-		"--state-file", "none", "--offload", "off",
+		"--state-file", "none", "--offload", offload,
 		"--sync-listen", par.SyncAddr[0].String()+":"+port, "--sync-peer", par.SyncAddr[1].String()+":"+port)
 	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
-		"--state-file", "none", "--offload", "off",
+		"--state-file", "none", "--offload", offload,
 		"--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
-	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 15*time.Second); !ok {
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
 		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
 	}
 	if !testenv.WaitFor(10*time.Second, func() bool { _, err := swSync(bin, sbyName, "-s"); return err == nil }) {
@@ -436,6 +453,16 @@ func TestFailover(t *testing.T) {
 	}
 	st, _ := swSync(bin, sbyName, "-s")
 	t.Logf("standby's sync -s:\n%s", st)
+	if fast {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, bin, "conntrack", "--name", sbyName, "-S").CombinedOutput()
+		m := regexp.MustCompile(`fastpath flows=\d+ offered=(\d+)`).FindStringSubmatch(string(out))
+		if err != nil || m == nil || m[1] == "0" {
+			t.Errorf("standby's fast path offered no committed connection (conntrack -S: %v):\n%s", err, out)
+		}
+		t.Logf("standby's fast path: %s", strings.Join(regexp.MustCompile(`fastpath .*`).FindAllString(string(out), -1), "\n"))
+	}
 	var list bytes.Buffer
 	cmd := exec.Command(bin, "conntrack", "--name", sbyName, "-L")
 	cmd.Stdout = &list

@@ -24,6 +24,9 @@ type Parallel struct {
 	// (PortA faces left). They are created administratively down.
 	NS           string
 	PortA, PortB string
+	// PeerA and PeerB are the peers of PortA and PortB, ports of the
+	// hosts' switches (in LeftNS, RightNS).
+	PeerA, PeerB string
 	// LeftSwitch and RightSwitch are the hosts' bridges (in LeftNS,
 	// RightNS), holding the hosts' addresses and MACs.
 	LeftSwitch, RightSwitch string
@@ -50,6 +53,7 @@ func (l *Lab) AddParallel(ctx context.Context) (*Parallel, error) {
 	p := &Parallel{
 		NS:    l.Prefix + "-br2",
 		PortA: l.Prefix + "-a2", PortB: l.Prefix + "-b2",
+		PeerA: l.Prefix + "-l2", PeerB: l.Prefix + "-r2",
 		LeftSwitch: l.Prefix + "-lsw", RightSwitch: l.Prefix + "-rsw",
 		SyncIf:   [2]string{l.Prefix + "-s", l.Prefix + "-s2"},
 		SyncAddr: [2]netip.Addr{SyncIPv4.Addr(), SyncIPv4b.Addr()},
@@ -70,8 +74,8 @@ func (l *Lab) AddParallel(ctx context.Context) (*Parallel, error) {
 		addr                       netip.Prefix
 		mac                        string
 	}{
-		{l.LeftNS, l.LeftIf, p.LeftSwitch, p.PortA, l.Prefix + "-l2", LeftIPv4, l.LeftMAC.String()},
-		{l.RightNS, l.RightIf, p.RightSwitch, p.PortB, l.Prefix + "-r2", RightIPv4, l.RightMAC.String()},
+		{l.LeftNS, l.LeftIf, p.LeftSwitch, p.PortA, p.PeerA, LeftIPv4, l.LeftMAC.String()},
+		{l.RightNS, l.RightIf, p.RightSwitch, p.PortB, p.PeerB, RightIPv4, l.RightMAC.String()},
 	} {
 		steps := [][]string{
 			{"-n", h.ns, "link", "add", h.sw, "type", "bridge", "stp_state", "0", "forward_delay", "0",
