@@ -173,7 +173,7 @@ func startInteractive(t *testing.T, l *lab.Lab, addr string) *interactive {
 }
 
 // ftpSession is an FTP client on the left logged in to vsftpd on the
-// right, in active mode: after go_ it sends PORT and RETR, so its data
+// right, in active mode: retr sends PORT and RETR, so its data
 // connection (from the right, RELATED) opens whenever the test says.
 type ftpSession struct {
 	ctrl net.Conn
@@ -290,9 +290,9 @@ connect_timeout=10
 
 // TestFailover: two statewire bridges on parallel paths between the left
 // and right hosts, the standby's ports down, synchronised over their own
-// veth pair (NOTRACK). A paced download pushed from the right, an
-// interactive session and an FTP control connection cross the active
-// bridge; it is killed (-9); the standby commits its external cache
+// veth pair (FTFW; NOTRACK with the fast path). A paced download pushed
+// from the right, an interactive session and an FTP control connection
+// cross the active bridge; it is killed (-9); the standby commits its external cache
 // (statewire sync -c) and brings its ports up. Every byte of the download
 // arrives (SHA-256), every echo of the session comes back, the FTP data
 // connection the server opens from the right after the switch (RELATED,
@@ -321,8 +321,9 @@ func testFailover(t *testing.T, fast bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	offload := "off"
+	offload, mode := "off", "ftfw"
 	if fast {
+		mode = "notrack" // both of conntrackd's modes are exercised
 		// XDP redirects into a veth need NAPI at its peer.
 		offload = "on"
 		for _, h := range [][2]string{{l.LeftNS, l.LeftIf}, {l.RightNS, l.RightIf}, {l.LeftNS, par.PeerA}, {l.RightNS, par.PeerB}} {
@@ -340,10 +341,10 @@ func testFailover(t *testing.T, fast bool) {
 	actName, sbyName := l.Prefix+"-act", l.Prefix+"-sby"
 	active := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", actName, "--rules", rulesA,
 		"--state-file", "none", "--offload", offload,
-		"--sync-listen", par.SyncAddr[0].String()+":"+port, "--sync-peer", par.SyncAddr[1].String()+":"+port)
+		"--sync-mode", mode, "--sync-listen", par.SyncAddr[0].String()+":"+port, "--sync-peer", par.SyncAddr[1].String()+":"+port)
 	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
 		"--state-file", "none", "--offload", offload,
-		"--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
+		"--sync-mode", mode, "--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
 		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
 	}

@@ -31,8 +31,9 @@
 // The workers publish events into their rings (bridge.Events); Service is
 // one more reader of those rings (bridge.Events.AddReader): its handler
 // runs on whichever goroutine drains, under the drain lock, and only
-// copies, filters and hands messages to the Link, which never blocks. The
-// caches are guarded by Service's mutex; the Link's receive goroutine and
-// the control server's goroutines take it too. Nothing here runs on the
+// copies, filters and hands messages to the Link (ctsync's FTFW or NOTRACK
+// link), which never blocks. The caches are guarded by Service's mutex;
+// the Link's goroutine (which calls the Handler methods) and the control
+// server's goroutines take it too. Nothing here runs on the
 // packet path.
 package hasync

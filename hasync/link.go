@@ -2,32 +2,20 @@ package hasync
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/statewire/statewire/ctsync"
 )
 
-// Handler receives what the peer sends (ctsync's FTFW link calls it from
-// its receive goroutine).
-type Handler interface {
-	CT(t ctsync.Type, c *ctsync.CT)
-	Exp(t ctsync.Type, e *ctsync.Exp)
-	ResyncRequested()
-}
+// Handler receives what the peer sends: ctsync's, which Service
+// implements.
+type Handler = ctsync.Handler
 
-// LinkStats are a link's counters, as conntrackd -s shows them for its
-// channel.
-type LinkStats struct {
-	MsgSent, MsgRecv     uint64 // data messages
-	BytesSent, BytesRecv uint64
-	SendDropped          uint64 // messages the send queue had no room for
-	Malformed            uint64 // received messages dropped undecoded
-	Lost                 uint64 // messages the peer sent that never arrived (FTFW)
-	ResyncsSent          uint64 // resync requests sent
-	ResyncsRecv          uint64 // resync requests received
-}
+// LinkStats are a link's counters (ctsync's).
+type LinkStats = ctsync.LinkStats
 
-// Link is the sync channel to one peer: ctsync's FTFW link, or the
-// NOTRACK one of this package. SendCT and SendExp never block.
+// Link is the sync channel to one peer: *ctsync.Link, or a fake in tests.
+// SendCT and SendExp never block.
 type Link interface {
 	Start(h Handler)
 	SendCT(t ctsync.Type, c *ctsync.CT) error
@@ -39,20 +27,25 @@ type Link interface {
 
 // Modes of the sync link (--sync-mode), as conntrackd's Sync { Mode ... }.
 const (
-	ModeFTFW    = "ftfw"    // reliable: sequence tracking, ACK/NACK, resync (ctsync)
+	ModeFTFW    = "ftfw"    // reliable: sequence tracking, ACK/NACK, resync
 	ModeNotrack = "notrack" // best effort: every message once, no tracking
 )
 
+var _ Link = (*ctsync.Link)(nil)
+
 // NewLink opens the sync link of mode between listen and peer (ADDR:PORT
-// each).
-func NewLink(mode, listen, peer string) (Link, error) {
+// each). It asks the peer for its whole cache once the link is up
+// (conntrackd's StartupResync), so a bridge started after its peer, or
+// started again, learns what the peer tracks.
+func NewLink(mode, listen, peer string, log *slog.Logger) (Link, error) {
 	switch mode {
-	case ModeNotrack:
-		return NewNotrackLink(listen, peer)
-	case ModeFTFW:
-		// ctsync's FTFW link is written alongside ([sync-ftfw]); until it
-		// is in this build, say what works instead of pretending.
-		return nil, fmt.Errorf("--sync-mode ftfw: this build has no FTFW link yet; use --sync-mode notrack (and statewire sync -n after a loss on the sync link)")
+	case ModeFTFW, ModeNotrack:
+	default:
+		return nil, fmt.Errorf("--sync-mode must be ftfw or notrack, got %q", mode)
 	}
-	return nil, fmt.Errorf("--sync-mode must be ftfw or notrack, got %q", mode)
+	l, err := ctsync.NewLink(ctsync.LinkConfig{Listen: listen, Peer: peer, Mode: mode, StartupResync: true, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("sync link (--sync-listen %s, --sync-peer %s): %w", listen, peer, err)
+	}
+	return l, nil
 }

@@ -38,11 +38,14 @@ type Config struct {
 	DrainInterval time.Duration
 }
 
-// cached is one connection in a cache: the message's CT and when it was
-// recorded (the table's clock), for [active since].
+// cached is one connection in a cache: the message's CT, when it was
+// recorded (the table's clock), for [active since], and (internal cache)
+// the type it was last sent as, which a resync sends again (conntrackd's
+// object status: C_OBJ_NEW goes as CT_NEW, C_OBJ_ALIVE as CT_UPD).
 type cached struct {
-	ct *ctsync.CT
-	at int64
+	ct  *ctsync.CT
+	at  int64
+	typ ctsync.Type
 }
 
 // cache is a set of connections keyed by their original tuple.
@@ -157,7 +160,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 			if e.Kind == bridge.EventNew {
 				typ = ctsync.TypeCTNew
 			}
-			s.internal[t] = cached{ct: c, at: e.Now}
+			s.internal[t] = cached{ct: c, at: e.Now, typ: typ}
 			s.send(typ, c)
 		}
 	}
@@ -200,13 +203,14 @@ func (s *Service) Exp(ctsync.Type, *ctsync.Exp) {
 	s.mu.Unlock()
 }
 
-// ResyncRequested sends the whole internal cache to the peer (CT_UPD).
+// ResyncRequested sends the whole internal cache to the peer, each
+// connection as the type it was last sent as.
 func (s *Service) ResyncRequested() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.ResyncsServed++
 	for _, c := range s.internal {
-		s.send(ctsync.TypeCTUpd, c.ct)
+		s.send(c.typ, c.ct)
 	}
 }
 
@@ -258,7 +262,7 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 		for _, c := range ext {
 			if st, err := c.ct.ToState(now); err == nil {
 				if _, ok := s.internal[st.Orig]; !ok {
-					s.internal[st.Orig] = cached{ct: c.ct, at: now}
+					s.internal[st.Orig] = cached{ct: c.ct, at: now, typ: ctsync.TypeCTNew}
 				}
 			}
 		}
@@ -369,11 +373,14 @@ func StatsLines(st Stats) []string {
 		fmt.Sprintf("last commit: created %d, existing %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed),
 		"traffic processed:",
 		fmt.Sprintf("%12d Bytes sent %12d Bytes recv", st.Link.BytesSent, st.Link.BytesRecv),
-		fmt.Sprintf("%12d Pckt sent %12d Pckt recv", st.Link.MsgSent, st.Link.MsgRecv),
-		fmt.Sprintf("%12d Error send %12d Error recv", st.SendFailed+st.Link.SendDropped, st.Link.Malformed),
+		fmt.Sprintf("%12d Pckt sent %12d Pckt recv", st.Link.DatagramsSent, st.Link.DatagramsRecv),
+		fmt.Sprintf("%12d Msg sent %12d Msg recv", st.Link.DataSent, st.Link.DataRecv),
+		fmt.Sprintf("%12d Error send %12d Error recv", st.SendFailed+st.Link.SendErrors, st.Link.Malformed+st.Link.Foreign),
 		"message tracking:",
-		fmt.Sprintf("%12d Msg lost", st.Link.Lost),
-		fmt.Sprintf("%12d Resync sent %12d Resync served", st.Link.ResyncsSent, st.ResyncsServed),
+		fmt.Sprintf("%12d Malformed msgs %12d Lost msgs", st.Link.Malformed, st.Link.Lost),
+		fmt.Sprintf("%12d Resent msgs %12d Queue drops", st.Link.Resent, st.Link.QueueDrops+st.Link.ResendQueueDrops),
+		fmt.Sprintf("%12d Resync sent %12d Resync served %12d Resync for loss", st.Link.ResyncsRequested, st.ResyncsServed, st.Link.ResyncsForLoss),
+		fmt.Sprintf("peer alive: %v, handshake done: %v", st.Link.PeerAlive, st.Link.PeerHello),
 	}
 }
 

@@ -22,8 +22,9 @@ func addSyncFlags(fs *flag.FlagSet) *syncFlags {
 		"sync link's own interface, e.g. 198.19.0.1:3780; with --sync-peer. `statewire sync` reads\n"+
 		"the caches, commits the peer's connections at a failover (-c) and asks for a resync (-n)")
 	fs.StringVar(&sf.peer, "sync-peer", "", "the peer's ADDR:PORT (a statewire or a conntrackd); with --sync-listen")
-	fs.StringVar(&sf.mode, "sync-mode", hasync.ModeNotrack, "sync link mode: notrack (each message once; recover a loss with statewire sync -n)\n"+
-		"or ftfw (conntrackd's reliable mode)")
+	fs.StringVar(&sf.mode, "sync-mode", hasync.ModeFTFW, "sync link mode, as conntrackd's: ftfw (reliable: sequence numbers, ACK/NACK, resend,\n"+
+		"resync when the peer lost too much) or notrack (each message once; recover a loss\n"+
+		"with statewire sync -n)")
 	return sf
 }
 
@@ -36,7 +37,7 @@ func (sf *syncFlags) start(dp *bridge.Datapath, log *slog.Logger) (*hasync.Servi
 	if sf.listen == "" || sf.peer == "" {
 		return nil, fmt.Errorf("state sync needs both --sync-listen and --sync-peer (ADDR:PORT each)")
 	}
-	link, err := hasync.NewLink(sf.mode, sf.listen, sf.peer)
+	link, err := hasync.NewLink(sf.mode, sf.listen, sf.peer, log)
 	if err != nil {
 		return nil, err
 	}

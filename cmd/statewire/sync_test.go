@@ -33,10 +33,10 @@ func TestSyncFlags(t *testing.T) {
 	if s, err := (&syncFlags{}).start(nil, nil); s != nil || err != nil {
 		t.Errorf("no sync flags: %v, %v; want no sync", s, err)
 	}
-	if _, err := hasync.NewLink("carrier-pigeon", "198.19.255.1:3780", "198.19.255.2:3780"); err == nil || !strings.Contains(err.Error(), "ftfw or notrack") {
+	if _, err := hasync.NewLink("carrier-pigeon", "198.19.255.1:3780", "198.19.255.2:3780", nil); err == nil || !strings.Contains(err.Error(), "ftfw or notrack") {
 		t.Errorf("bad mode: %v", err)
 	}
-	if _, err := hasync.NewLink(hasync.ModeNotrack, "198.19.255.1", "198.19.255.2:3780"); err == nil || !strings.Contains(err.Error(), "ADDR:PORT") {
+	if _, err := hasync.NewLink(hasync.ModeNotrack, "198.19.255.1", "198.19.255.2:3780", nil); err == nil || !strings.Contains(err.Error(), "ADDR:PORT") {
 		t.Errorf("listen without a port: %v", err)
 	}
 }
