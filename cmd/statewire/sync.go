@@ -19,7 +19,7 @@ type syncFlags struct {
 func addSyncFlags(fs *flag.FlagSet) *syncFlags {
 	sf := &syncFlags{}
 	fs.StringVar(&sf.listen, "sync-listen", "", "state sync with a peer bridge (conntrackd's protocol, UDP): this side's ADDR:PORT on the\n"+
-		"sync link's own interface, e.g. 198.19.0.1:3780; with --sync-peer. `statewire sync` reads\n"+
+		"sync link's own interface, e.g. 198.19.0.1:3780; with --sync-peer. statewire sync reads\n"+
 		"the caches, commits the peer's connections at a failover (-c) and asks for a resync (-n)")
 	fs.StringVar(&sf.peer, "sync-peer", "", "the peer's ADDR:PORT (a statewire or a conntrackd); with --sync-listen")
 	fs.StringVar(&sf.mode, "sync-mode", hasync.ModeFTFW, "sync link mode, as conntrackd's: ftfw (reliable: sequence numbers, ACK/NACK, resend,\n"+
