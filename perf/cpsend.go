@@ -458,7 +458,7 @@ func (p *cpsPair) run(rate float64, lead, d time.Duration) (t CPSTrial, err erro
 		return t, err
 	}
 	start := time.Now()
-	sent, elapsed, err := p.gen.Send(rate, d)
+	_, elapsed, err := p.gen.Send(rate, d)
 	if err != nil {
 		return t, err
 	}
@@ -480,10 +480,14 @@ func (p *cpsPair) run(rate float64, lead, d time.Duration) (t CPSTrial, err erro
 		t.FramesTX += tx
 	}
 	t.Stray = c1[cpsStatStray] - c0[cpsStatStray] + s1[cpsStatStray] - s0[cpsStatStray]
-	t.Opened = sent
+	// Opened is the SYNs the client's program wrote, not Send's count: a
+	// BPF_PROG_RUN call interrupted by a signal (EINTR, Go's preemption
+	// signal among them) has run part of its frames, which Send does not
+	// count.
+	t.Opened = t.Sent[0]
 	t.Done = t.Received[cpsSteps-1]
 	if secs := elapsed.Seconds(); secs > 0 {
-		t.Offered = float64(sent) / secs
+		t.Offered = float64(t.Opened) / secs
 	}
 	if secs := span.Seconds(); secs > 0 {
 		t.Completed = float64(t.Done) / secs
