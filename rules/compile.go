@@ -82,6 +82,10 @@ type RuleSet struct {
 	trivRaw [2]bool     // raw table has nothing to do for the family
 	anyPort bool        // every interface name names both ports (CheckFiles)
 	sets    *ipset.Sets // the sets -m set names (Loader.SetIPSets)
+	// readsConn: some rule reads or writes Ctx.Conn (ReadsConn).
+	readsConn bool
+	// nlimit is the number of -m limit rules: Local's bucket count.
+	nlimit int32
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -300,6 +304,7 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 	if err := rs.compileSets(r, &cr, f, rs.sets); err != nil {
 		return cr, err
 	}
+	rs.compileCtx(&cr)
 	// Interface matches fold into one mask of allowed ingress ports.
 	allowed := uint8(3)
 	ifaces := []struct {

@@ -42,9 +42,27 @@ func (r *crule) multiMatch(p *packet.Packet) bool {
 // reports whether the result depended on a per-packet field (it did only if
 // evaluation reached one). A match "fails" when its test equals its
 // negation bit: (test == neg) is false-xor-not-negated or true-and-negated.
-func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (ok, perPacket bool) {
-	h, neg := r.has, r.neg
-	if h == 0 && len(r.sets) == 0 {
+func (r *crule) match(p *packet.Packet, c *Ctx) (ok, perPacket bool) {
+	if r.x.afterLimit != 0 {
+		// -m limit written before other matches: the kernel spends a
+		// token when the matches before it pass, whatever the ones after
+		// it say. The limit is tested last among the first set.
+		ok, perPacket = r.matchMask(p, c, r.has&^r.x.afterLimit, true)
+		if !ok {
+			return false, perPacket
+		}
+		ok, pp := r.matchMask(p, c, r.has&r.x.afterLimit, false)
+		return ok, perPacket || pp
+	}
+	return r.matchMask(p, c, r.has, true)
+}
+
+// matchMask tests the matches of r in h (a subset of r.has), and its -m
+// set matches when sets.
+func (r *crule) matchMask(p *packet.Packet, c *Ctx, h matchBits, sets bool) (ok, perPacket bool) {
+	neg := r.neg
+	st, inPort := c.State, c.InPort
+	if h == 0 && (!sets || len(r.sets) == 0) {
 		return true, false
 	}
 	if h&mNever != 0 {
@@ -71,7 +89,7 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 	if h&mState != 0 && (st&r.states != 0) == (neg&mState != 0) {
 		return false, false
 	}
-	if len(r.sets) != 0 && !r.setsMatch(p) {
+	if sets && len(r.sets) != 0 && !r.setsMatch(p) {
 		return false, false // -m set reads only flow-fixed fields (ipset.go)
 	}
 	if h&l4Bits != 0 {
@@ -98,7 +116,8 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 			}
 		}
 	}
-	if h&perPacketBits != 0 {
+	pp := false
+	if h&(mFrag|mTCPFlags|extPerPacket) != 0 {
 		if h&mFrag != 0 && (p.Fragment && p.FragOffset != 0) == (neg&mFrag != 0) {
 			return false, true
 		}
@@ -108,9 +127,13 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 		if h&extPerPacket != 0 && !r.extMatch(p) {
 			return false, true
 		}
-		return true, true
+		pp = true
 	}
-	return true, false
+	if h&(ctxBits|mAddrType) != 0 {
+		ok, pp2 := r.ctxMatch(p, c, h)
+		return ok, pp || pp2
+	}
+	return true, pp
 }
 
 // frame is a return address on the chain call stack.
@@ -120,7 +143,7 @@ type frame struct{ chain, next int32 }
 // collects NOTRACK/CT results (the first one set wins, as xt_CT ignores a
 // packet that already has a conntrack template, and traversal continues);
 // for filter it is nil.
-func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, inPort uint8, res *RawResult) (act Action, rule int32, cacheable bool) {
+func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (act Action, rule int32, cacheable bool) {
 	chains := t.chains
 	rules := rs.rules
 	cacheable = true
@@ -147,7 +170,7 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 		}
 		r := &rules[i]
 		i++
-		ok, pp := r.match(p, st, inPort)
+		ok, pp := r.match(p, c)
 		if pp {
 			cacheable = false
 		}
@@ -179,6 +202,13 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 			}
 			ci = r.jump
 			i, end = chains[ci].start, chains[ci].end
+		case tMark, tConnmark:
+			if r.target == tConnmark && c.Conn != nil {
+				// It writes the connection (or reads it into the
+				// packet mark): a later packet must run it too.
+				cacheable = false
+			}
+			r.x.runMarkTarget(c, r.target == tConnmark)
 		case tNoTrack, tCTNoTrack, tCTHelper:
 			if res != nil && !res.NoTrack && res.Helper == HelperNone {
 				res.NoTrack = r.target != tCTHelper
@@ -218,7 +248,8 @@ func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint
 	default:
 		return Verdict{Accept, PolicyRule}, true
 	}
-	act, rule, cacheable := rs.walk(t, p, st, inPort, nil)
+	c := Ctx{State: st, InPort: inPort}
+	act, rule, cacheable := rs.walk(t, p, &c, nil)
 	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
 		cacheable = false
 	}
@@ -245,7 +276,8 @@ func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
 	if rs.trivRaw[fi] {
 		return res
 	}
-	act, rule, cacheable := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res)
+	c := Ctx{State: statemachine.StateInvalid, InPort: inPort}
+	act, rule, cacheable := rs.walk(&rs.raw[fi], p, &c, &res)
 	if act == Drop {
 		res.Drop, res.Rule = true, rule
 	}

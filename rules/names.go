@@ -223,7 +223,7 @@ func parseICMPType(s string, v6 bool) (typ, codeMin, codeMax uint8, ok bool) {
 // Known iptables targets and modules that statewire does not implement; they
 // get ErrUnsupported instead of ErrUnknown so the message says so.
 var unsupportedTargets = map[string]bool{
-	"REJECT": true, "LOG": true, "NFLOG": true, "MARK": true, "CONNMARK": true,
+	"REJECT": true, "LOG": true, "NFLOG": true,
 	"MASQUERADE": true, "SNAT": true, "DNAT": true, "REDIRECT": true,
 	"TCPMSS": true, "TRACE": true, "NFQUEUE": true, "QUEUE": true, "TEE": true,
 	"CLASSIFY": true, "DSCP": true, "TOS": true, "SET": true, "AUDIT": true,
@@ -231,9 +231,8 @@ var unsupportedTargets = map[string]bool{
 }
 
 var unsupportedMatches = map[string]bool{
-	"limit": true, "hashlimit": true, "recent": true, "mark": true,
-	"connmark": true, "connlimit": true,
-	"string": true, "addrtype": true,
+	"hashlimit": true, "recent": true, "connlimit": true,
+	"string": true,
 	"owner": true, "u32": true,
 	"time": true, "helper": true, "policy": true, "frag": true, "ipv6header": true,
 	"rt": true, "hbh": true, "dst": true, "ah": true, "esp": true, "sctp": true,
