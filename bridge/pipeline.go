@@ -92,6 +92,7 @@ type Pipeline struct {
 	ev          eventState
 	invLog      rateLimit // nf_conntrack_log_invalid
 	fast        fastState // the XDP fast path, when set (SetFastPath)
+	rules       ruleState // the FORWARD rules' context and limit buckets (rulectx.go)
 }
 
 // NewPipeline returns the pipeline of shard i of t. Beside the table's
@@ -179,6 +180,7 @@ func (pl *Pipeline) lookup(fh *flowHash, now int64) *flowtable.Entry {
 func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash, r *Result) {
 	st := &pl.stats
 	st.Packets[in]++
+	pl.rules.now = now
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
@@ -377,7 +379,7 @@ func invalidInConntrack(r packet.Reason) bool {
 // filter evaluates the FORWARD chain for r.State, unless a verdict was
 // already decided.
 func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
-	v, _ := s.Rules.Filter(p, r.State, uint8(in))
+	v, _ := pl.filterCtx(s, p, in, nil, nil, r)
 	r.setVerdict(v)
 }
 
@@ -409,7 +411,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 		r.setVerdict(rules.Verdict{Action: a, Rule: r.Rule}) // the deciding rule is not cached
 		return
 	}
-	v, cacheable := s.Rules.Filter(p, r.State, uint8(in))
+	v, cacheable := pl.filterCtx(s, p, in, e, &e.Conn, r)
 	r.setVerdict(v)
 	if cacheable {
 		if _, otherPort := c.Lookup(r.State, uint8(in.Other())); !otherPort {
@@ -525,7 +527,8 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 			pl.stats.ExpectNew++
 		}
 	}
-	pl.filter(s, p, in, r)
+	v, _ := pl.filterCtx(s, p, in, nil, &c, r)
+	r.setVerdict(v)
 	if r.Verdict != Accept {
 		return // a dropped first packet creates no entry
 	}
@@ -536,6 +539,7 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 		return
 	}
 	e.Conn = c
+	pl.saveConnMark(e)
 	if related {
 		pl.shard.LinkChild(e, master)
 	}
