@@ -27,6 +27,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -m iprange --src-range 2001:db8::1-2001:db8::9 -m hl --hl-lt 5 -m dscp --dscp-class EF -j DROP"), uint8(1))
 	f.Add(wrap("filter", "-A FORWARD -m set ! --match-set r-net src,dst --return-nomatch ! --update-counters -m set --match-set r-svc dst,dst -j DROP"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -m set --match-set r-v6 src -j DROP"), uint8(1))
+	f.Add(wrap("filter", "-A FORWARD -p udp -m limit --limit 3/min --limit-burst 2 -m udp --dport 5 -m mark ! --mark 0x1/0x3 -m connmark --mark 2 -j CONNMARK --save-mark --nfmask 0xff --ctmask 0xf\n-A FORWARD -j MARK --set-xmark 0x1/0x3"), uint8(0))
+	f.Add(wrap("filter", "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 --ctorigsrc 10.1.2.3/8 ! --ctrepldst 9.9.9.9/24 --ctorigsrcport 10:20 --ctstatus SEEN_REPLY,ASSURED --ctexpire 5:9 --ctdir REPLY -m addrtype ! --dst-type BROADCAST,MULTICAST -j DROP"), uint8(0))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),

@@ -2,9 +2,12 @@ package rules
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -415,3 +418,149 @@ func TestFilterCtxAllocs(t *testing.T) {
 }
 
 var _ = packet.ProtoUDP
+
+// randomCtxMatches adds the matches of match_*.go to randomMatches'.
+func randomCtxMatches(r *rand.Rand) string {
+	var b strings.Builder
+	b.WriteString(randomMatches(r))
+	neg := func() string {
+		if r.IntN(4) == 0 {
+			return " !"
+		}
+		return ""
+	}
+	if r.IntN(4) == 0 {
+		b.WriteString(" -m mark" + neg() + " --mark " + []string{"0x1", "0x2/0x2", "0x0"}[r.IntN(3)])
+	}
+	if r.IntN(3) == 0 {
+		b.WriteString(" -m connmark" + neg() + " --mark " + []string{"0x1", "0x2/0x2", "0x0"}[r.IntN(3)])
+	}
+	if r.IntN(5) == 0 {
+		b.WriteString(" -m conntrack" + []string{" --ctdir ORIGINAL", " --ctdir REPLY", neg() + " --ctorigsrc 10.0.0.0/24",
+			neg() + " --ctrepldstport 53", neg() + " --ctproto udp"}[r.IntN(5)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m conntrack" + []string{neg() + " --ctstatus ASSURED", neg() + " --ctexpire 0:10", neg() + " --ctstatus CONFIRMED,SEEN_REPLY"}[r.IntN(3)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m addrtype" + neg() + " --dst-type " + []string{"UNICAST", "BROADCAST,MULTICAST"}[r.IntN(2)])
+	}
+	if r.IntN(6) == 0 {
+		b.WriteString(" -m limit --limit " + []string{"1/sec", "10/min"}[r.IntN(2)] + " --limit-burst " + []string{"1", "3"}[r.IntN(2)])
+	}
+	return b.String()
+}
+
+func randomCtxRules(r *rand.Rand) string {
+	var b strings.Builder
+	policy := []string{"ACCEPT", "DROP"}[r.IntN(2)]
+	fmt.Fprintf(&b, "*filter\n:FORWARD %s [0:0]\n:user - [0:0]\n", policy)
+	for chain, n := range map[string]int{"FORWARD": 1 + r.IntN(10), "user": r.IntN(4)} {
+		for range n {
+			b.WriteString("-A " + chain + randomCtxMatches(r))
+			targets := []string{"ACCEPT", "DROP", "RETURN", "", "MARK --set-mark 1", "MARK --or-mark 2",
+				"CONNMARK --set-mark 1", "CONNMARK --save-mark", "CONNMARK --restore-mark --mask 0x4"}
+			if chain == "FORWARD" {
+				targets = append(targets, "user", "user")
+			}
+			switch tg := targets[r.IntN(len(targets))]; tg {
+			case "":
+			case "user":
+				b.WriteString([]string{" -j user", " -g user"}[r.IntN(2)])
+			default:
+				b.WriteString(" -j " + tg)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// TestCachedVerdictMatchesFreshCtx is TestCachedVerdictMatchesFresh with the
+// matches and targets that read the context: each flow keeps its
+// connection (whose mark CONNMARK changes), the status and expiry change
+// from packet to packet, the clock moves and one worker's limit buckets
+// run down and refill. A verdict FilterCtx called cacheable must equal
+// every later fresh evaluation for its (flow, state, port).
+func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
+	const ruleSets, packets = 200, 3000
+	var hits, fills, markChanges int
+	for seed := range uint64(ruleSets) {
+		r := rand.New(rand.NewPCG(seed, 0xc7c7))
+		text := randomCtxRules(r)
+		rs, err := load(t, text, FamilyIPv4)
+		if err != nil {
+			t.Fatalf("seed %d: %v\n%s", seed, err, text)
+		}
+		type slot struct {
+			tu flowtable.Tuple
+			st statemachine.CtState
+			in uint8
+		}
+		cache := map[slot]CachedVerdict{}
+		conns := map[flowtable.Tuple]*Conn{}
+		local := rs.NewLocal()
+		now := int64(0)
+		for range packets {
+			now += int64(r.IntN(300)) * 1e6
+			p := randomPacket(r)
+			if r.IntN(10) == 0 {
+				// Multicast and broadcast destinations for -m addrtype.
+				p.Dst = addr([]string{"224.0.0.1", "255.255.255.255"}[r.IntN(2)])
+			}
+			tu, ok := flowtable.TupleFromPacket(p)
+			usesCache := ok && !(p.Fragment && p.FragOffset != 0)
+			st := allCtStates[r.IntN(len(allCtStates))]
+			in := uint8(r.IntN(2))
+			c := Ctx{State: st, InPort: in, Now: now, Local: local}
+			if ok && st != stInvalid && st != stUntracked {
+				cn := conns[tu]
+				if cn == nil {
+					cn = &Conn{Proto: tu.Proto, Src: tu.Src, Dst: tu.Dst, SrcPort: tu.SrcPort, DstPort: tu.DstPort}
+					conns[tu] = cn
+				}
+				if r.IntN(8) == 0 {
+					// A packet of the other direction ran CONNMARK.
+					cn.Mark = uint32(r.IntN(4))
+				}
+				cn.Confirmed = r.IntN(4) != 0
+				cn.Status = []uint8{0, statemachine.StatusSeenReply, statemachine.StatusSeenReply | statemachine.StatusAssured}[r.IntN(3)]
+				cn.Expires = now + int64(r.IntN(40))*1e9
+				c.Conn = cn
+			}
+			var before uint32
+			if c.Conn != nil {
+				before = c.Conn.Mark
+			}
+			fresh, cacheable := rs.FilterCtx(p, &c)
+			if c.Conn != nil && c.Conn.Mark != before {
+				markChanges++
+			}
+			if !usesCache {
+				continue
+			}
+			k := slot{tu, st, in}
+			if a, hit := cache[k].Lookup(st, in); hit {
+				hits++
+				if a != fresh.Action {
+					t.Fatalf("seed %d: %+v in %v on port %d: cached %v, fresh evaluation %v by %q\nrules:\n%s",
+						seed, *p, st, in, a, fresh.Action, rs.RuleText(fresh.Rule), text)
+				}
+				if c.Conn != nil && c.Conn.Mark != before {
+					t.Fatalf("seed %d: %+v in %v on port %d: the cache would skip a CONNMARK that changed the mark %#x to %#x\nrules:\n%s",
+						seed, *p, st, in, before, c.Conn.Mark, text)
+				}
+				continue
+			}
+			if cacheable {
+				fills++
+				cache[k] = CacheVerdict(fresh.Action, st, in)
+			}
+		}
+	}
+	if hits < ruleSets*packets/20 || fills == 0 || markChanges < ruleSets {
+		t.Errorf("the test exercised the cache too little: %d hits, %d fills, %d connection marks changed", hits, fills, markChanges)
+	}
+	t.Logf("%d rule sets, %d cache hits checked against a fresh evaluation, %d fills, %d connection marks changed", ruleSets, hits, fills, markChanges)
+}
