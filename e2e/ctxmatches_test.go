@@ -48,6 +48,10 @@ const ctxMatchesRules = `*filter
 -A FORWARD -p udp -m udp --dport 6212 -m addrtype --dst-type MULTICAST -j DROP
 -A FORWARD -p udp -m udp --dport 6213 -m addrtype ! --dst-type UNICAST -j DROP
 -A FORWARD -p udplite -m multiport --dports 6214 -j DROP
+-A FORWARD -p udp -m udp --dport 6216 -m recent --set --name r16 --mask 255.255.255.0
+-A FORWARD -p udp -m udp --dport 6216 -m recent --update --seconds 60 --hitcount 3 --name r16 -j DROP
+-A FORWARD -p udp -m udp --dport 6217 -m recent --remove --name r16 --rdest
+-A FORWARD -p udp -m udp --dport 6218 -m recent ! --rcheck --name r16 -j DROP
 COMMIT
 `
 
@@ -167,6 +171,15 @@ func ctxMatchSteps() []spoofStep {
 		{matchFrame: matchFrame{dport: 6213, src: L, dst: "255.255.255.255", want: dr, what: "addrtype ! UNICAST: broadcast"}},
 		{matchFrame: matchFrame{dport: 6214, want: dr, what: "udplite multiport"}, proto: 136},
 		{matchFrame: matchFrame{dport: 6215, want: fw, what: "udplite another port"}, proto: 136},
+		{matchFrame: matchFrame{dport: 6218, want: dr, what: "recent ! --rcheck: the source is not listed yet"}},
+		{matchFrame: matchFrame{dport: 6216, want: fw, what: "recent --set, --update: 1 hit"}},
+		{matchFrame: matchFrame{dport: 6216, sport: 5316, want: fw, what: "recent: another flow of the source, 2 hits"}},
+		{matchFrame: matchFrame{dport: 6216, sport: 5416, src: "198.51.100.99", dst: R, want: dr, what: "recent: the same /24 (--mask), 3 hits"}},
+		{matchFrame: matchFrame{dport: 6216, want: dr, what: "recent: 4 hits"}},
+		{matchFrame: matchFrame{dport: 6218, want: fw, what: "recent ! --rcheck: the source is listed"}},
+		{matchFrame: matchFrame{from: 1, dport: 6217, want: fw, what: "recent --remove --rdest: a flow from B to the listed /24"}},
+		{matchFrame: matchFrame{dport: 6218, want: dr, what: "recent ! --rcheck: removed"}},
+		{matchFrame: matchFrame{dport: 6216, want: fw, what: "recent: listed afresh, 1 hit"}},
 		// A cacheable flow (MARK and -m mark only): the fast-path wire
 		// takes its later frames; the per-packet flows before it must
 		// still be judged on the slow path.

@@ -69,8 +69,9 @@ type ctable struct {
 	chains []cchain
 }
 
-// RuleSet is a compiled rule set for both families. It is immutable and safe
-// for concurrent use by any number of goroutines.
+// RuleSet is a compiled rule set for both families. It is immutable but for
+// its -m recent lists, each behind its own lock, and safe for concurrent use
+// by any number of goroutines.
 type RuleSet struct {
 	gen     uint32
 	ports   [2]string
@@ -86,6 +87,9 @@ type RuleSet struct {
 	readsConn bool
 	// nlimit is the number of -m limit rules: Local's bucket count.
 	nlimit int32
+	// recent are the -m recent lists, shared by the workers under each
+	// list's lock (match_recent.go): the one mutable part of a RuleSet.
+	recent []*recentTable
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -304,7 +308,9 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 	if err := rs.compileSets(r, &cr, f, rs.sets); err != nil {
 		return cr, err
 	}
-	rs.compileCtx(&cr)
+	if err := rs.compileCtx(&cr, r); err != nil {
+		return cr, err
+	}
 	// Interface matches fold into one mask of allowed ingress ports.
 	allowed := uint8(3)
 	ifaces := []struct {

@@ -4,8 +4,11 @@
 // FORWARD chain after it.
 //
 // Ownership: a Loader is used by one goroutine while rules are loaded. A
-// compiled *RuleSet is immutable: any number of workers may call Raw, Filter
-// and the accessors on it concurrently without locks. Replacing the rule set
+// compiled *RuleSet is immutable but for its -m recent lists (each behind
+// a lock, taken only by packets that reach a -m recent rule): any number of
+// workers may call Raw, Filter, FilterCtx and the accessors on it
+// concurrently. A Local (the -m limit buckets) belongs to one worker, and a
+// Ctx to one evaluation. Replacing the rule set
 // means compiling a new one (it gets a new Generation) and publishing the
 // pointer; verdicts cached under the old generation then miss by themselves.
 // The ipsets that -m set names (Loader.SetIPSets) are compiled into the rule

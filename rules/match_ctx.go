@@ -45,6 +45,7 @@ type ctxArgs struct {
 	ct         ctArgs
 	at         addrTypeArgs
 	tg         markTarget
+	rc         recentArgs
 }
 
 // ctxMatch tests the matches of ctxBits and mAddrType present in h, in the
@@ -79,6 +80,9 @@ func (r *crule) ctxMatch(p *packet.Packet, c *Ctx, h matchBits) (ok, perPacket b
 		}
 		perPacket = true
 	}
+	if h&mRecent != 0 {
+		return x.rc.match(p, c.Now), true
+	}
 	if h&mLimit != 0 {
 		if c.Local == nil || int(x.lim.slot) >= len(c.Local.limits) || x.lim.slot < 0 {
 			return false, true
@@ -90,7 +94,7 @@ func (r *crule) ctxMatch(p *packet.Packet, c *Ctx, h matchBits) (ok, perPacket b
 
 // compileCtx numbers the rule's -m limit bucket and notes what the rule set
 // needs from its callers.
-func (rs *RuleSet) compileCtx(cr *crule) {
+func (rs *RuleSet) compileCtx(cr *crule, r *rule) error {
 	if cr.has&mLimit != 0 {
 		cr.x.lim.slot = rs.nlimit
 		rs.nlimit++
@@ -98,6 +102,10 @@ func (rs *RuleSet) compileCtx(cr *crule) {
 	if cr.has&(mConnmark|mCtFlow|mCtPacket) != 0 || cr.target == tConnmark {
 		rs.readsConn = true
 	}
+	if cr.has&mRecent != 0 {
+		rs.compileRecent(cr)
+	}
+	return nil
 }
 
 // ctAddr is a --ctorigsrc style address: kept as written (iptables-save
@@ -191,7 +199,7 @@ const headerBits = mProto | mSrc | mDst | mIfIn | mIfOut | mFrag
 // a module without its option, iptables' and the kernel's refusals, what
 // statewire does not carry in the raw table, and the matches written after
 // -m limit.
-func (p *parser) checkCtxRule(r *rule, mods modBits, limitAt matchBits) error {
+func (p *parser) checkCtxRule(r *rule, mods modBits, statefulAt matchBits) error {
 	switch {
 	case mods&modMark != 0 && r.has&mMark == 0:
 		return p.errf(ErrSyntax, "mark: option \"--mark\" must be specified")
@@ -205,17 +213,24 @@ func (p *parser) checkCtxRule(r *rule, mods modBits, limitAt matchBits) error {
 			return err
 		}
 	}
-	if r.has&mLimit == 0 {
+	if mods&modRecent != 0 {
+		if err := p.checkRecent(r); err != nil {
+			return err
+		}
+	}
+	if r.has&mLimit != 0 {
+		if p.cur.id == tableRaw {
+			return p.errf(ErrUnsupported, "-m limit in the raw table is not supported; limit in the filter table")
+		}
+		if !r.x.lim.setup() {
+			return p.errf(ErrSyntax, "limit: rate %s with burst %d is refused by the kernel (burst 0, or rate × burst overflows): lower the burst or raise the rate",
+				rateString(r.x.lim.avg), r.x.lim.burst)
+		}
+	}
+	if r.has&(mLimit|mRecent) == 0 {
 		return nil
 	}
-	if p.cur.id == tableRaw {
-		return p.errf(ErrUnsupported, "-m limit in the raw table is not supported; limit in the filter table")
-	}
-	if !r.x.lim.setup() {
-		return p.errf(ErrSyntax, "limit: rate %s with burst %d is refused by the kernel (burst 0, or rate × burst overflows): lower the burst or raise the rate",
-			rateString(r.x.lim.avg), r.x.lim.burst)
-	}
-	after := r.has &^ limitAt &^ (mLimit | headerBits | mComment)
+	after := r.has &^ statefulAt &^ (mLimit | mRecent | headerBits | mComment)
 	if after&(mPhysIn|mPhysOut|mIsIn|mIsOut|mIsBridged) != 0 {
 		after |= mPorts
 	}
@@ -239,5 +254,8 @@ func ctxString(r *rule, opt func(matchBits, string, string), w func(string)) {
 	}
 	if r.has&mLimit != 0 {
 		limitString(r, w)
+	}
+	if r.has&mRecent != 0 {
+		recentString(r, w)
 	}
 }

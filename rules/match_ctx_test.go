@@ -445,8 +445,12 @@ func randomCtxMatches(r *rand.Rand) string {
 	if r.IntN(6) == 0 {
 		b.WriteString(" -m addrtype" + neg() + " --dst-type " + []string{"UNICAST", "BROADCAST,MULTICAST"}[r.IntN(2)])
 	}
-	if r.IntN(6) == 0 {
+	switch r.IntN(10) {
+	case 0:
 		b.WriteString(" -m limit --limit " + []string{"1/sec", "10/min"}[r.IntN(2)] + " --limit-burst " + []string{"1", "3"}[r.IntN(2)])
+	case 1:
+		b.WriteString(" -m recent" + []string{neg() + " --set", neg() + " --rcheck --seconds 1", neg() + " --update --hitcount 2", neg() + " --remove"}[r.IntN(4)] +
+			[]string{"", " --rdest", " --name other"}[r.IntN(3)])
 	}
 	return b.String()
 }

@@ -231,7 +231,7 @@ var unsupportedTargets = map[string]bool{
 }
 
 var unsupportedMatches = map[string]bool{
-	"hashlimit": true, "recent": true, "connlimit": true,
+	"hashlimit": true, "connlimit": true,
 	"string": true,
 	"owner":  true, "u32": true,
 	"time": true, "helper": true, "policy": true, "frag": true, "ipv6header": true,

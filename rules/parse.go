@@ -397,6 +397,7 @@ const (
 	modMark
 	modConnmark
 	modAddrType
+	modRecent
 )
 
 var modByName = map[string]modBits{
@@ -405,7 +406,7 @@ var modByName = map[string]modBits{
 	"physdev": modPhysdev, "comment": modComment,
 	"iprange": modIPRange, "mac": modMAC, "length": modLength, "pkttype": modPktType,
 	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL, "set": modSet,
-	"limit": modLimit, "mark": modMark, "connmark": modConnmark, "addrtype": modAddrType,
+	"limit": modLimit, "mark": modMark, "connmark": modConnmark, "addrtype": modAddrType, "recent": modRecent,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -420,8 +421,8 @@ var optionAlias = map[string]string{
 func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 	r := &rule{file: p.name, line: p.line, chain: c, fam: p.fam}
 	var mods modBits
-	var lastMark modBits // modMark or modConnmark, whichever -m came last: --mark is its
-	var limitAt matchBits
+	var lastMark modBits     // modMark or modConnmark, whichever -m came last: --mark is its
+	var statefulAt matchBits // r.has at -m limit or -m recent
 	tid := p.cur.id
 	neg := false
 	for i := 0; i < len(toks); i++ {
@@ -574,13 +575,20 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrUnknown, "unknown match module %q", v)
 			}
 			switch m {
-			case modLimit:
-				// -m limit alone is 3/hour, burst 5.
-				if err = set(mLimit); err != nil {
-					return nil, p.errf(ErrUnsupported, "one -m limit per rule")
+			case modLimit, modRecent:
+				// The matches with state of their own, tested where
+				// the rule names them (match_ctx.go): one per rule.
+				if r.has&(mLimit|mRecent) != 0 {
+					return nil, p.errf(ErrUnsupported, "one -m limit or -m recent per rule")
 				}
-				r.x.lim.avg, r.x.lim.burst = limitDefAvg, limitDefBurst
-				limitAt = r.has
+				statefulAt = r.has
+				if m == modLimit {
+					// -m limit alone is 3/hour, burst 5.
+					r.x.lim.avg, r.x.lim.burst = limitDefAvg, limitDefBurst
+					r.has |= mLimit
+				} else {
+					r.has |= mRecent
+				}
 			case modMark, modConnmark:
 				lastMark = m
 			}
@@ -873,6 +881,21 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			_, err = p.parseCtOpt(r, opt, word, neg, value)
 		case "--limit", "--limit-burst", "--mark", "--src-type", "--dst-type", "--limit-iface-in", "--limit-iface-out":
 			err = p.parseCtxOpt(r, opt, word, neg, mods, lastMark, value)
+		case "--set", "--rcheck", "--update", "--remove", "--seconds", "--hitcount", "--reap", "--rttl",
+			"--name", "--rsource", "--rdest", "--mask":
+			if r.target == tMark || r.target == tConnmark {
+				if err = noNeg(); err != nil {
+					return nil, err
+				}
+				if handled, terr := p.parseMarkTargetOpt(r, opt, word, value); handled || terr != nil {
+					err = terr
+					break
+				}
+			}
+			if err = need(modRecent, "-m recent"); err != nil {
+				return nil, err
+			}
+			_, err = p.parseRecentOpt(r, opt, word, neg, value)
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err
@@ -953,7 +976,7 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 	if err := p.checkSets(r); err != nil {
 		return nil, err
 	}
-	if err := p.checkCtxRule(r, mods, limitAt); err != nil {
+	if err := p.checkCtxRule(r, mods, statefulAt); err != nil {
 		return nil, err
 	}
 	return r, p.checkRule(r)
