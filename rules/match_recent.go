@@ -52,7 +52,7 @@ type recentArgs struct {
 	rttl     bool
 	dest     bool
 	name     string
-	mask     netip.Addr // as written (--mask), or invalid for all ones
+	mask     netip.Addr   // as written (--mask), or invalid for all ones
 	table    *recentTable // compiled: the list (compileRecent)
 }
 
