@@ -180,7 +180,7 @@ func (pl *Pipeline) lookup(fh *flowHash, now int64) *flowtable.Entry {
 func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash, r *Result) {
 	st := &pl.stats
 	st.Packets[in]++
-	pl.rules.now = now
+	pl.rules.now, pl.rules.hasRelated = now, false
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
@@ -379,7 +379,7 @@ func invalidInConntrack(r packet.Reason) bool {
 // filter evaluates the FORWARD chain for r.State, unless a verdict was
 // already decided.
 func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
-	v, _ := pl.filterCtx(s, p, in, nil, nil, r)
+	v, _ := pl.filterCtx(s, p, in, pl.relatedEntry(), nil, r)
 	r.setVerdict(v)
 }
 
@@ -587,6 +587,7 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Resu
 	r.Dir = e.InnerDir(p)
 	r.Tracked = true
 	r.TCPState = e.Conn.State
+	pl.rules.related, pl.rules.hasRelated = pl.shard.Ref(e), true
 }
 
 // validRedirect applies the kernel's ICMPv6 redirect checks (RFC 4861

@@ -17,12 +17,28 @@ type ruleState struct {
 	conn  rules.Conn
 	local *rules.Local
 	now   int64 // the time of the packet being processed (processParsed)
+	// related names the connection an ICMP error being processed is
+	// RELATED to (icmpError; hasRelated): the kernel hands that connection
+	// to the rules with the error (ctinfo IP_CT_RELATED[_REPLY]). A
+	// reference, not a pointer: keeping the looked-up *Entry in the
+	// pipeline made the caller's lookup key escape to the heap.
+	related    flowtable.EntryRef
+	hasRelated bool
+}
+
+// relatedEntry returns the connection of the ICMP error being processed,
+// or nil.
+func (pl *Pipeline) relatedEntry() *flowtable.Entry {
+	if !pl.rules.hasRelated {
+		return nil
+	}
+	return pl.shard.Resolve(pl.rules.related)
 }
 
 // filterCtx evaluates the FORWARD chain for p with the full context. e is
-// the packet's entry, nil when it has none yet (create) or none at all; c
-// is its connection state (e's, or the would-be connection's in create),
-// nil for a packet without a connection. A CONNMARK that changed the mark
+// the packet's entry (for an ICMP error, the connection it is RELATED to),
+// nil when it has none yet (create) or none at all; c is its connection
+// state, e's when nil and e is not, the would-be connection's in create. A CONNMARK that changed the mark
 // of e is written back; create writes the new entry's (saveConnMark).
 func (pl *Pipeline) filterCtx(s *Settings, p *packet.Packet, in Port, e *flowtable.Entry, c *statemachine.Conn, r *Result) (rules.Verdict, bool) {
 	rs := s.Rules
@@ -31,6 +47,9 @@ func (pl *Pipeline) filterCtx(s *Settings, p *packet.Packet, in Port, e *flowtab
 		// A new rule set: fresh buckets, as iptables-restore gives (one
 		// allocation per reload, not per packet).
 		rst.local = rs.NewLocal()
+	}
+	if c == nil && e != nil {
+		c = &e.Conn
 	}
 	x := &rst.ctx
 	*x = rules.Ctx{State: r.State, InPort: uint8(in), Dir: r.Dir, Now: rst.now, Local: rst.local}

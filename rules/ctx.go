@@ -24,9 +24,10 @@ type Ctx struct {
 	Now  int64
 	Mark uint32
 	// Conn is the packet's connection, nil when it has none: INVALID and
-	// UNTRACKED packets (the kernel's nf_ct_get returns NULL for them),
-	// and ICMP errors (statewire judges them RELATED but does not hand the
-	// related connection to the rules: see README).
+	// UNTRACKED packets (the kernel's nf_ct_get returns NULL for them). An
+	// ICMP error RELATED to a connection carries that connection, Dir the
+	// direction opposite to the packet it quotes, as the kernel's ctinfo
+	// IP_CT_RELATED[_REPLY] does.
 	Conn *Conn
 	// Local is the calling worker's state of the stateful matches (-m
 	// limit); nil: every -m limit test fails, as with no credit.
