@@ -568,3 +568,48 @@ func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 	}
 	t.Logf("%d rule sets, %d cache hits checked against a fresh evaluation, %d fills, %d connection marks changed", ruleSets, hits, fills, markChanges)
 }
+
+// benchCtx is bench20's shape with the classic stateful additions in front:
+// ICMP echo limited, SSH brute-force protection with -m recent, and a
+// CONNMARK restore/match pair.
+const benchCtx = `*filter
+:FORWARD DROP [0:0]
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -j CONNMARK --restore-mark
+-A FORWARD -m mark --mark 0x1 -j DROP
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -p icmp -m icmp --icmp-type 8 -m limit --limit 10/sec --limit-burst 20 -j ACCEPT
+-A FORWARD -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name ssh
+-A FORWARD -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 60 --hitcount 4 --name ssh -j DROP
+-A FORWARD -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+`
+
+// BenchmarkFilterCtx: a NEW SSH packet through CONNMARK, -m mark, two -m
+// recent rules; an established packet through CONNMARK and -m mark; an ICMP
+// echo through -m limit.
+func BenchmarkFilterCtx(b *testing.B) {
+	rs := mustLoad(b, benchCtx, FamilyIPv4)
+	l := rs.NewLocal()
+	conn := Conn{Proto: 6, Confirmed: true, Src: addr("10.0.0.1"), Dst: addr("10.0.0.2"), SrcPort: 40000, DstPort: 22}
+	for _, bc := range []struct {
+		name string
+		p    *packet.Packet
+		st   statemachine.CtState
+	}{
+		{"ssh-new", tcpPkt("10.0.0.1", "10.0.0.2", 40000, 22, syn), stNew},
+		{"established", tcpPkt("10.0.0.1", "10.0.0.2", 40000, 22, ack), stEstablished},
+		{"icmp-limit", icmpPkt("10.0.0.1", "10.0.0.2", 8, 0), stNew},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			now := int64(0)
+			for b.Loop() {
+				now += 1e3
+				c := Ctx{State: bc.st, Now: now, Local: l, Conn: &conn}
+				rs.FilterCtx(bc.p, &c)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
+		})
+	}
+}
