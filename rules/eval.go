@@ -226,7 +226,8 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (ac
 // CachedVerdict describes.
 //
 // Cacheable is false when any rule consulted on the way read a per-packet
-// field (-f, --syn, --tcp-flags, -m length/ttl/hl/tos/dscp/mac/pkttype), and always for non-first fragments and
+// field (-f, --syn, --tcp-flags, -m length/ttl/hl/tos/dscp/mac/pkttype, and
+// the matches of match_*.go listed in FilterCtx), and always for non-first fragments and
 // ICMP/ICMPv6 error messages: an error is judged as RELATED to the
 // connection it quotes but its own addresses and type belong to that one
 // packet. Everything else a rule can read (addresses, protocol, ports, ICMP
