@@ -3,7 +3,6 @@ module github.com/statewire/statewire
 go 1.26.0
 
 require (
-	github.com/asavie/xdp v0.3.3
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/cilium/ebpf v0.22.0
 	github.com/google/gopacket v1.1.19

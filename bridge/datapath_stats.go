@@ -22,6 +22,10 @@ type PortCounters struct {
 	HandoffFull uint64                 // dropped: the SPSC ring to the owning worker was full
 	HandedOff   uint64                 // of RX, processed by another worker's shard
 	InFlight    uint64                 // handed off, verdict not back yet
+	// Answers counts REJECT answers to frames received on this port,
+	// sent back out of it (in the rejected frame's buffer, reject_tx.go):
+	// the port's TX ring carries them beside the frames forwarded to it.
+	Answers uint64
 }
 
 // Dropped returns every counted drop.
@@ -58,6 +62,7 @@ func (c *PortCounters) add(o *PortCounters) {
 	}
 	c.HandoffFull += o.HandoffFull
 	c.HandedOff += o.HandedOff
+	c.Answers += o.Answers
 	c.InFlight += o.InFlight
 }
 
@@ -160,9 +165,10 @@ func (s *DatapathStats) CheckConservation() error {
 			return fmt.Errorf("direction %s->%s: %d frames in, %d out (forwarded %d + dropped %d + in flight %d)",
 				p, p.Other(), t.RX, out, t.Forwarded, t.Dropped(), t.InFlight)
 		}
-		if sent := s.Sent(p.Other()); sent != t.Forwarded {
-			return fmt.Errorf("direction %s->%s: %d frames forwarded but %d submitted on %s's TX rings",
-				p, p.Other(), t.Forwarded, sent, p.Other())
+		answers := s.Total(p.Other()).Answers
+		if sent := s.Sent(p.Other()); sent != t.Forwarded+answers {
+			return fmt.Errorf("direction %s->%s: %d frames forwarded but %d submitted on %s's TX rings (%d REJECT answers expected among them)",
+				p, p.Other(), t.Forwarded, sent, p.Other(), answers)
 		}
 		if !s.Final {
 			continue

@@ -9,6 +9,7 @@ import (
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/ring"
+	"github.com/statewire/statewire/rules"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,6 +131,7 @@ type handoff struct {
 	mark    offload.Mark // read in front of the frame by the receiving worker
 	verdict Verdict
 	drop    DropReason
+	reject  rules.RejectWith // the answer when drop is DropReject
 }
 
 // worker is one pinned goroutine: it serves its queues of both ports, owns
@@ -280,7 +282,7 @@ func (w *worker) step(now int64) (moved int, done bool) {
 	}
 	if w.reqIn != nil {
 		moved += w.serveRequests(now)
-		moved += w.handleReplies()
+		moved += w.handleReplies(now)
 	}
 	w.housekeep()
 	if w.reqIn != nil {
@@ -444,6 +446,9 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 			c.Drops[DropNoTXSpace]++
 		} else {
 			c.Drops[r.Drop]++
+			if r.Drop == DropReject && w.answer(q, in, d, nb, w.frames[i], r.Reject, now) {
+				continue // the buffer carries the answer
+			}
 		}
 		if nb == 1 {
 			w.free[nfree] = d.Addr
@@ -686,7 +691,7 @@ func (w *worker) serveRequests(now int64) int {
 			}
 			w.pl.SetMark(h.mark)
 			r := w.pl.Process(frame, 0, h.in, now)
-			h.verdict, h.drop = r.Verdict, r.Drop
+			h.verdict, h.drop, h.reject = r.Verdict, r.Drop, r.Reject
 			if h.opts&ring.Contd != 0 {
 				sq.csumBack(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, frame, r.CsumAt)
 			}
@@ -705,7 +710,7 @@ func (w *worker) serveRequests(now int64) int {
 }
 
 // handleReplies finishes our handed-off frames with the owners' verdicts.
-func (w *worker) handleReplies() int {
+func (w *worker) handleReplies(now int64) int {
 	total := 0
 	for o, in := range w.repIn {
 		if in == nil {
@@ -737,6 +742,9 @@ func (w *worker) handleReplies() int {
 				c.Drops[DropNoTXSpace]++
 			} else {
 				c.Drops[h.drop]++
+				if h.drop == DropReject && w.answerHandedOff(q, h, d, now) {
+					continue // the buffer carries the answer
+				}
 			}
 			q.freeFrame(d)
 		}

@@ -63,7 +63,11 @@ type Events struct {
 	mu        sync.Mutex                   // Subscribe's ring creation
 	rings     atomic.Pointer[[]*eventRing] // by shard; grows, never shrinks
 	drainMu   sync.Mutex                   // one consumer at a time
+	readers   []*eventReader               // AddReader's; under drainMu
 }
+
+// eventReader is one AddReader registration.
+type eventReader struct{ fn func([]Event) }
 
 // eventRing is one shard's ring and its count of events lost to a full
 // ring (written by the producer, read by anyone).
@@ -110,10 +114,34 @@ func (ev *Events) ring(i int) *eventRing {
 	return (*rs)[i]
 }
 
+// AddReader registers fn to see every batch any Drain pops from now on,
+// before Drain's own fn: the rings have one consumer, so two readers of the
+// same events (conntrack -E clients and the state sync) share the drains
+// instead of stealing events from each other. fn runs under the drain
+// lock and must not block (copy, or hand over without waiting, and count
+// what it drops). remove undoes it; it waits for a drain in progress.
+func (ev *Events) AddReader(fn func([]Event)) (remove func()) {
+	r := &eventReader{fn: fn}
+	ev.drainMu.Lock()
+	ev.readers = append(ev.readers, r)
+	ev.drainMu.Unlock()
+	return func() {
+		ev.drainMu.Lock()
+		defer ev.drainMu.Unlock()
+		for i, x := range ev.readers {
+			if x == r {
+				ev.readers = append(ev.readers[:i:i], ev.readers[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
 // Drain pops every event waiting in the rings into buf, a batch at a time,
-// and calls fn for each batch, shard by shard (events of one shard stay in
-// order; shards are independent, as the kernel's per-CPU events are). It
-// returns the number of events. One goroutine drains at a time.
+// and calls the registered readers (AddReader), then fn, for each batch,
+// shard by shard (events of one shard stay in order; shards are
+// independent, as the kernel's per-CPU events are). It returns the number
+// of events. One goroutine drains at a time.
 func (ev *Events) Drain(buf []Event, fn func([]Event)) int {
 	ev.drainMu.Lock()
 	defer ev.drainMu.Unlock()
@@ -129,6 +157,9 @@ func (ev *Events) Drain(buf []Event, fn func([]Event)) int {
 				break
 			}
 			total += n
+			for _, rd := range ev.readers {
+				rd.fn(buf[:n])
+			}
 			fn(buf[:n])
 		}
 	}

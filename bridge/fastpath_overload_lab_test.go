@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/statewire/statewire/internal/pktsend"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	pt "github.com/statewire/statewire/packet/packettest"
@@ -51,12 +52,11 @@ func overloadFrames(l *lab.Lab) [][]byte {
 	return frames
 }
 
-// TX ring of the flood socket (PACKET_TX_RING, TPACKET_V2), as
-// e2e/flood_test.go: 128-byte slots, the frame after a 32-byte header.
+// TX ring of the flood socket (internal/pktsend), as e2e/flood_test.go:
+// 128-byte slots, the frame after a 32-byte header.
 const (
 	ovTxSlot  = 128
 	ovTxSlots = 8192
-	ovTxHdr   = 32
 	ovBurst   = 256
 )
 
@@ -65,75 +65,44 @@ const (
 // ring (qdisc bypassed), and returns how many it queued per flow.
 func overloadFlood(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) []uint64 {
 	t.Helper()
-	var fd int
-	var txr []byte
-	err := l.Do(l.LeftNS, func() error {
-		i, err := net.InterfaceByName(l.LeftIf)
-		if err != nil {
-			return err
-		}
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
-			return err
-		}
-		req := unix.TpacketReq{Block_size: 4096, Block_nr: ovTxSlots * ovTxSlot / 4096, Frame_size: ovTxSlot, Frame_nr: ovTxSlots}
-		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &req); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: i.Index}); err != nil {
-			return err
-		}
-		txr, err = unix.Mmap(fd, 0, ovTxSlots*ovTxSlot, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	var r *pktsend.Ring
+	err := l.Do(l.LeftNS, func() (err error) {
+		r, err = pktsend.Open(l.LeftIf, ovTxSlot, ovTxSlots)
 		return err
 	})
 	if err != nil {
-		if fd > 0 {
-			unix.Close(fd)
-		}
 		t.Fatalf("flood socket: %v", err)
 	}
-	defer unix.Close(fd)
-	defer unix.Munmap(txr)
+	defer r.Close()
 	seq := make([]uint64, len(frames))
-	slot, k := 0, 0
+	k := 0
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		n := 0
 		for ; n < ovBurst; n++ {
-			h := txr[slot*ovTxSlot : (slot+1)*ovTxSlot]
-			if binary.NativeEndian.Uint32(h[0:]) != 0 { // not TP_STATUS_AVAILABLE
+			_, buf, ok := r.Next()
+			if !ok {
 				break
 			}
-			f := h[ovTxHdr : ovTxHdr+len(frames[k])]
+			f := buf[:len(frames[k])]
 			copy(f, frames[k])
 			seq[k]++
 			binary.BigEndian.PutUint64(f[overloadSeqOff:], seq[k])
-			binary.NativeEndian.PutUint32(h[4:], uint32(len(f))) // tp_len
-			binary.NativeEndian.PutUint32(h[0:], unix.TP_STATUS_SEND_REQUEST)
-			slot = (slot + 1) % ovTxSlots
+			r.Queue(len(f))
 			k = (k + 1) % len(frames)
 		}
 		// A frame the send fails on stays marked: the next send retries
 		// it, so every numbered frame leaves, in order.
-		unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, 0, 0, 0)
+		r.Flush(true)
 		if n == 0 {
 			time.Sleep(10 * time.Microsecond)
 		}
 	}
 	// Wait until the ring has sent everything it holds.
 	testenv.WaitFor(2*time.Second, func() bool {
-		unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, 0, 0, 0)
-		for s := range ovTxSlots {
-			if binary.NativeEndian.Uint32(txr[s*ovTxSlot:]) == unix.TP_STATUS_SEND_REQUEST {
-				return false
-			}
-		}
-		return true
+		r.Flush(true)
+		pending, _ := r.Pending()
+		return pending == 0
 	})
 	return seq
 }

@@ -78,6 +78,10 @@ func (pl *Pipeline) inspect(e *flowtable.Entry, frame []byte, p *packet.Packet, 
 	if st == nil {
 		return
 	}
+	if e.TakeHelperPickup() {
+		// Committed from a peer (statewire sync -c): see helpers.State.Pickup.
+		st.Pickup()
+	}
 	established := r.State == statemachine.StateEstablished
 	var out [helpers.MaxExpectPerPacket]helpers.Expectation
 	n, drop, _ := helpers.Inspect(id, st, p, p.Payload(frame), r.Dir, established, &out)

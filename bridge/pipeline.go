@@ -90,9 +90,10 @@ type Pipeline struct {
 	helperState helperStates
 	batch       *batchState
 	ev          eventState
-	invLog      rateLimit // nf_conntrack_log_invalid
-	fast        fastState // the XDP fast path, when set (SetFastPath)
-	rules       ruleState // the FORWARD rules' context and limit buckets (rulectx.go)
+	invLog      rateLimit   // nf_conntrack_log_invalid
+	fast        fastState   // the XDP fast path, when set (SetFastPath)
+	rules       ruleState   // the FORWARD rules' context and limit buckets (rulectx.go)
+	tg          targetState // REJECT and LOG (reject.go, log.go)
 }
 
 // NewPipeline returns the pipeline of shard i of t. Beside the table's
@@ -134,6 +135,9 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	flowtable.ZoneOf(p, pl.vlanMask)
 	var r Result
 	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
+	if pl.tg.logs.N|pl.tg.logs.Over != 0 {
+		pl.writeLogs(s, frame, p, in, now)
+	}
 	if p.ChecksumPartial {
 		pl.completeChecksum(frame, p, &r)
 	}
@@ -184,6 +188,7 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
+	pl.tg.logs.N, pl.tg.logs.Over = 0, 0
 	if pl.fast.handedOver() {
 		// Left behind by a forced activation of its flow: the fast path
 		// has taken the flow's later frames (fastpath.go pendingForce).
@@ -325,6 +330,9 @@ func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in
 			pl.fast.mark = marks[i]
 		}
 		pl.processParsed(s, frames[i], &b.pkts[i], b.reasons[i], in, now, fh, &out[i])
+		if pl.tg.logs.N|pl.tg.logs.Over != 0 {
+			pl.writeLogs(s, frames[i], &b.pkts[i], in, now)
+		}
 		if b.pkts[i].ChecksumPartial {
 			pl.completeChecksum(frames[i], &b.pkts[i], &out[i])
 		}
@@ -390,6 +398,9 @@ func (r *Result) setVerdict(v rules.Verdict) {
 		r.Verdict = Accept
 	} else {
 		r.Verdict, r.Drop = Drop, DropRule
+		if v.Reject != rules.RejectNone {
+			r.Drop, r.Reject = DropReject, v.Reject
+		}
 	}
 }
 

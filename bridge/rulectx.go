@@ -35,7 +35,8 @@ func (pl *Pipeline) relatedEntry() *flowtable.Entry {
 	return pl.shard.Resolve(pl.rules.related)
 }
 
-// filterCtx evaluates the FORWARD chain for p with the full context. e is
+// filterCtx evaluates the FORWARD chain for p with the full context, the
+// LOG rules it matched going to pl.tg.logs (written by writeLogs). e is
 // the packet's entry (for an ICMP error, the connection it is RELATED to),
 // nil when it has none yet (create) or none at all; c is its connection
 // state, e's when nil and e is not, the would-be connection's in create. A CONNMARK that changed the mark
@@ -52,7 +53,7 @@ func (pl *Pipeline) filterCtx(s *Settings, p *packet.Packet, in Port, e *flowtab
 		c = &e.Conn
 	}
 	x := &rst.ctx
-	*x = rules.Ctx{State: r.State, InPort: uint8(in), Dir: r.Dir, Now: rst.now, Local: rst.local}
+	*x = rules.Ctx{State: r.State, InPort: uint8(in), Dir: r.Dir, Now: rst.now, Local: rst.local, Logs: &pl.tg.logs}
 	hasConn := c != nil && r.State != statemachine.StateInvalid && r.State != statemachine.StateUntracked
 	if hasConn && rs.ReadsConn() {
 		cn := &rst.conn

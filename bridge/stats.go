@@ -27,6 +27,7 @@ type Stats struct {
 	FragUnknown      uint64        // later fragments whose first fragment was not seen
 	CsumCompleted    uint64        // accepted frames whose partial checksum (CHECKSUM_PARTIAL) was completed
 	Fast             FastPathStats // flows offered to and taken back from the XDP fast path
+	Targets          TargetStats   // REJECT answers and LOG lines (reject.go)
 }
 
 // state indexes: 0 none (non-IP, malformed), then one per CtState bit.
@@ -72,6 +73,7 @@ func (s *Stats) Add(o *Stats) {
 	s.FragUnknown += o.FragUnknown
 	s.CsumCompleted += o.CsumCompleted
 	s.Fast.add(&o.Fast)
+	s.Targets.add(&o.Targets)
 }
 
 // Dropped returns the total of all drop reasons.

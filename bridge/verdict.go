@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"github.com/statewire/statewire/packet"
+	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
 
@@ -59,6 +60,9 @@ const (
 	// under overload, fastpath.go pendingForce): judging it after the
 	// frames the fast path has taken since would reorder the flow.
 	DropHandover
+	// DropReject: a REJECT rule dropped the frame (and an answer went
+	// back out of its ingress port, unless TargetStats says why not).
+	DropReject
 	NumDropReasons
 )
 
@@ -74,6 +78,7 @@ var dropReasonNames = [...]string{
 	DropNoTXSpace:    "tx-ring-full",
 	DropReopenFailed: "reopen-failed",
 	DropHandover:     "handover",
+	DropReject:       "reject",
 }
 
 func (r DropReason) String() string {
@@ -100,4 +105,7 @@ type Result struct {
 	// multi-buffer frame gathered into one slice) writes those two bytes
 	// back into the buffer it forwards.
 	CsumAt uint16
+	// Reject is the answer a REJECT rule asked for (Drop is DropReject):
+	// Pipeline.RejectAnswer builds it.
+	Reject rules.RejectWith
 }

@@ -38,10 +38,17 @@ type evClient struct {
 }
 
 // evHub fans events out to the -E clients of a server.
+//
+// Lock order: life (join/leave: a first client's subscription, a last
+// client's teardown) is never held with mu by the same goroutine while it
+// takes the rings' drain lock; fanOut takes mu under the drain lock, which
+// a drain by another reader (the state sync) may hold at any time.
 type evHub struct {
+	life     sync.Mutex // serialises join and leave
 	mu       sync.Mutex
 	clients  map[*evClient]struct{}
-	ringLost uint64 // bridge.Events.Lost at the last drain
+	ringLost uint64 // bridge.Events.Lost at the last drain; under mu
+	remove   func() // the fan-out's bridge.Events.AddReader registration; under life
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -50,20 +57,29 @@ type evHub struct {
 // goroutine for the first client.
 func (s *Server) join(c *evClient) {
 	h := &s.hub
+	h.life.Lock()
+	defer h.life.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.clients == nil {
 		h.clients = map[*evClient]struct{}{}
 	}
 	h.clients[c] = struct{}{}
-	if len(h.clients) > 1 {
+	first := len(h.clients) == 1
+	h.mu.Unlock()
+	if !first {
 		return
 	}
 	ev := s.b.Control().Events()
 	ev.Subscribe(s.b.Table().NumShards())
 	// Events left in the rings from an earlier listener are stale.
+	// (Readers registered by others, the state sync, still get them.)
 	ev.Drain(make([]bridge.Event, 256), func([]bridge.Event) {})
+	h.mu.Lock()
 	h.ringLost = ev.Lost()
+	h.mu.Unlock()
+	// The fan-out is a reader of the rings rather than the drain's own fn,
+	// so that the events another reader's drain pops reach the clients too.
+	h.remove = ev.AddReader(s.fanOut)
 	h.stop, h.done = make(chan struct{}), make(chan struct{})
 	go s.drainEvents(h.stop, h.done)
 }
@@ -72,16 +88,18 @@ func (s *Server) join(c *evClient) {
 // workers' event production.
 func (s *Server) leave(c *evClient) {
 	h := &s.hub
+	h.life.Lock()
+	defer h.life.Unlock()
 	h.mu.Lock()
 	delete(h.clients, c)
-	if len(h.clients) > 0 {
-		h.mu.Unlock()
+	last := len(h.clients) == 0
+	h.mu.Unlock()
+	if !last {
 		return
 	}
-	stop, done := h.stop, h.done
-	h.mu.Unlock()
-	close(stop)
-	<-done
+	close(h.stop)
+	<-h.done
+	h.remove()
 	s.b.Control().Events().Unsubscribe()
 }
 
@@ -99,23 +117,7 @@ func (s *Server) drainEvents(stop, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		ev.Drain(buf, func(batch []bridge.Event) {
-			h.mu.Lock()
-			for i := range batch {
-				e := &batch[i]
-				for c := range h.clients {
-					if !c.m.Match(&e.Entry) {
-						continue
-					}
-					select {
-					case c.ch <- *e:
-					default:
-						c.lost++
-					}
-				}
-			}
-			h.mu.Unlock()
-		})
+		ev.Drain(buf, func([]bridge.Event) {})
 		if l := ev.Lost(); l != h.ringLost {
 			h.mu.Lock()
 			for c := range h.clients {
@@ -125,6 +127,27 @@ func (s *Server) drainEvents(stop, done chan struct{}) {
 			h.mu.Unlock()
 		}
 	}
+}
+
+// fanOut hands each event of a drained batch to the clients whose filter
+// matches it, without waiting (a full client queue counts a loss).
+func (s *Server) fanOut(batch []bridge.Event) {
+	h := &s.hub
+	h.mu.Lock()
+	for i := range batch {
+		e := &batch[i]
+		for c := range h.clients {
+			if !c.m.Match(&e.Entry) {
+				continue
+			}
+			select {
+			case c.ch <- *e:
+			default:
+				c.lost++
+			}
+		}
+	}
+	h.mu.Unlock()
 }
 
 // eventFormatter returns the line formatter of an event format.

@@ -190,6 +190,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("fragments_total", kv.v, kv.outcome)
 	}
 	counter("checksums_completed_total", pl.CsumCompleted, "slow")
+	collectTargets(counter, &pl.Targets)
 	counter("checksums_completed_total", st.Fast.Ports[bridge.PortA].CsumCompleted+st.Fast.Ports[bridge.PortB].CsumCompleted, "fast")
 	for i, n := range pl.States {
 		if i > 0 {

@@ -18,6 +18,7 @@ const (
 	OpSysctlSet  = "sysctl-set"  // Name, Value
 	OpRulesLoad  = "rules-load"  // Path (and Path6)
 	OpRulesShow  = "rules-show"  // the running rule set, iptables-save style
+	OpSync       = "sync"        // statewire sync: Name is one of the Sync* (sync.go)
 )
 
 // Formats of OpList and OpEvents.

@@ -55,6 +55,8 @@ type Options struct {
 	ReloadOnSIGHUP bool
 	// Logger receives changes (sysctl, rules) and errors; nil: slog.Default.
 	Logger *slog.Logger
+	// Sync serves statewire sync (nil: sync off).
+	Sync Sync
 }
 
 // DefaultPath returns the control socket of the bridge instance name.
@@ -327,6 +329,8 @@ func (s *Server) do(ctx context.Context, req *Request, w *writer) (int, error) {
 		return n, nil
 	case OpRulesShow:
 		return 0, s.rulesShow(w)
+	case OpSync:
+		return s.syncOp(ctx, req, w)
 	}
 	return 0, fmt.Errorf("unknown operation %q", req.Op)
 }
@@ -420,6 +424,9 @@ func (s *Server) stats(w *writer) {
 	// csum_completed is statewire's own (no kernel counter): accepted
 	// frames whose partial checksum the workers completed.
 	w.line(fmt.Sprintf("total    %s expect_delete=%d csum_completed=%d", statsFields(&tot, &ptot), x.Delete, ptot.CsumCompleted))
+	if t := &ptot.Targets; t.RejectsSent()+t.RejectLimited+t.RejectNone+t.RejectNoTX+t.LogLines+t.LogSuppressed > 0 {
+		w.line(targetStatsLine(t))
+	}
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}

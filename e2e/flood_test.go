@@ -3,15 +3,14 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
 	"github.com/statewire/statewire/e2e/e2etest"
+	"github.com/statewire/statewire/internal/pktsend"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
-	"golang.org/x/sys/unix"
 )
 
 // floodFlows is the number of distinct UDP flows in the flood.
@@ -33,15 +32,12 @@ func floodFrames(t *testing.T, l *lab.Lab) [][]byte {
 	return frames
 }
 
-// TX ring geometry of the flood socket (PACKET_TX_RING, TPACKET_V2): 8192
-// slots of 128 bytes, each a 32-byte tpacket2_hdr and the frame after it.
+// TX ring geometry of the flood socket (internal/pktsend): 8192 slots of
+// 128 bytes, each a 32-byte tpacket2_hdr and the frame after it.
 const (
-	txSlot      = 128
-	txSlots     = 8192
-	txBlock     = 4096
-	txHdrLen    = 32 // TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): the frame starts here
-	floodBurst  = 512
-	statusAvail = 0 // TP_STATUS_AVAILABLE
+	txSlot     = 128
+	txSlots    = 8192
+	floodBurst = 512
 )
 
 // flood sends frames round-robin from the left host for d through an
@@ -53,73 +49,43 @@ func flood(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration) uint64 {
 	return sendRing(t, l, frames, d, txSlot, txSlots)
 }
 
-// sendRing is flood's and blast's sender: a TPACKET_V2 TX ring of slots
+// sendRing is flood's and blast's sender: a TX ring (pktsend) of slots
 // slots of slotSize bytes on the left host's veth. When the frames divide
 // the slots, slot i always carries frames[i%len(frames)] and is written
 // once, so the sender's cost does not grow with the frame size.
 func sendRing(t *testing.T, l *lab.Lab, frames [][]byte, d time.Duration, slotSize, slots int) uint64 {
 	t.Helper()
-	var fd int
-	var txr []byte
-	err := l.Do(l.LeftNS, func() error {
-		i, err := net.InterfaceByName(l.LeftIf)
-		if err != nil {
-			return err
-		}
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
-			return err
-		}
-		block := max(slotSize, txBlock)
-		req := unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32(slots * slotSize / block), Frame_size: uint32(slotSize), Frame_nr: uint32(slots)}
-		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &req); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: i.Index}); err != nil {
-			return err
-		}
-		txr, err = unix.Mmap(fd, 0, slots*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	var r *pktsend.Ring
+	err := l.Do(l.LeftNS, func() (err error) {
+		r, err = pktsend.Open(l.LeftIf, slotSize, slots)
 		return err
 	})
 	if err != nil {
-		if fd > 0 {
-			unix.Close(fd)
-		}
 		t.Fatalf("TX ring socket: %v", err)
 	}
-	defer unix.Close(fd)
-	defer unix.Munmap(txr)
+	defer r.Close()
 	copyOnce := slots%len(frames) == 0
 	written := make([]bool, slots)
 	var queued uint64
-	slot, k := 0, 0
+	k := 0
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		n := 0
 		for ; n < floodBurst; n++ {
-			h := txr[slot*slotSize : (slot+1)*slotSize]
-			// The kernel hands a slot back (AVAILABLE) when the frame's
-			// skb is freed; a slot still in use ends the burst.
-			if binary.NativeEndian.Uint32(h[0:]) != statusAvail {
+			// The kernel hands a slot back when the frame's skb is
+			// freed; a slot still in use ends the burst.
+			slot, buf, ok := r.Next()
+			if !ok {
 				break
 			}
 			f := frames[k]
 			if !copyOnce || !written[slot] {
-				copy(h[txHdrLen:], f)
+				copy(buf, f)
 				written[slot] = true
 			}
-			binary.NativeEndian.PutUint32(h[4:], uint32(len(f))) // tp_len
-			binary.NativeEndian.PutUint32(h[0:], unix.TP_STATUS_SEND_REQUEST)
-			slot = (slot + 1) % slots
+			r.Queue(len(f))
 			k = (k + 1) % len(frames)
 		}
-		// send() with no buffer transmits every slot marked SEND_REQUEST.
-		if _, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, 0, 0, 0); errno == 0 {
+		if r.Flush(true) == nil {
 			queued += uint64(n)
 		}
 		if n == 0 {

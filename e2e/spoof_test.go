@@ -378,6 +378,14 @@ func statewireWire(t *testing.T, bin, rules string, cores int, fast bool) *spoof
 // for IPv4 only and rules6 for IPv6 (--rules6).
 func statewireWire46(t *testing.T, bin, rules, rules6 string, cores int, fast bool) *spoofWire {
 	t.Helper()
+	w, _, _ := statewireWireOut(t, bin, rules, rules6, cores, fast)
+	return w
+}
+
+// statewireWireOut is statewireWire46 that also returns the process's
+// stdout (the totals, once stopped) and stderr (its log: LOG lines).
+func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast bool) (*spoofWire, *lab.SyncBuffer, *lab.SyncBuffer) {
+	t.Helper()
 	l := lab.NewT(t, lab.Options{Queues: 2})
 	offload, name := "off", fmt.Sprintf("statewire(cores=%d)", cores)
 	if fast {
@@ -398,9 +406,9 @@ func statewireWire46(t *testing.T, bin, rules, rules6 string, cores int, fast bo
 		}
 		args = append(args, "--rules6", file6)
 	}
-	var stdout, stderr lab.SyncBuffer
+	stdout, stderr := new(lab.SyncBuffer), new(lab.SyncBuffer)
 	cmd := l.Command(l.BridgeNS, bin, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +440,7 @@ func statewireWire46(t *testing.T, bin, rules, rules6 string, cores int, fast bo
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire run (%d cores)\nstderr: %s", cores, stderr.String())
 	}
-	return newSpoofWire(t, name, l)
+	return newSpoofWire(t, name, l), stdout, stderr
 }
 
 func newSpoofWire(t *testing.T, name string, l *lab.Lab) *spoofWire {

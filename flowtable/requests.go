@@ -50,13 +50,21 @@ func (s *Shard) ServeRequests(budget int) int {
 type ctlRequest struct {
 	refs []EntryRef
 	all  bool
-	done chan int // deleted count; room for the one send
+	// inserts, with now, make it an insert request (InsertEntries, commit.go);
+	// exists and failed are the owner's answer beside the count.
+	inserts        []Commit
+	now            int64
+	exists, failed int
+	done           chan int // deleted (inserted) count; room for the one send
 }
 
 // serveCtl runs r on the owner and returns how many entries it deleted. A
 // flush stalls the owner for one pass over the shard's used slots: it is
 // rare and operator-driven.
 func (s *Shard) serveCtl(r *ctlRequest) int {
+	if r.inserts != nil {
+		return s.serveInserts(r)
+	}
 	n := 0
 	if r.all {
 		// remove frees a slot without moving any other, so the walk

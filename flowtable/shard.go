@@ -68,15 +68,19 @@ type Shard struct {
 	mask    uint32   // len(buckets)-1
 	hwm     uint32   // slots [0, hwm) have been allocated at least once
 	free    uint32   // index+1 of the first free slot below hwm, chained through next
-	count   int
-	max     int
-	max95   int // sweep evicts while count >= max95 (0: never)
-	cursor  uint32
-	id      uint16
-	seed    uint64
-	exp     *Expectations
-	stats   Stats
-	sink    uint32 // keeps LookupBatch's touching loads alive
+	// populated is where populateAhead made the slots resident up to;
+	// noPopulate is set when the kernel refused it.
+	populated  uint32
+	noPopulate bool
+	count      int
+	max        int
+	max95      int // sweep evicts while count >= max95 (0: never)
+	cursor     uint32
+	id         uint16
+	seed       uint64
+	exp        *Expectations
+	stats      Stats
+	sink       uint32 // keeps LookupBatch's touching loads alive
 
 	// aux is the caller's per-slot state (Config.AuxSize bytes per slot,
 	// Table.Aux); meta, with the table in a state file, is where publish
@@ -290,6 +294,9 @@ func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, Insert
 	} else {
 		idx = s.hwm
 		s.hwm++
+		if idx >= s.populated {
+			s.populateAhead(idx)
+		}
 	}
 	e := &s.entries[idx]
 	gen := e.gen + 1

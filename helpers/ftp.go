@@ -99,7 +99,7 @@ func ftpHelp(st *State, p *packet.Packet, v view, dir statemachine.Dir, establis
 	endsNL := v.at(v.n-1) == '\n'
 	nlSeq := seq + uint32(v.n)
 
-	if !st.findNL(seq, dir) {
+	if !st.findNL(seq, dir) && !st.takePickup(dir) {
 		if endsNL {
 			st.updateNL(nlSeq, dir)
 		}
@@ -147,6 +147,14 @@ func (st *State) findNL(seq uint32, dir statemachine.Dir) bool {
 		}
 	}
 	return false
+}
+
+// takePickup reports whether direction dir picks up its next segment
+// (State.Pickup) and clears that.
+func (st *State) takePickup(dir statemachine.Dir) bool {
+	on := st.pickup[dir&1]
+	st.pickup[dir&1] = false
+	return on
 }
 
 // updateNL remembers nl as a "just after a newline" number of direction dir

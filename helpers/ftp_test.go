@@ -320,3 +320,26 @@ func BenchmarkFTPInspectData(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
 }
+
+// TestFTPPickup: a connection committed from a peer (State.Pickup) parses
+// the first segment of each direction whatever its sequence number, once
+// per direction, as the kernel's FTP helper does after conntrackd -c
+// (NF_CT_FTP_SEQ_PICKUP); the next segments need a known line start again.
+func TestFTPPickup(t *testing.T) {
+	c := newConn(t, IDFTP, packet.ProtoTCP, "10.0.0.1", "10.0.0.2", 40000, 21)
+	c.seenReply = true // ESTABLISHED: committed mid-session
+	c.seq = [2]uint32{777777, 999999}
+	c.st.Pickup()
+	checkResult(t, c.send(orig, "PORT 10,0,0,1,4,1\r\n"), []Expectation{ftpExp(4, "10.0.0.2", "10.0.0.1", 1025)}, false, DropNone)
+	checkResult(t, c.send(reply, "227 Entering Passive Mode (10,0,0,2,4,2)\r\n"), []Expectation{ftpExp(4, "10.0.0.1", "10.0.0.2", 1026)}, false, DropNone)
+	// The lines' ends were learnt: the next command follows one.
+	checkResult(t, c.send(orig, "PORT 10,0,0,1,4,3\r\n"), []Expectation{ftpExp(4, "10.0.0.2", "10.0.0.1", 1027)}, false, DropNone)
+	// Pickup is spent: a segment at an unknown position is not parsed.
+	c.seq[orig] += 5
+	checkResult(t, c.send(orig, "PORT 10,0,0,1,4,4\r\n"), nil, false, DropNone)
+
+	// Without pickup, the same first segment is not parsed.
+	c = newConn(t, IDFTP, packet.ProtoTCP, "10.0.0.1", "10.0.0.2", 40000, 21)
+	c.seenReply = true
+	checkResult(t, c.send(orig, "PORT 10,0,0,1,4,1\r\n"), nil, false, DropNone)
+}

@@ -192,11 +192,21 @@ func (r DropReason) String() string {
 // uses it: for each direction, the (at most two) sequence numbers that
 // follow a segment ending in '\n' (kernel struct nf_ct_ftp_master,
 // NUM_SEQ_TO_REMEMBER = 2). It is 20 bytes (16 of sequence numbers, 2
-// counts, 2 of padding); the zero value is a fresh connection.
+// counts, 2 pickup flags); the zero value is a fresh connection.
 type State struct {
 	seqAftNL [2][2]uint32 // [dir][slot]
 	numNL    [2]uint8     // valid slots per direction, 0..2
+	pickup   [2]bool      // NF_CT_FTP_SEQ_PICKUP per direction (Pickup)
 }
+
+// Pickup makes the helper parse the next segment of each direction
+// whatever its sequence number, once: the state of a connection committed
+// from a peer (statewire sync -c) does not say where the last line ended.
+// The kernel's FTP helper does the same for a connection created through
+// ctnetlink, as conntrackd -c does (nf_ct_ftp_from_nlattr sets
+// NF_CT_FTP_SEQ_PICKUP in both directions; help() clears it on the first
+// segment that does not follow a known newline and parses that segment).
+func (st *State) Pickup() { st.pickup = [2]bool{true, true} }
 
 // Inspect runs helper id on one packet of a connection it is attached to and
 // writes the expectations the packet creates into out, returning how many.

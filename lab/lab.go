@@ -141,7 +141,8 @@ type Lab struct {
 	// Opts are the options the lab was built with (defaults filled in).
 	Opts Options
 
-	closed bool
+	extraNS []string // namespaces AddParallel made
+	closed  bool
 }
 
 // NewT builds a lab for a test and removes it in t.Cleanup, which also runs
@@ -417,7 +418,7 @@ func (l *Lab) Close() error {
 	l.closed = true
 	ctx := context.Background()
 	var errs []error
-	for _, ns := range []string{l.LeftNS, l.RightNS, l.BridgeNS} {
+	for _, ns := range append([]string{l.LeftNS, l.RightNS, l.BridgeNS}, l.extraNS...) {
 		if !nsExists(ns) {
 			continue
 		}

@@ -25,7 +25,7 @@ const ownerDir = "/run/statewire-lab"
 var procStart = time.Now()
 
 var (
-	nsName   = regexp.MustCompile(`^(sw[0-9a-f]{6})-(left|right|br)$`)
+	nsName   = regexp.MustCompile(`^(sw[0-9a-f]{6})-(left|right|br|br2)$`)
 	linkName = regexp.MustCompile(`^(sw[0-9a-f]{6})-(l|r|a|b|br)(\.[0-9]+)?$`)
 	pinName  = regexp.MustCompile(`^(sw[0-9a-f]{6})([-.].*)?$`)
 )

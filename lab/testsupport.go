@@ -85,7 +85,7 @@ func buildStatewire(dir string) (string, error) {
 // checkGone returns an error naming every namespace of l that still exists.
 func (l *Lab) checkGone() error {
 	var left []string
-	for _, ns := range []string{l.LeftNS, l.RightNS, l.BridgeNS} {
+	for _, ns := range append([]string{l.LeftNS, l.RightNS, l.BridgeNS}, l.extraNS...) {
 		if nsExists(ns) {
 			left = append(left, ns)
 		}

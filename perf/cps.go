@@ -8,40 +8,42 @@ import (
 
 // The TCP session of the connections-per-second mode (RFC 9411 style): a
 // client on the left host and a server on the right host play every
-// connection to its end, each frame sent only when the frame it answers has
-// arrived. Eight frames of 64 B (60 on the wire without FCS), c and s the
+// connection to its end, each frame sent when the frame it answers has
+// arrived. The session is a chain, every frame answered by exactly one
+// (an XDP program answers a frame with one XDP_TX): the server speaks
+// first after the handshake (as an SMTP or SSH server does) and closes
+// first. Eight frames of 64 B (60 on the wire without FCS), c and s the
 // initial sequence numbers, L the data length:
 //
 //	step 0  client SYN          seq c
 //	step 1  server SYN|ACK      seq s        ack c+1
 //	step 2  client ACK          seq c+1      ack s+1
-//	step 3  client PSH|ACK      seq c+1      ack s+1      L bytes
-//	step 4  server PSH|ACK      seq s+1      ack c+1+L    L bytes
-//	step 5  client FIN|ACK      seq c+1+L    ack s+1+L
-//	step 6  server FIN|ACK      seq s+1+L    ack c+2+L
-//	step 7  client ACK          seq c+2+L    ack s+2+L
+//	step 3  server PSH|ACK      seq s+1      ack c+1      L bytes
+//	step 4  client PSH|ACK      seq c+1      ack s+1+L    L bytes
+//	step 5  server FIN|ACK      seq s+1+L    ack c+1+L
+//	step 6  client FIN|ACK      seq c+1+L    ack s+2+L
+//	step 7  server ACK          seq s+2+L    ack c+2+L
 //
-// A connection is complete when all eight arrived at the other side, as
-// recorded by the endpoints (never by the device).
+// A connection is complete when step 7 arrived at the client, as the
+// client's program counts it (never the device). Every step has its own
+// (flags, sequence number) pair, which is how the programs tell them
+// apart.
 const (
 	cpsSteps   = 8
-	cpsAllSeen = 1<<cpsSteps - 1
 	cpsDataLen = 6
-	// cpsFrameLen is the frame without FCS: 14 + 20 + 20 + 6 = 60.
+	// cpsFrameLen is every frame without FCS: 14 + 20 + 20 + 6 = 60 (the
+	// frames without data carry 6 bytes of Ethernet padding).
 	cpsFrameLen = 14 + 20 + 20 + cpsDataLen
 	cpsISNC     = 0x10000000
 	cpsISNS     = 0x50000000
 	tcpFIN      = 0x01
 )
 
-// Connection k has ports cpsPortBase + k%cpsPortSpan (client) and
-// cpsPortBase + k/cpsPortSpan%cpsPortSpan (server): every connection of a
-// run is a fresh 5-tuple up to cpsTuples connections.
-const (
-	cpsPortBase = 1024
-	cpsPortSpan = 64000
-	cpsTuples   = cpsPortSpan * cpsPortSpan
-)
+// Connection k has client port 0x8000|k&0x7fff and server port
+// 0x4000+k>>15, as the generator program writes them from its counter
+// (genProgram's flow index): every connection of a run is a fresh 5-tuple
+// up to cpsTuples connections.
+const cpsTuples = 1 << 29
 
 // cpsStep describes one step of the session.
 type cpsStep struct {
@@ -50,25 +52,23 @@ type cpsStep struct {
 	// seq and ack are offsets from the sender's and the peer's ISN.
 	seq, ack uint32
 	data     bool
-	// next are the steps its arrival triggers at the receiving side.
-	next []int
 }
 
 var cpsScript = [cpsSteps]cpsStep{
-	{false, tcpSYN, 0, 0, false, []int{1}},
-	{true, tcpSYN | tcpACK, 0, 1, false, []int{2, 3}},
-	{false, tcpACK, 1, 1, false, nil},
-	{false, tcpPSH | tcpACK, 1, 1, true, []int{4}},
-	{true, tcpPSH | tcpACK, 1, 1 + cpsDataLen, true, []int{5}},
-	{false, tcpFIN | tcpACK, 1 + cpsDataLen, 1 + cpsDataLen, false, []int{6}},
-	{true, tcpFIN | tcpACK, 1 + cpsDataLen, 2 + cpsDataLen, false, []int{7}},
-	{false, tcpACK, 2 + cpsDataLen, 2 + cpsDataLen, false, nil},
+	{false, tcpSYN, 0, 0, false},
+	{true, tcpSYN | tcpACK, 0, 1, false},
+	{false, tcpACK, 1, 1, false},
+	{true, tcpPSH | tcpACK, 1, 1, true},
+	{false, tcpPSH | tcpACK, 1, 1 + cpsDataLen, true},
+	{true, tcpFIN | tcpACK, 1 + cpsDataLen, 1 + cpsDataLen, false},
+	{false, tcpFIN | tcpACK, 1 + cpsDataLen, 2 + cpsDataLen, false},
+	{true, tcpACK, 2 + cpsDataLen, 2 + cpsDataLen, false},
 }
 
 // cpsPorts returns the client and server ports of connection k.
 func cpsPorts(k uint64) (client, server uint16) {
 	k %= cpsTuples
-	return uint16(cpsPortBase + k%cpsPortSpan), uint16(cpsPortBase + k/cpsPortSpan)
+	return uint16(0x8000 | k&0x7fff), uint16(0x4000 + k>>15)
 }
 
 // cpsAddrs are the Ethernet and IPv4 addresses of the two endpoints.
@@ -81,13 +81,20 @@ type cpsAddrs struct {
 // with valid IPv4 and TCP checksums and returns the frame length (0 when f
 // is too short).
 func cpsBuild(f []byte, a *cpsAddrs, k uint64, step int) int {
+	cp, sp := cpsPorts(k)
+	return cpsBuildPorts(f, a, cp, sp, step)
+}
+
+// cpsBuildPorts is cpsBuild with the ports given: with both 0 it is the
+// template the XDP programs write before they add the ports (and their sum
+// to the TCP checksum).
+func cpsBuildPorts(f []byte, a *cpsAddrs, cp, sp uint16, step int) int {
 	if len(f) < cpsFrameLen || step < 0 || step >= cpsSteps {
 		return 0
 	}
 	st := &cpsScript[step]
 	f = f[:cpsFrameLen]
 	clear(f)
-	cp, sp := cpsPorts(k)
 	srcMAC, dstMAC, src, dst := a.clientMAC, a.serverMAC, a.client, a.server
 	sport, dport, isn, peer := cp, sp, uint32(cpsISNC), uint32(cpsISNS)
 	if st.fromServer {
@@ -134,8 +141,8 @@ func cpsBuild(f []byte, a *cpsAddrs, k uint64, step int) int {
 
 // cpsParse recognises a frame of the session: the connection index modulo
 // cpsTuples and the step, from the addresses, ports, flags and sequence
-// numbers. Anything else (the hosts' own frames, a corrupted segment)
-// returns ok false. It never panics on any input.
+// numbers, as the XDP programs do. Anything else (the hosts' own frames, a
+// corrupted segment) returns ok false. It never panics on any input.
 func cpsParse(f []byte, a *cpsAddrs) (k uint64, step int, ok bool) {
 	if len(f) < 54 || binary.BigEndian.Uint16(f[12:]) != 0x0800 || f[14] != 0x45 || f[23] != 6 {
 		return 0, 0, false
@@ -155,10 +162,10 @@ func cpsParse(f []byte, a *cpsAddrs) (k uint64, step int, ok bool) {
 	if fromServer {
 		cp, sp, isn = dport, sport, cpsISNS
 	}
-	if cp < cpsPortBase || cp >= cpsPortBase+cpsPortSpan || sp < cpsPortBase || sp >= cpsPortBase+cpsPortSpan {
+	if cp&0x8000 == 0 || sp < 0x4000 || sp >= 0x8000 {
 		return 0, 0, false
 	}
-	k = uint64(sp-cpsPortBase)*cpsPortSpan + uint64(cp-cpsPortBase)
+	k = uint64(sp-0x4000)<<15 | uint64(cp&0x7fff)
 	flags, seq := f[47]&0x3f, binary.BigEndian.Uint32(f[38:])-isn
 	for i := range cpsScript {
 		st := &cpsScript[i]
@@ -167,60 +174,4 @@ func cpsParse(f []byte, a *cpsAddrs) (k uint64, step int, ok bool) {
 		}
 	}
 	return 0, 0, false
-}
-
-// cpsPlayer is the state of one trial's connections: which frames of each
-// connection arrived. Connection i of the trial is connection base+i of the
-// run. One goroutine (the trial loop) owns it.
-type cpsPlayer struct {
-	base uint64
-	seen []uint8
-	// stray counts frames that are not of this trial's connections, arrive
-	// at the wrong side or a second time.
-	stray uint64
-	// full counts the connections whose frames have all arrived.
-	full int
-}
-
-func newCPSPlayer(base uint64, n int) *cpsPlayer {
-	return &cpsPlayer{base: base, seen: make([]uint8, n)}
-}
-
-// deliver records frame f arriving at the server (atServer) or the client
-// and returns the connection's index in the trial and the step, with ok
-// false for a frame that triggers nothing (stray or duplicate). The steps
-// to send in answer are cpsScript[step].next.
-func (p *cpsPlayer) deliver(f []byte, a *cpsAddrs, atServer bool) (idx int, step int, ok bool) {
-	k, step, ok := cpsParse(f, a)
-	if !ok || cpsScript[step].fromServer == atServer {
-		p.stray++
-		return 0, 0, false
-	}
-	i := (k + cpsTuples - p.base%cpsTuples) % cpsTuples
-	if i >= uint64(len(p.seen)) {
-		p.stray++
-		return 0, 0, false
-	}
-	bit := uint8(1) << step
-	if p.seen[i]&bit != 0 {
-		p.stray++
-		return 0, 0, false
-	}
-	p.seen[i] |= bit
-	if p.seen[i] == cpsAllSeen {
-		p.full++
-	}
-	return int(i), step, true
-}
-
-// complete returns how many of the trial's connections from..to-1 have
-// had all their frames arrive.
-func (p *cpsPlayer) complete(from, to int) (n int) {
-	to = min(to, len(p.seen))
-	for i := max(from, 0); i < to; i++ {
-		if p.seen[i] == cpsAllSeen {
-			n++
-		}
-	}
-	return n
 }

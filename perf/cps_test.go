@@ -1,11 +1,15 @@
 package perf
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -47,9 +51,14 @@ func TestCPSLab(t *testing.T) {
 				t.Errorf("overload trial: 0 connections completed, want > 0 (%+v)", ov)
 			}
 			// Counted at the endpoints: every completed connection is 8
-			// frames received there.
+			// frames received there, one of each step.
 			if ov.FramesRX < cpsSteps*ov.Done {
 				t.Errorf("endpoints received %d frames for %d complete connections, want >= %d", ov.FramesRX, ov.Done, cpsSteps*ov.Done)
+			}
+			for step, n := range ov.Received {
+				if n < ov.Done {
+					t.Errorf("step %d received %d times for %d complete connections", step, n, ov.Done)
+				}
 			}
 			if ov.Done > ov.Opened {
 				t.Errorf("done %d > opened %d", ov.Done, ov.Opened)
@@ -60,7 +69,7 @@ func TestCPSLab(t *testing.T) {
 
 func TestCPSFrames(t *testing.T) {
 	wantFlags := [cpsSteps]uint8{tcpSYN, tcpSYN | tcpACK, tcpACK, tcpPSH | tcpACK, tcpPSH | tcpACK, tcpFIN | tcpACK, tcpFIN | tcpACK, tcpACK}
-	for _, k := range []uint64{0, 1, cpsPortSpan - 1, cpsPortSpan, 123456789, cpsTuples - 1, cpsTuples + 5} {
+	for _, k := range []uint64{0, 1, 1<<15 - 1, 1 << 15, 123456789, cpsTuples - 1, cpsTuples + 5} {
 		for step := range cpsSteps {
 			t.Run(fmt.Sprintf("conn %d step %d", k, step), func(t *testing.T) {
 				f := make([]byte, 128)
@@ -92,6 +101,9 @@ func TestCPSFrames(t *testing.T) {
 			return binary.BigEndian.Uint32(f[38:]), binary.BigEndian.Uint32(f[42:])
 		}
 		for _, tc := range []struct{ step, ackedBy int }{{0, 1}, {1, 2}, {3, 4}, {4, 5}, {5, 6}, {6, 7}} {
+			if cpsScript[tc.step].fromServer == cpsScript[tc.ackedBy].fromServer {
+				t.Fatalf("step %d and %d from the same side", tc.step, tc.ackedBy)
+			}
 			seq, _ := seqAck(tc.step)
 			_, ack := seqAck(tc.ackedBy)
 			n := uint32(1) // SYN and FIN take one
@@ -122,7 +134,8 @@ func TestCPSParseRejects(t *testing.T) {
 		{"IPv6 ethertype", func(f []byte) []byte { f[12], f[13] = 0x86, 0xdd; return f }},
 		{"UDP", func(f []byte) []byte { f[23] = 17; return f }},
 		{"foreign address", func(f []byte) []byte { f[29] = 99; return f }},
-		{"port below range", func(f []byte) []byte { binary.BigEndian.PutUint16(f[34:], 80); return f }},
+		{"server port below range", func(f []byte) []byte { binary.BigEndian.PutUint16(f[34:], 80); return f }},
+		{"client port below range", func(f []byte) []byte { binary.BigEndian.PutUint16(f[36:], 80); return f }},
 		{"unknown sequence", func(f []byte) []byte { f[41]++; return f }},
 		{"RST", func(f []byte) []byte { f[47] = 0x04; return f }},
 	} {
@@ -138,88 +151,235 @@ func TestCPSParseRejects(t *testing.T) {
 	}
 }
 
-// playCPS plays n connections between two in-memory endpoints, dropping
-// the frames drop says to drop, and returns the player.
-func playCPS(base uint64, n int, drop func(conn, step int) bool, dup bool) *cpsPlayer {
-	pl := newCPSPlayer(base, n)
-	type msg struct{ idx, step int }
-	var q []msg
-	for i := range n {
-		q = append(q, msg{i, 0})
+// testCPSProgram loads the client's or the server's program for a veth of
+// index ifindex with fresh statistics.
+func testCPSProgram(t *testing.T, client bool, ifindex int) (*ebpf.Program, *ebpf.Map) {
+	t.Helper()
+	stats, err := newPerCPUArray("t_cps", cpsStatN)
+	if err != nil {
+		t.Fatal(err)
 	}
-	buf := make([]byte, cpsFrameLen)
-	for len(q) > 0 {
-		m := q[0]
-		q = q[1:]
-		if drop != nil && drop(m.idx, m.step) {
-			continue
-		}
-		cpsBuild(buf, &testAddrs, base+uint64(m.idx), m.step)
-		atServer := !cpsScript[m.step].fromServer
-		idx, step, ok := pl.deliver(buf, &testAddrs, atServer)
-		if dup {
-			pl.deliver(buf, &testAddrs, atServer)
-		}
-		if !ok {
-			continue
-		}
-		for _, nx := range cpsScript[step].next {
-			q = append(q, msg{idx, nx})
-		}
+	t.Cleanup(func() { stats.Close() })
+	prog, err := cpsProgram(stats, &testAddrs, client, ifindex)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return pl
+	t.Cleanup(func() { prog.Close() })
+	return prog, stats
 }
 
-func TestCPSPlayer(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		base      uint64
-		n         int
-		drop      func(conn, step int) bool
-		dup       bool
-		wantDone  int
-		wantStray uint64
-	}{
-		{"all complete", 0, 100, nil, false, 100, 0},
-		{"base near the tuple wrap", cpsTuples - 10, 20, nil, false, 20, 0},
-		{"duplicates are stray, not double counted", 5, 10, nil, true, 10, 10 * cpsSteps},
-		{"lost SYN", 0, 10, func(c, s int) bool { return c == 3 && s == 0 }, false, 9, 0},
-		// Losing the bare ACK triggers nothing else: the session goes on,
-		// but the connection is not complete.
-		{"lost handshake ACK", 0, 10, func(c, s int) bool { return c == 4 && s == 2 }, false, 9, 0},
-		{"lost final ACK", 0, 10, func(c, s int) bool { return s == 7 && c%2 == 0 }, false, 5, 0},
-		{"lost server FIN", 0, 10, func(c, s int) bool { return s == 6 }, false, 0, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			pl := playCPS(tc.base, tc.n, tc.drop, tc.dup)
-			if got := pl.complete(0, tc.n); got != tc.wantDone {
-				t.Errorf("complete = %d, want %d", got, tc.wantDone)
+// runXDP runs prog once on in (BPF_PROG_RUN, no live frames) as received
+// by the loopback device (ifindex 1 in the test's namespace) and returns the
+// action and the frame it left.
+func runXDP(t *testing.T, prog *ebpf.Program, in []byte) (uint32, []byte) {
+	t.Helper()
+	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Repeat: 1,
+		Context: xdpMD{DataEnd: uint32(len(in)), IngressIfindex: 1}}
+	ret, err := prog.Run(&opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_RUN: %v", err)
+	}
+	return ret, opts.DataOut
+}
+
+// TestCPSPrograms plays sessions through the two endpoint programs alone:
+// each step run through the program of the side it arrives at must come
+// out as the next step of the same connection, byte for byte as cpsBuild
+// makes it (checksums included); the final ACK is dropped and counted; the
+// generator writes a fresh connection per run; anything else is counted
+// as stray or passed to the host.
+func TestCPSPrograms(t *testing.T) {
+	lab.RequireRoot(t)
+	onCPU0(t, func() {
+		// The endpoints "attached" to the loopback device: every run
+		// arrives by their veth.
+		cprog, cstats := testCPSProgram(t, true, 1)
+		sprog, sstats := testCPSProgram(t, false, 1)
+		stat := func(m *ebpf.Map, key int) uint64 {
+			v, err := sumPerCPU(m, uint32(key))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if pl.full != tc.wantDone {
-				t.Errorf("full = %d, want %d", pl.full, tc.wantDone)
+			return v
+		}
+		conns := []uint64{0, 1, 1<<15 - 1, 1 << 15, 123456789, cpsTuples - 1}
+		for _, k := range conns {
+			for step := range cpsSteps {
+				in := make([]byte, cpsFrameLen)
+				cpsBuild(in, &testAddrs, k, step)
+				prog := cprog
+				if !cpsScript[step].fromServer {
+					prog = sprog
+				}
+				ret, out := runXDP(t, prog, in)
+				if step == cpsSteps-1 {
+					if ret != xdpDrop {
+						t.Errorf("conn %d final ACK: action %d, want XDP_DROP", k, ret)
+					}
+					continue
+				}
+				want := make([]byte, cpsFrameLen)
+				cpsBuild(want, &testAddrs, k, step+1)
+				if ret != xdpTX || !bytes.Equal(out, want) {
+					t.Errorf("conn %d step %d: action %d, frame\n%x\nwant XDP_TX and step %d\n%x", k, step, ret, out, step+1, want)
+				}
 			}
-			if pl.stray != tc.wantStray {
-				t.Errorf("stray = %d, want %d", pl.stray, tc.wantStray)
+		}
+		n := uint64(len(conns))
+		for step := range cpsSteps {
+			m := cstats
+			if !cpsScript[step].fromServer {
+				m = sstats
+			}
+			if got := stat(m, cpsStatRX+step); got != n {
+				t.Errorf("step %d received %d times at its endpoint, want %d", step, got, n)
+			}
+		}
+		for step := 1; step < cpsSteps; step++ {
+			m := sstats
+			if !cpsScript[step].fromServer {
+				m = cstats
+			}
+			if got := stat(m, cpsStatTX+step); got != n {
+				t.Errorf("step %d sent %d times, want %d", step, got, n)
+			}
+		}
+
+		// A kernel bridge with br_netfilter trims the padding of frames
+		// without data: 54 bytes arrive, 60 leave.
+		in := make([]byte, cpsFrameLen)
+		cpsBuild(in, &testAddrs, 77, 2) // client ACK, no data
+		ret, out := runXDP(t, sprog, in[:54])
+		want := make([]byte, cpsFrameLen)
+		cpsBuild(want, &testAddrs, 77, 3)
+		if ret != xdpTX || !bytes.Equal(out, want) {
+			t.Errorf("trimmed ACK: action %d, frame %x, want XDP_TX and %x", ret, out, want)
+		}
+
+		// The generator: a client for another veth (every run here then
+		// comes in by another device, as BPF_PROG_RUN's do) opens
+		// connection 0, 1, 2, ... and redirects the SYN to its veth,
+		// whatever the frame it was run on held (live frames recycle
+		// pages holding the session's last frame).
+		gprog, gstats := testCPSProgram(t, true, 1<<30)
+		tmpl := make([]byte, cpsFrameLen)
+		cpsBuildPorts(tmpl, &testAddrs, 0, 0, 0)
+		last := make([]byte, cpsFrameLen)
+		cpsBuild(last, &testAddrs, 99, cpsSteps-1)
+		for k, in := range [][]byte{tmpl, last, in[:54]} {
+			ret, out := runXDP(t, gprog, in)
+			cpsBuild(want, &testAddrs, uint64(k), 0)
+			if ret != xdpRedirect || !bytes.Equal(out, want) {
+				t.Errorf("generator run %d: action %d, frame %x, want XDP_REDIRECT and %x", k, ret, out, want)
+			}
+		}
+		if got := stat(gstats, cpsStatGen); got != 3 {
+			t.Errorf("generator counter %d, want 3", got)
+		}
+		if got := stat(gstats, cpsStatTX); got != 3 {
+			t.Errorf("generator sent %d SYNs, want 3", got)
+		}
+
+		// Not a step: a RST from the peer is stray and dropped; a frame
+		// of another host, ARP, a truncated frame pass to the host.
+		rst := make([]byte, cpsFrameLen)
+		cpsBuild(rst, &testAddrs, 5, 1)
+		rst[47] = 0x04
+		if ret, _ := runXDP(t, cprog, rst); ret != xdpDrop {
+			t.Errorf("RST: action %d, want XDP_DROP", ret)
+		}
+		if got := stat(cstats, cpsStatStray); got != 1 {
+			t.Errorf("stray %d, want 1", got)
+		}
+		other := make([]byte, cpsFrameLen)
+		cpsBuild(other, &testAddrs, 5, 1)
+		other[29] = 99
+		arp := make([]byte, 60)
+		arp[12], arp[13] = 0x08, 0x06
+		for name, f := range map[string][]byte{"other host": other, "ARP": arp, "truncated": other[:40]} {
+			if ret, _ := runXDP(t, cprog, f); ret != xdpPass {
+				t.Errorf("%s: action %d, want XDP_PASS", name, ret)
+			}
+		}
+	})
+}
+
+// TestCPSEndpoints opens connections through a real device with the XDP
+// endpoints and checks that every one is played to its end and every step
+// counted where it arrives: the SYN and the ACK at the server, the SYN/ACK
+// at the client, and so on to the final ACK. statewire (--offload=off:
+// every connection through its workers) and the Linux bridge with
+// conntrack (whose br_netfilter trims the frames' padding), and the
+// endpoints back to back (port A is the server: the ceiling's lab).
+func TestCPSEndpoints(t *testing.T) {
+	lab.RequireRoot(t)
+	o := QuickOptions()
+	o.Statewire = lab.StatewireBinary(t)
+	for _, dev := range []string{StatewireOff, KernelBridgeCT, generatorDevice} {
+		t.Run(dev, func(t *testing.T) {
+			d, err := newDevice(context.Background(), dev, &o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.close()
+			r := &runner{o: o, settle: 50 * time.Millisecond}
+			if dev == generatorDevice {
+				r.nullDev = d
+			}
+			p, err := r.cpsOpen(context.Background(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			if err := d.resume(); err != nil {
+				t.Fatal(err)
+			}
+			defer d.pause()
+			sent, _, err := p.gen.SendCount(20e3, 2000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The SYNs the client's program wrote: Send counts no frame of
+			// a call a signal interrupted (EINTR), which ran some.
+			c, _, err := p.read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns := c[cpsStatTX]
+			if conns < sent || conns != c[cpsStatGen] {
+				t.Fatalf("generator wrote %d SYNs (counter %d), Send counted %d", conns, c[cpsStatGen], sent)
+			}
+			var s cpsStats
+			testenv.WaitFor(5*time.Second, func() bool {
+				c, s, err = p.read()
+				return err == nil && c[cpsStatRX+cpsSteps-1] >= conns
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for step := range cpsSteps {
+				at, from, where := s, c, "server"
+				if cpsScript[step].fromServer {
+					at, from, where = c, s, "client"
+				}
+				if got := at[cpsStatRX+step]; got != conns {
+					t.Errorf("step %d (flags %#x) received at the %s %d times, want %d", step, cpsScript[step].flags, where, got, conns)
+				}
+				if got := from[cpsStatTX+step]; step > 0 && got != conns {
+					t.Errorf("step %d sent %d times, want %d", step, got, conns)
+				}
+			}
+			if c[cpsStatStray]+s[cpsStatStray]+c[cpsStatTail]+s[cpsStatTail] != 0 {
+				t.Errorf("stray %d/%d, short %d/%d (client/server), want 0", c[cpsStatStray], s[cpsStatStray], c[cpsStatTail], s[cpsStatTail])
+			}
+			// A trial counts them the same way.
+			tr, err := p.run(20e3, 0, 100*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.Done == 0 || tr.Done > tr.Opened || tr.Received[0] < tr.Done || tr.Received[1] < tr.Done || tr.Received[2] < tr.Done {
+				t.Errorf("trial: %+v, want completed connections, each with its SYN, SYN/ACK and ACK counted", tr)
 			}
 		})
 	}
-	t.Run("frames at the wrong side or of another trial", func(t *testing.T) {
-		pl := newCPSPlayer(1000, 10)
-		f := make([]byte, cpsFrameLen)
-		cpsBuild(f, &testAddrs, 1000, 0) // SYN: goes to the server
-		if _, _, ok := pl.deliver(f, &testAddrs, false); ok {
-			t.Error("SYN accepted at the client")
-		}
-		cpsBuild(f, &testAddrs, 1010, 0) // one past the trial
-		if _, _, ok := pl.deliver(f, &testAddrs, true); ok {
-			t.Error("connection outside the trial accepted")
-		}
-		cpsBuild(f, &testAddrs, 999, 0)
-		if _, _, ok := pl.deliver(f, &testAddrs, true); ok {
-			t.Error("connection before the trial accepted")
-		}
-		if pl.stray != 3 {
-			t.Errorf("stray = %d, want 3", pl.stray)
-		}
-	})
 }

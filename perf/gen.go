@@ -46,6 +46,9 @@ type GenConfig struct {
 	// tmpl and lay replace Frame and udpLayout (TCP traffic, see tcp.go).
 	tmpl []byte
 	lay  *layout
+	// prog replaces the generator program (the CPS client, cpsend.go);
+	// its owner keeps it and closes it, Close leaves it.
+	prog *ebpf.Program
 }
 
 // Generator injects frames with BPF_PROG_RUN in XDP live-frames mode: the
@@ -121,6 +124,10 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("perf: generator interface: %w", err)
+	}
+	if cfg.prog != nil {
+		g.prog = cfg.prog
+		return g, nil
 	}
 	if g.counter, err = newPerCPUArray("swperf_gcnt", 1); err != nil {
 		return nil, err
@@ -271,6 +278,9 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 func (g *Generator) Close() error {
 	if g.pkt != nil {
 		return g.pkt.close()
+	}
+	if g.cfg.prog != nil {
+		return nil
 	}
 	return errors.Join(g.prog.Close(), g.counter.Close())
 }

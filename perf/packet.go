@@ -2,11 +2,10 @@ package perf
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"net"
 	"time"
 
+	"github.com/statewire/statewire/internal/pktsend"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -30,16 +29,12 @@ const (
 	GenPacket = "packet"
 )
 
-// Geometry of the packet generator's TX ring: 1024 slots of 16 KiB (a
-// 32-byte tpacket2_hdr, then the frame), one slot per block.
+// Geometry of the packet generator's TX ring (internal/pktsend): 1024
+// slots of 16 KiB, one slot per block.
 const (
 	pktSlot    = 16384
 	pktSlots   = 1024
-	pktHdrLen  = 32 // TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): the frame starts here
-	pktMaxData = pktSlot - pktHdrLen
-	// tpacket2_hdr status values.
-	tpStatusAvailable   = 0
-	tpStatusWrongFormat = 4
+	pktMaxData = pktSlot - pktsend.HdrLen
 )
 
 // packetTX is the packet generator (GenPacket): frames written once into a
@@ -53,9 +48,7 @@ const (
 // frames: the cost per frame grows with the size. Frames dropped at a full veth ring count as sent (lost
 // at the device's queue), as with live frames.
 type packetTX struct {
-	fd   int
-	ring []byte
-	slot int
+	ring *pktsend.Ring
 	// written marks slots that already hold the template.
 	written [pktSlots]bool
 	c       uint64 // frame counter, the flow is c mod flows
@@ -65,52 +58,18 @@ func newPacketTX(ns, ifname string, frameLen int) (*packetTX, error) {
 	if frameLen > pktMaxData {
 		return nil, fmt.Errorf("perf: frame of %d bytes exceeds the packet generator's %d-byte slots", frameLen, pktMaxData)
 	}
-	p := &packetTX{fd: -1}
-	err := lab.Do(ns, func() error {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		if p.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(p.fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
-			return fmt.Errorf("PACKET_VERSION: %w", err)
-		}
-		req := unix.TpacketReq{Block_size: pktSlot, Block_nr: pktSlots, Frame_size: pktSlot, Frame_nr: pktSlots}
-		if err := unix.SetsockoptTpacketReq(p.fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &req); err != nil {
-			return fmt.Errorf("PACKET_TX_RING: %w", err)
-		}
-		if err := unix.SetsockoptInt(p.fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			return fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
-		}
-		if err := unix.Bind(p.fd, &unix.SockaddrLinklayer{Ifindex: ifc.Index}); err != nil {
-			return fmt.Errorf("bind: %w", err)
-		}
-		p.ring, err = unix.Mmap(p.fd, 0, pktSlots*pktSlot, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	p := &packetTX{}
+	err := lab.Do(ns, func() (err error) {
+		p.ring, err = pktsend.Open(ifname, pktSlot, pktSlots)
 		return err
 	})
 	if err != nil {
-		p.close()
 		return nil, fmt.Errorf("perf: packet generator on %s: %w", ifname, err)
 	}
 	return p, nil
 }
 
-func (p *packetTX) close() error {
-	var errs []error
-	if p.ring != nil {
-		errs = append(errs, unix.Munmap(p.ring))
-		p.ring = nil
-	}
-	if p.fd >= 0 {
-		errs = append(errs, unix.Close(p.fd))
-		p.fd = -1
-	}
-	return errors.Join(errs...)
-}
-
-func (p *packetTX) hdr(i int) []byte { return p.ring[i*pktSlot : i*pktSlot+pktHdrLen] }
+func (p *packetTX) close() error { return p.ring.Close() }
 
 // fill queues up to n frames of the template with the next flows' ports
 // and returns how many it queued (fewer when the kernel still holds the
@@ -119,14 +78,14 @@ func (p *packetTX) fill(g *Generator, lay layout, n uint64) uint64 {
 	var k uint64
 	flows := uint64(max(g.cfg.Flows, 1))
 	for ; k < n; k++ {
-		h := p.hdr(p.slot)
-		if binary.NativeEndian.Uint32(h[0:]) != tpStatusAvailable {
+		slot, buf, ok := p.ring.Next()
+		if !ok {
 			break
 		}
-		f := p.ring[p.slot*pktSlot+pktHdrLen : p.slot*pktSlot+pktHdrLen+len(g.frame)]
-		if !p.written[p.slot] {
+		f := buf[:len(g.frame)]
+		if !p.written[slot] {
 			copy(f, g.frame)
-			p.written[p.slot] = true
+			p.written[slot] = true
 		}
 		i := p.c % flows
 		p.c++
@@ -147,9 +106,7 @@ func (p *packetTX) fill(g *Generator, lay layout, n uint64) uint64 {
 			_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // bpf_ktime_get_ns's clock
 			binary.LittleEndian.PutUint64(f[lay.stamp:], uint64(ts.Nano()))
 		}
-		binary.NativeEndian.PutUint32(h[4:], uint32(len(g.frame)))
-		binary.NativeEndian.PutUint32(h[0:], unix.TP_STATUS_SEND_REQUEST)
-		p.slot = (p.slot + 1) % pktSlots
+		p.ring.Queue(len(g.frame))
 	}
 	return k
 }
@@ -157,12 +114,12 @@ func (p *packetTX) fill(g *Generator, lay layout, n uint64) uint64 {
 // flush asks the kernel to send the queued frames. ENOBUFS (a frame
 // dropped at the veth) and EAGAIN leave the rest queued for the next call.
 func (p *packetTX) flush() error {
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(p.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-	switch e {
-	case 0, unix.ENOBUFS, unix.EAGAIN, unix.EINTR:
+	switch err := p.ring.Flush(false); err {
+	case nil, unix.ENOBUFS, unix.EAGAIN, unix.EINTR:
 		return nil
+	default:
+		return fmt.Errorf("perf: packet generator send: %w", err)
 	}
-	return fmt.Errorf("perf: packet generator send: %w", e)
 }
 
 // drain flushes until the kernel has taken every queued frame (or timeout)
@@ -173,17 +130,8 @@ func (p *packetTX) drain(timeout time.Duration) (refused uint64, err error) {
 		if err := p.flush(); err != nil {
 			return 0, err
 		}
-		pending := 0
-		for i := range pktSlots {
-			switch binary.NativeEndian.Uint32(p.hdr(i)[0:]) {
-			case tpStatusAvailable:
-			case tpStatusWrongFormat:
-				refused++
-				binary.NativeEndian.PutUint32(p.hdr(i)[0:], tpStatusAvailable)
-			default:
-				pending++
-			}
-		}
+		pending, bad := p.ring.Pending()
+		refused += uint64(bad)
 		if pending == 0 {
 			return refused, nil
 		}

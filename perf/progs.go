@@ -10,15 +10,17 @@ import (
 
 // XDP actions, from enum xdp_action.
 const (
-	xdpDrop = 1
-	xdpPass = 2
-	xdpTX   = 3
+	xdpDrop     = 1
+	xdpPass     = 2
+	xdpTX       = 3
+	xdpRedirect = 4
 )
 
 // Offsets into struct xdp_md.
 const (
-	offData    = 0
-	offDataEnd = 4
+	offData           = 0
+	offDataEnd        = 4
+	offIngressIfindex = 12
 )
 
 // Offsets into the test frame: Ethernet (14) + IPv4 without options (20) +

@@ -317,7 +317,7 @@ func (r *Report) writeCPS(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "\nconnections per second: TCP sessions of 8 frames of 64 B (SYN, SYN/ACK, ACK, data each way, FIN each way, final ACK),\n")
-	fmt.Fprintf(b, "a fresh 5-tuple each, played by two AF_XDP endpoints (asavie/xdp, copy mode) and counted there; CPS is the\n")
+	fmt.Fprintf(b, "a fresh 5-tuple each, played by two XDP endpoints (XDP_TX answers, BPF_PROG_RUN opens) and counted there; CPS is the\n")
 	fmt.Fprintf(b, "highest completed rate of a trial with >= %.2f%% of its connections complete (every frame arrived); trial %.2gs\n", r.CPSComplete*100, r.CPSTrialSeconds)
 	if g := r.CPSGenerator; g != nil {
 		fmt.Fprintf(b, "endpoint ceiling (client and server directly connected, no device): %.0f conn/s (%.4f complete)\n", g.Completed, g.Ratio)

@@ -27,7 +27,9 @@ import "github.com/statewire/statewire/statemachine"
 // recent lists, the connection's mark, status and expiry; match_ctx.go
 // lists which of them keep a verdict cacheable and why): Filter and
 // FilterCtx report such an evaluation as not cacheable, and it is never
-// stored.
+// stored. Neither is a verdict given by REJECT (a drop with an answer per
+// packet: a cached DROP would lose the answer) or one reached through a
+// matching LOG rule (a line per packet).
 //
 // CachedVerdict holds the verdict with the state and port it was computed
 // for, so a lookup hits only when both match. The XDP fast path compares

@@ -73,7 +73,7 @@ func randomRules(r *rand.Rand) string {
 	for chain, n := range map[string]int{"FORWARD": 1 + r.IntN(8), "user": r.IntN(4)} {
 		for range n {
 			b.WriteString("-A " + chain + randomMatches(r))
-			targets := []string{"ACCEPT", "DROP", "RETURN", ""}
+			targets := []string{"ACCEPT", "DROP", "RETURN", "", "REJECT", "LOG"}
 			if chain == "FORWARD" {
 				targets = append(targets, "user", "user")
 			}
@@ -250,14 +250,17 @@ func TestCachedVerdictMatchesFresh(t *testing.T) {
 			usesCache := ok && !(p.Fragment && p.FragOffset != 0)
 			st := allCtStates[r.IntN(len(allCtStates))]
 			in := uint8(r.IntN(2))
-			fresh, cacheable := rs.Filter(p, st, in)
+			var logs LogHits
+			fresh, cacheable := rs.FilterLog(p, st, in, &logs)
 			if !usesCache {
 				continue
 			}
 			c := cache[slot{tu, st, in}]
 			if a, hit := c.Lookup(st, in); hit {
 				hits++
-				if a != fresh.Action {
+				// A REJECT's answer and a LOG line are per packet: a
+				// cached verdict must never stand in for them.
+				if a != fresh.Action || fresh.Reject != RejectNone || logs.N != 0 {
 					t.Fatalf("seed %d: %+v in %v on port %d: cached %v (%#x), fresh evaluation %v by %q\nrules:\n%s",
 						seed, *p, st, in, a, uint8(c), fresh.Action, rs.RuleText(fresh.Rule), text)
 				}

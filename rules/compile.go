@@ -47,6 +47,7 @@ type crule struct {
 	states           statemachine.CtState
 	target           targetKind
 	helper           HelperID
+	reject           RejectWith // tReject: the answer for the table's family
 	nmulti           uint8
 	jump             int32 // chain index within the table, for tJump/tGoto
 	id               int32 // index in RuleSet.rules
@@ -310,6 +311,13 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 	}
 	if err := rs.compileCtx(&cr, r); err != nil {
 		return cr, err
+	}
+	if r.target == tReject {
+		fi := 0
+		if f == FamilyIPv6 {
+			fi = 1
+		}
+		cr.reject = r.rejectFor(fi)
 	}
 	// Interface matches fold into one mask of allowed ingress ports.
 	allowed := uint8(3)

@@ -32,6 +32,9 @@ type Ctx struct {
 	// Local is the calling worker's state of the stateful matches (-m
 	// limit); nil: every -m limit test fails, as with no credit.
 	Local *Local
+	// Logs, when not nil, receives the LOG rules the packet matched on its
+	// way (FilterCtx resets it first); the caller writes the lines.
+	Logs *LogHits
 }
 
 // Conn is the view of a connection the rules read (-m connmark, -m
@@ -63,13 +66,20 @@ func (rs *RuleSet) ReadsConn() bool { return rs.readsConn }
 
 // FilterCtx is Filter with the full context: the rules that need time, the
 // packet mark, the connection or per-worker state (-m limit, mark, connmark,
-// conntrack --ctstatus/--ctdir/..., MARK, CONNMARK) read it from c. Filter
-// is FilterCtx with a context holding only the state and port.
+// conntrack --ctstatus/--ctdir/..., MARK, CONNMARK) read it from c, and the
+// LOG rules the packet matched go to c.Logs. Filter and FilterLog are
+// FilterCtx with a context holding only the state, port (and logs). A
+// REJECT verdict names its answer in Verdict.Reject.
 //
 // Cacheable is false, beyond Filter's cases, when the walk reached -m limit,
 // -m connmark or -m conntrack --ctstatus/--ctexpire, or ran a CONNMARK
-// target (ctx.go's cache notes say why). FilterCtx does not allocate.
+// target (ctx.go's cache notes say why), and when the verdict is a REJECT's
+// or was reached through a matching LOG rule (both act on every packet).
+// FilterCtx does not allocate.
 func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable bool) {
+	if c.Logs != nil {
+		c.Logs.N, c.Logs.Over = 0, 0
+	}
 	var t *ctable
 	switch p.IPVersion {
 	case 4:
@@ -77,13 +87,17 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 	case 6:
 		t = &rs.filter[1]
 	default:
-		return Verdict{Accept, PolicyRule}, true
+		return Verdict{Action: Accept, Rule: PolicyRule}, true
 	}
 	act, rule, cacheable := rs.walk(t, p, c, nil)
 	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
 		cacheable = false
 	}
-	return Verdict{act, rule}, cacheable
+	v = Verdict{Action: act, Rule: rule}
+	if rule >= 0 && int(rule) < len(rs.rules) && rs.rules[rule].target == tReject {
+		v.Reject = rs.rules[rule].reject
+	}
+	return v, cacheable
 }
 
 // Local is one worker's state of the stateful matches of one rule set: a

@@ -1,7 +1,10 @@
 // Package rules reads an iptables-save / ip6tables-save rule set, compiles
 // it into flat per-rule match structs, and evaluates it per packet: the raw
 // table (NOTRACK, CT --helper) before conntrack and the filter table's
-// FORWARD chain after it.
+// FORWARD chain after it. The filter table's REJECT target makes the
+// verdict a DROP carrying the answer to send (Verdict.Reject,
+// target_reject.go); LOG rules the packet matched are reported by
+// FilterLog (target_log.go) for the caller to write.
 //
 // Ownership: a Loader is used by one goroutine while rules are loaded. A
 // compiled *RuleSet is immutable but for its -m recent lists (each behind

@@ -143,6 +143,9 @@ type frame struct{ chain, next int32 }
 // collects NOTRACK/CT results (the first one set wins, as xt_CT ignores a
 // packet that already has a conntrack template, and traversal continues);
 // for filter it is nil.
+//
+// c carries the state, ingress port and the rest of the context (ctx.go);
+// c.Logs, when not nil, collects the LOG rules the packet matched (filter).
 func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (act Action, rule int32, cacheable bool) {
 	chains := t.chains
 	rules := rs.rules
@@ -182,6 +185,17 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (ac
 			return Accept, r.id, cacheable
 		case tDrop:
 			return Drop, r.id, cacheable
+		case tReject:
+			// A drop with an answer per packet: never cached, so a
+			// cached DROP (or the fast path) cannot swallow the answer.
+			return Drop, r.id, false
+		case tLog:
+			// A line per packet: the verdict of a packet that reached
+			// a matching LOG rule is not cached.
+			cacheable = false
+			if c.Logs != nil {
+				c.Logs.add(r.id)
+			}
 		case tReturn:
 			if sp == 0 {
 				return chains[0].policy, PolicyRule, cacheable
@@ -240,21 +254,17 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (ac
 //
 // Filter does not allocate and is safe for concurrent use.
 func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint8) (v Verdict, cacheable bool) {
-	var t *ctable
-	switch p.IPVersion {
-	case 4:
-		t = &rs.filter[0]
-	case 6:
-		t = &rs.filter[1]
-	default:
-		return Verdict{Accept, PolicyRule}, true
-	}
-	c := Ctx{State: st, InPort: inPort}
-	act, rule, cacheable := rs.walk(t, p, &c, nil)
-	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
-		cacheable = false
-	}
-	return Verdict{act, rule}, cacheable
+	return rs.FilterLog(p, st, inPort, nil)
+}
+
+// FilterLog is Filter that also reports, in logs when not nil, the LOG
+// rules the packet matched on its way (logs is reset first). A verdict
+// reached through a matching LOG rule, or given by a REJECT rule (whose
+// Verdict.Reject names the answer), is not cacheable: both act on every
+// packet. It is FilterCtx with a context holding only these.
+func (rs *RuleSet) FilterLog(p *packet.Packet, st statemachine.CtState, inPort uint8, logs *LogHits) (v Verdict, cacheable bool) {
+	c := Ctx{State: st, InPort: inPort, Logs: logs}
+	return rs.FilterCtx(p, &c)
 }
 
 // Raw evaluates the raw table's PREROUTING chain, before conntrack, for a

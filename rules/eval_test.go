@@ -371,7 +371,7 @@ COMMIT
 func TestEmpty(t *testing.T) {
 	rs := Empty()
 	for _, p := range []*packet.Packet{tcpPkt("1.1.1.1", "2.2.2.2", 1, 2, syn), udpPkt("2001:db8::1", "2001:db8::2", 1, 2)} {
-		if v, c := rs.Filter(p, stNew, portA); v != (Verdict{Accept, PolicyRule}) || !c {
+		if v, c := rs.Filter(p, stNew, portA); v != (Verdict{Action: Accept, Rule: PolicyRule}) || !c {
 			t.Errorf("Filter on empty set: got %+v %v, want ACCEPT by policy, cacheable", v, c)
 		}
 		if r := rs.Raw(p, portA); r != (RawResult{Rule: PolicyRule, Passive: true}) {

@@ -29,6 +29,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -m set --match-set r-v6 src -j DROP"), uint8(1))
 	f.Add(wrap("filter", "-A FORWARD -p udp -m limit --limit 3/min --limit-burst 2 -m udp --dport 5 -m mark ! --mark 0x1/0x3 -m connmark --mark 2 -j CONNMARK --save-mark --nfmask 0xff --ctmask 0xf\n-A FORWARD -j MARK --set-xmark 0x1/0x3"), uint8(0))
 	f.Add(wrap("filter", "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 --ctorigsrc 10.1.2.3/8 ! --ctrepldst 9.9.9.9/24 --ctorigsrcport 10:20 --ctstatus SEEN_REPLY,ASSURED --ctexpire 5:9 --ctdir REPLY -m addrtype ! --dst-type BROADCAST,MULTICAST -j DROP"), uint8(0))
+	f.Add(wrap("filter", "-A FORWARD -p tcp --dport 22 -j LOG --log-prefix \"ssh \" --log-level info --log-tcp-sequence --log-macdecode\n-A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A user -j REJECT --reject-with port"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n-A FORWARD -j REJECT --reject-with admin-prohib"), uint8(2))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),
@@ -56,7 +58,13 @@ func FuzzLoad(f *testing.F) {
 		}
 		for _, p := range pkts {
 			for in := uint8(0); in < 3; in++ {
-				rs.Filter(p, stNew, in)
+				var logs LogHits
+				rs.FilterLog(p, stNew, in, &logs)
+				for _, i := range logs.Rule[:logs.N] {
+					if rs.Log(i) == nil {
+						t.Fatalf("LogHits names rule %d, not a LOG rule", i)
+					}
+				}
 				rs.Raw(p, in)
 			}
 		}

@@ -223,8 +223,7 @@ func parseICMPType(s string, v6 bool) (typ, codeMin, codeMax uint8, ok bool) {
 // Known iptables targets and modules that statewire does not implement; they
 // get ErrUnsupported instead of ErrUnknown so the message says so.
 var unsupportedTargets = map[string]bool{
-	"REJECT": true, "LOG": true, "NFLOG": true,
-	"MASQUERADE": true, "SNAT": true, "DNAT": true, "REDIRECT": true,
+	"NFLOG": true, "MASQUERADE": true, "SNAT": true, "DNAT": true, "REDIRECT": true,
 	"TCPMSS": true, "TRACE": true, "NFQUEUE": true, "QUEUE": true, "TEE": true,
 	"CLASSIFY": true, "DSCP": true, "TOS": true, "SET": true, "AUDIT": true,
 	"CHECKSUM": true, "CONNSECMARK": true, "SECMARK": true, "TPROXY": true,

@@ -468,6 +468,13 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			}
 			return nil
 		}
+		if handled, err := p.targetOption(r, opt, neg, value); handled {
+			if err != nil {
+				return nil, err
+			}
+			neg = false
+			continue
+		}
 		var err error
 		switch opt {
 		case "-p":
@@ -1035,6 +1042,12 @@ func (p *parser) checkRule(r *rule) error {
 		if tid != tableRaw {
 			return p.errf(ErrSyntax, "target %s is only valid in the raw table", targetName(r))
 		}
+	case tReject:
+		return p.checkReject(r)
+	case tLog:
+		if tid != tableFilter {
+			return p.errf(ErrUnsupported, "target LOG in the raw table is not supported (statewire logs from the filter table)")
+		}
 	}
 	return nil
 }
@@ -1118,6 +1131,12 @@ func (p *parser) setTarget(r *rule, isGoto bool, v string) error {
 			return nil
 		case "CONNMARK":
 			r.target = tConnmark
+			return nil
+		case "REJECT":
+			r.target = tReject
+			return nil
+		case "LOG":
+			r.target, r.log.Level = tLog, defaultLogLevel
 			return nil
 		}
 	}

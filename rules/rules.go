@@ -65,6 +65,9 @@ type Verdict struct {
 	// NumRules, so workers can keep per-rule counters in a plain slice), or
 	// PolicyRule.
 	Rule int32
+	// Reject is the answer of a REJECT rule (Action is Drop), RejectNone
+	// for a plain DROP or ACCEPT.
+	Reject RejectWith
 }
 
 // RawResult is the outcome of the raw table's PREROUTING chain, evaluated
@@ -198,6 +201,8 @@ const (
 	tCT                          // -j CT seen, option not yet read (parser only)
 	tMark                        // -j MARK (sets the packet mark, continues)
 	tConnmark                    // -j CONNMARK (sets the connection or packet mark, continues)
+	tReject                      // -j REJECT (filter): DROP and an answer, target_reject.go
+	tLog                         // -j LOG: log and continue, target_log.go
 )
 
 // portRange is an inclusive port range.
@@ -234,6 +239,11 @@ type rule struct {
 	target targetKind
 	jump   *chain
 	helper HelperID
+
+	reject    [2]RejectWith // -j REJECT --reject-with, by family index (RejectNone: the default)
+	rejectSet bool          // --reject-with given
+	rejectArg string        // its value as written (Save for both families)
+	log       LogSpec       // -j LOG
 }
 
 // tableID indexes the two tables statewire evaluates.

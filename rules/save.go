@@ -55,7 +55,7 @@ func (rs *RuleSet) RuleText(i int32) string {
 		return "policy"
 	}
 	r := rs.src[i]
-	return fmt.Sprintf("%s:%d: %s", r.file, r.line, ruleString(r))
+	return fmt.Sprintf("%s:%d: %s", r.file, r.line, ruleString(r, r.fam))
 }
 
 func saveSource(s *source, f Family) string {
@@ -75,7 +75,7 @@ func saveSource(s *source, f Family) string {
 		for _, c := range t.chains {
 			for _, r := range c.rules {
 				if r.fam&f != 0 {
-					b.WriteString(ruleString(r))
+					b.WriteString(ruleString(r, f))
 					b.WriteByte('\n')
 				}
 			}
@@ -118,6 +118,10 @@ func targetName(r *rule) string {
 		return "CT"
 	case tMark, tConnmark:
 		return markTargetString(r)
+	case tReject:
+		return "REJECT"
+	case tLog:
+		return "LOG"
 	case tJump, tGoto:
 		if r.jump != nil {
 			return r.jump.name
@@ -147,7 +151,7 @@ func tcpFlagsString(v uint8) string {
 }
 
 // ruleString prints a rule in iptables-save's canonical order.
-func ruleString(r *rule) string {
+func ruleString(r *rule, f Family) string {
 	var b strings.Builder
 	b.WriteString("-A ")
 	b.WriteString(r.chain.name)
@@ -247,6 +251,12 @@ func ruleString(r *rule) string {
 		b.WriteString(" -g " + targetName(r))
 	default:
 		b.WriteString(" -j " + targetName(r))
+	}
+	switch r.target {
+	case tReject:
+		b.WriteString(rejectString(r, f))
+	case tLog:
+		b.WriteString(logString(&r.log))
 	}
 	return b.String()
 }

@@ -5,6 +5,7 @@
 //	statewire run --port-a IF --port-b IF [flags]   bridge two interfaces
 //	statewire demo [flags]                          run the bridge in a built-in lab
 //	statewire replay [flags] FILE.pcap              track a capture offline
+//	statewire sync -i|-e|-c|-f|-n|-s                state sync with a peer bridge
 //	statewire detach --name NAME                    remove a fail-open program left attached
 //	statewire version
 //
@@ -38,6 +39,7 @@ func commands() []command {
 		{"conntrack", "list, count, delete, flush and watch the live connection table (conntrack -L/-C/-D/-F/-E/-S)", conntrackCmd},
 		{"sysctl", "read or set conntrack timeouts and switches of the running bridge", sysctlCmd},
 		{"rules", "check a rules file; load (atomically) or show the rules of the running bridge", rulesCmd},
+		{"sync", "state sync with a peer bridge: caches, commit at a failover, resync, stats (conntrackd -i/-e/-c/-f/-n/-s)", syncCmd},
 		{"detach", "remove the XDP program --fail-mode=open left attached (and its pins), report its fail-open count", detachCmd},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "statewire", version)

@@ -141,6 +141,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	df := addDatapathFlags(fs, true)
 	cf := addConntrackFlags(fs, true)
 	ctlf := control.AddFlags(fs)
+	syncf := addSyncFlags(fs)
 	interval := fs.Duration("stats-interval", 0, "print a throughput line this often (e.g. 1s); 0: only the totals at exit")
 	stateFile := fs.String("state-file", "", "file the connection table, expectations and helper state live in; the next start with the\n"+
 		"same --name adopts them, after a graceful stop or a crash (default /run/statewire/NAME.table;\n"+
@@ -154,7 +155,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			"The connection table lives in --state-file: started again with the same --name\n"+
 			"(after SIGTERM, systemctl restart or a crash), statewire adopts its connections.\n\n"+
 			"The control socket (--name, --control-socket) serves statewire conntrack,\n"+
-			"sysctl and rules; SIGHUP reloads the --rules files.\n\n"+
+			"sysctl, rules and sync; SIGHUP reloads the --rules files.\n\n"+
+			"With --sync-listen and --sync-peer it keeps a peer bridge's table in step\n"+
+			"(conntrackd's protocol): see statewire sync -h and deploy/README.md.\n\n"+
 			"Example:\n  statewire run --port-a enp1s0f0 --port-b enp1s0f1 --cores 4 --queues 4 \\\n"+
 			"      --rules fw.rules --stats-interval 1s\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -187,6 +190,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// LOG lines (and INVALID ones) go to statewire's log, control socket
+	// or not.
+	dp.Control().SetLogger(logger)
 	for _, ifc := range []string{df.portA, df.portB} {
 		if n := rxQueues(ifc); n > dp.Config().Queues {
 			fmt.Fprintf(stderr, "statewire: warning: %s has %d RX queues but --queues is %d: frames on queues %d..%d are dropped "+
@@ -200,14 +206,26 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err := dp.Start(); err != nil {
 		return err
 	}
+	// The state sync reads the workers' events and commits through them:
+	// it starts after the datapath and stops before it.
+	syncer, err := syncf.start(dp, logger)
+	if err != nil {
+		dp.Stop()
+		return err
+	}
 	// The control socket (conntrack -L/-D/-F, sysctl, rules; SIGHUP reloads
 	// the rule files) and metrics need running workers: they start after
 	// the datapath and stop before it.
-	stopCtl, err := ctlf.Start(dp, control.Options{
+	opts := control.Options{
 		Ports:     [2]string{df.portA, df.portB},
 		RulesPath: cf.rules, Rules6Path: cf.rules6, IPSetPaths: cf.ipsets,
 		ReloadOnSIGHUP: true, Logger: logger,
-	})
+	}
+	if syncer != nil {
+		opts.Sync = syncer
+		defer syncer.Close()
+	}
+	stopCtl, err := ctlf.Start(dp, opts)
 	if err != nil {
 		dp.Stop()
 		return err
@@ -226,6 +244,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		case s := <-sig:
 			fmt.Fprintf(stderr, "statewire: %v: stopping\n", s)
 			stopCtl()
+			if syncer != nil {
+				syncer.Close()
+			}
 			st, err := dp.Stop()
 			printTotals(stdout, &st)
 			if cerr := st.CheckConservation(); cerr != nil {
@@ -342,6 +363,7 @@ func printTotals(w io.Writer, s *bridge.DatapathStats) {
 		}
 	}
 	fmt.Fprintln(w)
+	printTargets(w, &s.Pipeline.Targets)
 	if n := s.Pipeline.CsumCompleted; n > 0 {
 		// Hosts that offload checksums (a veth's default) send partial
 		// ones; say that they were seen and fixed, not dropped.

@@ -1,0 +1,388 @@
+package hasync
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/ctlist"
+	"github.com/statewire/statewire/ctsync"
+	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/statemachine"
+)
+
+// Table is what a commit needs from the live table: flowtable.Table.
+type Table interface {
+	InsertEntries(ctx context.Context, cs []flowtable.Commit, now int64) (flowtable.CommitResult, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Link   Link
+	Filter Filter
+	// Peer names the peer's external cache (its ADDR:PORT).
+	Peer string
+	// Table and Now are the live table and its clock (commits).
+	Table Table
+	Now   func() int64
+	// Events and Shards: the workers' event rings; nil Events makes a
+	// Service fed only through HandleEvents (tests).
+	Events *bridge.Events
+	Shards int
+	// DrainInterval is how often the service drains the rings itself
+	// (default 1ms; the control server's -E drain serves it too).
+	DrainInterval time.Duration
+}
+
+// cached is one connection in a cache: the message's CT, when it was
+// recorded (the table's clock), for [active since], and (internal cache)
+// the type it was last sent as, which a resync sends again (conntrackd's
+// object status: C_OBJ_NEW goes as CT_NEW, C_OBJ_ALIVE as CT_UPD).
+type cached struct {
+	ct  *ctsync.CT
+	at  int64
+	typ ctsync.Type
+}
+
+// cache is a set of connections keyed by their original tuple.
+type cache map[flowtable.Tuple]cached
+
+// Stats are the sync's counters (statewire sync -s).
+type Stats struct {
+	Events, Filtered, Sent, SendFailed uint64
+	RingLost                           uint64 // events the workers' rings dropped (shared with conntrack -E)
+	Internal, External                 int
+	Recv, RecvBad                      uint64 // CT messages applied / refused (ToState)
+	ExpRecv                            uint64 // expectation messages received (not applied)
+	ResyncsServed                      uint64
+	Commits                            uint64
+	Committed                          flowtable.CommitResult // the last commit
+	Link                               LinkStats
+}
+
+// Service is one bridge's state sync: the internal cache fed by the
+// workers' events, the peer's external cache, commit, flush and resync.
+type Service struct {
+	cfg Config
+
+	mu       sync.Mutex // internal, ext, st
+	internal cache
+	ext      map[string]cache
+	st       Stats
+	ringBase uint64
+
+	removeReader func()
+	stop, done   chan struct{}
+	closeOnce    sync.Once
+}
+
+// New makes a Service; Start starts it.
+func New(cfg Config) *Service {
+	if cfg.DrainInterval <= 0 {
+		cfg.DrainInterval = time.Millisecond
+	}
+	return &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+}
+
+// Start subscribes to the workers' events, starts the link and drains the
+// rings every DrainInterval until Close.
+func (s *Service) Start() {
+	s.cfg.Link.Start(s)
+	if s.cfg.Events == nil {
+		return
+	}
+	ev := s.cfg.Events
+	ev.Subscribe(s.cfg.Shards)
+	s.ringBase = ev.Lost()
+	s.removeReader = ev.AddReader(s.HandleEvents)
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.done)
+		buf := make([]bridge.Event, 256)
+		t := time.NewTicker(s.cfg.DrainInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				ev.Drain(buf, func([]bridge.Event) {})
+			}
+		}
+	}()
+}
+
+// Close stops draining, unsubscribes and closes the link. Calls after the
+// first do nothing.
+func (s *Service) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.done
+			s.removeReader()
+			s.cfg.Events.Unsubscribe()
+		}
+		err = s.cfg.Link.Close()
+	})
+	return err
+}
+
+// HandleEvents is the rings' reader: it records and sends what passes the
+// filter (see the package doc). It never blocks.
+func (s *Service) HandleEvents(batch []bridge.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range batch {
+		e := &batch[i]
+		s.st.Events++
+		t := e.Entry.Orig
+		switch e.Kind {
+		case bridge.EventDestroy:
+			c, ok := s.internal[t]
+			if !ok {
+				s.st.Filtered++
+				continue
+			}
+			delete(s.internal, t)
+			s.send(ctsync.TypeCTDel, c.ct)
+		case bridge.EventNew, bridge.EventUpdate:
+			if !s.cfg.Filter.Pass(&e.Entry) {
+				s.st.Filtered++
+				continue
+			}
+			c := ctsync.FromSnapshot(&e.Entry, e.Now)
+			typ := ctsync.TypeCTUpd
+			if e.Kind == bridge.EventNew {
+				typ = ctsync.TypeCTNew
+			}
+			s.internal[t] = cached{ct: c, at: e.Now, typ: typ}
+			s.send(typ, c)
+		}
+	}
+}
+
+func (s *Service) send(t ctsync.Type, c *ctsync.CT) {
+	if err := s.cfg.Link.SendCT(t, c); err != nil {
+		s.st.SendFailed++
+		return
+	}
+	s.st.Sent++
+}
+
+// CT is the link's handler for a peer's connection message.
+func (s *Service) CT(t ctsync.Type, c *ctsync.CT) {
+	now := s.cfg.Now()
+	st, err := c.ToState(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.st.RecvBad++
+		return
+	}
+	s.st.Recv++
+	ext := s.ext[s.cfg.Peer]
+	switch t {
+	case ctsync.TypeCTDel:
+		delete(ext, st.Orig)
+	default:
+		ext[st.Orig] = cached{ct: c, at: now}
+	}
+}
+
+// Exp is the link's handler for a peer's expectation: counted, not kept
+// (a committed FTP control connection makes its expectations anew from
+// the next command, see helpers.State.Pickup).
+func (s *Service) Exp(ctsync.Type, *ctsync.Exp) {
+	s.mu.Lock()
+	s.st.ExpRecv++
+	s.mu.Unlock()
+}
+
+// ResyncRequested sends the whole internal cache to the peer, each
+// connection as the type it was last sent as.
+func (s *Service) ResyncRequested() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.ResyncsServed++
+	for _, c := range s.internal {
+		s.send(c.typ, c.ct)
+	}
+}
+
+// RequestResync asks the peer for its whole internal cache (sync -n).
+func (s *Service) RequestResync() { s.cfg.Link.RequestResync() }
+
+// Flush empties both caches (sync -f) and returns how many connections
+// they held.
+func (s *Service) Flush() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.internal)
+	s.internal = cache{}
+	for p, c := range s.ext {
+		n += len(c)
+		s.ext[p] = cache{}
+	}
+	return n
+}
+
+// Commit inserts the external caches into the live table (sync -c). The
+// caches keep their content, as conntrackd's do.
+func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	var cs []flowtable.Commit
+	bad := 0
+	for _, ext := range s.ext {
+		for _, c := range ext {
+			fc, ok := commitOf(c.ct, now)
+			if !ok {
+				bad++
+				continue
+			}
+			cs = append(cs, fc)
+		}
+	}
+	s.mu.Unlock()
+	res, err := s.cfg.Table.InsertEntries(ctx, cs, now)
+	res.Failed += bad
+	s.mu.Lock()
+	s.st.Commits++
+	s.st.Committed = res
+	// The committed connections are ours now: into the internal cache,
+	// unsent, as conntrackd records the kernel's events about its own
+	// commit without sending them (sync-mode.c, origin CTD_ORIGIN_COMMIT),
+	// so that a peer coming back and asking for a resync learns them.
+	for _, ext := range s.ext {
+		for _, c := range ext {
+			if st, err := c.ct.ToState(now); err == nil {
+				if _, ok := s.internal[st.Orig]; !ok {
+					s.internal[st.Orig] = cached{ct: c.ct, at: now, typ: ctsync.TypeCTNew}
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	return res, err
+}
+
+// commitOf is what conntrackd's nl_create_conntrack makes of a cached
+// connection at now: the timeout the peer sent, IPS_EXPECTED cleared, and
+// TCP without window data, liberal in both directions unless the peer sent
+// its window scales (see the package doc).
+func commitOf(c *ctsync.CT, now int64) (flowtable.Commit, bool) {
+	st, err := c.ToState(now)
+	if err != nil || !c.Has(ctsync.NTATimeout) || c.Timeout == 0 {
+		return flowtable.Commit{}, false
+	}
+	st.Conn.Status &^= statemachine.StatusExpected
+	if st.Orig.Proto == 6 {
+		flags := statemachine.TCPFlagSACKPerm
+		if c.Has(ctsync.NTATCPWScaleOrg) && c.Has(ctsync.NTATCPWScaleRpl) {
+			flags |= statemachine.TCPFlagWindowScale
+		} else {
+			flags |= statemachine.TCPFlagBeLiberal
+		}
+		for d := range st.Conn.TCP.Peer {
+			st.Conn.TCP.Peer[d].Flags = flags
+		}
+	}
+	return flowtable.Commit{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}, true
+}
+
+// Internal writes the internal cache, one conntrack -L-like line per
+// connection with [active since], as conntrackd -i; it returns the count.
+func (s *Service) Internal(line func(string)) int {
+	s.mu.Lock()
+	lines := dump(s.internal, s.cfg.Now())
+	s.mu.Unlock()
+	for _, l := range lines {
+		line(l)
+	}
+	return len(lines)
+}
+
+// External writes the external caches, as conntrackd -e.
+func (s *Service) External(line func(string)) int {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	var lines []string
+	for _, c := range s.ext {
+		lines = append(lines, dump(c, now)...)
+	}
+	s.mu.Unlock()
+	sort.Strings(lines)
+	for _, l := range lines {
+		line(l)
+	}
+	return len(lines)
+}
+
+// dump formats a cache: the timeout is the message's, counted down from
+// when it was recorded.
+func dump(c cache, now int64) []string {
+	out := make([]string, 0, len(c))
+	for _, x := range c {
+		st, err := x.ct.ToState(x.at)
+		if err != nil {
+			continue
+		}
+		es := flowtable.EntrySnapshot{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}
+		since := (now - x.at) / int64(time.Second)
+		out = append(out, ctlist.Line(&es, now, ctlist.Conntrack)+" [active since "+strconv.FormatInt(since, 10)+"s]")
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	st := s.st
+	st.Internal = len(s.internal)
+	for _, c := range s.ext {
+		st.External += len(c)
+	}
+	s.mu.Unlock()
+	if s.cfg.Events != nil {
+		st.RingLost = s.cfg.Events.Lost() - s.ringBase
+	}
+	st.Link = s.cfg.Link.Stats()
+	return st
+}
+
+// StatsLines formats st as conntrackd -s does, section by section.
+func StatsLines(st Stats) []string {
+	return []string{
+		"cache internal:",
+		fmt.Sprintf("current active connections:\t%12d", st.Internal),
+		fmt.Sprintf("events received:\t\t%12d", st.Events),
+		fmt.Sprintf("events filtered:\t\t%12d", st.Filtered),
+		fmt.Sprintf("events lost (ring full):\t%12d", st.RingLost),
+		"cache external:",
+		fmt.Sprintf("current active connections:\t%12d", st.External),
+		fmt.Sprintf("messages applied:\t\t%12d", st.Recv),
+		fmt.Sprintf("messages refused:\t\t%12d", st.RecvBad),
+		fmt.Sprintf("expectation messages ignored:\t%12d", st.ExpRecv),
+		fmt.Sprintf("commits:\t\t\t%12d", st.Commits),
+		fmt.Sprintf("last commit: created %d, existing %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed),
+		"traffic processed:",
+		fmt.Sprintf("%12d Bytes sent %12d Bytes recv", st.Link.BytesSent, st.Link.BytesRecv),
+		fmt.Sprintf("%12d Pckt sent %12d Pckt recv", st.Link.DatagramsSent, st.Link.DatagramsRecv),
+		fmt.Sprintf("%12d Msg sent %12d Msg recv", st.Link.DataSent, st.Link.DataRecv),
+		fmt.Sprintf("%12d Error send %12d Error recv", st.SendFailed+st.Link.SendErrors, st.Link.Malformed+st.Link.Foreign),
+		"message tracking:",
+		fmt.Sprintf("%12d Malformed msgs %12d Lost msgs", st.Link.Malformed, st.Link.Lost),
+		fmt.Sprintf("%12d Resent msgs %12d Queue drops", st.Link.Resent, st.Link.QueueDrops+st.Link.ResendQueueDrops),
+		fmt.Sprintf("%12d Resync sent %12d Resync served %12d Resync for loss", st.Link.ResyncsRequested, st.ResyncsServed, st.Link.ResyncsForLoss),
+		fmt.Sprintf("peer alive: %v, handshake done: %v", st.Link.PeerAlive, st.Link.PeerHello),
+	}
+}
+
+// StatsLines is Stats formatted (control.Sync).
+func (s *Service) StatsLines() []string { return StatsLines(s.Stats()) }
