@@ -462,7 +462,7 @@ func randomCtxRules(r *rand.Rand) string {
 	for chain, n := range map[string]int{"FORWARD": 1 + r.IntN(10), "user": r.IntN(4)} {
 		for range n {
 			b.WriteString("-A " + chain + randomCtxMatches(r))
-			targets := []string{"ACCEPT", "DROP", "RETURN", "", "MARK --set-mark 1", "MARK --or-mark 2",
+			targets := []string{"ACCEPT", "DROP", "RETURN", "", "REJECT", "LOG", "MARK --set-mark 1", "MARK --or-mark 2",
 				"CONNMARK --set-mark 1", "CONNMARK --save-mark", "CONNMARK --restore-mark --mask 0x4"}
 			if chain == "FORWARD" {
 				targets = append(targets, "user", "user")
@@ -517,7 +517,8 @@ func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 			usesCache := ok && !(p.Fragment && p.FragOffset != 0)
 			st := allCtStates[r.IntN(len(allCtStates))]
 			in := uint8(r.IntN(2))
-			c := Ctx{State: st, InPort: in, Now: now, Local: local}
+			var logs LogHits
+			c := Ctx{State: st, InPort: in, Now: now, Local: local, Logs: &logs}
 			if ok && st != stInvalid && st != stUntracked {
 				cn := conns[tu]
 				if cn == nil {
@@ -547,7 +548,9 @@ func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 			k := slot{tu, st, in}
 			if a, hit := cache[k].Lookup(st, in); hit {
 				hits++
-				if a != fresh.Action {
+				// A REJECT's answer and a LOG line are per packet: a
+				// cached verdict must never stand in for them.
+				if a != fresh.Action || fresh.Reject != RejectNone || logs.N != 0 {
 					t.Fatalf("seed %d: %+v in %v on port %d: cached %v, fresh evaluation %v by %q\nrules:\n%s",
 						seed, *p, st, in, a, fresh.Action, rs.RuleText(fresh.Rule), text)
 				}
