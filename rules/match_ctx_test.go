@@ -397,6 +397,7 @@ func TestFilterCtxAllocs(t *testing.T) {
 	rs := mustLoad(t, wrap("filter", strings.Join([]string{
 		"-A FORWARD -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL --ctstatus ASSURED --ctorigsrc 10.0.0.0/8 -j MARK --set-mark 1",
 		"-A FORWARD -m mark --mark 1 -j CONNMARK --save-mark",
+		"-A FORWARD -m mark --mark 1 -j LOG",
 		"-A FORWARD -m connmark --mark 1 -m addrtype --dst-type UNICAST -m limit --limit 100/s -j ACCEPT",
 		"-A FORWARD -j DROP",
 	}, "\n")), FamilyIPv4)
@@ -404,13 +405,14 @@ func TestFilterCtxAllocs(t *testing.T) {
 	conn := Conn{Proto: 17, Confirmed: true, Status: statemachine.StatusAssured, Src: addr("10.0.0.1"), Dst: addr("10.0.0.2")}
 	p := udpPkt("10.0.0.1", "10.0.0.2", 1, 2)
 	now := sec
-	c := Ctx{State: stEstablished, Conn: &conn, Local: l}
-	if v, _ := rs.FilterCtx(p, &c); v.Action != Accept {
-		t.Fatalf("got %v, want ACCEPT", v.Action)
+	var logs LogHits
+	c := Ctx{State: stEstablished, Conn: &conn, Local: l, Logs: &logs}
+	if v, _ := rs.FilterCtx(p, &c); v.Action != Accept || logs.N != 1 || logs.Rule[0] != 2 {
+		t.Fatalf("got %v, LOG hits %+v; want ACCEPT, rule 2 logged", v.Action, logs)
 	}
 	if n := testing.AllocsPerRun(1000, func() {
 		now += sec
-		c = Ctx{State: stEstablished, Conn: &conn, Local: l, Now: now}
+		c = Ctx{State: stEstablished, Conn: &conn, Local: l, Now: now, Logs: &logs}
 		rs.FilterCtx(p, &c)
 	}); n != 0 {
 		t.Errorf("FilterCtx: %v allocs per run, want 0", n)
