@@ -9,7 +9,7 @@ import (
 	"github.com/statewire/statewire/packet"
 )
 
-// FuzzLoad: no input panics Load, Compile, Save, Filter or Raw; every error
+// FuzzLoad: no input panics Load, Compile, Save, Filter, FilterCtx or Raw; every error
 // is a *ParseError; and whatever loads saves to text that loads again and
 // saves identically.
 func FuzzLoad(f *testing.F) {
@@ -56,6 +56,7 @@ func FuzzLoad(f *testing.F) {
 			}
 			return
 		}
+		local := rs.NewLocal()
 		for _, p := range pkts {
 			for in := uint8(0); in < 3; in++ {
 				var logs LogHits
@@ -64,6 +65,12 @@ func FuzzLoad(f *testing.F) {
 					if rs.Log(i) == nil {
 						t.Fatalf("LogHits names rule %d, not a LOG rule", i)
 					}
+				}
+				// The full context: a connection, worker buckets, a mark.
+				conn := Conn{Mark: 2, Confirmed: true, Proto: 17, Expires: 5e9}
+				c := Ctx{State: stEstablished, InPort: in, Now: 1e9, Mark: 1, Conn: &conn, Local: local, Logs: &logs}
+				if v, _ := rs.FilterCtx(p, &c); v.Reject != RejectNone && v.Action != Drop {
+					t.Fatalf("a REJECT verdict %v is not a DROP", v.Action)
 				}
 				rs.Raw(p, in)
 			}
