@@ -542,7 +542,10 @@ func TestFailOpenRestartKeepsDownloadInFastPath(t *testing.T) {
 
 	first := startSW(t, l, bin, args...)
 	started(first)
-	d := startPacedDownload(t, l)
+	// Two restarts, each with its gap and checks, must fit in the
+	// download: on a loaded machine a start takes seconds and the usual
+	// 8-second download ended during the second round (seen twice).
+	d := startPacedDownloadOver(t, l, max(restartPace, 24*time.Second))
 	// In the fast path and active: listed [OFFLOAD], the pinned map's
 	// packets moving.
 	var last uint64

@@ -208,6 +208,12 @@ type pacedDownload struct {
 
 func startPacedDownload(t *testing.T, l *lab.Lab) *pacedDownload {
 	t.Helper()
+	return startPacedDownloadOver(t, l, restartPace)
+}
+
+// startPacedDownloadOver is startPacedDownload spread over pace.
+func startPacedDownloadOver(t *testing.T, l *lab.Lab, pace time.Duration) *pacedDownload {
+	t.Helper()
 	data := make([]byte, restartSize)
 	rand.Read(data)
 	d := &pacedDownload{want: sha256.Sum256(data), done: make(chan error, 1)}
@@ -220,7 +226,7 @@ func startPacedDownload(t *testing.T, l *lab.Lab) *pacedDownload {
 		}
 		defer c.Close()
 		const chunk = 16 << 10
-		tick := time.NewTicker(restartPace / (restartSize / chunk))
+		tick := time.NewTicker(pace / (restartSize / chunk))
 		defer tick.Stop()
 		c.SetWriteDeadline(time.Now().Add(90 * time.Second))
 		for off := 0; off < len(data); off += chunk {
