@@ -92,6 +92,7 @@ type Pipeline struct {
 	ev          eventState
 	invLog      rateLimit   // nf_conntrack_log_invalid
 	fast        fastState   // the XDP fast path, when set (SetFastPath)
+	rules       ruleState   // the FORWARD rules' context and limit buckets (rulectx.go)
 	tg          targetState // REJECT and LOG (reject.go, log.go)
 }
 
@@ -183,6 +184,7 @@ func (pl *Pipeline) lookup(fh *flowHash, now int64) *flowtable.Entry {
 func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, reason packet.Reason, in Port, now int64, fh *flowHash, r *Result) {
 	st := &pl.stats
 	st.Packets[in]++
+	pl.rules.now, pl.rules.hasRelated = now, false
 
 	*r = Result{Rule: rules.PolicyRule, Parse: reason}
 	st.Parse[r.Parse]++
@@ -385,7 +387,7 @@ func invalidInConntrack(r packet.Reason) bool {
 // filter evaluates the FORWARD chain for r.State, unless a verdict was
 // already decided.
 func (pl *Pipeline) filter(s *Settings, p *packet.Packet, in Port, r *Result) {
-	v, _ := s.Rules.FilterLog(p, r.State, uint8(in), &pl.tg.logs)
+	v, _ := pl.filterCtx(s, p, in, pl.relatedEntry(), nil, r)
 	r.setVerdict(v)
 }
 
@@ -420,7 +422,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 		r.setVerdict(rules.Verdict{Action: a, Rule: r.Rule}) // the deciding rule is not cached
 		return
 	}
-	v, cacheable := s.Rules.FilterLog(p, r.State, uint8(in), &pl.tg.logs)
+	v, cacheable := pl.filterCtx(s, p, in, e, &e.Conn, r)
 	r.setVerdict(v)
 	if cacheable {
 		if _, otherPort := c.Lookup(r.State, uint8(in.Other())); !otherPort {
@@ -536,7 +538,8 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 			pl.stats.ExpectNew++
 		}
 	}
-	pl.filter(s, p, in, r)
+	v, _ := pl.filterCtx(s, p, in, nil, &c, r)
+	r.setVerdict(v)
 	if r.Verdict != Accept {
 		return // a dropped first packet creates no entry
 	}
@@ -547,6 +550,7 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 		return
 	}
 	e.Conn = c
+	pl.saveConnMark(e)
 	if related {
 		pl.shard.LinkChild(e, master)
 	}
@@ -594,6 +598,7 @@ func (pl *Pipeline) icmpError(p *packet.Packet, now int64, fh *flowHash, r *Resu
 	r.Dir = e.InnerDir(p)
 	r.Tracked = true
 	r.TCPState = e.Conn.State
+	pl.rules.related, pl.rules.hasRelated = pl.shard.Ref(e), true
 }
 
 // validRedirect applies the kernel's ICMPv6 redirect checks (RFC 4861

@@ -97,7 +97,9 @@ func Line(es *flowtable.EntrySnapshot, now int64, f Format) string {
 		b.WriteString(flag)
 		b.WriteByte(' ')
 	}
-	b.WriteString("mark=0 ")
+	b.WriteString("mark=")
+	b.WriteString(strconv.FormatUint(uint64(es.Mark), 10))
+	b.WriteByte(' ')
 	// Our zone is the VLAN id: the same 5-tuple on two VLANs is two
 	// connections (the kernel needs explicit zones for that). With
 	// --vlan-zones=false every key's VLAN is 0 (flowtable.ZoneOf), as the

@@ -26,6 +26,9 @@ func TestLineFormats(t *testing.T) {
 	vlan.Orig.VLAN = 7
 	master3 := est
 	master3.Children = 3
+	marked := est
+	marked.Helper = 0
+	marked.Mark = 0x2a
 	offl := est
 	offl.Helper = 0
 	offl.Offloaded = true
@@ -60,6 +63,10 @@ func TestLineFormats(t *testing.T) {
 		{"offloaded proc", offl, Proc, "ipv4     2 tcp      6 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [OFFLOAD] mark=0 zone=0 use=2"},
 		{"offloaded udp proc", offlUDP, Proc, "ipv4     2 udp      17 src=10.0.0.1 dst=10.0.0.2 sport=5000 dport=53 src=10.0.0.2 dst=10.0.0.1 sport=53 dport=5000 [OFFLOAD] mark=0 zone=0 use=2"},
 		{"offloaded udp conntrack -L", offlUDP, Conntrack, "udp      17 119 src=10.0.0.1 dst=10.0.0.2 sport=5000 dport=53 src=10.0.0.2 dst=10.0.0.1 sport=53 dport=5000 [OFFLOAD] mark=0 use=1"},
+		// The connection mark (CONNMARK), decimal as ct_seq_show's
+		// "mark=%u" and libnetfilter_conntrack's print it.
+		{"marked proc", marked, Proc, "ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=42 zone=0 use=2"},
+		{"marked conntrack -L", marked, Conntrack, "tcp      6 431999 ESTABLISHED src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 [ASSURED] mark=42 use=1"},
 		// conntrack -L prints a zone only when it is not the default.
 		{"vlan conntrack -L", vlan, Conntrack, "tcp      6 117 SYN_SENT src=192.168.1.2 dst=192.168.1.35 sport=1031 dport=23 [UNREPLIED] src=192.168.1.35 dst=192.168.1.2 sport=23 dport=1031 mark=0 zone=7 use=1"},
 	}

@@ -24,6 +24,8 @@ type EntrySnapshot struct {
 	// value when the shard has a snapshot hook (SetSnapshotHook), and
 	// listings show the kernel's [OFFLOAD] (package ctlist).
 	Offloaded bool
+	// Mark is the connection mark (Shard.ConnMark).
+	Mark uint32
 }
 
 // Reply returns the tuple of the reply direction.
@@ -36,6 +38,7 @@ func (e *Entry) snapshot(shard uint16, idx uint32, out *EntrySnapshot) {
 	out.Ref = EntryRef{Shard: shard, Index: idx, Gen: e.gen}
 	out.Children = 0
 	out.Offloaded = false
+	out.Mark = 0
 }
 
 // readRequest is a reader's request to a shard's owner: copy live entries

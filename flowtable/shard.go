@@ -87,6 +87,9 @@ type Shard struct {
 	// keeps the counters for the next process. Owner only.
 	aux  []byte
 	meta *shardMeta
+	// marks are the connection marks by slot, nil until one is set
+	// (mark.go). Owner only.
+	marks []uint32
 
 	// onRemove, when set, sees every entry just before its slot is freed
 	// (conntrack -E [DESTROY]). Nil while nobody listens: one predictable
@@ -298,6 +301,9 @@ func (s *Shard) Insert(k *Key, hash uint64, t *Tuple, now int64) (*Entry, Insert
 	e := &s.entries[idx]
 	gen := e.gen + 1
 	*e = Entry{next: s.buckets[b], gen: gen, key: *k, flags: flagUsed}
+	if s.marks != nil {
+		s.marks[idx] = 0
+	}
 	if t != nil && !k.IsICMP() && !(t.Src == k.A && t.SrcPort == k.PortA) {
 		e.flags |= flagSwapped
 	}
@@ -432,6 +438,9 @@ func (s *Shard) SetSnapshotHook(fn func(e *Entry, out *EntrySnapshot)) { s.onSna
 // offloaded entry. It reports whether the hook ran.
 func (s *Shard) snapshotAt(e *Entry, idx uint32, out *EntrySnapshot) bool {
 	e.snapshot(s.id, idx, out)
+	if s.marks != nil && int(idx) < len(s.marks) {
+		out.Mark = s.marks[idx]
+	}
 	if e.flags&flagOffloaded == 0 {
 		return false
 	}

@@ -22,11 +22,14 @@ import "github.com/statewire/statewire/statemachine"
 // Everything else a rule can read changes from packet to packet (TCP flags,
 // fragment offset, an ICMP error's own type and addresses, and the matches
 // of ext.go but -m iprange: IP length, TTL/hop limit, TOS/DSCP, the source
-// MAC and the destination MAC's packet type): Filter reports
-// such an evaluation as not cacheable, and it is never stored. Neither is
-// a verdict given by REJECT (a drop with an answer per packet: a cached
-// DROP would lose the answer) or one reached through a matching LOG rule
-// (a line per packet).
+// MAC and the destination MAC's packet type), and so does what the matches
+// and targets of match_*.go keep between packets (-m limit buckets, -m
+// recent lists, the connection's mark, status and expiry; match_ctx.go
+// lists which of them keep a verdict cacheable and why): Filter and
+// FilterCtx report such an evaluation as not cacheable, and it is never
+// stored. Neither is a verdict given by REJECT (a drop with an answer per
+// packet: a cached DROP would lose the answer) or one reached through a
+// matching LOG rule (a line per packet).
 //
 // CachedVerdict holds the verdict with the state and port it was computed
 // for, so a lookup hits only when both match. The XDP fast path compares

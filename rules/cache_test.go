@@ -65,7 +65,8 @@ func TestCachedVerdictLayout(t *testing.T) {
 
 // randomRules writes a random FORWARD chain (and one user chain) over the
 // matches a cached verdict must respect: ports, states, addresses, L4
-// ports, TCP flags, fragments and ICMP types, with negations.
+// ports, TCP flags, fragments and ICMP types, with negations; REJECT and
+// LOG, and the packet mark (MARK, -m mark), which Filter's context holds.
 func randomRules(r *rand.Rand) string {
 	var b strings.Builder
 	policy := []string{"ACCEPT", "DROP"}[r.IntN(2)]
@@ -73,7 +74,12 @@ func randomRules(r *rand.Rand) string {
 	for chain, n := range map[string]int{"FORWARD": 1 + r.IntN(8), "user": r.IntN(4)} {
 		for range n {
 			b.WriteString("-A " + chain + randomMatches(r))
-			targets := []string{"ACCEPT", "DROP", "RETURN", "", "REJECT", "LOG"}
+			if r.IntN(6) == 0 {
+				// The packet mark (match_mark.go) needs no more
+				// context than Filter gives: it starts at 0.
+				b.WriteString(" -m mark --mark 0x1/0x1")
+			}
+			targets := []string{"ACCEPT", "DROP", "RETURN", "", "REJECT", "LOG", "MARK --or-mark 1"}
 			if chain == "FORWARD" {
 				targets = append(targets, "user", "user")
 			}

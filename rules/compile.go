@@ -70,8 +70,9 @@ type ctable struct {
 	chains []cchain
 }
 
-// RuleSet is a compiled rule set for both families. It is immutable and safe
-// for concurrent use by any number of goroutines.
+// RuleSet is a compiled rule set for both families. It is immutable but for
+// its -m recent lists, each behind its own lock, and safe for concurrent use
+// by any number of goroutines.
 type RuleSet struct {
 	gen     uint32
 	ports   [2]string
@@ -83,6 +84,13 @@ type RuleSet struct {
 	trivRaw [2]bool     // raw table has nothing to do for the family
 	anyPort bool        // every interface name names both ports (CheckFiles)
 	sets    *ipset.Sets // the sets -m set names (Loader.SetIPSets)
+	// readsConn: some rule reads or writes Ctx.Conn (ReadsConn).
+	readsConn bool
+	// nlimit is the number of -m limit rules: Local's bucket count.
+	nlimit int32
+	// recent are the -m recent lists, shared by the workers under each
+	// list's lock (match_recent.go): the one mutable part of a RuleSet.
+	recent []*recentTable
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -299,6 +307,9 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 	}
 	cr.nmulti = uint8(copy(cr.multi[:], r.multi))
 	if err := rs.compileSets(r, &cr, f, rs.sets); err != nil {
+		return cr, err
+	}
+	if err := rs.compileCtx(&cr, r); err != nil {
 		return cr, err
 	}
 	if r.target == tReject {

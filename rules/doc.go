@@ -3,12 +3,16 @@
 // table (NOTRACK, CT --helper) before conntrack and the filter table's
 // FORWARD chain after it. The filter table's REJECT target makes the
 // verdict a DROP carrying the answer to send (Verdict.Reject,
-// target_reject.go); LOG rules the packet matched are reported by
-// FilterLog (target_log.go) for the caller to write.
+// target_reject.go); LOG rules the packet matched are reported in
+// Ctx.Logs by FilterCtx (FilterLog without the rest of the context;
+// target_log.go) for the caller to write.
 //
 // Ownership: a Loader is used by one goroutine while rules are loaded. A
-// compiled *RuleSet is immutable: any number of workers may call Raw, Filter
-// and the accessors on it concurrently without locks. Replacing the rule set
+// compiled *RuleSet is immutable but for its -m recent lists (each behind
+// a lock, taken only by packets that reach a -m recent rule): any number of
+// workers may call Raw, Filter, FilterLog, FilterCtx and the accessors on it
+// concurrently. A Local (the -m limit buckets) belongs to one worker, and a
+// Ctx to one evaluation. Replacing the rule set
 // means compiling a new one (it gets a new Generation) and publishing the
 // pointer; verdicts cached under the old generation then miss by themselves.
 // The ipsets that -m set names (Loader.SetIPSets) are compiled into the rule

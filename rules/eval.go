@@ -42,9 +42,27 @@ func (r *crule) multiMatch(p *packet.Packet) bool {
 // reports whether the result depended on a per-packet field (it did only if
 // evaluation reached one). A match "fails" when its test equals its
 // negation bit: (test == neg) is false-xor-not-negated or true-and-negated.
-func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (ok, perPacket bool) {
-	h, neg := r.has, r.neg
-	if h == 0 && len(r.sets) == 0 {
+func (r *crule) match(p *packet.Packet, c *Ctx) (ok, perPacket bool) {
+	if r.x.afterLimit != 0 {
+		// -m limit written before other matches: the kernel spends a
+		// token when the matches before it pass, whatever the ones after
+		// it say. The limit is tested last among the first set.
+		ok, perPacket = r.matchMask(p, c, r.has&^r.x.afterLimit, true)
+		if !ok {
+			return false, perPacket
+		}
+		ok, pp := r.matchMask(p, c, r.has&r.x.afterLimit, false)
+		return ok, perPacket || pp
+	}
+	return r.matchMask(p, c, r.has, true)
+}
+
+// matchMask tests the matches of r in h (a subset of r.has), and its -m
+// set matches when sets.
+func (r *crule) matchMask(p *packet.Packet, c *Ctx, h matchBits, sets bool) (ok, perPacket bool) {
+	neg := r.neg
+	st, inPort := c.State, c.InPort
+	if h == 0 && (!sets || len(r.sets) == 0) {
 		return true, false
 	}
 	if h&mNever != 0 {
@@ -71,7 +89,7 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 	if h&mState != 0 && (st&r.states != 0) == (neg&mState != 0) {
 		return false, false
 	}
-	if len(r.sets) != 0 && !r.setsMatch(p) {
+	if sets && len(r.sets) != 0 && !r.setsMatch(p) {
 		return false, false // -m set reads only flow-fixed fields (ipset.go)
 	}
 	if h&l4Bits != 0 {
@@ -98,7 +116,8 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 			}
 		}
 	}
-	if h&perPacketBits != 0 {
+	pp := false
+	if h&(mFrag|mTCPFlags|extPerPacket) != 0 {
 		if h&mFrag != 0 && (p.Fragment && p.FragOffset != 0) == (neg&mFrag != 0) {
 			return false, true
 		}
@@ -108,9 +127,13 @@ func (r *crule) match(p *packet.Packet, st statemachine.CtState, inPort uint8) (
 		if h&extPerPacket != 0 && !r.extMatch(p) {
 			return false, true
 		}
-		return true, true
+		pp = true
 	}
-	return true, false
+	if h&(ctxBits|mAddrType) != 0 {
+		ok, pp2 := r.ctxMatch(p, c, h)
+		return ok, pp || pp2
+	}
+	return true, pp
 }
 
 // frame is a return address on the chain call stack.
@@ -121,8 +144,9 @@ type frame struct{ chain, next int32 }
 // packet that already has a conntrack template, and traversal continues);
 // for filter it is nil.
 //
-// logs, when not nil, collects the LOG rules the packet matched (filter).
-func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, inPort uint8, res *RawResult, logs *LogHits) (act Action, rule int32, cacheable bool) {
+// c carries the state, ingress port and the rest of the context (ctx.go);
+// c.Logs, when not nil, collects the LOG rules the packet matched (filter).
+func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (act Action, rule int32, cacheable bool) {
 	chains := t.chains
 	rules := rs.rules
 	cacheable = true
@@ -149,7 +173,7 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 		}
 		r := &rules[i]
 		i++
-		ok, pp := r.match(p, st, inPort)
+		ok, pp := r.match(p, c)
 		if pp {
 			cacheable = false
 		}
@@ -169,8 +193,8 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 			// A line per packet: the verdict of a packet that reached
 			// a matching LOG rule is not cached.
 			cacheable = false
-			if logs != nil {
-				logs.add(r.id)
+			if c.Logs != nil {
+				c.Logs.add(r.id)
 			}
 		case tReturn:
 			if sp == 0 {
@@ -192,6 +216,13 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 			}
 			ci = r.jump
 			i, end = chains[ci].start, chains[ci].end
+		case tMark, tConnmark:
+			if r.target == tConnmark && c.Conn != nil {
+				// It writes the connection (or reads it into the
+				// packet mark): a later packet must run it too.
+				cacheable = false
+			}
+			r.x.runMarkTarget(c, r.target == tConnmark)
 		case tNoTrack, tCTNoTrack, tCTHelper:
 			if res != nil && !res.NoTrack && res.Helper == HelperNone {
 				res.NoTrack = r.target != tCTHelper
@@ -209,7 +240,8 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, st statemachine.CtState, in
 // CachedVerdict describes.
 //
 // Cacheable is false when any rule consulted on the way read a per-packet
-// field (-f, --syn, --tcp-flags, -m length/ttl/hl/tos/dscp/mac/pkttype), and always for non-first fragments and
+// field (-f, --syn, --tcp-flags, -m length/ttl/hl/tos/dscp/mac/pkttype, and
+// the matches of match_*.go listed in FilterCtx), and always for non-first fragments and
 // ICMP/ICMPv6 error messages: an error is judged as RELATED to the
 // connection it quotes but its own addresses and type belong to that one
 // packet. Everything else a rule can read (addresses, protocol, ports, ICMP
@@ -229,29 +261,10 @@ func (rs *RuleSet) Filter(p *packet.Packet, st statemachine.CtState, inPort uint
 // rules the packet matched on its way (logs is reset first). A verdict
 // reached through a matching LOG rule, or given by a REJECT rule (whose
 // Verdict.Reject names the answer), is not cacheable: both act on every
-// packet.
+// packet. It is FilterCtx with a context holding only these.
 func (rs *RuleSet) FilterLog(p *packet.Packet, st statemachine.CtState, inPort uint8, logs *LogHits) (v Verdict, cacheable bool) {
-	if logs != nil {
-		logs.N, logs.Over = 0, 0
-	}
-	var t *ctable
-	switch p.IPVersion {
-	case 4:
-		t = &rs.filter[0]
-	case 6:
-		t = &rs.filter[1]
-	default:
-		return Verdict{Action: Accept, Rule: PolicyRule}, true
-	}
-	act, rule, cacheable := rs.walk(t, p, st, inPort, nil, logs)
-	if (p.Fragment && p.FragOffset != 0) || p.IsICMPError() {
-		cacheable = false
-	}
-	v = Verdict{Action: act, Rule: rule}
-	if rule >= 0 && int(rule) < len(rs.rules) && rs.rules[rule].target == tReject {
-		v.Reject = rs.rules[rule].reject
-	}
-	return v, cacheable
+	c := Ctx{State: st, InPort: inPort, Logs: logs}
+	return rs.FilterCtx(p, &c)
 }
 
 // Raw evaluates the raw table's PREROUTING chain, before conntrack, for a
@@ -274,7 +287,8 @@ func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
 	if rs.trivRaw[fi] {
 		return res
 	}
-	act, rule, cacheable := rs.walk(&rs.raw[fi], p, statemachine.StateInvalid, inPort, &res, nil)
+	c := Ctx{State: statemachine.StateInvalid, InPort: inPort}
+	act, rule, cacheable := rs.walk(&rs.raw[fi], p, &c, &res)
 	if act == Drop {
 		res.Drop, res.Rule = true, rule
 	}

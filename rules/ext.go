@@ -63,6 +63,7 @@ type xmatch struct {
 	dscp               uint8
 	ttlMode, ttlVal    uint8
 	hl                 bool // written as -m hl (ip6tables)
+	ctxArgs                 // the matches and targets of match_*.go
 }
 
 // extMatch tests the per-packet matches of this file; r.has&extPerPacket

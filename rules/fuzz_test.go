@@ -9,7 +9,7 @@ import (
 	"github.com/statewire/statewire/packet"
 )
 
-// FuzzLoad: no input panics Load, Compile, Save, Filter or Raw; every error
+// FuzzLoad: no input panics Load, Compile, Save, Filter, FilterCtx or Raw; every error
 // is a *ParseError; and whatever loads saves to text that loads again and
 // saves identically.
 func FuzzLoad(f *testing.F) {
@@ -27,6 +27,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -m iprange --src-range 2001:db8::1-2001:db8::9 -m hl --hl-lt 5 -m dscp --dscp-class EF -j DROP"), uint8(1))
 	f.Add(wrap("filter", "-A FORWARD -m set ! --match-set r-net src,dst --return-nomatch ! --update-counters -m set --match-set r-svc dst,dst -j DROP"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -m set --match-set r-v6 src -j DROP"), uint8(1))
+	f.Add(wrap("filter", "-A FORWARD -p udp -m limit --limit 3/min --limit-burst 2 -m udp --dport 5 -m mark ! --mark 0x1/0x3 -m connmark --mark 2 -j CONNMARK --save-mark --nfmask 0xff --ctmask 0xf\n-A FORWARD -j MARK --set-xmark 0x1/0x3"), uint8(0))
+	f.Add(wrap("filter", "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 --ctorigsrc 10.1.2.3/8 ! --ctrepldst 9.9.9.9/24 --ctorigsrcport 10:20 --ctstatus SEEN_REPLY,ASSURED --ctexpire 5:9 --ctdir REPLY -m addrtype ! --dst-type BROADCAST,MULTICAST -j DROP"), uint8(0))
 	f.Add(wrap("filter", "-A FORWARD -p tcp --dport 22 -j LOG --log-prefix \"ssh \" --log-level info --log-tcp-sequence --log-macdecode\n-A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A user -j REJECT --reject-with port"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n-A FORWARD -j REJECT --reject-with admin-prohib"), uint8(2))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
@@ -54,6 +56,7 @@ func FuzzLoad(f *testing.F) {
 			}
 			return
 		}
+		local := rs.NewLocal()
 		for _, p := range pkts {
 			for in := uint8(0); in < 3; in++ {
 				var logs LogHits
@@ -62,6 +65,12 @@ func FuzzLoad(f *testing.F) {
 					if rs.Log(i) == nil {
 						t.Fatalf("LogHits names rule %d, not a LOG rule", i)
 					}
+				}
+				// The full context: a connection, worker buckets, a mark.
+				conn := Conn{Mark: 2, Confirmed: true, Proto: 17, Expires: 5e9}
+				c := Ctx{State: stEstablished, InPort: in, Now: 1e9, Mark: 1, Conn: &conn, Local: local, Logs: &logs}
+				if v, _ := rs.FilterCtx(p, &c); v.Reject != RejectNone && v.Action != Drop {
+					t.Fatalf("a REJECT verdict %v is not a DROP", v.Action)
 				}
 				rs.Raw(p, in)
 			}

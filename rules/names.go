@@ -223,18 +223,16 @@ func parseICMPType(s string, v6 bool) (typ, codeMin, codeMax uint8, ok bool) {
 // Known iptables targets and modules that statewire does not implement; they
 // get ErrUnsupported instead of ErrUnknown so the message says so.
 var unsupportedTargets = map[string]bool{
-	"NFLOG": true, "MARK": true, "CONNMARK": true,
-	"MASQUERADE": true, "SNAT": true, "DNAT": true, "REDIRECT": true,
+	"NFLOG": true, "MASQUERADE": true, "SNAT": true, "DNAT": true, "REDIRECT": true,
 	"TCPMSS": true, "TRACE": true, "NFQUEUE": true, "QUEUE": true, "TEE": true,
 	"CLASSIFY": true, "DSCP": true, "TOS": true, "SET": true, "AUDIT": true,
 	"CHECKSUM": true, "CONNSECMARK": true, "SECMARK": true, "TPROXY": true,
 }
 
 var unsupportedMatches = map[string]bool{
-	"limit": true, "hashlimit": true, "recent": true, "mark": true,
-	"connmark": true, "connlimit": true,
-	"string": true, "addrtype": true,
-	"owner": true, "u32": true,
+	"hashlimit": true, "connlimit": true,
+	"string": true,
+	"owner":  true, "u32": true,
 	"time": true, "helper": true, "policy": true, "frag": true, "ipv6header": true,
 	"rt": true, "hbh": true, "dst": true, "ah": true, "esp": true, "sctp": true,
 	"dccp": true, "ecn": true, "statistic": true, "quota": true, "bpf": true,

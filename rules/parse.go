@@ -393,6 +393,11 @@ const (
 	modTTL
 	modHL
 	modSet
+	modLimit
+	modMark
+	modConnmark
+	modAddrType
+	modRecent
 )
 
 var modByName = map[string]modBits{
@@ -401,6 +406,7 @@ var modByName = map[string]modBits{
 	"physdev": modPhysdev, "comment": modComment,
 	"iprange": modIPRange, "mac": modMAC, "length": modLength, "pkttype": modPktType,
 	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL, "set": modSet,
+	"limit": modLimit, "mark": modMark, "connmark": modConnmark, "addrtype": modAddrType, "recent": modRecent,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -415,6 +421,8 @@ var optionAlias = map[string]string{
 func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 	r := &rule{file: p.name, line: p.line, chain: c, fam: p.fam}
 	var mods modBits
+	var lastMark modBits     // modMark or modConnmark, whichever -m came last: --mark is its
+	var statefulAt matchBits // r.has at -m limit or -m recent
 	tid := p.cur.id
 	neg := false
 	for i := 0; i < len(toks); i++ {
@@ -572,6 +580,24 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 					return nil, p.errf(ErrUnsupported, "match module %q is not supported", v)
 				}
 				return nil, p.errf(ErrUnknown, "unknown match module %q", v)
+			}
+			switch m {
+			case modLimit, modRecent:
+				// The matches with state of their own, tested where
+				// the rule names them (match_ctx.go): one per rule.
+				if r.has&(mLimit|mRecent) != 0 {
+					return nil, p.errf(ErrUnsupported, "one -m limit or -m recent per rule")
+				}
+				statefulAt = r.has
+				if m == modLimit {
+					// -m limit alone is 3/hour, burst 5.
+					r.x.lim.avg, r.x.lim.burst = limitDefAvg, limitDefBurst
+					r.has |= mLimit
+				} else {
+					r.has |= mRecent
+				}
+			case modMark, modConnmark:
+				lastMark = m
 			}
 			mods |= m
 			if m == modSet {
@@ -859,7 +885,24 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			if err = need(modConntrack, "-m conntrack"); err != nil {
 				return nil, err
 			}
-			return nil, p.errf(ErrUnsupported, "conntrack option %q is not supported (only --ctstate)", word)
+			_, err = p.parseCtOpt(r, opt, word, neg, value)
+		case "--limit", "--limit-burst", "--mark", "--src-type", "--dst-type", "--limit-iface-in", "--limit-iface-out":
+			err = p.parseCtxOpt(r, opt, word, neg, mods, lastMark, value)
+		case "--set", "--rcheck", "--update", "--remove", "--seconds", "--hitcount", "--reap", "--rttl",
+			"--name", "--rsource", "--rdest", "--mask":
+			if r.target == tMark || r.target == tConnmark {
+				if err = noNeg(); err != nil {
+					return nil, err
+				}
+				if handled, terr := p.parseMarkTargetOpt(r, opt, word, value); handled || terr != nil {
+					err = terr
+					break
+				}
+			}
+			if err = need(modRecent, "-m recent"); err != nil {
+				return nil, err
+			}
+			_, err = p.parseRecentOpt(r, opt, word, neg, value)
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err
@@ -912,6 +955,15 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrSyntax, "bad counters %q %q", a, b)
 			}
 		default:
+			if r.target == tMark || r.target == tConnmark {
+				if err = noNeg(); err != nil {
+					return nil, err
+				}
+				var handled bool
+				if handled, err = p.parseMarkTargetOpt(r, opt, word, value); handled {
+					break
+				}
+			}
 			if r.target == tCT && strings.HasPrefix(word, "--") {
 				return nil, p.errf(ErrUnsupported, "CT option %q is not supported (only --notrack and --helper)", word)
 			}
@@ -929,6 +981,9 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 		return nil, p.errf(ErrSyntax, "%q at end of rule", "!")
 	}
 	if err := p.checkSets(r); err != nil {
+		return nil, err
+	}
+	if err := p.checkCtxRule(r, mods, statefulAt); err != nil {
 		return nil, err
 	}
 	return r, p.checkRule(r)
@@ -1070,6 +1125,12 @@ func (p *parser) setTarget(r *rule, isGoto bool, v string) error {
 			return nil
 		case "CT":
 			r.target = tCT
+			return nil
+		case "MARK":
+			r.target = tMark
+			return nil
+		case "CONNMARK":
+			r.target = tConnmark
 			return nil
 		case "REJECT":
 			r.target = tReject

@@ -145,7 +145,7 @@ func TestParseErrors(t *testing.T) {
 		is    error
 	}{
 		{"unknown option", FamilyIPv4, wrap("filter", "-A FORWARD --foo -j ACCEPT"), `t.rules:6: unknown match "--foo"`, ErrUnknown},
-		{"unsupported module", FamilyIPv4, wrap("filter", "-A FORWARD -m limit --limit 5/s -j ACCEPT"), `t.rules:6: match module "limit" is not supported`, ErrUnsupported},
+		{"unsupported module", FamilyIPv4, wrap("filter", "-A FORWARD -m connlimit --connlimit-above 2 -j DROP"), `t.rules:6: match module "connlimit" is not supported`, ErrUnsupported},
 		{"unknown module", FamilyIPv4, wrap("filter", "-A FORWARD -m bogus -j ACCEPT"), `t.rules:6: unknown match module "bogus"`, ErrUnknown},
 		{"unsupported target", FamilyIPv4, wrap("filter", "-A FORWARD -j NFLOG --nflog-group 1"), `t.rules:6: target "NFLOG" is not supported`, ErrUnsupported},
 		{"unknown target", FamilyIPv4, wrap("filter", "-A FORWARD -j NOPE"), `t.rules:6: unknown target or chain "NOPE"`, ErrUnknown},
@@ -184,7 +184,7 @@ func TestParseErrors(t *testing.T) {
 		{"nat state", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack --ctstate DNAT -j ACCEPT"), `t.rules:6: state "DNAT" is not supported (statewire does no NAT)`, ErrUnsupported},
 		{"ctstate without m", FamilyIPv4, wrap("filter", "-A FORWARD --ctstate NEW -j ACCEPT"), `t.rules:6: option "--ctstate" needs -m conntrack`, ErrSyntax},
 		{"ctstate with m state", FamilyIPv4, wrap("filter", "-A FORWARD -m state --ctstate NEW -j ACCEPT"), `t.rules:6: option "--ctstate" needs -m conntrack`, ErrSyntax},
-		{"conntrack other option", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack --ctdir ORIGINAL -j ACCEPT"), `t.rules:6: conntrack option "--ctdir" is not supported (only --ctstate)`, ErrUnsupported},
+		{"conntrack ctdir inverted", FamilyIPv4, wrap("filter", "-A FORWARD -m conntrack ! --ctdir ORIGINAL -j ACCEPT"), `t.rules:6: conntrack: option "--ctdir" cannot be inverted`, ErrSyntax},
 		{"physdev without m", FamilyIPv4, wrap("filter", "-A FORWARD --physdev-in ethA -j ACCEPT"), `t.rules:6: option "--physdev-in" needs -m physdev`, ErrSyntax},
 		{"physdev missing value", FamilyIPv4, wrap("filter", "-A FORWARD -m physdev --physdev-in"), `t.rules:6: option "--physdev-in" needs a value`, ErrSyntax},
 		{"bad iface", FamilyIPv4, wrap("filter", "-A FORWARD -i eth/0 -j ACCEPT"), `t.rules:6: bad interface name "eth/0"`, ErrSyntax},

@@ -127,7 +127,7 @@ func nextGeneration() uint32 {
 
 // matchBits says which matches a rule carries (has) and which are negated
 // (neg): one bit per match kind.
-type matchBits uint32
+type matchBits uint64
 
 const (
 	mNever     matchBits = 1 << iota // compile-time false (e.g. ! --physdev-is-bridged in FORWARD)
@@ -160,12 +160,23 @@ const (
 	mTOS                             // -m tos (per packet)
 	mDSCP                            // -m dscp (per packet)
 	mTTL                             // -m ttl / -m hl (per packet)
+	mLimit                           // -m limit (per packet: a token bucket)
+	mMark                            // -m mark (the packet mark: see ctx.go)
+	mConnmark                        // -m connmark (the connection mark: uncacheable)
+	mCtFlow                          // -m conntrack --ctdir/--ctproto/--ctorig*/--ctrepl* (fixed per direction)
+	mCtPacket                        // -m conntrack --ctstatus/--ctexpire (per packet)
+	mAddrType                        // -m addrtype (the addresses: fixed per direction)
+	mRecent                          // -m recent (a shared list: per packet)
 )
 
 // perPacketBits are the matches that read fields which change from packet to
 // packet within one flow direction. A verdict that consulted one of them is
 // not cacheable.
-const perPacketBits = mFrag | mTCPFlags | extPerPacket
+const perPacketBits = mFrag | mTCPFlags | extPerPacket | mLimit | mConnmark | mCtPacket | mRecent
+
+// ctxBits are the matches that read the Ctx beyond state and port
+// (match_*.go); they are tested last, after every match of the packet.
+const ctxBits = mLimit | mMark | mConnmark | mCtFlow | mCtPacket | mRecent
 
 // extPerPacket are the per-packet matches of ext.go.
 const extPerPacket = mMAC | mLength | mPktType | mTOS | mDSCP | mTTL
@@ -188,6 +199,8 @@ const (
 	tCTNoTrack                   // -j CT --notrack (raw)
 	tCTHelper                    // -j CT --helper NAME (raw)
 	tCT                          // -j CT seen, option not yet read (parser only)
+	tMark                        // -j MARK (sets the packet mark, continues)
+	tConnmark                    // -j CONNMARK (sets the connection or packet mark, continues)
 	tReject                      // -j REJECT (filter): DROP and an answer, target_reject.go
 	tLog                         // -j LOG: log and continue, target_log.go
 )

@@ -116,6 +116,8 @@ func targetName(r *rule) string {
 		return "CT --helper " + r.helper.String()
 	case tCT:
 		return "CT"
+	case tMark, tConnmark:
+		return markTargetString(r)
 	case tReject:
 		return "REJECT"
 	case tLog:
@@ -165,6 +167,7 @@ func ruleString(r *rule, f Family) string {
 			b.WriteString(" " + val)
 		}
 	}
+	w := func(s string) { b.WriteString(s) }
 	opt(mSrc, "-s", r.src.String())
 	opt(mDst, "-d", r.dst.String())
 	opt(mIfIn, "-i", r.ifIn)
@@ -221,7 +224,12 @@ func ruleString(r *rule, f Family) string {
 		} else {
 			b.WriteString(" -m conntrack")
 			opt(mState, "--ctstate", strings.Join(parts, ","))
+			ctString(r, w)
 		}
+	}
+	if r.has&(mCtFlow|mCtPacket) != 0 && (r.has&mState == 0 || r.stateModule) {
+		b.WriteString(" -m conntrack")
+		ctString(r, w)
 	}
 	if r.has&(mPhysIn|mPhysOut|mIsIn|mIsOut|mIsBridged) != 0 {
 		b.WriteString(" -m physdev")
@@ -233,6 +241,7 @@ func ruleString(r *rule, f Family) string {
 	}
 	extString(r, opt, func(s string) { b.WriteString(s) })
 	setString(r, func(s string) { b.WriteString(s) })
+	ctxString(r, opt, w)
 	if r.has&mComment != 0 {
 		b.WriteString(" -m comment --comment " + quote(r.comment))
 	}
