@@ -65,8 +65,16 @@ func addrOf(a packet.Addr) netip.Addr { return a.Netip() }
 // kernel's ctnetlink reports them), the helper's name. VLAN zones are not
 // carried (conntrackd 1.4.7 has no zone attribute).
 func FromSnapshot(es *flowtable.EntrySnapshot, now int64) *CT {
+	c := new(CT)
+	FillFromSnapshot(c, es, now)
+	return c
+}
+
+// FillFromSnapshot is FromSnapshot into c (overwritten), for a caller that
+// keeps its CTs by value and must not allocate one per event.
+func FillFromSnapshot(c *CT, es *flowtable.EntrySnapshot, now int64) {
 	t := &es.Orig
-	c := &CT{Orig: Tuple{Src: addrOf(t.Src), Dst: addrOf(t.Dst), Proto: t.Proto}}
+	*c = CT{Orig: Tuple{Src: addrOf(t.Src), Dst: addrOf(t.Dst), Proto: t.Proto}}
 	c.Set(NTAL4Proto)
 	if c.Orig.Src.Is4() {
 		c.Set(NTAIPv4)
@@ -102,7 +110,6 @@ func FromSnapshot(es *flowtable.EntrySnapshot, now int64) *CT {
 	}
 	c.Timeout = uint32((left + int64(time.Second) - 1) / int64(time.Second))
 	c.Set(NTATimeout)
-	return c
 }
 
 // State is what the table can take from a received CT: the original

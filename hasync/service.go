@@ -43,13 +43,13 @@ type Config struct {
 // the type it was last sent as, which a resync sends again (conntrackd's
 // object status: C_OBJ_NEW goes as CT_NEW, C_OBJ_ALIVE as CT_UPD).
 type cached struct {
-	ct  *ctsync.CT
+	ct  ctsync.CT // reused (Service.free): a heap CT per event was a GC cost the workers paid
 	at  int64
 	typ ctsync.Type
 }
 
 // cache is a set of connections keyed by their original tuple.
-type cache map[flowtable.Tuple]cached
+type cache map[flowtable.Tuple]*cached
 
 // Stats are the sync's counters (statewire sync -s).
 type Stats struct {
@@ -71,6 +71,8 @@ type Service struct {
 
 	mu       sync.Mutex // internal, ext, st
 	internal cache
+	scratch  ctsync.CT // the message being sent (SendCT encodes it at once); under mu
+	free     []*cached // internal entries deleted, for reuse; under mu
 	ext      map[string]cache
 	st       Stats
 	ringBase uint64
@@ -149,19 +151,30 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 				continue
 			}
 			delete(s.internal, t)
-			s.send(ctsync.TypeCTDel, c.ct)
+			s.scratch = c.ct
+			s.send(ctsync.TypeCTDel, &s.scratch)
+			s.free = append(s.free, c)
 		case bridge.EventNew, bridge.EventUpdate:
 			if !s.cfg.Filter.Pass(&e.Entry) {
 				s.st.Filtered++
 				continue
 			}
-			c := ctsync.FromSnapshot(&e.Entry, e.Now)
+			ctsync.FillFromSnapshot(&s.scratch, &e.Entry, e.Now)
 			typ := ctsync.TypeCTUpd
 			if e.Kind == bridge.EventNew {
 				typ = ctsync.TypeCTNew
 			}
-			s.internal[t] = cached{ct: c, at: e.Now, typ: typ}
-			s.send(typ, c)
+			c, ok := s.internal[t]
+			if !ok {
+				if n := len(s.free); n > 0 {
+					c, s.free = s.free[n-1], s.free[:n-1]
+				} else {
+					c = new(cached)
+				}
+				s.internal[t] = c
+			}
+			*c = cached{ct: s.scratch, at: e.Now, typ: typ}
+			s.send(typ, &s.scratch)
 		}
 	}
 }
@@ -190,7 +203,7 @@ func (s *Service) CT(t ctsync.Type, c *ctsync.CT) {
 	case ctsync.TypeCTDel:
 		delete(ext, st.Orig)
 	default:
-		ext[st.Orig] = cached{ct: c, at: now}
+		ext[st.Orig] = &cached{ct: *c, at: now}
 	}
 }
 
@@ -210,7 +223,8 @@ func (s *Service) ResyncRequested() {
 	defer s.mu.Unlock()
 	s.st.ResyncsServed++
 	for _, c := range s.internal {
-		s.send(c.typ, c.ct)
+		s.scratch = c.ct
+		s.send(c.typ, &s.scratch)
 	}
 }
 
@@ -240,7 +254,7 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 	bad := 0
 	for _, ext := range s.ext {
 		for _, c := range ext {
-			fc, ok := commitOf(c.ct, now)
+			fc, ok := commitOf(&c.ct, now)
 			if !ok {
 				bad++
 				continue
@@ -262,7 +276,7 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 		for _, c := range ext {
 			if st, err := c.ct.ToState(now); err == nil {
 				if _, ok := s.internal[st.Orig]; !ok {
-					s.internal[st.Orig] = cached{ct: c.ct, at: now, typ: ctsync.TypeCTNew}
+					s.internal[st.Orig] = &cached{ct: c.ct, at: now, typ: ctsync.TypeCTNew}
 				}
 			}
 		}
