@@ -133,7 +133,10 @@ General {
 		}
 	}()
 	var c net.Conn
-	if err := l.Do(l.LeftNS, func() (err error) { c, err = net.DialTimeout("tcp4", rightIP.String()+":5001", 5*time.Second); return err }); err != nil {
+	if err := l.Do(l.LeftNS, func() (err error) {
+		c, err = net.DialTimeout("tcp4", rightIP.String()+":5001", 5*time.Second)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
