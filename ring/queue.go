@@ -195,6 +195,10 @@ func (r *RXRing) Release(n uint32) {
 	r.release(n)
 }
 
+// Ready reports whether the kernel has published descriptors beyond those
+// released (one atomic load): the worker's last look before it sleeps.
+func (r *RXRing) Ready() bool { return atomic.LoadUint32(r.producer) != r.cachedCons }
+
 // TXRing is a socket's transmit ring: the owning goroutine produces, the
 // kernel consumes and later reports each frame on the completion ring.
 type TXRing struct {

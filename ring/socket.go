@@ -371,3 +371,65 @@ func (s *Socket) release() error {
 	}
 	return err
 }
+
+// BusyPoll is the kernel's busy polling for one socket (socket(7)):
+// SO_BUSY_POLL, SO_PREFER_BUSY_POLL and SO_BUSY_POLL_BUDGET. With
+// Prefer and the device's napi_defer_hard_irqs and gro_flush_timeout set,
+// the device's interrupts stay off while the application keeps calling
+// into the socket (PollRX), which then runs the driver's NAPI poll itself
+// on the worker's CPU: no interrupt, no softirq on another CPU.
+type BusyPoll struct {
+	Usecs  int  // SO_BUSY_POLL: how long a receive call may busy poll (0: off)
+	Budget int  // SO_BUSY_POLL_BUDGET: frames per NAPI poll (0: the kernel's 8)
+	Prefer bool // SO_PREFER_BUSY_POLL
+}
+
+// SetBusyPoll sets bp's options on the socket. A kernel without one
+// (ENOPROTOOPT, before 5.11 for Prefer and Budget) or without
+// CAP_NET_ADMIN (EPERM) refuses it; the error names the option.
+func (s *Socket) SetBusyPoll(bp BusyPoll) error {
+	set := func(name string, opt, v int) error {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, opt, v); err != nil {
+			return fmt.Errorf("ring: setsockopt %s %d: %w", name, v, err)
+		}
+		return nil
+	}
+	if bp.Prefer {
+		if err := set("SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1); err != nil {
+			return err
+		}
+	}
+	if bp.Usecs > 0 {
+		if err := set("SO_BUSY_POLL", unix.SO_BUSY_POLL, bp.Usecs); err != nil {
+			return err
+		}
+	}
+	if bp.Budget > 0 {
+		if err := set("SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, bp.Budget); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetBusyPoll reads the socket's busy-poll options back (tests, logs).
+func (s *Socket) GetBusyPoll() (BusyPoll, error) {
+	var bp BusyPoll
+	var err error
+	if bp.Usecs, err = unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL); err != nil {
+		return bp, err
+	}
+	if bp.Budget, err = unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL_BUDGET); err != nil {
+		return bp, err
+	}
+	prefer, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL)
+	bp.Prefer = prefer != 0
+	return bp, err
+}
+
+// PollRX is a non-blocking recvfrom on the socket, whatever the ring
+// flags say: with busy polling set (SetBusyPoll) it is what runs the
+// device's NAPI poll (the kernel's xsk_recvmsg busy polls before it
+// looks at need_wakeup), so a worker calls it while it spins on an empty
+// RX ring.
+func (s *Socket) PollRX() { wakeRX(s.fd) }

@@ -1,0 +1,89 @@
+package ring
+
+import (
+	"testing"
+	"time"
+)
+
+// TestWaiterWake checks the wake-up protocol without privileges (an
+// eventfd, no socket): a Wake while the owner is prepared ends its Wait
+// (counted Woken) however long the timeout; a Wake while it is not
+// prepared writes nothing, so the next Wait sleeps its timeout out; a
+// Wake between Prepare and Wait is not lost; Wake after Close does
+// nothing.
+func TestWaiterWake(t *testing.T) {
+	w, err := NewWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Woken from another goroutine while asleep.
+	w.Prepare()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !w.Asleep() {
+		}
+		w.Wake()
+	}()
+	w.Wait(time.Hour)
+	<-done
+	if st := w.Stats(); st.Woken != 1 || st.Sleeps != 1 {
+		t.Fatalf("after a Wake of a sleeping owner: got %+v, want 1 sleep ended by Woken", st)
+	}
+
+	// A Wake while the owner is awake leaves nothing behind.
+	w.Wake()
+	w.Prepare()
+	w.Wait(time.Millisecond)
+	if st := w.Stats(); st.Timeout != 1 || st.Woken != 1 {
+		t.Fatalf("after a Wake of an awake owner: got %+v, want the next sleep to time out", st)
+	}
+
+	// A Wake between Prepare and Wait (the owner's second look found
+	// nothing just before) is kept by the eventfd.
+	w.Prepare()
+	w.Wake()
+	if w.Asleep() {
+		t.Fatal("Wake left the asleep flag up")
+	}
+	w.Wait(time.Hour)
+	if st := w.Stats(); st.Woken != 2 {
+		t.Fatalf("Wake before Wait: got %+v, want Woken 2", st)
+	}
+
+	// Cancel: a Wake after it writes nothing.
+	w.Prepare()
+	w.Cancel()
+	w.Wake()
+	w.Prepare()
+	w.Wait(time.Millisecond)
+	if st := w.Stats(); st.Woken != 2 || st.Timeout != 2 {
+		t.Fatalf("Wake after Cancel: got %+v, want no wake-up recorded", st)
+	}
+
+	w.Prepare()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Wake() // must not write to a closed (maybe reused) descriptor
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestWaiterWakeAllocs checks that Wake and a Wait cost no allocation.
+func TestWaiterWakeAllocs(t *testing.T) {
+	w, err := NewWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if a := testing.AllocsPerRun(100, func() {
+		w.Prepare()
+		w.Wake()
+		w.Wait(0)
+	}); a != 0 {
+		t.Errorf("Prepare, Wake, Wait: got %v allocs, want 0", a)
+	}
+}
