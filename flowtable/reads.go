@@ -237,4 +237,5 @@ func (t *Table) exchange(ctx context.Context, s *Shard, r *readRequest) error {
 func (s *Shard) postRead(r *readRequest) {
 	s.posted.Add(1)
 	s.req.Store(r)
+	s.wakeOwner()
 }

@@ -135,6 +135,7 @@ func (t *Table) postCtl(ctx context.Context, reqs []*ctlRequest) (int, error) {
 		s := t.shards[i]
 		s.posted.Add(1) // before the pointer: see postRead
 		s.ctl.Store(r)
+		s.wakeOwner()
 	}
 	total := 0
 	for i, r := range reqs {
@@ -161,3 +162,24 @@ func (t *Table) postCtl(ctx context.Context, reqs []*ctlRequest) (int, error) {
 	}
 	return total, nil
 }
+
+// SetNotify makes every poster call fn(i) once it has posted a request on
+// shard i, so that an owner sleeping while idle wakes to serve it. Call it
+// before the table is shared (before any owner or poster runs); fn is
+// called from the posters' goroutines and must not block.
+func (t *Table) SetNotify(fn func(shard int)) {
+	for i, s := range t.shards {
+		s.notify = func() { fn(i) }
+	}
+}
+
+// wakeOwner calls the notify hook after a post.
+func (s *Shard) wakeOwner() {
+	if s.notify != nil {
+		s.notify()
+	}
+}
+
+// Posted reports whether a request waits in the shard's mailbox (one
+// atomic load): an owner about to sleep looks once more. Owner only.
+func (s *Shard) Posted() bool { return s.posted.Load() != 0 }

@@ -120,6 +120,9 @@ type Shard struct {
 	posted  atomic.Int32
 	req     atomic.Pointer[readRequest]
 	ctl     atomic.Pointer[ctlRequest]
+	// notify, when set (Table.SetNotify), is called by a poster after
+	// it posted: it wakes a sleeping owner.
+	notify func()
 
 	_ [64]byte // keep neighbouring shards' hot fields off this cache line
 }
@@ -383,9 +386,12 @@ func (s *Shard) remove(idx, b uint32) {
 // entries whose timeout passed. While the shard holds at least 95% of its
 // maximum it also evicts entries that may be early-dropped (not ASSURED, or
 // TCP in a closing state), as the kernel's gc worker does. It returns how
-// many entries it removed. The worker calls it once per batch.
+// many entries it removed. The worker calls it once per batch. One call
+// visits each slot at most once: a second lap at the same now would find
+// nothing the first did not (an idle worker's large budget, bridge).
 func (s *Shard) Expire(now int64, budget int) int {
 	removed := 0
+	budget = min(budget, int(s.hwm))
 	for ; budget > 0 && s.hwm > 0; budget-- {
 		if s.cursor >= s.hwm {
 			s.cursor = 0
