@@ -49,9 +49,16 @@ type DatapathConfig struct {
 	Frames int
 	// Batch is the most descriptors taken from an RX ring at once.
 	Batch int
-	// BusyPoll keeps workers spinning when idle; otherwise an idle worker
-	// sleeps briefly between polls (lower CPU, higher latency).
+	// BusyPoll keeps workers spinning when idle; otherwise a worker
+	// spins for a moment after its last frame and then sleeps in poll(2)
+	// until a frame, a wake-up or its next timer (datapath_idle.go).
 	BusyPoll bool
+	// SocketBusyPoll sets the kernel's busy-poll options on every AF_XDP
+	// socket (SO_BUSY_POLL, SO_BUSY_POLL_BUDGET, SO_PREFER_BUSY_POLL);
+	// with any set, a spinning worker calls recvfrom on its sockets,
+	// which runs the device's NAPI poll. A kernel that refuses one is
+	// logged and the datapath runs without it. See README, "Latency".
+	SocketBusyPoll ring.BusyPoll
 	// XDPMode is the AF_XDP bind mode: auto (zero-copy, else copy),
 	// zerocopy (fail without it) or copy.
 	XDPMode ring.Mode
@@ -349,7 +356,9 @@ type Datapath struct {
 	// (adoptFastPath settles its offloaded entries).
 	tableAdopted bool
 	adoptRep     AdoptReport // what Start did with the earlier run's fast-path flows
-	workers      []*worker
+	// busyPollRefused: a socket refused SocketBusyPoll (logged once).
+	busyPollRefused bool
+	workers         []*worker
 
 	// The XDP program (package offload) of every mode; it offers flows
 	// (the fast path) when Offload is on or auto and it started (fastOn);
@@ -407,14 +416,25 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 	}
 	dp.table, dp.frags = t, NewFragCache(1024, t.Config().Seed)
 	for i := range cfg.Cores {
-		dp.workers = append(dp.workers, newWorker(dp, i))
+		w := newWorker(dp, i)
+		if w.waiter, err = ring.NewWaiter(); err != nil {
+			dp.closeWaiters()
+			t.Close(dp.Now())
+			return nil, err
+		}
+		dp.workers = append(dp.workers, w)
 	}
+	// Work from other goroutines wakes a sleeping worker
+	// (datapath_idle.go): control requests on its shard, new Settings.
+	t.SetNotify(func(shard int) { dp.workers[shard].waiter.Wake() })
+	dp.ctl.wake = dp.wakeAll
 	for q := range cfg.Queues {
 		w := dp.workers[q%cfg.Cores]
 		w.queues = append(w.queues, &dpQueue{id: q, idx: len(w.queues)})
 	}
 	if cfg.Cores > 1 {
 		if err := dp.linkWorkers(); err != nil {
+			dp.closeWaiters()
 			t.Close(dp.Now())
 			return nil, err
 		}
@@ -617,6 +637,10 @@ func (dp *Datapath) open(idx [2]int) error {
 				}
 				q.sock[p] = s
 			}
+			for _, s := range q.sock {
+				w.waiter.Watch(s)
+				dp.setBusyPoll(w, s)
+			}
 			q.mode = q.sock[0].Mode()
 			// Fill before the sockets are registered: the first frames
 			// must find receive buffers (an adopted program is already
@@ -807,6 +831,18 @@ func (dp *Datapath) closeAll() error {
 			}
 		}
 	}
+	errs = append(errs, dp.closeWaiters())
+	return errors.Join(errs...)
+}
+
+// closeWaiters closes the workers' wake-up eventfds (ring.Waiter).
+func (dp *Datapath) closeWaiters() error {
+	var errs []error
+	for _, w := range dp.workers {
+		if w.waiter != nil {
+			errs = append(errs, w.waiter.Close())
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -849,6 +885,7 @@ func (dp *Datapath) Stop() (DatapathStats, error) {
 		}
 	}
 	dp.stop.Store(true)
+	dp.wakeAll()
 	if dp.manual {
 		dp.stepUntilDone()
 	}

@@ -40,7 +40,7 @@ func stepAlong(dp *Datapath) *stepper {
 				moved += m
 			}
 			if moved == 0 {
-				time.Sleep(idleSleep)
+				time.Sleep(50 * time.Microsecond)
 			}
 		}
 	}()

@@ -189,6 +189,15 @@ type worker struct {
 	rxStopped                     bool
 	deadline, lastPub, lastExpect int64
 	pub                           published
+
+	// Idle (datapath_idle.go): the waiter it sleeps in (Wake from any
+	// goroutine), the slots the next sweep visits, the Settings its last
+	// step saw, and whether its sockets busy poll in the kernel.
+	waiter     *ring.Waiter
+	sweep      int
+	settings   *Settings
+	kernelBusy bool
+	tid        atomic.Int32 // the OS thread run is locked to (tests read its CPU time)
 }
 
 func newWorker(dp *Datapath, id int) *worker {
@@ -202,6 +211,7 @@ func newWorker(dp *Datapath, id int) *worker {
 		maxLen:   uint32(dp.cfg.maxFrameLen()),
 		popBuf:   make([]handoff, maxBatch),
 		vlanMask: dp.table.Config().VLANMask(),
+		sweep:    expireBudget,
 	}
 }
 
@@ -211,13 +221,12 @@ const (
 	publishInterval = int64(50 * time.Millisecond)
 	expectInterval  = int64(100 * time.Millisecond)
 	// An idle worker keeps spinning for idleSpinTime after the last frame
-	// it moved, then sleeps idleSleep at a time. Spinning by time rather
-	// than by a count of empty loops matters: a timer sleep costs ~0.5 ms
-	// on a VM (far more than asked), so a worker that slept between two
-	// frames of a 100 kpps stream added that to their latency
+	// it moved, then sleeps in poll(2) (datapath_idle.go). Spinning by
+	// time rather than by a count of empty loops matters: a wake-up costs
+	// tens of microseconds on a VM, so a worker that slept between two
+	// frames of a 100 kpps stream would add that to their latency
 	// (perf/RESULTS.md). Under any steady load the worker never sleeps.
 	idleSpinTime = int64(time.Millisecond)
-	idleSleep    = 50 * time.Microsecond
 )
 
 // run is the worker loop: iterations of step until the datapath stops and
@@ -225,6 +234,7 @@ const (
 func (w *worker) run() {
 	runtime.LockOSThread()
 	defer w.dp.wg.Done()
+	w.tid.Store(int32(unix.Gettid()))
 	if cpus := w.dp.cfg.CPUs; len(cpus) > w.id {
 		// A pinned thread must not go back to the scheduler's pool with
 		// its affinity: exiting locked makes the runtime end the thread.
@@ -250,9 +260,7 @@ func (w *worker) run() {
 		// No runtime.Gosched while spinning: on a locked thread it hands the
 		// P to another thread and costs two futex calls. Async preemption
 		// still stops a spinning worker for the GC.
-		if !w.dp.cfg.BusyPoll && now-lastWork > idleSpinTime {
-			time.Sleep(idleSleep)
-		}
+		w.idle(now, lastWork)
 	}
 }
 
@@ -273,6 +281,7 @@ func (w *worker) step(now int64) (moved int, done bool) {
 	w.pl.WatchEvents(now)
 	// A rules reload or sysctl change takes the offered flows back even
 	// when none of their packets comes up the slow path.
+	w.settings = dp.ctl.Load()
 	w.pl.SyncFastPath()
 	if !w.rxStopped {
 		for _, q := range w.queues {
@@ -291,7 +300,8 @@ func (w *worker) step(now int64) (moved int, done bool) {
 			w.activate(now)
 		}
 	}
-	w.shard.Expire(now, expireBudget)
+	w.shard.Expire(now, w.sweep)
+	w.sweep = expireBudget
 	w.shard.ServeRequests(readBudget) // snapshots, conntrack -D / -F for our shard
 	if w.id == 0 && now-w.lastExpect >= expectInterval {
 		w.table.Expect.Expire(now)
@@ -652,6 +662,7 @@ func (w *worker) flushHandoffs() {
 		pushed := w.reqOut[o].Push(buf)
 		w.pending[o] += pushed
 		w.dp.inflight.Add(int64(pushed))
+		w.dp.workers[o].waiter.Wake()
 		// Push cannot come up short (we counted pending against the ring
 		// size), but a frame must never leak if it did.
 		for _, h := range buf[pushed:] {
@@ -703,6 +714,7 @@ func (w *worker) serveRequests(now int64) int {
 		for len(rest) > 0 {
 			rest = rest[w.repOut[f].Push(rest):]
 		}
+		src.waiter.Wake()
 		w.repSent[f] += uint64(n)
 		w.activate(now)
 		total += n

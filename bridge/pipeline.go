@@ -46,6 +46,9 @@ type Control struct {
 	p   atomic.Pointer[Settings]
 	ev  Events
 	log atomic.Pointer[slog.Logger]
+	// wake, set once by NewDatapath before the Control is shared, wakes
+	// the sleeping workers after a Store (datapath_idle.go).
+	wake func()
 }
 
 // NewControl returns a Control publishing s.
@@ -59,7 +62,12 @@ func NewControl(s *Settings) *Control {
 func (c *Control) Load() *Settings { return c.p.Load() }
 
 // Store publishes s; the next packet of every worker uses it.
-func (c *Control) Store(s *Settings) { c.p.Store(s) }
+func (c *Control) Store(s *Settings) {
+	c.p.Store(s)
+	if c.wake != nil {
+		c.wake()
+	}
+}
 
 // SetLogger sets the logger of INVALID packets (Settings.LogInvalid).
 func (c *Control) SetLogger(l *slog.Logger) { c.log.Store(l) }
