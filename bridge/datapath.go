@@ -456,6 +456,7 @@ func (dp *Datapath) linkWorkers() error {
 		w.repSent = make([]uint64, n)
 		w.repHandled = make([]uint64, n)
 		w.repSentOut = make([]atomic.Uint64, n)
+		w.parsedOut = make([]handoffRing, n)
 	}
 	for _, from := range dp.workers {
 		for _, to := range dp.workers {
@@ -473,6 +474,7 @@ func (dp *Datapath) linkWorkers() error {
 			from.reqOut[to.id], to.reqIn[from.id] = req, req
 			to.repOut[from.id], from.repIn[to.id] = rep, rep
 			from.outBuf[to.id] = make([]handoff, 0, maxBatch)
+			from.parsedOut[to.id].slots = make([]parsed, dp.cfg.Handoff)
 		}
 	}
 	return nil

@@ -33,6 +33,9 @@ type dpQueue struct {
 	// order its writes before those reads.
 	next    []ring.Desc
 	bufSize uint64
+	// txk counts the descriptors handleReplies wrote to each port's TX
+	// ring and has not submitted yet.
+	txk [2]uint32
 }
 
 // nextBuf returns the descriptor after d in its frame (d.More()), or a
@@ -129,9 +132,23 @@ type handoff struct {
 	qi      uint16 // index of the queue in the sender's list
 	in      Port
 	mark    offload.Mark // read in front of the frame by the receiving worker
+	slot    uint32       // the frame's parse: the sender's parsedOut[owner].slots[slot]
 	verdict Verdict
 	drop    DropReason
 	reject  rules.RejectWith // the answer when drop is DropReject
+}
+
+// handoffRing holds the parses of the frames one worker hands to another,
+// one slot per frame, taken in turn: the sender writes a slot before it
+// pushes the hand-off naming it, the owner reads it between its pop and
+// its push of the verdict, and the sender reuses it only after that
+// verdict came back. The ring has as many slots as the SPSC ring and a
+// sender never has more frames out with one owner than that (handOff), so
+// a slot in use is never written; the SPSC push and pop order the writes
+// before the reads, as for the frame's bytes in the sender's UMEM.
+type handoffRing struct {
+	slots []parsed
+	next  uint32 // the next slot, free running
 }
 
 // worker is one pinned goroutine: it serves its queues of both ports, owns
@@ -166,8 +183,12 @@ type worker struct {
 	holdSince int64
 	outBuf    [][]handoff
 	popBuf    []handoff
-	steerPkt  packet.Packet
-	vlanMask  uint16 // the table's Config.VLANMask, for steerPkt
+	// parsedOut[o] holds the parses of our frames handed to worker o
+	// (handoffRing); o reads them, we write them.
+	parsedOut []handoffRing
+	// Test counters (owner only): batches of hand-offs judged and their
+	// frames (serveRequests).
+	servedBatches, servedFrames int
 
 	free [maxBatch]uint64 // frames to free after the RX release
 	// touch keeps rxBatch's early loads of the frames alive (see there).
@@ -177,13 +198,15 @@ type worker struct {
 	// the pipeline's results for them.
 	local   [maxBatch]ring.Desc // a frame's first descriptor
 	nbuf    [maxBatch]uint32    // and its number of buffers
+	wire    [maxBatch]uint32    // and its length (all buffers)
 	frames  [maxBatch][]byte
 	results [maxBatch]Result
 	marks   [maxBatch]offload.Mark // with the fast path (two-phase offers)
 
 	// With multi-buffer frames: scratch holds the batch's gathered
-	// frames, maxLen bytes each (slot i for local frame i); one the frame
-	// of a hand-off being judged.
+	// frames, maxLen bytes each (slot i for frame i of an RX batch, or of
+	// a batch of hand-offs being judged); one the frame of a REJECT
+	// answer to a hand-off (answerHandedOff).
 	scratch, one []byte
 
 	rxStopped                     bool
@@ -202,16 +225,15 @@ type worker struct {
 
 func newWorker(dp *Datapath, id int) *worker {
 	return &worker{
-		id:       id,
-		dp:       dp,
-		pl:       NewPipeline(dp.table, id, dp.ctl, dp.frags),
-		shard:    dp.table.Shard(id),
-		table:    dp.table,
-		batch:    uint32(dp.cfg.Batch),
-		maxLen:   uint32(dp.cfg.maxFrameLen()),
-		popBuf:   make([]handoff, maxBatch),
-		vlanMask: dp.table.Config().VLANMask(),
-		sweep:    expireBudget,
+		id:     id,
+		dp:     dp,
+		pl:     NewPipeline(dp.table, id, dp.ctl, dp.frags),
+		shard:  dp.table.Shard(id),
+		table:  dp.table,
+		batch:  uint32(dp.cfg.Batch),
+		maxLen: uint32(dp.cfg.maxFrameLen()),
+		popBuf: make([]handoff, maxBatch),
+		sweep:  expireBudget,
 	}
 }
 
@@ -329,7 +351,7 @@ func (w *worker) step(now int64) (moved int, done bool) {
 // descriptors go to the other port's TX ring unchanged (shared UMEM, no
 // copy), dropped frames and those that do not fit the TX ring go back to the
 // free stack, frames of flows owned by another shard are handed to their
-// owner. It returns the frames taken.
+// owner with their parse. It returns the frames taken.
 func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	rx := q.sock[in].RX()
 	want := w.batch
@@ -359,7 +381,7 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	got, t := tx.Reserve(n)
 	var k uint32
 	var touch byte
-	nfree, nlocal := 0, 0
+	nfree, ncand := 0, 0
 	c := &q.ctr[in]
 	for i := uint32(0); i < n; i++ {
 		d := rx.Desc(s + i)
@@ -394,31 +416,11 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 			continue
 		}
 		if nb > 1 {
-			// The pipeline, and route before it, read the frame as
-			// one slice: headers of any length, checksums and helper
-			// payloads over every buffer. Slot nlocal is free again
-			// when the frame is handed off.
-			slot := w.scratch[nlocal*int(w.maxLen) : (nlocal+1)*int(w.maxLen)]
+			// The pipeline reads the frame as one slice: headers of
+			// any length, checksums and helper payloads over every
+			// buffer. Each candidate has its own slot.
+			slot := w.scratch[ncand*int(w.maxLen) : (ncand+1)*int(w.maxLen)]
 			frame = q.gather(first, slot)
-		}
-		if w.reqOut != nil {
-			if o, steered := w.route(frame, now); o != w.id {
-				if w.pending[o]+len(w.outBuf[o]) < w.dp.cfg.Handoff {
-					w.outBuf[o] = append(w.outBuf[o], handoff{addr: first.Addr, len: first.Len, opts: first.Options, wire: wire, qi: uint16(q.idx), in: in, mark: mark})
-					c.HandedOff++
-					c.InFlight++
-					if steered {
-						w.dp.frags.steered.Add(1)
-					}
-				} else {
-					c.HandoffFull++
-					for j := uint32(0); j < nb; j++ {
-						w.free[nfree] = rx.Desc(s + i + 1 - nb + j).Addr
-						nfree++
-					}
-				}
-				continue
-			}
 		}
 		// The kernel copied the frame into the UMEM on the CPU that
 		// received it: its first read here is a cache miss (most of
@@ -428,15 +430,36 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 		if len(frame) > 0 {
 			touch ^= frame[0]
 		}
-		w.local[nlocal], w.nbuf[nlocal], w.frames[nlocal], w.marks[nlocal] = first, nb, frame, mark
-		nlocal++
+		w.local[ncand], w.nbuf[ncand], w.frames[ncand], w.marks[ncand], w.wire[ncand] = first, nb, frame, mark, wire
+		ncand++
 	}
 	w.touch = touch
-	// The pipeline takes the frames this worker owns in batches, so the
-	// flow-table cache misses of a batch overlap (ProcessBatch).
-	for base := 0; base < nlocal; base += MaxBatch {
-		end := min(base+MaxBatch, nlocal)
-		w.pl.ProcessBatchMarked(w.frames[base:end], w.marks[base:end], in, now, w.results[base:end])
+	// Parse each frame once (prepare), hand those of flows another
+	// worker owns to it with their parse, and run the pipeline on the
+	// rest in batches, so the flow-table cache misses of a batch overlap
+	// (runPrepared). The frames kept move down to index nlocal.
+	opt := w.pl.parseOptions()
+	nlocal := 0
+	for base := 0; base < ncand; base += MaxBatch {
+		end := min(base+MaxBatch, ncand)
+		kept := nlocal
+		for i := base; i < end; i++ {
+			j := nlocal - kept // the frame's pipeline batch slot
+			w.pl.prepare(j, w.frames[i], opt)
+			if w.reqOut != nil {
+				if o, steered := w.steer(j, now); o != w.id {
+					w.handOff(q, in, o, j, i, steered)
+					continue
+				}
+			}
+			if nlocal != i {
+				w.local[nlocal], w.nbuf[nlocal], w.frames[nlocal], w.marks[nlocal] = w.local[i], w.nbuf[i], w.frames[i], w.marks[i]
+			}
+			nlocal++
+		}
+		if nlocal > kept {
+			w.pl.runPrepared(w.frames[kept:nlocal], w.marks[kept:nlocal], in, now, w.results[kept:nlocal])
+		}
 	}
 	for i := range nlocal {
 		d, nb, r := w.local[i], w.nbuf[i], &w.results[i]
@@ -482,6 +505,32 @@ func (w *worker) rxBatch(q *dpQueue, in Port, now int64) int {
 	// the flow the program takes overtake one of it still in this batch.
 	w.activate(now)
 	return int(n)
+}
+
+// handOff queues candidate i of the RX batch of q (port in), parsed in
+// pipeline slot j, for worker o, the owner of its flow: the frame stays
+// in our UMEM, its parse goes to o's slot of our parse ring (handoffRing).
+// When o already holds a ring's worth of our frames the frame is dropped
+// (HandoffFull) and freed after the RX release.
+func (w *worker) handOff(q *dpQueue, in Port, o, j, i int, steered bool) {
+	c := &q.ctr[in]
+	d := w.local[i]
+	if w.pending[o]+len(w.outBuf[o]) >= w.dp.cfg.Handoff {
+		c.HandoffFull++
+		q.freeFrame(d)
+		return
+	}
+	r := &w.parsedOut[o]
+	slot := r.next & uint32(len(r.slots)-1)
+	r.next++
+	w.pl.saveParsed(j, &r.slots[slot])
+	w.outBuf[o] = append(w.outBuf[o], handoff{addr: d.Addr, len: d.Len, opts: d.Options, wire: w.wire[i],
+		qi: uint16(q.idx), in: in, mark: w.marks[i], slot: slot})
+	c.HandedOff++
+	c.InFlight++
+	if steered {
+		w.dp.frags.steered.Add(1)
+	}
 }
 
 // txFlushKicks bounds the kicks activate spends emptying the TX rings: a
@@ -602,33 +651,14 @@ func readMark(u *ring.UMEM, addr uint64) offload.Mark {
 	return offload.ReadMark(buf[off-offload.MarkLen : off])
 }
 
-// owner returns the worker owning the flow of frame: the shard of the
-// canonical key (of the quoted connection for ICMP errors). Frames without a
-// key (non-IP, broken, later fragments) stay with the receiving worker: they
-// create no entry.
-func (w *worker) owner(frame []byte) int {
-	o, _ := w.flowOwner(frame)
-	return o
-}
-
-// flowOwner is owner, and whether frame parsed (w.steerPkt then holds it).
-func (w *worker) flowOwner(frame []byte) (o int, parsed bool) {
-	p := &w.steerPkt
-	if packet.Parse(frame, 0, packet.Options{}, p) != packet.ReasonOK {
-		return w.id, false
-	}
-	flowtable.ZoneOf(p, w.vlanMask) // the owner keys the flow in the table's zone
-	k, ok := flowtable.KeyOf(p)
-	if !ok {
-		return w.id, true
-	}
-	return w.table.ShardFor(w.table.HashKey(&k)), true
-}
-
-// route returns the worker that must judge frame, received at time now:
-// the owner of its flow (owner), except for later fragments. A later
-// fragment has no ports, so no flow, and used to be judged at once where
-// it arrived; when its datagram's first fragment had been handed to
+// steer returns the worker that must judge the frame parsed in pipeline
+// slot j, received at time now: the owner of its flow's shard (of the
+// quoted connection for an ICMP error), except for later fragments. Frames
+// without a key (non-IP, broken, later fragments) stay with the receiving
+// worker: they create no entry.
+//
+// A later fragment has no ports, so no flow, and used to be judged at once
+// where it arrived; when its datagram's first fragment had been handed to
 // another worker, it overtook it and found no verdict ("first fragment not
 // seen": INVALID). So a first fragment handed off is recorded in the
 // FragCache (Steer), and a later fragment of that datagram goes to the same
@@ -636,10 +666,13 @@ func (w *worker) flowOwner(frame []byte) (o int, parsed bool) {
 // fragment, so the owner judges it once the verdict is recorded, and its
 // verdict comes back behind the first one's (the wire keeps the order).
 // Other later fragments stay here, as before.
-func (w *worker) route(frame []byte, now int64) (o int, steered bool) {
-	o, parsed := w.flowOwner(frame)
-	p := &w.steerPkt
-	if !parsed || !p.Fragment {
+func (w *worker) steer(j int, now int64) (o int, steered bool) {
+	p, hash, hasFlow := w.pl.prepared(j)
+	o = w.id
+	if hasFlow {
+		o = w.table.ShardFor(hash)
+	}
+	if !p.Fragment {
 		return o, false
 	}
 	switch {
@@ -676,8 +709,9 @@ func (w *worker) flushHandoffs() {
 	}
 }
 
-// serveRequests runs the frames other workers handed us through our
-// pipeline (our shard owns their flows) and sends the verdicts back.
+// serveRequests judges the frames other workers handed us (our shard owns
+// their flows), in batches on the parses their senders made, and sends the
+// verdicts back.
 func (w *worker) serveRequests(now int64) int {
 	if w.holdSince != 0 {
 		return 0 // activate is waiting for the verdicts already sent to be sent on
@@ -692,21 +726,8 @@ func (w *worker) serveRequests(now int64) int {
 			continue
 		}
 		src := w.dp.workers[f]
-		for i := range w.popBuf[:n] {
-			h := &w.popBuf[i]
-			sq := src.queues[h.qi]
-			var frame []byte
-			if h.opts&ring.Contd == 0 {
-				frame = sq.umem.Frame(h.addr, h.len)
-			} else {
-				frame = sq.gather(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, w.one)
-			}
-			w.pl.SetMark(h.mark)
-			r := w.pl.Process(frame, 0, h.in, now)
-			h.verdict, h.drop, h.reject = r.Verdict, r.Drop, r.Reject
-			if h.opts&ring.Contd != 0 {
-				sq.csumBack(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, frame, r.CsumAt)
-			}
+		for reqs := w.popBuf[:n]; len(reqs) > 0; {
+			reqs = reqs[w.judgeHandoffs(src, reqs, now):]
 		}
 		// The reply ring is as large as the request ring and the sender
 		// never has more than that outstanding, so this always fits.
@@ -722,7 +743,54 @@ func (w *worker) serveRequests(now int64) int {
 	return total
 }
 
-// handleReplies finishes our handed-off frames with the owners' verdicts.
+// judgeHandoffs judges a leading run of reqs, frames src received on one
+// port, as one pipeline batch (at most MaxBatch, and with multi-buffer
+// frames at most as many as w.scratch holds) on the parses src made
+// (handoffRing), writes the verdicts into reqs and returns how many it
+// judged.
+func (w *worker) judgeHandoffs(src *worker, reqs []handoff, now int64) int {
+	in := reqs[0].in
+	limit := MaxBatch
+	if w.scratch != nil {
+		limit = min(limit, len(w.scratch)/int(w.maxLen))
+	}
+	parses := src.parsedOut[w.id].slots
+	var opt packet.Options
+	m := 0
+	for ; m < len(reqs) && m < limit && reqs[m].in == in; m++ {
+		h := &reqs[m]
+		sq := src.queues[h.qi]
+		var frame []byte
+		if h.opts&ring.Contd == 0 {
+			frame = sq.umem.Frame(h.addr, h.len)
+		} else {
+			frame = sq.gather(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, w.scratch[m*int(w.maxLen):(m+1)*int(w.maxLen)])
+		}
+		w.frames[m], w.marks[m] = frame, h.mark
+		if frame != nil {
+			w.pl.loadParsed(m, &parses[h.slot])
+		} else {
+			// Cannot happen (src read the frame); never judge a
+			// parse without its bytes: this one says malformed.
+			w.pl.prepare(m, nil, opt)
+		}
+	}
+	w.pl.runPrepared(w.frames[:m], w.marks[:m], in, now, w.results[:m])
+	for i := range m {
+		h, r := &reqs[i], &w.results[i]
+		h.verdict, h.drop, h.reject = r.Verdict, r.Drop, r.Reject
+		if h.opts&ring.Contd != 0 {
+			src.queues[h.qi].csumBack(ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}, w.frames[i], r.CsumAt)
+		}
+	}
+	w.servedBatches++
+	w.servedFrames += m
+	return m
+}
+
+// handleReplies finishes our handed-off frames with the owners' verdicts:
+// the accepted ones go on their TX rings, each ring published (Submit)
+// and kicked once for all of them.
 func (w *worker) handleReplies(now int64) int {
 	total := 0
 	for o, in := range w.repIn {
@@ -740,14 +808,19 @@ func (w *worker) handleReplies(now int64) int {
 			c.InFlight--
 			d := ring.Desc{Addr: h.addr, Len: h.len, Options: h.opts}
 			if h.verdict == Accept {
-				tx := q.sock[h.in.Other()].TX()
+				out := h.in.Other()
+				tx := q.sock[out].TX()
 				nb := uint32(1)
 				if d.More() {
 					nb = q.chainLen(d)
 				}
-				if got, t := tx.Reserve(nb); got == nb {
-					q.sendFrame(tx, t, d, nb)
-					tx.Submit(nb)
+				// Reserve does not move the ring: asking for what
+				// this loop wrote so far plus this frame keeps t the
+				// first slot of the batch.
+				k := q.txk[out]
+				if got, t := tx.Reserve(k + nb); got == k+nb {
+					q.sendFrame(tx, t+k, d, nb)
+					q.txk[out] = k + nb
 					c.Forwarded++
 					c.FwdBytes += uint64(h.wire)
 					continue
@@ -755,8 +828,13 @@ func (w *worker) handleReplies(now int64) int {
 				c.Drops[DropNoTXSpace]++
 			} else {
 				c.Drops[h.drop]++
-				if h.drop == DropReject && w.answerHandedOff(q, h, d, now) {
-					continue // the buffer carries the answer
+				if h.drop == DropReject {
+					// The answer goes out of port h.in with a Reserve
+					// of its own: publish what this loop put there.
+					q.submitTX(h.in)
+					if w.answerHandedOff(q, h, d, now) {
+						continue // the buffer carries the answer
+					}
 				}
 			}
 			q.freeFrame(d)
@@ -766,7 +844,23 @@ func (w *worker) handleReplies(now int64) int {
 		w.dp.inflight.Add(-int64(n))
 		total += n
 	}
+	if total > 0 {
+		for _, q := range w.queues {
+			q.submitTX(PortA)
+			q.submitTX(PortB)
+		}
+	}
 	return total
+}
+
+// submitTX publishes the descriptors handleReplies wrote to port p's TX
+// ring (txk) and kicks it.
+func (q *dpQueue) submitTX(p Port) {
+	if k := q.txk[p]; k > 0 {
+		q.sock[p].TX().Submit(k)
+		q.sock[p].KickTX()
+		q.txk[p] = 0
+	}
 }
 
 // housekeep reaps completions, keeps copy-mode TX moving (it sends only

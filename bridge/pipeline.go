@@ -140,6 +140,7 @@ func (pl *Pipeline) Process(frame []byte, wireLen int, in Port, now int64) Resul
 	}
 	p := &pl.pkt
 	reason := packet.Parse(frame, wireLen, packet.Options{VerifyChecksum: s.VerifyChecksum}, p)
+	pl.stats.Parsed++
 	flowtable.ZoneOf(p, pl.vlanMask)
 	var r Result
 	pl.processParsed(s, frame, p, reason, in, now, nil, &r)
@@ -265,7 +266,8 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 const MaxBatch = 64
 
 // batchState is ProcessBatch's scratch space, allocated once per pipeline.
-// keys, hashes and found are packed (only frames with a key), flows[i]
+// Slot i holds frame i's parse (prepare); keys and hashes are packed by
+// runPrepared before the look-up (only frames with a key), flows[i]
 // points into them for frame i.
 type batchState struct {
 	pkts    [MaxBatch]packet.Packet
@@ -276,6 +278,14 @@ type batchState struct {
 	hashes  [MaxBatch]uint64
 	found   [MaxBatch]*flowtable.Entry
 	slot    [MaxBatch]uint8 // frame i's index in keys, hashes and found
+}
+
+// batchScratch returns the pipeline's batchState, made on first use.
+func (pl *Pipeline) batchScratch() *batchState {
+	if pl.batch == nil {
+		pl.batch = new(batchState)
+	}
+	return pl.batch
 }
 
 // ProcessBatch runs up to MaxBatch frames received on port in and writes
@@ -294,33 +304,91 @@ func (pl *Pipeline) ProcessBatch(frames [][]byte, in Port, now int64, out []Resu
 // frames (marks[i] for frames[i]; nil or short: unmarked), for a fast path
 // that offers in two phases.
 func (pl *Pipeline) ProcessBatchMarked(frames [][]byte, marks []offload.Mark, in Port, now int64, out []Result) {
+	n := min(len(frames), len(out), MaxBatch)
+	opt := pl.parseOptions()
+	for i := range n {
+		pl.prepare(i, frames[i], opt)
+	}
+	pl.runPrepared(frames[:n], marks, in, now, out)
+}
+
+// parseOptions returns the options frames are parsed with under the
+// current Settings.
+func (pl *Pipeline) parseOptions() packet.Options {
+	return packet.Options{VerifyChecksum: pl.ctl.Load().VerifyChecksum}
+}
+
+// prepare parses frame into slot i of the batch and works out its flow's
+// key and hash (of the quoted flow for an ICMP error): everything about a
+// frame that does not depend on the table. It is the one parse a frame
+// gets in the datapath: the worker steers the frame to its flow's owner on
+// it (prepared), and the owner runs the batch on it (runPrepared).
+func (pl *Pipeline) prepare(i int, frame []byte, opt packet.Options) {
+	b := pl.batchScratch()
+	p := &b.pkts[i]
+	b.reasons[i] = packet.Parse(frame, 0, opt, p)
+	pl.stats.Parsed++
+	flowtable.ZoneOf(p, pl.vlanMask)
+	b.hasFlow[i] = false
+	if b.reasons[i] == packet.ReasonOK && b.keys[i].SetOf(p) {
+		b.hashes[i] = pl.table.HashKey(&b.keys[i])
+		b.hasFlow[i] = true
+	}
+}
+
+// prepared returns slot i's parse, and its flow's hash when it has one.
+func (pl *Pipeline) prepared(i int) (p *packet.Packet, hash uint64, hasFlow bool) {
+	b := pl.batch
+	return &b.pkts[i], b.hashes[i], b.hasFlow[i]
+}
+
+// parsed is one frame's parse as prepare left it in a batch slot, carried
+// from the worker that received the frame to the one that owns its flow
+// (a hand-off), so that the owner does not parse it again.
+type parsed struct {
+	pkt     packet.Packet
+	key     flowtable.Key
+	hash    uint64
+	reason  packet.Reason
+	hasFlow bool
+}
+
+// saveParsed copies slot i's parse to out.
+func (pl *Pipeline) saveParsed(i int, out *parsed) {
+	b := pl.batch
+	out.pkt, out.key, out.hash, out.reason, out.hasFlow = b.pkts[i], b.keys[i], b.hashes[i], b.reasons[i], b.hasFlow[i]
+}
+
+// loadParsed makes from slot i's parse, as if prepare had made it here.
+func (pl *Pipeline) loadParsed(i int, from *parsed) {
+	b := pl.batchScratch()
+	b.pkts[i], b.keys[i], b.hashes[i], b.reasons[i], b.hasFlow[i] = from.pkt, from.key, from.hash, from.reason, from.hasFlow
+}
+
+// runPrepared is ProcessBatchMarked after the parse: frames[i] is in slot
+// i (prepare or loadParsed), len(frames) <= MaxBatch. A parse made under
+// Settings older than those loaded here differs at most in VerifyChecksum,
+// for the frames of that one batch.
+func (pl *Pipeline) runPrepared(frames [][]byte, marks []offload.Mark, in Port, now int64, out []Result) {
 	pl.WatchEvents(now)
 	s := pl.ctl.Load()
 	if pl.fast.fp != nil {
 		pl.fastSettings(s)
 	}
-	b := pl.batch
-	if b == nil {
-		b = new(batchState)
-		pl.batch = b
-	}
+	b := pl.batchScratch()
 	n := min(len(frames), len(out), MaxBatch)
-	opt := packet.Options{VerifyChecksum: s.VerifyChecksum}
+	// Pack the keys for the look-up. In place: m <= i, and the slots
+	// below m that are overwritten held keys already moved or none.
 	m := 0
 	for i := range n {
-		p := &b.pkts[i]
-		b.reasons[i] = packet.Parse(frames[i], 0, opt, p)
-		flowtable.ZoneOf(p, pl.vlanMask)
-		b.hasFlow[i] = false
-		if b.reasons[i] != packet.ReasonOK {
+		if !b.hasFlow[i] {
 			continue
 		}
-		if k := &b.keys[m]; k.SetOf(p) {
-			b.hashes[m] = pl.table.HashKey(k)
-			b.slot[i] = uint8(m)
-			b.hasFlow[i] = true
-			m++
+		if m != i {
+			b.keys[m], b.hashes[m] = b.keys[i], b.hashes[i]
 		}
+		b.slot[i] = uint8(m)
+		m++
 	}
 	pl.shard.LookupBatch(b.keys[:m], b.hashes[:m], b.found[:m], now)
 	version := pl.shard.Version()

@@ -10,7 +10,12 @@ import (
 // Stats are a pipeline's counters. They are plain integers written by the
 // owning worker only; the datapath publishes copies for other goroutines.
 type Stats struct {
-	Packets          [2]uint64 // frames in, by ingress port
+	Packets [2]uint64 // frames in, by ingress port
+	// Parsed counts the frames this pipeline parsed. With several
+	// workers a frame is parsed once, by the worker that received it,
+	// and judged by the owner of its flow on that parse: the totals of
+	// Parsed and Packets over the workers are equal.
+	Parsed           uint64
 	Accepted         uint64
 	Drops            [NumDropReasons]uint64
 	States           [numStateIndexes]uint64 // by user-land state (see StateNames)
@@ -49,6 +54,7 @@ func (s *Stats) Add(o *Stats) {
 	for i := range s.Packets {
 		s.Packets[i] += o.Packets[i]
 	}
+	s.Parsed += o.Parsed
 	s.Accepted += o.Accepted
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
