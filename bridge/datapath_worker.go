@@ -667,12 +667,12 @@ func readMark(u *ring.UMEM, addr uint64) offload.Mark {
 // verdict comes back behind the first one's (the wire keeps the order).
 // Other later fragments stay here, as before.
 func (w *worker) steer(j int, now int64) (o int, steered bool) {
-	p, hash, hasFlow := w.pl.prepared(j)
+	p, ok, hash, hasFlow := w.pl.prepared(j)
 	o = w.id
 	if hasFlow {
 		o = w.table.ShardFor(hash)
 	}
-	if !p.Fragment {
+	if !ok || !p.Fragment {
 		return o, false
 	}
 	switch {

@@ -336,10 +336,11 @@ func (pl *Pipeline) prepare(i int, frame []byte, opt packet.Options) {
 	}
 }
 
-// prepared returns slot i's parse, and its flow's hash when it has one.
-func (pl *Pipeline) prepared(i int) (p *packet.Packet, hash uint64, hasFlow bool) {
+// prepared returns slot i's parse, whether it parsed, and its flow's
+// hash when it has one.
+func (pl *Pipeline) prepared(i int) (p *packet.Packet, ok bool, hash uint64, hasFlow bool) {
 	b := pl.batch
-	return &b.pkts[i], b.hashes[i], b.hasFlow[i]
+	return &b.pkts[i], b.reasons[i] == packet.ReasonOK, b.hashes[i], b.hasFlow[i]
 }
 
 // parsed is one frame's parse as prepare left it in a batch slot, carried

@@ -6,7 +6,7 @@ package bridge
 // as rxBatch does, and records nothing (route does, for fragments).
 func (w *worker) owner(frame []byte) int {
 	w.pl.prepare(0, frame, w.pl.parseOptions())
-	if _, hash, ok := w.pl.prepared(0); ok {
+	if _, _, hash, ok := w.pl.prepared(0); ok {
 		return w.table.ShardFor(hash)
 	}
 	return w.id

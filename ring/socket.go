@@ -413,13 +413,11 @@ func (s *Socket) SetBusyPoll(bp BusyPoll) error {
 }
 
 // GetBusyPoll reads the socket's busy-poll options back (tests, logs).
+// Budget stays 0: the kernel has no getsockopt for SO_BUSY_POLL_BUDGET.
 func (s *Socket) GetBusyPoll() (BusyPoll, error) {
 	var bp BusyPoll
 	var err error
 	if bp.Usecs, err = unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL); err != nil {
-		return bp, err
-	}
-	if bp.Budget, err = unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL_BUDGET); err != nil {
 		return bp, err
 	}
 	prefer, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL)
