@@ -50,7 +50,7 @@ type DatapathConfig struct {
 	// Batch is the most descriptors taken from an RX ring at once.
 	Batch int
 	// BusyPoll keeps workers spinning when idle; otherwise a worker
-	// spins for a moment after its last frame and then sleeps in poll(2)
+	// spins for a moment after its last frame and then sleeps (epoll)
 	// until a frame, a wake-up or its next timer (datapath_idle.go).
 	BusyPoll bool
 	// SocketBusyPoll sets the kernel's busy-poll options on every AF_XDP
@@ -640,7 +640,9 @@ func (dp *Datapath) open(idx [2]int) error {
 				q.sock[p] = s
 			}
 			for _, s := range q.sock {
-				w.waiter.Watch(s)
+				if err := w.waiter.Watch(s); err != nil {
+					return fmt.Errorf("worker %d: wait on the AF_XDP socket of queue %d: %w", w.id, q.id, err)
+				}
 				dp.setBusyPoll(w, s)
 			}
 			q.mode = q.sock[0].Mode()

@@ -10,13 +10,14 @@ import (
 // in a loop while frames come (busy polling: no system call between two
 // batches), keeps polling for idleSpinTime after the last frame it moved
 // (a frame a few microseconds behind the last one is taken without any
-// wake-up), and then sleeps in the kernel: one poll(2) on its AF_XDP
-// sockets (POLLIN) and on an eventfd (ring.Waiter), until a frame
-// arrives, another goroutine wakes it, or its next timer is due.
+// wake-up), and then sleeps: it waits for its AF_XDP sockets to be
+// readable or an eventfd (ring.Waiter: an epoll set, waited on through
+// Go's poller), until a frame arrives, another goroutine wakes it, or its
+// next timer is due.
 //
 // What must wake a sleeping worker, and how:
 //
-//   - a frame on one of its RX rings: poll(2) on the socket, which also
+//   - a frame on one of its RX rings: epoll on the socket, which also
 //     does the need_wakeup work of the fill ring (zero-copy drivers) and
 //     of the TX ring (copy mode);
 //   - a hand-off from another worker (requests, and the verdicts coming
@@ -43,9 +44,10 @@ import (
 //
 // The worker never sleeps with work of its own outstanding: frames on a
 // TX ring the kernel has not taken (copy mode sends only inside a system
-// call), an activation due or held for the other workers' TX (activate,
-// at most holdMax), or Stop under way (it then spins until it is drained,
-// at most stopDrainTimeout).
+// call), frames of its own another worker is judging (their verdicts are
+// due within one of that worker's loops), an activation due or held for
+// the other workers' TX (activate, at most holdMax), or Stop under way (it
+// then spins until it is drained, at most stopDrainTimeout).
 const (
 	// idleSweepInterval is the longest a sleeping worker goes without
 	// sweeping its shard for expired entries.
@@ -99,7 +101,11 @@ func (w *worker) hasWork(now int64) bool {
 		}
 	}
 	for i := range w.reqIn {
-		if w.reqIn[i] != nil && (w.reqIn[i].Len() != 0 || w.repIn[i].Len() != 0) {
+		// pending: frames of ours another worker is judging. Their
+		// verdicts come within one of its loops, and its activations
+		// wait (activate, holdMax) until we have sent them: keep polling
+		// rather than pay a wake-up then.
+		if w.reqIn[i] != nil && (w.reqIn[i].Len() != 0 || w.repIn[i].Len() != 0 || w.pending[i] != 0) {
 			return true
 		}
 	}

@@ -21,12 +21,12 @@ import (
 // whole test process is logged, not checked: in a full package run it
 // also pays for what earlier tests left running (e2e TestRunIdleCPU
 // checks a statewire process as a whole). It also checks what must wake a sleeping worker does: a ping
-// through the idle bridge is forwarded (the RX ring wakes it: poll(2) on
+// through the idle bridge is forwarded (the RX ring wakes it: epoll on
 // the sockets) and a conntrack -F while idle is served (the eventfd). A
 // behaviour check, not a timing test: a spinning worker takes ~100% of a
 // CPU; with the old loop's 50 µs timer sleeps each worker thread took
 // 1.7-2.1% and the process 8.5% (under -race, load 18: the timers run on
-// the runtime's other threads), sleeping in poll(2) 0.5% and 1.9%. Needs
+// the runtime's other threads), sleeping until woken 0.5% and 1.9%. Needs
 // root.
 func TestDatapathIdleCPU(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Queues: 2})

@@ -243,7 +243,7 @@ const (
 	publishInterval = int64(50 * time.Millisecond)
 	expectInterval  = int64(100 * time.Millisecond)
 	// An idle worker keeps spinning for idleSpinTime after the last frame
-	// it moved, then sleeps in poll(2) (datapath_idle.go). Spinning by
+	// it moved, then sleeps until a frame, a wake-up or a timer (datapath_idle.go). Spinning by
 	// time rather than by a count of empty loops matters: a wake-up costs
 	// tens of microseconds on a VM, so a worker that slept between two
 	// frames of a 100 kpps stream would add that to their latency

@@ -17,9 +17,9 @@ import (
 // process, pings through it, then leaves it without traffic and measures
 // the whole process's CPU time over 10 s from /proc/PID/stat (utime +
 // stime, in clock ticks): it must stay below 5% of one CPU. A worker that
-// spins when idle takes a whole CPU; the loop before poll(2) sleeps (50 µs
+// spins when idle takes a whole CPU; the loop before these sleeps (50 µs
 // timer sleeps) cost the process 6.8% on the 2-CPU test VM (this test with
-// STATEWIRE_BIN built from main before the change; 1.4% after). A ping after
+// STATEWIRE_BIN built from main before the change; 1.4-2.4% after). A ping after
 // the idle spell must still get through (the sleeping workers wake for
 // it). Not a timing test: it counts CPU ticks, whatever the load.
 func TestRunIdleCPU(t *testing.T) {

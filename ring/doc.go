@@ -19,7 +19,9 @@
 // goroutine after it has stopped using the rings.
 //
 // SPSC is the exception: exactly one producer goroutine and exactly one
-// consumer goroutine may use it concurrently.
+// consumer goroutine may use it concurrently. A Waiter (an idle worker's
+// sleep on its sockets and an eventfd) belongs to the worker too, but for
+// Wake, which any goroutine calls after handing the worker work.
 //
 // # Multi-buffer frames
 //

@@ -57,7 +57,7 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.IntVar(&df.frameSize, "frame-size", d.FrameSize, "UMEM frame (buffer) size, 2048 or 4096; 0 derives it from the ports' MTU (4096 above MTU 1770). A frame longer than one buffer (MTU + 22 > frame-size - 256) travels as a chain of buffers (AF_XDP multi-buffer)")
 	fs.IntVar(&df.frames, "frames", 0, "UMEM frames per queue, shared by both ports (default 4 x ring size); a power of two")
 	fs.IntVar(&df.batch, "batch", d.Batch, "most descriptors taken from an RX ring at once")
-	fs.BoolVar(&df.busyPoll, "busy-poll", false, "spin when idle instead of sleeping in poll(2) after a moment without frames (one full core per worker)")
+	fs.BoolVar(&df.busyPoll, "busy-poll", false, "spin when idle instead of sleeping (until a frame or a wake-up) after a moment without frames (one full core per worker)")
 	fs.IntVar(&df.socketBusy.Usecs, "busy-poll-usecs", 0, "SO_BUSY_POLL on every AF_XDP socket: microseconds a receive call may run the device's NAPI poll itself (0: off; see README, Latency)")
 	fs.IntVar(&df.socketBusy.Budget, "busy-poll-budget", 0, "SO_BUSY_POLL_BUDGET: frames per busy-poll NAPI run (0: the kernel's default)")
 	fs.BoolVar(&df.socketBusy.Prefer, "prefer-busy-poll", false, "SO_PREFER_BUSY_POLL: keep the device's interrupts off while the workers busy poll (with napi_defer_hard_irqs and gro_flush_timeout set; see README, Latency)")

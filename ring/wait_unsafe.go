@@ -2,17 +2,21 @@ package ring
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Waiter lets an idle worker sleep in the kernel instead of spinning or
-// sleeping on a timer: Wait is one poll(2) on the worker's sockets (POLLIN:
-// the RX ring is not empty) and on an eventfd that other goroutines write
-// through Wake, bounded by a timeout (the worker's next timer).
+// Waiter lets an idle worker sleep instead of spinning or sleeping on a
+// timer: Wait waits for the worker's sockets to be readable (the RX ring
+// is not empty) or an eventfd that other goroutines write through Wake,
+// bounded by a timeout (the worker's next timer): an epoll set of those,
+// waited on through Go's poller.
 //
 // The protocol against lost wake-ups: the owner calls Prepare (the asleep
 // flag goes up), then looks once more at everything another goroutine can
@@ -22,16 +26,26 @@ import (
 // is up. The flag and the work are sequentially consistent atomics, so
 // either the owner's second look sees the work or the waker sees the flag;
 // the eventfd keeps a write until it is read, so a Wake between the second
-// look and poll(2) makes poll return at once. The sockets need no flag:
-// poll(2) itself looks at the RX rings (the kernel's xsk_poll), and it also
+// look and the wait makes it return at once. The sockets need no flag:
+// epoll itself looks at the RX rings (the kernel's xsk_poll), which also
 // does the need_wakeup work for the fill ring (zero-copy drivers) and the
 // TX ring (copy mode sends in xsk_poll too).
 //
 // Ownership: Watch, Prepare, Cancel, Wait and Close belong to the goroutine
 // that owns the sockets; Wake and Stats may be called from any goroutine.
 type Waiter struct {
-	efd    int
-	fds    []unix.PollFd // the sockets', then the eventfd
+	efd int
+	// The sockets and the eventfd are in an epoll set (level-triggered),
+	// whose descriptor is in Go's own poller (file, rc): Wait parks the
+	// goroutine there like any blocking read or timer sleep, so its P is
+	// free for others at once; a blocking poll(2) would hold the P until
+	// the runtime's sysmon takes it back.
+	epfd   int
+	file   *os.File
+	rc     syscall.RawConn
+	ready  func(fd uintptr) bool // epoll_wait without blocking; made once
+	events [8]unix.EpollEvent
+	got    int
 	asleep atomic.Bool
 	buf    [8]byte // the owner's read of the eventfd
 	// closed and waking keep Close from closing the eventfd under a Wake
@@ -60,15 +74,41 @@ func NewWaiter() (*Waiter, error) {
 	if err != nil {
 		return nil, errors.Join(errors.New("ring: eventfd for the worker's wake-ups"), err)
 	}
-	return &Waiter{efd: fd, fds: []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}}, nil
+	w := &Waiter{efd: fd, epfd: -1}
+	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ring: epoll for the worker's wake-ups: %w", err)
+	}
+	if err = w.add(fd); err == nil {
+		err = unix.SetNonblock(w.epfd, true) // os.NewFile puts it in Go's poller then
+	}
+	if err != nil {
+		unix.Close(w.epfd)
+		unix.Close(fd)
+		return nil, fmt.Errorf("ring: epoll for the worker's wake-ups: %w", err)
+	}
+	w.file = os.NewFile(uintptr(w.epfd), "statewire-wait")
+	if w.rc, err = w.file.SyscallConn(); err != nil {
+		w.file.Close()
+		unix.Close(fd)
+		return nil, fmt.Errorf("ring: epoll for the worker's wake-ups: %w", err)
+	}
+	w.ready = func(uintptr) bool {
+		n, _ := unix.EpollWait(w.epfd, w.events[:], 0)
+		w.got = max(n, 0)
+		return n > 0
+	}
+	return w, nil
 }
 
-// Watch adds s to the sockets Wait polls. Owner only, before the first Wait.
-func (w *Waiter) Watch(s *Socket) {
-	n := len(w.fds)
-	w.fds = append(w.fds, w.fds[n-1])
-	w.fds[n-1] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
+// add puts fd in the epoll set, readable (level-triggered).
+func (w *Waiter) add(fd int) error {
+	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
 }
+
+// Watch adds s to the sockets Wait waits on. Owner only, before the first
+// Wait.
+func (w *Waiter) Watch(s *Socket) error { return w.add(s.fd) }
 
 // Prepare raises the asleep flag: from now on a Wake writes the eventfd.
 // The owner looks for work once more after it, then calls Wait or Cancel.
@@ -77,28 +117,36 @@ func (w *Waiter) Prepare() { w.asleep.Store(true) }
 // Cancel lowers the flag when the second look found work.
 func (w *Waiter) Cancel() { w.asleep.Store(false) }
 
-// Wait sleeps in poll(2) until a watched socket has frames to receive, a
-// Wake, or timeout (rounded up to a millisecond; negative: no timeout),
-// then lowers the flag and empties the eventfd. Owner only, after Prepare.
+// Wait sleeps until a watched socket has frames to receive (the kernel's
+// xsk_poll, which epoll calls, also does the fill and TX need_wakeup
+// work), a Wake, or timeout (negative: none), then lowers the flag and
+// empties the eventfd. Owner only, after Prepare.
 func (w *Waiter) Wait(timeout time.Duration) {
-	ms := -1
-	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
-	}
 	w.sleeps.Add(1)
-	n, err := unix.Poll(w.fds, ms)
+	w.got = 0
+	if timeout >= 0 {
+		w.file.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		w.file.SetReadDeadline(time.Time{})
+	}
+	w.rc.Read(w.ready) // a deadline or a closed file ends it with got 0
 	w.asleep.Store(false)
-	switch {
-	case err != nil || n == 0:
-		// EINTR (a signal, the Go runtime's preemption) counts as a
-		// timeout: the caller looks at everything and sleeps again.
+	if w.got == 0 {
 		w.byTimeout.Add(1)
-	case w.fds[len(w.fds)-1].Revents&unix.POLLIN != 0:
+		return
+	}
+	woken := false
+	for _, ev := range w.events[:w.got] {
+		if int(ev.Fd) == w.efd {
+			woken = true
+		}
+	}
+	if woken {
 		w.byWake.Add(1)
 		unix.Read(w.efd, w.buf[:]) // resets the counter; EAGAIN when raced
-	default:
-		w.byRX.Add(1)
+		return
 	}
+	w.byRX.Add(1)
 }
 
 // Wake wakes the owner if it is asleep or about to be (between Prepare and
@@ -134,7 +182,7 @@ func (w *Waiter) Close() error {
 	for w.waking.Load() != 0 {
 		runtime.Gosched() // a Wake that saw the flag up is inside its write
 	}
-	err := unix.Close(w.efd)
+	err := errors.Join(w.file.Close(), unix.Close(w.efd))
 	w.efd = -1
 	return err
 }
