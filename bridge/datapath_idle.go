@@ -50,12 +50,13 @@ import (
 // then spins until it is drained, at most stopDrainTimeout).
 const (
 	// idleSweepInterval is the longest a sleeping worker goes without
-	// sweeping its shard for expired entries.
-	idleSweepInterval = int64(20 * time.Millisecond)
-	// idleExpireBudget is the slots swept after a sleep: 8192 per 20 ms
+	// sweeping its shard for expired entries: the counters' publication
+	// interval, so an idle worker wakes 20 times a second.
+	idleSweepInterval = publishInterval
+	// idleExpireBudget is the slots swept after a sleep: 20480 per 50 ms
 	// is 400 000 slots a second, about what a spinning idle worker swept
 	// at 64 per loop.
-	idleExpireBudget = 8192
+	idleExpireBudget = 20480
 )
 
 // idle is called by run when the worker moved nothing at now and lastWork
