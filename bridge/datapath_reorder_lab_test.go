@@ -208,6 +208,7 @@ type reorderRun struct {
 	punts    string
 	duration time.Duration
 	handed   [2]uint64 // frames handed to the other worker, by ingress port
+	heldBack uint64    // activations given up waiting for the other worker's sends
 	// forcedOK: checkReorderRun does not bound the reordering episodes
 	// (a two-worker run with forced activations, see
 	// TestDatapathReorderUDPTwoWorkers).
@@ -373,6 +374,7 @@ func runReorderUDPOn(t *testing.T, mode OffloadMode, rate int, reload bool, queu
 	f := st.Pipeline.Fast
 	run.offered, run.taken, run.invalid = f.Offered, f.TakenBack, st.Pipeline.Invalid
 	run.two = [6]uint64{f.Activated, f.Cancelled, f.PreOffer, f.Marked, f.Forced, f.Handover}
+	run.heldBack = f.HeldBack
 	run.punts = fmt.Sprintf("punts A %v B %v", st.Fast.Ports[0].Punts, st.Fast.Ports[1].Punts)
 	return run
 }
@@ -474,7 +476,7 @@ func TestDatapathReorderUDPTwoWorkers(t *testing.T) {
 	handed := false
 	for try := range 5 {
 		r := runReorderUDPOn(t, OffloadAuto, reorderRate(t), false, 2, try)
-		t.Logf("two workers, try %d: %v; handed off %v; %s", try, &r, r.handed, r.punts)
+		t.Logf("two workers, try %d: %v; handed off %v, activations held back %d; %s", try, &r, r.handed, r.heldBack, r.punts)
 		if r.handed[PortA]+r.handed[PortB] == 0 {
 			continue // both directions landed on the owner's queue
 		}

@@ -555,10 +555,16 @@ const txFlushKicks = 64
 // the target stays put. It waits at most holdMax: a worker that does not
 // get the CPU (a starved machine) or whose TX ring does not empty would
 // otherwise stop us serving hand-offs until their rings fill and frames
-// are dropped; after holdMax the offers are activated as they were
-// before this wait, when a frame of the flow still queued at the other
-// worker could be overtaken (measured under load 18 on 2 vCPUs: 92 and
-// 112 frames out of order in 9 episodes without the wait, 0–1 with it).
+// are dropped. After holdMax the activation is given up, not made
+// (Pipeline.HoldBack: postponed, counted in FastPathStats.HeldBack): the
+// flow stays pending, we serve hand-offs again, and its next marked frame
+// tries again, behind the frames the other worker still holds. Activating
+// then instead, as this wait did at first, let the program's frames
+// overtake every frame still in the other worker's reply ring or TX ring:
+// under -race on 2 vCPUs that worker is off the CPU for milliseconds at a
+// time, and a run had one episode of 142 datagrams out of order, 211
+// behind, with no forced activation (TestDatapathReorderUDPTwoWorkers,
+// 3 to 4 such timeouts in each failing run).
 func (w *worker) activate(now int64) {
 	if !w.pl.ActivationDue(now) {
 		w.holdSince = 0
@@ -575,18 +581,34 @@ func (w *worker) activate(now int64) {
 			}
 		}
 	}
-	if w.holdSince == 0 || now-w.holdSince <= holdMax {
-		for f, sent := range w.repSent {
-			if f != w.id && w.dp.workers[f].repSentOut[w.id].Load() < sent {
-				if w.holdSince == 0 {
-					w.holdSince = now
-				}
-				return
-			}
+	if w.behindUs() {
+		if w.holdSince == 0 {
+			w.holdSince = now
+			return
 		}
+		if now-w.holdSince <= holdMax {
+			return
+		}
+		w.holdSince = 0
+		w.pl.HoldBack()
+		// Nothing is ready now: this only ages the activations' cuts,
+		// which ActivationDue may also have asked for.
+		w.pl.ActivateFastPath(now)
+		return
 	}
 	w.holdSince = 0
 	w.pl.ActivateFastPath(now)
+}
+
+// behindUs reports whether another worker has yet to send frames we
+// judged for it (its repSentOut behind our repSent).
+func (w *worker) behindUs() bool {
+	for f, sent := range w.repSent {
+		if f != w.id && w.dp.workers[f].repSentOut[w.id].Load() < sent {
+			return true
+		}
+	}
+	return false
 }
 
 // holdMax bounds how long activate waits for the other workers to send

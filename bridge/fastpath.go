@@ -64,6 +64,11 @@ type FastPathStats struct {
 	// unjudged (DropHandover).
 	Handover  uint64
 	Cancelled uint64 // pending offers taken back before activation
+	// HeldBack counts the times activations were given up after waiting
+	// holdMax for another worker to send frames of them judged here
+	// (worker.activate): the offers stayed pending, their next marked
+	// frame tried again.
+	HeldBack uint64
 	// PreOffer counts the frames of pending flows judged here that were
 	// punted before the offer (no Mark): each took the flow back before
 	// the two-phase offer. Marked counts those punted while pending.
@@ -90,6 +95,7 @@ func (s *FastPathStats) add(o *FastPathStats) {
 	s.Forced += o.Forced
 	s.Handover += o.Handover
 	s.Cancelled += o.Cancelled
+	s.HeldBack += o.HeldBack
 	s.PreOffer += o.PreOffer
 	s.Marked += o.Marked
 	s.Refused += o.Refused
@@ -515,6 +521,17 @@ func (pl *Pipeline) ActivationDue(now int64) bool {
 // condition does not hold: frames still on a TX ring); the next marked
 // frame of each makes it ready again. Owner only.
 func (pl *Pipeline) PostponeActivation() { pl.fast.ready = pl.fast.ready[:0] }
+
+// HoldBack is PostponeActivation for a worker that waited holdMax for
+// another worker to send frames of these flows it judged (worker.activate)
+// and gives up for now; counted (FastPathStats.HeldBack) when any offer was
+// ready. Owner only.
+func (pl *Pipeline) HoldBack() {
+	if len(pl.fast.ready) != 0 {
+		pl.stats.Fast.HeldBack++
+	}
+	pl.PostponeActivation()
+}
 
 // ActivateFastPath activates the pending offers whose last marked frame
 // has been judged (the fast path's count of frames punted while pending
