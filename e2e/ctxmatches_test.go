@@ -4,10 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
@@ -218,50 +215,5 @@ func TestCtxMatchesAgainstKernel(t *testing.T) {
 		statewireWire(t, bin, ctxMatchesRules, 1, false),
 		statewireWire(t, bin, ctxMatchesRules, 1, true),
 	}
-	steps := ctxMatchSteps()
-	got := make([][]fate, len(wires))
-	for i := range got {
-		got[i] = make([]fate, len(steps))
-	}
-	for si, s := range steps {
-		time.Sleep(spoofStepGap) // let the fast-path wire offer cacheable flows (see TestMatchesAgainstKernel)
-		wait := spoofDropWait
-		if s.leftOnly == forwarded {
-			wait = spoofPassWait
-		}
-		var wg sync.WaitGroup
-		for wi, w := range wires {
-			w.send(t, s.from, s.frame)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got[wi][si] = fate(w.sniff[1-s.from].await(s.frame, wait))
-			}()
-		}
-		wg.Wait()
-		if k := got[0][si]; k != s.leftOnly {
-			t.Errorf("step %d %s: %s: got %v, want %v", si+1, s.what, wires[0].name, k, s.leftOnly)
-		}
-		for wi, w := range wires[1:] {
-			if g := got[wi+1][si]; g != got[0][si] {
-				t.Errorf("step %d %s: %s: got %v, %s %v", si+1, s.what, w.name, g, wires[0].name, got[0][si])
-			}
-		}
-	}
-	for si, s := range steps {
-		for wi, w := range wires {
-			if got[wi][si] == dropped && w.sniff[1-s.from].await(s.frame, 0) {
-				t.Errorf("step %d %s: %s: arrived late, after it was called dropped", si+1, s.what, w.name)
-			}
-		}
-	}
-	var b strings.Builder
-	for si, s := range steps {
-		fmt.Fprintf(&b, "%2d %-100s", si+1, s.what)
-		for wi, w := range wires {
-			fmt.Fprintf(&b, "  %s=%v", w.name, got[wi][si])
-		}
-		b.WriteByte('\n')
-	}
-	t.Logf("fates:\n%s", b.String())
+	runFateSteps(t, wires, ctxMatchSteps(), "kernel vs statewire")
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -334,68 +333,15 @@ func TestIPSetAgainstKernel(t *testing.T) {
 	wires := []*spoofWire{kernel, slow, fast}
 	var id uint16 = 0x7700
 	before := ipsetSteps(false, &id)
-	ipsetRunSteps(t, wires, before, "before the reload")
+	runFateSteps(t, wires, before, "before the reload")
 	if !testenv.WaitFor(5*time.Second, func() bool { return offloaded(t, fastSock, 7020) }) {
 		t.Errorf("%s: the allowed flow to port 7020 is not in the fast path before the reload", fast.name)
 	}
 	ipsetReloadKernel(t, kernel, ipsetBin, ipsetSetsReloaded)
 	reloadSlow(ipsetSetsReloaded)
 	reloadFast(ipsetSetsReloaded)
-	ipsetRunSteps(t, wires, ipsetSteps(true, &id), "after the reload")
+	runFateSteps(t, wires, ipsetSteps(true, &id), "after the reload")
 	if offloaded(t, fastSock, 7020) {
 		t.Errorf("%s: the cut flow to port 7020 is still in the fast path after the reload", fast.name)
 	}
-}
-
-// ipsetRunSteps sends each step's frame through every wire, as
-// TestMatchesAgainstKernel does, and compares the fates.
-func ipsetRunSteps(t *testing.T, wires []*spoofWire, steps []spoofStep, phase string) {
-	t.Helper()
-	got := make([][]fate, len(wires))
-	for i := range got {
-		got[i] = make([]fate, len(steps))
-	}
-	for si, s := range steps {
-		// The pause lets the fast-path wire offer the flows of earlier
-		// steps, so a later frame of a flow meets the XDP program.
-		time.Sleep(spoofStepGap)
-		wait := spoofDropWait
-		if s.leftOnly == forwarded {
-			wait = spoofPassWait
-		}
-		var wg sync.WaitGroup
-		for wi, w := range wires {
-			w.send(t, s.from, s.frame)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got[wi][si] = fate(w.sniff[1-s.from].await(s.frame, wait))
-			}()
-		}
-		wg.Wait()
-		if k := got[0][si]; k != s.leftOnly {
-			t.Errorf("%s, step %d %s: %s: got %v, want %v", phase, si+1, s.what, wires[0].name, k, s.leftOnly)
-		}
-		for wi, w := range wires[1:] {
-			if g := got[wi+1][si]; g != got[0][si] {
-				t.Errorf("%s, step %d %s: %s: got %v, %s %v", phase, si+1, s.what, w.name, g, wires[0].name, got[0][si])
-			}
-		}
-	}
-	for si, s := range steps {
-		for wi, w := range wires {
-			if got[wi][si] == dropped && w.sniff[1-s.from].await(s.frame, 0) {
-				t.Errorf("%s, step %d %s: %s: arrived late, after it was called dropped", phase, si+1, s.what, w.name)
-			}
-		}
-	}
-	var b strings.Builder
-	for si, s := range steps {
-		fmt.Fprintf(&b, "%2d %-100s", si+1, s.what)
-		for wi, w := range wires {
-			fmt.Fprintf(&b, "  %s=%v", w.name, got[wi][si])
-		}
-		b.WriteByte('\n')
-	}
-	t.Logf("fates %s:\n%s", phase, b.String())
 }

@@ -229,7 +229,15 @@ func TestMatchesAgainstKernel(t *testing.T) {
 		statewireWire46(t, bin, matchesRules, matchesRules6, 1, false),
 		statewireWire46(t, bin, matchesRules, matchesRules6, 1, true),
 	}
-	steps := matchSteps()
+	runFateSteps(t, wires, matchSteps(), "kernel vs statewire")
+}
+
+// runFateSteps sends each step's frame through every wire, the first
+// being the kernel's, and compares the fates: the first wire's with what
+// the step expects, every other wire's with the first's; a frame called
+// dropped must not arrive late. phase names the run in messages.
+func runFateSteps(t *testing.T, wires []*spoofWire, steps []spoofStep, phase string) {
+	t.Helper()
 	got := make([][]fate, len(wires))
 	for i := range got {
 		got[i] = make([]fate, len(steps))
@@ -255,18 +263,18 @@ func TestMatchesAgainstKernel(t *testing.T) {
 		}
 		wg.Wait()
 		if k := got[0][si]; k != s.leftOnly {
-			t.Errorf("step %d %s: %s: got %v, want %v", si+1, s.what, wires[0].name, k, s.leftOnly)
+			t.Errorf("%s, step %d %s: %s: got %v, want %v", phase, si+1, s.what, wires[0].name, k, s.leftOnly)
 		}
 		for wi, w := range wires[1:] {
 			if g := got[wi+1][si]; g != got[0][si] {
-				t.Errorf("step %d %s: %s: got %v, %s %v", si+1, s.what, w.name, g, wires[0].name, got[0][si])
+				t.Errorf("%s, step %d %s: %s: got %v, %s %v", phase, si+1, s.what, w.name, g, wires[0].name, got[0][si])
 			}
 		}
 	}
 	for si, s := range steps {
 		for wi, w := range wires {
 			if got[wi][si] == dropped && w.sniff[1-s.from].await(s.frame, 0) {
-				t.Errorf("step %d %s: %s: arrived late, after it was called dropped", si+1, s.what, w.name)
+				t.Errorf("%s, step %d %s: %s: arrived late, after it was called dropped", phase, si+1, s.what, w.name)
 			}
 		}
 	}
@@ -278,5 +286,5 @@ func TestMatchesAgainstKernel(t *testing.T) {
 		}
 		b.WriteByte('\n')
 	}
-	t.Logf("fates:\n%s", b.String())
+	t.Logf("fates %s:\n%s", phase, b.String())
 }
