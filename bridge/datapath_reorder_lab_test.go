@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,6 +192,30 @@ func staticNeighbours(t *testing.T, l *lab.Lab) {
 	}
 }
 
+// pinTxQueue makes every frame the host ns sends on ifc leave by TX queue
+// q, whatever CPU sends it (XPS: every CPU mapped to q, none to the
+// others), so that it arrives on RX queue q of the veth's peer, our port.
+// Without it the queue follows the kernel's hash of the socket: a CI run
+// had both directions on the flow owner's queue in five tries of five
+// ports, so no hand-off to test. With the left host on queue 0 and the
+// right host on queue 1, one direction always arrives at the worker that
+// does not own the flow, whichever owns it.
+func pinTxQueue(t *testing.T, l *lab.Lab, ns, ifc string, q int) {
+	t.Helper()
+	all := (uint64(1) << runtime.NumCPU()) - 1 // this lab's hosts: NumCPU < 64
+	script := ""
+	for i := range 2 {
+		mask := uint64(0)
+		if i == q {
+			mask = all
+		}
+		script += fmt.Sprintf("echo %x > /sys/class/net/%s/queues/tx-%d/xps_cpus; ", mask, ifc, i)
+	}
+	if out, err := l.Run(context.Background(), ns, "sh", "-c", script); err != nil {
+		t.Fatalf("pin %s's TX to queue %d (XPS): %v %s", ifc, q, err, out)
+	}
+}
+
 // reorderRun is one run's figures.
 type reorderRun struct {
 	dir      [2]seqCount // [0] left->right (A->B), [1] right->left
@@ -242,6 +267,10 @@ func runReorderUDPOn(t *testing.T, mode OffloadMode, rate int, reload bool, queu
 	l := lab.NewT(t, lab.Options{Queues: queues})
 	hostGRO(t, l, "on")
 	staticNeighbours(t, l)
+	if queues > 1 {
+		pinTxQueue(t, l, l.LeftNS, l.LeftIf, 0)
+		pinTxQueue(t, l, l.RightNS, l.RightIf, 1)
+	}
 	dp := startOffloadDatapathCores(t, l, mode, queues)
 	if on, why := dp.Offload(); on != (mode != OffloadOff) {
 		t.Fatalf("fast path on=%v (%s), mode %v", on, why, mode)
@@ -470,17 +499,17 @@ func TestDatapathReorderUDPReload(t *testing.T) {
 // activation waits until the receiver has sent what the owner judged, so
 // the program's frames overtake none of them (worker.activate). Without
 // the wait a run here had 7 reordering episodes for 3 moves (92 and 112
-// datagrams out of order), beyond checkReorderRun's bound. Each try moves
-// the left port until a hand-off happens (RSS and the shard decide).
+// datagrams out of order), beyond checkReorderRun's bound. The hosts send
+// on different queues (pinTxQueue), so one direction is always handed off;
+// each try moves the left port (and so the flow's owner), looking for a run
+// without forced activations.
 func TestDatapathReorderUDPTwoWorkers(t *testing.T) {
-	handed := false
 	for try := range 5 {
 		r := runReorderUDPOn(t, OffloadAuto, reorderRate(t), false, 2, try)
 		t.Logf("two workers, try %d: %v; handed off %v, activations held back %d; %s", try, &r, r.handed, r.heldBack, r.punts)
 		if r.handed[PortA]+r.handed[PortB] == 0 {
-			continue // both directions landed on the owner's queue
+			t.Fatalf("no frame handed off with the hosts on queues 0 and 1: the test needs one direction on the other worker's queue")
 		}
-		handed = true
 		if r.offered == 0 || r.fast[PortA]+r.fast[PortB] == 0 {
 			t.Errorf("the flow never went by the fast path")
 		}
@@ -497,10 +526,7 @@ func TestDatapathReorderUDPTwoWorkers(t *testing.T) {
 		checkReorderRun(t, &r)
 		return
 	}
-	if !handed {
-		t.Fatalf("no hand-off in 5 tries: the test needs one direction on the other worker's queue")
-	}
-	t.Logf("every run with hand-offs had forced activations: ordering across workers not checked on this machine")
+	t.Logf("every run had forced activations: ordering across workers not checked on this machine")
 }
 
 // tcpCounters reads the TCP counters of ns that count reordering, seen by

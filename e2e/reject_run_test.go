@@ -136,20 +136,23 @@ func TestRejectThroughRun(t *testing.T) {
 			suppressed, _ := strconv.Atoi(m[2])
 			// Every frame that reached the LOG rule is written or
 			// suppressed; the kernel may drop a few of a flood before
-			// the RX ring (counted there, not here).
+			// the RX ring, and with two workers the one that receives
+			// drops what the owner's full hand-off ring cannot take
+			// (a CI run under -race: 246 of 2999). Both are counted
+			// there, before the rules, not here.
 			kernel := 0
-			if k := regexp.MustCompile(`kernel dropped (\d+) before RX`).FindAllStringSubmatch(totals, -1); k != nil {
-				for _, x := range k {
+			for _, re := range []string{`kernel dropped (\d+) before RX`, `handoff-full=(\d+)`} {
+				for _, x := range regexp.MustCompile(re).FindAllStringSubmatch(totals, -1) {
 					v, _ := strconv.Atoi(x[1])
 					kernel += v
 				}
 			}
 			maxLines := 50 + int(10*(took.Seconds()+1)) + 1
 			if lines != written || written < 50 || written > maxLines || written+suppressed > sent || written+suppressed+kernel < sent {
-				t.Errorf("flood of %d datagrams sent in %v: %d LOG lines in the log, totals %d written + %d suppressed (kernel drops %d); want the burst of 50 up to %d lines, all in the log, and written + suppressed (+ kernel drops) = %d\ntotals:\n%s",
+				t.Errorf("flood of %d datagrams sent in %v: %d LOG lines in the log, totals %d written + %d suppressed (dropped before the rules %d); want the burst of 50 up to %d lines, all in the log, and written + suppressed (+ dropped before the rules) = %d\ntotals:\n%s",
 					sent, took, lines, written, suppressed, kernel, maxLines, sent, totals)
 			}
-			t.Logf("flood of %d datagrams sent in %v: %d LOG lines written, %d suppressed, %d dropped by the kernel before RX", sent, took, written, suppressed, kernel)
+			t.Logf("flood of %d datagrams sent in %v: %d LOG lines written, %d suppressed, %d dropped before the rules (kernel, hand-off)", sent, took, written, suppressed, kernel)
 			if !strings.Contains(totals, "reject answers: ") || !regexp.MustCompile(`tcp-reset=[1-9]`).MatchString(totals) ||
 				!regexp.MustCompile(`icmp-port-unreachable=[1-9]`).MatchString(totals) || !regexp.MustCompile(`icmp6-port-unreachable=[1-9]`).MatchString(totals) {
 				t.Errorf("totals do not count the answers by kind:\n%s", totals)
