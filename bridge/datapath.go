@@ -725,8 +725,14 @@ func (dp *Datapath) open(idx [2]int) error {
 }
 
 // socketBusyWait bounds how long open waits, beyond ring's own second,
-// for a queue still held by a socket closed a moment ago.
-const socketBusyWait = 10 * time.Second
+// for a queue still held by a socket closed a moment ago. The kernel
+// unbinds the closed socket's buffer pool from the queue in a workqueue
+// item that takes the RTNL lock (xp_release_deferred); on a host busy
+// creating and deleting network namespaces (each deletion holds RTNL
+// while it tears its devices down) that took over 10 s here, and a
+// restart that gives up then leaves the link down until someone starts
+// it again.
+const socketBusyWait = 30 * time.Second
 
 // openSocket opens the socket of queue on port ifindex. EBUSY means a
 // socket closed a moment ago still holds the queue: the kernel releases

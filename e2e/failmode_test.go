@@ -527,8 +527,8 @@ func TestFailOpenRestartKeepsDownloadInFastPath(t *testing.T) {
 	listing := func() string { return ctl("-L", "-p", "tcp", "--dport", "5001") }
 	started := func(p *swProc) {
 		t.Helper()
-		if !testenv.WaitFor(20*time.Second, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
-			t.Fatalf("statewire run did not start within 20 s; stderr:\n%s", p.stderr.String())
+		if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
+			t.Fatalf("statewire run did not start within %v; stderr:\n%s", startWithin, p.stderr.String())
 		}
 	}
 	pinned := func() (int, uint64) {

@@ -109,6 +109,12 @@ func newRestartBridge(t *testing.T, l *lab.Lab, bin string, extra ...string) *re
 	return b
 }
 
+// startWithin bounds a restarted process's start: longer than the
+// datapath's wait for a queue the previous process's socket still holds
+// (bridge.socketBusyWait, 30 s), which a host busy with namespaces can
+// need.
+const startWithin = 40 * time.Second
+
 func (b *restartBridge) stateFile() string {
 	return filepath.Join(control.SocketDir, b.name+".table")
 }
@@ -124,8 +130,8 @@ func (b *restartBridge) start() *statewireProc {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	b.cur = p
-	if !testenv.WaitFor(20*time.Second, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
-		b.t.Fatalf("statewire run did not start within 20s; stderr:\n%s", p.stderr.String())
+	if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
+		b.t.Fatalf("statewire run did not start within %v; stderr:\n%s", startWithin, p.stderr.String())
 	}
 	return p
 }

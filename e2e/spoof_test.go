@@ -436,6 +436,16 @@ func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast b
 			t.Errorf("%s: the fast path forwarded no frame\ntotals: %s", name, stdout.String())
 		}
 	})
+	// Wait for the datapath before pinging: loading and verifying the
+	// fast-path program while other tests do the same took over 10 s
+	// on a loaded host (the ping then gave up before the start).
+	began := time.Now()
+	if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
+		t.Fatalf("statewire run (%d cores) did not start within %v\nstderr: %s", cores, startWithin, stderr.String())
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Logf("%s took %v to start", name, took)
+	}
 	// The first pings may come before the XDP programs are attached.
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire run (%d cores)\nstderr: %s", cores, stderr.String())

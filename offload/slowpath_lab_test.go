@@ -347,7 +347,20 @@ func TestZeroCopyOnVeth(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				s, err := u.Open(idx, 0)
+				// The previous subtest's socket held this queue; the
+				// kernel unbinds it from a workqueue that needs RTNL,
+				// which a loaded host (namespaces torn down by other
+				// tests) can hold for longer than ring's one-second
+				// retry: EBUSY for up to 30 s, as the datapath waits.
+				var s *ring.Socket
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					s, err = u.Open(idx, 0)
+					if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 				if err != nil {
 					return err
 				}
