@@ -45,8 +45,8 @@ func TestRunCommand(t *testing.T) {
 		}
 		// The warning comes before the start; Start logs "N workers" once
 		// the workers run (and SIGTERM is handled).
-		if !testenv.WaitFor(15*time.Second, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
-			t.Errorf("statewire run did not start within 15s; stderr:\n%s", stderr.String())
+		if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
+			t.Errorf("statewire run did not start within %v; stderr:\n%s", startWithin, stderr.String())
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {

@@ -290,8 +290,8 @@ func TestVLANZonesRunOneWay(t *testing.T) {
 				}
 			}
 			defer stop()
-			if !testenv.WaitFor(15*time.Second, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
-				t.Fatalf("statewire run did not start within 15s; stderr:\n%s", stderr.String())
+			if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
+				t.Fatalf("statewire run did not start within %v; stderr:\n%s", startWithin, stderr.String())
 			}
 			ctl := func(args ...string) string {
 				out, err := l.Command(l.BridgeNS, bin, append([]string{"conntrack", "--socket", sock}, args...)...).CombinedOutput()

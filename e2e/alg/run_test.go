@@ -50,10 +50,12 @@ func newRunRig(t *testing.T, bin string, helpers bool, check func(t *testing.T, 
 		t.Logf("statewire run totals:\n%s", stdout.String())
 		check(t, stdout.String())
 	})
-	// Start logs "N workers" once the programs are attached and the workers run.
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(stderr.String(), " workers, "); time.Sleep(50 * time.Millisecond) {
+	// Start logs "N workers" once the programs are attached and the
+	// workers run; verifying the fast-path program alone took 6-12 s on
+	// a loaded host.
+	for deadline := time.Now().Add(40 * time.Second); !strings.Contains(stderr.String(), " workers, "); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("statewire run did not start within 15s; stderr:\n%s", stderr.String())
+			t.Fatalf("statewire run did not start within 40s; stderr:\n%s", stderr.String())
 		}
 	}
 	return &rig{l: l}
