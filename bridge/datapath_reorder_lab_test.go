@@ -223,7 +223,7 @@ type reorderRun struct {
 	slow     [2]uint64   // socket frames by ingress port
 	drops    [2]uint64   // datapath and kernel drops by ingress port
 	rcvbuf   [2]uint64   // receivers' UDP RcvbufErrors (right, left)
-	veth     [2]uint64   // the egress veth pair's drops (port tx_dropped + host rx_dropped) by direction
+	veth     [2]uint64   // both veth pairs' drops (tx_dropped of the sending end, rx_dropped of the receiving end) by direction
 	offered  uint64
 	taken    [NumTakeBackReasons]uint64
 	two      [6]uint64 // activated, cancelled, pre-offer frames, marked frames, forced, handover drops
@@ -399,9 +399,14 @@ func runReorderUDPOn(t *testing.T, mode OffloadMode, rate int, reload bool, queu
 		}
 	}
 	run.rcvbuf = [2]uint64{udpRcvbufErrors(t, l, l.RightNS), udpRcvbufErrors(t, l, l.LeftNS)}
+	// Both veth pairs of a direction: the ingress one drops what the
+	// sending host puts in while the port's ring is full (the bridge
+	// starved), the egress one what the receiving host cannot take.
 	run.veth = [2]uint64{
-		linkStat(t, l, l.BridgeNS, l.PortB, "tx_dropped") + linkStat(t, l, l.RightNS, l.RightIf, "rx_dropped"),
-		linkStat(t, l, l.BridgeNS, l.PortA, "tx_dropped") + linkStat(t, l, l.LeftNS, l.LeftIf, "rx_dropped"),
+		linkStat(t, l, l.LeftNS, l.LeftIf, "tx_dropped") + linkStat(t, l, l.BridgeNS, l.PortA, "rx_dropped") +
+			linkStat(t, l, l.BridgeNS, l.PortB, "tx_dropped") + linkStat(t, l, l.RightNS, l.RightIf, "rx_dropped"),
+		linkStat(t, l, l.RightNS, l.RightIf, "tx_dropped") + linkStat(t, l, l.BridgeNS, l.PortB, "rx_dropped") +
+			linkStat(t, l, l.BridgeNS, l.PortA, "tx_dropped") + linkStat(t, l, l.LeftNS, l.LeftIf, "rx_dropped"),
 	}
 	f := st.Pipeline.Fast
 	run.offered, run.taken, run.invalid = f.Offered, f.TakenBack, st.Pipeline.Invalid
@@ -432,7 +437,7 @@ func checkReorderRun(t *testing.T, r *reorderRun) {
 		// on a starved machine the receiving host falls behind the bridge.
 		explained := r.drops[i] + r.rcvbuf[i] + r.veth[i]
 		if lost := c.sent - min(c.sent, c.got-c.dups); lost > explained {
-			t.Errorf("direction %d: %d datagrams lost, %d drops counted (datapath+kernel+fast-path redirect errors %d, receiver %d, egress veth %d)", i, lost, explained, r.drops[i], r.rcvbuf[i], r.veth[i])
+			t.Errorf("direction %d: %d datagrams lost, %d drops counted (datapath+kernel+fast-path redirect errors %d, receiver %d, veths %d)", i, lost, explained, r.drops[i], r.rcvbuf[i], r.veth[i])
 		}
 		if !r.forcedOK && c.episodes > 2*r.moves() {
 			t.Errorf("direction %d: %d reordering episodes for %d moves", i, c.episodes, r.moves())
