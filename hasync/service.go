@@ -29,6 +29,9 @@ type Config struct {
 	// Table and Now are the live table and its clock (commits).
 	Table Table
 	Now   func() int64
+	// Expect is the table's expectations, sent to the peer (exp.go); nil
+	// sends none (received ones are still kept and committed).
+	Expect *flowtable.Expectations
 	// Events and Shards: the workers' event rings; nil Events makes a
 	// Service fed only through HandleEvents (tests).
 	Events *bridge.Events
@@ -57,7 +60,10 @@ type Stats struct {
 	RingLost                           uint64 // events the workers' rings dropped (shared with conntrack -E)
 	Internal, External                 int
 	Recv, RecvBad                      uint64 // CT messages applied / refused (ToState)
-	ExpRecv                            uint64 // expectation messages received (not applied)
+	ExpRecv, ExpRecvBad                uint64 // expectation messages applied / refused (ctsync.Exp.ToExpect)
+	ExpSent                            uint64 // expectation messages sent (in Sent too)
+	ExpNoMaster                        uint64 // expectations not sent: their master's tuple unknown (exp.go)
+	ExpInternal, ExpExternal           int
 	ResyncsServed                      uint64
 	Commits                            uint64
 	Committed                          flowtable.CommitResult // the last commit
@@ -76,6 +82,7 @@ type Service struct {
 	ext      map[string]cache
 	st       Stats
 	ringBase uint64
+	x        expState // expectations (exp.go); under mu
 
 	removeReader func()
 	stop, done   chan struct{}
@@ -87,7 +94,9 @@ func New(cfg Config) *Service {
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = time.Millisecond
 	}
-	return &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+	s := &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+	s.initExp()
+	return s
 }
 
 // Start subscribes to the workers' events, starts the link and drains the
@@ -113,6 +122,7 @@ func (s *Service) Start() {
 				return
 			case <-t.C:
 				ev.Drain(buf, func([]bridge.Event) {})
+				s.SyncExpectations()
 			}
 		}
 	}()
@@ -142,6 +152,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 	for i := range batch {
 		e := &batch[i]
 		s.st.Events++
+		s.noteMaster(e)
 		t := e.Entry.Orig
 		switch e.Kind {
 		case bridge.EventDestroy:
@@ -207,15 +218,6 @@ func (s *Service) CT(t ctsync.Type, c *ctsync.CT) {
 	}
 }
 
-// Exp is the link's handler for a peer's expectation: counted, not kept
-// (a committed FTP control connection makes its expectations anew from
-// the next command, see helpers.State.Pickup).
-func (s *Service) Exp(ctsync.Type, *ctsync.Exp) {
-	s.mu.Lock()
-	s.st.ExpRecv++
-	s.mu.Unlock()
-}
-
 // ResyncRequested sends the whole internal cache to the peer, each
 // connection as the type it was last sent as.
 func (s *Service) ResyncRequested() {
@@ -226,6 +228,7 @@ func (s *Service) ResyncRequested() {
 		s.scratch = c.ct
 		s.send(c.typ, &s.scratch)
 	}
+	s.resyncExp()
 }
 
 // RequestResync asks the peer for its whole internal cache (sync -n).
@@ -242,7 +245,7 @@ func (s *Service) Flush() int {
 		n += len(c)
 		s.ext[p] = cache{}
 	}
-	return n
+	return n + s.flushExp()
 }
 
 // Commit inserts the external caches into the live table (sync -c). The
@@ -262,9 +265,11 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 			cs = append(cs, fc)
 		}
 	}
+	orphans := s.attachExpects(cs, now)
 	s.mu.Unlock()
 	res, err := s.cfg.Table.InsertEntries(ctx, cs, now)
 	res.Failed += bad
+	res.ExpectFailed += orphans
 	s.mu.Lock()
 	s.st.Commits++
 	s.st.Committed = res
@@ -312,8 +317,9 @@ func commitOf(c *ctsync.CT, now int64) (flowtable.Commit, bool) {
 // Internal writes the internal cache, one conntrack -L-like line per
 // connection with [active since], as conntrackd -i; it returns the count.
 func (s *Service) Internal(line func(string)) int {
+	now := s.cfg.Now()
 	s.mu.Lock()
-	lines := dump(s.internal, s.cfg.Now())
+	lines := append(dump(s.internal, now), s.internalExpLines(now)...)
 	s.mu.Unlock()
 	for _, l := range lines {
 		line(l)
@@ -329,8 +335,9 @@ func (s *Service) External(line func(string)) int {
 	for _, c := range s.ext {
 		lines = append(lines, dump(c, now)...)
 	}
-	s.mu.Unlock()
 	sort.Strings(lines)
+	lines = append(lines, s.externalExpLines(now)...)
+	s.mu.Unlock()
 	for _, l := range lines {
 		line(l)
 	}
@@ -362,6 +369,14 @@ func (s *Service) Stats() Stats {
 	for _, c := range s.ext {
 		st.External += len(c)
 	}
+	for _, c := range s.x.internal {
+		if c.sent {
+			st.ExpInternal++
+		}
+	}
+	for _, c := range s.x.ext {
+		st.ExpExternal += len(c)
+	}
 	s.mu.Unlock()
 	if s.cfg.Events != nil {
 		st.RingLost = s.cfg.Events.Lost() - s.ringBase
@@ -382,9 +397,16 @@ func StatsLines(st Stats) []string {
 		fmt.Sprintf("current active connections:\t%12d", st.External),
 		fmt.Sprintf("messages applied:\t\t%12d", st.Recv),
 		fmt.Sprintf("messages refused:\t\t%12d", st.RecvBad),
-		fmt.Sprintf("expectation messages ignored:\t%12d", st.ExpRecv),
+		"expectations:",
+		fmt.Sprintf("internal cache:\t\t\t%12d", st.ExpInternal),
+		fmt.Sprintf("external cache:\t\t\t%12d", st.ExpExternal),
+		fmt.Sprintf("messages sent:\t\t\t%12d", st.ExpSent),
+		fmt.Sprintf("messages applied:\t\t%12d", st.ExpRecv),
+		fmt.Sprintf("messages refused:\t\t%12d", st.ExpRecvBad),
+		fmt.Sprintf("not sent, master unknown:\t%12d", st.ExpNoMaster),
 		fmt.Sprintf("commits:\t\t\t%12d", st.Commits),
-		fmt.Sprintf("last commit: created %d, existing %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed),
+		fmt.Sprintf("last commit: created %d, existing %d, failed %d; expectations %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed,
+			st.Committed.Expectations, st.Committed.ExpectFailed),
 		"traffic processed:",
 		fmt.Sprintf("%12d Bytes sent %12d Bytes recv", st.Link.BytesSent, st.Link.BytesRecv),
 		fmt.Sprintf("%12d Pckt sent %12d Pckt recv", st.Link.DatagramsSent, st.Link.DatagramsRecv),
