@@ -134,7 +134,10 @@ General {
 		}
 		return out
 	}
-	ctd := func(args ...string) string { t.Helper(); return run("conntrackd", append([]string{"-C", conf}, args...)...) }
+	ctd := func(args ...string) string {
+		t.Helper()
+		return run("conntrackd", append([]string{"-C", conf}, args...)...)
+	}
 	var ctdOut bytes.Buffer
 	cmd := l.Command(ns, "conntrackd", "-C", conf)
 	cmd.Stdout, cmd.Stderr = &ctdOut, &ctdOut
