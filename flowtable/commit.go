@@ -20,6 +20,9 @@ type Commit struct {
 	// (Entry.TakeHelperPickup): the helper has no record of where the
 	// peer's last command line ended.
 	Helper uint8
+	// Mark is the connection mark (Shard.SetConnMark), as conntrackd -c
+	// sets CTA_MARK from NTA_MARK.
+	Mark uint32
 	// Expects are the expectations of this connection (its helper's, the
 	// peer's EXP_NEW): added on the owner once the entry is in the table,
 	// or already was, with Master set to it and, when 0, HelperID to its
@@ -111,6 +114,7 @@ func (s *Shard) serveInserts(r *ctlRequest) int {
 		e.Conn = c.Conn
 		e.Conn.Proto = proto
 		e.Helper = c.Helper
+		s.SetConnMark(e, c.Mark)
 		if c.Helper != 0 {
 			e.flags |= flagHelperPickup
 		}

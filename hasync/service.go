@@ -311,7 +311,7 @@ func commitOf(c *ctsync.CT, now int64) (flowtable.Commit, bool) {
 			st.Conn.TCP.Peer[d].Flags = flags
 		}
 	}
-	return flowtable.Commit{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}, true
+	return flowtable.Commit{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper), Mark: st.Mark}, true
 }
 
 // Internal writes the internal cache, one conntrack -L-like line per
@@ -353,7 +353,7 @@ func dump(c cache, now int64) []string {
 		if err != nil {
 			continue
 		}
-		es := flowtable.EntrySnapshot{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}
+		es := flowtable.EntrySnapshot{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper), Mark: st.Mark}
 		since := (now - x.at) / int64(time.Second)
 		out = append(out, ctlist.Line(&es, now, ctlist.Conntrack)+" [active since "+strconv.FormatInt(since, 10)+"s]")
 	}
