@@ -69,7 +69,7 @@ type cachedExp struct {
 
 // expState is Service's expectation part; under Service.mu.
 type expState struct {
-	masters  map[flowtable.EntryRef]flowtable.Tuple
+	masters  map[flowtable.EntryRef]masterRec
 	internal map[expID]*cachedExp
 	ext      map[string]map[extExpKey]*cachedExp
 	free     []*cachedExp
@@ -81,7 +81,7 @@ type expState struct {
 
 func (s *Service) initExp() {
 	s.x = expState{
-		masters:  map[flowtable.EntryRef]flowtable.Tuple{},
+		masters:  map[flowtable.EntryRef]masterRec{},
 		internal: map[expID]*cachedExp{},
 		ext:      map[string]map[extExpKey]*cachedExp{s.cfg.Peer: {}},
 	}
@@ -98,7 +98,14 @@ func (s *Service) noteMaster(e *bridge.Event) {
 		delete(s.x.masters, e.Entry.Ref)
 		return
 	}
-	s.x.masters[e.Entry.Ref] = e.Entry.Orig
+	s.x.masters[e.Entry.Ref] = masterRec{orig: e.Entry.Orig, at: e.Now}
+}
+
+// masterRec is a helper connection's original tuple and the time of its
+// last event (Reconcile forgets only what it recorded before its walk).
+type masterRec struct {
+	orig flowtable.Tuple
+	at   int64
 }
 
 // SyncExpectations sends what changed in the table's expectations since
@@ -161,7 +168,7 @@ func (s *Service) visitExpect(x flowtable.Expect) bool {
 	if !known {
 		return true
 	}
-	ctsync.FillExpFromExpect(&c.exp, &x, &m, s.x.now)
+	ctsync.FillExpFromExpect(&c.exp, &x, &m.orig, s.x.now)
 	c.sent = true
 	s.x.scratch = c.exp
 	s.sendExp(ctsync.TypeExpNew, &s.x.scratch)

@@ -18,6 +18,7 @@ import (
 // Table is what a commit needs from the live table: flowtable.Table.
 type Table interface {
 	InsertEntries(ctx context.Context, cs []flowtable.Commit, now int64) (flowtable.CommitResult, error)
+	Snapshot(ctx context.Context, fn func(*flowtable.EntrySnapshot)) error
 }
 
 // Config configures a Service.
@@ -39,6 +40,9 @@ type Config struct {
 	// DrainInterval is how often the service drains the rings itself
 	// (default 1ms; the control server's -E drain serves it too).
 	DrainInterval time.Duration
+	// ReconcileInterval is the least time between two walks of the table
+	// after lost events (reconcile.go; default DefaultReconcileInterval).
+	ReconcileInterval time.Duration
 }
 
 // cached is one connection in a cache: the message's CT, when it was
@@ -46,9 +50,10 @@ type Config struct {
 // the type it was last sent as, which a resync sends again (conntrackd's
 // object status: C_OBJ_NEW goes as CT_NEW, C_OBJ_ALIVE as CT_UPD).
 type cached struct {
-	ct  ctsync.CT // reused (Service.free): a heap CT per event was a GC cost the workers paid
-	at  int64
-	typ ctsync.Type
+	ct   ctsync.CT // reused (Service.free): a heap CT per event was a GC cost the workers paid
+	at   int64
+	typ  ctsync.Type
+	seen uint64 // the last Reconcile round that found it in the table (reconcile.go)
 }
 
 // cache is a set of connections keyed by their original tuple.
@@ -65,6 +70,10 @@ type Stats struct {
 	ExpNoMaster                        uint64 // expectations not sent: their master's tuple unknown (exp.go)
 	ExpInternal, ExpExternal           int
 	ResyncsServed                      uint64
+	// Reconciles counts walks of the table after lost events; in them,
+	// ReconcilePurged connections gone unseen were sent as CT_DEL and
+	// ReconcileSent missed or changed ones as CT_UPD (reconcile.go).
+	Reconciles, ReconcilePurged, ReconcileSent uint64
 	Commits                            uint64
 	Committed                          flowtable.CommitResult // the last commit
 	Link                               LinkStats
@@ -86,6 +95,12 @@ type Service struct {
 
 	removeReader func()
 	stop, done   chan struct{}
+	// reconcile asks the reconciler goroutine for a walk (CheckLost);
+	// lastLost is the ring losses CheckLost last saw (drain goroutine).
+	reconcile     chan struct{}
+	reconcileDone chan struct{}
+	lastLost      uint64
+	round         uint64 // Reconcile's rounds; under mu
 	closeOnce    sync.Once
 }
 
@@ -93,6 +108,9 @@ type Service struct {
 func New(cfg Config) *Service {
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = time.Millisecond
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	s := &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
 	s.initExp()
@@ -109,8 +127,11 @@ func (s *Service) Start() {
 	ev := s.cfg.Events
 	ev.Subscribe(s.cfg.Shards)
 	s.ringBase = ev.Lost()
+	s.lastLost = s.ringBase
 	s.removeReader = ev.AddReader(s.HandleEvents)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.reconcile, s.reconcileDone = make(chan struct{}, 1), make(chan struct{})
+	go s.reconciler()
 	go func() {
 		defer close(s.done)
 		buf := make([]bridge.Event, 256)
@@ -123,6 +144,7 @@ func (s *Service) Start() {
 			case <-t.C:
 				ev.Drain(buf, func([]bridge.Event) {})
 				s.SyncExpectations()
+				s.CheckLost()
 			}
 		}
 	}()
@@ -136,6 +158,7 @@ func (s *Service) Close() error {
 		if s.stop != nil {
 			close(s.stop)
 			<-s.done
+			<-s.reconcileDone
 			s.removeReader()
 			s.cfg.Events.Unsubscribe()
 		}
@@ -184,7 +207,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 				}
 				s.internal[t] = c
 			}
-			*c = cached{ct: s.scratch, at: e.Now, typ: typ}
+			*c = cached{ct: s.scratch, at: e.Now, typ: typ, seen: c.seen} // seen: a Reconcile walk may have passed it
 			s.send(typ, &s.scratch)
 		}
 	}
@@ -393,6 +416,7 @@ func StatsLines(st Stats) []string {
 		fmt.Sprintf("events received:\t\t%12d", st.Events),
 		fmt.Sprintf("events filtered:\t\t%12d", st.Filtered),
 		fmt.Sprintf("events lost (ring full):\t%12d", st.RingLost),
+		fmt.Sprintf("reconciliations:\t\t%12d (purged %d, sent %d)", st.Reconciles, st.ReconcilePurged, st.ReconcileSent),
 		"cache external:",
 		fmt.Sprintf("current active connections:\t%12d", st.External),
 		fmt.Sprintf("messages applied:\t\t%12d", st.Recv),
