@@ -74,9 +74,9 @@ type Stats struct {
 	// ReconcilePurged connections gone unseen were sent as CT_DEL and
 	// ReconcileSent missed or changed ones as CT_UPD (reconcile.go).
 	Reconciles, ReconcilePurged, ReconcileSent uint64
-	Commits                            uint64
-	Committed                          flowtable.CommitResult // the last commit
-	Link                               LinkStats
+	Commits                                    uint64
+	Committed                                  flowtable.CommitResult // the last commit
+	Link                                       LinkStats
 }
 
 // Service is one bridge's state sync: the internal cache fed by the
@@ -101,7 +101,7 @@ type Service struct {
 	reconcileDone chan struct{}
 	lastLost      uint64
 	round         uint64 // Reconcile's rounds; under mu
-	closeOnce    sync.Once
+	closeOnce     sync.Once
 }
 
 // New makes a Service; Start starts it.
