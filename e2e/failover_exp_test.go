@@ -50,6 +50,8 @@ func TestFailoverFTPExpectation(t *testing.T) {
 	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
 		"--state-file", "none", "--offload", "off",
 		"--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
+	active.started(t)
+	standby.started(t)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
 		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
 	}
@@ -122,6 +124,16 @@ func TestFailoverFTPExpectation(t *testing.T) {
 	list, _ := swCtl(bin, "conntrack", "--name", sbyName, "-L")
 	if !strings.Contains(list, fmt.Sprintf("sport=20 dport=%d", dport)) {
 		t.Errorf("standby's table lacks the data connection:\n%s", list)
+	}
+}
+
+// started waits until the workers of p run (its start line), which on a
+// loaded machine can take long: verifying the fast path's program, a queue
+// a closed socket still holds (startWithin).
+func (p *swProc) started(t *testing.T) {
+	t.Helper()
+	if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(p.stderr.String(), " workers, ") }) {
+		t.Fatalf("statewire run did not start within %v; stderr:\n%s", startWithin, p.stderr.String())
 	}
 }
 

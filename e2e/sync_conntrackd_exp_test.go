@@ -163,6 +163,7 @@ General {
 	name := l.Prefix + "-sw"
 	sw := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", name, "--state-file", "none", "--offload", "off", "--rules", rulesFile,
 		"--sync-listen", par.SyncAddr[0].String()+":3780", "--sync-peer", par.SyncAddr[1].String()+":3780")
+	sw.started(t)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
 		t.Fatalf("no ping through statewire within %v\n%s", d, sw.stderr)
 	}
