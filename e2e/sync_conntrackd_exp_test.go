@@ -76,6 +76,21 @@ func ftpPortFrom(t *testing.T, l *lab.Lab, ns, server string, client [4]byte, dp
 
 var leadingTimeout = regexp.MustCompile(`^\d+ `)
 
+// markFTPRules are failoverRules with a CONNMARK on new FTP control
+// connections.
+const markFTPRules = `*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m tcp --dport 21 -j CT --helper ftp
+COMMIT
+*filter
+:FORWARD DROP [0:0]
+-A FORWARD -p tcp -m tcp --dport 21 -m conntrack --ctstate NEW -j CONNMARK --set-mark 0x2a
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i %s -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+`
+
 // TestSyncExpectationsWithConntrackd: expectations between statewire and a
 // Linux firewall running conntrackd with ExpectationSync on. The kernel's
 // FTP helper there registers an expectation (a PORT command on a control
@@ -84,7 +99,10 @@ var leadingTimeout = regexp.MustCompile(`^\d+ `)
 // helper of statewire registers one (a PORT command crossing the bridge):
 // it appears in conntrackd -e expect and, after conntrackd -c ct and -c
 // expect, in the
-// kernel's conntrack -L expect with the master's tuple.
+// kernel's conntrack -L expect with the master's tuple. Connection marks
+// cross both ways: a kernel connection's mark shows in sync -e, and the
+// mark statewire's CONNMARK gave the FTP control connection is the
+// kernel's after conntrackd -c ct.
 func TestSyncExpectationsWithConntrackd(t *testing.T) {
 	lab.RequireRoot(t)
 	for _, cmd := range []string{"conntrackd", "conntrack", "iptables-legacy"} {
@@ -159,7 +177,7 @@ General {
 		t.Fatal("conntrackd did not complete its initialisation in 10 s")
 	}
 	rulesFile := filepath.Join(dir, "rules")
-	os.WriteFile(rulesFile, []byte(fmt.Sprintf(failoverRules, l.PortA)), 0o600)
+	os.WriteFile(rulesFile, []byte(fmt.Sprintf(markFTPRules, l.PortA)), 0o600)
 	name := l.Prefix + "-sw"
 	sw := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", name, "--state-file", "none", "--offload", "off", "--rules", rulesFile,
 		"--sync-listen", par.SyncAddr[0].String()+":3780", "--sync-peer", par.SyncAddr[1].String()+":3780")
@@ -205,6 +223,19 @@ General {
 		}
 	}
 
+	// A marked kernel connection.
+	run("conntrack", "-I", "-p", "tcp", "-s", "198.18.7.1", "-d", "198.18.7.2", "--sport", "31005", "--dport", "443",
+		"--state", "ESTABLISHED", "-u", "SEEN_REPLY,ASSURED", "-t", "3000", "--mark", "7")
+	if !testenv.WaitFor(15*time.Second, func() bool {
+		ext, _ = swSync(bin, name, "-e")
+		return strings.Contains(ext, "sport=31005 ")
+	}) {
+		t.Fatalf("statewire sync -e:\n%s\nwant the kernel's connection with sport 31005", ext)
+	}
+	if !regexp.MustCompile(`sport=31005 .* mark=7 `).MatchString(ext) {
+		t.Errorf("statewire sync -e lists the kernel's connection marked 7 without its mark:\n%s", ext)
+	}
+
 	// statewire -> kernel: a PORT command crossing the bridge.
 	fakeFTPServer(t, l, l.RightNS, rightIP.String()+":21")
 	sport := ftpPortFrom(t, l, l.LeftNS, rightIP.String(), leftIP.As4(), 40124)
@@ -218,6 +249,10 @@ General {
 	}
 	t.Logf("conntrackd -e expect:\n%s", cext)
 	ctd("-c", "ct") // the master first: the kernel looks it up by its tuple
+	ct, _ := l.Run(context.Background(), ns, "conntrack", "-L", "-p", "tcp", "--dport", "21", "-s", leftIP.String())
+	if !regexp.MustCompile(fmt.Sprintf(`sport=%d dport=21 .* mark=42 `, sport)).MatchString(ct) {
+		t.Errorf("the firewall's conntrack -L after conntrackd -c ct:\n%s\nwant the FTP control connection with statewire's mark=42", ct)
+	}
 	ctd("-c", "expect")
 	out, _ := l.Run(context.Background(), ns, "conntrack", "-L", "expect")
 	if !strings.Contains(out, want) {
