@@ -73,6 +73,11 @@ func (pl *Pipeline) filterCtx(s *Settings, p *packet.Packet, in Port, e *flowtab
 	v, cacheable := rs.FilterCtx(p, x)
 	if x.Conn != nil && e != nil && x.Conn.Mark != old {
 		pl.shard.SetConnMark(e, x.Conn.Mark)
+		if pl.ev.ring != nil {
+			// The kernel's IPCT_MARK: listeners (conntrack -E, the state
+			// sync, which sends the mark with the entry) hear of it.
+			pl.emit(EventUpdate, e, false)
+		}
 	}
 	return v, cacheable
 }

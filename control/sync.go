@@ -42,9 +42,11 @@ func (s *Server) syncOp(ctx context.Context, req *Request, w *writer) (int, erro
 		return sy.External(w.line), nil
 	case SyncCommit:
 		r, err := sy.Commit(ctx)
-		w.line(fmt.Sprintf("committed %d connections (%d already in the table, %d failed)", r.Inserted, r.Exists, r.Failed))
+		w.line(fmt.Sprintf("committed %d connections (%d already in the table, %d failed), %d expectations (%d failed)",
+			r.Inserted, r.Exists, r.Failed, r.Expectations, r.ExpectFailed))
 		if err == nil {
-			s.log.Info("sync: external cache committed", "created", r.Inserted, "existing", r.Exists, "failed", r.Failed)
+			s.log.Info("sync: external cache committed", "created", r.Inserted, "existing", r.Exists, "failed", r.Failed,
+				"expectations", r.Expectations, "expectations_failed", r.ExpectFailed)
 		}
 		return r.Inserted, err
 	case SyncFlush:

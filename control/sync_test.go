@@ -95,14 +95,14 @@ func TestSync(t *testing.T) {
 		t.Errorf("sync -i on the first: %q, %d, %v; want the connection", lines, n, err)
 	}
 	lines, n, err = call(t, pb, Request{Op: OpSync, Name: SyncCommit})
-	if err != nil || n != 1 || lines[0] != "committed 1 connections (0 already in the table, 0 failed)" {
+	if err != nil || n != 1 || lines[0] != "committed 1 connections (0 already in the table, 0 failed), 0 expectations (0 failed)" {
 		t.Fatalf("sync -c: %q, %d, %v", lines, n, err)
 	}
 	lines, _, _ = call(t, pb, Request{Op: OpList})
 	if len(lines) != 1 || !strings.Contains(lines[0], "ESTABLISHED "+tuple) {
 		t.Errorf("conntrack -L on the second after the commit: %q", lines)
 	}
-	if lines, _, _ = call(t, pb, Request{Op: OpSync, Name: SyncCommit}); lines[0] != "committed 0 connections (1 already in the table, 0 failed)" {
+	if lines, _, _ = call(t, pb, Request{Op: OpSync, Name: SyncCommit}); lines[0] != "committed 0 connections (1 already in the table, 0 failed), 0 expectations (0 failed)" {
 		t.Errorf("second sync -c: %q", lines)
 	}
 	if lines, _, _ = call(t, pb, Request{Op: OpSync, Name: SyncStats}); !strings.Contains(strings.Join(lines, "\n"), "last commit: created 0, existing 1, failed 0") {

@@ -62,7 +62,8 @@ func addrOf(a packet.Addr) netip.Addr { return a.Netip() }
 // FromSnapshot builds the CT a conntrackd would send for the entry es at
 // time now (ns, the table's clock): original tuple, status, TCP state and
 // window scales, the seconds left before expiry (rounded up, as the
-// kernel's ctnetlink reports them), the helper's name. VLAN zones are not
+// kernel's ctnetlink reports them), the connection mark (always, as a
+// ctnetlink dump has it), the helper's name. VLAN zones are not
 // carried (conntrackd 1.4.7 has no zone attribute).
 func FromSnapshot(es *flowtable.EntrySnapshot, now int64) *CT {
 	c := new(CT)
@@ -110,15 +111,18 @@ func FillFromSnapshot(c *CT, es *flowtable.EntrySnapshot, now int64) {
 	}
 	c.Timeout = uint32((left + int64(time.Second) - 1) / int64(time.Second))
 	c.Set(NTATimeout)
+	c.Mark = es.Mark
+	c.Set(NTAMark)
 }
 
 // State is what the table can take from a received CT: the original
-// tuple, the protocol state (Expires absolute, on the caller's clock) and
-// the helper.
+// tuple, the protocol state (Expires absolute, on the caller's clock), the
+// helper and the connection mark (0 without NTA_MARK).
 type State struct {
 	Orig   flowtable.Tuple
 	Conn   statemachine.Conn
 	Helper helpers.ID
+	Mark   uint32
 }
 
 // ToState converts c, received at now (ns), into statewire's types. The
@@ -175,5 +179,6 @@ func (c *CT) ToState(now int64) (State, error) {
 			s.Helper = id
 		}
 	}
+	s.Mark = c.Mark
 	return s, nil
 }

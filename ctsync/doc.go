@@ -15,6 +15,11 @@
 // Decode applies those checks and a few more so that nothing is read past
 // a message's length; it never panics.
 //
+// FromSnapshot and FillExpFromExpect build what conntrackd would send for
+// a table entry and an expectation (the mask as ctnetlink dumps it);
+// CT.ToState and Exp.ToExpect turn what a peer sent into the table's types,
+// refusing an expectation statewire cannot match exactly (a partial mask).
+//
 // Two quirks of conntrackd are reproduced, not fixed: addresses and ports
 // travel as libnetfilter_conntrack's attribute groups, in network byte
 // order, but the ICMP identifier goes through ct_build_u16, which applies

@@ -118,7 +118,8 @@ func AppendExp(b []byte, h Header, e *Exp, o Options) ([]byte, error) {
 	if !h.Type.IsExp() || !h.IsData() {
 		return b, fmt.Errorf("ctsync: AppendExp with message type %v flags %#x; use EXP_NEW, EXP_UPD or EXP_DEL with no flags but HELLO/HELLO_BACK", h.Type, h.Flags)
 	}
-	for _, tu := range []Tuple{e.Master, e.Expect, e.Mask} {
+	tuples := [3]*Tuple{&e.Master, &e.Expect, &e.Mask} // an array: stays on the stack (Link.SendExp allocates nothing)
+	for _, tu := range tuples {
 		if !tu.Src.IsValid() || !tu.Dst.IsValid() || tu.Src.Is4() != tu.Dst.Is4() {
 			return b, fmt.Errorf("ctsync: expectation tuple %v -> %v is not two addresses of one family", tu.Src, tu.Dst)
 		}
@@ -133,12 +134,12 @@ func AppendExp(b []byte, h Header, e *Exp, o Options) ([]byte, error) {
 	case 6, 17, 132, 33:
 		ports = true
 	}
-	for i, tu := range []Tuple{e.Master, e.Expect, e.Mask} {
+	for i, tu := range tuples {
 		base := uint16(4 * i)
-		b = appendAddrs(b, base, base+1, tu)
+		b = appendAddrs(b, base, base+1, *tu)
 		b = putAttr(b, base+2, tu.Proto)
 		if ports {
-			b = putPorts(b, base+3, tu)
+			b = putPorts(b, base+3, *tu)
 		}
 	}
 	if !o.CommitTimeout && e.Has(NTAExpTimeout) {
@@ -148,11 +149,16 @@ func AppendExp(b []byte, h Header, e *Exp, o Options) ([]byte, error) {
 	if e.Has(NTAExpClass) {
 		b = putAttr(b, NTAExpClass, be32(e.Class)...)
 	}
+	var name [32]byte // both lengths were checked above
 	if e.Helper != "" {
-		b = putAttr(b, NTAExpHelperName, append([]byte(e.Helper), 0)...)
+		n := copy(name[:], e.Helper)
+		name[n] = 0
+		b = putAttr(b, NTAExpHelperName, name[:n+1]...)
 	}
 	if e.Fn != "" {
-		b = putAttr(b, NTAExpFn, append([]byte(e.Fn), 0)...)
+		n := copy(name[:], e.Fn)
+		name[n] = 0
+		b = putAttr(b, NTAExpFn, name[:n+1]...)
 	}
 	return finish(b, start), nil
 }

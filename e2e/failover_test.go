@@ -345,6 +345,8 @@ func testFailover(t *testing.T, fast bool) {
 	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
 		"--state-file", "none", "--offload", offload,
 		"--sync-mode", mode, "--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
+	active.started(t)
+	standby.started(t)
 	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
 		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
 	}

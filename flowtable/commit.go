@@ -20,6 +20,15 @@ type Commit struct {
 	// (Entry.TakeHelperPickup): the helper has no record of where the
 	// peer's last command line ended.
 	Helper uint8
+	// Mark is the connection mark (Shard.SetConnMark), as conntrackd -c
+	// sets CTA_MARK from NTA_MARK.
+	Mark uint32
+	// Expects are the expectations of this connection (its helper's, the
+	// peer's EXP_NEW): added on the owner once the entry is in the table,
+	// or already was, with Master set to it and, when 0, HelperID to its
+	// helper, as conntrackd -c creates the expectations it was sent
+	// through ctnetlink with the master looked up by its tuple.
+	Expects []Expect
 }
 
 // CommitResult counts what InsertEntries did, as conntrackd's commit
@@ -27,6 +36,9 @@ type Commit struct {
 // EEXIST), and failed (the shard was full, or the tuple has no key).
 type CommitResult struct {
 	Inserted, Exists, Failed int
+	// Expectations added, and refused (the expectation table was full, or
+	// another master expects the same connection: Expectations.Add).
+	Expectations, ExpectFailed int
 }
 
 // flagHelperPickup marks an entry committed with a helper whose helper
@@ -73,6 +85,8 @@ func (t *Table) InsertEntries(ctx context.Context, cs []Commit, now int64) (Comm
 		if r != nil {
 			res.Exists += r.exists
 			res.Failed += r.failed
+			res.Expectations += r.expects
+			res.ExpectFailed += r.expectFailed
 		}
 	}
 	return res, err
@@ -90,6 +104,7 @@ func (s *Shard) serveInserts(r *ctlRequest) int {
 		switch res {
 		case InsertExists:
 			r.exists++
+			s.commitExpects(r, e, c.Expects)
 			continue
 		case TableFull:
 			r.failed++
@@ -99,10 +114,30 @@ func (s *Shard) serveInserts(r *ctlRequest) int {
 		e.Conn = c.Conn
 		e.Conn.Proto = proto
 		e.Helper = c.Helper
+		s.SetConnMark(e, c.Mark)
 		if c.Helper != 0 {
 			e.flags |= flagHelperPickup
 		}
+		s.commitExpects(r, e, c.Expects)
 		n++
 	}
 	return n
+}
+
+// commitExpects adds xs as expectations of e (owner only: the entry's
+// reference is taken here). The per-master limit is not applied: the peer's
+// helper applied it when it made them.
+func (s *Shard) commitExpects(r *ctlRequest, e *Entry, xs []Expect) {
+	ref := s.Ref(e)
+	for _, x := range xs {
+		x.Master = ref
+		if x.HelperID == 0 {
+			x.HelperID = e.Helper
+		}
+		if err := s.exp.Add(x, 0); err != nil {
+			r.expectFailed++
+			continue
+		}
+		r.expects++
+	}
 }

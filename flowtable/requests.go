@@ -55,7 +55,10 @@ type ctlRequest struct {
 	inserts        []Commit
 	now            int64
 	exists, failed int
-	done           chan int // deleted (inserted) count; room for the one send
+	// expects, expectFailed: the expectations of the inserts added and
+	// refused (Commit.Expects).
+	expects, expectFailed int
+	done                  chan int // deleted (inserted) count; room for the one send
 }
 
 // serveCtl runs r on the owner and returns how many entries it deleted. A

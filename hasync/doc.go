@@ -26,6 +26,17 @@
 // direction (the kernel's tcp_in_window on a td_maxwin of zero), so the
 // first segments after a failover are not INVALID.
 //
+// Expectations (exp.go) go the same way, as conntrackd's ExpectationSync:
+// the table's expectations are compared with the internal expectation
+// cache after each drain and sent as EXP_NEW/EXP_DEL; the peer's are kept
+// in an external expectation cache and a commit adds them with their
+// committed master (flowtable.Commit.Expects). The connection mark
+// (NTA_MARK) is sent with every connection and committed with it.
+//
+// A DESTROY lost to a full event ring would leave its connection cached
+// forever; after ring losses the service walks the table and repairs both
+// caches (reconcile.go), as conntrackd's NetlinkOverrunResync.
+//
 // # Ownership
 //
 // The workers publish events into their rings (bridge.Events); Service is
@@ -34,6 +45,9 @@
 // copies, filters and hands messages to the Link (ctsync's FTFW or NOTRACK
 // link), which never blocks. The caches are guarded by Service's mutex;
 // the Link's goroutine (which calls the Handler methods) and the control
-// server's goroutines take it too. Nothing here runs on the
+// server's goroutines take it too. The expectation table is read without
+// a lock from the drain goroutine (SyncExpectations). A reconciliation runs
+// on a goroutine of its own (the walk waits for the owners, never the
+// drain) and takes the mutex per entry it visits. Nothing here runs on the
 // packet path.
 package hasync

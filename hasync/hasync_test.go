@@ -154,7 +154,26 @@ func (l *pairLink) SendCT(t ctsync.Type, c *ctsync.CT) error {
 	}
 	return nil
 }
-func (l *pairLink) SendExp(ctsync.Type, *ctsync.Exp) error { return nil }
+func (l *pairLink) SendExp(t ctsync.Type, e *ctsync.Exp) error {
+	b, err := ctsync.AppendExp(nil, ctsync.Header{Type: t}, e, ctsync.Options{})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.sent = append(l.sent, t)
+	l.mu.Unlock()
+	msgs, err := ctsync.Decode(b)
+	if err != nil {
+		return err
+	}
+	l.peer.mu.Lock()
+	h := l.peer.h
+	l.peer.mu.Unlock()
+	if h != nil {
+		h.Exp(msgs[0].Type, msgs[0].Exp)
+	}
+	return nil
+}
 func (l *pairLink) RequestResync() {
 	l.mu.Lock()
 	l.resyncs++
@@ -181,8 +200,8 @@ type pair struct {
 func newPair(t *testing.T) *pair {
 	p := &pair{a: newBox(t), b: newBox(t), la: &pairLink{}, lb: &pairLink{}}
 	p.la.peer, p.lb.peer = p.lb, p.la
-	p.sa = New(Config{Link: p.la, Filter: DefaultFilter, Peer: "b", Table: p.a.tb, Now: func() int64 { return p.a.now }})
-	p.sb = New(Config{Link: p.lb, Filter: DefaultFilter, Peer: "a", Table: p.b.tb, Now: func() int64 { return p.b.now }})
+	p.sa = New(Config{Link: p.la, Filter: DefaultFilter, Peer: "b", Table: p.a.tb, Expect: p.a.tb.Expect, Now: func() int64 { return p.a.now }})
+	p.sb = New(Config{Link: p.lb, Filter: DefaultFilter, Peer: "a", Table: p.b.tb, Expect: p.b.tb.Expect, Now: func() int64 { return p.b.now }})
 	p.sa.Start()
 	p.sb.Start()
 	// Box a's events go to its service (the datapath's drain does this).

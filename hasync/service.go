@@ -18,6 +18,7 @@ import (
 // Table is what a commit needs from the live table: flowtable.Table.
 type Table interface {
 	InsertEntries(ctx context.Context, cs []flowtable.Commit, now int64) (flowtable.CommitResult, error)
+	Snapshot(ctx context.Context, fn func(*flowtable.EntrySnapshot)) error
 }
 
 // Config configures a Service.
@@ -29,6 +30,9 @@ type Config struct {
 	// Table and Now are the live table and its clock (commits).
 	Table Table
 	Now   func() int64
+	// Expect is the table's expectations, sent to the peer (exp.go); nil
+	// sends none (received ones are still kept and committed).
+	Expect *flowtable.Expectations
 	// Events and Shards: the workers' event rings; nil Events makes a
 	// Service fed only through HandleEvents (tests).
 	Events *bridge.Events
@@ -36,6 +40,9 @@ type Config struct {
 	// DrainInterval is how often the service drains the rings itself
 	// (default 1ms; the control server's -E drain serves it too).
 	DrainInterval time.Duration
+	// ReconcileInterval is the least time between two walks of the table
+	// after lost events (reconcile.go; default DefaultReconcileInterval).
+	ReconcileInterval time.Duration
 }
 
 // cached is one connection in a cache: the message's CT, when it was
@@ -43,9 +50,10 @@ type Config struct {
 // the type it was last sent as, which a resync sends again (conntrackd's
 // object status: C_OBJ_NEW goes as CT_NEW, C_OBJ_ALIVE as CT_UPD).
 type cached struct {
-	ct  ctsync.CT // reused (Service.free): a heap CT per event was a GC cost the workers paid
-	at  int64
-	typ ctsync.Type
+	ct   ctsync.CT // reused (Service.free): a heap CT per event was a GC cost the workers paid
+	at   int64
+	typ  ctsync.Type
+	seen uint64 // the last Reconcile round that found it in the table (reconcile.go)
 }
 
 // cache is a set of connections keyed by their original tuple.
@@ -57,11 +65,18 @@ type Stats struct {
 	RingLost                           uint64 // events the workers' rings dropped (shared with conntrack -E)
 	Internal, External                 int
 	Recv, RecvBad                      uint64 // CT messages applied / refused (ToState)
-	ExpRecv                            uint64 // expectation messages received (not applied)
+	ExpRecv, ExpRecvBad                uint64 // expectation messages applied / refused (ctsync.Exp.ToExpect)
+	ExpSent                            uint64 // expectation messages sent (in Sent too)
+	ExpNoMaster                        uint64 // expectations not sent: their master's tuple unknown (exp.go)
+	ExpInternal, ExpExternal           int
 	ResyncsServed                      uint64
-	Commits                            uint64
-	Committed                          flowtable.CommitResult // the last commit
-	Link                               LinkStats
+	// Reconciles counts walks of the table after lost events; in them,
+	// ReconcilePurged connections gone unseen were sent as CT_DEL and
+	// ReconcileSent missed or changed ones as CT_UPD (reconcile.go).
+	Reconciles, ReconcilePurged, ReconcileSent uint64
+	Commits                                    uint64
+	Committed                                  flowtable.CommitResult // the last commit
+	Link                                       LinkStats
 }
 
 // Service is one bridge's state sync: the internal cache fed by the
@@ -76,10 +91,17 @@ type Service struct {
 	ext      map[string]cache
 	st       Stats
 	ringBase uint64
+	x        expState // expectations (exp.go); under mu
 
 	removeReader func()
 	stop, done   chan struct{}
-	closeOnce    sync.Once
+	// reconcile asks the reconciler goroutine for a walk (CheckLost);
+	// lastLost is the ring losses CheckLost last saw (drain goroutine).
+	reconcile     chan struct{}
+	reconcileDone chan struct{}
+	lastLost      uint64
+	round         uint64 // Reconcile's rounds; under mu
+	closeOnce     sync.Once
 }
 
 // New makes a Service; Start starts it.
@@ -87,7 +109,12 @@ func New(cfg Config) *Service {
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = time.Millisecond
 	}
-	return &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	s := &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+	s.initExp()
+	return s
 }
 
 // Start subscribes to the workers' events, starts the link and drains the
@@ -100,8 +127,11 @@ func (s *Service) Start() {
 	ev := s.cfg.Events
 	ev.Subscribe(s.cfg.Shards)
 	s.ringBase = ev.Lost()
+	s.lastLost = s.ringBase
 	s.removeReader = ev.AddReader(s.HandleEvents)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.reconcile, s.reconcileDone = make(chan struct{}, 1), make(chan struct{})
+	go s.reconciler()
 	go func() {
 		defer close(s.done)
 		buf := make([]bridge.Event, 256)
@@ -113,6 +143,8 @@ func (s *Service) Start() {
 				return
 			case <-t.C:
 				ev.Drain(buf, func([]bridge.Event) {})
+				s.SyncExpectations()
+				s.CheckLost()
 			}
 		}
 	}()
@@ -126,6 +158,7 @@ func (s *Service) Close() error {
 		if s.stop != nil {
 			close(s.stop)
 			<-s.done
+			<-s.reconcileDone
 			s.removeReader()
 			s.cfg.Events.Unsubscribe()
 		}
@@ -142,6 +175,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 	for i := range batch {
 		e := &batch[i]
 		s.st.Events++
+		s.noteMaster(e)
 		t := e.Entry.Orig
 		switch e.Kind {
 		case bridge.EventDestroy:
@@ -173,7 +207,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 				}
 				s.internal[t] = c
 			}
-			*c = cached{ct: s.scratch, at: e.Now, typ: typ}
+			*c = cached{ct: s.scratch, at: e.Now, typ: typ, seen: c.seen} // seen: a Reconcile walk may have passed it
 			s.send(typ, &s.scratch)
 		}
 	}
@@ -207,15 +241,6 @@ func (s *Service) CT(t ctsync.Type, c *ctsync.CT) {
 	}
 }
 
-// Exp is the link's handler for a peer's expectation: counted, not kept
-// (a committed FTP control connection makes its expectations anew from
-// the next command, see helpers.State.Pickup).
-func (s *Service) Exp(ctsync.Type, *ctsync.Exp) {
-	s.mu.Lock()
-	s.st.ExpRecv++
-	s.mu.Unlock()
-}
-
 // ResyncRequested sends the whole internal cache to the peer, each
 // connection as the type it was last sent as.
 func (s *Service) ResyncRequested() {
@@ -226,6 +251,7 @@ func (s *Service) ResyncRequested() {
 		s.scratch = c.ct
 		s.send(c.typ, &s.scratch)
 	}
+	s.resyncExp()
 }
 
 // RequestResync asks the peer for its whole internal cache (sync -n).
@@ -242,7 +268,7 @@ func (s *Service) Flush() int {
 		n += len(c)
 		s.ext[p] = cache{}
 	}
-	return n
+	return n + s.flushExp()
 }
 
 // Commit inserts the external caches into the live table (sync -c). The
@@ -262,9 +288,11 @@ func (s *Service) Commit(ctx context.Context) (flowtable.CommitResult, error) {
 			cs = append(cs, fc)
 		}
 	}
+	orphans := s.attachExpects(cs, now)
 	s.mu.Unlock()
 	res, err := s.cfg.Table.InsertEntries(ctx, cs, now)
 	res.Failed += bad
+	res.ExpectFailed += orphans
 	s.mu.Lock()
 	s.st.Commits++
 	s.st.Committed = res
@@ -306,14 +334,15 @@ func commitOf(c *ctsync.CT, now int64) (flowtable.Commit, bool) {
 			st.Conn.TCP.Peer[d].Flags = flags
 		}
 	}
-	return flowtable.Commit{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}, true
+	return flowtable.Commit{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper), Mark: st.Mark}, true
 }
 
 // Internal writes the internal cache, one conntrack -L-like line per
 // connection with [active since], as conntrackd -i; it returns the count.
 func (s *Service) Internal(line func(string)) int {
+	now := s.cfg.Now()
 	s.mu.Lock()
-	lines := dump(s.internal, s.cfg.Now())
+	lines := append(dump(s.internal, now), s.internalExpLines(now)...)
 	s.mu.Unlock()
 	for _, l := range lines {
 		line(l)
@@ -329,8 +358,9 @@ func (s *Service) External(line func(string)) int {
 	for _, c := range s.ext {
 		lines = append(lines, dump(c, now)...)
 	}
-	s.mu.Unlock()
 	sort.Strings(lines)
+	lines = append(lines, s.externalExpLines(now)...)
+	s.mu.Unlock()
 	for _, l := range lines {
 		line(l)
 	}
@@ -346,7 +376,7 @@ func dump(c cache, now int64) []string {
 		if err != nil {
 			continue
 		}
-		es := flowtable.EntrySnapshot{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper)}
+		es := flowtable.EntrySnapshot{Orig: st.Orig, Conn: st.Conn, Helper: uint8(st.Helper), Mark: st.Mark}
 		since := (now - x.at) / int64(time.Second)
 		out = append(out, ctlist.Line(&es, now, ctlist.Conntrack)+" [active since "+strconv.FormatInt(since, 10)+"s]")
 	}
@@ -361,6 +391,14 @@ func (s *Service) Stats() Stats {
 	st.Internal = len(s.internal)
 	for _, c := range s.ext {
 		st.External += len(c)
+	}
+	for _, c := range s.x.internal {
+		if c.sent {
+			st.ExpInternal++
+		}
+	}
+	for _, c := range s.x.ext {
+		st.ExpExternal += len(c)
 	}
 	s.mu.Unlock()
 	if s.cfg.Events != nil {
@@ -378,13 +416,21 @@ func StatsLines(st Stats) []string {
 		fmt.Sprintf("events received:\t\t%12d", st.Events),
 		fmt.Sprintf("events filtered:\t\t%12d", st.Filtered),
 		fmt.Sprintf("events lost (ring full):\t%12d", st.RingLost),
+		fmt.Sprintf("reconciliations:\t\t%12d (purged %d, sent %d)", st.Reconciles, st.ReconcilePurged, st.ReconcileSent),
 		"cache external:",
 		fmt.Sprintf("current active connections:\t%12d", st.External),
 		fmt.Sprintf("messages applied:\t\t%12d", st.Recv),
 		fmt.Sprintf("messages refused:\t\t%12d", st.RecvBad),
-		fmt.Sprintf("expectation messages ignored:\t%12d", st.ExpRecv),
+		"expectations:",
+		fmt.Sprintf("internal cache:\t\t\t%12d", st.ExpInternal),
+		fmt.Sprintf("external cache:\t\t\t%12d", st.ExpExternal),
+		fmt.Sprintf("messages sent:\t\t\t%12d", st.ExpSent),
+		fmt.Sprintf("messages applied:\t\t%12d", st.ExpRecv),
+		fmt.Sprintf("messages refused:\t\t%12d", st.ExpRecvBad),
+		fmt.Sprintf("not sent, master unknown:\t%12d", st.ExpNoMaster),
 		fmt.Sprintf("commits:\t\t\t%12d", st.Commits),
-		fmt.Sprintf("last commit: created %d, existing %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed),
+		fmt.Sprintf("last commit: created %d, existing %d, failed %d; expectations %d, failed %d", st.Committed.Inserted, st.Committed.Exists, st.Committed.Failed,
+			st.Committed.Expectations, st.Committed.ExpectFailed),
 		"traffic processed:",
 		fmt.Sprintf("%12d Bytes sent %12d Bytes recv", st.Link.BytesSent, st.Link.BytesRecv),
 		fmt.Sprintf("%12d Pckt sent %12d Pckt recv", st.Link.DatagramsSent, st.Link.DatagramsRecv),

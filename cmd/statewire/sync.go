@@ -43,7 +43,7 @@ func (sf *syncFlags) start(dp *bridge.Datapath, log *slog.Logger) (*hasync.Servi
 	}
 	s := hasync.New(hasync.Config{
 		Link: link, Filter: hasync.DefaultFilter, Peer: sf.peer,
-		Table: dp.Table(), Now: dp.Now,
+		Table: dp.Table(), Expect: dp.Table().Expect, Now: dp.Now,
 		Events: dp.Control().Events(), Shards: dp.Table().NumShards(),
 	})
 	s.Start()
