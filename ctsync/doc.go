@@ -101,4 +101,8 @@
 // called from any goroutine and never wait for the network. The link's
 // loop goroutine owns the protocol (under Link.mu, which callers hold
 // only to queue a message) and calls the Handler, one call at a time.
+// It sends the datagrams too, unless DeferSends made another goroutine
+// the sender (flush.go): then everything queued waits for that
+// goroutine's Flush, and the loop only receives (hasync runs the sender
+// at idle priority).
 package ctsync

@@ -149,6 +149,16 @@ type Link struct {
 	wg      sync.WaitGroup
 	started bool
 	closed  bool
+
+	// sendMu serialises the datagrams' building and sending (flush):
+	// two senders interleaving would reorder sequence numbers on the
+	// wire, which the peer takes for loss.
+	sendMu sync.Mutex
+	// owner, set by DeferSends before Start, is called instead of waking
+	// the loop when something is queued: the owner's goroutine sends
+	// (Flush), the loop never does.
+	owner func()
+	obuf  []byte // Flush's datagram; under sendMu
 }
 
 const rxBuffers = 32
@@ -314,7 +324,7 @@ func (l *Link) loop(h Handler) {
 	l.mu.Lock()
 	l.f.tick(time.Now().UnixNano()) // the first ALIVE says HELLO
 	l.mu.Unlock()
-	l.flush(&out)
+	l.send(&out)
 	for {
 		select {
 		case <-l.done:
@@ -346,7 +356,7 @@ func (l *Link) loop(h Handler) {
 			l.f.tick(time.Now().UnixNano())
 			l.mu.Unlock()
 		}
-		l.flush(&out)
+		l.send(&out)
 		st := l.Stats()
 		if st.PeerAlive != wasAlive {
 			wasAlive = st.PeerAlive
@@ -367,9 +377,8 @@ func (l *Link) loop(h Handler) {
 }
 
 // flush sends everything queued, one datagram at a time, holding mu only
-// to build each datagram.
+// to build each datagram. The caller holds sendMu.
 func (l *Link) flush(out *[]byte) {
-	to := net.UDPAddrFromAddrPort(l.peer)
 	for {
 		l.mu.Lock()
 		b := l.f.nextDatagram((*out)[:0], time.Now().UnixNano())
@@ -377,7 +386,7 @@ func (l *Link) flush(out *[]byte) {
 		if len(b) == 0 {
 			return
 		}
-		if _, err := l.conn.WriteToUDP(b, to); err != nil {
+		if _, err := l.conn.WriteToUDPAddrPort(b, l.peer); err != nil {
 			l.mu.Lock()
 			l.f.st.SendErrors++
 			l.mu.Unlock()
@@ -390,6 +399,10 @@ func (l *Link) flush(out *[]byte) {
 }
 
 func (l *Link) wake() {
+	if l.owner != nil {
+		l.owner()
+		return
+	}
 	select {
 	case l.kick <- struct{}{}:
 	default:
