@@ -47,7 +47,16 @@
 // the Link's goroutine (which calls the Handler methods) and the control
 // server's goroutines take it too. The expectation table is read without
 // a lock from the drain goroutine (SyncExpectations). A reconciliation runs
-// on a goroutine of its own (the walk waits for the owners, never the
-// drain) and takes the mutex per entry it visits. Nothing here runs on the
-// packet path.
+// on the service's thread (the walk waits for the owners) and takes the
+// mutex per entry it visits. Nothing here runs on the packet path.
+//
+// With Events, the service has a thread of its own (runner.go): one
+// goroutine locked to an OS thread lowered to Config.Priority (statewire
+// run: SCHED_IDLE), which drains the rings every DrainInterval, encodes,
+// sends every datagram of the link (ctsync.Link.DeferSends: the link's
+// loop only receives), compares the expectations, serves the peer's
+// resync requests and runs the reconciliations. It works in the CPU time
+// the workers leave; when it cannot keep up, the workers' rings drop
+// events and count them (bridge.Events.Lost), and the reconciliation
+// repairs what they took: lost, counted, repaired, never silent.
 package hasync

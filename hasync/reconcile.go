@@ -18,9 +18,9 @@ import (
 // and purges from its internal cache what the dump does not hold.
 //
 // Here: after a drain that finds Lost grown (CheckLost), and at most once
-// per Config.ReconcileInterval, a goroutine of the service walks the table
-// (flowtable.Table.Snapshot, through the owners; it never blocks the
-// drain) and then, under mu:
+// per Config.ReconcileInterval, the service's thread (runner.go, at the
+// sync's priority) walks the table (flowtable.Table.Snapshot, through the
+// owners) and then, under mu:
 //   - a cached connection the walk did not find, and recorded before the
 //     walk began, is gone: removed and sent as CT_DEL (an entry recorded
 //     after the start may have been created behind the walk);
@@ -43,53 +43,19 @@ type ReconcileResult struct {
 }
 
 // CheckLost asks for a reconciliation when the rings lost events since the
-// last call (the drain loop calls it after each drain; tests call it
-// directly). It never blocks.
+// last call (the service's thread calls it after each drain; tests call it
+// directly). It never blocks: the service's thread runs the walk, at most
+// once per ReconcileInterval (runner.go).
 func (s *Service) CheckLost() {
-	if s.cfg.Events == nil || s.reconcile == nil {
+	if s.cfg.Events == nil || s.stop == nil {
 		return
 	}
 	lost := s.cfg.Events.Lost()
-	if lost == s.lastLost {
+	if old := s.lastLost.Load(); lost == old || !s.lastLost.CompareAndSwap(old, lost) {
 		return
 	}
-	s.lastLost = lost
-	select {
-	case s.reconcile <- struct{}{}:
-	default: // one is pending already
-	}
-}
-
-// reconciler runs reconciliations on request, at most one per
-// ReconcileInterval, until stop.
-func (s *Service) reconciler() {
-	defer close(s.reconcileDone)
-	var last time.Time
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-s.reconcile:
-		}
-		if wait := s.cfg.ReconcileInterval - time.Since(last); wait > 0 {
-			select {
-			case <-s.stop:
-				return
-			case <-time.After(wait):
-			}
-		}
-		last = time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		s.Reconcile(ctx)
-		cancel()
-	}
+	s.run.reconcileWanted.Store(true)
+	s.run.wake()
 }
 
 // Reconcile walks the table and brings the internal cache in line with it
@@ -125,13 +91,15 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			return
 		}
 		if !ok {
-			c = new(cached)
+			c = s.newCached()
 			s.internal[es.Orig] = c
 		}
 		*c = cached{ct: ct, at: start, typ: ctsync.TypeCTUpd, seen: round}
 		s.scratch = ct
 		s.send(ctsync.TypeCTUpd, &s.scratch)
-		res.Sent++
+		if res.Sent++; res.Sent%256 == 0 {
+			s.run.flushLink() // a big walk must not fill the link's transmit queue
+		}
 	})
 	if err != nil {
 		return res, err

@@ -96,7 +96,7 @@ func TestLostDestroyReconciled(t *testing.T) {
 	}
 	// No loss since: no walk is asked for.
 	sa.CheckLost()
-	if n := len(sa.reconcile); n != 0 {
+	if sa.run.reconcileWanted.Load() {
 		t.Errorf("a reconciliation was asked for without a new loss")
 	}
 }

@@ -3,9 +3,11 @@ package hasync
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/statewire/statewire/bridge"
@@ -43,6 +45,21 @@ type Config struct {
 	// ReconcileInterval is the least time between two walks of the table
 	// after lost events (reconcile.go; default DefaultReconcileInterval).
 	ReconcileInterval time.Duration
+	// Priority is the scheduling priority of the service's thread, which
+	// drains the rings, encodes, sends and reconciles (runner.go):
+	// PriorityIdle (SCHED_IDLE), PriorityNice (nice 19) or PriorityNormal
+	// (the default here; statewire run defaults to idle).
+	Priority string
+	// Logger, if set, gets a priority that could not be set and the
+	// peer's resync requests.
+	Logger *slog.Logger
+	// CacheSize, when not zero, is how many connections the internal
+	// cache is made for at once (statewire run: the live table's
+	// MaxEntries). A connection flood that grows the cache then makes no
+	// garbage: growing it entry by entry made the runtime collect and
+	// sweep on the workers' CPU, a quarter of it in a one-CPU
+	// connections-per-second run (perf/RESULTS.md).
+	CacheSize int
 }
 
 // cached is one connection in a cache: the message's CT, when it was
@@ -88,6 +105,7 @@ type Service struct {
 	internal cache
 	scratch  ctsync.CT // the message being sent (SendCT encodes it at once); under mu
 	free     []*cached // internal entries deleted, for reuse; under mu
+	slab     []cached  // entries never used yet (Config.CacheSize); under mu
 	ext      map[string]cache
 	st       Stats
 	ringBase uint64
@@ -95,13 +113,11 @@ type Service struct {
 
 	removeReader func()
 	stop, done   chan struct{}
-	// reconcile asks the reconciler goroutine for a walk (CheckLost);
-	// lastLost is the ring losses CheckLost last saw (drain goroutine).
-	reconcile     chan struct{}
-	reconcileDone chan struct{}
-	lastLost      uint64
-	round         uint64 // Reconcile's rounds; under mu
-	closeOnce     sync.Once
+	// lastLost is the ring losses CheckLost last saw.
+	lastLost  atomic.Uint64
+	round     uint64 // Reconcile's rounds; under mu
+	closeOnce sync.Once
+	run       runner // the service's thread (runner.go)
 }
 
 // New makes a Service; Start starts it.
@@ -112,42 +128,28 @@ func New(cfg Config) *Service {
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	s := &Service{cfg: cfg, internal: cache{}, ext: map[string]cache{cfg.Peer: {}}}
+	if cfg.CacheSize > 0 {
+		s.internal = make(cache, cfg.CacheSize)
+		s.slab = make([]cached, cfg.CacheSize)
+	}
 	s.initExp()
 	return s
 }
 
-// Start subscribes to the workers' events, starts the link and drains the
-// rings every DrainInterval until Close.
+// Start subscribes to the workers' events, starts the link and the
+// service's thread (runner.go), which drains the rings every DrainInterval
+// until Close.
 func (s *Service) Start() {
-	s.cfg.Link.Start(s)
 	if s.cfg.Events == nil {
+		s.cfg.Link.Start(s)
 		return
 	}
-	ev := s.cfg.Events
-	ev.Subscribe(s.cfg.Shards)
-	s.ringBase = ev.Lost()
-	s.lastLost = s.ringBase
-	s.removeReader = ev.AddReader(s.HandleEvents)
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
-	s.reconcile, s.reconcileDone = make(chan struct{}, 1), make(chan struct{})
-	go s.reconciler()
-	go func() {
-		defer close(s.done)
-		buf := make([]bridge.Event, 256)
-		t := time.NewTicker(s.cfg.DrainInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-				ev.Drain(buf, func([]bridge.Event) {})
-				s.SyncExpectations()
-				s.CheckLost()
-			}
-		}
-	}()
+	s.startRunner()
+	s.cfg.Link.Start(s)
 }
 
 // Close stops draining, unsubscribes and closes the link. Calls after the
@@ -156,9 +158,9 @@ func (s *Service) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		if s.stop != nil {
+			s.run.cancel()
 			close(s.stop)
 			<-s.done
-			<-s.reconcileDone
 			s.removeReader()
 			s.cfg.Events.Unsubscribe()
 		}
@@ -200,11 +202,7 @@ func (s *Service) HandleEvents(batch []bridge.Event) {
 			}
 			c, ok := s.internal[t]
 			if !ok {
-				if n := len(s.free); n > 0 {
-					c, s.free = s.free[n-1], s.free[:n-1]
-				} else {
-					c = new(cached)
-				}
+				c = s.newCached()
 				s.internal[t] = c
 			}
 			*c = cached{ct: s.scratch, at: e.Now, typ: typ, seen: c.seen} // seen: a Reconcile walk may have passed it
@@ -242,8 +240,20 @@ func (s *Service) CT(t ctsync.Type, c *ctsync.CT) {
 }
 
 // ResyncRequested sends the whole internal cache to the peer, each
-// connection as the type it was last sent as.
+// connection as the type it was last sent as: at once, or, when the
+// service has its thread, from that thread.
 func (s *Service) ResyncRequested() {
+	if s.stop != nil {
+		// From the service's thread, not the link's loop.
+		s.run.peerResync.Add(1)
+		s.run.wake()
+		return
+	}
+	s.serveResync()
+}
+
+// serveResync sends the whole internal cache.
+func (s *Service) serveResync() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.ResyncsServed++
@@ -263,7 +273,10 @@ func (s *Service) Flush() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.internal)
-	s.internal = cache{}
+	for t, c := range s.internal {
+		delete(s.internal, t) // keeps the map's room (Config.CacheSize)
+		s.free = append(s.free, c)
+	}
 	for p, c := range s.ext {
 		n += len(c)
 		s.ext[p] = cache{}

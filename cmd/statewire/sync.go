@@ -13,7 +13,7 @@ import (
 
 // syncFlags are the state-sync flags of `statewire run`.
 type syncFlags struct {
-	listen, peer, mode string
+	listen, peer, mode, priority string
 }
 
 func addSyncFlags(fs *flag.FlagSet) *syncFlags {
@@ -25,6 +25,9 @@ func addSyncFlags(fs *flag.FlagSet) *syncFlags {
 	fs.StringVar(&sf.mode, "sync-mode", hasync.ModeFTFW, "sync link mode, as conntrackd's: ftfw (reliable: sequence numbers, ACK/NACK, resend,\n"+
 		"resync when the peer lost too much) or notrack (each message once; recover a loss\n"+
 		"with statewire sync -n)")
+	fs.StringVar(&sf.priority, "sync-priority", hasync.PriorityIdle, "scheduling priority of the sync's thread (drain, encoding, sends): idle (SCHED_IDLE: only CPU\n"+
+		"time the workers leave; what it cannot keep up with is lost in the event rings, counted, and\n"+
+		"resent by a walk of the table), nice (nice 19) or normal")
 	return sf
 }
 
@@ -37,6 +40,9 @@ func (sf *syncFlags) start(dp *bridge.Datapath, log *slog.Logger) (*hasync.Servi
 	if sf.listen == "" || sf.peer == "" {
 		return nil, fmt.Errorf("state sync needs both --sync-listen and --sync-peer (ADDR:PORT each)")
 	}
+	if err := hasync.CheckPriority(sf.priority); err != nil {
+		return nil, err
+	}
 	link, err := hasync.NewLink(sf.mode, sf.listen, sf.peer, log)
 	if err != nil {
 		return nil, err
@@ -45,9 +51,10 @@ func (sf *syncFlags) start(dp *bridge.Datapath, log *slog.Logger) (*hasync.Servi
 		Link: link, Filter: hasync.DefaultFilter, Peer: sf.peer,
 		Table: dp.Table(), Expect: dp.Table().Expect, Now: dp.Now,
 		Events: dp.Control().Events(), Shards: dp.Table().NumShards(),
+		Priority: sf.priority, Logger: log, CacheSize: dp.Table().Config().MaxEntries,
 	})
 	s.Start()
-	log.Info("state sync", "listen", sf.listen, "peer", sf.peer, "mode", sf.mode)
+	log.Info("state sync", "listen", sf.listen, "peer", sf.peer, "mode", sf.mode, "priority", sf.priority, "thread", s.ThreadID())
 	return s, nil
 }
 
