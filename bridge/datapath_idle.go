@@ -73,7 +73,7 @@ func (w *worker) idle(now, lastWork int64) {
 			}
 		}
 	}
-	if dp.cfg.BusyPoll || now-lastWork < idleSpinTime || w.rxStopped || w.waiter == nil {
+	if dp.cfg.BusyPoll || now-lastWork < w.spin || w.rxStopped || w.waiter == nil {
 		return
 	}
 	wt := w.waiter
