@@ -231,6 +231,9 @@ func (d *device) startStatewire(o *Options, off bool) error {
 		}
 		args = append(args, "--rules", f)
 	}
+	if o.RTPriority > 0 && !hasFlag(o.StatewireArgs, "rt-priority") {
+		args = append(args, "--rt-priority", strconv.Itoa(o.RTPriority))
+	}
 	args = append(args, o.StatewireArgs...)
 	if off {
 		args = append(args, "--offload=off")
