@@ -209,6 +209,8 @@ func (c DatapathConfig) Validate() error {
 		return bad("%v", pinDirErr(c.Name))
 	case c.RTPriority < 0 || c.RTPriority > 99:
 		return bad("real-time priority %d: must be 0 (off) or 1-99 (SCHED_FIFO)", c.RTPriority)
+	case c.RTPriority > 0 && c.BusyPoll:
+		return bad("busy polling with a real-time priority: a real-time worker that never sleeps takes its CPU from every other task; use one or the other")
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}
