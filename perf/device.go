@@ -231,7 +231,9 @@ func (d *device) startStatewire(o *Options, off bool) error {
 		}
 		args = append(args, "--rules", f)
 	}
-	if o.RTPriority > 0 && !hasFlag(o.StatewireArgs, "rt-priority") {
+	// --busy-poll never sleeps: statewire refuses it with a real-time
+	// priority, so the user's choice of it wins.
+	if o.RTPriority > 0 && !hasFlag(o.StatewireArgs, "rt-priority") && !hasFlag(o.StatewireArgs, "busy-poll") {
 		args = append(args, "--rt-priority", strconv.Itoa(o.RTPriority))
 	}
 	args = append(args, o.StatewireArgs...)
