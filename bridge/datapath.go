@@ -95,6 +95,11 @@ type DatapathConfig struct {
 	// per worker). Empty: workers are locked to their threads but the
 	// scheduler places the threads.
 	CPUs []int
+	// RTPriority, when positive, runs each worker's OS thread under the
+	// real-time policy SCHED_FIFO at this priority (1-99), and an idle
+	// worker then sleeps in the kernel after rtIdleSpin instead of
+	// idleSpinTime (datapath_sched.go). 0: the normal policy.
+	RTPriority int
 	// StateFile, when set, is the file the flow table lives in (package
 	// flowtable, Open), e.g. /run/statewire/NAME.table: a later datapath
 	// given the same file adopts the connections, expectations and helper
@@ -202,6 +207,10 @@ func (c DatapathConfig) Validate() error {
 		return bad("fail-open needs the bridge's name: its XDP program is pinned under it (--name)")
 	case c.Name != "" && pinDirErr(c.Name) != nil:
 		return bad("%v", pinDirErr(c.Name))
+	case c.RTPriority < 0 || c.RTPriority > 99:
+		return bad("real-time priority %d: must be 0 (off) or 1-99 (SCHED_FIFO)", c.RTPriority)
+	case c.RTPriority > 0 && c.BusyPoll:
+		return bad("busy polling with a real-time priority: a real-time worker that never sleeps takes its CPU from every other task; use one or the other")
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}
@@ -417,7 +426,11 @@ func NewDatapath(cfg DatapathConfig) (*Datapath, error) {
 	dp.table, dp.frags = t, NewFragCache(1024, t.Config().Seed)
 	for i := range cfg.Cores {
 		w := newWorker(dp, i)
-		if w.waiter, err = ring.NewWaiter(); err != nil {
+		newWaiter := ring.NewWaiter
+		if cfg.RTPriority > 0 {
+			newWaiter = ring.NewThreadWaiter // datapath_sched.go
+		}
+		if w.waiter, err = newWaiter(); err != nil {
 			dp.closeWaiters()
 			t.Close(dp.Now())
 			return nil, err

@@ -33,6 +33,11 @@ import (
 //     the counters' publication, the expectations' expiry (worker 0) and
 //     the table sweep (a larger budget after a sleep, idleExpireBudget).
 //
+// A real-time worker (DatapathConfig.RTPriority, datapath_sched.go) spins
+// rtIdleSpin instead of idleSpinTime and sleeps with its own thread
+// blocked in the kernel (ring.NewThreadWaiter) rather than in Go's poller;
+// what wakes it is the same.
+//
 // Asynchronous events use the eventfd rather than a short timeout because
 // their latency matters (a hand-off is a frame waiting; conntrack -D
 // waits for its answer) and a timeout short enough for them would cost
@@ -73,7 +78,7 @@ func (w *worker) idle(now, lastWork int64) {
 			}
 		}
 	}
-	if dp.cfg.BusyPoll || now-lastWork < idleSpinTime || w.rxStopped || w.waiter == nil {
+	if dp.cfg.BusyPoll || now-lastWork < w.spin || w.rxStopped || w.waiter == nil {
 		return
 	}
 	wt := w.waiter

@@ -221,6 +221,7 @@ type worker struct {
 	settings   *Settings
 	kernelBusy bool
 	tid        atomic.Int32 // the OS thread run is locked to (tests read its CPU time)
+	spin       int64        // how long idle polls after the last frame (idleSpinFor)
 }
 
 func newWorker(dp *Datapath, id int) *worker {
@@ -268,6 +269,12 @@ func (w *worker) run() {
 	} else {
 		defer runtime.UnlockOSThread()
 	}
+	if prio := w.dp.cfg.RTPriority; prio > 0 {
+		if err := setRealtime(prio); err != nil {
+			w.dp.logf("datapath: worker %d: SCHED_FIFO priority %d refused: %v; running under the normal policy (it needs root or CAP_SYS_NICE, and with RT group scheduling a cgroup with cpu.rt_runtime_us; drop --rt-priority to silence this)", w.id, prio, err)
+		}
+	}
+	w.spin = w.idleSpinFor()
 	var lastWork int64
 	for {
 		now := w.dp.Now()

@@ -231,6 +231,11 @@ func (d *device) startStatewire(o *Options, off bool) error {
 		}
 		args = append(args, "--rules", f)
 	}
+	// --busy-poll never sleeps: statewire refuses it with a real-time
+	// priority, so the user's choice of it wins.
+	if o.RTPriority > 0 && !hasFlag(o.StatewireArgs, "rt-priority") && !hasFlag(o.StatewireArgs, "busy-poll") {
+		args = append(args, "--rt-priority", strconv.Itoa(o.RTPriority))
+	}
 	args = append(args, o.StatewireArgs...)
 	if off {
 		args = append(args, "--offload=off")

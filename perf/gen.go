@@ -39,6 +39,8 @@ type GenConfig struct {
 	Stamp bool
 	// CPU pins the generating thread (-1: no pinning).
 	CPU int
+	// Interval is the shortest time between paced calls (0: minInterval).
+	Interval time.Duration
 	// Kind is GenLive (default, "") or GenPacket; frames above
 	// LiveMaxFrame need GenPacket.
 	Kind string
@@ -224,6 +226,7 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 		if err := g.pin(); err != nil {
 			return err
 		}
+		interval := g.interval()
 		opts := ebpf.RunOptions{
 			Data:    g.frame,
 			Flags:   bpfFTestXDPLiveFrames,
@@ -253,7 +256,7 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 					slipped += late
 					due -= late
 				}
-				if due < max(minBatch, rate*minInterval.Seconds()) {
+				if due < max(minBatch, rate*interval.Seconds()) {
 					continue // spin
 				}
 				n = min(uint64(due), 1<<14)
@@ -285,6 +288,14 @@ func (g *Generator) Close() error {
 	return errors.Join(g.prog.Close(), g.counter.Close())
 }
 
+// interval returns the shortest time between paced calls.
+func (g *Generator) interval() time.Duration {
+	if g.cfg.Interval > 0 {
+		return g.cfg.Interval
+	}
+	return minInterval
+}
+
 // pin pins the calling (locked) thread to the generator CPU and renices it.
 func (g *Generator) pin() error {
 	if g.cfg.CPU >= 0 {
@@ -311,6 +322,7 @@ func (g *Generator) sendPacket(rate float64, d time.Duration, limit uint64) (sen
 		if err := g.pin(); err != nil {
 			return err
 		}
+		interval := g.interval()
 		start := time.Now()
 		var slipped float64
 		for {
@@ -326,7 +338,7 @@ func (g *Generator) sendPacket(rate float64, d time.Duration, limit uint64) (sen
 					slipped += late
 					due -= late
 				}
-				if due < max(minBatch, rate*minInterval.Seconds()) {
+				if due < max(minBatch, rate*interval.Seconds()) {
 					continue // spin
 				}
 				n = min(uint64(due), pktSlots)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -340,6 +341,58 @@ func testGenerator(t *testing.T, flows uint32, stamp bool, lay layout, imix *imi
 // (lab.StatewireBinary) and removes it afterwards.
 func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 
+// TestRealtimeKsoftirqd puts ksoftirqd of both CPUs under SCHED_FIFO, as
+// the latency trials do, checks each reads back as SCHED_FIFO at that
+// priority, and that restore gives each its policy and nice value back.
+// Needs root.
+func TestRealtimeKsoftirqd(t *testing.T) {
+	lab.RequireRoot(t)
+	pids := map[int]*unix.SchedAttr{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if c := strings.TrimSpace(string(b)); c == "ksoftirqd/0" || c == "ksoftirqd/1" {
+			if pids[pid], err = unix.SchedGetAttr(pid, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatal("no ksoftirqd/0 or ksoftirqd/1 in /proc")
+	}
+	restore, err := realtimeKsoftirqd([]int{0, 1}, DefaultRTPriority)
+	if err != nil {
+		restore()
+		t.Fatal(err)
+	}
+	for pid := range pids {
+		a, err := unix.SchedGetAttr(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Policy != unix.SCHED_FIFO || a.Priority != DefaultRTPriority {
+			t.Errorf("ksoftirqd pid %d: policy %d priority %d, want SCHED_FIFO (%d) at %d", pid, a.Policy, a.Priority, unix.SCHED_FIFO, DefaultRTPriority)
+		}
+	}
+	restore()
+	for pid, old := range pids {
+		a, err := unix.SchedGetAttr(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Policy != old.Policy || a.Priority != old.Priority || a.Nice != old.Nice {
+			t.Errorf("ksoftirqd pid %d after restore: policy %d priority %d nice %d, want %d %d %d", pid, a.Policy, a.Priority, a.Nice, old.Policy, old.Priority, old.Nice)
+		}
+	}
+}
+
 // runLab runs o with its progress in the test log and fails the test when
 // the run fails or a device was not measured.
 func runLab(t *testing.T, o Options, timeout time.Duration) *Report {
@@ -430,14 +483,26 @@ func TestGeneratorPacing(t *testing.T) {
 	for _, tc := range []struct {
 		rate  float64
 		flows int
+		rt    bool
 	}{
-		{50e3, 1},
-		{500e3, 1000},
+		{50e3, 1, false},
+		{500e3, 1000, false},
+		// The latency trials' generator: stamps, calls at least
+		// DefaultLatencyInterval apart (twice as many as above).
+		{50e3, 1, true},
 	} {
-		t.Run(fmt.Sprintf("%.0fkpps %d flows", tc.rate/1e3, tc.flows), func(t *testing.T) {
+		name := fmt.Sprintf("%.0fkpps %d flows", tc.rate/1e3, tc.flows)
+		if tc.rt {
+			name += " latency"
+		}
+		t.Run(name, func(t *testing.T) {
 			l := d.lab
-			g, err := NewGenerator(GenConfig{NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
-				FrameSize: 64, Flows: tc.flows, CPU: 0})
+			cfg := GenConfig{NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
+				FrameSize: 64, Flows: tc.flows, CPU: 0}
+			if tc.rt {
+				cfg.Stamp, cfg.Interval = true, DefaultLatencyInterval
+			}
+			g, err := NewGenerator(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,6 +16,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
 	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
+	if r.LatencyIntervalUs > 0 {
+		fmt.Fprintf(&b, "latency trials: generator calls at least %.0f µs apart; real-time priority %d (0: normal policy)\n", r.LatencyIntervalUs, r.RTPriority)
+	}
 	if r.MTU != 0 && (r.MTU != 1500 || r.Generator != GenLive) {
 		fmt.Fprintf(&b, "MTU %d on every link; generator %s\n", r.MTU, r.Generator)
 	}

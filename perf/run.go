@@ -34,6 +34,15 @@ type Options struct {
 	Latency bool
 	// LatencyLoads are the fractions of NDR for latency (0.1, 0.5, 0.9).
 	LatencyLoads []float64
+	// LatencyInterval is the shortest time between the stamped
+	// generator's calls (0: DefaultLatencyInterval; see there).
+	LatencyInterval time.Duration
+	// RTPriority, when positive, runs statewire with --rt-priority and,
+	// during the latency trials, ksoftirqd of the generator and device
+	// CPUs under SCHED_FIFO at this priority (realtime.go); 0 leaves every
+	// thread under the normal policy. Quick and full options use
+	// DefaultRTPriority.
+	RTPriority int
 	// Statewire is the statewire binary; StatewireArgs are passed to
 	// `statewire run` after --port-a/--port-b (and --rules, unless given).
 	Statewire     string
@@ -165,6 +174,7 @@ func QuickOptions() Options {
 		GenCPU:  0, DUTCPU: 1, StatewireCPUs: "1",
 		ReadyTimeout: 15 * time.Second,
 		LatencyLoads: []float64{0.1, 0.5, 0.9},
+		RTPriority:   DefaultRTPriority,
 		Mode:         ModeAll,
 		CPSTrial:     200 * time.Millisecond, CPSSteps: 5, CPSComplete: 0.995,
 	}
@@ -249,7 +259,12 @@ type Report struct {
 	Command string    `json:"command"`
 	Steer   string    `json:"steer"`
 	Proto   string    `json:"proto"`
-	Devices []string  `json:"devices"`
+	// RTPriority and LatencyIntervalUs are the latency trials' SCHED_FIFO
+	// priority (0: normal policy) and the stamped generator's shortest
+	// time between calls (Options).
+	RTPriority        int      `json:"rt_priority"`
+	LatencyIntervalUs float64  `json:"latency_interval_us,omitempty"`
+	Devices           []string `json:"devices"`
 	// GeneratorPPS is the generator's rate into a sink on port A itself
 	// (no device), per frame size: the offered-load ceiling.
 	GeneratorPPS map[int]float64 `json:"generator_pps"`
@@ -357,7 +372,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
 		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer, Proto: o.Proto,
-		MTU: o.MTU, Generator: o.Generator,
+		MTU: o.MTU, Generator: o.Generator, RTPriority: o.RTPriority,
+	}
+	if o.Latency {
+		rep.LatencyIntervalUs = float64(DefaultLatencyInterval) / 1e3
+		if o.LatencyInterval > 0 {
+			rep.LatencyIntervalUs = float64(o.LatencyInterval) / 1e3
+		}
 	}
 	defer func() { rep.LoadAfter = loadavg() }()
 	r := &runner{o: o, rep: rep, settle: 30 * time.Millisecond, clkTck: 100}
@@ -478,6 +499,12 @@ func (r *runner) genFor(d *device, size, flows int, stamp bool) (*Generator, err
 	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
 		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: r.o.Generator,
+	}
+	if stamp {
+		cfg.Interval = r.o.LatencyInterval
+		if cfg.Interval <= 0 {
+			cfg.Interval = DefaultLatencyInterval
+		}
 	}
 	if r.o.Proto == "tcp" && d != r.nullDev {
 		lay := tcpLayout(false)
@@ -622,6 +649,13 @@ func (r *runner) config(ctx context.Context, size, flows int) error {
 
 // latency runs stamped trials at fractions of each device's NDR.
 func (r *runner) latency(ctx context.Context, as []*active, size, flows int) {
+	if r.o.RTPriority > 0 {
+		restore, err := realtimeKsoftirqd([]int{r.o.GenCPU, r.o.DUTCPU}, r.o.RTPriority)
+		defer restore()
+		if err != nil {
+			r.logf("%v", err)
+		}
+	}
 	for _, load := range r.o.LatencyLoads {
 		for _, a := range as {
 			if a.err != nil || ctx.Err() != nil || a.res.NDR.Delivered <= 0 || a.d.sink.hist == nil {

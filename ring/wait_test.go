@@ -87,3 +87,73 @@ func TestWaiterWakeAllocs(t *testing.T) {
 		t.Errorf("Prepare, Wake, Wait: got %v allocs, want 0", a)
 	}
 }
+
+// TestThreadWaiter checks a thread waiter (NewThreadWaiter: the owner's
+// thread blocks in epoll_wait, no Go poller) keeps the protocol of
+// TestWaiterWake: a Wake from another goroutine ends a long Wait (Woken),
+// a Wait with nothing to end it sleeps its timeout out (rounded up to a
+// millisecond, never cut short), a Wake between Prepare and Wait is kept,
+// a Wake after Cancel is not, and Close closes it.
+func TestThreadWaiter(t *testing.T) {
+	w, err := NewThreadWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Prepare()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !w.Asleep() {
+		}
+		w.Wake()
+	}()
+	start := time.Now()
+	w.Wait(time.Hour)
+	<-done
+	if st := w.Stats(); st.Woken != 1 || st.Sleeps != 1 {
+		t.Fatalf("after a Wake of a sleeping owner: got %+v, want 1 sleep ended by Woken", st)
+	}
+	if el := time.Since(start); el > time.Minute {
+		t.Fatalf("Wake ended a one-hour Wait after %v", el)
+	}
+
+	w.Prepare()
+	start = time.Now()
+	w.Wait(300 * time.Microsecond)
+	if el := time.Since(start); el < 300*time.Microsecond {
+		t.Errorf("Wait(300µs) with nothing to wake it returned after %v, want at least the timeout", el)
+	}
+	if st := w.Stats(); st.Timeout != 1 {
+		t.Fatalf("Wait with no wake-up: got %+v, want it ended by Timeout", st)
+	}
+
+	w.Prepare()
+	w.Wake()
+	w.Wait(time.Hour)
+	if st := w.Stats(); st.Woken != 2 {
+		t.Fatalf("Wake before Wait: got %+v, want Woken 2", st)
+	}
+
+	w.Prepare()
+	w.Cancel()
+	w.Wake()
+	w.Prepare()
+	w.Wait(0)
+	if st := w.Stats(); st.Woken != 2 || st.Timeout != 2 {
+		t.Fatalf("Wake after Cancel: got %+v, want no wake-up recorded", st)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		w.Prepare()
+		w.Wake()
+		w.Wait(0)
+	}); a != 0 {
+		t.Errorf("Prepare, Wake, Wait: got %v allocs, want 0", a)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Wake()
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

@@ -40,7 +40,11 @@ type Waiter struct {
 	// goroutine there like any blocking read or timer sleep, so its P is
 	// free for others at once; a blocking poll(2) would hold the P until
 	// the runtime's sysmon takes it back.
-	epfd   int
+	epfd int
+	// thread: a thread waiter (NewThreadWaiter), whose epoll set is not
+	// in Go's poller (file and rc are nil): Wait blocks the owner's
+	// thread in epoll_wait.
+	thread bool
 	file   *os.File
 	rc     syscall.RawConn
 	ready  func(fd uintptr) bool // epoll_wait without blocking; made once
@@ -68,24 +72,44 @@ type WaitStats struct {
 // value makes it readable). Read-only: concurrent writers share it.
 var wakeValue = [8]byte{1}
 
-// NewWaiter returns a Waiter with its eventfd and no sockets yet.
-func NewWaiter() (*Waiter, error) {
+// NewWaiter returns a Waiter with its eventfd and no sockets yet, whose
+// Wait parks the goroutine in Go's poller.
+func NewWaiter() (*Waiter, error) { return newWaiter(false) }
+
+// NewThreadWaiter returns a Waiter whose Wait blocks the owner's own
+// thread in epoll_wait, for an owner locked to a real-time thread: the
+// thread a frame's softirq or a Wake wakes is then the owner's, one hop,
+// and under SCHED_FIFO it preempts whatever runs on its CPU at once.
+// Through Go's poller the wake-up goes to the poller's thread first, an
+// ordinary thread that waits for its CPU like any other (on a busy
+// machine a scheduler slice, milliseconds: perf/RESULTS.md "Tail
+// latency"), which then wakes the owner's; and every frame that arrives
+// while the owner is awake wakes the poller's thread too, for nothing.
+// The cost: the owner's P stays in the system call while it sleeps, until
+// the runtime's sysmon hands it on (after 10 ms when other Ps are idle).
+func NewThreadWaiter() (*Waiter, error) { return newWaiter(true) }
+
+func newWaiter(thread bool) (*Waiter, error) {
 	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		return nil, errors.Join(errors.New("ring: eventfd for the worker's wake-ups"), err)
 	}
-	w := &Waiter{efd: fd, epfd: -1}
+	w := &Waiter{efd: fd, epfd: -1, thread: thread}
 	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ring: epoll for the worker's wake-ups: %w", err)
 	}
-	if err = w.add(fd); err == nil {
+	err = w.add(fd)
+	if err == nil && !thread {
 		err = unix.SetNonblock(w.epfd, true) // os.NewFile puts it in Go's poller then
 	}
 	if err != nil {
 		unix.Close(w.epfd)
 		unix.Close(fd)
 		return nil, fmt.Errorf("ring: epoll for the worker's wake-ups: %w", err)
+	}
+	if thread {
+		return w, nil
 	}
 	w.file = os.NewFile(uintptr(w.epfd), "statewire-wait")
 	if w.rc, err = w.file.SyscallConn(); err != nil {
@@ -124,12 +148,36 @@ func (w *Waiter) Cancel() { w.asleep.Store(false) }
 func (w *Waiter) Wait(timeout time.Duration) {
 	w.sleeps.Add(1)
 	w.got = 0
+	if w.thread {
+		w.waitThread(timeout)
+		return
+	}
 	if timeout >= 0 {
 		w.file.SetReadDeadline(time.Now().Add(timeout))
 	} else {
 		w.file.SetReadDeadline(time.Time{})
 	}
 	w.rc.Read(w.ready) // a deadline or a closed file ends it with got 0
+	w.woke()
+}
+
+// waitThread is Wait for a thread waiter: epoll_wait on this thread,
+// timeout rounded up to a millisecond (its timers are tens of them).
+// EINTR (a signal: Go's preemption, the GC) ends the sleep early, as a
+// timeout: the owner looks at its rings and sleeps again.
+func (w *Waiter) waitThread(timeout time.Duration) {
+	ms := -1
+	if timeout >= 0 {
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	n, _ := unix.EpollWait(w.epfd, w.events[:], ms)
+	w.got = max(n, 0)
+	w.woke()
+}
+
+// woke ends a wait: lowers the flag, counts what ended it and empties the
+// eventfd when it was that.
+func (w *Waiter) woke() {
 	w.asleep.Store(false)
 	if w.got == 0 {
 		w.byTimeout.Add(1)
@@ -163,6 +211,10 @@ func (w *Waiter) Wake() {
 	w.waking.Add(-1)
 }
 
+// Thread reports whether Wait blocks the owner's thread (NewThreadWaiter)
+// rather than parking in Go's poller. Any goroutine.
+func (w *Waiter) Thread() bool { return w.thread }
+
 // Asleep reports whether the owner is between Prepare and the end of its
 // Wait (tests). Any goroutine.
 func (w *Waiter) Asleep() bool { return w.asleep.Load() }
@@ -182,7 +234,13 @@ func (w *Waiter) Close() error {
 	for w.waking.Load() != 0 {
 		runtime.Gosched() // a Wake that saw the flag up is inside its write
 	}
-	err := errors.Join(w.file.Close(), unix.Close(w.efd))
+	var err error
+	if w.file != nil {
+		err = w.file.Close()
+	} else {
+		err = unix.Close(w.epfd)
+	}
+	err = errors.Join(err, unix.Close(w.efd))
 	w.efd = -1
 	return err
 }

@@ -75,6 +75,9 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	pdr := fs.Int("pdr-steps", -1, "binary-search steps for PDR (default 5, quick 3)")
 	latency := fs.Bool("latency", false, "measure latency percentiles at 10/50/90% of NDR (default on without --quick)")
 	noLatency := fs.Bool("no-latency", false, "skip the latency trials")
+	latLoads := fs.String("latency-loads", "", "loads of the latency trials as fractions of each device's NDR, comma separated (default 0.1,0.5,0.9); implies --latency")
+	rtPrio := fs.Int("rt-priority", perf.DefaultRTPriority, "SCHED_FIFO priority of statewire's workers (statewire run --rt-priority) and, during the latency trials, of the generator and ksoftirqd (0: the normal policy for all; see perf/RESULTS.md, Tail latency)")
+	latInterval := fs.Duration("latency-interval", perf.DefaultLatencyInterval, "shortest time between the latency generator's calls: a device sees bursts of rate x this")
 	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
 	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
@@ -134,9 +137,22 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	if *latency {
 		o.Latency = true
 	}
+	if *latLoads != "" {
+		if o.LatencyLoads, err = perfLoadList(*latLoads); err != nil {
+			return o, "", "", fmt.Errorf("--latency-loads: %w", err)
+		}
+		o.Latency = true
+	}
 	if *noLatency {
 		o.Latency = false
 	}
+	if *rtPrio < 0 || *rtPrio > 99 {
+		return o, "", "", fmt.Errorf("--rt-priority %d: want 0 (normal policy) or 1-99", *rtPrio)
+	}
+	if *latInterval <= 0 {
+		return o, "", "", fmt.Errorf("--latency-interval %v: want a positive duration, e.g. 50us", *latInterval)
+	}
+	o.RTPriority, o.LatencyInterval = *rtPrio, *latInterval
 	o.GenCPU, o.DUTCPU, o.Steer = *genCPU, *dutCPU, *steer
 	o.StatewireCPUs = *swCPUs
 	if o.StatewireCPUs == "" && o.DUTCPU >= 0 {
@@ -181,6 +197,22 @@ func perfSplitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// perfLoadList parses fractions of NDR, each in (0, 1].
+func perfLoadList(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range perfSplitList(s) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v > 0 && v <= 1) {
+			return nil, fmt.Errorf("bad load %q: want a fraction of NDR in (0, 1], e.g. 0.5", f)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no load given: want fractions of NDR, e.g. 0.5")
+	}
+	return out, nil
 }
 
 func perfIntList(s string) ([]int, error) {

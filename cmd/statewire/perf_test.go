@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/statewire/statewire/perf"
 )
@@ -41,6 +42,47 @@ func TestPerfMTUFlags(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr strings.Builder
 			_, _, _, err := perfParse(tc.args, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPerfLatencyFlags: --latency-loads picks the latency trials' loads
+// (and turns them on), --rt-priority and --latency-interval reach the
+// options with their defaults, and bad values are refused with the
+// flag's name.
+func TestPerfLatencyFlags(t *testing.T) {
+	o, _, _, err := perfParse([]string{"--quick", "--latency-loads", "0.5", "--flows", "1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Latency || len(o.LatencyLoads) != 1 || o.LatencyLoads[0] != 0.5 {
+		t.Errorf("--latency-loads 0.5: got latency %v loads %v, want on, [0.5]", o.Latency, o.LatencyLoads)
+	}
+	if o.RTPriority != perf.DefaultRTPriority || o.LatencyInterval != perf.DefaultLatencyInterval {
+		t.Errorf("defaults: got rt-priority %d, latency-interval %v; want %d, %v", o.RTPriority, o.LatencyInterval, perf.DefaultRTPriority, perf.DefaultLatencyInterval)
+	}
+	o, _, _, err = perfParse([]string{"--quick", "--rt-priority", "0", "--latency-interval", "200us"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.RTPriority != 0 || o.LatencyInterval != 200*time.Microsecond || o.Latency {
+		t.Errorf("--rt-priority 0 --latency-interval 200us: got %d, %v, latency %v; want 0, 200µs, off (quick)", o.RTPriority, o.LatencyInterval, o.Latency)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--latency-loads", "0"}, "--latency-loads: bad load \"0\""},
+		{[]string{"--latency-loads", "0.5,1.5"}, "bad load \"1.5\""},
+		{[]string{"--latency-loads", ","}, "no load given"},
+		{[]string{"--rt-priority", "100"}, "--rt-priority 100: want 0 (normal policy) or 1-99"},
+		{[]string{"--latency-interval", "0s"}, "--latency-interval 0s: want a positive duration"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, _, _, err := perfParse(tc.args, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
 			}

@@ -35,6 +35,7 @@ type datapathFlags struct {
 	xdpMode       string
 	attach        string
 	cpus          string
+	rtPriority    int
 	offload       string
 	offloadFlows  int
 	failMode      string
@@ -64,6 +65,8 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.StringVar(&df.xdpMode, "xdp-mode", "auto", "AF_XDP bind mode: auto (zero-copy, else copy), zerocopy or copy")
 	fs.StringVar(&df.attach, "attach", "native", "XDP attach mode: native (driver) or generic (skb, any device)")
 	fs.StringVar(&df.cpus, "cpus", "", "comma-separated CPU per worker to pin its thread to, e.g. 2,3 (default: unpinned threads)")
+	fs.IntVar(&df.rtPriority, "rt-priority", 0, "run each worker's thread under SCHED_FIFO at this priority (1-99; 0: off): other tasks on its CPU no longer\n"+
+		"take it for a scheduler slice (milliseconds) while frames wait; an idle worker then sleeps after 50 µs (see deploy/README.md, Latency)")
 	fs.StringVar(&df.offload, "offload", "auto", "XDP fast path for established flows (forwarded in the kernel, judged exactly as the\n"+
 		"userspace tracker would): auto (on when the program attaches in native mode and the\n"+
 		"ports can take XDP redirects: on veth the peer needs GRO on or an XDP program; else\n"+
@@ -95,6 +98,7 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 	c.FillSize, c.CompletionSize = pick(df.fillSize), pick(df.compSize)
 	c.FrameSize, c.Batch, c.BusyPoll = df.frameSize, df.batch, df.busyPoll
 	c.SocketBusyPoll = df.socketBusy
+	c.RTPriority = df.rtPriority
 	if df.socketBusy.Usecs < 0 || df.socketBusy.Budget < 0 {
 		return c, fmt.Errorf("--busy-poll-usecs %d and --busy-poll-budget %d: must be 0 (off) or positive", df.socketBusy.Usecs, df.socketBusy.Budget)
 	}
