@@ -159,6 +159,11 @@ func randomMatches(r *rand.Rand) string {
 	if r.IntN(6) == 0 {
 		b.WriteString(" -m mac" + neg() + " --mac-source " + []string{"0a:00:00:00:00:01", "0A:00:00:00:00:02"}[r.IntN(2)])
 	}
+	if r.IntN(8) == 0 {
+		// Without a context every packet is counted once more than
+		// the (empty) counts: above 0 matches, upto 0 does not.
+		b.WriteString(" -m connlimit" + []string{neg() + " --connlimit-above 0", neg() + " --connlimit-upto 1", " --connlimit-above 1 --connlimit-daddr"}[r.IntN(3)])
+	}
 	if r.IntN(6) == 0 {
 		b.WriteString(" -m pkttype" + neg() + " --pkt-type " + []string{"unicast", "broadcast", "multicast", "host"}[r.IntN(4)])
 	}

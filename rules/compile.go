@@ -91,6 +91,10 @@ type RuleSet struct {
 	// recent are the -m recent lists, shared by the workers under each
 	// list's lock (match_recent.go): the one mutable part of a RuleSet.
 	recent []*recentTable
+	// clim holds the -m connlimit counts (match_connlimit.go), nil
+	// without a connlimit rule; nclim numbers those rules.
+	clim  *climTable
+	nclim int32
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets

@@ -35,6 +35,14 @@ type Ctx struct {
 	// Logs, when not nil, receives the LOG rules the packet matched on its
 	// way (FilterCtx resets it first); the caller writes the lines.
 	Logs *LogHits
+	// Counts is the -m connlimit counts Conn is in (match_connlimit.go),
+	// kept by the caller per connection (for a connection not yet in the
+	// table, one the caller keeps for it if it is created, or releases);
+	// nil: -m connlimit counts the packet without remembering it.
+	Counts *ConnCounts
+
+	rs      *RuleSet // the rule set being walked (FilterCtx)
+	hotdrop bool     // a match asked for the packet to be dropped at once
 }
 
 // Conn is the view of a connection the rules read (-m connmark, -m
@@ -53,6 +61,9 @@ type Conn struct {
 	// kernel (an unconfirmed ct's timeout is relative, nf_ct_expires
 	// clamps it to 0).
 	Expires int64
+	// Closed says the connection is TCP in TIME_WAIT or CLOSE: -m
+	// connlimit no longer counts it (nf_conncount already_closed).
+	Closed bool
 	// The original tuple; the reply tuple is its inverse (statewire does
 	// no NAT). For ICMP SrcPort is the identifier and DstPort type<<8|code,
 	// as flowtable.Tuple keeps them and the kernel's src.u.all/dst.u.all.
@@ -80,6 +91,7 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 	if c.Logs != nil {
 		c.Logs.N, c.Logs.Over = 0, 0
 	}
+	c.rs, c.hotdrop = rs, false
 	var t *ctable
 	switch p.IPVersion {
 	case 4:

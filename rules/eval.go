@@ -178,6 +178,11 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (ac
 			cacheable = false
 		}
 		if !ok {
+			if c.hotdrop {
+				// xt_connlimit's hotdrop: the packet is dropped by
+				// the match itself, whatever follows.
+				return Drop, r.id, false
+			}
 			continue
 		}
 		switch r.target {

@@ -46,6 +46,7 @@ type ctxArgs struct {
 	at         addrTypeArgs
 	tg         markTarget
 	rc         recentArgs
+	cl         connlimitArgs
 }
 
 // ctxMatch tests the matches of ctxBits and mAddrType present in h, in the
@@ -83,6 +84,17 @@ func (r *crule) ctxMatch(p *packet.Packet, c *Ctx, h matchBits) (ok, perPacket b
 	if h&mRecent != 0 {
 		return x.rc.match(p, c.Now), true
 	}
+	if h&mConnlimit != 0 {
+		if c.rs == nil {
+			return false, true
+		}
+		n, ok := c.rs.connlimitCount(&x.cl, p, c)
+		if !ok {
+			c.hotdrop = true
+			return false, true
+		}
+		return x.cl.match(n), true
+	}
 	if h&mLimit != 0 {
 		if c.Local == nil || int(x.lim.slot) >= len(c.Local.limits) || x.lim.slot < 0 {
 			return false, true
@@ -104,6 +116,9 @@ func (rs *RuleSet) compileCtx(cr *crule, r *rule) error {
 	}
 	if cr.has&mRecent != 0 {
 		rs.compileRecent(cr)
+	}
+	if cr.has&mConnlimit != 0 {
+		rs.compileConnlimit(cr)
 	}
 	return nil
 }
@@ -218,6 +233,11 @@ func (p *parser) checkCtxRule(r *rule, mods modBits, statefulAt matchBits) error
 			return err
 		}
 	}
+	if mods&modConnlimit != 0 {
+		if err := p.checkConnlimit(r); err != nil {
+			return err
+		}
+	}
 	if r.has&mLimit != 0 {
 		if p.cur.id == tableRaw {
 			return p.errf(ErrUnsupported, "-m limit in the raw table is not supported; limit in the filter table")
@@ -227,10 +247,10 @@ func (p *parser) checkCtxRule(r *rule, mods modBits, statefulAt matchBits) error
 				rateString(r.x.lim.avg), r.x.lim.burst)
 		}
 	}
-	if r.has&(mLimit|mRecent) == 0 {
+	if r.has&(mLimit|mRecent|mConnlimit) == 0 {
 		return nil
 	}
-	after := r.has &^ statefulAt &^ (mLimit | mRecent | headerBits | mComment)
+	after := r.has &^ statefulAt &^ (mLimit | mRecent | mConnlimit | headerBits | mComment)
 	if after&(mPhysIn|mPhysOut|mIsIn|mIsOut|mIsBridged) != 0 {
 		after |= mPorts
 	}
@@ -257,5 +277,8 @@ func ctxString(r *rule, opt func(matchBits, string, string), w func(string)) {
 	}
 	if r.has&mRecent != 0 {
 		recentString(r, w)
+	}
+	if r.has&mConnlimit != 0 {
+		connlimitString(r, w)
 	}
 }

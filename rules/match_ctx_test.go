@@ -447,12 +447,18 @@ func randomCtxMatches(r *rand.Rand) string {
 	if r.IntN(6) == 0 {
 		b.WriteString(" -m addrtype" + neg() + " --dst-type " + []string{"UNICAST", "BROADCAST,MULTICAST"}[r.IntN(2)])
 	}
+	if strings.Contains(b.String(), "-m connlimit") {
+		return b.String() // one stateful match per rule
+	}
 	switch r.IntN(10) {
 	case 0:
 		b.WriteString(" -m limit --limit " + []string{"1/sec", "10/min"}[r.IntN(2)] + " --limit-burst " + []string{"1", "3"}[r.IntN(2)])
 	case 1:
 		b.WriteString(" -m recent" + []string{neg() + " --set", neg() + " --rcheck --seconds 1", neg() + " --update --hitcount 2", neg() + " --remove"}[r.IntN(4)] +
 			[]string{"", " --rdest", " --name other"}[r.IntN(3)])
+	case 2, 3:
+		b.WriteString(" -m connlimit" + []string{neg() + " --connlimit-above 1", neg() + " --connlimit-upto 2", " --connlimit-above 0"}[r.IntN(3)] +
+			[]string{"", " --connlimit-mask 24", " --connlimit-daddr", " --connlimit-mask 0 --connlimit-saddr"}[r.IntN(4)])
 	}
 	return b.String()
 }
@@ -506,6 +512,7 @@ func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 		}
 		cache := map[slot]CachedVerdict{}
 		conns := map[flowtable.Tuple]*Conn{}
+		counts := map[flowtable.Tuple]*ConnCounts{}
 		local := rs.NewLocal()
 		now := int64(0)
 		for range packets {
@@ -535,6 +542,18 @@ func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 				cn.Status = []uint8{0, statemachine.StatusSeenReply, statemachine.StatusSeenReply | statemachine.StatusAssured}[r.IntN(3)]
 				cn.Expires = now + int64(r.IntN(40))*1e9
 				c.Conn = cn
+				// The connection's -m connlimit counts; now and then
+				// it closes (leaves every count) and comes back.
+				cc := counts[tu]
+				if cc == nil {
+					cc = &ConnCounts{}
+					counts[tu] = cc
+				}
+				if r.IntN(10) == 0 {
+					rs.ReleaseConn(cc)
+				}
+				cn.Closed = tu.Proto == 6 && r.IntN(10) == 0
+				c.Counts = cc
 			}
 			var before uint32
 			if c.Conn != nil {

@@ -39,7 +39,7 @@ func TestRecentRefusals(t *testing.T) {
 		{"-m recent --set --rttl", "--rttl goes with"},
 		{"-m recent --rcheck --seconds 0", "bad --seconds"},
 		{"--rcheck", "needs -m recent"},
-		{"-m recent --set -m limit", "one -m limit or -m recent per rule"},
+		{"-m recent --set -m limit", "one -m limit, -m recent or -m connlimit per rule"},
 	} {
 		_, err := load(t, wrap("filter", "-A FORWARD "+tc.rule), FamilyIPv4)
 		var pe *ParseError

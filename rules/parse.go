@@ -398,6 +398,7 @@ const (
 	modConnmark
 	modAddrType
 	modRecent
+	modConnlimit
 )
 
 var modByName = map[string]modBits{
@@ -407,6 +408,7 @@ var modByName = map[string]modBits{
 	"iprange": modIPRange, "mac": modMAC, "length": modLength, "pkttype": modPktType,
 	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL, "set": modSet,
 	"limit": modLimit, "mark": modMark, "connmark": modConnmark, "addrtype": modAddrType, "recent": modRecent,
+	"connlimit": modConnlimit,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -582,19 +584,23 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrUnknown, "unknown match module %q", v)
 			}
 			switch m {
-			case modLimit, modRecent:
+			case modLimit, modRecent, modConnlimit:
 				// The matches with state of their own, tested where
 				// the rule names them (match_ctx.go): one per rule.
-				if r.has&(mLimit|mRecent) != 0 {
-					return nil, p.errf(ErrUnsupported, "one -m limit or -m recent per rule")
+				if r.has&(mLimit|mRecent|mConnlimit) != 0 {
+					return nil, p.errf(ErrUnsupported, "one -m limit, -m recent or -m connlimit per rule")
 				}
 				statefulAt = r.has
-				if m == modLimit {
+				switch m {
+				case modLimit:
 					// -m limit alone is 3/hour, burst 5.
 					r.x.lim.avg, r.x.lim.burst = limitDefAvg, limitDefBurst
 					r.has |= mLimit
-				} else {
+				case modRecent:
 					r.has |= mRecent
+				default:
+					r.x.cl.plen = -1
+					r.has |= mConnlimit
 				}
 			case modMark, modConnmark:
 				lastMark = m
@@ -903,6 +909,10 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, err
 			}
 			_, err = p.parseRecentOpt(r, opt, word, neg, value)
+		case "--connlimit-above", "--connlimit-upto", "--connlimit-mask", "--connlimit-saddr", "--connlimit-daddr":
+			if err = need(modConnlimit, "-m connlimit"); err == nil {
+				err = p.parseConnlimitOpt(r, opt, word, neg, value)
+			}
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err

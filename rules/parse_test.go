@@ -145,7 +145,7 @@ func TestParseErrors(t *testing.T) {
 		is    error
 	}{
 		{"unknown option", FamilyIPv4, wrap("filter", "-A FORWARD --foo -j ACCEPT"), `t.rules:6: unknown match "--foo"`, ErrUnknown},
-		{"unsupported module", FamilyIPv4, wrap("filter", "-A FORWARD -m connlimit --connlimit-above 2 -j DROP"), `t.rules:6: match module "connlimit" is not supported`, ErrUnsupported},
+		{"unsupported module", FamilyIPv4, wrap("filter", "-A FORWARD -m quota --quota 2 -j DROP"), `t.rules:6: match module "quota" is not supported`, ErrUnsupported},
 		{"unknown module", FamilyIPv4, wrap("filter", "-A FORWARD -m bogus -j ACCEPT"), `t.rules:6: unknown match module "bogus"`, ErrUnknown},
 		{"unsupported target", FamilyIPv4, wrap("filter", "-A FORWARD -j NFLOG --nflog-group 1"), `t.rules:6: target "NFLOG" is not supported`, ErrUnsupported},
 		{"unknown target", FamilyIPv4, wrap("filter", "-A FORWARD -j NOPE"), `t.rules:6: unknown target or chain "NOPE"`, ErrUnknown},

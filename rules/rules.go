@@ -167,16 +167,17 @@ const (
 	mCtPacket                        // -m conntrack --ctstatus/--ctexpire (per packet)
 	mAddrType                        // -m addrtype (the addresses: fixed per direction)
 	mRecent                          // -m recent (a shared list: per packet)
+	mConnlimit                       // -m connlimit (shared counts: per packet)
 )
 
 // perPacketBits are the matches that read fields which change from packet to
 // packet within one flow direction. A verdict that consulted one of them is
 // not cacheable.
-const perPacketBits = mFrag | mTCPFlags | extPerPacket | mLimit | mConnmark | mCtPacket | mRecent
+const perPacketBits = mFrag | mTCPFlags | extPerPacket | mLimit | mConnmark | mCtPacket | mRecent | mConnlimit
 
 // ctxBits are the matches that read the Ctx beyond state and port
 // (match_*.go); they are tested last, after every match of the packet.
-const ctxBits = mLimit | mMark | mConnmark | mCtFlow | mCtPacket | mRecent
+const ctxBits = mLimit | mMark | mConnmark | mCtFlow | mCtPacket | mRecent | mConnlimit
 
 // extPerPacket are the per-packet matches of ext.go.
 const extPerPacket = mMAC | mLength | mPktType | mTOS | mDSCP | mTTL
