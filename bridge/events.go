@@ -214,7 +214,7 @@ func (pl *Pipeline) WatchEvents(now int64) {
 // syncRemoveHook hooks the shard's removals while someone listens for
 // events or a fast path holds offered entries, and unhooks it otherwise.
 func (pl *Pipeline) syncRemoveHook() {
-	if pl.ev.ring != nil || pl.fast.fp != nil {
+	if pl.ev.ring != nil || pl.fast.fp != nil || pl.rules.cl.slots != nil {
 		pl.shard.SetRemoveHook(pl.ev.hook)
 	} else {
 		pl.shard.SetRemoveHook(nil)
@@ -260,4 +260,5 @@ func (pl *Pipeline) onRemove(_ *flowtable.Shard, e *flowtable.Entry) {
 	if pl.ev.ring != nil {
 		pl.emitOffloaded(EventDestroy, e, true, was)
 	}
+	pl.releaseCounts(e)
 }

@@ -557,6 +557,7 @@ func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, 
 		oldState, oldStatus := e.Conn.State, e.Conn.Status
 		res := statemachine.Update(&e.Conn, p, r.Dir, now, &s.Conntrack)
 		r.TCPState = e.Conn.State
+		pl.countsAfterUpdate(e)
 		if !res.Reopen {
 			pl.existing(s, e, p, in, raw.Passive, res, r)
 			if !res.Kill {
@@ -618,16 +619,19 @@ func (pl *Pipeline) create(s *Settings, frame []byte, p *packet.Packet, in Port,
 	v, _ := pl.filterCtx(s, p, in, nil, &c, r)
 	r.setVerdict(v)
 	if r.Verdict != Accept {
+		pl.dropPending()
 		return // a dropped first packet creates no entry
 	}
 	t, _ := flowtable.TupleFromPacket(p)
 	e, ir := pl.shard.Insert(key, hash, &t, now)
 	if ir == flowtable.TableFull {
+		pl.dropPending()
 		r.Verdict, r.Drop = Drop, DropTableFull
 		return
 	}
 	e.Conn = c
 	pl.saveConnMark(e)
+	pl.keepCounts(e)
 	if related {
 		pl.shard.LinkChild(e, master)
 	}

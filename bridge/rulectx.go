@@ -24,6 +24,7 @@ type ruleState struct {
 	// pipeline made the caller's lookup key escape to the heap.
 	related    flowtable.EntryRef
 	hasRelated bool
+	cl         connCounts // -m connlimit (connlimit.go)
 }
 
 // relatedEntry returns the connection of the ICMP error being processed,
@@ -67,8 +68,10 @@ func (pl *Pipeline) filterCtx(s *Settings, p *packet.Packet, in Port, e *flowtab
 		}
 		cn.Status, cn.Proto = c.Status, c.Proto
 		cn.Src, cn.Dst, cn.SrcPort, cn.DstPort = t.Src, t.Dst, t.SrcPort, t.DstPort
+		cn.Closed = closedTCP(c)
 		x.Conn = cn
 	}
+	x.Counts = pl.countsFor(rs, e, hasConn)
 	old := rst.conn.Mark
 	v, cacheable := rs.FilterCtx(p, x)
 	if x.Conn != nil && e != nil && x.Conn.Mark != old {
