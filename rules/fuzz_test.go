@@ -31,6 +31,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 --ctorigsrc 10.1.2.3/8 ! --ctrepldst 9.9.9.9/24 --ctorigsrcport 10:20 --ctstatus SEEN_REPLY,ASSURED --ctexpire 5:9 --ctdir REPLY -m addrtype ! --dst-type BROADCAST,MULTICAST -j DROP"), uint8(0))
 	f.Add(wrap("filter", "-A FORWARD -p tcp --dport 22 -j LOG --log-prefix \"ssh \" --log-level info --log-tcp-sequence --log-macdecode\n-A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A user -j REJECT --reject-with port"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n-A FORWARD -j REJECT --reject-with admin-prohib"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -p tcp --syn -m connlimit ! --connlimit-upto 0x10 --connlimit-mask 255.255.255.0 --connlimit-daddr -j DROP\n-A FORWARD -m connlimit --connlimit-above 1 --connlimit-mask 64 -m udp -p udp --dport 5"), uint8(2))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),
@@ -68,10 +69,12 @@ func FuzzLoad(f *testing.F) {
 				}
 				// The full context: a connection, worker buckets, a mark.
 				conn := Conn{Mark: 2, Confirmed: true, Proto: 17, Expires: 5e9}
-				c := Ctx{State: stEstablished, InPort: in, Now: 1e9, Mark: 1, Conn: &conn, Local: local, Logs: &logs}
+				var counts ConnCounts
+				c := Ctx{State: stEstablished, InPort: in, Now: 1e9, Mark: 1, Conn: &conn, Local: local, Logs: &logs, Counts: &counts}
 				if v, _ := rs.FilterCtx(p, &c); v.Reject != RejectNone && v.Action != Drop {
 					t.Fatalf("a REJECT verdict %v is not a DROP", v.Action)
 				}
+				rs.ReleaseConn(&counts)
 				rs.Raw(p, in)
 			}
 		}
