@@ -83,7 +83,7 @@ func (rs *RuleSet) ReadsConn() bool { return rs.readsConn }
 // REJECT verdict names its answer in Verdict.Reject.
 //
 // Cacheable is false, beyond Filter's cases, when the walk reached -m limit,
-// -m connmark or -m conntrack --ctstatus/--ctexpire, or ran a CONNMARK
+// -m connlimit, -m connmark or -m conntrack --ctstatus/--ctexpire, or ran a CONNMARK
 // target (ctx.go's cache notes say why), and when the verdict is a REJECT's
 // or was reached through a matching LOG rule (both act on every packet).
 // FilterCtx does not allocate.

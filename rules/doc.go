@@ -9,10 +9,13 @@
 //
 // Ownership: a Loader is used by one goroutine while rules are loaded. A
 // compiled *RuleSet is immutable but for its -m recent lists (each behind
-// a lock, taken only by packets that reach a -m recent rule): any number of
+// a lock, taken only by packets that reach a -m recent rule) and its -m
+// connlimit counts (behind 64 striped locks, taken only by packets that
+// reach a connlimit rule and by ReleaseConn): any number of
 // workers may call Raw, Filter, FilterLog, FilterCtx and the accessors on it
-// concurrently. A Local (the -m limit buckets) belongs to one worker, and a
-// Ctx to one evaluation. Replacing the rule set
+// concurrently. A Local (the -m limit buckets) belongs to one worker, a
+// ConnCounts (the connlimit counts a connection is in) to the owner of its
+// connection, and a Ctx to one evaluation. Replacing the rule set
 // means compiling a new one (it gets a new Generation) and publishing the
 // pointer; verdicts cached under the old generation then miss by themselves.
 // The ipsets that -m set names (Loader.SetIPSets) are compiled into the rule

@@ -14,8 +14,8 @@ import (
 //
 // What a cached verdict may depend on (cache.go), for each:
 //
-//   - -m limit, -m conntrack --ctstatus/--ctexpire: change from packet to
-//     packet; reaching one makes the verdict uncacheable.
+//   - -m limit, -m conntrack --ctstatus/--ctexpire, -m connlimit: change
+//     from packet to packet; reaching one makes the verdict uncacheable.
 //   - -m connmark, and a CONNMARK target that runs on a packet with a
 //     connection: the connection mark can change between two packets of a
 //     direction (any packet of either direction may run CONNMARK), so a
