@@ -212,7 +212,8 @@ func (pl *Pipeline) WatchEvents(now int64) {
 }
 
 // syncRemoveHook hooks the shard's removals while someone listens for
-// events or a fast path holds offered entries, and unhooks it otherwise.
+// events, a fast path holds offered entries or connections may be in -m
+// connlimit counts (connlimit.go), and unhooks it otherwise.
 func (pl *Pipeline) syncRemoveHook() {
 	if pl.ev.ring != nil || pl.fast.fp != nil || pl.rules.cl.slots != nil {
 		pl.shard.SetRemoveHook(pl.ev.hook)

@@ -2,10 +2,17 @@ package e2e
 
 import (
 	"encoding/binary"
+	"errors"
+	"io"
+	"net"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/e2e/e2etest"
 	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 	"github.com/statewire/statewire/packet"
@@ -204,4 +211,90 @@ func forwardLines(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// connlimitRunRules: at most 3 connections per client to port 7400,
+// refused with a reset.
+const connlimitRunRules = `*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --dport 7400 --tcp-flags FIN,SYN,RST,ACK SYN -m connlimit --connlimit-above 3 --connlimit-mask 32 --connlimit-saddr -j REJECT --reject-with tcp-reset
+COMMIT
+`
+
+// TestConnlimitRealConnections: real TCP connections from the left host
+// through the datapath (two workers) to a server on the right: three
+// connect, the fourth is refused at once (the REJECT's reset, no timeout);
+// when a client closes one (FINs both ways: TIME_WAIT), a new one
+// connects; after conntrack -F (Table.FlushEntries) the open connections
+// no longer count, as in the kernel, whose lists lose them when their
+// conntrack entries go. Every reset the client saw is a REJECT the bridge
+// counted.
+func TestConnlimitRealConnections(t *testing.T) {
+	r := e2etest.Start(t, e2etest.Options{Cores: 2, Rules: connlimitRunRules})
+	addr := net.JoinHostPort(rightIP.String(), "7400")
+	ln := listenTCP(t, r.Lab, r.Lab.RightNS, addr)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				// Close when the client does: FINs both ways.
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	refused := 0
+	dial := func() net.Conn {
+		c, err := dialTCP(r.Lab, r.Lab.LeftNS, addr, 5*time.Second)
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("dial: %v, want success or connection refused (the REJECT's reset)", err)
+			}
+			refused++
+			return nil
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var open []net.Conn
+	for i := range 3 {
+		c := dial()
+		if c == nil {
+			t.Fatalf("connection %d refused, want 3 allowed", i+1)
+		}
+		open = append(open, c)
+	}
+	if dial() != nil {
+		t.Fatal("a fourth connection was allowed, want it reset")
+	}
+	// The client closes the first: once the last ACK passes, TIME_WAIT
+	// frees its slot.
+	open[0].Close()
+	var c4 net.Conn
+	if !testenv.WaitFor(10*time.Second, func() bool { c4 = dial(); return c4 != nil }) {
+		t.Fatal("after a connection closed, no new one was allowed within 10 s")
+	}
+	if dial() != nil {
+		t.Fatal("a connection over the limit was allowed after the close")
+	}
+	n, err := r.DP.Table().FlushEntries(ctx(t, 5*time.Second))
+	if err != nil || n == 0 {
+		t.Fatalf("FlushEntries: %d, %v", n, err)
+	}
+	for i := range 3 {
+		if dial() == nil {
+			t.Fatalf("after conntrack -F: connection %d refused, want 3 allowed (the open ones are no longer tracked)", i+1)
+		}
+	}
+	if dial() != nil {
+		t.Fatal("after conntrack -F: a fourth connection was allowed")
+	}
+	st := r.Stop(t)
+	if got := st.Total(bridge.PortA).Drops[bridge.DropReject]; got != uint64(refused) {
+		t.Errorf("the bridge counted %d REJECT drops from the client's side, the client saw %d resets", got, refused)
+	}
+	t.Logf("%d connections refused with a reset, each counted", refused)
 }
