@@ -149,9 +149,10 @@ func connlimitSteps() []spoofStep {
 }
 
 // TestConnlimitAgainstKernel loads connlimitRules into the kernel bridge
-// with br_netfilter (iptables-legacy-restore) and into statewire run (one
-// worker on the slow path; two workers with the XDP fast path, where the
-// connections of one source land on either worker), sends the same crafted
+// with br_netfilter (iptables-legacy-restore) and into statewire run (two
+// workers on the slow path, where the connections of one source land on
+// either worker; one worker with the XDP fast path, which must take the
+// flow no connlimit rule sees and leave the others), sends the same crafted
 // TCP connections through all three and requires every frame's fate to be
 // the kernel's and the step's: N connections pass and the next SYN is
 // dropped (or rejected), a connection closed with FINs or reset frees a
@@ -196,8 +197,8 @@ func TestConnlimitAgainstKernel(t *testing.T) {
 	}
 	wires := []*spoofWire{
 		kernel,
-		statewireWire(t, bin, connlimitRules, 1, false),
-		statewireWire(t, bin, connlimitRules, 2, true),
+		statewireWire(t, bin, connlimitRules, 2, false),
+		statewireWire(t, bin, connlimitRules, 1, true),
 	}
 	runFateSteps(t, wires, connlimitSteps(), "kernel vs statewire")
 }
