@@ -286,3 +286,28 @@ func TestConnlimitConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkConnlimit: a SYN counted by -m connlimit (one stripe lock) and
+// its connection released, as a pipeline does for a connection that opens
+// and closes; and a packet of a connection already counted.
+func BenchmarkConnlimit(b *testing.B) {
+	rs := mustLoad(b, wrap("filter", "-A FORWARD -p tcp -m tcp --dport 80 --syn -m connlimit --connlimit-above 100 --connlimit-mask 24 -j DROP"), FamilyIPv4)
+	c := newClConn("10.0.0.1", "10.9.0.1", 1000, 80)
+	b.Run("count-release", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			x := Ctx{State: stNew, Conn: &c.conn, Counts: &c.counts}
+			rs.FilterCtx(c.p, &x)
+			rs.ReleaseConn(&c.counts)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
+	})
+	b.Run("counted", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			x := Ctx{State: stNew, Conn: &c.conn, Counts: &c.counts}
+			rs.FilterCtx(c.p, &x)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
+	})
+}
