@@ -110,7 +110,7 @@ type climStripe struct {
 
 // climTable is the counts of a rule set's connlimit rules, shared by every
 // worker: fixed memory, allocated at Compile when the rule set has a
-// connlimit rule (climStripes × climPerStripe × 40 bytes, 2.5 MiB).
+// connlimit rule (climStripes × climPerStripe × 32 bytes: 2 MiB).
 type climTable struct {
 	seed    maphash.Seed
 	full    atomic.Uint64
