@@ -264,37 +264,11 @@ func (p *Program) closeColls() {
 // load loads both programs; shared and xsks, when set, are maps to use
 // instead of new ones (pinned by an earlier run).
 func (p *Program) load(pinned map[string]*ebpf.Map, pinnedXsks [2]*ebpf.Map) error {
-	miss := uint32(ActionDrop)
-	if p.opts.PassOnMiss {
-		miss = ActionPass
-	}
 	shared := pinned
 	for port := range 2 {
-		spec, err := loadBpf()
+		spec, err := p.portSpec(port)
 		if err != nil {
-			return fmt.Errorf("offload: load spec: %w", err)
-		}
-		// The tracing programs are loaded once, below.
-		delete(spec.Programs, "count_redirect_err")
-		delete(spec.Programs, "count_devmap_xmit")
-		spec.Maps["flows"].MaxEntries = uint32(p.opts.MaxFlows)
-		spec.Maps["revoked"].MaxEntries = uint32(p.opts.MaxFlows)
-		spec.Maps["xsks"].MaxEntries = uint32(p.opts.Queues)
-		if err := spec.Variables["port_id"].Set(uint32(port)); err != nil {
-			return fmt.Errorf("offload: set port_id: %w", err)
-		}
-		if err := spec.Variables["miss_action"].Set(miss); err != nil {
-			return fmt.Errorf("offload: set miss_action: %w", err)
-		}
-		vlanMask := uint16(0x0fff)
-		if p.opts.IgnoreVLAN {
-			vlanMask = 0
-		}
-		if err := spec.Variables["vlan_mask"].Set(vlanMask); err != nil {
-			return fmt.Errorf("offload: set vlan_mask: %w", err)
-		}
-		if err := spec.Variables["slow_only"].Set(uint32(b2u(p.opts.SlowOnly))); err != nil {
-			return fmt.Errorf("offload: set slow_only: %w", err)
+			return err
 		}
 		repl := map[string]*ebpf.Map{}
 		for k, m := range shared {
@@ -332,6 +306,43 @@ func (p *Program) load(pinned map[string]*ebpf.Map, pinnedXsks [2]*ebpf.Map) err
 		p.logf("offload: redirects the kernel drops after the fast path (egress down, MTU) will not be counted: %v", err)
 	}
 	return nil
+}
+
+// portSpec is the collection of port's program (0: A, 1: B) as load
+// loads it: the map sizes and constants of p.opts, without the tracing
+// programs (loaded once, by loadTracers). TestVerifierBudget loads the
+// same spec.
+func (p *Program) portSpec(port int) (*ebpf.CollectionSpec, error) {
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("offload: load spec: %w", err)
+	}
+	delete(spec.Programs, "count_redirect_err")
+	delete(spec.Programs, "count_devmap_xmit")
+	spec.Maps["flows"].MaxEntries = uint32(p.opts.MaxFlows)
+	spec.Maps["revoked"].MaxEntries = uint32(p.opts.MaxFlows)
+	spec.Maps["xsks"].MaxEntries = uint32(p.opts.Queues)
+	if err := spec.Variables["port_id"].Set(uint32(port)); err != nil {
+		return nil, fmt.Errorf("offload: set port_id: %w", err)
+	}
+	miss := uint32(ActionDrop)
+	if p.opts.PassOnMiss {
+		miss = ActionPass
+	}
+	if err := spec.Variables["miss_action"].Set(miss); err != nil {
+		return nil, fmt.Errorf("offload: set miss_action: %w", err)
+	}
+	vlanMask := uint16(0x0fff)
+	if p.opts.IgnoreVLAN {
+		vlanMask = 0
+	}
+	if err := spec.Variables["vlan_mask"].Set(vlanMask); err != nil {
+		return nil, fmt.Errorf("offload: set vlan_mask: %w", err)
+	}
+	if err := spec.Variables["slow_only"].Set(uint32(b2u(p.opts.SlowOnly))); err != nil {
+		return nil, fmt.Errorf("offload: set slow_only: %w", err)
+	}
+	return spec, nil
 }
 
 // loadTracers loads and attaches offload.c's two tracing programs, which
