@@ -386,6 +386,21 @@
 // ends): a second process started with the same name is refused instead
 // of taking the live run's links over, and so is a detach.
 //
+// # The verifier's work
+//
+// The kernel verifies the program at every Load (twice: one per port),
+// and statewire run's start waits for it. The verifier walks every path,
+// and a bounded loop once per iteration for each distinct state that
+// reaches it, so offload.c keeps loops out of the places many paths meet:
+// the lock's spin (attempts 2..1024) is a global function,
+// lock_flow_spin, verified once for any arguments, as are csum_ok,
+// csum_frags and csum_partial; the TCP option walk takes its first six
+// options inline (what Linux sends: NOP, NOP, timestamps, NOP, NOP,
+// SACK) and the rest by tcp_opt calls. Measured on Linux 6.18, clang-14:
+// 64 431 instructions processed, 0.2-0.8 s on the loaded 2-CPU machine;
+// before, 627 206 (limit 1 000 000) and 5-6.5 s. TestVerifierBudget logs
+// both and fails above 130 000.
+//
 // Ownership: Load, Attach, SetPorts, Register and Close belong to the
 // goroutine that starts and stops the datapath. Offer, TakeBack and Peek
 // may be called from any worker (a mutex guards the slot allocator only).
