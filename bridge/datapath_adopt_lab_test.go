@@ -256,8 +256,14 @@ func TestDatapathAdoptFastPath(t *testing.T) {
 	st = stepAlong(dp2)
 	fast0 := dp2.Stats().Fast.Ports[PortA].FastPackets
 	got1, got5 := f.got[1].Load(), f.got[5].Load()
+	// The flow's own fast-path count too: u2 was read before got1, so
+	// datagrams in flight then count in u2 and arrive after got1 (a run
+	// saw 300 more arrive and 299 more counted).
+	var uw offload.Usage
 	if !testenv.WaitFor(5*time.Second, func() bool {
-		return f.got[1].Load() >= got1+300 && dp2.Stats().Fast.Ports[PortA].FastPackets >= fast0+300
+		ok, _ := dp2.fast.Peek(e[1], &uw)
+		return f.got[1].Load() >= got1+300 && dp2.Stats().Fast.Ports[PortA].FastPackets >= fast0+300 &&
+			ok && uw.Packets[0] >= u2.Packets[0]+300
 	}) {
 		st.pause()
 		t.Fatalf("second run: flow 1 datagrams %d -> %d, fast-path packets %d -> %d", got1, f.got[1].Load(), fast0, dp2.Stats().Fast.Ports[PortA].FastPackets)
