@@ -238,6 +238,31 @@ func TestMatchesAgainstKernel(t *testing.T) {
 // dropped must not arrive late. phase names the run in messages.
 func runFateSteps(t *testing.T, wires []*spoofWire, steps []spoofStep, phase string) {
 	t.Helper()
+	runFateStepsWith(t, wires, steps, phase, fateOpts{})
+}
+
+// fateOpts extend runFateSteps for random traffic (e2e/rulediff_test.go).
+type fateOpts struct {
+	// anyFate[i]: step i has no expected fate; the first wire's (the
+	// kernel's) is the one the others must give.
+	anyFate []bool
+	// barrier[i], when not nil, is a frame sent from step i's side right
+	// after its frame, which every wire forwards (no rule sees it): its
+	// arrival ends the wait for step i's frame sooner than spoofDropWait.
+	barrier [][]byte
+}
+
+// runFateStepsWith is runFateSteps with o; it returns the fates, by wire
+// and step.
+func runFateStepsWith(t *testing.T, wires []*spoofWire, steps []spoofStep, phase string, o fateOpts) [][]fate {
+	t.Helper()
+	anyFate := func(si int) bool { return si < len(o.anyFate) && o.anyFate[si] }
+	barrier := func(si int) []byte {
+		if si < len(o.barrier) {
+			return o.barrier[si]
+		}
+		return nil
+	}
 	got := make([][]fate, len(wires))
 	for i := range got {
 		got[i] = make([]fate, len(steps))
@@ -247,22 +272,41 @@ func runFateSteps(t *testing.T, wires []*spoofWire, steps []spoofStep, phase str
 		// wire offer the flows of earlier steps (eligible for 10 ms) if it
 		// (wrongly) judged them cacheable, so a later frame of the flow
 		// would meet the XDP program.
-		time.Sleep(spoofStepGap)
+		bar := barrier(si)
+		gap := spoofStepGap
+		if bar != nil {
+			gap = barrierStepGap
+		}
+		time.Sleep(gap)
 		wait := spoofDropWait
-		if s.leftOnly == forwarded {
+		if s.leftOnly == forwarded || anyFate(si) {
 			wait = spoofPassWait
 		}
 		var wg sync.WaitGroup
 		for wi, w := range wires {
 			w.send(t, s.from, s.frame)
+			if bar != nil {
+				w.send(t, s.from, bar)
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got[wi][si] = fate(w.sniff[1-s.from].await(s.frame, wait))
+				if bar == nil {
+					got[wi][si] = fate(w.sniff[1-s.from].await(s.frame, wait))
+					return
+				}
+				// The frame was judged before the barrier (one TX queue
+				// per host, see pinHostTxQueues): once the barrier is
+				// through, a forwarded frame is at most barrierGrace
+				// behind it.
+				if !w.sniff[1-s.from].await(bar, spoofPassWait) {
+					t.Errorf("%s, step %d: %s: the barrier frame after it was lost", phase, si+1, w.name)
+				}
+				got[wi][si] = fate(w.sniff[1-s.from].await(s.frame, barrierGrace))
 			}()
 		}
 		wg.Wait()
-		if k := got[0][si]; k != s.leftOnly {
+		if k := got[0][si]; !anyFate(si) && k != s.leftOnly {
 			t.Errorf("%s, step %d %s: %s: got %v, want %v", phase, si+1, s.what, wires[0].name, k, s.leftOnly)
 		}
 		for wi, w := range wires[1:] {
@@ -287,4 +331,5 @@ func runFateSteps(t *testing.T, wires []*spoofWire, steps []spoofStep, phase str
 		b.WriteByte('\n')
 	}
 	t.Logf("fates %s:\n%s", phase, b.String())
+	return got
 }

@@ -446,7 +446,13 @@ func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast b
 	if took := time.Since(began); took > 5*time.Second {
 		t.Logf("%s took %v to start", name, took)
 	}
-	// The first pings may come before the XDP programs are attached.
+	// On a loaded machine the start (verifying the XDP programs) can take
+	// longer than the ping's window: wait for the start line first, as
+	// swProc.started does. The first pings may still come before the XDP
+	// programs are attached.
+	if !testenv.WaitFor(startWithin, func() bool { return strings.Contains(stderr.String(), " workers, ") }) {
+		t.Fatalf("statewire run (%d cores) did not start within %v\nstderr: %s", cores, startWithin, stderr.String())
+	}
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire run (%d cores)\nstderr: %s", cores, stderr.String())
 	}

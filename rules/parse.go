@@ -1193,13 +1193,15 @@ func parsePortRange(s string) (portRange, bool) {
 	return pr, pr.lo <= pr.hi
 }
 
-// parsePortList reads a multiport list "a,b,c:d".
+// parsePortList reads a multiport list "a,b,c:d". As libxt_multiport, a
+// range needs both ends and the first below the second ("80:80", "80:"
+// and ":80" are refused, unlike after --dport).
 func parsePortList(s string) ([]portRange, bool) {
 	var list []portRange
 	slots := 0
 	for _, f := range strings.Split(s, ",") {
 		pr, ok := parsePortRange(f)
-		if !ok {
+		if a, b, isRange := strings.Cut(f, ":"); !ok || isRange && (a == "" || b == "" || pr.lo == pr.hi) {
 			return nil, false
 		}
 		slots++
