@@ -590,7 +590,7 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				// The matches with state of their own, tested where
 				// the rule names them (match_ctx.go): one per rule.
 				if r.has&(mLimit|mRecent|mConnlimit|mHashlimit) != 0 {
-					return nil, p.errf(ErrUnsupported, "one -m limit, -m recent, -m connlimit or -m hashlimit per rule")
+					return nil, p.errf(ErrUnsupported, "one -m limit, -m recent or -m connlimit per rule (-m hashlimit included)")
 				}
 				statefulAt = r.has
 				switch m {
