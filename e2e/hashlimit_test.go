@@ -86,9 +86,13 @@ func hashlimitSteps() []spoofStep {
 		{L, 5307, 6307, fw, "cacheable flow, offered to the fast path"},
 		{L, 5307, 6307, fw, "cacheable flow, by the fast path"},
 		{L, 5307, 6307, fw, "cacheable flow, by the fast path"},
+		{L, 5307, 6307, fw, "cacheable flow, by the fast path"},
+		{L, 5307, 6307, fw, "cacheable flow, by the fast path"},
 		{L, 5301, 6301, dr, "per source, A, at the end: still no credit"},
-		{"198.18.100.17", 5301, 6301, fw, "per source, C, at the end: 2 of 2"},
-		{"198.18.100.17", 5301, 6301, dr, "per source, C, at the end: none left"},
+		{"198.18.100.17", 5301, 6301, dr, "per source, C, at the end: none (its second went through the shared rule)"},
+		{"198.18.100.19", 5301, 6301, fw, "per source, E, at the end: 1 of 2"},
+		{"198.18.100.19", 5301, 6301, fw, "per source, E, at the end: 2 of 2"},
+		{"198.18.100.19", 5301, 6301, dr, "per source, E, at the end: none left"},
 	}
 	steps := make([]spoofStep, len(s))
 	for i, f := range s {
