@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/statewire/statewire/internal/testenv"
@@ -122,10 +123,20 @@ func TestHashlimitAgainstKernel(t *testing.T) {
 		testenv.Unavailable(t, "iptables-legacy-restore not found (Debian package iptables; scripts/setup.sh installs it)")
 	}
 	bin := lab.StatewireBinary(t)
-	wires := []*spoofWire{
-		kernelWire(t, restore, hashlimitRules),
-		statewireWire(t, bin, hashlimitRules, 1, false),
-		statewireWire(t, bin, hashlimitRules, 1, true),
-	}
+	// Registered first, so run last: after the statewire runs have
+	// stopped and printed their totals. The two frames the full table
+	// dropped have their own reason, the other drops are the rules'.
+	var outs []*lab.SyncBuffer
+	t.Cleanup(func() {
+		for i, o := range outs {
+			if s := o.String(); !strings.Contains(s, " hashlimit-full=2") {
+				t.Errorf("statewire wire %d: the totals do not count 2 drops by the full table (hashlimit-full=2):\n%s", i+1, s)
+			}
+		}
+	})
+	slow, slowOut, _ := statewireWireOut(t, bin, hashlimitRules, "", 1, false)
+	fast, fastOut, _ := statewireWireOut(t, bin, hashlimitRules, "", 1, true)
+	outs = append(outs, slowOut, fastOut)
+	wires := []*spoofWire{kernelWire(t, restore, hashlimitRules), slow, fast}
 	runFateSteps(t, wires, hashlimitSteps(), "kernel vs statewire")
 }
