@@ -556,12 +556,7 @@ func (rs *RuleSet) compileHashlimit(cr *crule, r *rule, f Family) error {
 	if !ok {
 		return &ParseError{File: r.file, Line: r.line, Err: ErrSyntax, Msg: "hashlimit: internal error: no table for " + strconv.Quote(r.x.hlim.name)}
 	}
-	const units = hlBytes | hlRateMatch
-	if first := &rs.hlCfg[slot].args; first.mode&units != r.x.hlim.mode&units {
-		return &ParseError{File: r.file, Line: r.line, Err: ErrUnsupported,
-			Msg: "hashlimit: table " + strconv.Quote(r.x.hlim.name) + " is created by an earlier rule that " + hlUnits(first.mode) +
-				" and this rule " + hlUnits(r.x.hlim.mode) + ": the kernel would read its buckets in the wrong units; give the rule its own --hashlimit-name"}
-	}
+	// checkHashlimit made every rule of a table agree with its units.
 	cr.x.hlim.slot = slot
 	return nil
 }
@@ -745,6 +740,12 @@ func (p *parser) parseHashlimitOpt(r *rule, opt, word string, neg bool, value fu
 			if tooHigh {
 				return p.errf(ErrSyntax, "hashlimit: rate too high %q", v)
 			}
+			if hlCostToBytes(avg) == 0 {
+				// The kernel counts 16-byte chunks: iptables saves such
+				// a rate as 0b/s, which it cannot read back, and
+				// divides by zero on it with a --hashlimit-burst.
+				return p.errf(ErrSyntax, "hashlimit: byte rate %q is below the smallest one, 16b/s: raise it", v)
+			}
 			a.avg, a.mode, a.mult = avg, a.mode|hlBytes, hlByteExpire
 			return nil
 		}
@@ -894,7 +895,32 @@ func (p *parser) checkHashlimit(r *rule) error {
 	if p.cur.id == tableRaw {
 		return p.errf(ErrUnsupported, "-m hashlimit in the raw table is not supported; use it in the filter table")
 	}
+	// Every rule naming a table must count in its units: whichever of
+	// them creates the table (compileHashlimitTables), the others would
+	// read its buckets in the wrong units. Checked here, in any order,
+	// so that the file is refused at the rule that differs.
+	const units = hlBytes | hlRateMatch
+	for _, f := range [...]Family{FamilyIPv4, FamilyIPv6} {
+		if r.fam&f == 0 {
+			continue
+		}
+		k := hlUnitsKey{a.name, f}
+		if first, ok := p.hlUnits[k]; ok && first != a.mode&units {
+			return p.errf(ErrUnsupported, "hashlimit: table %q is named by an earlier rule that %s and this rule %s: "+
+				"the kernel would read its buckets in the wrong units; give the rule its own --hashlimit-name", a.name, hlUnits(first), hlUnits(a.mode))
+		}
+		if p.hlUnits == nil {
+			p.hlUnits = map[hlUnitsKey]uint32{}
+		}
+		p.hlUnits[k] = a.mode & units
+	}
 	return nil
+}
+
+// hlUnitsKey names a table in one family while a file is read.
+type hlUnitsKey struct {
+	name string
+	fam  Family
 }
 
 // hlRateString is print_rate (revision 2+); quantum is the rate's unit in

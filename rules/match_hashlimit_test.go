@@ -114,6 +114,11 @@ func TestHashlimitRefusals(t *testing.T) {
 		{"-m hashlimit --hashlimit-upto 5/sec --hashlimit-name a/b", ErrSyntax, "no '/'"},
 		{"-m hashlimit --hashlimit-upto 1kb/s --hashlimit-burst 10b --hashlimit-name x", ErrSyntax, "burst cannot be smaller than 1024b"},
 		{"-m hashlimit --hashlimit-upto 5/sec --hashlimit-name x --hashlimit-name y", ErrSyntax, "can only be used once"},
+		// iptables saves 15b/s as 0b/s (which it refuses to read), and
+		// dies of SIGFPE on 1b/s with a burst: statewire refuses both.
+		{"-m hashlimit --hashlimit-upto 15b/s --hashlimit-name x", ErrSyntax, "smallest one, 16b/s"},
+		{"-m hashlimit --hashlimit-upto 1b/s --hashlimit-burst 10 --hashlimit-name x", ErrSyntax, "smallest one, 16b/s"},
+		{"-m hashlimit --hashlimit-upto 16b/s --hashlimit-burst 10 --hashlimit-name x", ErrSyntax, "burst cannot be smaller than 16b"},
 		{"-m hashlimit --hashlimit-upto 5/sec --hashlimit-above 5/sec --hashlimit-name x", ErrSyntax, "only one"},
 		{"-m hashlimit --hashlimit-upto 5/sec ! --hashlimit-name x", ErrSyntax, "cannot be inverted"},
 		{"--hashlimit-upto 5/sec --hashlimit-name x", ErrSyntax, "needs -m hashlimit"},

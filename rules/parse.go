@@ -33,6 +33,9 @@ type parser struct {
 	skipTable string
 	skipLine  int
 	seen      map[string]bool // tables already read in this file
+	// hlUnits: the units of each -m hashlimit table name read so far, by
+	// family (match_hashlimit.go: rules sharing a table must agree).
+	hlUnits map[hlUnitsKey]uint32
 }
 
 func (p *parser) errf(sentinel error, format string, args ...any) error {
