@@ -119,9 +119,10 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 
 // Local is one worker's state of the stateful matches of one rule set: a
 // token bucket per -m limit rule and a table of per-key buckets per -m
-// hashlimit name (match_hashlimit.go; the same per-worker difference). Each worker keeps its own (lock-free, no
-// shared cache line): with W workers a limit admits up to W times its rate
-// and burst in total, where the kernel shares one bucket among all CPUs. A
+// hashlimit name (match_hashlimit.go). Each worker keeps its own (lock-free,
+// no shared cache line): with W workers a limit admits up to W times its
+// rate and burst in total, a hashlimit up to W times per key, where the
+// kernel shares one bucket (one table) among all CPUs. A
 // flow's packets all go to one worker (RSS), so one flow sees the kernel's
 // exact behaviour. This is deliberate: a shared bucket would put an atomic
 // read-modify-write on every limited packet of every worker.

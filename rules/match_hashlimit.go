@@ -31,16 +31,17 @@ import (
 // but each worker keeps its own tables (Local: no lock, no shared cache
 // line), so with W workers a key is admitted up to W times its rate and
 // burst in total; one flow's packets go to one worker, so one flow sees
-// the exact limit. A rule naming a table whose first rule counts bytes or
-// matches rates where it does not (or the other way round) is refused: the
-// kernel would read that rule's buckets in the wrong units.
+// the exact limit. Rules naming one table must agree on its units (packets,
+// bytes, --hashlimit-rate-match; checkHashlimit): the kernel would read
+// the buckets of the rule that created the table in the others' units.
 //
 // A table holds at most --hashlimit-htable-max keys (default 8 ×
 // --hashlimit-htable-size, the size 8192 of any machine with more than
 // 1 GiB of memory; both capped at 1048576 as the kernel caps them): a
 // packet with a new key when the table is full is dropped on the spot, as
-// the kernel's hotdrop does (Verdict.HashlimitFull says so). Each worker's
-// entries are allocated with its Local, 72 bytes each (the pages are
+// the kernel's hotdrop does (Verdict.HashlimitFull says so; the bridge
+// counts it as drop reason hashlimit-full). Each worker's entries are
+// allocated with its Local, 80 bytes each and 4 a bucket (the pages are
 // touched as keys arrive). An idle key expires after
 // --hashlimit-htable-expire ms; statewire forgets it at that moment (a
 // later packet finds a fresh, full bucket) and returns its entry to the
