@@ -38,6 +38,17 @@ const hashlimitRules = `*filter
 COMMIT
 `
 
+// hashlimitRules6 is the IPv6 file (ip6tables-legacy-restore, --rules6):
+// a table per source /64, whose default masks are 128 bits.
+const hashlimitRules6 = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p udp -m udp --dport 6321 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 64 --hashlimit-name hsrc -j ACCEPT
+-A FORWARD -p udp -m udp --dport 6321 -j DROP
+COMMIT
+`
+
 func hashlimitSteps() []spoofStep {
 	const L, R = "198.18.100.15", "198.19.113.3"
 	var id uint16 = 0x6900
@@ -79,6 +90,11 @@ func hashlimitSteps() []spoofStep {
 		{L, 5306, 9306, dr, "hashlimit before --dport: the second token spent"},
 		{L, 5306, 6306, dr, "hashlimit before --dport: no token left for the port"},
 		{"198.18.100.16", 5306, 6306, fw, "hashlimit before --dport: another source has its tokens"},
+		// IPv6: the table hsrc of ip6tables is not IPv4's.
+		{"2001:db8:1::1", 5321, 6321, fw, "IPv6 per /64: 1 of burst 2"},
+		{"2001:db8:1::2:0:2", 5321, 6321, fw, "IPv6 per /64: the same /64, 2"},
+		{"2001:db8:1::3", 5331, 6321, dr, "IPv6 per /64: the same /64, 3, no credit"},
+		{"2001:db8:1:1::1", 5321, 6321, fw, "IPv6 per /64: another /64, 1"},
 		// A flow no hashlimit reads (every rule's port test fails
 		// first): cacheable, so the fast-path wire takes its later
 		// frames; the hashlimit flows must still be judged on the slow
@@ -98,18 +114,27 @@ func hashlimitSteps() []spoofStep {
 	steps := make([]spoofStep, len(s))
 	for i, f := range s {
 		id++
-		fr := pt.UDP4(f.src, R, f.sport, f.dport, []byte(fmt.Sprintf("h%04x-----------", id)))
-		binary.BigEndian.PutUint16(fr[18:20], id)
+		payload := []byte(fmt.Sprintf("h%04x-----------", id)) // unique bytes per frame
+		dst := R
+		var fr []byte
+		if strings.Contains(f.src, ":") {
+			dst = "2001:db8:2::3"
+			fr = pt.UDP6(f.src, dst, f.sport, f.dport, payload)
+		} else {
+			fr = pt.UDP4(f.src, dst, f.sport, f.dport, payload)
+			binary.BigEndian.PutUint16(fr[18:20], id)
+		}
 		copy(fr[0:6], spoofDstMAC[:])
 		copy(fr[6:12], spoofLeftMAC[:])
 		fr = pt.FixChecksums(fr)
-		steps[i] = spoofStep{what: fmt.Sprintf("udp %s.%d>%s.%d: %s", f.src, f.sport, R, f.dport, f.what), frame: fr, leftOnly: f.want}
+		steps[i] = spoofStep{what: fmt.Sprintf("udp %s.%d>%s.%d: %s", f.src, f.sport, dst, f.dport, f.what), frame: fr, leftOnly: f.want}
 	}
 	return steps
 }
 
-// TestHashlimitAgainstKernel loads hashlimitRules into the kernel bridge
-// with br_netfilter (iptables-legacy-restore) and into `statewire run`
+// TestHashlimitAgainstKernel loads hashlimitRules and hashlimitRules6 into
+// the kernel bridge with br_netfilter (iptables-legacy-restore,
+// ip6tables-legacy-restore) and into `statewire run`
 // with one worker (slow path only, and with the XDP fast path on), sends
 // the same frames from several sources through all three and requires
 // every frame's fate to be the kernel's and the step's: so many pass per
@@ -119,8 +144,9 @@ func hashlimitSteps() []spoofStep {
 func TestHashlimitAgainstKernel(t *testing.T) {
 	lab.RequireRoot(t)
 	restore, err := exec.LookPath("iptables-legacy-restore")
-	if err != nil {
-		testenv.Unavailable(t, "iptables-legacy-restore not found (Debian package iptables; scripts/setup.sh installs it)")
+	restore6, err6 := exec.LookPath("ip6tables-legacy-restore")
+	if err != nil || err6 != nil {
+		testenv.Unavailable(t, "iptables-legacy-restore or ip6tables-legacy-restore not found (Debian package iptables; scripts/setup.sh installs it)")
 	}
 	bin := lab.StatewireBinary(t)
 	// Registered first, so run last: after the statewire runs have
@@ -134,9 +160,9 @@ func TestHashlimitAgainstKernel(t *testing.T) {
 			}
 		}
 	})
-	slow, slowOut, _ := statewireWireOut(t, bin, hashlimitRules, "", 1, false)
-	fast, fastOut, _ := statewireWireOut(t, bin, hashlimitRules, "", 1, true)
+	slow, slowOut, _ := statewireWireOut(t, bin, hashlimitRules, hashlimitRules6, 1, false)
+	fast, fastOut, _ := statewireWireOut(t, bin, hashlimitRules, hashlimitRules6, 1, true)
 	outs = append(outs, slowOut, fastOut)
-	wires := []*spoofWire{kernelWire(t, restore, hashlimitRules), slow, fast}
+	wires := []*spoofWire{kernelWire46(t, restore, hashlimitRules, restore6, hashlimitRules6), slow, fast}
 	runFateSteps(t, wires, hashlimitSteps(), "kernel vs statewire")
 }
