@@ -478,6 +478,9 @@ func (r *Result) setVerdict(v rules.Verdict) {
 		if v.Reject != rules.RejectNone {
 			r.Drop, r.Reject = DropReject, v.Reject
 		}
+		if v.HashlimitFull {
+			r.Drop = DropHashlimit
+		}
 	}
 }
 

@@ -63,6 +63,10 @@ const (
 	// DropReject: a REJECT rule dropped the frame (and an answer went
 	// back out of its ingress port, unless TargetStats says why not).
 	DropReject
+	// DropHashlimit: a -m hashlimit table had no room for the frame's
+	// key (--hashlimit-htable-max keys, per worker), and the match
+	// dropped the frame itself, as the kernel's hotdrop does.
+	DropHashlimit
 	NumDropReasons
 )
 
@@ -79,6 +83,7 @@ var dropReasonNames = [...]string{
 	DropReopenFailed: "reopen-failed",
 	DropHandover:     "handover",
 	DropReject:       "reject",
+	DropHashlimit:    "hashlimit-full",
 }
 
 func (r DropReason) String() string {

@@ -73,11 +73,15 @@ func randomRules(r *rand.Rand) string {
 	fmt.Fprintf(&b, "*filter\n:FORWARD %s [0:0]\n:user - [0:0]\n", policy)
 	for chain, n := range map[string]int{"FORWARD": 1 + r.IntN(8), "user": r.IntN(4)} {
 		for range n {
-			b.WriteString("-A " + chain + randomMatches(r))
+			m := randomMatches(r)
+			b.WriteString("-A " + chain + m)
 			if r.IntN(6) == 0 {
 				// The packet mark (match_mark.go) needs no more
 				// context than Filter gives: it starts at 0.
 				b.WriteString(" -m mark --mark 0x1/0x1")
+			}
+			if r.IntN(8) == 0 && !strings.Contains(m, "-m connlimit") { // one stateful match per rule
+				b.WriteString(randomHashlimit(r)) // match_hashlimit_test.go
 			}
 			targets := []string{"ACCEPT", "DROP", "RETURN", "", "REJECT", "LOG", "MARK --or-mark 1"}
 			if chain == "FORWARD" {

@@ -95,6 +95,10 @@ type RuleSet struct {
 	// without a connlimit rule; nclim numbers those rules.
 	clim  *climTable
 	nclim int32
+	// hlCfg are the -m hashlimit tables' settings by slot, hlIndex their
+	// slots by family and name; each worker's Local has the tables.
+	hlCfg   []*hlConfig
+	hlIndex map[hlTableRef]int32
 }
 
 // Generation returns the rule set's generation: every compiled rule set gets
@@ -216,6 +220,7 @@ func (l *Loader) Compile(ports [2]string) (*RuleSet, error) {
 			continue
 		}
 		var err error
+		rs.compileHashlimitTables(src.tables[tableFilter], f, fi)
 		if rs.filter[fi], err = rs.compileTable(src.tables[tableFilter], f, tableFilter); err != nil {
 			return nil, err
 		}
@@ -315,6 +320,11 @@ func (rs *RuleSet) compileRule(r *rule, f Family, tid tableID) (crule, error) {
 	}
 	if err := rs.compileCtx(&cr, r); err != nil {
 		return cr, err
+	}
+	if r.has&mHashlimit != 0 {
+		if err := rs.compileHashlimit(&cr, r, f); err != nil {
+			return cr, err
+		}
 	}
 	if r.target == tReject {
 		fi := 0

@@ -106,16 +106,23 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 		cacheable = false
 	}
 	v = Verdict{Action: act, Rule: rule}
-	if rule >= 0 && int(rule) < len(rs.rules) && rs.rules[rule].target == tReject {
-		v.Reject = rs.rules[rule].reject
+	if rule >= 0 && int(rule) < len(rs.rules) {
+		if rs.rules[rule].target == tReject {
+			v.Reject = rs.rules[rule].reject
+		}
+		// A hotdrop by the rule's -m hashlimit (not -m connlimit:
+		// a rule has one of them at most).
+		v.HashlimitFull = c.hotdrop && rs.rules[rule].has&mHashlimit != 0
 	}
 	return v, cacheable
 }
 
 // Local is one worker's state of the stateful matches of one rule set: a
-// token bucket per -m limit rule. Each worker keeps its own (lock-free, no
-// shared cache line): with W workers a limit admits up to W times its rate
-// and burst in total, where the kernel shares one bucket among all CPUs. A
+// token bucket per -m limit rule and a table of per-key buckets per -m
+// hashlimit name (match_hashlimit.go). Each worker keeps its own (lock-free,
+// no shared cache line): with W workers a limit admits up to W times its
+// rate and burst in total, a hashlimit up to W times per key, where the
+// kernel shares one bucket (one table) among all CPUs. A
 // flow's packets all go to one worker (RSS), so one flow sees the kernel's
 // exact behaviour. This is deliberate: a shared bucket would put an atomic
 // read-modify-write on every limited packet of every worker.
@@ -124,12 +131,19 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 type Local struct {
 	gen    uint32
 	limits []limitState
+	hl     []hlTable // -m hashlimit tables (match_hashlimit.go), by slot
 }
 
 // NewLocal returns fresh per-worker state for rs: every bucket full, as
-// the kernel's buckets are when the rules are loaded.
+// the kernel's buckets are when the rules are loaded, and every -m
+// hashlimit table empty, its entries allocated here (match_hashlimit.go
+// says how many).
 func (rs *RuleSet) NewLocal() *Local {
-	return &Local{gen: rs.gen, limits: make([]limitState, rs.nlimit)}
+	l := &Local{gen: rs.gen, limits: make([]limitState, rs.nlimit), hl: make([]hlTable, len(rs.hlCfg))}
+	for i, c := range rs.hlCfg {
+		l.hl[i] = newHlTable(c)
+	}
+	return l
 }
 
 // Generation returns the generation of the rule set l was made for: a

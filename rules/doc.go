@@ -13,7 +13,8 @@
 // connlimit counts (behind 64 striped locks, taken only by packets that
 // reach a connlimit rule and by ReleaseConn): any number of
 // workers may call Raw, Filter, FilterLog, FilterCtx and the accessors on it
-// concurrently. A Local (the -m limit buckets) belongs to one worker, a
+// concurrently. A Local (the -m limit buckets, the -m hashlimit
+// tables) belongs to one worker, a
 // ConnCounts (the connlimit counts a connection is in) to the owner of its
 // connection, and a Ctx to one evaluation. Replacing the rule set
 // means compiling a new one (it gets a new Generation) and publishing the

@@ -179,8 +179,9 @@ func (rs *RuleSet) walk(t *ctable, p *packet.Packet, c *Ctx, res *RawResult) (ac
 		}
 		if !ok {
 			if c.hotdrop {
-				// xt_connlimit's hotdrop: the packet is dropped by
-				// the match itself, whatever follows.
+				// xt_connlimit's and xt_hashlimit's hotdrop: the
+				// packet is dropped by the match itself, whatever
+				// follows.
 				return Drop, r.id, false
 			}
 			continue

@@ -156,8 +156,8 @@ func TestExtFilterNoAllocs(t *testing.T) {
 }
 
 func TestStillUnsupportedMatch(t *testing.T) {
-	_, err := load(t, wrap("filter", "-A FORWARD -m hashlimit --hashlimit-upto 5/sec --hashlimit-name h -j ACCEPT"), FamilyIPv4)
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"hashlimit"`) {
-		t.Errorf("got %v, want ErrUnsupported naming hashlimit", err)
+	_, err := load(t, wrap("filter", "-A FORWARD -m string --algo bm --string x -j ACCEPT"), FamilyIPv4)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"string"`) {
+		t.Errorf("got %v, want ErrUnsupported naming string", err)
 	}
 }

@@ -32,6 +32,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add(wrap("filter", "-A FORWARD -p tcp --dport 22 -j LOG --log-prefix \"ssh \" --log-level info --log-tcp-sequence --log-macdecode\n-A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A user -j REJECT --reject-with port"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -p udp -j REJECT --reject-with icmp6-adm-prohibited\n-A FORWARD -j REJECT --reject-with admin-prohib"), uint8(2))
 	f.Add(wrap("filter", "-A FORWARD -p tcp --syn -m connlimit ! --connlimit-upto 0x10 --connlimit-mask 255.255.255.0 --connlimit-daddr -j DROP\n-A FORWARD -m connlimit --connlimit-above 1 --connlimit-mask 64 -m udp -p udp --dport 5"), uint8(2))
+	f.Add(wrap("filter", "-A FORWARD -p udp -m hashlimit --hashlimit-above 10/min --hashlimit-burst 3 --hashlimit-mode srcip,dstport --hashlimit-srcmask 24 --hashlimit-name a -m udp --dport 5 -j DROP\n"+
+		"-A user -m hashlimit --hashlimit-upto 64kb/s --hashlimit-burst 128kb --hashlimit-name b --hashlimit-htable-size 1 --hashlimit-htable-max 2\n"+
+		"-A FORWARD -m hashlimit ! --hashlimit-upto 1/sec --hashlimit-rate-match --hashlimit-rate-interval 2 --hashlimit-name c -j ACCEPT"), uint8(2))
 	fams := [3]Family{FamilyIPv4, FamilyIPv6, FamilyBoth}
 	pkts := []*packet.Packet{
 		tcpPkt("10.1.1.1", "172.16.0.1", 40000, 22, syn),

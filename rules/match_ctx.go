@@ -47,6 +47,7 @@ type ctxArgs struct {
 	tg         markTarget
 	rc         recentArgs
 	cl         connlimitArgs
+	hlim       hashlimitArgs
 }
 
 // ctxMatch tests the matches of ctxBits and mAddrType present in h, in the
@@ -94,6 +95,11 @@ func (r *crule) ctxMatch(p *packet.Packet, c *Ctx, h matchBits) (ok, perPacket b
 			return false, true
 		}
 		return x.cl.match(n), true
+	}
+	if h&mHashlimit != 0 {
+		ok, hotdrop := x.hlim.matchLocal(p, c)
+		c.hotdrop = hotdrop
+		return ok, true
 	}
 	if h&mLimit != 0 {
 		if c.Local == nil || int(x.lim.slot) >= len(c.Local.limits) || x.lim.slot < 0 {
@@ -238,6 +244,11 @@ func (p *parser) checkCtxRule(r *rule, mods modBits, statefulAt matchBits) error
 			return err
 		}
 	}
+	if mods&modHashlimit != 0 {
+		if err := p.checkHashlimit(r); err != nil {
+			return err
+		}
+	}
 	if r.has&mLimit != 0 {
 		if p.cur.id == tableRaw {
 			return p.errf(ErrUnsupported, "-m limit in the raw table is not supported; limit in the filter table")
@@ -247,10 +258,10 @@ func (p *parser) checkCtxRule(r *rule, mods modBits, statefulAt matchBits) error
 				rateString(r.x.lim.avg), r.x.lim.burst)
 		}
 	}
-	if r.has&(mLimit|mRecent|mConnlimit) == 0 {
+	if r.has&(mLimit|mRecent|mConnlimit|mHashlimit) == 0 {
 		return nil
 	}
-	after := r.has &^ statefulAt &^ (mLimit | mRecent | mConnlimit | headerBits | mComment)
+	after := r.has &^ statefulAt &^ (mLimit | mRecent | mConnlimit | mHashlimit | headerBits | mComment)
 	if after&(mPhysIn|mPhysOut|mIsIn|mIsOut|mIsBridged) != 0 {
 		after |= mPorts
 	}

@@ -459,6 +459,8 @@ func randomCtxMatches(r *rand.Rand) string {
 	case 2, 3:
 		b.WriteString(" -m connlimit" + []string{neg() + " --connlimit-above 1", neg() + " --connlimit-upto 2", " --connlimit-above 0"}[r.IntN(3)] +
 			[]string{"", " --connlimit-mask 24", " --connlimit-daddr", " --connlimit-mask 0 --connlimit-saddr"}[r.IntN(4)])
+	case 4, 5:
+		b.WriteString(randomHashlimit(r)) // match_hashlimit_test.go
 	}
 	return b.String()
 }
@@ -492,8 +494,8 @@ func randomCtxRules(r *rand.Rand) string {
 // TestCachedVerdictMatchesFreshCtx is TestCachedVerdictMatchesFresh with the
 // matches and targets that read the context: each flow keeps its
 // connection (whose mark CONNMARK changes), the status and expiry change
-// from packet to packet, the clock moves and one worker's limit buckets
-// run down and refill. A verdict FilterCtx called cacheable must equal
+// from packet to packet, the clock moves and one worker's limit and hashlimit buckets
+// run down and refill (and its hashlimit keys expire). A verdict FilterCtx called cacheable must equal
 // every later fresh evaluation for its (flow, state, port).
 func TestCachedVerdictMatchesFreshCtx(t *testing.T) {
 	const ruleSets, packets = 200, 3000

@@ -230,9 +230,8 @@ var unsupportedTargets = map[string]bool{
 }
 
 var unsupportedMatches = map[string]bool{
-	"hashlimit": true,
-	"string":    true,
-	"owner":     true, "u32": true,
+	"string": true,
+	"owner":  true, "u32": true,
 	"time": true, "helper": true, "policy": true, "frag": true, "ipv6header": true,
 	"rt": true, "hbh": true, "dst": true, "ah": true, "esp": true, "sctp": true,
 	"dccp": true, "ecn": true, "statistic": true, "quota": true, "bpf": true,

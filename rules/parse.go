@@ -33,6 +33,9 @@ type parser struct {
 	skipTable string
 	skipLine  int
 	seen      map[string]bool // tables already read in this file
+	// hlUnits: the units of each -m hashlimit table name read so far, by
+	// family (match_hashlimit.go: rules sharing a table must agree).
+	hlUnits map[hlUnitsKey]uint32
 }
 
 func (p *parser) errf(sentinel error, format string, args ...any) error {
@@ -399,6 +402,7 @@ const (
 	modAddrType
 	modRecent
 	modConnlimit
+	modHashlimit
 )
 
 var modByName = map[string]modBits{
@@ -409,6 +413,7 @@ var modByName = map[string]modBits{
 	"tos": modTOS, "dscp": modDSCP, "ttl": modTTL, "hl": modHL, "set": modSet,
 	"limit": modLimit, "mark": modMark, "connmark": modConnmark, "addrtype": modAddrType, "recent": modRecent,
 	"connlimit": modConnlimit,
+	"hashlimit": modHashlimit,
 }
 
 // optionAlias maps long option names to the short or canonical spelling.
@@ -584,11 +589,11 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 				return nil, p.errf(ErrUnknown, "unknown match module %q", v)
 			}
 			switch m {
-			case modLimit, modRecent, modConnlimit:
+			case modLimit, modRecent, modConnlimit, modHashlimit:
 				// The matches with state of their own, tested where
 				// the rule names them (match_ctx.go): one per rule.
-				if r.has&(mLimit|mRecent|mConnlimit) != 0 {
-					return nil, p.errf(ErrUnsupported, "one -m limit, -m recent or -m connlimit per rule")
+				if r.has&(mLimit|mRecent|mConnlimit|mHashlimit) != 0 {
+					return nil, p.errf(ErrUnsupported, "one -m limit, -m recent or -m connlimit per rule (-m hashlimit included)")
 				}
 				statefulAt = r.has
 				switch m {
@@ -598,9 +603,13 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 					r.has |= mLimit
 				case modRecent:
 					r.has |= mRecent
-				default:
+				case modConnlimit:
 					r.x.cl.plen = -1
 					r.has |= mConnlimit
+				default:
+					// hashlimit_mt4_init / hashlimit_mt6_init.
+					r.x.hlim = hashlimitArgs{burst: hlDefBurst, gcInterval: hlDefGC, srcMask: -1, dstMask: -1}
+					r.has |= mHashlimit
 				}
 			case modMark, modConnmark:
 				lastMark = m
@@ -913,6 +922,14 @@ func (p *parser) parseRule(c *chain, toks []string) (*rule, error) {
 			if err = need(modConnlimit, "-m connlimit"); err == nil {
 				err = p.parseConnlimitOpt(r, opt, word, neg, value)
 			}
+		case "--hashlimit", "--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst", "--hashlimit-mode",
+			"--hashlimit-srcmask", "--hashlimit-dstmask", "--hashlimit-name", "--hashlimit-htable-size",
+			"--hashlimit-htable-max", "--hashlimit-htable-gcinterval", "--hashlimit-htable-expire",
+			"--hashlimit-rate-match", "--hashlimit-rate-interval":
+			if err = need(modHashlimit, "-m hashlimit"); err != nil {
+				return nil, err
+			}
+			err = p.parseHashlimitOpt(r, opt, word, neg, value)
 		case "-j", "-g":
 			if err = noNeg(); err != nil {
 				return nil, err

@@ -68,6 +68,11 @@ type Verdict struct {
 	// Reject is the answer of a REJECT rule (Action is Drop), RejectNone
 	// for a plain DROP or ACCEPT.
 	Reject RejectWith
+	// HashlimitFull says the -m hashlimit match of rule Rule dropped the
+	// packet itself (Action is Drop): its table had no room for the
+	// packet's key, and the kernel drops such a packet whatever the
+	// rule's target (hotdrop).
+	HashlimitFull bool
 }
 
 // RawResult is the outcome of the raw table's PREROUTING chain, evaluated
@@ -168,16 +173,17 @@ const (
 	mAddrType                        // -m addrtype (the addresses: fixed per direction)
 	mRecent                          // -m recent (a shared list: per packet)
 	mConnlimit                       // -m connlimit (shared counts: per packet)
+	mHashlimit                       // -m hashlimit (per-key token buckets: per packet)
 )
 
 // perPacketBits are the matches that read fields which change from packet to
 // packet within one flow direction. A verdict that consulted one of them is
 // not cacheable.
-const perPacketBits = mFrag | mTCPFlags | extPerPacket | mLimit | mConnmark | mCtPacket | mRecent | mConnlimit
+const perPacketBits = mFrag | mTCPFlags | extPerPacket | mLimit | mConnmark | mCtPacket | mRecent | mConnlimit | mHashlimit
 
 // ctxBits are the matches that read the Ctx beyond state and port
 // (match_*.go); they are tested last, after every match of the packet.
-const ctxBits = mLimit | mMark | mConnmark | mCtFlow | mCtPacket | mRecent | mConnlimit
+const ctxBits = mLimit | mMark | mConnmark | mCtFlow | mCtPacket | mRecent | mConnlimit | mHashlimit
 
 // extPerPacket are the per-packet matches of ext.go.
 const extPerPacket = mMAC | mLength | mPktType | mTOS | mDSCP | mTTL

@@ -242,6 +242,9 @@ func ruleString(r *rule, f Family) string {
 	extString(r, opt, func(s string) { b.WriteString(s) })
 	setString(r, func(s string) { b.WriteString(s) })
 	ctxString(r, opt, w)
+	if r.has&mHashlimit != 0 {
+		hashlimitString(r, f, w)
+	}
 	if r.has&mComment != 0 {
 		b.WriteString(" -m comment --comment " + quote(r.comment))
 	}

@@ -104,7 +104,7 @@ func TestRulesCheck(t *testing.T) {
 	dir := t.TempDir()
 	good, bad := dir+"/good.rules", dir+"/bad.rules"
 	writeFile(t, good, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m iprange --src-range 10.0.0.1-10.0.0.9 -m ttl ! --ttl-eq 1 -j ACCEPT\n-A FORWARD -i eth1 -m length --length 0:1000 -j ACCEPT\nCOMMIT\n")
-	writeFile(t, bad, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate NEW -m hashlimit --hashlimit-upto 1/s --hashlimit-name x -j ACCEPT\nCOMMIT\n")
+	writeFile(t, bad, "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate NEW -m string --algo bm --string x -j ACCEPT\nCOMMIT\n")
 	tests := []struct {
 		args   []string
 		code   int
@@ -114,7 +114,7 @@ func TestRulesCheck(t *testing.T) {
 		{[]string{"rules", "check", good}, 0, "good.rules: ok, 2 IPv4 and 1 IPv6 rules", ""},
 		{[]string{"rules", "check", "--port-a", "eth1", "--port-b", "eth2", good}, 0, "ok, 2 IPv4 and 1 IPv6 rules", ""},
 		{[]string{"rules", "check", "--port-a", "x", "--port-b", "y", good}, 1, "", `good.rules:4: interface "eth1"`},
-		{[]string{"rules", "check", bad}, 1, "", `bad.rules:3: match module "hashlimit"`},
+		{[]string{"rules", "check", bad}, 1, "", `bad.rules:3: match module "string"`},
 		{[]string{"rules", "check"}, 2, "", "Usage: statewire rules check"},
 	}
 	for _, tc := range tests {
