@@ -64,8 +64,8 @@ func TestDatapathIdleCPU(t *testing.T) {
 	for i, tid := range tids {
 		c := float64(cpuTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid))-threadBefore[i]) / ticks
 		st := dp.workers[i].waiter.Stats()
-		t.Logf("worker %d (thread %d): CPU %.2f%%, sleeps %d (ended by timeout %d, RX %d, wake-up %d)",
-			i, tid, 100*c, st.Sleeps, st.Timeout, st.RX, st.Woken)
+		t.Logf("worker %d (thread %d): CPU %.2f%%, sleeps %d (ended by timeout %d, RX %d, wake-up %d), sockets out of the epoll set %d times",
+			i, tid, 100*c, st.Sleeps, st.Timeout, st.RX, st.Woken, st.Disarmed)
 		if c >= 0.05 {
 			t.Errorf("idle worker %d CPU got %.1f%%, want < 5%%", i, 100*c)
 		}
@@ -86,6 +86,16 @@ func TestDatapathIdleCPU(t *testing.T) {
 	}
 	if rxAfter == rxBefore {
 		t.Errorf("sleeps ended by a received frame got none during 3 pings, want some")
+	}
+	// The workers that moved those frames took their sockets out of
+	// the epoll set (ring.Waiter.Disarm) and every sleep put them back:
+	// the RX wake-ups above came through sockets re-added by Wait.
+	var disarmed uint64
+	for _, w := range dp.workers {
+		disarmed += w.waiter.Stats().Disarmed
+	}
+	if disarmed == 0 {
+		t.Errorf("no worker took its sockets out of the epoll set after moving frames (Waiter.Stats().Disarmed 0)")
 	}
 
 	// A control request wakes its shard's owner through the eventfd.

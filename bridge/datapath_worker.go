@@ -284,6 +284,10 @@ func (w *worker) run() {
 		}
 		if moved > 0 {
 			lastWork = now
+			// A busy worker's sockets leave the epoll set it sleeps on
+			// (their wake-ups cost it; ring.Waiter); after this batch,
+			// so the frame that woke it did not wait for it.
+			w.waiter.Disarm()
 			continue
 		}
 		// No runtime.Gosched while spinning: on a locked thread it hands the

@@ -178,6 +178,10 @@ const maxLag = 2 * time.Millisecond
 // minBatch is the smallest paced call.
 const minBatch = 8
 
+// enospcWait is how long Send retries a call the kernel refuses with
+// ENOSPC (no memory-model id free) before it gives up on the trial.
+const enospcWait = 2 * time.Second
+
 // minInterval is the shortest time between paced calls. Every
 // BPF_PROG_RUN call registers a page pool under a memory-model id, and a
 // pool whose pages are still in flight (in a backlog on the other CPU) is
@@ -242,7 +246,8 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 		// does not grow the burst further: the schedule slips and Offered
 		// shows the shortfall.
 		start := time.Now()
-		var slipped float64 // frames the schedule gave up on
+		var slipped float64            // frames the schedule gave up on
+		refusedAt := time.Duration(-1) // since when the kernel refuses the calls (ENOSPC)
 		for {
 			now := time.Since(start)
 			if now >= d || (limit > 0 && sent >= limit) {
@@ -269,8 +274,23 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 				if errors.Is(err, unix.EINTR) {
 					continue
 				}
+				if refusedAt < 0 {
+					refusedAt = now
+				}
+				if errors.Is(err, unix.ENOSPC) && now-refusedAt < enospcWait {
+					// The machine's XDP memory-model ids are all held
+					// by page pools of earlier calls (anyone's) whose
+					// pages are still in flight; they come back as
+					// those pages are freed. Wait for one rather than
+					// fail the trial: the frames not sent meanwhile
+					// slip (see above) and show as a shortfall of the
+					// offered rate.
+					time.Sleep(time.Millisecond)
+					continue
+				}
 				return fmt.Errorf("perf: BPF_PROG_RUN live frames (%d frames): %w", n, err)
 			}
+			refusedAt = -1
 			sent += n
 		}
 	})

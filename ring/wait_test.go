@@ -3,6 +3,8 @@ package ring
 import (
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestWaiterWake checks the wake-up protocol without privileges (an
@@ -155,5 +157,83 @@ func TestThreadWaiter(t *testing.T) {
 	w.Wake()
 	if err := w.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestWaiterArm checks that the watched sockets are in the epoll set only
+// while the owner sleeps, without privileges: an eventfd stands in for an
+// AF_XDP socket (Watch only uses its descriptor; epoll treats both as
+// readable files). After Disarm a readable "socket" is not reported by
+// the set; a Wait puts it back and, the set being level-triggered, returns
+// at once for readiness that came while it was out (counted RX), with no
+// allocation; Disarm then takes it out again. Both kinds of Waiter.
+func TestWaiterArm(t *testing.T) {
+	t.Run("poller", func(t *testing.T) { testWaiterArm(t, NewWaiter) })
+	t.Run("thread", func(t *testing.T) { testWaiterArm(t, NewThreadWaiter) })
+}
+
+func testWaiterArm(t *testing.T, newWaiter func() (*Waiter, error)) {
+	w, err := newWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := w.Watch(&Socket{fd: fd}); err != nil {
+		t.Fatal(err)
+	}
+	inSet := func() bool {
+		var ev [4]unix.EpollEvent
+		n, err := unix.EpollWait(w.epfd, ev[:], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ev[:max(n, 0)] {
+			if int(e.Fd) == fd {
+				return true
+			}
+		}
+		return false
+	}
+	if _, err := unix.Write(fd, wakeValue[:]); err != nil { // readable from now on
+		t.Fatal(err)
+	}
+	if !w.Armed() || !inSet() {
+		t.Fatal("after Watch: the socket is not in the epoll set")
+	}
+	w.Disarm()
+	if w.Armed() || inSet() {
+		t.Fatal("after Disarm: the readable socket is still reported by the epoll set")
+	}
+	w.Disarm() // a second one is a no-op
+	if d := w.Stats().Disarmed; d != 1 {
+		t.Fatalf("Disarmed got %d after one Disarm of armed sockets and one of disarmed ones, want 1", d)
+	}
+	start := time.Now()
+	w.Prepare()
+	w.Wait(time.Hour)
+	if st := w.Stats(); st.RX != 1 || st.Sleeps != 1 {
+		t.Fatalf("Wait with a readable socket out of the set: got %+v, want 1 sleep ended by RX", st)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("Wait took %v for a socket already readable", d)
+	}
+	if !w.Armed() || !inSet() {
+		t.Fatal("after Wait: the socket is not in the epoll set")
+	}
+	w.Disarm()
+	if inSet() {
+		t.Fatal("after the second Disarm: the socket is still in the epoll set")
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		w.Prepare()
+		w.Wait(time.Hour) // returns at once: the socket is readable
+		w.Disarm()
+	}); a != 0 {
+		t.Errorf("Wait (arming) and Disarm: got %v allocs, want 0", a)
 	}
 }

@@ -52,12 +52,25 @@ type Waiter struct {
 	got    int
 	asleep atomic.Bool
 	buf    [8]byte // the owner's read of the eventfd
+	// socks are the watched sockets; armed says whether they are in the
+	// epoll set now. They are only while the owner sleeps (Wait adds
+	// them, Disarm takes them out once the owner is busy again): a
+	// socket in an epoll set is woken (sock_def_readable, the epoll
+	// callback) at every receive flush, and Go's poller, which has our
+	// epoll set in its own (NewWaiter), polls it from its scheduler:
+	// xsk_poll then sends the TX ring from that thread. Under a
+	// connections-per-second flood that was 14% (the scheduler's
+	// netpoll) and 5% (the wake-ups) of the worker's CPU
+	// (perf/RESULTS.md).
+	socks []int
+	armed bool
+	ev    unix.EpollEvent // add's argument
 	// closed and waking keep Close from closing the eventfd under a Wake
 	// that saw the flag up (its number could be reused by then).
 	closed atomic.Bool
 	waking atomic.Int32
 
-	sleeps, byWake, byRX, byTimeout atomic.Uint64
+	sleeps, byWake, byRX, byTimeout, disarms atomic.Uint64
 }
 
 // WaitStats count the sleeps of a Waiter and what ended each.
@@ -66,6 +79,9 @@ type WaitStats struct {
 	Woken   uint64 // ended by Wake (the eventfd)
 	RX      uint64 // ended by a socket with frames to receive
 	Timeout uint64 // ended by the timeout alone
+	// Disarmed counts the Disarms that took the sockets out of the
+	// epoll set (the owner became busy after a sleep).
+	Disarmed uint64
 }
 
 // wakeValue is what Wake adds to the eventfd's counter (any non-zero
@@ -127,12 +143,61 @@ func newWaiter(thread bool) (*Waiter, error) {
 
 // add puts fd in the epoll set, readable (level-triggered).
 func (w *Waiter) add(fd int) error {
-	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	w.ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)} // the Waiter's own: arming allocates nothing
+	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &w.ev)
 }
 
 // Watch adds s to the sockets Wait waits on. Owner only, before the first
-// Wait.
-func (w *Waiter) Watch(s *Socket) error { return w.add(s.fd) }
+// Wait. The socket goes into the epoll set now (a refusal is reported
+// here, at start) and stays until the first Disarm; from then on it is in
+// the set only while the owner sleeps.
+func (w *Waiter) Watch(s *Socket) error {
+	if err := w.add(s.fd); err != nil {
+		return err
+	}
+	w.socks = append(w.socks, s.fd)
+	w.armed = true
+	return nil
+}
+
+// arm puts the watched sockets in the epoll set (level-triggered: one
+// that already has frames makes the next epoll_wait return at once, so no
+// frame that came before the add is missed). It reports false when the
+// kernel refused one (out of memory): the caller must not sleep then.
+func (w *Waiter) arm() bool {
+	if w.armed {
+		return true
+	}
+	for i, fd := range w.socks {
+		if err := w.add(fd); err != nil && err != unix.EEXIST {
+			for _, added := range w.socks[:i] {
+				unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, added, nil)
+			}
+			return false
+		}
+	}
+	w.armed = true
+	return true
+}
+
+// Disarm takes the watched sockets out of the epoll set: the owner calls
+// it when it is busy (it moved frames), so that a busy worker's sockets
+// cost no wake-ups; the next Wait puts them back. It costs a branch when
+// they are out already. Owner only; nil-safe.
+func (w *Waiter) Disarm() {
+	if w == nil || !w.armed {
+		return
+	}
+	for _, fd := range w.socks {
+		unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	w.armed = false
+	w.disarms.Add(1)
+}
+
+// Armed reports whether the watched sockets are in the epoll set (tests).
+// Owner only.
+func (w *Waiter) Armed() bool { return w.armed }
 
 // Prepare raises the asleep flag: from now on a Wake writes the eventfd.
 // The owner looks for work once more after it, then calls Wait or Cancel.
@@ -144,10 +209,19 @@ func (w *Waiter) Cancel() { w.asleep.Store(false) }
 // Wait sleeps until a watched socket has frames to receive (the kernel's
 // xsk_poll, which epoll calls, also does the fill and TX need_wakeup
 // work), a Wake, or timeout (negative: none), then lowers the flag and
-// empties the eventfd. Owner only, after Prepare.
+// empties the eventfd. It puts the watched sockets back into the epoll
+// set first when Disarm took them out; they stay until the next Disarm.
+// Owner only, after Prepare.
 func (w *Waiter) Wait(timeout time.Duration) {
 	w.sleeps.Add(1)
 	w.got = 0
+	if !w.arm() {
+		// Without the sockets in the set a frame would wait for the
+		// timeout: do not sleep (the owner polls its rings instead).
+		w.asleep.Store(false)
+		w.byTimeout.Add(1)
+		return
+	}
 	if w.thread {
 		w.waitThread(timeout)
 		return
@@ -221,7 +295,8 @@ func (w *Waiter) Asleep() bool { return w.asleep.Load() }
 
 // Stats returns the counters of the Waiter. Any goroutine.
 func (w *Waiter) Stats() WaitStats {
-	return WaitStats{Sleeps: w.sleeps.Load(), Woken: w.byWake.Load(), RX: w.byRX.Load(), Timeout: w.byTimeout.Load()}
+	return WaitStats{Sleeps: w.sleeps.Load(), Woken: w.byWake.Load(), RX: w.byRX.Load(), Timeout: w.byTimeout.Load(),
+		Disarmed: w.disarms.Load()}
 }
 
 // Close closes the eventfd. Owner only, after its last Wait; a Wake from
