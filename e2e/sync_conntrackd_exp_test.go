@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -117,33 +116,7 @@ func TestSyncExpectationsWithConntrackd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := par.NS
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "conntrackd.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`Sync {
-	Mode FTFW {
-	}
-	UDP {
-		IPv4_address %s
-		IPv4_Destination_Address %s
-		Port 3780
-		Interface %s
-		Checksum on
-	}
-	Options {
-		ExpectationSync on
-	}
-}
-General {
-	HashSize 1024
-	HashLimit 8192
-	LockFile %s
-	UNIX {
-		Path %s
-	}
-	Syslog off
-	LogFile %s
-}
-`, par.SyncAddr[1], par.SyncAddr[0], par.SyncIf[1], filepath.Join(dir, "lock"), filepath.Join(dir, "ctl"), filepath.Join(dir, "log"))), 0o644)
+	ctd := startConntrackd(t, l, par, "ExpectationSync on")
 	run := func(name string, args ...string) string {
 		t.Helper()
 		out, err := l.Run(context.Background(), ns, name, args...)
@@ -152,30 +125,7 @@ General {
 		}
 		return out
 	}
-	ctd := func(args ...string) string {
-		t.Helper()
-		return run("conntrackd", append([]string{"-C", conf}, args...)...)
-	}
-	var ctdOut bytes.Buffer
-	cmd := l.Command(ns, "conntrackd", "-C", conf)
-	cmd.Stdout, cmd.Stderr = &ctdOut, &ctdOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("conntrackd:\n%s\nlog:\n%s", ctdOut.String(), log)
-		}
-	})
-	if !testenv.WaitFor(10*time.Second, func() bool {
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		return bytes.Contains(log, []byte("initialization completed"))
-	}) {
-		t.Fatal("conntrackd did not complete its initialisation in 10 s")
-	}
+	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules")
 	os.WriteFile(rulesFile, []byte(fmt.Sprintf(markFTPRules, l.PortA)), 0o600)
 	name := l.Prefix + "-sw"

@@ -37,58 +37,7 @@ func TestSyncWithConntrackd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := par.NS
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "conntrackd.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`Sync {
-	Mode FTFW {
-	}
-	UDP {
-		IPv4_address %s
-		IPv4_Destination_Address %s
-		Port 3780
-		Interface %s
-		Checksum on
-	}
-}
-General {
-	HashSize 1024
-	HashLimit 8192
-	LockFile %s
-	UNIX {
-		Path %s
-	}
-	Syslog off
-	LogFile %s
-}
-`, par.SyncAddr[1], par.SyncAddr[0], par.SyncIf[1], filepath.Join(dir, "lock"), filepath.Join(dir, "ctl"), filepath.Join(dir, "log"))), 0o644)
-	ctd := func(args ...string) string {
-		t.Helper()
-		out, err := l.Run(context.Background(), ns, "conntrackd", append([]string{"-C", conf}, args...)...)
-		if err != nil {
-			t.Fatalf("conntrackd %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
-	var ctdOut bytes.Buffer
-	cmd := l.Command(ns, "conntrackd", "-C", conf)
-	cmd.Stdout, cmd.Stderr = &ctdOut, &ctdOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("conntrackd:\n%s\nlog:\n%s", ctdOut.String(), log)
-		}
-	})
-	if !testenv.WaitFor(10*time.Second, func() bool {
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		return bytes.Contains(log, []byte("initialization completed"))
-	}) {
-		t.Fatal("conntrackd did not complete its initialisation in 10 s")
-	}
+	ctd := startConntrackd(t, l, par, "")
 	// The firewall's kernel tracks two connections.
 	for _, sport := range []string{"31000", "31001"} {
 		if out, err := l.Run(context.Background(), ns, "conntrack", "-I", "-p", "tcp", "-s", "198.18.7.1", "-d", "198.18.7.2",
@@ -160,5 +109,71 @@ General {
 	out, _ := exec.Command(bin, "conntrack", "--name", name, "-L").CombinedOutput()
 	if n := strings.Count(string(out), "ESTABLISHED src=198.18.7.1 dst=198.18.7.2"); n != 2 {
 		t.Errorf("statewire conntrack -L after sync -c: %d of the firewall's connections, want 2:\n%s", n, out)
+	}
+}
+
+// startConntrackd starts a real conntrackd in the parallel bridge
+// namespace par.NS (FTFW over UDP on the lab's sync link, its files in a
+// temporary directory, options added to its Sync Options block), waits
+// for its initialisation and returns a function that runs `conntrackd -C
+// CONF ARGS` there. It is killed when the test ends; its output and log
+// are printed if the test failed.
+func startConntrackd(t *testing.T, l *lab.Lab, par *lab.Parallel, options string) func(args ...string) string {
+	t.Helper()
+	ns := par.NS
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conntrackd.conf")
+	if options != "" {
+		options = "\tOptions {\n\t\t" + options + "\n\t}\n"
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf(`Sync {
+	Mode FTFW {
+	}
+	UDP {
+		IPv4_address %s
+		IPv4_Destination_Address %s
+		Port 3780
+		Interface %s
+		Checksum on
+	}
+%s}
+General {
+	HashSize 1024
+	HashLimit 8192
+	LockFile %s
+	UNIX {
+		Path %s
+	}
+	Syslog off
+	LogFile %s
+}
+`, par.SyncAddr[1], par.SyncAddr[0], par.SyncIf[1], options, filepath.Join(dir, "lock"), filepath.Join(dir, "ctl"), filepath.Join(dir, "log"))), 0o644)
+	var ctdOut bytes.Buffer
+	cmd := l.Command(ns, "conntrackd", "-C", conf)
+	cmd.Stdout, cmd.Stderr = &ctdOut, &ctdOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			t.Logf("conntrackd:\n%s\nlog:\n%s", ctdOut.String(), log)
+		}
+	})
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return bytes.Contains(log, []byte("initialization completed"))
+	}) {
+		t.Fatal("conntrackd did not complete its initialisation in 10 s")
+	}
+	return func(args ...string) string {
+		t.Helper()
+		out, err := l.Run(context.Background(), ns, "conntrackd", append([]string{"-C", conf}, args...)...)
+		if err != nil {
+			t.Fatalf("conntrackd %v: %v\n%s", args, err, out)
+		}
+		return out
 	}
 }
