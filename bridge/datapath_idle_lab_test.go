@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,35 +33,25 @@ func TestDatapathIdleCPU(t *testing.T) {
 	if ok, out := l.Ping(l.LeftNS, lab.RightIPv4.Addr().String(), 3); !ok {
 		t.Fatalf("ping through the bridge failed:\n%s", out)
 	}
-	asleep := func() bool {
-		for _, w := range dp.workers {
-			if !w.waiter.Asleep() {
-				return false
-			}
-		}
-		return true
-	}
-	if !testenv.WaitFor(10*time.Second, asleep) {
-		t.Fatal("the workers never went to sleep after the traffic stopped")
-	}
+	waitWorkersAsleep(t, dp)
 
 	tids := make([]int, len(dp.workers))
 	for i, w := range dp.workers {
 		tids[i] = int(w.tid.Load())
 	}
-	procBefore := cpuTicks(t, "/proc/self/stat")
+	procBefore := testenv.CPUTicks(t, "/proc/self/stat")
 	threadBefore := make([]uint64, len(tids))
 	for i, tid := range tids {
-		threadBefore[i] = cpuTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid))
+		threadBefore[i] = testenv.CPUTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid))
 	}
 	start := time.Now()
 	time.Sleep(10 * time.Second) // the measured idle period, not a wait for a condition
 	elapsed := time.Since(start)
-	ticks := float64(elapsed) / float64(time.Second) * clockTicks
-	proc := float64(cpuTicks(t, "/proc/self/stat")-procBefore) / ticks
+	ticks := float64(elapsed) / float64(time.Second) * testenv.ClockTicks
+	proc := float64(testenv.CPUTicks(t, "/proc/self/stat")-procBefore) / ticks
 	t.Logf("idle for %v: process CPU %.2f%% of one CPU (%s)", elapsed.Round(time.Millisecond), 100*proc, loadAvg())
 	for i, tid := range tids {
-		c := float64(cpuTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid))-threadBefore[i]) / ticks
+		c := float64(testenv.CPUTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid))-threadBefore[i]) / ticks
 		st := dp.workers[i].waiter.Stats()
 		t.Logf("worker %d (thread %d): CPU %.2f%%, sleeps %d (ended by timeout %d, RX %d, wake-up %d), sockets out of the epoll set %d times",
 			i, tid, 100*c, st.Sleeps, st.Timeout, st.RX, st.Woken, st.Disarmed)
@@ -104,7 +93,7 @@ func TestDatapathIdleCPU(t *testing.T) {
 		wokenBefore += w.waiter.Stats().Woken
 	}
 	for range 3 {
-		if !testenv.WaitFor(10*time.Second, asleep) {
+		if !testenv.WaitFor(10*time.Second, func() bool { return workersAsleep(dp) }) {
 			t.Fatal("the workers never went back to sleep")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -178,30 +167,6 @@ func TestDatapathSocketBusyPoll(t *testing.T) {
 	stopLabDatapath(t, l, dp)
 }
 
-// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
-const clockTicks = 100
-
-// cpuTicks returns utime + stime (fields 14 and 15) of a /proc stat file.
-func cpuTicks(t *testing.T, path string) uint64 {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		t.Fatalf("%s: %q: too few fields", path, s)
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	k, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("%s: utime %q stime %q", path, f[11], f[12])
-	}
-	return u + k
-}
-
 // loadAvg returns /proc/loadavg's first three fields, for the log: the
 // machine is shared.
 func loadAvg() string {
@@ -214,4 +179,23 @@ func loadAvg() string {
 		return "load unknown"
 	}
 	return "load " + strings.Join(f[:3], " ")
+}
+
+// workersAsleep reports whether every worker of dp sleeps in its waiter.
+func workersAsleep(dp *Datapath) bool {
+	for _, w := range dp.workers {
+		if !w.waiter.Asleep() {
+			return false
+		}
+	}
+	return true
+}
+
+// waitWorkersAsleep waits until every worker of dp sleeps in its waiter
+// (the traffic has stopped and the spin after the last frame ended).
+func waitWorkersAsleep(t *testing.T, dp *Datapath) {
+	t.Helper()
+	if !testenv.WaitFor(10*time.Second, func() bool { return workersAsleep(dp) }) {
+		t.Fatal("the workers never went to sleep after the traffic stopped")
+	}
 }

@@ -52,27 +52,17 @@ func TestDatapathRealtime(t *testing.T) {
 			t.Errorf("worker %d: waits in Go's poller, want its own thread (NewThreadWaiter)", w.id)
 		}
 	}
-	asleep := func() bool {
-		for _, w := range dp.workers {
-			if !w.waiter.Asleep() {
-				return false
-			}
-		}
-		return true
-	}
-	if !testenv.WaitFor(10*time.Second, asleep) {
-		t.Fatal("the real-time workers never went to sleep after the traffic stopped")
-	}
+	waitWorkersAsleep(t, dp)
 	before := make([]uint64, len(dp.workers))
 	for i, w := range dp.workers {
-		before[i] = cpuTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", w.tid.Load()))
+		before[i] = testenv.CPUTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", w.tid.Load()))
 	}
 	start := time.Now()
 	time.Sleep(3 * time.Second) // the measured idle period, not a wait for a condition
-	ticks := float64(time.Since(start)) / float64(time.Second) * clockTicks
+	ticks := float64(time.Since(start)) / float64(time.Second) * testenv.ClockTicks
 	var rxBefore uint64
 	for i, w := range dp.workers {
-		cpu := float64(cpuTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", w.tid.Load()))-before[i]) / ticks
+		cpu := float64(testenv.CPUTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", w.tid.Load()))-before[i]) / ticks
 		st := w.waiter.Stats()
 		t.Logf("worker %d: CPU %.2f%% idle, sleeps %d (timeout %d, RX %d, wake-up %d)", w.id, 100*cpu, st.Sleeps, st.Timeout, st.RX, st.Woken)
 		if cpu >= 0.05 {

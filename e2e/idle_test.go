@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/lab"
 )
 
@@ -48,12 +49,12 @@ func TestRunIdleCPU(t *testing.T) {
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); strings.TrimSpace(string(comm)) != "statewire" {
 		t.Fatalf("process %d is %q, want statewire", cmd.Process.Pid, comm)
 	}
-	before := procTicks(t, stat)
+	before := testenv.CPUTicks(t, stat)
 	threads := threadTicks(t, cmd.Process.Pid)
 	start := time.Now()
 	time.Sleep(10 * time.Second) // the measured idle period, not a wait for a condition
 	elapsed := time.Since(start)
-	used := float64(procTicks(t, stat)-before) / (elapsed.Seconds() * 100) // USER_HZ = 100
+	used := float64(testenv.CPUTicks(t, stat)-before) / (elapsed.Seconds() * testenv.ClockTicks)
 	var busy []string
 	for tid, n := range threadTicks(t, cmd.Process.Pid) {
 		if d := n - threads[tid]; d > 0 {
@@ -71,27 +72,6 @@ func TestRunIdleCPU(t *testing.T) {
 	}
 }
 
-// procTicks returns utime + stime (fields 14 and 15) of a /proc stat file.
-func procTicks(t *testing.T, path string) uint64 {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		t.Fatalf("%s: %q: too few fields", path, s)
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	k, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("%s: utime %q stime %q", path, f[11], f[12])
-	}
-	return u + k
-}
-
 // threadTicks returns utime + stime of every thread of process pid.
 func threadTicks(t *testing.T, pid int) map[int]uint64 {
 	t.Helper()
@@ -106,7 +86,7 @@ func threadTicks(t *testing.T, pid int) map[int]uint64 {
 			continue
 		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid)); err == nil {
-			m[tid] = procTicks(t, fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+			m[tid] = testenv.CPUTicks(t, fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 		}
 	}
 	return m

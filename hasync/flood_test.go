@@ -337,15 +337,7 @@ func tupleKey(t flowtable.Tuple) string {
 // clock ticks (/proc/self/task/TID/stat fields 14 and 15).
 func threadCPU(t *testing.T, tid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 on
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	k, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + k
+	return int64(testenv.CPUTicks(t, fmt.Sprintf("/proc/self/task/%d/stat", tid)))
 }
 
 func median(d []time.Duration) time.Duration {

@@ -28,3 +28,14 @@ func TestWaitFor(t *testing.T) {
 		t.Errorf("WaitFor(0) on a true condition: got false, want true (cond runs once)")
 	}
 }
+
+func TestCPUTicks(t *testing.T) {
+	before := CPUTicks(t, "/proc/self/stat")
+	// Burn CPU until the kernel has charged at least one tick to us.
+	deadline := time.Now().Add(5 * time.Second)
+	for x := 0; CPUTicks(t, "/proc/self/stat") == before; x++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no CPU tick charged in 5 s of spinning (stays %d)", before)
+		}
+	}
+}
