@@ -37,27 +37,7 @@ func TestFailoverFTPExpectation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	rulesA := filepath.Join(dir, "active.rules")
-	rulesS := filepath.Join(dir, "standby.rules")
-	os.WriteFile(rulesA, []byte(fmt.Sprintf(failoverRules, l.PortA)), 0o600)
-	os.WriteFile(rulesS, []byte(fmt.Sprintf(failoverRules, par.PortA)), 0o600)
-	const port = "3780"
-	actName, sbyName := l.Prefix+"-act", l.Prefix+"-sby"
-	active := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", actName, "--rules", rulesA,
-		"--state-file", "none", "--offload", "off",
-		"--sync-listen", par.SyncAddr[0].String()+":"+port, "--sync-peer", par.SyncAddr[1].String()+":"+port)
-	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
-		"--state-file", "none", "--offload", "off",
-		"--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
-	active.started(t)
-	standby.started(t)
-	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
-		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
-	}
-	if !testenv.WaitFor(10*time.Second, func() bool { _, err := swSync(bin, sbyName, "-s"); return err == nil }) {
-		t.Fatalf("standby's control socket never answered\n%s", standby.stderr)
-	}
+	active, actName, sbyName := startFailoverPair(t, l, par, bin, "--offload", "off")
 
 	ftpDir := t.TempDir()
 	data := make([]byte, 1<<20)

@@ -332,27 +332,7 @@ func testFailover(t *testing.T, fast bool) {
 			}
 		}
 	}
-	dir := t.TempDir()
-	rulesA := filepath.Join(dir, "active.rules")
-	rulesS := filepath.Join(dir, "standby.rules")
-	os.WriteFile(rulesA, []byte(fmt.Sprintf(failoverRules, l.PortA)), 0o600)
-	os.WriteFile(rulesS, []byte(fmt.Sprintf(failoverRules, par.PortA)), 0o600)
-	const port = "3780"
-	actName, sbyName := l.Prefix+"-act", l.Prefix+"-sby"
-	active := startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, "--name", actName, "--rules", rulesA,
-		"--state-file", "none", "--offload", offload,
-		"--sync-mode", mode, "--sync-listen", par.SyncAddr[0].String()+":"+port, "--sync-peer", par.SyncAddr[1].String()+":"+port)
-	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, "--name", sbyName, "--rules", rulesS,
-		"--state-file", "none", "--offload", offload,
-		"--sync-mode", mode, "--sync-listen", par.SyncAddr[1].String()+":"+port, "--sync-peer", par.SyncAddr[0].String()+":"+port)
-	active.started(t)
-	standby.started(t)
-	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
-		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
-	}
-	if !testenv.WaitFor(10*time.Second, func() bool { _, err := swSync(bin, sbyName, "-s"); return err == nil }) {
-		t.Fatalf("standby's control socket never answered\n%s", standby.stderr)
-	}
+	active, actName, sbyName := startFailoverPair(t, l, par, bin, "--offload", offload, "--sync-mode", mode)
 
 	ftpDir := t.TempDir()
 	ftpData := make([]byte, 3<<20)
@@ -471,4 +451,34 @@ func testFailover(t *testing.T, fast bool) {
 	cmd.Stdout = &list
 	cmd.Run()
 	t.Logf("standby's table:\n%s", list.String())
+}
+
+// startFailoverPair starts the two bridges of a failover test: the active
+// one on the lab's ports, the standby on par's, each admitting NEW only
+// from the left (failoverRules) and synchronised with the other over the
+// sync link, args added to both command lines; it returns the active one
+// and both names when both run, the active forwards and the standby's
+// control socket answers (the standby stops with the test).
+func startFailoverPair(t *testing.T, l *lab.Lab, par *lab.Parallel, bin string, args ...string) (active *swProc, actName, sbyName string) {
+	t.Helper()
+	dir := t.TempDir()
+	rulesA := filepath.Join(dir, "active.rules")
+	rulesS := filepath.Join(dir, "standby.rules")
+	os.WriteFile(rulesA, []byte(fmt.Sprintf(failoverRules, l.PortA)), 0o600)
+	os.WriteFile(rulesS, []byte(fmt.Sprintf(failoverRules, par.PortA)), 0o600)
+	const port = "3780"
+	actName, sbyName = l.Prefix+"-act", l.Prefix+"-sby"
+	active = startSWIn(t, l.BridgeNS, bin, l.PortA, l.PortB, append([]string{"--name", actName, "--rules", rulesA,
+		"--state-file", "none", "--sync-listen", par.SyncAddr[0].String() + ":" + port, "--sync-peer", par.SyncAddr[1].String() + ":" + port}, args...)...)
+	standby := startSWIn(t, par.NS, bin, par.PortA, par.PortB, append([]string{"--name", sbyName, "--rules", rulesS,
+		"--state-file", "none", "--sync-listen", par.SyncAddr[1].String() + ":" + port, "--sync-peer", par.SyncAddr[0].String() + ":" + port}, args...)...)
+	active.started(t)
+	standby.started(t)
+	if d, ok := l.PingWithin(l.LeftNS, rightIP.String(), 30*time.Second); !ok {
+		t.Fatalf("no ping through the active bridge within %v\nactive: %s\nstandby: %s", d, active.stderr, standby.stderr)
+	}
+	if !testenv.WaitFor(10*time.Second, func() bool { _, err := swSync(bin, sbyName, "-s"); return err == nil }) {
+		t.Fatalf("standby's control socket never answered\n%s", standby.stderr)
+	}
+	return active, actName, sbyName
 }
