@@ -44,6 +44,10 @@ type GenConfig struct {
 	// Kind is GenLive (default, "") or GenPacket; frames above
 	// LiveMaxFrame need GenPacket.
 	Kind string
+	// MinBatch is the fewest frames a paced call sends (0: minBatch).
+	// The packet generator's calls are cheap enough for 1: frames then
+	// leave evenly spaced, as on a wire, not in bursts.
+	MinBatch int
 
 	// tmpl and lay replace Frame and udpLayout (TCP traffic, see tcp.go).
 	tmpl []byte
@@ -261,7 +265,7 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 					slipped += late
 					due -= late
 				}
-				if due < max(minBatch, rate*interval.Seconds()) {
+				if due < max(g.minBatch(), rate*interval.Seconds()) {
 					continue // spin
 				}
 				n = min(uint64(due), 1<<14)
@@ -306,6 +310,14 @@ func (g *Generator) Close() error {
 		return nil
 	}
 	return errors.Join(g.prog.Close(), g.counter.Close())
+}
+
+// minBatch returns the fewest frames a paced call sends.
+func (g *Generator) minBatch() float64 {
+	if g.cfg.MinBatch > 0 {
+		return float64(g.cfg.MinBatch)
+	}
+	return minBatch
 }
 
 // interval returns the shortest time between paced calls.
@@ -358,7 +370,7 @@ func (g *Generator) sendPacket(rate float64, d time.Duration, limit uint64) (sen
 					slipped += late
 					due -= late
 				}
-				if due < max(minBatch, rate*interval.Seconds()) {
+				if due < max(g.minBatch(), rate*interval.Seconds()) {
 					continue // spin
 				}
 				n = min(uint64(due), pktSlots)

@@ -484,16 +484,23 @@ func TestGeneratorPacing(t *testing.T) {
 		rate  float64
 		flows int
 		rt    bool
+		paced bool
 	}{
-		{50e3, 1, false},
-		{500e3, 1000, false},
+		{50e3, 1, false, false},
+		{500e3, 1000, false, false},
 		// The latency trials' generator: stamps, calls at least
 		// DefaultLatencyInterval apart (twice as many as above).
-		{50e3, 1, true},
+		{50e3, 1, true, false},
+		// The paced latency generator (LatencyPaced): the packet
+		// generator, a frame a call when due, calls PacedInterval apart.
+		{50e3, 1, true, true},
 	} {
 		name := fmt.Sprintf("%.0fkpps %d flows", tc.rate/1e3, tc.flows)
 		if tc.rt {
 			name += " latency"
+		}
+		if tc.paced {
+			name += " paced"
 		}
 		t.Run(name, func(t *testing.T) {
 			l := d.lab
@@ -501,6 +508,9 @@ func TestGeneratorPacing(t *testing.T) {
 				FrameSize: 64, Flows: tc.flows, CPU: 0}
 			if tc.rt {
 				cfg.Stamp, cfg.Interval = true, DefaultLatencyInterval
+			}
+			if tc.paced {
+				cfg.Kind, cfg.Interval, cfg.MinBatch = GenPacket, PacedInterval, 1
 			}
 			g, err := NewGenerator(cfg)
 			if err != nil {
@@ -536,5 +546,33 @@ func TestGeneratorPacing(t *testing.T) {
 				t.Errorf("sink counted %d, want %d (every frame sent)", c1-c0, sent)
 			}
 		})
+	}
+}
+
+// TestMeasureFloor measures the machine's latency floor briefly and checks
+// that it measured: wake-ups were timed (about one per 20-200 µs gap plus
+// its wake-up), their percentiles are ordered and positive, and the
+// spinning thread ran for its half second. The values are the machine's,
+// not checked against a bound.
+func TestMeasureFloor(t *testing.T) {
+	lab.RequireRoot(t) // SCHED_FIFO
+	f, err := MeasureFloor(0, runtime.NumCPU()-1, DefaultRTPriority, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", f)
+	// 300 ms of gaps of at most 200 µs each, plus the wake-ups: at least
+	// several hundred samples even if every wake-up took a millisecond.
+	if f.WakeSamples < 200 {
+		t.Errorf("%d wake-up samples in 300 ms, want at least 200", f.WakeSamples)
+	}
+	if !(f.WakeP50us > 0 && f.WakeP50us <= f.WakeP99us && f.WakeP99us <= f.WakeP999us) {
+		t.Errorf("wake-up percentiles p50 %v p99 %v p99.9 %v: want 0 < p50 <= p99 <= p99.9", f.WakeP50us, f.WakeP99us, f.WakeP999us)
+	}
+	if f.SpinSeconds < 0.45 || f.SpinSeconds > 1 {
+		t.Errorf("spinning thread ran %.3f s, want about %.1f", f.SpinSeconds, spinFor.Seconds())
+	}
+	if f.SpinLostShare < 0 || f.SpinLostShare >= 1 {
+		t.Errorf("spin lost share %v, want in [0, 1)", f.SpinLostShare)
 	}
 }

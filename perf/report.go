@@ -17,7 +17,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
 	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
 	if r.LatencyIntervalUs > 0 {
-		fmt.Fprintf(&b, "latency trials: generator calls at least %.0f µs apart; real-time priority %d (0: normal policy)\n", r.LatencyIntervalUs, r.RTPriority)
+		fmt.Fprintf(&b, "latency trials: live generator calls at least %.0f µs apart, paced ones %.0f µs; real-time priority %d (0: normal policy)\n", r.LatencyIntervalUs, float64(PacedInterval)/1e3, r.RTPriority)
+	}
+	if r.Floor != nil {
+		fmt.Fprintf(&b, "%s\n", r.Floor)
 	}
 	if r.MTU != 0 && (r.MTU != 1500 || r.Generator != GenLive) {
 		fmt.Fprintf(&b, "MTU %d on every link; generator %s\n", r.MTU, r.Generator)
@@ -56,8 +59,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		b.WriteByte('\n')
 		for _, l := range x.Latency {
-			fmt.Fprintf(&b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples)\n",
-				"", "", l.Load*100, l.RatePPS/1e6, l.P50us, l.P99us, l.P999us, l.Samples)
+			fmt.Fprintf(&b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples; %s generator, bursts of up to %.0f)\n",
+				"", "", l.Load*100, l.RatePPS/1e6, l.P50us, l.P99us, l.P999us, l.Samples, l.Generator, l.Burst)
 		}
 		for _, p := range x.Profile {
 			fmt.Fprintf(&b, "%5s %7s    profile %s\n", "", "", p)

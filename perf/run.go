@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -37,6 +38,12 @@ type Options struct {
 	// LatencyInterval is the shortest time between the stamped
 	// generator's calls (0: DefaultLatencyInterval; see there).
 	LatencyInterval time.Duration
+	// LatencyGenerator is the latency trials' generator: LatencyPaced
+	// (default, ""), GenLive or GenPacket (see LatencyPaced).
+	LatencyGenerator string
+	// NoFloor skips the machine's latency floor (Floor) that the latency
+	// trials measure first.
+	NoFloor bool
 	// RTPriority, when positive, runs statewire with --rt-priority and,
 	// during the latency trials, ksoftirqd of the generator and device
 	// CPUs under SCHED_FIFO at this priority (realtime.go); 0 leaves every
@@ -222,6 +229,11 @@ type Latency struct {
 	P50us   float64 `json:"p50_us"`
 	P99us   float64 `json:"p99_us"`
 	P999us  float64 `json:"p99_9_us"`
+	// Generator is the generator of the trial (GenLive or GenPacket) and
+	// Burst the most frames one of its calls sent back to back at this
+	// rate (the rest of the time frames were spaced at the rate).
+	Generator string  `json:"generator,omitempty"`
+	Burst     float64 `json:"burst_frames,omitempty"`
 }
 
 // Result is one device at one frame size and flow count.
@@ -262,9 +274,15 @@ type Report struct {
 	// RTPriority and LatencyIntervalUs are the latency trials' SCHED_FIFO
 	// priority (0: normal policy) and the stamped generator's shortest
 	// time between calls (Options).
-	RTPriority        int      `json:"rt_priority"`
-	LatencyIntervalUs float64  `json:"latency_interval_us,omitempty"`
-	Devices           []string `json:"devices"`
+	RTPriority        int     `json:"rt_priority"`
+	LatencyIntervalUs float64 `json:"latency_interval_us,omitempty"`
+	// Floor is the machine's latency floor on the device CPU, measured
+	// before the first latency trial (floor.go).
+	Floor *Floor `json:"floor,omitempty"`
+	// PacketGeneratorPPS is the packet generator's ceiling per frame size,
+	// measured when the latency trials may use it (LatencyPaced).
+	PacketGeneratorPPS map[int]float64 `json:"packet_generator_pps,omitempty"`
+	Devices            []string        `json:"devices"`
 	// GeneratorPPS is the generator's rate into a sink on port A itself
 	// (no device), per frame size: the offered-load ceiling.
 	GeneratorPPS map[int]float64 `json:"generator_pps"`
@@ -495,15 +513,25 @@ func (r *runner) closeAll() {
 }
 
 func (r *runner) genFor(d *device, size, flows int, stamp bool) (*Generator, error) {
+	return r.genKind(d, size, flows, stamp, r.o.Generator)
+}
+
+// genKind is genFor with the generator kind given.
+func (r *runner) genKind(d *device, size, flows int, stamp bool, kind string) (*Generator, error) {
 	l := d.lab
 	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
-		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: r.o.Generator,
+		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: kind,
 	}
 	if stamp {
 		cfg.Interval = r.o.LatencyInterval
 		if cfg.Interval <= 0 {
 			cfg.Interval = DefaultLatencyInterval
+		}
+		if kind == GenPacket && r.o.LatencyGenerator != GenPacket {
+			// Paced (LatencyPaced): frames when they are due, one call
+			// each at low rates.
+			cfg.Interval, cfg.MinBatch = PacedInterval, 1
 		}
 	}
 	if r.o.Proto == "tcp" && d != r.nullDev {
@@ -656,17 +684,31 @@ func (r *runner) latency(ctx context.Context, as []*active, size, flows int) {
 			r.logf("%v", err)
 		}
 	}
+	if r.rep.Floor == nil && !r.o.NoFloor {
+		f, err := MeasureFloor(r.o.GenCPU, r.o.DUTCPU, r.o.RTPriority, r.o.Trial)
+		if err != nil {
+			r.logf("%v", err)
+		} else {
+			r.rep.Floor = &f
+			r.logf("%s", f)
+		}
+	}
 	for _, load := range r.o.LatencyLoads {
 		for _, a := range as {
 			if a.err != nil || ctx.Err() != nil || a.res.NDR.Delivered <= 0 || a.d.sink.hist == nil {
 				continue
 			}
-			g, err := r.genFor(a.d, size, flows, true)
+			rate := load * a.res.NDR.Target
+			kind, err := r.latencyKind(size, flows, rate)
 			if err != nil {
 				a.err = err
 				continue
 			}
-			rate := load * a.res.NDR.Target
+			g, err := r.genKind(a.d, size, flows, true, kind)
+			if err != nil {
+				a.err = err
+				continue
+			}
 			if _, err := a.d.sink.Hist(); err != nil { // clear
 				a.err = err
 				g.Close()
@@ -683,12 +725,46 @@ func (r *runner) latency(ctx context.Context, as []*active, size, flows int) {
 				a.err = err
 				continue
 			}
-			lat := Latency{Load: load, RatePPS: t.Offered}
+			lat := Latency{Load: load, RatePPS: t.Offered, Generator: kind,
+				Burst: max(g.minBatch(), math.Ceil(rate*g.interval().Seconds()))}
 			lat.Samples, lat.P50us, lat.P99us, lat.P999us = percentiles(h)
 			a.res.Latency = append(a.res.Latency, lat)
 			r.record(a, t, fmt.Sprintf("latency %.0f%% NDR: p50 %.0fus p99 %.0fus p99.9 %.0fus", load*100, lat.P50us, lat.P99us, lat.P999us))
 		}
 	}
+}
+
+// latencyKind returns the generator of a latency trial at rate (see
+// LatencyPaced).
+func (r *runner) latencyKind(size, flows int, rate float64) (string, error) {
+	switch {
+	case r.o.LatencyGenerator == GenLive || r.o.LatencyGenerator == GenPacket:
+		return r.o.LatencyGenerator, nil
+	case r.o.Generator == GenPacket:
+		return GenPacket, nil
+	}
+	ceil, ok := r.rep.PacketGeneratorPPS[size]
+	if !ok {
+		g, err := r.genKind(r.nullDev, size, flows, false, GenPacket)
+		if err != nil {
+			return "", err
+		}
+		t, err := r.trial(r.nullDev, g, 0)
+		g.Close()
+		if err != nil {
+			return "", err
+		}
+		ceil = t.Delivered
+		if r.rep.PacketGeneratorPPS == nil {
+			r.rep.PacketGeneratorPPS = map[int]float64{}
+		}
+		r.rep.PacketGeneratorPPS[size] = ceil
+		r.logf("packet generator %sB: %.3f Mpps counted at port A (latency trials up to %.0f%% of it are paced)", SizeLabel(size), ceil/1e6, pacedShare*100)
+	}
+	if rate <= pacedShare*ceil {
+		return GenPacket, nil
+	}
+	return GenLive, nil
 }
 
 // percentiles returns the sample count and p50, p99, p99.9 in µs (upper

@@ -78,6 +78,8 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	latLoads := fs.String("latency-loads", "", "loads of the latency trials as fractions of each device's NDR, comma separated (default 0.1,0.5,0.9); implies --latency")
 	rtPrio := fs.Int("rt-priority", perf.DefaultRTPriority, "SCHED_FIFO priority of statewire's workers (statewire run --rt-priority) and, during the latency trials, of the generator and ksoftirqd (0: the normal policy for all; see perf/RESULTS.md, Tail latency)")
 	latInterval := fs.Duration("latency-interval", perf.DefaultLatencyInterval, "shortest time between the latency generator's calls: a device sees bursts of rate x this")
+	latGen := fs.String("latency-generator", perf.LatencyPaced, "generator of the latency trials: paced (frames evenly spaced by the packet generator when the rate is within its reach, else live bursts of rate x --latency-interval), live or packet (bursts of rate x --latency-interval)")
+	noFloor := fs.Bool("no-floor", false, "skip the machine's latency floor (cross-CPU wake-up and a spinning thread's gaps on --dut-cpu) measured before the latency trials")
 	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
 	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
@@ -153,6 +155,13 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 		return o, "", "", fmt.Errorf("--latency-interval %v: want a positive duration, e.g. 50us", *latInterval)
 	}
 	o.RTPriority, o.LatencyInterval = *rtPrio, *latInterval
+	switch *latGen {
+	case perf.LatencyPaced, perf.GenLive, perf.GenPacket:
+		o.LatencyGenerator = *latGen
+	default:
+		return o, "", "", fmt.Errorf("--latency-generator %q: want %s, %s or %s", *latGen, perf.LatencyPaced, perf.GenLive, perf.GenPacket)
+	}
+	o.NoFloor = *noFloor
 	o.GenCPU, o.DUTCPU, o.Steer = *genCPU, *dutCPU, *steer
 	o.StatewireCPUs = *swCPUs
 	if o.StatewireCPUs == "" && o.DUTCPU >= 0 {

@@ -61,6 +61,9 @@ func TestPerfLatencyFlags(t *testing.T) {
 	if !o.Latency || len(o.LatencyLoads) != 1 || o.LatencyLoads[0] != 0.5 {
 		t.Errorf("--latency-loads 0.5: got latency %v loads %v, want on, [0.5]", o.Latency, o.LatencyLoads)
 	}
+	if o.LatencyGenerator != perf.LatencyPaced || o.NoFloor {
+		t.Errorf("defaults: got latency generator %q, no-floor %v; want %q, false", o.LatencyGenerator, o.NoFloor, perf.LatencyPaced)
+	}
 	if o.RTPriority != perf.DefaultRTPriority || o.LatencyInterval != perf.DefaultLatencyInterval {
 		t.Errorf("defaults: got rt-priority %d, latency-interval %v; want %d, %v", o.RTPriority, o.LatencyInterval, perf.DefaultRTPriority, perf.DefaultLatencyInterval)
 	}
@@ -80,6 +83,7 @@ func TestPerfLatencyFlags(t *testing.T) {
 		{[]string{"--latency-loads", ","}, "no load given"},
 		{[]string{"--rt-priority", "100"}, "--rt-priority 100: want 0 (normal policy) or 1-99"},
 		{[]string{"--latency-interval", "0s"}, "--latency-interval 0s: want a positive duration"},
+		{[]string{"--latency-generator", "burst"}, "--latency-generator \"burst\": want paced, live or packet"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, _, _, err := perfParse(tc.args, io.Discard)
