@@ -100,6 +100,12 @@ type DatapathConfig struct {
 	// worker then sleeps in the kernel after rtIdleSpin instead of
 	// idleSpinTime (datapath_sched.go). 0: the normal policy.
 	RTPriority int
+	// IdleSpin is how long an idle worker keeps polling after its last
+	// frame before it sleeps (0: idleSpinTime, or rtIdleSpin with
+	// RTPriority). Longer spins save wake-ups (tens of microseconds on a
+	// VM) when frames come with gaps; a real-time worker's spin is
+	// bounded by its budget (rtBudget) whatever this says.
+	IdleSpin time.Duration
 	// StateFile, when set, is the file the flow table lives in (package
 	// flowtable, Open), e.g. /run/statewire/NAME.table: a later datapath
 	// given the same file adopts the connections, expectations and helper
@@ -209,6 +215,8 @@ func (c DatapathConfig) Validate() error {
 		return bad("%v", pinDirErr(c.Name))
 	case c.RTPriority < 0 || c.RTPriority > 99:
 		return bad("real-time priority %d: must be 0 (off) or 1-99 (SCHED_FIFO)", c.RTPriority)
+	case c.IdleSpin < 0 || c.IdleSpin > time.Second:
+		return bad("idle spin %v: must be in [0, 1s] (0: the default)", c.IdleSpin)
 	case c.RTPriority > 0 && c.BusyPoll:
 		return bad("busy polling with a real-time priority: a real-time worker that never sleeps takes its CPU from every other task; use one or the other")
 	case len(c.CPUs) != 0 && len(c.CPUs) != c.Cores:

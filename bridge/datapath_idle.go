@@ -34,9 +34,11 @@ import (
 //     the table sweep (a larger budget after a sleep, idleExpireBudget).
 //
 // A real-time worker (DatapathConfig.RTPriority, datapath_sched.go) spins
-// rtIdleSpin instead of idleSpinTime and sleeps with its own thread
-// blocked in the kernel (ring.NewThreadWaiter) rather than in Go's poller;
-// what wakes it is the same.
+// rtIdleSpin instead of idleSpinTime, and not at all once it has been
+// awake rtAwakeMax of the current rtWindow (rtBudget: the kernel's
+// real-time throttling would take 50 ms otherwise), and sleeps with its
+// own thread blocked in the kernel (ring.NewThreadWaiter) rather than in
+// Go's poller; what wakes it is the same.
 //
 // Asynchronous events use the eventfd rather than a short timeout because
 // their latency matters (a hand-off is a frame waiting; conntrack -D
@@ -78,7 +80,11 @@ func (w *worker) idle(now, lastWork int64) {
 			}
 		}
 	}
-	if dp.cfg.BusyPoll || now-lastWork < w.spin || w.rxStopped || w.waiter == nil {
+	spin := w.spin
+	if dp.cfg.RTPriority > 0 {
+		spin = w.rt.spin(now, spin)
+	}
+	if dp.cfg.BusyPoll || now-lastWork < spin || w.rxStopped || w.waiter == nil {
 		return
 	}
 	wt := w.waiter
@@ -87,7 +93,9 @@ func (w *worker) idle(now, lastWork int64) {
 		wt.Cancel()
 		return
 	}
+	w.rt.sleep(now)
 	wt.Wait(time.Duration(w.nextTimer(now) - now))
+	w.rt.woke(dp.Now())
 	w.sweep = idleExpireBudget
 }
 

@@ -1,7 +1,10 @@
 package bridge
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +82,68 @@ func TestDatapathRealtime(t *testing.T) {
 	}
 	if rxAfter == rxBefore {
 		t.Errorf("sleeps ended by a received frame got none during 3 pings, want some")
+	}
+	stopLabDatapath(t, l, dp)
+}
+
+// TestDatapathRealtimeBudget runs one real-time worker told to spin a
+// whole second after its last frame (IdleSpin) under a ping flood, whose
+// frames come tens of microseconds apart: without its budget (rtBudget)
+// it would never sleep, and the kernel's real-time throttling would take
+// its CPU for 50 ms a second. It must sleep in every window once it has
+// been awake rtAwakeMax of it: at least 5 sleeps and under 93% of a CPU
+// over one second of the flood. Needs root (SCHED_FIFO, ping -f).
+func TestDatapathRealtimeBudget(t *testing.T) {
+	l := lab.NewT(t, lab.Options{})
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = l.PortA, l.PortB
+	c.Cores, c.Queues = 1, 1
+	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
+	c.RTPriority, c.IdleSpin = 10, time.Second
+	c.Logf = t.Logf
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { dp.Stop() })
+	if ok, out := l.Ping(l.LeftNS, lab.RightIPv4.Addr().String(), 3); !ok {
+		t.Fatalf("ping through the bridge failed:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	flood := l.CommandContext(ctx, l.LeftNS, "ping", "-f", "-q", "-w", "3", lab.RightIPv4.Addr().String())
+	var out bytes.Buffer
+	flood.Stdout, flood.Stderr = &out, &out
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := dp.workers[0]
+	stat := fmt.Sprintf("/proc/self/task/%d/stat", w.tid.Load())
+	time.Sleep(500 * time.Millisecond) // the flood under way: the measured period starts after it
+	sleeps0, cpu0, start := w.waiter.Stats().Sleeps, testenv.CPUTicks(t, stat), time.Now()
+	time.Sleep(time.Second) // the measured period, not a wait for a condition
+	sleeps, cpu := w.waiter.Stats().Sleeps-sleeps0, float64(testenv.CPUTicks(t, stat)-cpu0)/(time.Since(start).Seconds()*testenv.ClockTicks)
+	if err := flood.Wait(); err != nil {
+		t.Fatalf("ping -f: %v\n%s", err, out.String())
+	}
+	t.Logf("in 1 s of the flood: %d sleeps, CPU %.1f%%; ping: %s", sleeps, 100*cpu, strings.TrimSpace(out.String()))
+	var sent, received int
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "packets transmitted") {
+			fmt.Sscanf(line, "%d packets transmitted, %d received", &sent, &received)
+		}
+	}
+	if received < 1000 {
+		t.Fatalf("the flood got %d replies in 3 s, want at least 1000 (steady traffic is what this test needs)", received)
+	}
+	if sleeps < 5 {
+		t.Errorf("worker slept %d times in 1 s of a flood, want at least 5 (once per %v window after %v awake)", sleeps, time.Duration(rtWindow), time.Duration(rtAwakeMax))
+	}
+	if cpu >= 0.93 {
+		t.Errorf("worker took %.1f%% of a CPU, want under 93%% (the kernel throttles real-time tasks above 95%%)", 100*cpu)
 	}
 	stopLabDatapath(t, l, dp)
 }

@@ -222,6 +222,7 @@ type worker struct {
 	kernelBusy bool
 	tid        atomic.Int32 // the OS thread run is locked to (tests read its CPU time)
 	spin       int64        // how long idle polls after the last frame (idleSpinFor)
+	rt         rtBudget     // a real-time worker's time awake (datapath_sched.go)
 }
 
 func newWorker(dp *Datapath, id int) *worker {

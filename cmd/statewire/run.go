@@ -36,6 +36,7 @@ type datapathFlags struct {
 	attach        string
 	cpus          string
 	rtPriority    int
+	idleSpin      time.Duration
 	offload       string
 	offloadFlows  int
 	failMode      string
@@ -67,6 +68,8 @@ func addDatapathFlags(fs *flag.FlagSet, ports bool) *datapathFlags {
 	fs.StringVar(&df.cpus, "cpus", "", "comma-separated CPU per worker to pin its thread to, e.g. 2,3 (default: unpinned threads)")
 	fs.IntVar(&df.rtPriority, "rt-priority", 0, "run each worker's thread under SCHED_FIFO at this priority (1-99; 0: off): other tasks on its CPU no longer\n"+
 		"take it for a scheduler slice (milliseconds) while frames wait; an idle worker then sleeps after 50 µs (see deploy/README.md, Latency)")
+	fs.DurationVar(&df.idleSpin, "idle-spin", 0, "how long an idle worker keeps polling after its last frame before it sleeps (default 1ms, 50µs with\n"+
+		"--rt-priority; a real-time worker never spins more than 85% of any 100 ms: the kernel would throttle it)")
 	fs.StringVar(&df.offload, "offload", "auto", "XDP fast path for established flows (forwarded in the kernel, judged exactly as the\n"+
 		"userspace tracker would): auto (on when the program attaches in native mode and the\n"+
 		"ports can take XDP redirects: on veth the peer needs GRO on or an XDP program; else\n"+
@@ -99,6 +102,7 @@ func (df *datapathFlags) config() (bridge.DatapathConfig, error) {
 	c.FrameSize, c.Batch, c.BusyPoll = df.frameSize, df.batch, df.busyPoll
 	c.SocketBusyPoll = df.socketBusy
 	c.RTPriority = df.rtPriority
+	c.IdleSpin = df.idleSpin
 	if df.socketBusy.Usecs < 0 || df.socketBusy.Budget < 0 {
 		return c, fmt.Errorf("--busy-poll-usecs %d and --busy-poll-budget %d: must be 0 (off) or positive", df.socketBusy.Usecs, df.socketBusy.Budget)
 	}

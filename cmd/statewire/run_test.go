@@ -36,6 +36,7 @@ func TestRunCommandErrors(t *testing.T) {
 		{"cpus per worker", []string{"run", "--port-a", "a", "--port-b", "b", "--cores", "2", "--queues", "2", "--cpus", "0"}, 1, "1 CPUs listed for 2 workers"},
 		{"rt priority", []string{"run", "--port-a", "a", "--port-b", "b", "--rt-priority", "100"}, 1, "real-time priority 100: must be 0 (off) or 1-99"},
 		{"rt priority with busy poll", []string{"run", "--port-a", "a", "--port-b", "b", "--rt-priority", "10", "--busy-poll"}, 1, "busy polling with a real-time priority"},
+		{"idle spin", []string{"run", "--port-a", "a", "--port-b", "b", "--idle-spin", "2s"}, 1, "idle spin 2s: must be in [0, 1s]"},
 		{"non-ip", []string{"run", "--port-a", "a", "--port-b", "b", "--non-ip", "maybe"}, 1, "--non-ip"},
 		{"missing interface", []string{"run", "--port-a", "sw-nosuch-a", "--port-b", "sw-nosuch-b"}, 1, `port A "sw-nosuch-a"`},
 		{"MTU over frame size", []string{"run", "--port-a", "lo", "--port-b", "sw-nosuch-b", "--frame-size", "2048"}, 1, "MTU 65536 is too large"},
