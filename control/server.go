@@ -447,8 +447,8 @@ func (s *Server) stats(w *writer) {
 // kernel lines (the kernel has none: its flowtable's counters are not in
 // /proc/net/stat/nf_conntrack), in the same name=value form: one line for
 // the flows (in the fast path now, offered, adopted from the previous
-// process at start, refused, taken back by reason,
-// errors), one per ingress port for the frames (forwarded by the fast
+// process at start, refused, taken back by reason, activated, forced,
+// held back, hand-over drops, cancelled, errors), one per ingress port for the frames (forwarded by the fast
 // path, their bytes, those the kernel then dropped at the egress port,
 // handed to the slow path by reason). Names with a '-'
 // take '_' (taken_back_slow_path, punt_no_egress).
@@ -458,7 +458,7 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 	for r, n := range f.TakenBack {
 		fmt.Fprintf(&b, " taken_back_%s=%d", statName(bridge.TakeBackNames[r]), n)
 	}
-	fmt.Fprintf(&b, " activated=%d forced=%d handover_drops=%d cancelled=%d errors=%d", f.Activated, f.Forced, f.Handover, f.Cancelled, f.Errors)
+	fmt.Fprintf(&b, " activated=%d forced=%d held_back=%d handover_drops=%d cancelled=%d errors=%d", f.Activated, f.Forced, f.HeldBack, f.Handover, f.Cancelled, f.Errors)
 	w.line(b.String())
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		ps := &ds.Fast.Ports[p]

@@ -524,8 +524,8 @@ func TestStatsFastPath(t *testing.T) {
 	stats := func(on bool) []string {
 		f := newFake(t, 2)
 		f.DPStats.Workers = []bridge.Stats{
-			{Fast: bridge.FastPathStats{Offered: 5, Adopted: 2, Refused: 1, TakenBack: [bridge.NumTakeBackReasons]uint64{2, 1, 0}, Activated: 4, Forced: 2, Handover: 30, Cancelled: 1}},
-			{Fast: bridge.FastPathStats{Offered: 3, TakenBack: [bridge.NumTakeBackReasons]uint64{0, 0, 1}, Errors: 1}},
+			{Fast: bridge.FastPathStats{Offered: 5, Adopted: 2, Refused: 1, TakenBack: [bridge.NumTakeBackReasons]uint64{2, 1, 0}, Activated: 4, Forced: 2, HeldBack: 6, Handover: 30, Cancelled: 1}},
+			{Fast: bridge.FastPathStats{Offered: 3, TakenBack: [bridge.NumTakeBackReasons]uint64{0, 0, 1}, HeldBack: 1, Errors: 1}},
 		}
 		f.DPStats.Fast.On = on
 		f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 100, FastBytes: 6400}
@@ -545,7 +545,7 @@ func TestStatsFastPath(t *testing.T) {
 	}
 	lines := stats(true)
 	want := []string{
-		"fastpath flows=5 offered=8 adopted=2 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 activated=4 forced=2 handover_drops=30 cancelled=1 errors=1",
+		"fastpath flows=5 offered=8 adopted=2 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 activated=4 forced=2 held_back=7 handover_drops=30 cancelled=1 errors=1",
 		"fastpath port=ethA packets=100 bytes=6400 redirect_errors=0 punt_parse=0 punt_miss=7 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=0 punt_pending=0 punt_busy=0 csum_completed=0",
 		"fastpath port=ethB packets=90 bytes=5760 redirect_errors=3 punt_parse=0 punt_miss=0 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=2 punt_pending=0 punt_busy=0 csum_completed=0",
 	}
