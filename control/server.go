@@ -392,7 +392,8 @@ func (s *Server) count(ctx context.Context, req *Request) (int, error) {
 // lines: worker i owns shard i) with every counter, the table's and the
 // pipeline's, in the order of /proc/net/stat/nf_conntrack; then a total
 // line, which also carries expect_delete (expectations are shared by all
-// workers, so their deletions belong to none).
+// workers, so their deletions belong to none); then statewire's own
+// lines: the targets', the drops by reason, the fast path's, fail-open's.
 func (s *Server) stats(w *writer) {
 	t := s.b.Table()
 	ds := s.b.Stats()
@@ -427,6 +428,7 @@ func (s *Server) stats(w *writer) {
 	if t := &ptot.Targets; t.RejectsSent()+t.RejectLimited+t.RejectNone+t.RejectNoTX+t.LogLines+t.LogSuppressed > 0 {
 		w.line(targetStatsLine(t))
 	}
+	s.dropStats(w, &ds)
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}
@@ -472,6 +474,32 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 			fmt.Fprintf(&b, " punt_%s=%d", statName(offload.PuntReason(r).String()), n)
 		}
 		fmt.Fprintf(&b, " csum_completed=%d", ps.CsumCompleted)
+		w.line(b.String())
+	}
+}
+
+// dropStats writes, once the datapath has dropped a frame, one line per
+// ingress port with its drops by reason (every reason, the kernel has no
+// such line: its drops are in nfstat and the rules' counters), in the
+// name=value form of the other lines: `drops port=eth0 malformed=0 rule=3
+// ... connlimit_full=0 handoff_full=0`.
+func (s *Server) dropStats(w *writer, ds *bridge.DatapathStats) {
+	tot := [2]bridge.PortCounters{ds.Total(bridge.PortA), ds.Total(bridge.PortB)}
+	if tot[0].Dropped()+tot[1].Dropped() == 0 {
+		return
+	}
+	var b strings.Builder
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		name := s.opt.Ports[p]
+		if name == "" {
+			name = p.String()
+		}
+		b.Reset()
+		fmt.Fprintf(&b, "drops port=%s", name)
+		for r := bridge.DropReason(1); r < bridge.NumDropReasons; r++ {
+			fmt.Fprintf(&b, " %s=%d", statName(r.String()), tot[p].Drops[r])
+		}
+		fmt.Fprintf(&b, " handoff_full=%d", tot[p].HandoffFull)
 		w.line(b.String())
 	}
 }

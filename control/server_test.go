@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -551,5 +553,62 @@ func TestStatsFastPath(t *testing.T) {
 	}
 	if len(lines) != 6 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
 		t.Errorf("fast path on: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestStatsDrops: once the datapath has dropped frames, `conntrack -S`
+// prints one line per ingress port with every drop reason (summed over
+// queues, names with '_'), connlimit-full and hand-off-full among them,
+// and the metrics carry the same by port, queue and reason.
+func TestStatsDrops(t *testing.T) {
+	stats := func(drops bool) ([]string, string) {
+		f := newFake(t, 2)
+		if drops {
+			var q0, q1 bridge.QueueStats
+			q0.Queue, q1.Queue = 0, 1
+			q0.Port[bridge.PortA].Drops[bridge.DropConnlimit] = 4
+			q1.Port[bridge.PortA].Drops[bridge.DropConnlimit] = 3
+			q1.Port[bridge.PortA].Drops[bridge.DropRule] = 2
+			q0.Port[bridge.PortB].HandoffFull = 5
+			q1.Port[bridge.PortB].Drops[bridge.DropHashlimit] = 1
+			f.DPStats.Queues = []bridge.QueueStats{q0, q1}
+		}
+		path := serve(t, f, Options{Ports: [2]string{"ethA", "ethB"}})
+		lines, _, err := call(t, path, Request{Op: OpStats})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ServeMetrics("127.0.0.1:0", f, [2]string{"ethA", "ethB"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		resp, err := http.Get("http://" + m.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return lines, string(body)
+	}
+	if lines, _ := stats(false); len(lines) != 3 {
+		t.Fatalf("no drops: got %q, want the kernel's three lines only", lines)
+	}
+	lines, body := stats(true)
+	want := []string{
+		"drops port=ethA malformed=0 rule=2 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=0 connlimit_full=7 handoff_full=0",
+		"drops port=ethB malformed=0 rule=0 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=1 connlimit_full=0 handoff_full=5",
+	}
+	if len(lines) != 5 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
+		t.Errorf("drops: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	for _, w := range []string{
+		`statewire_drops_total{port="ethA",queue="0",reason="connlimit-full"} 4`,
+		`statewire_drops_total{port="ethA",queue="1",reason="connlimit-full"} 3`,
+		`statewire_drops_total{port="ethB",queue="0",reason="handoff-full"} 5`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("metrics lack %s", w)
+		}
 	}
 }
