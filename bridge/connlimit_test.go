@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/statewire/statewire/flowtable"
@@ -220,5 +221,95 @@ func TestPipelineConnlimit(t *testing.T) {
 		next++
 	}); n != 0 {
 		t.Errorf("open and reset: %v allocs per run, want 0", n)
+	}
+}
+
+// TestPipelineConnlimitFull fills the rule set's table of -m connlimit
+// counts (65536 addresses, shared by the workers) with connections from
+// 65536 + 300 sources through two pipelines: every SYN that finds no room
+// for its address is dropped with its own reason, connlimit-full (not the
+// rule's), whatever the rule's target, and no SYN is dropped for another
+// reason; the pipelines' drop counters, RuleSet.ConnlimitFull and the
+// refused SYNs agree. A source whose address already has a count is still
+// judged, and a connection that closes frees its address for a new one.
+func TestPipelineConnlimitFull(t *testing.T) {
+	const addrs = 1 << 16 // rules: climStripes × climPerStripe
+	const extra = 300
+	s := DefaultSettings()
+	s.Conntrack.Timeouts.TCPEstablished = 300e9
+	// Each source may have 1000 connections: only a full table drops.
+	s.Rules = loadRules(t, `*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -m connlimit --connlimit-above 1000 --connlimit-mask 32 -j DROP
+COMMIT
+`)
+	tb, err := flowtable.New(flowtable.Config{MaxEntries: 1 << 17, Buckets: 1 << 17, Shards: 2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := NewControl(s)
+	fc := NewFragCache(64, 1)
+	pls := [2]*Pipeline{NewPipeline(tb, 0, ctl, fc), NewPipeline(tb, 1, ctl, fc)}
+	now := int64(1e9)
+	src := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", 1+i>>16, i>>8&0xff, i&0xff) }
+	var refused []int
+	for i := range addrs + extra {
+		now += 1e3
+		c := clConn{cli: src(i), srv: "198.18.1.1", sport: 1000, dport: 80}
+		r := pls[i&1].Process(c.seg(true, packet.TCPSyn, 100, 0), 0, PortA, now)
+		switch {
+		case r.Verdict == Accept:
+		case r.Drop == DropConnlimit:
+			if r.Tracked {
+				t.Fatalf("source %s: a SYN dropped connlimit-full left an entry", c.cli)
+			}
+			refused = append(refused, i)
+		default:
+			t.Fatalf("source %s: got %v %v, want ACCEPT or DROP connlimit-full", c.cli, r.Verdict, r.Drop)
+		}
+	}
+	if DropConnlimit.String() != "connlimit-full" {
+		t.Errorf("DropConnlimit is named %q, want connlimit-full", DropConnlimit)
+	}
+	// The table holds 65536 addresses at most; its stripes fill unevenly,
+	// so at least the extra ones are refused.
+	var st Stats
+	st.Add(pls[0].Stats())
+	st.Add(pls[1].Stats())
+	full := s.Rules.ConnlimitFull()
+	if len(refused) < extra || uint64(len(refused)) != full || st.Drops[DropConnlimit] != full || st.Dropped() != full {
+		t.Fatalf("%d SYNs refused, RuleSet.ConnlimitFull %d, pipelines' connlimit-full drops %d of %d drops; want at least %d, all equal",
+			len(refused), full, st.Drops[DropConnlimit], st.Dropped(), extra)
+	}
+	t.Logf("%d of %d sources refused with the table full", len(refused), addrs+extra)
+
+	// A source with a count: its second connection is judged (accepted).
+	if r := pls[0].Process(clConn{cli: src(0), srv: "198.18.1.1", sport: 1001, dport: 80}.seg(true, packet.TCPSyn, 100, 0), 0, PortA, now); r.Verdict != Accept {
+		t.Fatalf("a second connection of a counted source in a full table: %v %v, want ACCEPT", r.Verdict, r.Drop)
+	}
+	// Every accepted connection is reset by the server (an RST
+	// acknowledging the SYN closes it in SYN_SENT, releasing its count;
+	// source 0's second one stays): every refused source gets in.
+	next := refused
+	for i := range addrs + extra {
+		if len(next) > 0 && next[0] == i {
+			next = next[1:]
+			continue
+		}
+		now += 1e3
+		c := clConn{cli: src(i), srv: "198.18.1.1", sport: 1000, dport: 80}
+		if r := pls[i&1].Process(c.seg(false, packet.TCPRst|packet.TCPAck, 0, 101), 0, PortB, now); r.TCPState != statemachine.TCPClose {
+			t.Fatalf("source %s: the RST left the connection in %v, want CLOSE", c.cli, r.TCPState)
+		}
+	}
+	for _, i := range refused {
+		now += 1e3
+		c := clConn{cli: src(i), srv: "198.18.1.1", sport: 2000, dport: 80}
+		if r := pls[i&1].Process(c.seg(true, packet.TCPSyn, 100, 0), 0, PortA, now); r.Verdict != Accept {
+			t.Fatalf("source %s, refused in the full table, after the others closed: %v %v, want ACCEPT", c.cli, r.Verdict, r.Drop)
+		}
+	}
+	if got := s.Rules.ConnlimitFull(); got != full {
+		t.Errorf("ConnlimitFull went from %d to %d with room in the table", full, got)
 	}
 }

@@ -46,9 +46,9 @@ func TestActivateHeldBackForOtherWorker(t *testing.T) {
 
 	// Worker 0 owns the flow and has judged 5 frames for worker 1, which
 	// has sent none of them yet.
-	dp := &Datapath{}
+	dp := &Datapath{frags: NewFragCache(16, 1)}
 	owner := &worker{id: 0, dp: dp, pl: pl, repSent: []uint64{0, 5}, repSentOut: make([]atomic.Uint64, 2)}
-	other := &worker{id: 1, dp: dp, repSent: []uint64{0, 0}, repSentOut: make([]atomic.Uint64, 2)}
+	other := &worker{id: 1, dp: dp, pl: newTestPipeline(t, nil, 64), repSent: []uint64{0, 0}, repSentOut: make([]atomic.Uint64, 2)}
 	dp.workers = []*worker{owner, other}
 
 	wire.send(q, PortA)
@@ -74,6 +74,15 @@ func TestActivateHeldBackForOtherWorker(t *testing.T) {
 	if fs.Activated != 0 || fs.HeldBack != 1 || owner.holdSince != 0 || pl.ActivationDue(now+holdMax+1) {
 		t.Fatalf("after holdMax: stats %+v, holdSince %d, due %v; want given up (held back), not activated",
 			*fs, owner.holdSince, pl.ActivationDue(now+holdMax+1))
+	}
+	// What the operator reads (conntrack -S held_back=, the metric
+	// statewire_fastpath_offers_held_back_total): the datapath's
+	// published counters, summed and per worker.
+	owner.publish(now + holdMax + 1)
+	other.publish(now + holdMax + 1)
+	if ds := dp.Stats(); ds.Pipeline.Fast.HeldBack != 1 || ds.Workers[0].Fast.HeldBack != 1 || ds.Workers[1].Fast.HeldBack != 0 {
+		t.Fatalf("Datapath.Stats: held back %d (workers %d, %d), want 1 (1, 0)",
+			ds.Pipeline.Fast.HeldBack, ds.Workers[0].Fast.HeldBack, ds.Workers[1].Fast.HeldBack)
 	}
 	wire.send(q, PortA)
 	if wire.taken != 0 || len(wire.queue) != 1 {

@@ -481,6 +481,9 @@ func (r *Result) setVerdict(v rules.Verdict) {
 		if v.HashlimitFull {
 			r.Drop = DropHashlimit
 		}
+		if v.ConnlimitFull {
+			r.Drop = DropConnlimit
+		}
 	}
 }
 

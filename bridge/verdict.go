@@ -67,6 +67,11 @@ const (
 	// key (--hashlimit-htable-max keys, per worker), and the match
 	// dropped the frame itself, as the kernel's hotdrop does.
 	DropHashlimit
+	// DropConnlimit: the -m connlimit counts (shared by every worker,
+	// 65536 addresses) had no room for the frame's address, and the
+	// match dropped the frame itself, as the kernel does when it cannot
+	// allocate a count.
+	DropConnlimit
 	NumDropReasons
 )
 
@@ -84,6 +89,7 @@ var dropReasonNames = [...]string{
 	DropHandover:     "handover",
 	DropReject:       "reject",
 	DropHashlimit:    "hashlimit-full",
+	DropConnlimit:    "connlimit-full",
 }
 
 func (r DropReason) String() string {

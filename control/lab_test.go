@@ -205,7 +205,7 @@ func TestLabControl(t *testing.T) {
 	})
 	t.Run("metrics", func(t *testing.T) {
 		lines, _, err := call(t, path, Request{Op: OpStats})
-		if err != nil || len(lines) != 2 || !strings.Contains(lines[0], "cpu=0") || !strings.Contains(lines[1], "expect_create=") {
+		if err != nil || len(lines) < 2 || !strings.Contains(lines[0], "cpu=0") || !strings.Contains(lines[1], "expect_create=") {
 			t.Errorf("stats: got %q, %v; want a cpu=0 line and a total line", lines, err)
 		}
 		m, err := ServeMetrics("127.0.0.1:0", dp, [2]string{"A", "B"})
@@ -231,7 +231,7 @@ func TestLabControl(t *testing.T) {
 		testenv.WaitFor(5*time.Second, func() bool {
 			st = dp.Stats()
 			lines, _, err := call(t, path, Request{Op: OpStats})
-			diffs = statsMismatches(st, lines, err, scrape())
+			diffs = statsMismatches(st, [2]string{l.PortA, l.PortB}, lines, err, scrape())
 			return len(diffs) == 0 && st.Total(bridge.PortA).Forwarded >= 8 && st.Total(bridge.PortB).Forwarded >= 8
 		})
 		for _, d := range diffs {
@@ -247,15 +247,34 @@ func TestLabControl(t *testing.T) {
 }
 
 // statsMismatches compares one reading of the datapath's counters with the
-// stats lines (OpStats: lines, err) and the metrics scrape (body) taken
-// just after it, and returns each difference as a "got, want" message.
-func statsMismatches(st bridge.DatapathStats, lines []string, err error, body string) []string {
+// stats lines (OpStats: lines, err; the server's port names ports) and the
+// metrics scrape (body) taken just after it, and returns each difference
+// as a "got, want" message.
+func statsMismatches(st bridge.DatapathStats, ports [2]string, lines []string, err error, body string) []string {
 	var out []string
 	if len(st.Workers) != 1 {
 		out = append(out, fmt.Sprintf("DatapathStats.Workers: got %d, want 1", len(st.Workers)))
-	} else if err != nil || len(lines) != 2 {
+	} else if err != nil || len(lines) < 2 {
 		out = append(out, fmt.Sprintf("stats: got %q, %v; want a cpu=0 line and a total line", lines, err))
 	} else {
+		// Then, once a frame was dropped (the rules drop the
+		// connection's packets after its deletion), one drops line per
+		// port with the datapath's counts.
+		var wantDrops []string
+		ta, tb := st.Total(bridge.PortA), st.Total(bridge.PortB)
+		if ta.Dropped()+tb.Dropped() > 0 {
+			for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+				tot := st.Total(p)
+				w := fmt.Sprintf("drops port=%s", ports[p])
+				for r := bridge.DropReason(1); r < bridge.NumDropReasons; r++ {
+					w += fmt.Sprintf(" %s=%d", strings.ReplaceAll(r.String(), "-", "_"), tot.Drops[r])
+				}
+				wantDrops = append(wantDrops, w+fmt.Sprintf(" handoff_full=%d", tot.HandoffFull))
+			}
+		}
+		if fmt.Sprint(lines[2:]) != fmt.Sprint(wantDrops) {
+			out = append(out, fmt.Sprintf("stats after the total line: got %q, want %q", lines[2:], wantDrops))
+		}
 		// The per-worker line carries the worker's pipeline counters.
 		w0 := st.Workers[0]
 		want := fmt.Sprintf("invalid=%d ignore=%d ", w0.Invalid, w0.Ignore)

@@ -103,6 +103,7 @@ var metricDefs = []metricDef{
 	{"fastpath_flows_taken_back_total", "Flows taken back from the fast path, by reason: slow-path (a packet of the flow came up the slow path), remove (the entry was removed: expiry, early drop, conntrack -D/-F), settings (a rules reload or sysctl change).", []string{"reason"}},
 	{"fastpath_offers_activated_total", "Pending offers made active (the worker had judged every frame the program punted while the offer was pending).", nil},
 	{"fastpath_offers_forced_total", "Of the activated offers, those activated at once because the worker stayed behind the program for 5 ms (overload); their frames still queued are dropped (fastpath_handover_drops_total).", nil},
+	{"fastpath_offers_held_back_total", "Activations given up after waiting 1 ms for another worker to send frames of the flow judged for it (two or more workers); the offer stays pending and its next marked frame tries again (activating would let the fast path overtake those frames).", nil},
 	{"fastpath_handover_drops_total", "Frames a forced activation left behind: punted while their flow was pending, still queued, dropped unjudged so that the flow keeps its order (also in drops_total, reason handover).", nil},
 	{"fastpath_offers_cancelled_total", "Pending offers withdrawn before they became active (the flow changed, a settings change, or marks missing for 50 ms).", nil},
 	{"fastpath_errors_total", "Fast-path map reads or take-backs that failed (the flow is treated as taken back).", nil},
@@ -212,6 +213,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter("fastpath_offers_activated_total", fast.Activated)
 	counter("fastpath_offers_forced_total", fast.Forced)
+	counter("fastpath_offers_held_back_total", fast.HeldBack)
 	counter("fastpath_handover_drops_total", fast.Handover)
 	counter("fastpath_offers_cancelled_total", fast.Cancelled)
 	counter("fastpath_errors_total", fast.Errors)

@@ -24,7 +24,7 @@ func TestMetricsScrape(t *testing.T) {
 	f.DPStats.Pipeline.Drops[bridge.DropRule] = 3
 	f.DPStats.Pipeline.CsumCompleted = 5
 	f.DPStats.Frags = bridge.FragStats{Cached: 4, Unknown: 1, Steered: 2, Overlaps: 1}
-	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Adopted: 1, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, Handover: 17}
+	f.DPStats.Pipeline.Fast = bridge.FastPathStats{Offered: 9, Adopted: 1, Refused: 2, TakenBack: [bridge.NumTakeBackReasons]uint64{3, 1, 1}, Errors: 1, Activated: 4, Forced: 3, HeldBack: 2, Handover: 17}
 	f.DPStats.Fast.On = true
 	f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 50, FastBytes: 3200}
 	f.DPStats.Fast.Ports[bridge.PortA].Punts[offload.PuntWindow] = 6
@@ -81,6 +81,7 @@ func TestMetricsScrape(t *testing.T) {
 		`statewire_fastpath_errors_total 1`,
 		`statewire_fastpath_offers_activated_total 4`,
 		`statewire_fastpath_offers_forced_total 3`,
+		`statewire_fastpath_offers_held_back_total 2`,
 		`statewire_fastpath_handover_drops_total 17`,
 		`statewire_fastpath_packets_total{port="ethA"} 50`,
 		`statewire_fastpath_bytes_total{port="ethA"} 3200`,

@@ -392,7 +392,8 @@ func (s *Server) count(ctx context.Context, req *Request) (int, error) {
 // lines: worker i owns shard i) with every counter, the table's and the
 // pipeline's, in the order of /proc/net/stat/nf_conntrack; then a total
 // line, which also carries expect_delete (expectations are shared by all
-// workers, so their deletions belong to none).
+// workers, so their deletions belong to none); then statewire's own
+// lines: the targets', the drops by reason, the fast path's, fail-open's.
 func (s *Server) stats(w *writer) {
 	t := s.b.Table()
 	ds := s.b.Stats()
@@ -427,6 +428,7 @@ func (s *Server) stats(w *writer) {
 	if t := &ptot.Targets; t.RejectsSent()+t.RejectLimited+t.RejectNone+t.RejectNoTX+t.LogLines+t.LogSuppressed > 0 {
 		w.line(targetStatsLine(t))
 	}
+	s.dropStats(w, &ds)
 	if ds.Fast.On {
 		s.fastStats(w, &ds, &ptot.Fast)
 	}
@@ -447,8 +449,8 @@ func (s *Server) stats(w *writer) {
 // kernel lines (the kernel has none: its flowtable's counters are not in
 // /proc/net/stat/nf_conntrack), in the same name=value form: one line for
 // the flows (in the fast path now, offered, adopted from the previous
-// process at start, refused, taken back by reason,
-// errors), one per ingress port for the frames (forwarded by the fast
+// process at start, refused, taken back by reason, activated, forced,
+// held back, hand-over drops, cancelled, errors), one per ingress port for the frames (forwarded by the fast
 // path, their bytes, those the kernel then dropped at the egress port,
 // handed to the slow path by reason). Names with a '-'
 // take '_' (taken_back_slow_path, punt_no_egress).
@@ -458,7 +460,7 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 	for r, n := range f.TakenBack {
 		fmt.Fprintf(&b, " taken_back_%s=%d", statName(bridge.TakeBackNames[r]), n)
 	}
-	fmt.Fprintf(&b, " activated=%d forced=%d handover_drops=%d cancelled=%d errors=%d", f.Activated, f.Forced, f.Handover, f.Cancelled, f.Errors)
+	fmt.Fprintf(&b, " activated=%d forced=%d held_back=%d handover_drops=%d cancelled=%d errors=%d", f.Activated, f.Forced, f.HeldBack, f.Handover, f.Cancelled, f.Errors)
 	w.line(b.String())
 	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 		ps := &ds.Fast.Ports[p]
@@ -472,6 +474,32 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 			fmt.Fprintf(&b, " punt_%s=%d", statName(offload.PuntReason(r).String()), n)
 		}
 		fmt.Fprintf(&b, " csum_completed=%d", ps.CsumCompleted)
+		w.line(b.String())
+	}
+}
+
+// dropStats writes, once the datapath has dropped a frame, one line per
+// ingress port with its drops by reason (every reason, the kernel has no
+// such line: its drops are in nfstat and the rules' counters), in the
+// name=value form of the other lines: `drops port=eth0 malformed=0 rule=3
+// ... connlimit_full=0 handoff_full=0`.
+func (s *Server) dropStats(w *writer, ds *bridge.DatapathStats) {
+	tot := [2]bridge.PortCounters{ds.Total(bridge.PortA), ds.Total(bridge.PortB)}
+	if tot[0].Dropped()+tot[1].Dropped() == 0 {
+		return
+	}
+	var b strings.Builder
+	for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
+		name := s.opt.Ports[p]
+		if name == "" {
+			name = p.String()
+		}
+		b.Reset()
+		fmt.Fprintf(&b, "drops port=%s", name)
+		for r := bridge.DropReason(1); r < bridge.NumDropReasons; r++ {
+			fmt.Fprintf(&b, " %s=%d", statName(r.String()), tot[p].Drops[r])
+		}
+		fmt.Fprintf(&b, " handoff_full=%d", tot[p].HandoffFull)
 		w.line(b.String())
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -524,8 +526,8 @@ func TestStatsFastPath(t *testing.T) {
 	stats := func(on bool) []string {
 		f := newFake(t, 2)
 		f.DPStats.Workers = []bridge.Stats{
-			{Fast: bridge.FastPathStats{Offered: 5, Adopted: 2, Refused: 1, TakenBack: [bridge.NumTakeBackReasons]uint64{2, 1, 0}, Activated: 4, Forced: 2, Handover: 30, Cancelled: 1}},
-			{Fast: bridge.FastPathStats{Offered: 3, TakenBack: [bridge.NumTakeBackReasons]uint64{0, 0, 1}, Errors: 1}},
+			{Fast: bridge.FastPathStats{Offered: 5, Adopted: 2, Refused: 1, TakenBack: [bridge.NumTakeBackReasons]uint64{2, 1, 0}, Activated: 4, Forced: 2, HeldBack: 6, Handover: 30, Cancelled: 1}},
+			{Fast: bridge.FastPathStats{Offered: 3, TakenBack: [bridge.NumTakeBackReasons]uint64{0, 0, 1}, HeldBack: 1, Errors: 1}},
 		}
 		f.DPStats.Fast.On = on
 		f.DPStats.Fast.Ports[bridge.PortA] = offload.PortStats{FastPackets: 100, FastBytes: 6400}
@@ -545,11 +547,68 @@ func TestStatsFastPath(t *testing.T) {
 	}
 	lines := stats(true)
 	want := []string{
-		"fastpath flows=5 offered=8 adopted=2 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 activated=4 forced=2 handover_drops=30 cancelled=1 errors=1",
+		"fastpath flows=5 offered=8 adopted=2 refused=1 taken_back_slow_path=2 taken_back_remove=1 taken_back_settings=1 activated=4 forced=2 held_back=7 handover_drops=30 cancelled=1 errors=1",
 		"fastpath port=ethA packets=100 bytes=6400 redirect_errors=0 punt_parse=0 punt_miss=7 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=0 punt_pending=0 punt_busy=0 csum_completed=0",
 		"fastpath port=ethB packets=90 bytes=5760 redirect_errors=3 punt_parse=0 punt_miss=0 punt_verdict=0 punt_state=0 punt_window=0 punt_checksum=0 punt_expired=0 punt_revoked=0 punt_no_egress=2 punt_pending=0 punt_busy=0 csum_completed=0",
 	}
 	if len(lines) != 6 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
 		t.Errorf("fast path on: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestStatsDrops: once the datapath has dropped frames, `conntrack -S`
+// prints one line per ingress port with every drop reason (summed over
+// queues, names with '_'), connlimit-full and hand-off-full among them,
+// and the metrics carry the same by port, queue and reason.
+func TestStatsDrops(t *testing.T) {
+	stats := func(drops bool) ([]string, string) {
+		f := newFake(t, 2)
+		if drops {
+			var q0, q1 bridge.QueueStats
+			q0.Queue, q1.Queue = 0, 1
+			q0.Port[bridge.PortA].Drops[bridge.DropConnlimit] = 4
+			q1.Port[bridge.PortA].Drops[bridge.DropConnlimit] = 3
+			q1.Port[bridge.PortA].Drops[bridge.DropRule] = 2
+			q0.Port[bridge.PortB].HandoffFull = 5
+			q1.Port[bridge.PortB].Drops[bridge.DropHashlimit] = 1
+			f.DPStats.Queues = []bridge.QueueStats{q0, q1}
+		}
+		path := serve(t, f, Options{Ports: [2]string{"ethA", "ethB"}})
+		lines, _, err := call(t, path, Request{Op: OpStats})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ServeMetrics("127.0.0.1:0", f, [2]string{"ethA", "ethB"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		resp, err := http.Get("http://" + m.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return lines, string(body)
+	}
+	if lines, _ := stats(false); len(lines) != 3 {
+		t.Fatalf("no drops: got %q, want the kernel's three lines only", lines)
+	}
+	lines, body := stats(true)
+	want := []string{
+		"drops port=ethA malformed=0 rule=2 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=0 connlimit_full=7 handoff_full=0",
+		"drops port=ethB malformed=0 rule=0 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=1 connlimit_full=0 handoff_full=5",
+	}
+	if len(lines) != 5 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
+		t.Errorf("drops: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	for _, w := range []string{
+		`statewire_drops_total{port="ethA",queue="0",reason="connlimit-full"} 4`,
+		`statewire_drops_total{port="ethA",queue="1",reason="connlimit-full"} 3`,
+		`statewire_drops_total{port="ethB",queue="0",reason="handoff-full"} 5`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("metrics lack %s", w)
+		}
 	}
 }

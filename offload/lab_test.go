@@ -1,7 +1,6 @@
 package offload_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -22,35 +21,8 @@ import (
 // XDP redirect into it: GRO on the right host's interface gives it.
 func TestLabForward(t *testing.T) {
 	l := lab.NewT(t, lab.Options{})
-	ctx := context.Background()
 	prog := load(t, offload.Options{MaxFlows: 64})
-	err := l.Do(l.BridgeNS, func() error {
-		a, err := net.InterfaceByName(l.PortA)
-		if err != nil {
-			return err
-		}
-		b, err := net.InterfaceByName(l.PortB)
-		if err != nil {
-			return err
-		}
-		if err := prog.SetPorts(a.Index, b.Index); err != nil {
-			return err
-		}
-		if err := prog.Attach(offload.PortA, l.PortA, offload.Native); err != nil {
-			return err
-		}
-		return prog.Attach(offload.PortB, l.PortB, offload.Native)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := l.Run(ctx, l.RightNS, "ethtool", "-K", l.RightIf, "gro", "on"); err != nil {
-		t.Fatalf("gro on: %v %s", err, out)
-	}
-	// ARP would go to the (absent) AF_XDP socket: a static neighbour.
-	if out, err := l.Run(ctx, l.LeftNS, "ip", "neigh", "replace", "198.18.0.2", "lladdr", l.RightMAC.String(), "dev", l.LeftIf); err != nil {
-		t.Fatalf("neigh: %v %s", err, out)
-	}
+	attachLab(t, l, prog)
 
 	const n = 20
 	got := make(chan int, 1)

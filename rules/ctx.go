@@ -43,6 +43,9 @@ type Ctx struct {
 
 	rs      *RuleSet // the rule set being walked (FilterCtx)
 	hotdrop bool     // a match asked for the packet to be dropped at once
+	// climFull: the hotdrop was -m connlimit's table of counts having no
+	// room for the packet's address (not a fragment without a tuple).
+	climFull bool
 }
 
 // Conn is the view of a connection the rules read (-m connmark, -m
@@ -91,7 +94,7 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 	if c.Logs != nil {
 		c.Logs.N, c.Logs.Over = 0, 0
 	}
-	c.rs, c.hotdrop = rs, false
+	c.rs, c.hotdrop, c.climFull = rs, false, false
 	var t *ctable
 	switch p.IPVersion {
 	case 4:
@@ -110,9 +113,10 @@ func (rs *RuleSet) FilterCtx(p *packet.Packet, c *Ctx) (v Verdict, cacheable boo
 		if rs.rules[rule].target == tReject {
 			v.Reject = rs.rules[rule].reject
 		}
-		// A hotdrop by the rule's -m hashlimit (not -m connlimit:
-		// a rule has one of them at most).
+		// A hotdrop by the rule's -m hashlimit or -m connlimit (a
+		// rule has one of them at most).
 		v.HashlimitFull = c.hotdrop && rs.rules[rule].has&mHashlimit != 0
+		v.ConnlimitFull = c.hotdrop && c.climFull && rs.rules[rule].has&mConnlimit != 0
 	}
 	return v, cacheable
 }

@@ -49,7 +49,8 @@ import (
 // statewire. When the rule set's table of counts is full (climStripes ×
 // climPerStripe addresses with a live count) a packet that needs a new
 // address is dropped, as the kernel drops when it cannot allocate a list
-// node; ConnlimitFull counts those drops.
+// node; ConnlimitFull counts those drops and Verdict.ConnlimitFull says so
+// (the bridge counts it as drop reason connlimit-full).
 //
 // A new rule set starts every count at 0, as iptables-restore does (the
 // kernel's new rules get new lists): connections open before the reload
@@ -314,7 +315,9 @@ func (rs *RuleSet) connlimitCount(a *connlimitArgs, p *packet.Packet, c *Ctx) (n
 	if cc.Gen != rs.gen {
 		*cc = ConnCounts{Gen: rs.gen} // the old rule set's counts went with it
 	}
-	return t.count(&k, cc)
+	n, ok = t.count(&k, cc)
+	c.climFull = !ok
+	return n, ok
 }
 
 // match is connlimit_mt after the count: count > N, inverted for upto.

@@ -73,6 +73,13 @@ type Verdict struct {
 	// packet's key, and the kernel drops such a packet whatever the
 	// rule's target (hotdrop).
 	HashlimitFull bool
+	// ConnlimitFull says the -m connlimit match of rule Rule dropped the
+	// packet itself (Action is Drop): the rule set's table of counts had
+	// no room for the packet's address (RuleSet.ConnlimitFull counts
+	// them), and the kernel drops such a packet whatever the rule's
+	// target (hotdrop). A non-first fragment without a connection, which
+	// connlimit also drops, is not one of them.
+	ConnlimitFull bool
 }
 
 // RawResult is the outcome of the raw table's PREROUTING chain, evaluated
