@@ -329,7 +329,7 @@ func testGenerator(t *testing.T, flows uint32, stamp bool, lay layout, imix *imi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cnt.Close() })
-	prog, err := genProgram(cnt, flows, stamp, lay, imix)
+	prog, err := genProgram(cnt, flows, nil, stamp, lay, imix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,8 +68,16 @@ type Options struct {
 	// ESTABLISHED in every device; no latency: a 64-byte TCP frame has no
 	// room for the stamp).
 	Proto string
-	// Queues is the veth queue count.
+	// Queues is the veth queue count of every lab (0: 1).
 	Queues int
+	// Workers, when set, runs each statewire device once per worker count
+	// K, as device NAME/wK with `--cores K --queues Queues` (workers.go).
+	Workers []int
+	// GenCPUs, with more than one CPU, runs the flood generator as one
+	// thread per CPU, the flows split between them; veth then puts them
+	// on port A's queue CPU mod Queues (genmulti.go). GenCPU stays the
+	// CPU of everything else that generates (probes, handshakes, CPS).
+	GenCPUs []int
 	// ReadyTimeout bounds the wait for statewire to forward its first frame.
 	ReadyTimeout time.Duration
 	// ProfileDir, when set, gets a `perf record -g` of the device CPU during
@@ -302,6 +310,12 @@ type Report struct {
 	CPSTrialSeconds float64     `json:"cps_trial_seconds,omitempty"`
 	// TrialSeconds is the trial length.
 	TrialSeconds float64 `json:"trial_seconds"`
+	// Queues is the veth queue count of every lab; Workers the worker
+	// counts of the statewire devices (devices NAME/wK, none without
+	// --workers); GenCPUs the CPUs of the flood generator's threads.
+	Queues  int   `json:"queues"`
+	Workers []int `json:"workers,omitempty"`
+	GenCPUs []int `json:"generator_cpus"`
 	// MTU is every lab link's MTU; Generator the generator kind
 	// (GenLive or GenPacket) that sent every frame of the run.
 	MTU       int    `json:"mtu,omitempty"`
@@ -385,12 +399,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.checkFrames(); err != nil {
 		return nil, err
 	}
+	if err := CheckWorkers(&o); err != nil {
+		return nil, err
+	}
+	o.Devices = ExpandWorkers(o.Devices, o.Workers)
 	host, _ := os.Hostname()
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
 		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer, Proto: o.Proto,
 		MTU: o.MTU, Generator: o.Generator, RTPriority: o.RTPriority,
+		Queues: max(o.Queues, 1), Workers: o.Workers, GenCPUs: o.genCPUs(),
 	}
 	if o.Latency {
 		rep.LatencyIntervalUs = float64(DefaultLatencyInterval) / 1e3
@@ -409,7 +428,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	} else {
 		defer restore()
 	}
-	if restore, err := reniceKsoftirqd([]int{o.GenCPU, o.DUTCPU}, Nice); err != nil {
+	if restore, err := reniceKsoftirqd(append(o.genCPUs(), o.DUTCPU), Nice); err != nil {
 		r.logf("perf: %v", err)
 	} else {
 		defer restore()
@@ -463,6 +482,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.cps(ctx)
 	}
 	return rep, ctx.Err()
+}
+
+// genCPUs returns the flood generator's CPUs.
+func (o *Options) genCPUs() []int {
+	if len(o.GenCPUs) > 1 {
+		return o.GenCPUs
+	}
+	return []int{o.GenCPU}
 }
 
 func loadavg() string {
@@ -522,6 +549,9 @@ func (r *runner) genKind(d *device, size, flows int, stamp bool, kind string) (*
 	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
 		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: kind,
+	}
+	if len(r.o.GenCPUs) > 1 && r.o.Proto == "udp" {
+		cfg.CPUs = r.o.GenCPUs
 	}
 	if stamp {
 		cfg.Interval = r.o.LatencyInterval
