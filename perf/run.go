@@ -227,6 +227,22 @@ type Trial struct {
 	UserShare      float64 `json:"dut_cpu_user_share"`
 	// SoftirqShare is the softirq+system part of the device CPU's busy time.
 	SoftirqShare float64 `json:"dut_cpu_kernel_share"`
+	// CPUs is how busy each CPU of the run (generator and device CPUs)
+	// was during the trial, from /proc/stat: with two workers and a
+	// generator on two CPUs this is where the time went.
+	CPUs []CPUSplit `json:"cpus,omitempty"`
+}
+
+// CPUSplit is one CPU's time during a trial, as shares of the trial's
+// ticks: user (statewire's workers, the generator's thread), system and
+// softirq (port A's NAPI: the XDP program and the copy into the AF_XDP
+// ring; the veth transmits), idle the rest.
+type CPUSplit struct {
+	CPU     int     `json:"cpu"`
+	User    float64 `json:"user"`
+	System  float64 `json:"system"`
+	Softirq float64 `json:"softirq"`
+	Idle    float64 `json:"idle"`
 }
 
 // Latency is one latency point.
@@ -933,6 +949,11 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		return Trial{}, err
 	}
 	s0, _ := readCPUStat(r.o.DUTCPU)
+	cpus := r.splitCPUs()
+	all0 := make([]cpuStat, len(cpus))
+	for i, c := range cpus {
+		all0[i], _ = readCPUStat(c)
+	}
 	sent, el, err := g.Send(rate, r.o.Trial)
 	if err != nil {
 		return Trial{}, err
@@ -945,6 +966,10 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 	s1, _ := readCPUStat(r.o.DUTCPU)
 	rx := c1 - c0
 	t := Trial{Target: rate, Sent: sent, Received: rx}
+	for i, c := range cpus {
+		a, _ := readCPUStat(c)
+		t.CPUs = append(t.CPUs, split(c, all0[i], a))
+	}
 	if sec := el.Seconds(); sec > 0 {
 		t.Offered = float64(sent) / sec
 		t.Delivered = float64(rx) / sec
@@ -958,6 +983,31 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		t.SoftirqShare = float64((s1.system+s1.irq+s1.softirq)-(s0.system+s0.irq+s0.softirq)) / float64(busy)
 	}
 	return t, nil
+}
+
+// splitCPUs returns the CPUs whose time a trial records: the generator's
+// and the device's.
+func (r *runner) splitCPUs() []int {
+	cpus := slices.Clone(r.o.genCPUs())
+	if r.o.DUTCPU >= 0 && !slices.Contains(cpus, r.o.DUTCPU) {
+		cpus = append(cpus, r.o.DUTCPU)
+	}
+	slices.Sort(cpus)
+	return cpus
+}
+
+// split is cpu's time between two readings, as shares.
+func split(cpu int, a, b cpuStat) CPUSplit {
+	tot := float64((b.busy() + b.idle + b.iowait) - (a.busy() + a.idle + a.iowait))
+	if tot <= 0 {
+		return CPUSplit{CPU: cpu}
+	}
+	return CPUSplit{CPU: cpu,
+		User:    float64((b.user+b.nice)-(a.user+a.nice)) / tot,
+		System:  float64(b.system-a.system) / tot,
+		Softirq: float64((b.softirq+b.irq)-(a.softirq+a.irq)) / tot,
+		Idle:    float64((b.idle+b.iowait)-(a.idle+a.iowait)) / tot,
+	}
 }
 
 // cpuStat is one line of /proc/stat, in USER_HZ ticks.
