@@ -566,7 +566,10 @@ func (r *runner) genKind(d *device, size, flows int, stamp bool, kind string) (*
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
 		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: kind,
 	}
-	if len(r.o.GenCPUs) > 1 && r.o.Proto == "udp" {
+	if len(r.o.GenCPUs) > 1 && r.o.Proto == "udp" && kind != GenPacket {
+		// The packet generator (the paced latency trials) spreads its
+		// flows over the queues by itself (the skb's flow hash), from
+		// one CPU.
 		cfg.CPUs = r.o.GenCPUs
 	}
 	if stamp {
