@@ -73,7 +73,7 @@ type Options struct {
 	// Workers, when set, runs each statewire device once per worker count
 	// K, as device NAME/wK with `--cores K --queues Queues` (workers.go).
 	Workers []int
-	// GenCPUs, with more than one CPU, runs the flood generator as one
+	// GenCPUs, with more than one CPU, runs the UDP flood generator as one
 	// thread per CPU, the flows split between them; veth then puts them
 	// on port A's queue CPU mod Queues (genmulti.go). GenCPU stays the
 	// CPU of everything else that generates (probes, handshakes, CPS).

@@ -123,11 +123,17 @@ func workerCPUs(o *Options, k int) []int {
 }
 
 // workerArgs returns the `statewire run` flags and the taskset CPU list of
-// a statewire device run with k workers (k 0: none, o.StatewireCPUs).
+// a statewire device run with k workers (k 0: no worker count, the
+// statewire arguments decide; statewire serves every queue of the lab
+// unless they say otherwise: its --queues defaults to --cores, and frames
+// on the queues it does not serve are lost).
 func workerArgs(o *Options, k int) (args []string, taskset string) {
 	taskset = o.StatewireCPUs
 	if k == 0 {
-		return nil, taskset
+		if o.Queues > 1 && !hasFlag(o.StatewireArgs, "queues") {
+			args = []string{"--queues", strconv.Itoa(o.Queues)}
+		}
+		return args, taskset
 	}
 	args = []string{"--cores", strconv.Itoa(k), "--queues", strconv.Itoa(max(o.Queues, 1))}
 	if k == 1 || hasFlag(o.StatewireArgs, "cpus") {
