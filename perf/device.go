@@ -93,6 +93,7 @@ type device struct {
 // statewire is started (then stopped with SIGSTOP until its first trial).
 func newDevice(ctx context.Context, name string, o *Options) (_ *device, err error) {
 	d := &device{name: name}
+	base, workers := SplitWorkerDevice(name)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -102,7 +103,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 	// carries them (GRO on the left host is turned back on below where
 	// the fast path needs it).
 	lo := lab.Options{Bare: true, Queues: o.Queues, OffloadsOff: true, MTU: o.MTU}
-	switch name {
+	switch base {
 	case KernelBridge:
 		lo.Mode = lab.KernelBridge
 	case KernelBridgeCT:
@@ -127,7 +128,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 	if d.sink, err = attachSink(sinkNS, sinkIf, o.Latency, lay); err != nil {
 		return nil, err
 	}
-	switch name {
+	switch base {
 	case KernelBridge, KernelBridgeCT:
 		// XDP_PASS on port A enables its NAPI, which the generator's
 		// XDP transmit into the veth needs; frames then take the normal
@@ -176,7 +177,7 @@ func newDevice(ctx context.Context, name string, o *Options) (_ *device, err err
 		if _, err := l.Run(ctx, l.LeftNS, "ethtool", "-K", l.LeftIf, "gro", "on"); err != nil {
 			return nil, fmt.Errorf("perf: GRO on %s: %w", l.LeftIf, err)
 		}
-		if err := d.startStatewire(o, name == StatewireOff); err != nil {
+		if err := d.startStatewire(o, base == StatewireOff, workers); err != nil {
 			return nil, err
 		}
 	}
@@ -207,8 +208,9 @@ func (d *device) attach(mk func() (*ebpf.Program, error), ifname string) error {
 
 // startStatewire runs `ip netns exec BRIDGE [taskset -c CPUS] statewire run
 // --port-a A --port-b B [--rules FILE] ARGS...`.
-// With off it adds --offload=off (device StatewireOff).
-func (d *device) startStatewire(o *Options, off bool) error {
+// With off it adds --offload=off (device StatewireOff); with workers > 0
+// the flags of that worker count (workerArgs).
+func (d *device) startStatewire(o *Options, off bool, workers int) error {
 	bin := o.Statewire
 	if bin == "" {
 		return errors.New("perf: no statewire binary (Options.Statewire)")
@@ -236,13 +238,15 @@ func (d *device) startStatewire(o *Options, off bool) error {
 	if o.RTPriority > 0 && !hasFlag(o.StatewireArgs, "rt-priority") && !hasFlag(o.StatewireArgs, "busy-poll") {
 		args = append(args, "--rt-priority", strconv.Itoa(o.RTPriority))
 	}
+	wargs, taskset := workerArgs(o, workers)
+	args = append(args, wargs...)
 	args = append(args, o.StatewireArgs...)
 	if off {
 		args = append(args, "--offload=off")
 	}
 	argv := []string{"-n", strconv.Itoa(Nice)}
-	if o.StatewireCPUs != "" {
-		argv = append(argv, "taskset", "-c", o.StatewireCPUs)
+	if taskset != "" {
+		argv = append(argv, "taskset", "-c", taskset)
 	}
 	argv = append(argv, bin)
 	argv = append(argv, args...)

@@ -66,6 +66,19 @@
 // A's NAPI poll, i.e. on the generator CPU; its slow path (first packets,
 // offers) runs in the workers on the device CPU.
 //
+// Several queues and workers (Options.Queues, Workers, GenCPUs; `--queues
+// N --workers 1,2 --gen-cpus 0,1`, workers.go, genmulti.go): every veth of
+// every lab gets N queues; each statewire device runs once per worker
+// count K as NAME/wK (`--cores K --queues N`, K > 1 pinned from the device
+// CPU on), interleaved with the rest, and the report gives each count's
+// rates over the first's. veth puts a live frame on port A's RX queue
+// CPU mod N of the CPU that sent it, so a generator on one CPU fills one
+// queue; with GenCPUs it runs one thread per CPU, thread k sending the
+// flows f mod len(GenCPUs) == k, which spreads them over the queues by
+// flow as RSS does. Each trial records every generator and device CPU's
+// split (Trial.CPUs). On a 2-CPU machine the workers share the CPUs with
+// the generator and port A's receive: see RESULTS.md.
+//
 // Shared machine: the generator, the devices' threads, statewire and
 // ksoftirqd run at nice -20 and the harness's scheduler autogroup is
 // reniced too (with kernel.sched_autogroup_enabled every session is a

@@ -39,6 +39,12 @@ type GenConfig struct {
 	Stamp bool
 	// CPU pins the generating thread (-1: no pinning).
 	CPU int
+	// CPUs, with more than one entry, replaces CPU: one live-frames
+	// thread per CPU, thread k sending the flows f with f mod len(CPUs)
+	// == k at its share of the rate (genmulti.go). veth puts what a CPU
+	// transmits on port A's RX queue CPU mod queues, so the flows spread
+	// over the queues by flow, as RSS spreads them on a NIC.
+	CPUs []int
 	// Interval is the shortest time between paced calls (0: minInterval).
 	Interval time.Duration
 	// Kind is GenLive (default, "") or GenPacket; frames above
@@ -73,6 +79,10 @@ type Generator struct {
 	// counter are nil then.
 	pkt *packetTX
 	lay layout
+	// parts are the threads of a generator on several CPUs (CPUs): each
+	// a copy of this one with its CPU, its flows and the shared program
+	// (genmulti.go).
+	parts []*Generator
 }
 
 // NewGenerator loads the generator program for cfg.
@@ -114,6 +124,9 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if cfg.Flows <= 0 || cfg.Flows > 1<<29 {
 		return nil, fmt.Errorf("perf: flows %d out of range 1..2^29", cfg.Flows)
 	}
+	if len(cfg.CPUs) > 1 && (cfg.Kind == GenPacket || cfg.prog != nil) {
+		return nil, fmt.Errorf("perf: a generator on several CPUs (%v) is the live-frames flood generator only", cfg.CPUs)
+	}
 	g := &Generator{cfg: cfg, frame: frame, lay: lay}
 	if cfg.Kind == GenPacket {
 		var err error
@@ -138,10 +151,11 @@ func NewGenerator(cfg GenConfig) (*Generator, error) {
 	if g.counter, err = newPerCPUArray("swperf_gcnt", 1); err != nil {
 		return nil, err
 	}
-	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.Stamp, lay, imix); err != nil {
+	if g.prog, err = genProgram(g.counter, uint32(cfg.Flows), cfg.CPUs, cfg.Stamp, lay, imix); err != nil {
 		g.counter.Close()
 		return nil, err
 	}
+	g.split()
 	return g, nil
 }
 
@@ -220,6 +234,9 @@ func (g *Generator) send(rate float64, d time.Duration, limit uint64) (sent uint
 	// An interface that already has a program (the right host's veth,
 	// with the sink, when it sends TCP handshake replies) goes without:
 	// slower, and those phases are slow anyway.
+	if g.parts != nil {
+		return g.sendParts(rate, d, limit)
+	}
 	if g.pkt != nil {
 		return g.sendPacket(rate, d, limit)
 	}

@@ -263,8 +263,8 @@ func TestReportTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		// statewire 64B 1 flow: thr 2x bridge, 4x ct; NDR 2x, 4x
-		"   64       1  statewire                3.000    1.200    0.800    0.800        -    2.00x   4.00x   2.00x   4.00x       -       -",
-		"   64    1000  kernel-bridge-ct         3.000    0.250    0.100    0.100        -    0.50x   1.00x   0.20x   1.00x       -       -",
+		"   64       1  statewire                   3.000    1.200    0.800    0.800        -    2.00x   4.00x   2.00x   4.00x       -       -",
+		"   64    1000  kernel-bridge-ct            3.000    0.250    0.100    0.100        -    0.50x   1.00x   0.20x   1.00x       -       -",
 		"xdp-redirect: not measured: not built\n",
 		"generator ceiling 64B: 3.600 Mpps",
 	} {
@@ -329,7 +329,7 @@ func testGenerator(t *testing.T, flows uint32, stamp bool, lay layout, imix *imi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cnt.Close() })
-	prog, err := genProgram(cnt, flows, stamp, lay, imix)
+	prog, err := genProgram(cnt, flows, nil, stamp, lay, imix)
 	if err != nil {
 		t.Fatal(err)
 	}

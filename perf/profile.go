@@ -36,7 +36,7 @@ func (r *runner) profile(a *active, size, flows int) ([]string, error) {
 		stderr      bytes.Buffer
 	}
 	var recs []*rec
-	base := filepath.Join(r.o.ProfileDir, fmt.Sprintf("%s-%d-%d", a.d.name, size, flows))
+	base := filepath.Join(r.o.ProfileDir, fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(a.d.name, "/", "-"), size, flows))
 	type profCPU struct {
 		label, suffix string
 		cpu           int

@@ -96,7 +96,12 @@ const HistBuckets = 4096
 // IPv4 total length, header checksum and UDP length are written for that
 // size on every run, the 1500 B ones included: live-frames pages keep the
 // bytes of their previous run, only the length is reset.
-func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout, imix *imixFields) (*ebpf.Program, error) {
+//
+// With several cpus (GenConfig.CPUs) the program run on cpus[k] sends
+// only the flows f with f mod len(cpus) == k, cycling through them with
+// that CPU's counter: the flows split between the generator threads as
+// RSS splits them between a NIC's queues.
+func genProgram(counter *ebpf.Map, flows uint32, cpus []int, stamp bool, lay layout, imix *imixFields) (*ebpf.Program, error) {
 	if flows == 0 {
 		flows = 1
 	}
@@ -139,7 +144,34 @@ func genProgram(counter *ebpf.Map, flows uint32, stamp bool, lay layout, imix *i
 		)
 	}
 	// r7 = flow index
-	insns = append(insns, asm.Mod.Imm(asm.R7, int32(flows)))
+	if n := len(cpus); n > 1 {
+		// r8 = the flows of this CPU's part, r1 = the part; a CPU not
+		// in the list (none: the threads are pinned) sends part 0's.
+		insns = append(insns,
+			asm.FnGetSmpProcessorId.Call(),
+			asm.Mov.Imm(asm.R8, int32(max(partFlows(int(flows), 0, n), 1))),
+			asm.Mov.Imm(asm.R1, 0),
+		)
+		for k := 1; k < n; k++ {
+			next := fmt.Sprintf("part%d", k+1)
+			if k == n-1 {
+				next = "parted"
+			}
+			insns = append(insns,
+				asm.JNE.Imm(asm.R0, int32(cpus[k]), next).WithSymbol(fmt.Sprintf("part%d", k)),
+				asm.Mov.Imm(asm.R8, int32(max(partFlows(int(flows), k, n), 1))),
+				asm.Mov.Imm(asm.R1, int32(k)),
+				asm.Ja.Label("parted"),
+			)
+		}
+		insns = append(insns,
+			asm.Mod.Reg(asm.R7, asm.R8).WithSymbol("parted"),
+			asm.Mul.Imm(asm.R7, int32(n)),
+			asm.Add.Reg(asm.R7, asm.R1),
+		)
+	} else {
+		insns = append(insns, asm.Mod.Imm(asm.R7, int32(flows)))
+	}
 	if stamp {
 		insns = append(insns,
 			asm.FnKtimeGetNs.Call(),

@@ -22,6 +22,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Floor != nil {
 		fmt.Fprintf(&b, "%s\n", r.Floor)
 	}
+	if r.Queues > 1 || len(r.Workers) > 0 || len(r.GenCPUs) > 1 {
+		fmt.Fprintf(&b, "%d queue(s) per veth; generator on CPU(s) %v (flows split between them by flow); statewire worker counts %v (devices NAME/wK)\n", r.Queues, r.GenCPUs, r.Workers)
+	}
 	if r.MTU != 0 && (r.MTU != 1500 || r.Generator != GenLive) {
 		fmt.Fprintf(&b, "MTU %d on every link; generator %s\n", r.MTU, r.Generator)
 	}
@@ -32,9 +35,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if slices.Contains(sizes, IMIX) {
 		fmt.Fprintf(&b, "imix: simple IMIX, frames of 64/576/1500 B (FCS included) 7:4:1, mean %.2f B\n", MeanFrameBytes(IMIX))
 	}
-	fmt.Fprintf(&b, "\n%5s %7s  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n",
+	fmt.Fprintf(&b, "\n%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n",
 		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct", "thr/xdp", "NDR/xdp", "thru", "NDR")
-	fmt.Fprintf(&b, "%5s %7s  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "", "", "Gbit/s", "Gbit/s")
+	fmt.Fprintf(&b, "%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "", "", "Gbit/s", "Gbit/s")
 	for _, x := range r.Results {
 		ndr, pdr := "-", "-"
 		if x.Searched {
@@ -48,7 +51,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.Searched {
 			ndrG = fmt.Sprintf("%.3f", Gbps(x.NDR.Delivered, x.FrameSize))
 		}
-		fmt.Fprintf(&b, "%5s %7d  %-21s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7.3f %7s",
+		fmt.Fprintf(&b, "%5s %7d  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7.3f %7s",
 			SizeLabel(x.FrameSize), x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
 			r.ratio(x, KernelBridge, false), r.ratio(x, KernelBridgeCT, false),
 			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true),
@@ -66,6 +69,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(&b, "%5s %7s    profile %s\n", "", "", p)
 		}
 	}
+	r.writeWorkers(&b)
 	r.writeCPS(&b)
 	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {
 		fmt.Fprintf(&b, "%s: not measured: %s\n", name, firstLine(r.Errors[name]))
@@ -192,7 +196,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	x := 70
 	for _, d := range r.Devices {
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
-			x, height-22, deviceColors[d], x+16, height-12, html.EscapeString(d))
+			x, height-22, deviceColor(d), x+16, height-12, html.EscapeString(d))
 		x += 30 + 8*len(d)
 	}
 	b.WriteString("</svg>\n")
@@ -271,7 +275,7 @@ func panel(b *strings.Builder, top, h, width int, title string, groups []group, 
 				cut = " (cut)"
 			}
 			fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s %s: %.3f %s, NDR %.3f</title></rect>`+"\n",
-				x, plotTop+plotH-bh, bw-4, bh, deviceColors[br.device], html.EscapeString(br.device), html.EscapeString(g.label), br.thr, unit, br.ndr)
+				x, plotTop+plotH-bh, bw-4, bh, deviceColor(br.device), html.EscapeString(br.device), html.EscapeString(g.label), br.thr, unit, br.ndr)
 			fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="10">%.2f%s</text>`+"\n", x+(bw-4)/2, plotTop+plotH-bh-3, br.thr, cut)
 			if br.ndr > 0 && br.ndr <= maxV {
 				ny := plotTop + plotH - int(float64(plotH)*br.ndr/maxV)

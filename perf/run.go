@@ -68,8 +68,16 @@ type Options struct {
 	// ESTABLISHED in every device; no latency: a 64-byte TCP frame has no
 	// room for the stamp).
 	Proto string
-	// Queues is the veth queue count.
+	// Queues is the veth queue count of every lab (0: 1).
 	Queues int
+	// Workers, when set, runs each statewire device once per worker count
+	// K, as device NAME/wK with `--cores K --queues Queues` (workers.go).
+	Workers []int
+	// GenCPUs, with more than one CPU, runs the UDP flood generator as one
+	// thread per CPU, the flows split between them; veth then puts them
+	// on port A's queue CPU mod Queues (genmulti.go). GenCPU stays the
+	// CPU of everything else that generates (probes, handshakes, CPS).
+	GenCPUs []int
 	// ReadyTimeout bounds the wait for statewire to forward its first frame.
 	ReadyTimeout time.Duration
 	// ProfileDir, when set, gets a `perf record -g` of the device CPU during
@@ -219,6 +227,22 @@ type Trial struct {
 	UserShare      float64 `json:"dut_cpu_user_share"`
 	// SoftirqShare is the softirq+system part of the device CPU's busy time.
 	SoftirqShare float64 `json:"dut_cpu_kernel_share"`
+	// CPUs is how busy each CPU of the run (generator and device CPUs)
+	// was during the trial, from /proc/stat: with two workers and a
+	// generator on two CPUs this is where the time went.
+	CPUs []CPUSplit `json:"cpus,omitempty"`
+}
+
+// CPUSplit is one CPU's time during a trial, as shares of the trial's
+// ticks: user (statewire's workers, the generator's thread), system and
+// softirq (port A's NAPI: the XDP program and the copy into the AF_XDP
+// ring; the veth transmits), idle the rest.
+type CPUSplit struct {
+	CPU     int     `json:"cpu"`
+	User    float64 `json:"user"`
+	System  float64 `json:"system"`
+	Softirq float64 `json:"softirq"`
+	Idle    float64 `json:"idle"`
 }
 
 // Latency is one latency point.
@@ -302,6 +326,12 @@ type Report struct {
 	CPSTrialSeconds float64     `json:"cps_trial_seconds,omitempty"`
 	// TrialSeconds is the trial length.
 	TrialSeconds float64 `json:"trial_seconds"`
+	// Queues is the veth queue count of every lab; Workers the worker
+	// counts of the statewire devices (devices NAME/wK, none without
+	// --workers); GenCPUs the CPUs of the flood generator's threads.
+	Queues  int   `json:"queues"`
+	Workers []int `json:"workers,omitempty"`
+	GenCPUs []int `json:"generator_cpus"`
 	// MTU is every lab link's MTU; Generator the generator kind
 	// (GenLive or GenPacket) that sent every frame of the run.
 	MTU       int    `json:"mtu,omitempty"`
@@ -385,12 +415,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.checkFrames(); err != nil {
 		return nil, err
 	}
+	if err := CheckWorkers(&o); err != nil {
+		return nil, err
+	}
+	o.Devices = ExpandWorkers(o.Devices, o.Workers)
 	host, _ := os.Hostname()
 	rep := &Report{
 		Date: time.Now().UTC(), Host: host, Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		GeneratorPPS: map[int]float64{}, Errors: map[string]string{},
 		TrialSeconds: o.Trial.Seconds(), LoadBefore: loadavg(), Steer: o.Steer, Proto: o.Proto,
 		MTU: o.MTU, Generator: o.Generator, RTPriority: o.RTPriority,
+		Queues: max(o.Queues, 1), Workers: o.Workers, GenCPUs: o.genCPUs(),
 	}
 	if o.Latency {
 		rep.LatencyIntervalUs = float64(DefaultLatencyInterval) / 1e3
@@ -409,7 +444,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	} else {
 		defer restore()
 	}
-	if restore, err := reniceKsoftirqd([]int{o.GenCPU, o.DUTCPU}, Nice); err != nil {
+	if restore, err := reniceKsoftirqd(append(o.genCPUs(), o.DUTCPU), Nice); err != nil {
 		r.logf("perf: %v", err)
 	} else {
 		defer restore()
@@ -463,6 +498,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.cps(ctx)
 	}
 	return rep, ctx.Err()
+}
+
+// genCPUs returns the flood generator's CPUs.
+func (o *Options) genCPUs() []int {
+	if len(o.GenCPUs) > 1 {
+		return o.GenCPUs
+	}
+	return []int{o.GenCPU}
 }
 
 func loadavg() string {
@@ -522,6 +565,12 @@ func (r *runner) genKind(d *device, size, flows int, stamp bool, kind string) (*
 	cfg := GenConfig{
 		NS: l.LeftNS, Ifname: l.LeftIf, Src: l.LeftMAC, Dst: l.RightMAC,
 		FrameSize: size, Flows: flows, Stamp: stamp, CPU: r.o.GenCPU, Kind: kind,
+	}
+	if len(r.o.GenCPUs) > 1 && r.o.Proto == "udp" && kind != GenPacket {
+		// The packet generator (the paced latency trials) spreads its
+		// flows over the queues by itself (the skb's flow hash), from
+		// one CPU.
+		cfg.CPUs = r.o.GenCPUs
 	}
 	if stamp {
 		cfg.Interval = r.o.LatencyInterval
@@ -903,6 +952,11 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		return Trial{}, err
 	}
 	s0, _ := readCPUStat(r.o.DUTCPU)
+	cpus := r.splitCPUs()
+	all0 := make([]cpuStat, len(cpus))
+	for i, c := range cpus {
+		all0[i], _ = readCPUStat(c)
+	}
 	sent, el, err := g.Send(rate, r.o.Trial)
 	if err != nil {
 		return Trial{}, err
@@ -915,6 +969,10 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 	s1, _ := readCPUStat(r.o.DUTCPU)
 	rx := c1 - c0
 	t := Trial{Target: rate, Sent: sent, Received: rx}
+	for i, c := range cpus {
+		a, _ := readCPUStat(c)
+		t.CPUs = append(t.CPUs, split(c, all0[i], a))
+	}
 	if sec := el.Seconds(); sec > 0 {
 		t.Offered = float64(sent) / sec
 		t.Delivered = float64(rx) / sec
@@ -928,6 +986,31 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		t.SoftirqShare = float64((s1.system+s1.irq+s1.softirq)-(s0.system+s0.irq+s0.softirq)) / float64(busy)
 	}
 	return t, nil
+}
+
+// splitCPUs returns the CPUs whose time a trial records: the generator's
+// and the device's.
+func (r *runner) splitCPUs() []int {
+	cpus := slices.Clone(r.o.genCPUs())
+	if r.o.DUTCPU >= 0 && !slices.Contains(cpus, r.o.DUTCPU) {
+		cpus = append(cpus, r.o.DUTCPU)
+	}
+	slices.Sort(cpus)
+	return cpus
+}
+
+// split is cpu's time between two readings, as shares.
+func split(cpu int, a, b cpuStat) CPUSplit {
+	tot := float64((b.busy() + b.idle + b.iowait) - (a.busy() + a.idle + a.iowait))
+	if tot <= 0 {
+		return CPUSplit{CPU: cpu}
+	}
+	return CPUSplit{CPU: cpu,
+		User:    float64((b.user+b.nice)-(a.user+a.nice)) / tot,
+		System:  float64(b.system-a.system) / tot,
+		Softirq: float64((b.softirq+b.irq)-(a.softirq+a.irq)) / tot,
+		Idle:    float64((b.idle+b.iowait)-(a.idle+a.iowait)) / tot,
+	}
 }
 
 // cpuStat is one line of /proc/stat, in USER_HZ ticks.

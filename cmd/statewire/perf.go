@@ -81,6 +81,9 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	latGen := fs.String("latency-generator", perf.LatencyPaced, "generator of the latency trials: paced (frames evenly spaced by the packet generator when the rate is within its reach, else live bursts of rate x --latency-interval), live or packet (bursts of rate x --latency-interval)")
 	noFloor := fs.Bool("no-floor", false, "skip the machine's latency floor (cross-CPU wake-up and a spinning thread's gaps on --dut-cpu) measured before the latency trials")
 	genCPU := fs.Int("gen-cpu", 0, "CPU of the generator")
+	genCPUs := fs.String("gen-cpus", "", "CPUs of the flood generator, comma separated: one live-frames thread per CPU, each sending its share of the flows (flow mod count); veth puts a frame on port A's queue CPU mod --queues, so with --queues 2 --gen-cpus 0,1 the flows spread over both queues by flow, as RSS does (default: --gen-cpu)")
+	queues := fs.Int("queues", 1, fmt.Sprintf("RX/TX queues of every veth of every lab (1..%d); statewire serves all of them (statewire run --queues N, unless --statewire-args gives --queues)", perf.MaxQueues))
+	workers := fs.String("workers", "", "statewire worker counts, comma separated (e.g. 1,2): each statewire device runs once per count, as NAME/wK with --cores K --queues <--queues>, K workers pinned to CPUs --dut-cpu, --dut-cpu+1, ... (mod the CPU count); ratios to the first count go into the report")
 	dutCPU := fs.Int("dut-cpu", 1, "CPU the devices forward on (RPS target of the kernel bridges; statewire's taskset)")
 	steer := fs.String("steer", perf.SteerRPS, "where port A's receive work runs: rps (NAPI on the generator CPU, kernel bridges' skbs steered to --dut-cpu by RPS, statewire on --dut-cpu), napi (threaded NAPI on --dut-cpu; breaks paced traffic, see package perf), inline (kernel bridges on the generator CPU)")
 	profile := fs.String("profile", "", "directory for `perf record -g` files of the device CPU during one extra full-rate trial per device at the first frame size; top symbols go into the report")
@@ -180,6 +183,31 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	if err := perf.CheckFrames(&o); err != nil {
 		return o, "", "", err
 	}
+	o.Queues = *queues
+	if *queues < 1 || *queues > perf.MaxQueues {
+		return o, "", "", fmt.Errorf("--queues %d: want 1..%d queues per veth", *queues, perf.MaxQueues)
+	}
+	if *workers != "" {
+		if o.Workers, err = perfIntList(*workers); err != nil {
+			return o, "", "", fmt.Errorf("--workers: %w (want worker counts, e.g. 1,2)", err)
+		}
+		if len(o.Workers) == 0 {
+			return o, "", "", errors.New("--workers: no worker count given (want e.g. 1,2)")
+		}
+	}
+	if *genCPUs != "" {
+		cpus, err := perfCPUList(*genCPUs)
+		if err != nil {
+			return o, "", "", fmt.Errorf("--gen-cpus: %w", err)
+		}
+		o.GenCPU = cpus[0]
+		if len(cpus) > 1 {
+			o.GenCPUs = cpus
+		}
+	}
+	if err := perf.CheckWorkers(&o); err != nil {
+		return o, "", "", errors.New(strings.TrimPrefix(err.Error(), "perf: "))
+	}
 	if !*quiet {
 		o.Progress = stderr
 	}
@@ -232,6 +260,22 @@ func perfIntList(s string) ([]int, error) {
 			return nil, fmt.Errorf("bad number %q", f)
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+// perfCPUList parses CPU numbers (0 allowed).
+func perfCPUList(s string) ([]int, error) {
+	var out []int
+	for _, f := range perfSplitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("bad CPU %q (want CPU numbers, e.g. 0,1)", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no CPU given (want CPU numbers, e.g. 0,1)")
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,60 @@ func TestPerfLatencyFlags(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, _, _, err := perfParse(tc.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPerfWorkersFlags: --queues, --workers and --gen-cpus reach the
+// options; bad values are refused with the flag's name and what to
+// change, before any lab is built.
+func TestPerfWorkersFlags(t *testing.T) {
+	args := []string{"--quick", "--devices", "statewire-offload-off", "--queues", "2", "--workers", "1,2"}
+	if runtime.NumCPU() >= 2 {
+		args = append(args, "--gen-cpus", "0,1")
+	}
+	o, _, _, err := perfParse(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Queues != 2 || len(o.Workers) != 2 || o.Workers[0] != 1 || o.Workers[1] != 2 {
+		t.Errorf("got queues %d workers %v, want 2, [1 2]", o.Queues, o.Workers)
+	}
+	if runtime.NumCPU() >= 2 && (len(o.GenCPUs) != 2 || o.GenCPU != 0) {
+		t.Errorf("--gen-cpus 0,1: got GenCPUs %v GenCPU %d, want [0 1], 0", o.GenCPUs, o.GenCPU)
+	}
+	o, _, _, err = perfParse([]string{"--quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Queues != 1 || o.Workers != nil || o.GenCPUs != nil {
+		t.Errorf("defaults: got queues %d workers %v gen CPUs %v, want 1, none, none", o.Queues, o.Workers, o.GenCPUs)
+	}
+	o, _, _, err = perfParse([]string{"--quick", "--gen-cpus", "0"}, io.Discard)
+	if err != nil || o.GenCPU != 0 || o.GenCPUs != nil {
+		t.Errorf("--gen-cpus 0: got %v, GenCPU %d, GenCPUs %v; want the single CPU as --gen-cpu", err, o.GenCPU, o.GenCPUs)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--queues", "0"}, "--queues 0: want 1..64"},
+		{[]string{"--queues", "65"}, "--queues 65"},
+		{[]string{"--queues", "two"}, "invalid value"},
+		{[]string{"--workers", "2"}, "2 workers with 1 queue(s) per port: want 1..1"},
+		{[]string{"--queues", "2", "--workers", "1,0"}, "--workers: bad number \"0\""},
+		{[]string{"--queues", "2", "--workers", ","}, "--workers: no worker count given"},
+		{[]string{"--queues", "2", "--workers", "1,2", "--devices", "kernel-bridge"}, "needs a statewire device"},
+		{[]string{"--queues", "2", "--workers", "1,2", "--statewire-args", "--cores 2"}, "leave them out"},
+		{[]string{"--gen-cpus", "x"}, "--gen-cpus: bad CPU \"x\""},
+		{[]string{"--gen-cpus", "0,0"}, "generator CPU 0 listed twice"},
+		{[]string{"--gen-cpus", "0,4096"}, "generator CPU 4096: this machine has CPUs"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, _, _, err := perfParse(append([]string{"--quick"}, tc.args...), io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
 			}
