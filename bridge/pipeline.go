@@ -224,7 +224,8 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 		return
 	}
 
-	raw := s.Rules.Raw(p, uint8(in))
+	var raw rules.RawResult
+	s.Rules.RawTo(p, uint8(in), &raw)
 	if raw.Drop {
 		r.Drop = DropRaw
 		r.Rule = raw.Rule
@@ -247,7 +248,7 @@ func (pl *Pipeline) processParsed(s *Settings, frame []byte, p *packet.Packet, r
 		pl.count(r)
 		return
 	default:
-		pl.track(s, frame, p, in, raw, now, fh, r)
+		pl.track(s, frame, p, in, &raw, now, fh, r)
 		if r.Verdict == Accept || r.Drop != DropNone {
 			// track decided (cached verdict, helper drop, full table).
 			pl.noteFirstFragment(p, now, r)
@@ -527,7 +528,7 @@ func (pl *Pipeline) verdictFor(s *Settings, e *flowtable.Entry, p *packet.Packet
 // ICMPv6 over IPv4 goes through the tracker like any other protocol, which
 // refuses it (INVALID, counted "invalid", not "icmp_error"), as
 // nf_conntrack_icmp{,v6}_packet refuse the other family.
-func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, raw rules.RawResult, now int64, fh *flowHash, r *Result) {
+func (pl *Pipeline) track(s *Settings, frame []byte, p *packet.Packet, in Port, raw *rules.RawResult, now int64, fh *flowHash, r *Result) {
 	if packet.IsICMP(p.IPVersion, p.Proto) {
 		switch packet.ICMPClass(p.IPVersion, p.ICMP.Type) {
 		case packet.ICMPUntracked:

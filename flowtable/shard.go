@@ -30,10 +30,22 @@ const earlyDropBuckets = 8
 // batchChunk is how many lookups LookupBatch overlaps at once.
 const batchChunk = 64
 
-// smallShardBytes: below this much used slot and bucket memory LookupBatch just loops
-// (measured: at 10k entries, 1.4 MB, the three passes were 3% slower than
-// the loop; at 1M entries they were 1.4× faster).
-const smallShardBytes = 2 << 20
+// smallShardBytes: below this much used slot and bucket memory LookupBatch
+// just loops: the shard stays in the core's L2 cache and the extra passes
+// cost more than the misses they would overlap. Above it the passes win:
+// at 10k entries (1.3 MB of slots, more than this EPYC's 1 MiB L2 per
+// core, so every lookup went to L3) the batch's misses overlapped took 6-12%
+// less time than the loop, interleaved in one process on a loaded machine
+// (the threshold was 2 MiB, measured at 3% the other way on another host).
+const smallShardBytes = 512 << 10
+
+// deepShardBytes: above this much used slot and bucket memory LookupBatch
+// also touches the second entry of chains whose first is not the key
+// (measured: at 1M entries, 160 MB, BenchmarkPipelineBatchEstablished1M
+// took 9% less time a frame; at 10k, 1.3 MB, where that step hits L3, the
+// extra pass cost 1.5% more). Past a few MiB a shard's slots outgrow the
+// L3 share of a core.
+const deepShardBytes = 8 << 20
 
 // Stats are a shard's counters, named after /proc/net/stat/nf_conntrack.
 type Stats struct {
@@ -172,11 +184,13 @@ func (s *Shard) Hit() { s.stats.Found++ }
 // in order may find a result stale (Version changed) and look up again, so
 // it counts the results it uses with Hit. It
 // overlaps the cache misses of the batch: it first loads every bucket head,
-// then touches the first entry of every chain, then walks; the loads of
-// each pass are independent, so the CPU keeps many misses in flight.
+// then touches the first entry of every chain, then the second entry of
+// every chain whose first is not the key, then walks; the loads of each
+// pass are independent, so the CPU keeps many misses in flight.
 func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64) {
 	n := min(len(keys), len(hashes), len(out))
-	if uintptr(s.hwm)*unsafe.Sizeof(Entry{})+uintptr(len(s.buckets))*4 <= smallShardBytes {
+	used := uintptr(s.hwm)*unsafe.Sizeof(Entry{}) + uintptr(len(s.buckets))*4
+	if used <= smallShardBytes {
 		// The used slots fit in the caches: the extra passes cost more
 		// than the misses they would overlap.
 		for i := range n {
@@ -186,6 +200,7 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 		s.touchState(out[:n])
 		return
 	}
+	deep := used > deepShardBytes
 	var heads [batchChunk]uint32
 	for base := 0; base < n; base += batchChunk {
 		m := min(n-base, batchChunk)
@@ -202,12 +217,37 @@ func (s *Shard) LookupBatch(keys []Key, hashes []uint64, out []*Entry, now int64
 				sink += e.next + uint32(e.Helper)
 			}
 		}
-		s.sink += sink
+		// A chain whose first entry is not the key goes on: in a shard
+		// that spills out of L3, touch its second entry too, so that
+		// those misses overlap as well (at half load a quarter of the
+		// hits are not first in their chain, and each such step was a
+		// memory miss of its own in the walk).
 		ks, os := keys[base:base+m], out[base:base+m]
+		if deep {
+			sink += s.touchSecond(heads[:m], ks)
+		}
+		s.sink += sink
 		for i := range ks {
 			os[i] = s.walk(heads[i], &ks[i], uint32(hs[i])&s.mask, now)
 		}
 	}
+}
+
+// touchSecond loads the second entry of every chain (heads[i], for key
+// keys[i]) whose first entry is not the key, and returns a sum of what it
+// loaded for the caller's sink.
+func (s *Shard) touchSecond(heads []uint32, keys []Key) uint32 {
+	var sink uint32
+	for i := range min(len(heads), len(keys)) {
+		if h := heads[i]; h != 0 && int(h) <= len(s.entries) {
+			e := &s.entries[h-1]
+			if nx := e.next; nx != 0 && int(nx) <= len(s.entries) && !keyEqual(&e.key, &keys[i]) {
+				e2 := &s.entries[nx-1]
+				sink += e2.next + uint32(e2.Helper)
+			}
+		}
+	}
+	return sink
 }
 
 // touchState loads the second cache line of every found entry (the TCP

@@ -1,6 +1,7 @@
 package flowtable
 
 import (
+	"strconv"
 	"testing"
 	"unsafe"
 
@@ -341,37 +342,47 @@ func TestAllocs(t *testing.T) {
 
 func TestLookupBatchMatchesLookup(t *testing.T) {
 	// 20000 entries (2.7 MB) take LookupBatch's overlapped path, not the
-	// small-table loop.
-	const flows = 20000
-	tb := newTable(t, Config{MaxEntries: flows, Buckets: 4096, Shards: 1})
-	s := tb.Shard(0)
-	if uintptr(flows)*unsafe.Sizeof(Entry{}) <= smallShardBytes {
-		t.Fatal("table too small to exercise the batched path")
-	}
-	for i := range flows {
-		k, tu := udpFlow(i)
-		e, _ := s.Insert(&k, tb.HashKey(&k), &tu, 0)
-		e.Conn.Expires = int64(1 + i%2) // odd flows live longer
-	}
-	const n = 150 // more than one chunk
-	keys, hashes, out := make([]Key, n), make([]uint64, n), make([]*Entry, n)
-	for i := range n {
-		keys[i], _ = udpFlow(i*200 + i%2) // hits and misses (>= flows misses)
-		hashes[i] = tb.HashKey(&keys[i])
-	}
-	s.LookupBatch(keys, hashes, out, 1)
-	for i := range n {
-		j := i*200 + i%2
-		want := j < flows && j%2 == 1
-		if (out[i] != nil) != want {
-			t.Fatalf("flow %d: found %v, want %v", j, out[i] != nil, want)
-		}
-		if out[i] != nil && out[i].Key() != keys[i] {
-			t.Fatalf("flow %d: wrong entry", j)
-		}
-	}
-	if got := testing.AllocsPerRun(100, func() { s.LookupBatch(keys, hashes, out, 1) }); got != 0 {
-		t.Errorf("LookupBatch allocs: got %v, want 0", got)
+	// small-table loop; 70000 (9 MB) also its touch of second entries.
+	// 4096 buckets make chains of 5 and 17: the key is rarely first.
+	for _, tc := range []struct {
+		flows int
+		deep  bool
+	}{{20000, false}, {70000, true}} {
+		t.Run(strconv.Itoa(tc.flows), func(t *testing.T) {
+			flows := tc.flows
+			tb := newTable(t, Config{MaxEntries: flows, Buckets: 4096, Shards: 1})
+			s := tb.Shard(0)
+			size := uintptr(flows) * unsafe.Sizeof(Entry{})
+			if size <= smallShardBytes || (size > deepShardBytes) != tc.deep {
+				t.Fatalf("table of %d bytes does not exercise the path under test", size)
+			}
+			for i := range flows {
+				k, tu := udpFlow(i)
+				e, _ := s.Insert(&k, tb.HashKey(&k), &tu, 0)
+				e.Conn.Expires = int64(1 + i%2) // odd flows live longer
+			}
+			n := 150 // more than one chunk
+			step := flows / 100
+			keys, hashes, out := make([]Key, n), make([]uint64, n), make([]*Entry, n)
+			for i := range n {
+				keys[i], _ = udpFlow(i*step + i%2) // hits and misses (>= flows misses)
+				hashes[i] = tb.HashKey(&keys[i])
+			}
+			s.LookupBatch(keys, hashes, out, 1)
+			for i := range n {
+				j := i*step + i%2
+				want := j < flows && j%2 == 1
+				if (out[i] != nil) != want {
+					t.Fatalf("flow %d: found %v, want %v", j, out[i] != nil, want)
+				}
+				if out[i] != nil && out[i].Key() != keys[i] {
+					t.Fatalf("flow %d: wrong entry", j)
+				}
+			}
+			if got := testing.AllocsPerRun(100, func() { s.LookupBatch(keys, hashes, out, 1) }); got != 0 {
+				t.Errorf("LookupBatch allocs: got %v, want 0", got)
+			}
+		})
 	}
 }
 

@@ -238,6 +238,7 @@ func makeTable(c Config, g geometry, st *store) *Table {
 			s.entries = make([]Entry, per)
 			s.aux = alignedBytes(per * aux)
 		}
+		adviseHugeShard(s)
 		t.shards[i] = s
 	}
 	return t

@@ -280,6 +280,16 @@ func (rs *RuleSet) FilterLog(p *packet.Packet, st statemachine.CtState, inPort u
 //
 // Raw does not allocate and is safe for concurrent use.
 func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
+	var res RawResult
+	rs.RawTo(p, inPort, &res)
+	return res
+}
+
+// RawTo is Raw writing its result to res, for the per-packet path: a
+// RawResult (five fields) returned by value is stored to the stack byte by
+// byte and then copied with wider loads that the CPU cannot forward from
+// those stores, a stall on every packet.
+func (rs *RuleSet) RawTo(p *packet.Packet, inPort uint8, res *RawResult) {
 	var fi int
 	switch p.IPVersion {
 	case 4:
@@ -287,17 +297,17 @@ func (rs *RuleSet) Raw(p *packet.Packet, inPort uint8) RawResult {
 	case 6:
 		fi = 1
 	default:
-		return RawResult{Rule: PolicyRule}
+		*res = RawResult{Rule: PolicyRule}
+		return
 	}
-	res := RawResult{Rule: PolicyRule, Passive: true}
+	*res = RawResult{Rule: PolicyRule, Passive: true}
 	if rs.trivRaw[fi] {
-		return res
+		return
 	}
 	c := Ctx{State: statemachine.StateInvalid, InPort: inPort}
-	act, rule, cacheable := rs.walk(&rs.raw[fi], p, &c, &res)
+	act, rule, cacheable := rs.walk(&rs.raw[fi], p, &c, res)
 	if act == Drop {
 		res.Drop, res.Rule = true, rule
 	}
 	res.Passive = cacheable && !res.Drop && !res.NoTrack && res.Helper == HelperNone
-	return res
 }

@@ -54,7 +54,7 @@ func New(c *Conn, p *packet.Packet, now int64, cfg *Config) Result {
 		case tcpInvalid:
 			return invalid(r)
 		case tcpKill:
-			return Result{State: ctinfo(c, Original), Kill: true}
+			return Result{State: ctinfo(c, Original), Outcome: Outcome{Kill: true}}
 		}
 	case packet.ProtoUDP, protoUDPLite:
 		c.Expires = now + int64(cfg.Timeouts.UDP)
@@ -93,7 +93,7 @@ func Update(c *Conn, p *packet.Packet, dir Dir, now int64, cfg *Config) Result {
 		case tcpReopen:
 			// The caller deletes this entry and creates a new one
 			// from this packet; New decides its state.
-			return Result{State: StateNew, Reopen: true}
+			return Result{State: StateNew, Outcome: Outcome{Reopen: true}}
 		}
 	case packet.ProtoUDP, protoUDPLite:
 		udpPacket(c, now, cfg)
