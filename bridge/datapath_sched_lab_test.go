@@ -25,20 +25,7 @@ import (
 func TestDatapathRealtime(t *testing.T) {
 	const prio = 10
 	l := lab.NewT(t, lab.Options{Queues: 2})
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues = 2, 2
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.RTPriority = prio
-	c.Logf = t.Logf
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
+	dp := startRealtimeDatapath(t, l, 2, prio, 0)
 	if ok, out := l.Ping(l.LeftNS, lab.RightIPv4.Addr().String(), 3); !ok {
 		t.Fatalf("ping through the bridge failed:\n%s", out)
 	}
@@ -95,20 +82,7 @@ func TestDatapathRealtime(t *testing.T) {
 // flood. Needs root (SCHED_FIFO, ping -f).
 func TestDatapathRealtimeBudget(t *testing.T) {
 	l := lab.NewT(t, lab.Options{})
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues = 1, 1
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.RTPriority, c.IdleSpin = 10, time.Second
-	c.Logf = t.Logf
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
+	dp := startRealtimeDatapath(t, l, 1, 10, time.Second)
 	if ok, out := l.Ping(l.LeftNS, lab.RightIPv4.Addr().String(), 3); !ok {
 		t.Fatalf("ping through the bridge failed:\n%s", out)
 	}
@@ -152,4 +126,26 @@ func TestDatapathRealtimeBudget(t *testing.T) {
 	// above what the budget's own account allows; see the closing note of
 	// issue 15.
 	stopLabDatapath(t, l, dp)
+}
+
+// startRealtimeDatapath starts a datapath of cores workers (one queue
+// each) on l with real-time workers at prio and the idle spin given (0:
+// the default), stopped at the test's end.
+func startRealtimeDatapath(t *testing.T, l *lab.Lab, cores, prio int, idleSpin time.Duration) *Datapath {
+	t.Helper()
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = l.PortA, l.PortB
+	c.Cores, c.Queues = cores, cores
+	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
+	c.RTPriority, c.IdleSpin = prio, idleSpin
+	c.Logf = t.Logf
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { dp.Stop() })
+	return dp
 }
