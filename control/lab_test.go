@@ -262,14 +262,19 @@ func statsMismatches(st bridge.DatapathStats, ports [2]string, lines []string, e
 		// port with the datapath's counts.
 		var wantDrops []string
 		ta, tb := st.Total(bridge.PortA), st.Total(bridge.PortB)
-		if ta.Dropped()+tb.Dropped() > 0 {
+		if ta.Dropped()+tb.Dropped()+st.KernelDrops(bridge.PortA)+st.KernelDrops(bridge.PortB) > 0 {
 			for _, p := range []bridge.Port{bridge.PortA, bridge.PortB} {
 				tot := st.Total(p)
 				w := fmt.Sprintf("drops port=%s", ports[p])
 				for r := bridge.DropReason(1); r < bridge.NumDropReasons; r++ {
 					w += fmt.Sprintf(" %s=%d", strings.ReplaceAll(r.String(), "-", "_"), tot.Drops[r])
 				}
-				wantDrops = append(wantDrops, w+fmt.Sprintf(" handoff_full=%d", tot.HandoffFull))
+				var full, other uint64
+				for i := range st.Queues {
+					full += st.Queues[i].Socket[p].RxRingFull
+					other += st.Queues[i].Socket[p].RxDropped
+				}
+				wantDrops = append(wantDrops, w+fmt.Sprintf(" handoff_full=%d kernel_rx_ring_full=%d kernel_rx_dropped=%d", tot.HandoffFull, full, other))
 			}
 		}
 		if fmt.Sprint(lines[2:]) != fmt.Sprint(wantDrops) {

@@ -21,6 +21,7 @@ import (
 	"github.com/statewire/statewire/ctlist"
 	"github.com/statewire/statewire/flowtable"
 	"github.com/statewire/statewire/offload"
+	"github.com/statewire/statewire/ring"
 	"github.com/statewire/statewire/rules"
 	"github.com/statewire/statewire/statemachine"
 )
@@ -480,12 +481,20 @@ func (s *Server) fastStats(w *writer, ds *bridge.DatapathStats, f *bridge.FastPa
 
 // dropStats writes, once the datapath has dropped a frame, one line per
 // ingress port with its drops by reason (every reason, the kernel has no
-// such line: its drops are in nfstat and the rules' counters), in the
-// name=value form of the other lines: `drops port=eth0 malformed=0 rule=3
-// ... connlimit_full=0 handoff_full=0`.
+// such line: its drops are in nfstat and the rules' counters), then the
+// kernel's drops on that port's AF_XDP sockets, in the name=value form of
+// the other lines: `drops port=eth0 malformed=0 rule=3 ... connlimit_full=0
+// handoff_full=0 kernel_rx_ring_full=0 kernel_rx_dropped=0`.
 func (s *Server) dropStats(w *writer, ds *bridge.DatapathStats) {
 	tot := [2]bridge.PortCounters{ds.Total(bridge.PortA), ds.Total(bridge.PortB)}
-	if tot[0].Dropped()+tot[1].Dropped() == 0 {
+	var kernel [2]ring.Stats
+	for i := range ds.Queues {
+		for p := range kernel {
+			kernel[p].RxRingFull += ds.Queues[i].Socket[p].RxRingFull
+			kernel[p].RxDropped += ds.Queues[i].Socket[p].RxDropped
+		}
+	}
+	if tot[0].Dropped()+tot[1].Dropped()+ds.KernelDrops(bridge.PortA)+ds.KernelDrops(bridge.PortB) == 0 {
 		return
 	}
 	var b strings.Builder
@@ -500,6 +509,9 @@ func (s *Server) dropStats(w *writer, ds *bridge.DatapathStats) {
 			fmt.Fprintf(&b, " %s=%d", statName(r.String()), tot[p].Drops[r])
 		}
 		fmt.Fprintf(&b, " handoff_full=%d", tot[p].HandoffFull)
+		// The kernel's own, before the frame reached the worker: the
+		// RX ring was full (the worker fell behind) or another reason.
+		fmt.Fprintf(&b, " kernel_rx_ring_full=%d kernel_rx_dropped=%d", kernel[p].RxRingFull, kernel[p].RxDropped)
 		w.line(b.String())
 	}
 }

@@ -596,8 +596,8 @@ func TestStatsDrops(t *testing.T) {
 	}
 	lines, body := stats(true)
 	want := []string{
-		"drops port=ethA malformed=0 rule=2 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=0 connlimit_full=7 handoff_full=0",
-		"drops port=ethB malformed=0 rule=0 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=1 connlimit_full=0 handoff_full=5",
+		"drops port=ethA malformed=0 rule=2 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=0 connlimit_full=7 handoff_full=0 kernel_rx_ring_full=0 kernel_rx_dropped=0",
+		"drops port=ethB malformed=0 rule=0 raw_rule=0 table_full=0 helper=0 non_ip=0 oversize=0 tx_ring_full=0 reopen_failed=0 handover=0 reject=0 hashlimit_full=1 connlimit_full=0 handoff_full=5 kernel_rx_ring_full=0 kernel_rx_dropped=0",
 	}
 	if len(lines) != 5 || fmt.Sprint(lines[3:]) != fmt.Sprint(want) {
 		t.Errorf("drops: got\n%s\nwant the three kernel lines, then\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))

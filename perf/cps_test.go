@@ -63,6 +63,18 @@ func TestCPSLab(t *testing.T) {
 			if ov.Done > ov.Opened {
 				t.Errorf("done %d > opened %d", ov.Done, ov.Opened)
 			}
+			// Every trial says where the time went: at overload the
+			// generator's CPU opens connections as fast as it can.
+			for _, tr := range append([]CPSTrial{ov}, x.Trials...) {
+				if len(tr.CPUs) != 2 {
+					t.Errorf("trial at %.0f conn/s records CPUs %+v, want the generator's and the device's", tr.Target, tr.CPUs)
+				}
+			}
+			for _, c := range ov.CPUs {
+				if c.CPU == o.GenCPU && c.Idle > 0.5 {
+					t.Errorf("overload trial: generator CPU %d idle %.0f%% of the trial", c.CPU, 100*c.Idle)
+				}
+			}
 		})
 	}
 }

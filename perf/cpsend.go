@@ -345,6 +345,14 @@ type CPSTrial struct {
 	// Sent the frames of each step the endpoints transmitted.
 	Received [cpsSteps]uint64 `json:"received_per_step"`
 	Sent     [cpsSteps]uint64 `json:"sent_per_step"`
+	// CPUs is how busy the generator's and the device's CPUs were during
+	// the counted connections (/proc/stat).
+	CPUs []CPUSplit `json:"cpus,omitempty"`
+	// DeviceDrops is what statewire counted as dropped during the trial,
+	// by reason, both ports (its control socket's `conntrack -S` drops
+	// lines; reasons with none left out): not the measurement, which is
+	// the endpoints' count, but where the lost connections went.
+	DeviceDrops map[string]uint64 `json:"device_drops,omitempty"`
 }
 
 // cpsPair is the client and the server endpoint of a device and the

@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/statewire/statewire/control"
 
 	"github.com/statewire/statewire/lab"
 )
@@ -80,7 +85,22 @@ func (r *runner) cpsOpen(ctx context.Context, d *device) (*cpsPair, error) {
 	if d == r.nullDev {
 		sns, sif = l.BridgeNS, l.PortA
 	}
-	return openCPS(a, l.LeftNS, l.LeftIf, sns, sif, r.o.GenCPU)
+	p, err := openCPS(a, l.LeftNS, l.LeftIf, sns, sif, r.o.GenCPU)
+	if err != nil || r.o.GenCPU < 0 {
+		return p, err
+	}
+	// The endpoints' XDP runs in the NAPI of their veths, and veth runs
+	// that NAPI on the CPU that transmitted to it: the device's CPU for
+	// every frame the device forwards. Their own threads on the
+	// generator's CPU keep the tool's work off the device's CPU, as a
+	// far host's would be.
+	for _, e := range []struct{ ns, ifname string }{{l.LeftNS, l.LeftIf}, {sns, sif}} {
+		if err := threadNAPI(l, e.ns, e.ifname, r.o.GenCPU, r.o.RTPriority+1); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // cpsTrial runs one counted CPS trial of a (statewire continued for it).
@@ -89,7 +109,64 @@ func (r *runner) cpsTrial(a *cpsActive, rate float64) (CPSTrial, error) {
 		return CPSTrial{}, err
 	}
 	defer a.d.pause()
-	return a.p.run(rate, leadIn, r.o.CPSTrial)
+	cpus := r.splitCPUs()
+	all0 := make([]cpuStat, len(cpus))
+	for i, c := range cpus {
+		all0[i], _ = readCPUStat(c)
+	}
+	d0, derr := a.d.drops()
+	t, err := a.p.run(rate, leadIn, r.o.CPSTrial)
+	if err != nil {
+		return t, err
+	}
+	for i, c := range cpus {
+		b, _ := readCPUStat(c)
+		t.CPUs = append(t.CPUs, split(c, all0[i], b))
+	}
+	if d1, err := a.d.drops(); derr == nil && err == nil {
+		for k, v := range d1 {
+			if v > d0[k] {
+				if t.DeviceDrops == nil {
+					t.DeviceDrops = map[string]uint64{}
+				}
+				t.DeviceDrops[k] = v - d0[k]
+			}
+		}
+	}
+	return t, nil
+}
+
+// drops returns statewire's drop counters by reason, summed over its
+// ports, from its control socket (nil for the kernel devices).
+func (d *device) drops() (map[string]uint64, error) {
+	if d.cmd == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	sum := map[string]uint64{}
+	sock := control.DefaultPath(d.lab.PortA + "-" + d.lab.PortB)
+	_, err := control.Do(ctx, sock, control.Request{Op: control.OpStats}, func(line string) { addDrops(sum, line) })
+	return sum, err
+}
+
+// addDrops adds the counters of one `conntrack -S` line to sum when it is
+// a "drops port=NAME reason=N ..." line.
+func addDrops(sum map[string]uint64, line string) {
+	rest, ok := strings.CutPrefix(line, "drops port=")
+	if !ok {
+		return
+	}
+	fields := strings.Fields(rest)
+	if len(fields) == 0 {
+		return
+	}
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if n, err := strconv.ParseUint(v, 10, 64); ok && err == nil {
+			sum[k] += n
+		}
+	}
 }
 
 // cps measures connections per second: first the endpoints' own ceiling

@@ -359,15 +359,26 @@ func (d *device) steer(cpu int, mode string) error {
 // the copy to AF_XDP) then runs on the device CPU, and the generator's CPU
 // only generates and fills port A's ring.
 func (d *device) threadNAPI(cpu int) error {
-	l := d.lab
-	if _, err := l.Run(context.Background(), l.BridgeNS, "sh", "-c", "echo 1 > /sys/class/net/"+l.PortA+"/threaded"); err != nil {
-		return fmt.Errorf("perf: threaded NAPI on %s: %w", l.PortA, err)
+	if err := threadNAPI(d.lab, d.lab.BridgeNS, d.lab.PortA, cpu, 0); err != nil {
+		return err
 	}
-	prefix := "napi/" + l.PortA + "-"
+	d.steered = true
+	return nil
+}
+
+// threadNAPI turns on threaded NAPI for ifname in namespace ns of l and
+// pins its NAPI threads to cpu at nice -20 (Nice), or under SCHED_FIFO at
+// priority fifo when fifo > 0.
+func threadNAPI(l *lab.Lab, ns, ifname string, cpu, fifo int) error {
+	if _, err := l.Run(context.Background(), ns, "sh", "-c", "echo 1 > /sys/class/net/"+ifname+"/threaded"); err != nil {
+		return fmt.Errorf("perf: threaded NAPI on %s: %w", ifname, err)
+	}
+	prefix := "napi/" + ifname + "-"
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return err
 	}
+	found := false
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -390,10 +401,16 @@ func (d *device) threadNAPI(cpu int) error {
 		if err := unix.Setpriority(unix.PRIO_PROCESS, pid, Nice); err != nil {
 			return fmt.Errorf("perf: renice %s: %w", comm, err)
 		}
-		d.steered = true
+		if fifo > 0 {
+			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(fifo)}
+			if err := unix.SchedSetAttr(pid, &attr, 0); err != nil {
+				return fmt.Errorf("perf: SCHED_FIFO %d for %s: %w", fifo, comm, err)
+			}
+		}
+		found = true
 	}
-	if !d.steered {
-		return fmt.Errorf("perf: no NAPI thread for %s", l.PortA)
+	if !found {
+		return fmt.Errorf("perf: no NAPI thread for %s", ifname)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -318,7 +319,8 @@ func (r *Report) cpsLimited(x *CPSResult) bool {
 	if r.CPSGenerator == nil || x.Best.Done == 0 {
 		return false
 	}
-	return x.Best.Target >= 0.97*r.CPSGenerator.Completed || x.Best == x.Overload
+	return x.Best.Target >= 0.97*r.CPSGenerator.Completed ||
+		(x.Best.Target == x.Overload.Target && x.Best.Opened == x.Overload.Opened)
 }
 
 // writeCPS adds the connections-per-second section of the table.
@@ -356,5 +358,30 @@ func (r *Report) writeCPS(b *strings.Builder) {
 	}
 	if slices.ContainsFunc(r.CPS, func(x CPSResult) bool { return r.cpsLimited(&x) }) {
 		fmt.Fprintf(b, "≥: the device completed connections at the endpoints' ceiling; its CPS is at least this\n")
+	}
+	// Where the time and the lost connections went, at the device's CPS
+	// and at overload: the CPUs' busy shares and statewire's own drops.
+	for i := range r.CPS {
+		x := &r.CPS[i]
+		for _, t := range []struct {
+			what string
+			t    *CPSTrial
+		}{{"at CPS", &x.Best}, {"overload", &x.Overload}} {
+			if len(t.t.CPUs) == 0 {
+				continue
+			}
+			fmt.Fprintf(b, "  %-17s %-8s", x.Device, t.what)
+			for _, c := range t.t.CPUs {
+				fmt.Fprintf(b, " cpu%d busy %3.0f%% (softirq %2.0f%%)", c.CPU, 100*(1-c.Idle), 100*c.Softirq)
+			}
+			if t.t.DeviceDrops != nil {
+				keys := slices.Sorted(maps.Keys(t.t.DeviceDrops))
+				b.WriteString("; statewire dropped")
+				for _, k := range keys {
+					fmt.Fprintf(b, " %s=%d", k, t.t.DeviceDrops[k])
+				}
+			}
+			b.WriteByte('\n')
+		}
 	}
 }
