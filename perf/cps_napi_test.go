@@ -1,11 +1,13 @@
 package perf
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/statewire/statewire/lab"
 )
@@ -106,6 +108,43 @@ func TestAddDrops(t *testing.T) {
 	for k, v := range want {
 		if sum[k] != v {
 			t.Errorf("%s = %d, want %d", k, sum[k], v)
+		}
+	}
+}
+
+// TestReportTableCPSOnly: a CPS-only report has no floods' header and no
+// latency line, and says where the time and the drops went per trial.
+func TestReportTableCPSOnly(t *testing.T) {
+	r := &Report{
+		Date: time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC), Kernel: "6.18", CPUs: 2, TrialSeconds: 1,
+		LatencyIntervalUs: 100, CPSComplete: 0.995, CPSTrialSeconds: 1,
+		CPSGenerator: &CPSTrial{Completed: 1e6, Ratio: 1},
+		CPS: []CPSResult{
+			{Device: "statewire-offload-off",
+				Overload: CPSTrial{Offered: 2e5, Completed: 7e4, Ratio: 0.35, CPUs: []CPUSplit{{CPU: 0, Softirq: 0.2}, {CPU: 1, Idle: 0.05}},
+					DeviceDrops: map[string]uint64{"kernel_rx_ring_full": 12, "rule": 3}},
+				Best: CPSTrial{Completed: 5e4, Ratio: 0.999, CPUs: []CPUSplit{{CPU: 0, Idle: 0.5}, {CPU: 1, Idle: 0.25}}}},
+			{Device: KernelBridgeCT, Best: CPSTrial{Completed: 2.5e4, Ratio: 1}},
+		},
+	}
+	var b bytes.Buffer
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, bad := range []string{"frame   flows", "latency trials"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("CPS-only table has %q:\n%s", bad, out)
+		}
+	}
+	for _, want := range []string{
+		"statewire-offload-off     200000      70000     0.9990      50000        -   2.00x\n",
+		"kernel-bridge-ct               0          0     1.0000      25000        -   1.00x\n",
+		"  statewire-offload-off at CPS   cpu0 busy  50% (softirq  0%) cpu1 busy  75% (softirq  0%)\n",
+		"  statewire-offload-off overload cpu0 busy 100% (softirq 20%) cpu1 busy  95% (softirq  0%); statewire dropped kernel_rx_ring_full=12 rule=3\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q; got:\n%s", want, out)
 		}
 	}
 }

@@ -17,7 +17,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "statewire perf  %s  kernel %s  %d CPUs  trial %.2gs\n", r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPUs, r.TrialSeconds)
 	fmt.Fprintf(&b, "steering %s; load average before: %s, after: %s\n", r.Steer, r.LoadBefore, r.LoadAfter)
-	if r.LatencyIntervalUs > 0 {
+	if r.LatencyIntervalUs > 0 && slices.ContainsFunc(r.Results, func(x Result) bool { return len(x.Latency) > 0 }) {
 		fmt.Fprintf(&b, "latency trials: live generator calls at least %.0f µs apart, paced ones %.0f µs; real-time priority %d (0: normal policy)\n", r.LatencyIntervalUs, float64(PacedInterval)/1e3, r.RTPriority)
 	}
 	if r.Floor != nil {
@@ -36,9 +36,24 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if slices.Contains(sizes, IMIX) {
 		fmt.Fprintf(&b, "imix: simple IMIX, frames of 64/576/1500 B (FCS included) 7:4:1, mean %.2f B\n", MeanFrameBytes(IMIX))
 	}
-	fmt.Fprintf(&b, "\n%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n",
+	if len(r.Results) > 0 {
+		r.writeFloods(&b)
+	}
+	r.writeWorkers(&b)
+	r.writeCPS(&b)
+	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {
+		fmt.Fprintf(&b, "%s: not measured: %s\n", name, firstLine(r.Errors[name]))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeFloods adds the floods' table: one row per frame size, flow count
+// and device, its latency points and profile under it.
+func (r *Report) writeFloods(b *strings.Builder) {
+	fmt.Fprintf(b, "\n%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n",
 		"frame", "flows", "device", "offered", "thru", "NDR", "PDR", "ns/pkt", "thr/br", "thr/ct", "NDR/br", "NDR/ct", "thr/xdp", "NDR/xdp", "thru", "NDR")
-	fmt.Fprintf(&b, "%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "", "", "Gbit/s", "Gbit/s")
+	fmt.Fprintf(b, "%5s %7s  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7s %7s\n", "B", "", "", "Mpps", "Mpps", "Mpps", "Mpps", "at NDR", "", "", "", "", "", "", "Gbit/s", "Gbit/s")
 	for _, x := range r.Results {
 		ndr, pdr := "-", "-"
 		if x.Searched {
@@ -52,31 +67,24 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.Searched {
 			ndrG = fmt.Sprintf("%.3f", Gbps(x.NDR.Delivered, x.FrameSize))
 		}
-		fmt.Fprintf(&b, "%5s %7d  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7.3f %7s",
+		fmt.Fprintf(b, "%5s %7d  %-24s %8s %8s %8s %8s %8s  %7s %7s %7s %7s %7s %7s %7.3f %7s",
 			SizeLabel(x.FrameSize), x.Flows, x.Device, mpps(x.Throughput.Offered), mpps(x.Throughput.Delivered), ndr, pdr, ns,
 			r.ratio(x, KernelBridge, false), r.ratio(x, KernelBridgeCT, false),
 			r.ratio(x, KernelBridge, true), r.ratio(x, KernelBridgeCT, true),
 			r.ratio(x, XDPRedirect, false), r.ratio(x, XDPRedirect, true),
 			Gbps(x.Throughput.Delivered, x.FrameSize), ndrG)
 		if x.Error != "" {
-			fmt.Fprintf(&b, "  error: %s", firstLine(x.Error))
+			fmt.Fprintf(b, "  error: %s", firstLine(x.Error))
 		}
 		b.WriteByte('\n')
 		for _, l := range x.Latency {
-			fmt.Fprintf(&b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples; %s generator, bursts of up to %.0f)\n",
+			fmt.Fprintf(b, "%5s %7s    latency at %3.0f%% NDR (%.3f Mpps): p50 %.0f us, p99 %.0f us, p99.9 %.0f us (%d samples; %s generator, bursts of up to %.0f)\n",
 				"", "", l.Load*100, l.RatePPS/1e6, l.P50us, l.P99us, l.P999us, l.Samples, l.Generator, l.Burst)
 		}
 		for _, p := range x.Profile {
-			fmt.Fprintf(&b, "%5s %7s    profile %s\n", "", "", p)
+			fmt.Fprintf(b, "%5s %7s    profile %s\n", "", "", p)
 		}
 	}
-	r.writeWorkers(&b)
-	r.writeCPS(&b)
-	for _, name := range slices.Sorted(mapsKeys(r.Errors)) {
-		fmt.Fprintf(&b, "%s: not measured: %s\n", name, firstLine(r.Errors[name]))
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 func mapsKeys(m map[string]string) func(func(string) bool) {
@@ -334,8 +342,8 @@ func (r *Report) writeCPS(b *strings.Builder) {
 	if g := r.CPSGenerator; g != nil {
 		fmt.Fprintf(b, "endpoint ceiling (client and server directly connected, no device): %.0f conn/s (%.4f complete)\n", g.Completed, g.Ratio)
 	}
-	fmt.Fprintf(b, "%-17s %10s %10s %10s %10s  %7s %7s\n", "device", "offered", "completed", "complete", "CPS", "CPS/br", "CPS/ct")
-	fmt.Fprintf(b, "%-17s %10s %10s %10s %10s\n", "", "overload/s", "overload/s", "at CPS", "conn/s")
+	fmt.Fprintf(b, "%-21s %10s %10s %10s %10s  %7s %7s\n", "device", "offered", "completed", "complete", "CPS", "CPS/br", "CPS/ct")
+	fmt.Fprintf(b, "%-21s %10s %10s %10s %10s\n", "", "overload/s", "overload/s", "at CPS", "conn/s")
 	ratio := func(x *CPSResult, kernel string) string {
 		k := r.cpsResult(kernel)
 		if k == nil || k.Best.Completed <= 0 || x.Best.Completed <= 0 {
@@ -349,7 +357,7 @@ func (r *Report) writeCPS(b *strings.Builder) {
 		if r.cpsLimited(x) {
 			cps = "≥" + cps
 		}
-		fmt.Fprintf(b, "%-17s %10.0f %10.0f %10.4f %10s  %7s %7s", x.Device, x.Overload.Offered, x.Overload.Completed, x.Best.Ratio, cps,
+		fmt.Fprintf(b, "%-21s %10.0f %10.0f %10.4f %10s  %7s %7s", x.Device, x.Overload.Offered, x.Overload.Completed, x.Best.Ratio, cps,
 			ratio(x, KernelBridge), ratio(x, KernelBridgeCT))
 		if x.Error != "" {
 			fmt.Fprintf(b, "  error: %s", firstLine(x.Error))
@@ -370,7 +378,7 @@ func (r *Report) writeCPS(b *strings.Builder) {
 			if len(t.t.CPUs) == 0 {
 				continue
 			}
-			fmt.Fprintf(b, "  %-17s %-8s", x.Device, t.what)
+			fmt.Fprintf(b, "  %-21s %-8s", x.Device, t.what)
 			for _, c := range t.t.CPUs {
 				fmt.Fprintf(b, " cpu%d busy %3.0f%% (softirq %2.0f%%)", c.CPU, 100*(1-c.Idle), 100*c.Softirq)
 			}
