@@ -93,9 +93,16 @@ func (r *runner) cpsOpen(ctx context.Context, d *device) (*cpsPair, error) {
 	// that NAPI on the CPU that transmitted to it: the device's CPU for
 	// every frame the device forwards. Their own threads on the
 	// generator's CPU keep the tool's work off the device's CPU, as a
-	// far host's would be.
+	// far host's would be; under SCHED_FIFO above the generator, whose
+	// pacing spins, they run as soon as a frame is queued (at nice -20
+	// beside it they waited for its time slice, and the endpoints
+	// dropped at their rings).
 	for _, e := range []struct{ ns, ifname string }{{l.LeftNS, l.LeftIf}, {sns, sif}} {
-		if err := threadNAPI(l, e.ns, e.ifname, r.o.GenCPU, r.o.RTPriority+1); err != nil {
+		fifo := 0
+		if r.o.RTPriority > 0 {
+			fifo = r.o.RTPriority + 1
+		}
+		if err := threadNAPI(l, e.ns, e.ifname, r.o.GenCPU, fifo); err != nil {
 			p.close()
 			return nil, err
 		}

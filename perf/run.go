@@ -46,9 +46,10 @@ type Options struct {
 	NoFloor bool
 	// RTPriority, when positive, runs statewire with --rt-priority and,
 	// during the latency trials, ksoftirqd of the generator and device
-	// CPUs under SCHED_FIFO at this priority (realtime.go); 0 leaves every
-	// thread under the normal policy. Quick and full options use
-	// DefaultRTPriority.
+	// CPUs under SCHED_FIFO at this priority (realtime.go), and the CPS
+	// endpoints' NAPI threads one above it (they share the generator's
+	// CPU with its pacing spin); 0 leaves every thread under the normal
+	// policy. Quick and full options use DefaultRTPriority.
 	RTPriority int
 	// Statewire is the statewire binary; StatewireArgs are passed to
 	// `statewire run` after --port-a/--port-b (and --rules, unless given).

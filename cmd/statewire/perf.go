@@ -76,7 +76,7 @@ func perfParse(args []string, stderr io.Writer) (perf.Options, string, string, e
 	latency := fs.Bool("latency", false, "measure latency percentiles at 10/50/90% of NDR (default on without --quick)")
 	noLatency := fs.Bool("no-latency", false, "skip the latency trials")
 	latLoads := fs.String("latency-loads", "", "loads of the latency trials as fractions of each device's NDR, comma separated (default 0.1,0.5,0.9); implies --latency")
-	rtPrio := fs.Int("rt-priority", perf.DefaultRTPriority, "SCHED_FIFO priority of statewire's workers (statewire run --rt-priority) and, during the latency trials, of the generator and ksoftirqd (0: the normal policy for all; see perf/RESULTS.md, Tail latency)")
+	rtPrio := fs.Int("rt-priority", perf.DefaultRTPriority, "SCHED_FIFO priority of statewire's workers (statewire run --rt-priority) and, during the latency trials, of the generator and ksoftirqd; the CPS endpoints' NAPI threads run one above it (0: the normal policy for all; see perf/RESULTS.md, Tail latency)")
 	latInterval := fs.Duration("latency-interval", perf.DefaultLatencyInterval, "shortest time between the latency generator's calls: a device sees bursts of rate x this")
 	latGen := fs.String("latency-generator", perf.LatencyPaced, "generator of the latency trials: paced (frames evenly spaced by the packet generator when the rate is within its reach, else live bursts of rate x --latency-interval), live or packet (bursts of rate x --latency-interval)")
 	noFloor := fs.Bool("no-floor", false, "skip the machine's latency floor (cross-CPU wake-up and a spinning thread's gaps on --dut-cpu) measured before the latency trials")
