@@ -38,13 +38,6 @@ import (
 // milliseconds).
 const rtIdleSpin = int64(50 * time.Microsecond)
 
-// setRealtime puts the calling thread (the worker's, locked) under
-// SCHED_FIFO at prio.
-func setRealtime(prio int) error {
-	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
-	return unix.SchedSetAttr(0, &attr, 0)
-}
-
 // idleSpinFor returns how long w spins after its last frame.
 func (w *worker) idleSpinFor() int64 {
 	if s := w.dp.cfg.IdleSpin; s > 0 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/internal/sched"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet"
 	"github.com/statewire/statewire/ring"
@@ -262,17 +263,15 @@ func (w *worker) run() {
 	if cpus := w.dp.cfg.CPUs; len(cpus) > w.id {
 		// A pinned thread must not go back to the scheduler's pool with
 		// its affinity: exiting locked makes the runtime end the thread.
-		var set unix.CPUSet
-		set.Set(cpus[w.id])
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			w.dp.logf("datapath: worker %d: pin to CPU %d: %v (running unpinned)", w.id, cpus[w.id], err)
+		if err := sched.Pin(cpus[w.id]); err != nil {
+			w.dp.logf("datapath: worker %d (--cpus): %v (running unpinned)", w.id, err)
 		}
 	} else {
 		defer runtime.UnlockOSThread()
 	}
 	if prio := w.dp.cfg.RTPriority; prio > 0 {
-		if err := setRealtime(prio); err != nil {
-			w.dp.logf("datapath: worker %d: SCHED_FIFO priority %d refused: %v; running under the normal policy (it needs root or CAP_SYS_NICE, and with RT group scheduling a cgroup with cpu.rt_runtime_us; drop --rt-priority to silence this)", w.id, prio, err)
+		if err := sched.FIFO(prio); err != nil {
+			w.dp.logf("datapath: worker %d: %v; running under the normal policy", w.id, err)
 		}
 	}
 	w.spin = w.idleSpinFor()
