@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/statewire/statewire/internal/sched"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,17 +77,12 @@ func monoNow() int64 {
 func pinThread(cpu, prio int) error {
 	runtime.LockOSThread()
 	if cpu >= 0 {
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+		if err := sched.Pin(cpu); err != nil {
+			return err
 		}
 	}
 	if prio > 0 {
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
-		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-			return fmt.Errorf("SCHED_FIFO %d: %w", prio, err)
-		}
+		return sched.FIFO(prio)
 	}
 	return nil
 }

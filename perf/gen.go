@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/statewire/statewire/internal/sched"
 	"github.com/statewire/statewire/lab"
 	"golang.org/x/sys/unix"
 )
@@ -348,15 +349,12 @@ func (g *Generator) interval() time.Duration {
 // pin pins the calling (locked) thread to the generator CPU and renices it.
 func (g *Generator) pin() error {
 	if g.cfg.CPU >= 0 {
-		var set unix.CPUSet
-		set.Set(g.cfg.CPU)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("perf: pin generator to CPU %d: %w", g.cfg.CPU, err)
+		if err := sched.Pin(g.cfg.CPU); err != nil {
+			return fmt.Errorf("perf: generator (--gen-cpu): %w", err)
 		}
 	}
-	// Thread-directed: on Linux PRIO_PROCESS with 0 is this thread.
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, Nice); err != nil {
-		return fmt.Errorf("perf: renice generator: %w", err)
+	if err := sched.Nice(Nice); err != nil {
+		return fmt.Errorf("perf: generator: %w", err)
 	}
 	return nil
 }
