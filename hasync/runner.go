@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/statewire/statewire/bridge"
+	"github.com/statewire/statewire/internal/sched"
 )
 
 // Priorities of the service's thread (Config.Priority, --sync-priority).
@@ -128,9 +129,8 @@ func (s *Service) runLoop(started chan<- struct{}) {
 	// Never unlocked: a thread with a lowered priority must not go back
 	// to the runtime's pool, so it ends with this goroutine.
 	runtime.LockOSThread()
-	tid := unix.Gettid()
-	s.run.tid.Store(int32(tid))
-	if err := setPriority(tid, s.cfg.Priority); err != nil {
+	s.run.tid.Store(int32(unix.Gettid()))
+	if err := setPriority(s.cfg.Priority); err != nil {
 		s.cfg.Logger.Warn("state sync: could not lower the sync thread's priority; it competes with the workers for CPU", "priority", s.cfg.Priority, "err", err)
 	}
 	close(started)
@@ -190,15 +190,13 @@ func (s *Service) newCached() *cached {
 	return new(cached)
 }
 
-// setPriority lowers the calling thread (tid) to p.
-func setPriority(tid int, p string) error {
+// setPriority lowers the calling thread (locked) to p.
+func setPriority(p string) error {
 	switch p {
 	case PriorityIdle:
-		return unix.SchedSetAttr(tid, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0)
+		return sched.Idle()
 	case PriorityNice:
-		// PRIO_PROCESS with a thread id sets that thread's nice value
-		// (setpriority(2), Linux notes).
-		return unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+		return sched.Nice(19)
 	}
 	return nil
 }
