@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/statewire/statewire/flowtable"
+	"github.com/statewire/statewire/internal/sched"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/ring"
 	"golang.org/x/sys/unix"
@@ -223,9 +225,13 @@ func (c DatapathConfig) Validate() error {
 		return bad("%d CPUs listed for %d workers: list one per worker", len(c.CPUs), c.Cores)
 	}
 	seen := map[int]bool{}
+	// The CPUs this process may use are its affinity (taskset, the
+	// cgroup's cpuset), not 0..NumCPU-1: under taskset -c 2,3 NumCPU is
+	// 2 and CPUs 2 and 3 are the right ones.
+	allowed, aerr := sched.Allowed()
 	for _, cpu := range c.CPUs {
-		if cpu < 0 || cpu >= runtime.NumCPU() {
-			return bad("CPU %d: must be in [0, %d)", cpu, runtime.NumCPU())
+		if cpu < 0 || (aerr == nil && !slices.Contains(allowed, cpu)) || (aerr != nil && cpu >= runtime.NumCPU()) {
+			return bad("CPU %d: not one this process may run on (CPUs %s, as taskset -c and the cgroup's cpuset allow)", cpu, sched.List(allowed))
 		}
 		if seen[cpu] {
 			return bad("CPU %d listed twice: one worker per CPU", cpu)

@@ -2,9 +2,11 @@ package bridge
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/statewire/statewire/internal/sched"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/ring"
@@ -47,7 +49,8 @@ func TestDatapathConfigValidate(t *testing.T) {
 		{"bind mode", func(c *DatapathConfig) { c.XDPMode = ring.Mode(9) }, "Mode 9"},
 		{"one CPU per worker", func(c *DatapathConfig) { c.CPUs = []int{0} }, ""},
 		{"CPUs for fewer workers", func(c *DatapathConfig) { c.Cores, c.Queues, c.CPUs = 2, 2, []int{0} }, "1 CPUs listed for 2 workers"},
-		{"CPU out of range", func(c *DatapathConfig) { c.CPUs = []int{4096} }, "CPU 4096"},
+		{"CPU out of range", func(c *DatapathConfig) { c.CPUs = []int{4096} }, "CPU 4096: not one this process may run on (CPUs 0-"},
+		{"CPU negative", func(c *DatapathConfig) { c.CPUs = []int{-1} }, "CPU -1: not one"},
 		{"CPU twice", func(c *DatapathConfig) { c.Cores, c.Queues, c.CPUs = 2, 2, []int{0, 0} }, "CPU 0 listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,6 +73,37 @@ func TestDatapathConfigValidate(t *testing.T) {
 				t.Errorf("NewDatapath accepted a config Validate refuses")
 			}
 		})
+	}
+}
+
+// TestDatapathConfigCPUsAllowed: --cpus is checked against the CPUs the
+// process may run on (taskset), not 0..NumCPU-1: on a thread allowed CPU 1
+// only, CPU 1 is accepted and CPU 0 refused with the allowed list.
+func TestDatapathConfigCPUsAllowed(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	type result struct{ ok, refused error }
+	res := make(chan result, 1)
+	go func() {
+		// Exits locked: the runtime ends the pinned thread.
+		runtime.LockOSThread()
+		if err := sched.Pin(1); err != nil {
+			res <- result{ok: err}
+			return
+		}
+		c := validConfig()
+		c.CPUs = []int{1}
+		ok := c.Validate()
+		c.CPUs = []int{0}
+		res <- result{ok, c.Validate()}
+	}()
+	r := <-res
+	if r.ok != nil {
+		t.Fatalf("CPU 1 on a thread allowed CPU 1: %v", r.ok)
+	}
+	if r.refused == nil || !strings.Contains(r.refused.Error(), "CPU 0: not one this process may run on (CPUs 1,") {
+		t.Errorf("CPU 0 on a thread allowed CPU 1 only: got %v, want it refused naming CPUs 1", r.refused)
 	}
 }
 

@@ -260,19 +260,26 @@ func (w *worker) run() {
 	runtime.LockOSThread()
 	defer w.dp.wg.Done()
 	w.tid.Store(int32(unix.Gettid()))
+	// A pinned or real-time thread must not go back to the scheduler's
+	// pool, where any goroutine could run on it with its affinity or its
+	// priority: exiting locked makes the runtime end the thread.
+	changed := false
 	if cpus := w.dp.cfg.CPUs; len(cpus) > w.id {
-		// A pinned thread must not go back to the scheduler's pool with
-		// its affinity: exiting locked makes the runtime end the thread.
 		if err := sched.Pin(cpus[w.id]); err != nil {
 			w.dp.logf("datapath: worker %d (--cpus): %v (running unpinned)", w.id, err)
+		} else {
+			changed = true
 		}
-	} else {
-		defer runtime.UnlockOSThread()
 	}
 	if prio := w.dp.cfg.RTPriority; prio > 0 {
 		if err := sched.FIFO(prio); err != nil {
 			w.dp.logf("datapath: worker %d: %v; running under the normal policy", w.id, err)
+		} else {
+			changed = true
 		}
+	}
+	if !changed {
+		defer runtime.UnlockOSThread()
 	}
 	w.spin = w.idleSpinFor()
 	var lastWork int64

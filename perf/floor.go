@@ -73,7 +73,9 @@ func monoNow() int64 {
 }
 
 // pinThread locks the calling goroutine to its thread, pins the thread to
-// cpu and, when prio > 0, puts it under SCHED_FIFO. The caller unlocks.
+// cpu and, when prio > 0, puts it under SCHED_FIFO. The goroutine never
+// unlocks: it exits locked, and the runtime then ends the thread instead of
+// handing a pinned (real-time) thread to other goroutines.
 func pinThread(cpu, prio int) error {
 	runtime.LockOSThread()
 	if cpu >= 0 {
@@ -135,7 +137,6 @@ func measureWake(genCPU, dutCPU, prio int, d time.Duration) ([]int64, error) {
 	ready := make(chan error, 1)
 	done := make(chan error, 1)
 	go func() {
-		defer runtime.UnlockOSThread()
 		if err := pinThread(dutCPU, prio); err != nil {
 			ready <- err
 			return
@@ -171,31 +172,10 @@ func measureWake(genCPU, dutCPU, prio int, d time.Duration) ([]int64, error) {
 	if err := <-ready; err != nil {
 		return nil, err
 	}
-	err = func() error {
-		defer runtime.UnlockOSThread()
-		if err := pinThread(genCPU, 0); err != nil {
-			return err
-		}
-		one := [8]byte{1}
-		end := monoNow() + d.Nanoseconds()
-		for i := int64(0); ; i++ {
-			// One write at a time: the next waits until the receiver has
-			// taken this one (an eventfd adds up writes it has not read).
-			for taken.Load() < i {
-			}
-			gap := wakeGapMin + rand.N(wakeGapMax-wakeGapMin)
-			until := monoNow() + gap.Nanoseconds()
-			for monoNow() < until {
-			}
-			if until > end {
-				return nil
-			}
-			sentAt.Store(monoNow())
-			if _, err := unix.Write(efd, one[:]); err != nil {
-				return err
-			}
-		}
-	}()
+	// The writer runs on a goroutine of its own, which exits locked.
+	werr := make(chan error, 1)
+	go func() { werr <- writeWakes(genCPU, efd, d, &taken, &sentAt) }()
+	err = <-werr
 	stop.Store(true)
 	if rerr := <-done; err == nil {
 		err = rerr
@@ -203,11 +183,37 @@ func measureWake(genCPU, dutCPU, prio int, d time.Duration) ([]int64, error) {
 	return lat, err
 }
 
+// writeWakes is measureWake's writer, pinned to genCPU: one eventfd write
+// at a random gap after the receiver took the last, until d has passed.
+func writeWakes(genCPU, efd int, d time.Duration, taken, sentAt *atomic.Int64) error {
+	if err := pinThread(genCPU, 0); err != nil {
+		return err
+	}
+	one := [8]byte{1}
+	end := monoNow() + d.Nanoseconds()
+	for i := int64(0); ; i++ {
+		// One write at a time: the next waits until the receiver has
+		// taken this one (an eventfd adds up writes it has not read).
+		for taken.Load() < i {
+		}
+		gap := wakeGapMin + rand.N(wakeGapMax-wakeGapMin)
+		until := monoNow() + gap.Nanoseconds()
+		for monoNow() < until {
+		}
+		if until > end {
+			return nil
+		}
+		sentAt.Store(monoNow())
+		if _, err := unix.Write(efd, one[:]); err != nil {
+			return err
+		}
+	}
+}
+
 // measureSpin spins on dutCPU for d and records the gaps into f.
 func measureSpin(dutCPU, prio int, d time.Duration, f *Floor) error {
 	errc := make(chan error, 1)
 	go func() {
-		defer runtime.UnlockOSThread()
 		if err := pinThread(dutCPU, prio); err != nil {
 			errc <- err
 			return
