@@ -291,14 +291,22 @@ func TestRejectAgainstKernel(t *testing.T) {
 		fmt.Fprintf(&table, "%2d %-40s", si+1, s.what)
 		for wi, w := range wires {
 			fmt.Fprintf(&table, " | %s: %v, %s", w.name, got[wi], ans[wi])
+			failed := false
 			if got[wi] != s.fate {
 				t.Errorf("step %d %s: %s: got %v, want %v", si+1, s.what, w.name, got[wi], s.fate)
+				failed = true
 			}
 			if (ans[wi] != "none") != s.answer {
 				t.Errorf("step %d %s: %s: answer %s, want one: %v", si+1, s.what, w.name, ans[wi], s.answer)
+				failed = true
 			}
 			if wi > 0 && ans[wi] != ans[0] {
 				t.Errorf("step %d %s: %s answered\n  %s\nthe kernel\n  %s", si+1, s.what, w.name, ans[wi], ans[0])
+				failed = true
+			}
+			if failed {
+				t.Logf("step %d %s: %s failed; its counters now:\n%s%s", si+1, s.what, w.name, w.explain(s.frame),
+					lateArrivals(w, near[wi], s, got[wi], ans[wi]))
 			}
 		}
 		table.WriteByte('\n')
@@ -337,6 +345,21 @@ func TestRejectAgainstKernel(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lateArrivals says whether what step s missed on wire w (the frame at
+// the far host, the answer at the near one, sniffed by near) turns up in
+// a further second: late (a slow machine, a frame stuck in a ring until
+// something kicked it) or never (lost; the counters explain says where).
+func lateArrivals(w *spoofWire, near *sniffer, s rejectStep, got fate, ans string) string {
+	var b strings.Builder
+	if got == dropped && s.fate == forwarded {
+		fmt.Fprintf(&b, "the frame at the far host a second later: %v\n", w.sniff[1].await(s.frame, time.Second))
+	}
+	if ans == "none" && s.answer {
+		fmt.Fprintf(&b, "the answer at the near host a second later: %s\n", answerFields(near.find(s.frame, time.Second)))
+	}
+	return b.String()
 }
 
 // afterMAC returns a LOG line from "MAC=" (or --log-macdecode's

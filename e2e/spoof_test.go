@@ -317,6 +317,7 @@ type spoofWire struct {
 	lab   *lab.Lab
 	inj   [2]int
 	sniff [2]*catcher
+	ctl   string // a statewire wire's control socket (explain), "" for the kernel's
 }
 
 // portRules substitutes l's port names into an iptables-save template.
@@ -392,13 +393,16 @@ func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast b
 		e2etest.HostGRO(t, l, true)
 		offload, name = "on", fmt.Sprintf("statewire(cores=%d,fast)", cores)
 	}
-	file := filepath.Join(t.TempDir(), "fw.rules")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "fw.rules")
 	if err := os.WriteFile(file, []byte(portRules(l, rules)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The control socket lets a failing step read the counters (explain).
+	ctl := filepath.Join(dir, "ctl.sock")
 	args := []string{"run", "--port-a", l.PortA, "--port-b", l.PortB,
 		"--cores", fmt.Sprint(cores), "--queues", "2", "--ring-size", "512",
-		"--rules", file, "--control-socket", "none", "--offload", offload}
+		"--rules", file, "--control-socket", ctl, "--offload", offload}
 	if rules6 != "" {
 		file6 := filepath.Join(t.TempDir(), "fw6.rules")
 		if err := os.WriteFile(file6, []byte(portRules(l, rules6)), 0o644); err != nil {
@@ -456,7 +460,9 @@ func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast b
 	if _, ok := l.PingWithin(l.LeftNS, rightIP.String(), 10*time.Second); !ok {
 		t.Fatalf("no ping through statewire run (%d cores)\nstderr: %s", cores, stderr.String())
 	}
-	return newSpoofWire(t, name, l), stdout, stderr
+	w := newSpoofWire(t, name, l)
+	w.ctl = ctl
+	return w, stdout, stderr
 }
 
 func newSpoofWire(t *testing.T, name string, l *lab.Lab) *spoofWire {

@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/statewire/statewire/control"
+	"github.com/statewire/statewire/packet"
+)
+
+// explain returns what a failing step needs to be understood, read from
+// wire w right after the step failed: for a `statewire run` wire its
+// `conntrack -S` (the drops by reason, reject_* and tx-full counts, the
+// hand-offs, the fast path's flows, punts and redirect errors) and its
+// `conntrack -L` entries for frame's addresses and protocol (OFFLOAD: the
+// fast path holds the flow); for every wire the kernel's counters of the
+// bridge's ports and of the near host's interface (`ip -s link`: a frame
+// a veth could not deliver is a TX drop there) and, where the driver has
+// them, the ports' `ethtool -S` (veth's XDP counters: redirects, xmit
+// errors). Each read has its own deadline; a read that fails says so in
+// the text instead of failing the test a second time. Called from the
+// test goroutine only.
+func (w *spoofWire) explain(frame []byte) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- %s, read at %s\n", w.name, time.Now().UTC().Format("15:04:05.000"))
+	if w.ctl != "" {
+		var p packet.Packet
+		packet.Parse(frame, 0, packet.Options{}, &p)
+		f := control.Filter{Proto: p.Proto}
+		if p.IPVersion != 0 {
+			f.Src, f.Dst = addrOf(p.Src, p.IPVersion), addrOf(p.Dst, p.IPVersion)
+		}
+		for _, r := range []struct {
+			what string
+			req  control.Request
+		}{
+			{"statewire conntrack -S", control.Request{Op: control.OpStats}},
+			{fmt.Sprintf("statewire conntrack -L -p %d -s %s -d %s", f.Proto, f.Src, f.Dst), control.Request{Op: control.OpList, Filter: f}},
+		} {
+			fmt.Fprintf(&b, "$ %s\n", r.what)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n, err := control.Do(ctx, w.ctl, r.req, func(l string) { b.WriteString(l + "\n") })
+			cancel()
+			if err != nil {
+				fmt.Fprintf(&b, "(failed: %v)\n", err)
+			} else if r.req.Op == control.OpList {
+				fmt.Fprintf(&b, "(%d entries)\n", n)
+			}
+		}
+	}
+	l := w.lab
+	for _, c := range []struct {
+		ns   string
+		args []string
+	}{
+		{l.BridgeNS, []string{"ip", "-s", "link", "show", "dev", l.PortA}},
+		{l.BridgeNS, []string{"ip", "-s", "link", "show", "dev", l.PortB}},
+		{l.LeftNS, []string{"ip", "-s", "link", "show", "dev", l.LeftIf}},
+		{l.BridgeNS, []string{"ethtool", "-S", l.PortA}},
+		{l.BridgeNS, []string{"ethtool", "-S", l.PortB}},
+	} {
+		fmt.Fprintf(&b, "$ %s (%s)\n", strings.Join(c.args, " "), c.ns)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := l.Run(ctx, c.ns, c.args[0], c.args[1:]...)
+		cancel()
+		b.WriteString(out)
+		if err != nil {
+			fmt.Fprintf(&b, "(failed: %v)\n", err)
+		}
+	}
+	return b.String()
+}
