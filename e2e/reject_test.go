@@ -186,6 +186,24 @@ func (s *sniffer) find(q []byte, d time.Duration) []byte {
 	}
 }
 
+// to returns the frames recorded and not yet found that are addressed to
+// q's source.
+func (s *sniffer) to(q []byte) [][]byte {
+	var pq packet.Packet
+	packet.Parse(q, 0, packet.Options{}, &pq)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, f := range s.frames {
+		var p packet.Packet
+		packet.Parse(f, 0, packet.Options{}, &p)
+		if p.IPVersion != 0 && p.Dst == pq.Src {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // answers reports whether frame a is a REJECT answer to frame q: a TCP
 // RST for q's ports, or an ICMP/ICMPv6 destination unreachable quoting
 // q's IP header, addressed to q's source.
@@ -220,6 +238,9 @@ func answerFields(a []byte) string {
 	if p.Proto == packet.ProtoTCP {
 		return fmt.Sprintf("RST %v:%d>%v:%d flags=%#02x seq=%d ack=%d win=%d", addrOf(p.Src, p.IPVersion), p.SrcPort,
 			addrOf(p.Dst, p.IPVersion), p.DstPort, p.TCP.Flags, p.TCP.Seq, p.TCP.Ack, p.TCP.Window)
+	}
+	if !packet.IsICMP(p.IPVersion, p.Proto) || int(p.L4Off)+8 > len(a) {
+		return fmt.Sprintf("IPv%d proto %d to %v, %d bytes %x", p.IPVersion, p.Proto, addrOf(p.Dst, p.IPVersion), len(a), a)
 	}
 	quoted := a[int(p.L4Off)+8:]
 	return fmt.Sprintf("ICMPv%d type=%d code=%d to %v quoting %d bytes %x", p.IPVersion, p.ICMP.Type, p.ICMP.Code,
@@ -270,6 +291,7 @@ func TestRejectAgainstKernel(t *testing.T) {
 		}
 		got := make([]fate, len(wires))
 		ans := make([]string, len(wires))
+		backlog := softnetDropped()
 		var wg sync.WaitGroup
 		for wi, w := range wires {
 			w.send(t, 0, s.frame)
@@ -305,8 +327,8 @@ func TestRejectAgainstKernel(t *testing.T) {
 				failed = true
 			}
 			if failed {
-				t.Logf("step %d %s: %s failed; its counters now:\n%s%s", si+1, s.what, w.name, w.explain(s.frame),
-					lateArrivals(w, near[wi], s, got[wi], ans[wi]))
+				t.Logf("step %d %s: %s failed; its counters now:\n%s%s%s", si+1, s.what, w.name, w.explain(s.frame),
+					backlogDrops(backlog), lateArrivals(w, near[wi], s, got[wi], ans[wi]))
 			}
 		}
 		table.WriteByte('\n')
@@ -358,6 +380,11 @@ func lateArrivals(w *spoofWire, near *sniffer, s rejectStep, got fate, ans strin
 	}
 	if ans == "none" && s.answer {
 		fmt.Fprintf(&b, "the answer at the near host a second later: %s\n", answerFields(near.find(s.frame, time.Second)))
+	}
+	// An answer quoting other bytes than the frame's (a buffer reused
+	// under it) would not be found: show what else came back.
+	for _, f := range near.to(s.frame) {
+		fmt.Fprintf(&b, "at the near host, not an answer to this step's frame: %s\n", answerFields(f))
 	}
 	return b.String()
 }

@@ -438,6 +438,11 @@ func statewireWireOut(t *testing.T, bin, rules, rules6 string, cores int, fast b
 		}
 		if fast && !fastPathForwarded(stdout.String()) {
 			t.Errorf("%s: the fast path forwarded no frame\ntotals: %s", name, stdout.String())
+		} else if t.Failed() {
+			// The totals name what conntrack -S does not: the
+			// frames the kernel dropped before RX (no fill buffer,
+			// RX ring full) and those that never left a TX ring.
+			t.Logf("%s: totals at exit:\n%s", name, stdout.String())
 		}
 	})
 	// Wait for the datapath before pinging: loading and verifying the

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,12 +18,13 @@ import (
 // hand-offs, the fast path's flows, punts and redirect errors) and its
 // `conntrack -L` entries for frame's addresses and protocol (OFFLOAD: the
 // fast path holds the flow); for every wire the kernel's counters of the
-// bridge's ports and of the near host's interface (`ip -s link`: a frame
-// a veth could not deliver is a TX drop there) and, where the driver has
-// them, the ports' `ethtool -S` (veth's XDP counters: redirects, xmit
-// errors). Each read has its own deadline; a read that fails says so in
-// the text instead of failing the test a second time. Called from the
-// test goroutine only.
+// bridge's ports and of both hosts' interfaces (`ip -s link`: a frame a
+// veth could not deliver is a TX drop at the sender, one the receiving
+// CPU's backlog had no room for an RX drop at the host, see
+// softnetDropped) and, where the driver has them, the ports' `ethtool -S`
+// (veth's XDP counters: redirects, XDP drops, xmit errors). Each read has
+// its own deadline; a read that fails says so in the text instead of
+// failing the test a second time. Called from the test goroutine only.
 func (w *spoofWire) explain(frame []byte) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- %s, read at %s\n", w.name, time.Now().UTC().Format("15:04:05.000"))
@@ -58,6 +61,7 @@ func (w *spoofWire) explain(frame []byte) string {
 		{l.BridgeNS, []string{"ip", "-s", "link", "show", "dev", l.PortA}},
 		{l.BridgeNS, []string{"ip", "-s", "link", "show", "dev", l.PortB}},
 		{l.LeftNS, []string{"ip", "-s", "link", "show", "dev", l.LeftIf}},
+		{l.RightNS, []string{"ip", "-s", "link", "show", "dev", l.RightIf}},
 		{l.BridgeNS, []string{"ethtool", "-S", l.PortA}},
 		{l.BridgeNS, []string{"ethtool", "-S", l.PortB}},
 	} {
@@ -71,4 +75,48 @@ func (w *spoofWire) explain(frame []byte) string {
 		}
 	}
 	return b.String()
+}
+
+// softnetDropped returns, per CPU, the frames the kernel dropped because
+// the CPU's backlog was full (/proc/net/softnet_stat, second column): a
+// frame a veth hands to its peer outside NAPI (netif_rx) waits there, and
+// with netdev_max_backlog frames queued by anything on the machine (another
+// test's flood) it is dropped, counted here and in the receiving veth's
+// rx_dropped. nil when the file cannot be read.
+func softnetDropped() []uint64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			return nil
+		}
+		n, err := strconv.ParseUint(f[1], 16, 64)
+		if err != nil {
+			return nil
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// backlogDrops describes the backlog drops since before (softnetDropped):
+// a frame or answer missing in a step with such drops may have been lost
+// in the kernel on its way into a host, not in the wire under test.
+func backlogDrops(before []uint64) string {
+	now := softnetDropped()
+	if before == nil || len(now) != len(before) {
+		return "backlog drops during the step: unknown (/proc/net/softnet_stat unreadable)\n"
+	}
+	var d []string
+	var total uint64
+	for i := range now {
+		d = append(d, strconv.FormatUint(now[i]-before[i], 10))
+		total += now[i] - before[i]
+	}
+	return fmt.Sprintf("backlog drops on this machine during the step (netdev_max_backlog full, /proc/net/softnet_stat): %d (per CPU %s)\n",
+		total, strings.Join(d, " "))
 }
