@@ -111,8 +111,8 @@ func TestReportCPSAndIMIX(t *testing.T) {
 		"2.835", // 1 Mpps of IMIX: 354.33 B x 8 = 2.835 Gbit/s
 		"mean 354.33 B",
 		"endpoint ceiling (client and server directly connected, no device): 100000 conn/s",
-		"statewire             100000      40000     1.0000      30000    0.30x   2.00x",
-		"kernel-bridge         100000      99000     0.9990     ≥99000",
+		"statewire                 100000      40000     1.0000      30000    0.30x   2.00x",
+		"kernel-bridge             100000      99000     0.9990     ≥99000",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q; got:\n%s", want, out)
