@@ -282,6 +282,11 @@ func TestRejectAgainstKernel(t *testing.T) {
 	}
 	kmsg := openKernelLog(t)
 	steps := rejectSteps()
+	// replays[wire][step] counts a step played again on a wire (below).
+	replays := make([][]int, len(wires))
+	for i := range replays {
+		replays[i] = make([]int, len(steps))
+	}
 	var table strings.Builder
 	for si, s := range steps {
 		time.Sleep(spoofStepGap)
@@ -291,10 +296,11 @@ func TestRejectAgainstKernel(t *testing.T) {
 		}
 		got := make([]fate, len(wires))
 		ans := make([]string, len(wires))
-		backlog := softnetDropped()
-		var wg sync.WaitGroup
-		for wi, w := range wires {
-			w.send(t, 0, s.frame)
+		// await waits for the fate of the step's frame on wire wi at the
+		// far host and for its answer at the near one.
+		await := func(wi int) {
+			w := wires[wi]
+			var wg sync.WaitGroup
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
@@ -308,8 +314,42 @@ func TestRejectAgainstKernel(t *testing.T) {
 				}
 				ans[wi] = answerFields(near[wi].find(s.frame, aw))
 			}()
+			wg.Wait()
+		}
+		backlog := softnetDropped()
+		for _, w := range wires {
+			w.send(t, 0, s.frame)
+		}
+		var wg sync.WaitGroup
+		for wi := range wires {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				await(wi)
+			}()
 		}
 		wg.Wait()
+		// A frame or answer that went missing while the machine's receive
+		// backlogs overflowed (another test's flood: the backlog is per
+		// CPU, shared by every namespace, and a veth hands frames to its
+		// peer through it) was lost on its way into a host, before or
+		// after the wire: that wire plays the step once more. Seen in CI
+		// on the kernel's wire: its answer dropped at the near host's
+		// veth while 297 142 frames were dropped at backlogs.
+		if n := backlogTotal(backlog); n > 0 {
+			for wi, w := range wires {
+				lost := got[wi] == dropped && s.fate == forwarded || ans[wi] == "none" && s.answer
+				if !lost {
+					continue
+				}
+				t.Logf("step %d %s: %s: frame or answer missing during %d backlog drops on this machine; sending it again",
+					si+1, s.what, w.name, n)
+				replays[wi][si]++
+				backlog = softnetDropped()
+				w.send(t, 0, s.frame)
+				await(wi)
+			}
+		}
 		fmt.Fprintf(&table, "%2d %-40s", si+1, s.what)
 		for wi, w := range wires {
 			fmt.Fprintf(&table, " | %s: %v, %s", w.name, got[wi], ans[wi])
@@ -336,16 +376,22 @@ func TestRejectAgainstKernel(t *testing.T) {
 	t.Logf("fates and answers:\n%s", table.String())
 	// LOG: each statewire wire logged each LOG step once, with its prefix.
 	for wi := 1; wi < len(wires); wi++ {
-		for _, s := range steps {
+		for si, s := range steps {
 			if s.prefix == "" {
 				continue
 			}
 			var p packet.Packet
 			packet.Parse(s.frame, 0, packet.Options{}, &p)
 			key := fmt.Sprintf("SPT=%d DPT=%d", p.SrcPort, p.DstPort)
-			if !testenv.WaitFor(5*time.Second, func() bool { return logLines(logs[wi].String(), s.prefix, key) == 1 }) {
-				t.Errorf("%s: %s: %d LOG lines with %q and %q, want 1\nlog:\n%s", wires[wi].name, s.what,
-					logLines(logs[wi].String(), s.prefix, key), s.prefix, key, logs[wi].String())
+			// Once, or once more per replay whose first frame reached
+			// the wire before the loss.
+			most := 1 + replays[wi][si]
+			if !testenv.WaitFor(5*time.Second, func() bool {
+				n := logLines(logs[wi].String(), s.prefix, key)
+				return n >= 1 && n <= most
+			}) {
+				t.Errorf("%s: %s: %d LOG lines with %q and %q, want 1 (up to %d with replays)\nlog:\n%s", wires[wi].name, s.what,
+					logLines(logs[wi].String(), s.prefix, key), s.prefix, key, most, logs[wi].String())
 				continue
 			}
 			// The kernel's line for the same frame, from MAC= on (the

@@ -103,6 +103,20 @@ func softnetDropped() []uint64 {
 	return out
 }
 
+// backlogTotal returns the backlog drops on all CPUs since before
+// (softnetDropped); 0 when unknown.
+func backlogTotal(before []uint64) uint64 {
+	now := softnetDropped()
+	if before == nil || len(now) != len(before) {
+		return 0
+	}
+	var total uint64
+	for i := range now {
+		total += now[i] - before[i]
+	}
+	return total
+}
+
 // backlogDrops describes the backlog drops since before (softnetDropped):
 // a frame or answer missing in a step with such drops may have been lost
 // in the kernel on its way into a host, not in the wire under test.
