@@ -2,6 +2,7 @@ package offload_test
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -160,7 +161,11 @@ func TestActivateNow(t *testing.T) {
 		ret uint32
 		seq uint32
 	}
-	const perG = 4000
+	// Each goroutine runs frames until 100 after the activation (a loaded
+	// machine may run ActivateNow late: a fixed count could all be done
+	// before it), at most maxPerG.
+	const maxPerG, afterActivation = 1 << 20, 100
+	var activated atomic.Bool
 	var runs [2][]run
 	var started sync.WaitGroup
 	var wg sync.WaitGroup
@@ -171,9 +176,16 @@ func TestActivateNow(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			out := make([]byte, len(frame)+offload.MarkLen+64)
-			for i := range perG {
+			left := afterActivation
+			for i := range maxPerG {
 				if i == 100 {
 					started.Done()
+				}
+				if activated.Load() {
+					if left == 0 && i > 100 {
+						return
+					}
+					left--
 				}
 				opts := &ebpf.RunOptions{Data: frame, DataOut: out}
 				ret, err := prog.EBPF(offload.PortA).Run(opts)
@@ -194,6 +206,7 @@ func TestActivateNow(t *testing.T) {
 	}
 	started.Wait() // both goroutines are numbering frames
 	cut, ok, err = prog.ActivateNow(e, vs, oc, pd)
+	activated.Store(true)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -254,5 +267,5 @@ func TestActivateNow(t *testing.T) {
 	if ok, err := prog.TakeBackUsage(e, &u); !ok || err != nil || u.Packets[0] != taken {
 		t.Fatalf("TakeBack: %v %v, %d packets; want %d taken", ok, err, u.Packets[0], taken)
 	}
-	t.Logf("cut at %d of %d frames, %d taken after", cut, 2*perG, taken)
+	t.Logf("cut at %d of %d frames, %d taken after", cut, len(runs[0])+len(runs[1]), taken)
 }
