@@ -26,7 +26,10 @@ func TestThreadNAPI(t *testing.T) {
 		if err := threadNAPI(l, l.LeftNS, l.LeftIf, cpu, 0); err != nil {
 			t.Fatal(err)
 		}
-		pids := napiThreads(t, l.LeftIf)
+		pids, err := napiThreads(l.LeftIf)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(pids) == 0 {
 			t.Fatalf("no napi/%s-* thread after threadNAPI", l.LeftIf)
 		}
@@ -37,8 +40,8 @@ func TestThreadNAPI(t *testing.T) {
 		}
 	}
 	// The right host's veth was not asked: no thread of its own.
-	if pids := napiThreads(t, l.RightIf); len(pids) != 0 {
-		t.Errorf("NAPI threads %v for %s, which was not threaded", pids, l.RightIf)
+	if pids, err := napiThreads(l.RightIf); err != nil || len(pids) != 0 {
+		t.Errorf("NAPI threads %v (%v) for %s, which was not threaded", pids, err, l.RightIf)
 	}
 	if err := threadNAPI(l, l.LeftNS, "sw-no-such", 0, 0); err == nil {
 		t.Error("threadNAPI of a missing interface: no error")
@@ -47,31 +50,6 @@ func TestThreadNAPI(t *testing.T) {
 
 func testAddrsOf(l *lab.Lab) cpsAddrs {
 	return cpsAddrs{clientMAC: l.LeftMAC, serverMAC: l.RightMAC, client: lab.LeftIPv4.Addr(), server: lab.RightIPv4.Addr()}
-}
-
-// napiThreads returns the pids of the kernel threads napi/IFNAME-*.
-func napiThreads(t *testing.T, ifname string) []int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := "napi/" + ifname + "-"
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		if comm := strings.TrimSpace(string(b)); strings.HasPrefix(comm, "napi/") && strings.HasPrefix(prefix, comm) || strings.HasPrefix(comm, prefix) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // allowedCPUs returns Cpus_allowed_list of pid.

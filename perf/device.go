@@ -373,12 +373,40 @@ func threadNAPI(l *lab.Lab, ns, ifname string, cpu, fifo int) error {
 	if _, err := l.Run(context.Background(), ns, "sh", "-c", "echo 1 > /sys/class/net/"+ifname+"/threaded"); err != nil {
 		return fmt.Errorf("perf: threaded NAPI on %s: %w", ifname, err)
 	}
-	prefix := "napi/" + ifname + "-"
-	ents, err := os.ReadDir("/proc")
+	pids, err := napiThreads(ifname)
 	if err != nil {
 		return err
 	}
-	found := false
+	if len(pids) == 0 {
+		return fmt.Errorf("perf: no NAPI thread for %s", ifname)
+	}
+	for _, pid := range pids {
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(pid, &set); err != nil {
+			return fmt.Errorf("perf: pin the NAPI thread of %s (pid %d) to CPU %d: %w", ifname, pid, cpu, err)
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, pid, Nice); err != nil {
+			return fmt.Errorf("perf: renice the NAPI thread of %s (pid %d): %w", ifname, pid, err)
+		}
+		if fifo > 0 {
+			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(fifo)}
+			if err := unix.SchedSetAttr(pid, &attr, 0); err != nil {
+				return fmt.Errorf("perf: SCHED_FIFO %d for the NAPI thread of %s (pid %d): %w", fifo, ifname, pid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// napiThreads returns the pids of the kernel threads napi/IFNAME-*.
+func napiThreads(ifname string) ([]int, error) {
+	prefix := "napi/" + ifname + "-"
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -390,29 +418,11 @@ func threadNAPI(l *lab.Lab, ns, ifname string, cpu, fifo int) error {
 		}
 		// comm is cut at 15 bytes: compare the common prefix.
 		comm := strings.TrimSpace(string(b))
-		if !strings.HasPrefix(comm, "napi/") || !(strings.HasPrefix(prefix, comm) || strings.HasPrefix(comm, prefix)) {
-			continue
+		if strings.HasPrefix(comm, "napi/") && (strings.HasPrefix(prefix, comm) || strings.HasPrefix(comm, prefix)) {
+			pids = append(pids, pid)
 		}
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(pid, &set); err != nil {
-			return fmt.Errorf("perf: pin %s (pid %d) to CPU %d: %w", comm, pid, cpu, err)
-		}
-		if err := unix.Setpriority(unix.PRIO_PROCESS, pid, Nice); err != nil {
-			return fmt.Errorf("perf: renice %s: %w", comm, err)
-		}
-		if fifo > 0 {
-			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(fifo)}
-			if err := unix.SchedSetAttr(pid, &attr, 0); err != nil {
-				return fmt.Errorf("perf: SCHED_FIFO %d for %s: %w", fifo, comm, err)
-			}
-		}
-		found = true
 	}
-	if !found {
-		return fmt.Errorf("perf: no NAPI thread for %s", ifname)
-	}
-	return nil
+	return pids, nil
 }
 
 // reniceAutogroup sets the nice value of this process's scheduler
