@@ -228,9 +228,15 @@ func (c DatapathConfig) Validate() error {
 	// The CPUs this process may use are its affinity (taskset, the
 	// cgroup's cpuset), not 0..NumCPU-1: under taskset -c 2,3 NumCPU is
 	// 2 and CPUs 2 and 3 are the right ones.
-	allowed, aerr := sched.Allowed()
+	allowed, err := sched.Allowed()
+	if err != nil {
+		allowed = make([]int, runtime.NumCPU())
+		for i := range allowed {
+			allowed[i] = i
+		}
+	}
 	for _, cpu := range c.CPUs {
-		if cpu < 0 || (aerr == nil && !slices.Contains(allowed, cpu)) || (aerr != nil && cpu >= runtime.NumCPU()) {
+		if !slices.Contains(allowed, cpu) {
 			return bad("CPU %d: not one this process may run on (CPUs %s, as taskset -c and the cgroup's cpuset allow)", cpu, sched.List(allowed))
 		}
 		if seen[cpu] {

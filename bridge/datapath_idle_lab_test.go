@@ -123,21 +123,11 @@ func TestDatapathIdleCPU(t *testing.T) {
 // Needs root (CAP_NET_ADMIN to raise the options).
 func TestDatapathSocketBusyPoll(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Queues: 2})
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues = 2, 2
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.Logf = t.Logf
 	want := ring.BusyPoll{Usecs: 50, Budget: 64, Prefer: true}
-	c.SocketBusyPoll = want
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
+	dp := startDatapath(t, l, 2, func(c *DatapathConfig) {
+		smallRings(c)
+		c.SocketBusyPoll = want
+	})
 	for _, w := range dp.workers {
 		if !w.kernelBusy {
 			t.Errorf("worker %d: sockets not busy polling (kernelBusy false): the options were refused", w.id)

@@ -120,6 +120,31 @@ func startLabDatapath(t *testing.T, l *lab.Lab, ring, buckets int, policy string
 	return dp
 }
 
+// startDatapath starts a datapath of cores workers and queues on l's
+// ports, configured further by set, and stops it when the test ends.
+func startDatapath(t *testing.T, l *lab.Lab, cores int, set func(*DatapathConfig)) *Datapath {
+	t.Helper()
+	c := DefaultDatapathConfig()
+	c.PortA, c.PortB = l.PortA, l.PortB
+	c.Cores, c.Queues = cores, cores
+	c.Logf = t.Logf
+	set(&c)
+	dp, err := NewDatapath(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { dp.Stop() })
+	return dp
+}
+
+// smallRings gives c 512-entry rings and 2048 UMEM frames a queue.
+func smallRings(c *DatapathConfig) {
+	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
+}
+
 // stopLabDatapath stops dp and checks Stop's error, nothing in flight,
 // frame conservation and no XDP program left on l's ports; it logs each
 // direction's counters and returns the totals.

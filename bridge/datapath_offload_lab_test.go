@@ -23,21 +23,10 @@ func startOffloadDatapath(t *testing.T, l *lab.Lab, mode OffloadMode) *Datapath 
 // startOffloadDatapathCores is startOffloadDatapath with cores workers.
 func startOffloadDatapathCores(t *testing.T, l *lab.Lab, mode OffloadMode, cores int) *Datapath {
 	t.Helper()
-	c := DefaultDatapathConfig()
-	c.Cores, c.Queues = cores, cores
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Offload = mode
-	c.Table.MaxEntries = 4096
-	c.Logf = t.Logf
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
-	return dp
+	return startDatapath(t, l, cores, func(c *DatapathConfig) {
+		c.Offload = mode
+		c.Table.MaxEntries = 4096
+	})
 }
 
 // hostGRO turns GRO on or off on both hosts' veths: the NAPI that XDP

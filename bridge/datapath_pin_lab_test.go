@@ -24,19 +24,10 @@ func TestDatapathPinned(t *testing.T) {
 		cpus[i] = cores - 1 - i
 	}
 	l := lab.NewT(t, lab.Options{Queues: cores})
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues, c.CPUs = cores, cores, cpus
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.Logf = t.Logf
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
+	dp := startDatapath(t, l, cores, func(c *DatapathConfig) {
+		smallRings(c)
+		c.CPUs = cpus
+	})
 	if ok, out := l.Ping(l.LeftNS, lab.RightIPv4.Addr().String(), 3); !ok {
 		t.Fatalf("ping through the bridge failed:\n%s", out)
 	}

@@ -133,19 +133,8 @@ func TestDatapathRealtimeBudget(t *testing.T) {
 // the default), stopped at the test's end.
 func startRealtimeDatapath(t *testing.T, l *lab.Lab, cores, prio int, idleSpin time.Duration) *Datapath {
 	t.Helper()
-	c := DefaultDatapathConfig()
-	c.PortA, c.PortB = l.PortA, l.PortB
-	c.Cores, c.Queues = cores, cores
-	c.RXSize, c.TXSize, c.FillSize, c.CompletionSize, c.Frames = 512, 512, 512, 512, 2048
-	c.RTPriority, c.IdleSpin = prio, idleSpin
-	c.Logf = t.Logf
-	dp, err := NewDatapath(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Do(l.BridgeNS, dp.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { dp.Stop() })
-	return dp
+	return startDatapath(t, l, cores, func(c *DatapathConfig) {
+		smallRings(c)
+		c.RTPriority, c.IdleSpin = prio, idleSpin
+	})
 }

@@ -494,7 +494,11 @@ func (s *Server) dropStats(w *writer, ds *bridge.DatapathStats) {
 			kernel[p].RxDropped += ds.Queues[i].Socket[p].RxDropped
 		}
 	}
-	if tot[0].Dropped()+tot[1].Dropped()+ds.KernelDrops(bridge.PortA)+ds.KernelDrops(bridge.PortB) == 0 {
+	var any uint64
+	for p := range tot {
+		any += tot[p].Dropped() + kernel[p].RxRingFull + kernel[p].RxDropped
+	}
+	if any == 0 {
 		return
 	}
 	var b strings.Builder

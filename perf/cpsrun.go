@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/statewire/statewire/control"
-
 	"github.com/statewire/statewire/lab"
 )
 
@@ -97,11 +96,11 @@ func (r *runner) cpsOpen(ctx context.Context, d *device) (*cpsPair, error) {
 	// pacing spins, they run as soon as a frame is queued (at nice -20
 	// beside it they waited for its time slice, and the endpoints
 	// dropped at their rings).
+	fifo := 0
+	if r.o.RTPriority > 0 {
+		fifo = r.o.RTPriority + 1
+	}
 	for _, e := range []struct{ ns, ifname string }{{l.LeftNS, l.LeftIf}, {sns, sif}} {
-		fifo := 0
-		if r.o.RTPriority > 0 {
-			fifo = r.o.RTPriority + 1
-		}
 		if err := threadNAPI(l, e.ns, e.ifname, r.o.GenCPU, fifo); err != nil {
 			p.close()
 			return nil, err
@@ -116,20 +115,13 @@ func (r *runner) cpsTrial(a *cpsActive, rate float64) (CPSTrial, error) {
 		return CPSTrial{}, err
 	}
 	defer a.d.pause()
-	cpus := r.splitCPUs()
-	all0 := make([]cpuStat, len(cpus))
-	for i, c := range cpus {
-		all0[i], _ = readCPUStat(c)
-	}
+	splits := r.markCPUs()
 	d0, derr := a.d.drops()
 	t, err := a.p.run(rate, leadIn, r.o.CPSTrial)
 	if err != nil {
 		return t, err
 	}
-	for i, c := range cpus {
-		b, _ := readCPUStat(c)
-		t.CPUs = append(t.CPUs, split(c, all0[i], b))
-	}
+	t.CPUs = splits()
 	if d1, err := a.d.drops(); derr == nil && err == nil {
 		for k, v := range d1 {
 			if v > d0[k] {

@@ -402,6 +402,26 @@ func threadNAPI(l *lab.Lab, ns, ifname string, cpu, fifo int) error {
 // napiThreads returns the pids of the kernel threads napi/IFNAME-*.
 func napiThreads(ifname string) ([]int, error) {
 	prefix := "napi/" + ifname + "-"
+	// comm is cut at 15 bytes: compare the common prefix.
+	return threadsNamed(func(comm string) bool {
+		return strings.HasPrefix(comm, "napi/") && (strings.HasPrefix(prefix, comm) || strings.HasPrefix(comm, prefix))
+	})
+}
+
+// ksoftirqds returns the pids of ksoftirqd/N for each cpu N (negative
+// ones skipped).
+func ksoftirqds(cpus []int) ([]int, error) {
+	want := map[string]bool{}
+	for _, c := range cpus {
+		if c >= 0 {
+			want["ksoftirqd/"+strconv.Itoa(c)] = true
+		}
+	}
+	return threadsNamed(func(comm string) bool { return want[comm] })
+}
+
+// threadsNamed returns the pids in /proc whose comm match accepts.
+func threadsNamed(match func(comm string) bool) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -413,12 +433,7 @@ func napiThreads(ifname string) ([]int, error) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		// comm is cut at 15 bytes: compare the common prefix.
-		comm := strings.TrimSpace(string(b))
-		if strings.HasPrefix(comm, "napi/") && (strings.HasPrefix(prefix, comm) || strings.HasPrefix(comm, prefix)) {
+		if err == nil && match(strings.TrimSpace(string(b))) {
 			pids = append(pids, pid)
 		}
 	}
@@ -459,25 +474,11 @@ func reniceKsoftirqd(cpus []int, nice int) (restore func(), err error) {
 			_ = unix.Setpriority(unix.PRIO_PROCESS, o.pid, o.nice)
 		}
 	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := ksoftirqds(cpus)
 	if err != nil {
 		return restore, err
 	}
-	want := map[string]bool{}
-	for _, c := range cpus {
-		if c >= 0 {
-			want["ksoftirqd/"+strconv.Itoa(c)] = true
-		}
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || !want[strings.TrimSpace(string(b))] {
-			continue
-		}
+	for _, pid := range pids {
 		// getpriority returns 20-nice.
 		p, err := unix.Getpriority(unix.PRIO_PROCESS, pid)
 		if err != nil {

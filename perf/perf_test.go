@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -348,20 +347,13 @@ func TestMain(m *testing.M) { os.Exit(lab.RunTests(m)) }
 func TestRealtimeKsoftirqd(t *testing.T) {
 	lab.RequireRoot(t)
 	pids := map[int]*unix.SchedAttr{}
-	ents, err := os.ReadDir("/proc")
+	all, err := ksoftirqds([]int{0, 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if c := strings.TrimSpace(string(b)); c == "ksoftirqd/0" || c == "ksoftirqd/1" {
-			if pids[pid], err = unix.SchedGetAttr(pid, 0); err != nil {
-				t.Fatal(err)
-			}
+	for _, pid := range all {
+		if pids[pid], err = unix.SchedGetAttr(pid, 0); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if len(pids) == 0 {

@@ -2,10 +2,6 @@ package perf
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,25 +94,11 @@ func realtimeKsoftirqd(cpus []int, prio int) (restore func(), err error) {
 			_ = unix.SchedSetAttr(o.pid, o.attr, 0)
 		}
 	}
-	want := map[string]bool{}
-	for _, c := range cpus {
-		if c >= 0 {
-			want["ksoftirqd/"+strconv.Itoa(c)] = true
-		}
-	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := ksoftirqds(cpus)
 	if err != nil {
 		return restore, err
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || !want[strings.TrimSpace(string(b))] {
-			continue
-		}
+	for _, pid := range pids {
 		a, err := unix.SchedGetAttr(pid, 0)
 		if err != nil {
 			return restore, fmt.Errorf("perf: read the scheduling policy of ksoftirqd (pid %d): %w", pid, err)

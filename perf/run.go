@@ -953,11 +953,7 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		return Trial{}, err
 	}
 	s0, _ := readCPUStat(r.o.DUTCPU)
-	cpus := r.splitCPUs()
-	all0 := make([]cpuStat, len(cpus))
-	for i, c := range cpus {
-		all0[i], _ = readCPUStat(c)
-	}
+	splits := r.markCPUs()
 	sent, el, err := g.Send(rate, r.o.Trial)
 	if err != nil {
 		return Trial{}, err
@@ -969,11 +965,7 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 	}
 	s1, _ := readCPUStat(r.o.DUTCPU)
 	rx := c1 - c0
-	t := Trial{Target: rate, Sent: sent, Received: rx}
-	for i, c := range cpus {
-		a, _ := readCPUStat(c)
-		t.CPUs = append(t.CPUs, split(c, all0[i], a))
-	}
+	t := Trial{Target: rate, Sent: sent, Received: rx, CPUs: splits()}
 	if sec := el.Seconds(); sec > 0 {
 		t.Offered = float64(sent) / sec
 		t.Delivered = float64(rx) / sec
@@ -987,6 +979,25 @@ func (r *runner) trial(d *device, g *Generator, rate float64) (Trial, error) {
 		t.SoftirqShare = float64((s1.system+s1.irq+s1.softirq)-(s0.system+s0.irq+s0.softirq)) / float64(busy)
 	}
 	return t, nil
+}
+
+// markCPUs reads the time of the CPUs a trial records (splitCPUs) and
+// returns the function that, at the trial's end, gives each one's split
+// since.
+func (r *runner) markCPUs() func() []CPUSplit {
+	cpus := r.splitCPUs()
+	at := make([]cpuStat, len(cpus))
+	for i, c := range cpus {
+		at[i], _ = readCPUStat(c)
+	}
+	return func() []CPUSplit {
+		out := make([]CPUSplit, len(cpus))
+		for i, c := range cpus {
+			now, _ := readCPUStat(c)
+			out[i] = split(c, at[i], now)
+		}
+		return out
+	}
 }
 
 // splitCPUs returns the CPUs whose time a trial records: the generator's
