@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/statewire/statewire/internal/sched"
+	"github.com/statewire/statewire/internal/testenv"
 	"github.com/statewire/statewire/offload"
 	"github.com/statewire/statewire/packet/packettest"
 	"github.com/statewire/statewire/ring"
@@ -81,7 +82,7 @@ func TestDatapathConfigValidate(t *testing.T) {
 // only, CPU 1 is accepted and CPU 0 refused with the allowed list.
 func TestDatapathConfigCPUsAllowed(t *testing.T) {
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs two CPUs")
+		testenv.Unavailable(t, "needs two CPUs")
 	}
 	type result struct{ ok, refused error }
 	res := make(chan result, 1)

@@ -24,7 +24,7 @@ func TestGenericAttach(t *testing.T) {
 	forEachCores(t, func(t *testing.T, cores int) {
 		r := e2etest.Start(t, e2etest.Options{Cores: cores, Attach: offload.Generic})
 		for _, tc := range []struct{ ns, to string }{{r.Lab.LeftNS, rightIP.String()}, {r.Lab.RightNS, leftIP.String()}} {
-			if ok, out := r.Lab.Ping(tc.ns, tc.to, 2); !ok {
+			if ok, out := pingAccounted(t, r.Lab, tc.ns, tc.to, 2); !ok {
 				t.Errorf("ping from %s got %q, want 2 received", tc.ns, out)
 			}
 		}

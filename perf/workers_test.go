@@ -100,7 +100,7 @@ func TestCheckWorkers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if runtime.NumCPU() < 2 && strings.Contains(tc.name, "generator") {
-				t.Skip("needs 2 CPUs")
+				testenv.Unavailable(t, "needs 2 CPUs")
 			}
 			o := ok
 			o.GenCPUs = slices.Clone(ok.GenCPUs)
@@ -186,7 +186,7 @@ func onCPU(t *testing.T, cpu int, f func()) {
 func TestGeneratorSplitProgram(t *testing.T) {
 	lab.RequireRoot(t)
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs")
+		testenv.Unavailable(t, "needs 2 CPUs")
 	}
 	cnt, err := newPerCPUArray("t_gcnt", 1)
 	if err != nil {
@@ -265,7 +265,7 @@ func queueCounter(t *testing.T) (*ebpf.Program, *ebpf.Map) {
 func TestGeneratorSpreadsQueues(t *testing.T) {
 	lab.RequireRoot(t)
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs")
+		testenv.Unavailable(t, "needs 2 CPUs")
 	}
 	l := lab.NewT(t, lab.Options{Bare: true, Queues: 2, OffloadsOff: true})
 	prog, m := queueCounter(t)
@@ -340,7 +340,7 @@ func TestWorkersLab(t *testing.T) {
 		t.Skip("builds two labs and floods them for ~10 s")
 	}
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs")
+		testenv.Unavailable(t, "needs 2 CPUs")
 	}
 	o := QuickOptions()
 	o.Mode = ModeFlood
